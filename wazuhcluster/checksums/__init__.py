@@ -1,0 +1,1 @@
+"""wazuhcluster.checksums."""
