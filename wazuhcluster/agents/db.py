@@ -1,0 +1,737 @@
+"""The agent database: a blocking SQLite ``global.db`` with the operations the cluster needs.
+
+:class:`AgentDatabase` owns one ``sqlite3`` connection and must be used from one thread at a
+time (:class:`wazuhcluster.agents.threaded.ThreadedAgentDatabase` runs it on a dedicated
+single-thread pool). Its operations follow the wazuh-db ``global`` commands the cluster uses
+(``docs/wazuh-cluster-protocol.md`` §9.2, §9.3), with these deliberate differences:
+
+* **Agent-info is not marked synced when read.** :meth:`AgentDatabase.get_agent_info_sync`
+  returns, with the chunks, the change sequence of every row it read;
+  :meth:`AgentDatabase.mark_agent_info_synced` marks a row synced only if its sequence has not
+  changed since, so an update that lands while a sync is in flight is sent again next cycle
+  (Wazuh marks rows synced as they are read and loses data when the master fails, §10 item 29).
+  Suggested worker rule: mark after a ``syn_m_a_e`` with no error messages, otherwise leave
+  everything marked (``sync-agent-info-set`` is idempotent).
+* **Setting groups creates missing groups** instead of failing the agent (§10 item 31).
+* **A full agent-groups resync converges.** Applied with ``full=True``, the dump is taken as the
+  whole truth: agents it lists with no groups, and agents it does not list at all, end up with
+  no groups (``group`` and ``group_hash`` NULL), so they contribute nothing to the global hash,
+  exactly like the master's agents without groups. Wazuh leaves stale worker-side assignments
+  in place, so the hashes can stay different forever.
+* Agent-info for unknown agents is ignored (as in Wazuh) but counted; agent 000 is never
+  written by a peer.
+
+Group hashes are computed as wazuh-db computes them: an agent's ``group_hash`` is the first 8
+hex digits of SHA-256 of its comma-separated group list (ordered by priority), and the global
+group hash is the SHA-1 hex digest of the concatenation of the non-NULL ``group_hash`` values
+of agents with ``id > 0`` in id order (``None`` when there is none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import attrs
+
+from wazuhcluster.agents import keys as _keys
+from wazuhcluster.agents.payloads import (
+    MAX_GROUPS_PER_AGENT,
+    PayloadError,
+    check_group_name,
+    decode_agent_info_chunk,
+    decode_groups_chunk,
+)
+from wazuhcluster.agents.schema import (
+    AGENT_INFO_COLUMNS,
+    AGENT_INFO_SET_COLUMNS,
+    WDB_MAX_RESPONSE_SIZE,
+    configure_connection,
+    create_schema,
+)
+
+GroupsMode = Literal["override", "append", "empty_only", "remove"]
+GroupsCondition = Literal["sync_status", "all"]
+
+#: The error text wazuh-db answers when ``set-agent-groups`` fails for some agent.
+GROUPS_SET_ERROR = "An error occurred during the set of the groups"
+
+_EMPTY_GROUPS_PAGE = '[{"data":[]}]'
+#: Room wazuh-db reserves for the ``hash`` member: ``strlen("hash:\"\"") + sizeof(os_sha1)``.
+_HASH_ROOM = 7 + 41
+
+
+def database_path(home: str) -> str:
+    """Where the agent database of the installation rooted at ``home`` lives."""
+    return os.path.join(home, "queue", "db", "global.db")
+
+
+def group_hash(groups_csv: str) -> str:
+    """An agent's ``group_hash``: first 8 hex digits of SHA-256 of its group CSV."""
+    return hashlib.sha256(groups_csv.encode("utf-8")).hexdigest()[:8]
+
+
+def global_group_hash_of(group_hashes: Sequence[str]) -> str | None:
+    """The global group hash over per-agent hashes already in id order."""
+    if not group_hashes:
+        return None
+    digest = hashlib.sha1()
+    for value in group_hashes:
+        digest.update(value.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON as cJSON prints it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@attrs.frozen
+class AgentInfoBatch:
+    """Agent-info read for one sync: chunks to send, and the versions to confirm later.
+
+    ``versions`` holds one ``(agent id, change sequence)`` pair per agent in the chunks.
+    """
+
+    chunks: tuple[str, ...]
+    versions: tuple[tuple[int, int], ...]
+
+
+@attrs.frozen
+class AgentInfoSetResult:
+    """Outcome of applying agent-info chunks on the master."""
+
+    updated_chunks: int
+    error_messages: tuple[str, ...]
+    updated_agents: int
+    unknown_agents: int
+
+
+@attrs.frozen
+class GroupsSetResult:
+    """Outcome of one ``set-agent-groups`` call."""
+
+    updated_agents: int
+    unknown_agents: int
+    failed_agents: tuple[int, ...] = ()
+    skipped_agents: int = 0
+
+
+@attrs.frozen
+class GroupsApplyResult:
+    """Outcome of applying agent-groups chunks received from the master."""
+
+    updated_chunks: int
+    error_messages: tuple[str, ...]
+    unknown_agents: int
+    cleared_agents: int = 0
+
+
+@attrs.frozen
+class GroupsPage:
+    """One answer of ``sync-agent-groups-get``: ``status`` is ``"ok"`` or ``"due"``."""
+
+    status: Literal["ok", "due"]
+    payload: str
+    last_id: int
+
+
+@attrs.frozen
+class Keepalive:
+    """A keepalive seen for an agent connected to this node."""
+
+    agent_id: int
+    node_name: str
+    when: int
+    os_name: str | None = None
+    os_version: str | None = None
+    version: str | None = None
+
+
+@attrs.frozen
+class AgentSummary:
+    """One line of the agent listing."""
+
+    agent_id: int
+    name: str
+    ip: str | None
+    status: str
+    node_name: str | None
+    last_keepalive: int | None
+    version: str | None
+    groups: tuple[str, ...]
+
+
+@attrs.frozen
+class ReconcileResult:
+    """What :meth:`AgentDatabase.reconcile_keys` changed."""
+
+    inserted: int
+    updated: int
+    removed: int
+
+
+class AgentDatabase:
+    """A ``global.db`` file and the cluster's operations on it (blocking, single thread)."""
+
+    def __init__(self, path: str, now: int) -> None:
+        """Open (creating if needed) the database at ``path``.
+
+        :param now: current POSIX time, used as agent 000's ``date_add`` on creation.
+        """
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, mode=0o770, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        configure_connection(self._conn)
+        create_schema(self._conn, now)
+        row = self._conn.execute("SELECT COALESCE(MAX(info_seq), 0) FROM cluster_sync_seq")
+        self._seq: int = row.fetchone()[0]
+
+    @classmethod
+    def for_home(cls, home: str, now: int) -> AgentDatabase:
+        """Open the database of the installation rooted at ``home``."""
+        return cls(database_path(home), now)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one write transaction."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _mark_info_syncreq(self, conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+        """Mark agents for agent-info sync under a new change sequence."""
+        if not ids:
+            return
+        self._seq += 1
+        seq = self._seq
+        conn.executemany("UPDATE agent SET sync_status = 'syncreq' WHERE id = ?",
+                         [(i,) for i in ids])
+        conn.executemany(
+            "INSERT INTO cluster_sync_seq (id, info_seq) VALUES (?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET info_seq = excluded.info_seq",
+            [(i, seq) for i in ids])
+
+    def _existing_ids(self, ids: Sequence[int]) -> set[int]:
+        """The subset of ``ids`` present in the agent table."""
+        if not ids:
+            return set()
+        rows = self._conn.execute(
+            "SELECT id FROM agent WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),))
+        return {r[0] for r in rows}
+
+    def _groups_by_agent(self) -> dict[int, list[str]]:
+        """Group names of every agent that has groups, ordered by priority."""
+        rows = self._conn.execute(
+            "SELECT b.id_agent, g.name FROM belongs b JOIN `group` g ON g.id = b.id_group"
+            " ORDER BY b.id_agent, b.priority")
+        result: dict[int, list[str]] = {}
+        for agent_id, name in rows:
+            result.setdefault(agent_id, []).append(name)
+        return result
+
+    def _group_ids(self, conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, int]:
+        """Ids of the named groups, creating the ones that do not exist yet."""
+        conn.executemany("INSERT OR IGNORE INTO `group` (name) VALUES (?)",
+                         [(n,) for n in names])
+        rows = conn.execute(
+            "SELECT name, id FROM `group` WHERE name IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(names)),))
+        return dict(rows.fetchall())
+
+    def _set_group_context(self, conn: sqlite3.Connection, agent_id: int,
+                           sync_status: str | None) -> None:
+        """Recompute an agent's ``group`` CSV and ``group_hash`` from ``belongs``."""
+        names = [r[0] for r in conn.execute(
+            "SELECT g.name FROM belongs b JOIN `group` g ON g.id = b.id_group"
+            " WHERE b.id_agent = ? ORDER BY b.priority", (agent_id,))]
+        csv = ",".join(names) if names else None
+        hashed = group_hash(csv) if csv is not None else None
+        if sync_status is None:
+            conn.execute("UPDATE agent SET `group` = ?, group_hash = ? WHERE id = ?",
+                         (csv, hashed, agent_id))
+        else:
+            conn.execute("UPDATE agent SET `group` = ?, group_hash = ?, group_sync_status = ?"
+                         " WHERE id = ?", (csv, hashed, sync_status, agent_id))
+
+    # -- agent-info (worker side) --------------------------------------------------------------
+
+    def get_agent_info_sync(self, max_chunk_size: int = WDB_MAX_RESPONSE_SIZE) -> AgentInfoBatch:
+        """Read every agent marked for agent-info sync, as wazuh-db's ``sync-agent-info-get``.
+
+        Each chunk is a compact JSON array of agent objects (columns of
+        :data:`~wazuhcluster.agents.schema.AGENT_INFO_COLUMNS` in that order, NULL columns
+        omitted, ``labels`` last when the agent has labels) whose size, like wazuh-db's, stays
+        below ``max_chunk_size`` bytes; an agent too big for an empty chunk gets a chunk of its
+        own. Nothing is marked synced.
+        """
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            columns = ", ".join(f"a.{c}" for c in AGENT_INFO_COLUMNS)
+            rows = conn.execute(
+                f"SELECT {columns}, COALESCE(s.info_seq, 0) FROM agent a"
+                " LEFT JOIN cluster_sync_seq s ON s.id = a.id"
+                " WHERE a.id > 0 AND a.sync_status = 'syncreq' ORDER BY a.id").fetchall()
+            labels: dict[int, list[dict[str, Any]]] = {}
+            for agent_id, key, value in conn.execute(
+                    "SELECT l.id, l.key, l.value FROM labels l JOIN agent a ON a.id = l.id"
+                    " WHERE a.id > 0 AND a.sync_status = 'syncreq' ORDER BY l.id, l.key"):
+                labels.setdefault(agent_id, []).append(
+                    {"id": agent_id, "key": key, "value": value})
+        finally:
+            conn.execute("COMMIT")
+
+        chunks: list[str] = []
+        versions: list[tuple[int, int]] = []
+        parts: list[str] = []
+        size = 2
+        for row in rows:
+            agent = {c: v for c, v in zip(AGENT_INFO_COLUMNS, row) if v is not None}
+            agent_labels = labels.get(row[0])
+            if agent_labels:
+                agent["labels"] = agent_labels
+            text = _dumps(agent)
+            length = len(text.encode("utf-8"))
+            if parts and size + length + 1 >= max_chunk_size:
+                chunks.append("[" + ",".join(parts) + "]")
+                parts, size = [], 2
+            parts.append(text)
+            size += length + 1
+            versions.append((row[0], row[-1]))
+        if parts:
+            chunks.append("[" + ",".join(parts) + "]")
+        return AgentInfoBatch(tuple(chunks), tuple(versions))
+
+    def mark_agent_info_synced(self, versions: Sequence[tuple[int, int]]) -> int:
+        """Mark agents synced if unchanged since they were read; returns how many were marked."""
+        with self._transaction() as conn:
+            cursor = conn.executemany(
+                "UPDATE agent SET sync_status = 'synced' WHERE id = ?"
+                " AND sync_status = 'syncreq' AND COALESCE((SELECT info_seq FROM"
+                " cluster_sync_seq WHERE cluster_sync_seq.id = agent.id), 0) = ?",
+                list(versions))
+            return max(cursor.rowcount, 0)
+
+    def update_agent_info(self, agent_id: int, fields: Mapping[str, Any]) -> bool:
+        """Change agent-info columns of a local agent and mark it for sync.
+
+        :param fields: a subset of the agent-info columns (``name``, ``os_name``, ...).
+        :returns: False if the agent does not exist.
+        :raises ValueError: for a column that is not an agent-info column.
+        """
+        unknown = set(fields) - set(AGENT_INFO_SET_COLUMNS)
+        if unknown:
+            raise ValueError(f"not agent-info columns: {sorted(unknown)}")
+        if not fields or agent_id == 0:
+            return False
+        assignments = ", ".join(f"{c} = :{c}" for c in fields)
+        with self._transaction() as conn:
+            cursor = conn.execute(f"UPDATE agent SET {assignments} WHERE id = :agent_id",
+                                  {**fields, "agent_id": agent_id})
+            if cursor.rowcount == 0:
+                return False
+            self._mark_info_syncreq(conn, [agent_id])
+        return True
+
+    def record_keepalives(self, keepalives: Sequence[Keepalive]) -> int:
+        """Record keepalives of agents connected to this node and mark them for sync.
+
+        Sets ``last_keepalive``, ``connection_status = 'active'``, ``disconnection_time = 0``,
+        ``status_code = 0``, ``node_name`` and, when given, ``os_name``, ``os_version`` and
+        ``version``. Unknown agents and agent 000 are skipped.
+
+        :returns: the number of agents updated.
+        """
+        updated: list[int] = []
+        with self._transaction() as conn:
+            for k in keepalives:
+                if k.agent_id == 0:
+                    continue
+                cursor = conn.execute(
+                    "UPDATE agent SET last_keepalive = ?, connection_status = 'active',"
+                    " disconnection_time = 0, status_code = 0, node_name = ?,"
+                    " os_name = COALESCE(?, os_name), os_version = COALESCE(?, os_version),"
+                    " version = COALESCE(?, version) WHERE id = ?",
+                    (k.when, k.node_name, k.os_name, k.os_version, k.version, k.agent_id))
+                if cursor.rowcount:
+                    updated.append(k.agent_id)
+            self._mark_info_syncreq(conn, updated)
+        return len(updated)
+
+    # -- agent-info (master side) --------------------------------------------------------------
+
+    def set_agent_info(self, chunks: Sequence[str]) -> AgentInfoSetResult:
+        """Apply agent-info chunks from a worker, as wazuh-db's ``sync-agent-info-set``.
+
+        For every known agent listed (agent 000 excepted) the agent-info columns are replaced
+        (columns absent from the object become NULL, as in wazuh-db), ``sync_status`` becomes
+        ``synced``, and when the object has ``labels`` the agent's labels are replaced by them.
+        Unknown agents are ignored and counted. Each chunk is applied atomically; a chunk that
+        does not parse or fails in SQLite is rolled back and reported in ``error_messages``.
+        All chunks are committed in one transaction.
+        """
+        updated_chunks = 0
+        updated_agents = 0
+        unknown_agents = 0
+        errors: list[str] = []
+        placeholders = ", ".join(f"{c} = :{c}" for c in AGENT_INFO_SET_COLUMNS)
+        update_sql = f"UPDATE agent SET {placeholders}, sync_status = 'synced' WHERE id = :id"
+        empty = dict.fromkeys(AGENT_INFO_SET_COLUMNS)
+        with self._transaction() as conn:
+            for chunk in chunks:
+                try:
+                    agents = decode_agent_info_chunk(chunk)
+                except PayloadError as e:
+                    errors.append(f"Invalid JSON syntax; {e}")
+                    continue
+                known = self._existing_ids([a["id"] for a in agents if a["id"] != 0])
+                rows = []
+                label_sets = []
+                for agent in agents:
+                    if agent["id"] not in known:
+                        unknown_agents += 1
+                        continue
+                    labels = agent.pop("labels", None)
+                    rows.append({**empty, **agent})
+                    if labels is not None:
+                        label_sets.append((agent["id"], labels))
+                conn.execute("SAVEPOINT chunk")
+                try:
+                    conn.executemany(update_sql, rows)
+                    for agent_id, labels in label_sets:
+                        conn.execute("DELETE FROM labels WHERE id = ?", (agent_id,))
+                        conn.executemany(
+                            "INSERT OR REPLACE INTO labels (id, key, value) VALUES (?, ?, ?)",
+                            [(agent_id, key, value) for _, key, value in labels])
+                except sqlite3.Error as e:
+                    conn.execute("ROLLBACK TO chunk")
+                    conn.execute("RELEASE chunk")
+                    errors.append(f"Cannot execute Global database query; {e}")
+                    continue
+                conn.execute("RELEASE chunk")
+                updated_chunks += 1
+                updated_agents += len(rows)
+        return AgentInfoSetResult(updated_chunks, tuple(errors), updated_agents, unknown_agents)
+
+    # -- agent-groups --------------------------------------------------------------------------
+
+    def create_groups(self, names: Sequence[str]) -> int:
+        """Create the named groups that do not exist yet; returns how many were created.
+
+        :raises PayloadError: for an invalid group name.
+        """
+        for name in names:
+            check_group_name(name)
+        with self._transaction() as conn:
+            before = conn.execute("SELECT COUNT(*) FROM `group`").fetchone()[0]
+            self._group_ids(conn, names)
+            after = conn.execute("SELECT COUNT(*) FROM `group`").fetchone()[0]
+        return int(after - before)
+
+    def list_groups(self) -> list[str]:
+        """Names of all groups, sorted."""
+        return [r[0] for r in self._conn.execute("SELECT name FROM `group` ORDER BY name")]
+
+    def set_agent_groups(
+        self, assignments: Sequence[tuple[int, Sequence[str]]],
+        mode: GroupsMode = "override", sync_status: str = "synced",
+    ) -> GroupsSetResult:
+        """Assign groups to agents, as wazuh-db's ``set-agent-groups``.
+
+        Modes: ``override`` replaces the agent's groups; ``append`` adds after the existing
+        ones; ``empty_only`` acts like override only for agents without groups (others are
+        skipped); ``remove`` removes the listed groups and falls back to ``default`` when none
+        is left. Groups that do not exist are created. Afterwards the agent's ``group`` CSV and
+        ``group_hash`` are recomputed and ``group_sync_status`` set to ``sync_status``.
+        Unknown agents are skipped and counted; agents with invalid group names or more than
+        128 groups fail and are listed in ``failed_agents``. Everything runs in one transaction.
+        """
+        if sync_status not in ("synced", "syncreq"):
+            raise ValueError(f"invalid sync_status {sync_status!r}")
+        updated = unknown = skipped = 0
+        failed: list[int] = []
+        with self._transaction() as conn:
+            known = self._existing_ids([a for a, _ in assignments])
+            for agent_id, groups in assignments:
+                if agent_id not in known:
+                    unknown += 1
+                    continue
+                try:
+                    names = list(dict.fromkeys(check_group_name(g) for g in groups))
+                except PayloadError:
+                    failed.append(agent_id)
+                    continue
+                current = [r[0] for r in conn.execute(
+                    "SELECT g.name FROM belongs b JOIN `group` g ON g.id = b.id_group"
+                    " WHERE b.id_agent = ? ORDER BY b.priority", (agent_id,))]
+                if mode == "remove":
+                    remaining = [g for g in current if g not in set(names)]
+                    target = remaining or ["default"]
+                elif mode == "append":
+                    target = current + [g for g in names if g not in current]
+                elif mode == "empty_only" and current:
+                    skipped += 1
+                    continue
+                else:
+                    target = names
+                if len(target) > MAX_GROUPS_PER_AGENT:
+                    failed.append(agent_id)
+                    continue
+                ids = self._group_ids(conn, target)
+                conn.execute("DELETE FROM belongs WHERE id_agent = ?", (agent_id,))
+                conn.executemany(
+                    "INSERT INTO belongs (id_agent, id_group, priority) VALUES (?, ?, ?)",
+                    [(agent_id, ids[g], p) for p, g in enumerate(target)])
+                self._set_group_context(conn, agent_id, sync_status)
+                updated += 1
+        return GroupsSetResult(updated, unknown, tuple(failed), skipped)
+
+    def apply_agent_groups_chunks(
+        self, chunks: Sequence[str], mode: GroupsMode = "override",
+        sync_status: str = "synced", full: bool = False,
+    ) -> GroupsApplyResult:
+        """Apply the chunks of a ``syn_g_m_w`` (``full=False``) or ``syn_g_m_w_c`` (``full=True``).
+
+        Each chunk counts as updated unless it does not parse or some agent in it failed (then
+        its error text is wazuh-db's). With ``full=True`` and every chunk parsed, agents with
+        ``id > 0`` not listed in any chunk lose their groups, and all group hashes are
+        recalculated afterwards (what the worker does after a full resync).
+        """
+        updated_chunks = 0
+        unknown = 0
+        errors: list[str] = []
+        listed: set[int] = set()
+        complete = True
+        for chunk in chunks:
+            try:
+                decoded = decode_groups_chunk(chunk)
+            except PayloadError as e:
+                errors.append(f"Invalid JSON syntax; {e}")
+                complete = False
+                continue
+            listed.update(a for a, _ in decoded.assignments)
+            result = self.set_agent_groups(decoded.assignments, mode, sync_status)
+            unknown += result.unknown_agents
+            if result.failed_agents:
+                errors.append(GROUPS_SET_ERROR)
+            else:
+                updated_chunks += 1
+        cleared = 0
+        if full:
+            if complete:
+                cleared = self._clear_groups_except(listed)
+            self.recalculate_group_hashes()
+        return GroupsApplyResult(updated_chunks, tuple(errors), unknown, cleared)
+
+    def _clear_groups_except(self, keep: set[int]) -> int:
+        """Remove every group assignment of agents (``id > 0``) not in ``keep``."""
+        with self._transaction() as conn:
+            stale = [r[0] for r in conn.execute(
+                "SELECT id FROM agent WHERE id > 0 AND (`group` IS NOT NULL"
+                " OR group_hash IS NOT NULL OR id IN (SELECT id_agent FROM belongs))")
+                if r[0] not in keep]
+            conn.executemany("DELETE FROM belongs WHERE id_agent = ?", [(i,) for i in stale])
+            conn.executemany(
+                "UPDATE agent SET `group` = NULL, group_hash = NULL,"
+                " group_sync_status = 'synced' WHERE id = ?", [(i,) for i in stale])
+        return len(stale)
+
+    def sync_agent_groups_get(
+        self, condition: GroupsCondition | None, now: int, last_id: int = 0,
+        set_synced: bool = False, get_global_hash: bool = False,
+        registration_delta: int = 0, max_size: int = WDB_MAX_RESPONSE_SIZE,
+    ) -> GroupsPage:
+        """One answer of wazuh-db's ``sync-agent-groups-get``.
+
+        ``condition="sync_status"`` selects agents with ``group_sync_status = 'syncreq'``,
+        ``"all"`` every agent, ``None`` none (only the hash). Agents must have ``id > last_id``
+        and ``date_add < now - registration_delta``. The payload is
+        ``[{"data":[{"id":N,"groups":[...]}, ...]}]`` with ``"hash"`` added to the final
+        (``ok``) page when ``get_global_hash``; pages are sized like wazuh-db's. With
+        ``set_synced`` the returned agents are marked ``group_sync_status = 'synced'``.
+        """
+        data: list[dict[str, Any]] = []
+        size = len(_EMPTY_GROUPS_PAGE)
+        status: Literal["ok", "due"] = "ok"
+        if condition is not None:
+            where = "a.group_sync_status = 'syncreq' AND " if condition == "sync_status" else ""
+            # No page can hold more agents than this (the smallest entry is 20 bytes long).
+            limit = max_size // 20 + 1
+            rows = self._conn.execute(
+                "WITH sel AS (SELECT a.id FROM agent a"
+                f" WHERE {where}a.id > ? AND a.date_add < ? ORDER BY a.id LIMIT ?)"
+                " SELECT sel.id, g.name FROM sel LEFT JOIN belongs b ON b.id_agent = sel.id"
+                " LEFT JOIN `group` g ON g.id = b.id_group ORDER BY sel.id, b.priority",
+                (last_id, now - registration_delta, limit)).fetchall()
+            agents: list[tuple[int, list[str]]] = []
+            for agent_id, name in rows:
+                if not agents or agents[-1][0] != agent_id:
+                    agents.append((agent_id, []))
+                if name is not None:
+                    agents[-1][1].append(name)
+            for agent_id, names in agents:
+                item = {"id": agent_id, "groups": names}
+                length = len(_dumps(item).encode("utf-8"))
+                if size + length + 1 >= max_size:
+                    status = "due"
+                    break
+                data.append(item)
+                size += length + 1
+                last_id = agent_id
+            if set_synced and data:
+                with self._transaction() as conn:
+                    conn.executemany(
+                        "UPDATE agent SET group_sync_status = 'synced' WHERE id = ?",
+                        [(item["id"],) for item in data])
+        response: dict[str, Any] = {"data": data}
+        if status == "ok" and get_global_hash:
+            if size + _HASH_ROOM + 1 < max_size:
+                response["hash"] = self.global_group_hash()
+            else:
+                status = "due"
+        return GroupsPage(status, _dumps([response]), last_id)
+
+    def get_agent_groups_chunks(
+        self, condition: GroupsCondition, now: int, set_synced: bool = False,
+        get_global_hash: bool = False, registration_delta: int = 0,
+        max_size: int = WDB_MAX_RESPONSE_SIZE,
+    ) -> list[str]:
+        """Every page of :meth:`sync_agent_groups_get` as the master's chunk list.
+
+        Pages equal to ``[]`` or ``[{"data":[]}]`` are dropped, as the master does (§5.6.1).
+        """
+        chunks: list[str] = []
+        last_id = 0
+        while True:
+            page = self.sync_agent_groups_get(
+                condition, now, last_id, set_synced, get_global_hash, registration_delta,
+                max_size)
+            if page.payload not in ("[]", _EMPTY_GROUPS_PAGE):
+                chunks.append(page.payload)
+            if page.status == "ok":
+                return chunks
+            if page.last_id == last_id:
+                raise ValueError("an agent-groups entry does not fit in one page")
+            last_id = page.last_id
+
+    def global_group_hash(self) -> str | None:
+        """The global group hash (SHA-1 over the ``group_hash`` of agents ``id > 0``)."""
+        rows = self._conn.execute(
+            "SELECT group_hash FROM agent WHERE id > 0 AND group_hash IS NOT NULL ORDER BY id")
+        return global_group_hash_of([r[0] for r in rows])
+
+    def recalculate_group_hashes(self) -> int:
+        """Recompute ``group`` and ``group_hash`` of every agent ``id > 0`` from ``belongs``.
+
+        :returns: the number of agents whose columns changed.
+        """
+        with self._transaction() as conn:
+            groups = self._groups_by_agent()
+            changes = []
+            for agent_id, csv, hashed in conn.execute(
+                    "SELECT id, `group`, group_hash FROM agent WHERE id > 0"):
+                names = groups.get(agent_id)
+                new_csv = ",".join(names) if names else None
+                new_hash = group_hash(new_csv) if new_csv is not None else None
+                if (csv, hashed) != (new_csv, new_hash):
+                    changes.append((new_csv, new_hash, agent_id))
+            conn.executemany("UPDATE agent SET `group` = ?, group_hash = ? WHERE id = ?",
+                             changes)
+        return len(changes)
+
+    # -- client.keys ---------------------------------------------------------------------------
+
+    def reconcile_keys(self, entries: Sequence[_keys.KeyEntry], now: int) -> ReconcileResult:
+        """Make the agent table agree with ``client.keys`` (agent 000 is never touched).
+
+        New agents are inserted (``register_ip`` from the key's IP field, ``internal_key``,
+        ``date_add = now``, no group, like Wazuh's key synchronisation); agents whose name, IP
+        field or key changed are updated; agents no longer present are deleted together with
+        their labels and group memberships.
+        """
+        with self._transaction() as conn:
+            stored = {
+                r[0]: _keys.StoredAgent(r[1], r[2], r[3]) for r in conn.execute(
+                    "SELECT id, name, register_ip, internal_key FROM agent WHERE id > 0")}
+            plan = _keys.plan_reconcile(stored, entries)
+            conn.executemany(
+                "INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, `group`)"
+                " VALUES (?, ?, NULL, ?, ?, ?, NULL)",
+                [(e.agent_id, e.name, _keys.register_ip(e.ip), e.key, now) for e in plan.insert])
+            conn.executemany(
+                "UPDATE agent SET name = ?, register_ip = ?, internal_key = ? WHERE id = ?",
+                [(e.name, _keys.register_ip(e.ip), e.key, e.agent_id) for e in plan.update])
+            conn.executemany("DELETE FROM agent WHERE id = ?", [(i,) for i in plan.remove])
+        return ReconcileResult(len(plan.insert), len(plan.update), len(plan.remove))
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def list_agents(self, node_name: str | None = None) -> list[AgentSummary]:
+        """All agents (000 included), optionally only those reporting to ``node_name``."""
+        sql = ("SELECT id, name, ip, connection_status, node_name, last_keepalive, version,"
+               " `group` FROM agent")
+        params: tuple[Any, ...] = ()
+        if node_name is not None:
+            sql += " WHERE node_name = ?"
+            params = (node_name,)
+        return [
+            AgentSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+                         tuple(r[7].split(",")) if r[7] else ())
+            for r in self._conn.execute(sql + " ORDER BY id", params)]
+
+    def count_active_agents_by_node(self) -> dict[str, int]:
+        """Number of ``active`` agents per ``node_name``, agent 000 excluded."""
+        rows = self._conn.execute(
+            "SELECT node_name, COUNT(*) FROM agent WHERE id > 0 AND"
+            " connection_status = 'active' GROUP BY node_name")
+        return {(name if name is not None else "unknown"): count for name, count in rows}
+
+    def agent_row(self, agent_id: int) -> dict[str, Any] | None:
+        """Every column of one agent, or None (for tests and diagnostics)."""
+        cursor = self._conn.execute("SELECT * FROM agent WHERE id = ?", (agent_id,))
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return {d[0]: v for d, v in zip(cursor.description, row)}
+
+    def agent_labels(self, agent_id: int) -> dict[str, str]:
+        """The labels of one agent."""
+        return dict(self._conn.execute(
+            "SELECT key, value FROM labels WHERE id = ? ORDER BY key", (agent_id,)).fetchall())
+
+
+__all__ = [
+    "GROUPS_SET_ERROR",
+    "AgentDatabase",
+    "AgentInfoBatch",
+    "AgentInfoSetResult",
+    "AgentSummary",
+    "GroupsApplyResult",
+    "GroupsPage",
+    "GroupsSetResult",
+    "Keepalive",
+    "ReconcileResult",
+    "database_path",
+    "global_group_hash_of",
+    "group_hash",
+]

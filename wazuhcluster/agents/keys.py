@@ -1,0 +1,121 @@
+"""``etc/client.keys``: parsing, and the plan that reconciles the agent database with it.
+
+Format (one agent per line, fields separated by single spaces, the key is the rest of the line)::
+
+    001 agent-name 10.0.0.1 0123456789abcdef...
+    002 other any 89abcdef...
+    003 !removed-agent any 0011...
+
+As in Wazuh's key reader: lines starting with ``#`` or a space are ignored; a name starting with
+``#`` or ``!`` marks a removed agent (kept in the file, not an agent); lines without the four
+fields are skipped. The IP field is an address, a CIDR block or ``any``.
+
+Everything here is pure; :meth:`wazuhcluster.agents.db.AgentDatabase.reconcile_keys` applies
+the plan in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+
+@attrs.frozen
+class KeyEntry:
+    """One active agent of ``client.keys``."""
+
+    agent_id: int
+    name: str
+    ip: str
+    key: str
+
+
+@attrs.frozen
+class StoredAgent:
+    """What the database holds about an agent, as far as ``client.keys`` is concerned."""
+
+    name: str
+    register_ip: str | None
+    internal_key: str | None
+
+
+@attrs.frozen
+class ReconcilePlan:
+    """Changes that make the database agree with ``client.keys``."""
+
+    insert: tuple[KeyEntry, ...] = ()
+    update: tuple[KeyEntry, ...] = ()
+    remove: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when the database already agrees with the keys."""
+        return not (self.insert or self.update or self.remove)
+
+
+def register_ip(ip: str) -> str:
+    """The ``register_ip`` value stored for a key's IP field (a ``/32`` suffix is dropped)."""
+    return ip[:-3] if ip.endswith("/32") else ip
+
+
+def parse_client_keys(text: str) -> list[KeyEntry]:
+    """Parse the content of ``client.keys``; removed and malformed lines are skipped.
+
+    Agent id ``000`` (the manager) and non-numeric ids are skipped. When an id appears twice,
+    the last line wins.
+    """
+    entries: dict[int, KeyEntry] = {}
+    for line in text.splitlines():
+        if not line or line[0] in "# ":
+            continue
+        fields = line.split(" ", 3)
+        if len(fields) < 4:
+            continue
+        raw_id, name, ip, key = fields
+        if name[:1] in ("#", "!") or not raw_id.isdigit() or not name or not ip:
+            continue
+        agent_id = int(raw_id)
+        if agent_id == 0:
+            continue
+        entries[agent_id] = KeyEntry(agent_id, name, ip, key.rstrip("\r"))
+    return sorted(entries.values(), key=lambda e: e.agent_id)
+
+
+def read_client_keys(path: str) -> list[KeyEntry]:
+    """Read and parse a ``client.keys`` file (blocking); a missing file means no agents."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return parse_client_keys(f.read())
+    except FileNotFoundError:
+        return []
+
+
+def plan_reconcile(
+    stored: Mapping[int, StoredAgent], entries: Iterable[KeyEntry],
+) -> ReconcilePlan:
+    """Compute inserts, renames/re-keys and removals. Agent 000 is never touched.
+
+    :param stored: agents currently in the database, by id (agent 000 is ignored if present).
+    :param entries: the parsed keys.
+    """
+    insert: list[KeyEntry] = []
+    update: list[KeyEntry] = []
+    wanted: set[int] = set()
+    for entry in entries:
+        if entry.agent_id == 0:
+            continue
+        wanted.add(entry.agent_id)
+        current = stored.get(entry.agent_id)
+        if current is None:
+            insert.append(entry)
+        elif (current.name, current.register_ip, current.internal_key) != (
+                entry.name, register_ip(entry.ip), entry.key):
+            update.append(entry)
+    remove = sorted(i for i in stored if i != 0 and i not in wanted)
+    return ReconcilePlan(tuple(insert), tuple(update), tuple(remove))
+
+
+def format_client_keys(entries: Sequence[KeyEntry]) -> str:
+    """Serialize entries in ``client.keys`` format (used by tests and tools)."""
+    return "".join(f"{e.agent_id:03d} {e.name} {e.ip} {e.key}\n" for e in entries)

@@ -1,0 +1,361 @@
+"""Encoders and data-only decoders of the agent-info and agent-groups payloads (Wazuh 4.7.5).
+
+Payloads covered (``docs/wazuh-cluster-protocol.md`` §5.5, §5.6):
+
+* the long string a worker ships before ``syn_a_w_m``::
+
+      {"set_data_command": "global sync-agent-info-set", "payload": {}, "chunks": ["<json>", ...]}
+
+  where each chunk is the JSON array text wazuh-db answers to ``global sync-agent-info-get``;
+  4.13 replaced ``chunks`` by an object (§12): such a string is refused with a clear error;
+* the long string a master ships before ``syn_g_m_w`` / ``syn_g_m_w_c``::
+
+      {"set_data_command": "global set-agent-groups",
+       "payload": {"mode": "override", "sync_status": "synced"}, "chunks": ["<json>", ...]}
+
+  where each chunk is ``[{"data":[{"id":1,"groups":["default"]}, ...],"hash":"<sha1>"}]``;
+* the results ``syn_m_a_e`` / ``syn_w_g_e`` / ``syn_wgc_e``:
+  ``{"updated_chunks": 1, "error_messages": [], "time_spent": 0.01}``.
+
+Decoding treats JSON strictly as data: sizes are bounded before parsing, ``NaN``/``Infinity``
+are refused, nesting depth is bounded by the parser, and every value is type-checked. Every
+malformed input raises :class:`PayloadError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from wazuhcluster.agents.schema import (
+    AGENT_INFO_COLUMNS,
+    AGENT_INFO_INTEGER_COLUMNS,
+    WDB_MAX_RESPONSE_SIZE,
+)
+
+#: ``set_data_command`` of the agent-info long string.
+AGENT_INFO_SET_COMMAND = "global sync-agent-info-set"
+#: ``set_data_command`` of the agent-groups long string.
+AGENT_GROUPS_SET_COMMAND = "global set-agent-groups"
+
+#: Largest long string we decode (the 256 MiB message limit of later Wazuh releases).
+MAX_STRING_SIZE = 256 * 1024 * 1024
+#: Largest single chunk we accept (wazuh-db never produces more than ~64 KiB).
+MAX_CHUNK_SIZE = 4 * WDB_MAX_RESPONSE_SIZE
+#: Largest result payload (``syn_m_a_e`` and friends).
+MAX_RESULT_SIZE = 1024 * 1024
+#: Largest text value of one agent-info column or label.
+MAX_FIELD_SIZE = 8192
+#: Most labels per agent we accept.
+MAX_LABELS = 1024
+#: Most groups per agent (Wazuh's ``MAX_GROUPS_PER_MULTIGROUP``).
+MAX_GROUPS_PER_AGENT = 128
+#: Largest group name (Wazuh's ``MAX_GROUP_NAME``).
+MAX_GROUP_NAME = 255
+#: Agent ids are SQLite integers; we accept the 32-bit range wazuh-db binds with ``bind_int``.
+MAX_AGENT_ID = 2**31 - 1
+
+_COMPACT = (",", ":")
+
+
+class PayloadError(ValueError):
+    """A payload is malformed, too big, or in a format this version does not speak."""
+
+
+@attrs.frozen
+class SyncResult:
+    """The counters a node reports after applying chunks (``syn_m_a_e``, ``syn_w_g_e``)."""
+
+    updated_chunks: int
+    error_messages: tuple[str, ...] = ()
+    time_spent: float = 0.0
+
+
+@attrs.frozen
+class GroupsString:
+    """The decoded agent-groups long string."""
+
+    mode: str
+    sync_status: str
+    chunks: tuple[str, ...]
+
+
+@attrs.frozen
+class GroupsChunk:
+    """One decoded agent-groups chunk: assignments and, in the last periodic chunk, the hash.
+
+    ``has_hash`` tells whether the chunk carried a ``hash`` key at all (the comparison of
+    §5.6.2 is skipped without it); ``global_hash`` may be ``None`` when it carried JSON null.
+    """
+
+    assignments: tuple[tuple[int, tuple[str, ...]], ...]
+    has_hash: bool = False
+    global_hash: str | None = None
+
+
+def _reject_constant(name: str) -> Any:
+    """Refuse ``NaN``, ``Infinity`` and ``-Infinity``, which are not JSON."""
+    raise PayloadError(f"non-standard JSON constant {name}")
+
+
+def _loads(data: bytes | str, limit: int, what: str) -> Any:
+    """Parse JSON text of at most ``limit`` bytes as plain data."""
+    if len(data) > limit:
+        raise PayloadError(f"{what} of {len(data)} bytes exceeds the limit of {limit}")
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except PayloadError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise PayloadError(f"{what} is not valid JSON: {e}") from None
+
+
+def _dumps_compact(value: Any) -> str:
+    """Serialize like cJSON_PrintUnformatted: no whitespace, UTF-8 kept as is."""
+    return json.dumps(value, separators=_COMPACT, ensure_ascii=False)
+
+
+def _check_chunks(value: Any, max_chunks: int | None) -> tuple[str, ...]:
+    """Validate the ``chunks`` member of a long string."""
+    if isinstance(value, dict):
+        raise PayloadError(
+            "agent data chunks is an object: this is the Wazuh >= 4.13 format, not 4.7.5")
+    if not isinstance(value, list):
+        raise PayloadError("chunks must be a list of strings")
+    if max_chunks is not None and len(value) > max_chunks:
+        raise PayloadError(f"{len(value)} chunks exceed the limit of {max_chunks}")
+    for chunk in value:
+        if not isinstance(chunk, str):
+            raise PayloadError("every chunk must be a string")
+        if len(chunk) > MAX_CHUNK_SIZE:
+            raise PayloadError(f"a chunk of {len(chunk)} characters exceeds {MAX_CHUNK_SIZE}")
+    return tuple(value)
+
+
+def _check_agent_id(value: Any) -> int:
+    """Validate an agent id taken from JSON."""
+    if type(value) is not int or not 0 <= value <= MAX_AGENT_ID:
+        raise PayloadError(f"invalid agent id {value!r}")
+    return value
+
+
+# -- agent-info ------------------------------------------------------------------------------
+
+def encode_agent_info_string(chunks: Sequence[str]) -> bytes:
+    """Build the long string a worker sends before ``syn_a_w_m``."""
+    return json.dumps(
+        {"set_data_command": AGENT_INFO_SET_COMMAND, "payload": {}, "chunks": list(chunks)},
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def decode_agent_info_string(
+    data: bytes, max_size: int = MAX_STRING_SIZE, max_chunks: int | None = None,
+) -> tuple[str, ...]:
+    """Return the chunks of an agent-info long string.
+
+    :raises PayloadError: on malformed JSON, a wrong ``set_data_command``, the 4.13 object
+        form of ``chunks``, or sizes over the limits.
+    """
+    root = _loads(data, max_size, "agent-info string")
+    if not isinstance(root, dict):
+        raise PayloadError("agent-info string must be a JSON object")
+    if root.get("set_data_command") != AGENT_INFO_SET_COMMAND:
+        raise PayloadError(f"unexpected set_data_command {root.get('set_data_command')!r}")
+    return _check_chunks(root.get("chunks"), max_chunks)
+
+
+def encode_agent_info_chunk(agents: Sequence[dict[str, Any]]) -> str:
+    """Serialize agent objects as wazuh-db does (compact JSON array)."""
+    return _dumps_compact(list(agents))
+
+
+def _check_text(value: Any, column: str) -> str:
+    """Validate a text column value."""
+    if not isinstance(value, str) or len(value) > MAX_FIELD_SIZE:
+        raise PayloadError(f"invalid value for {column}")
+    return value
+
+
+def _check_label(value: Any) -> tuple[int, str, str]:
+    """Validate one ``{"id","key","value"}`` label object."""
+    if not isinstance(value, dict):
+        raise PayloadError("a label must be an object")
+    return (_check_agent_id(value.get("id")), _check_text(value.get("key"), "label key"),
+            _check_text(value.get("value"), "label value"))
+
+
+def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
+    """Parse and validate one agent-info chunk.
+
+    Each returned dict has an integer ``id``, every other agent-info column it carried (text
+    or integer as the column requires; JSON null is treated as absent, like wazuh-db does),
+    and ``labels`` as a list of ``(id, key, value)`` tuples when the object had a labels array.
+    Unknown keys are dropped.
+    """
+    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-info chunk")
+    if not isinstance(root, list):
+        raise PayloadError("an agent-info chunk must be a JSON array")
+    agents: list[dict[str, Any]] = []
+    for item in root:
+        if not isinstance(item, dict):
+            raise PayloadError("an agent-info entry must be an object")
+        agent: dict[str, Any] = {"id": _check_agent_id(item.get("id"))}
+        for column in AGENT_INFO_COLUMNS[1:]:
+            value = item.get(column)
+            if value is None:
+                continue
+            if column in AGENT_INFO_INTEGER_COLUMNS:
+                if type(value) is not int or abs(value) > 2**63 - 1:
+                    raise PayloadError(f"invalid value for {column}")
+                agent[column] = value
+            else:
+                agent[column] = _check_text(value, column)
+        labels = item.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or len(labels) > MAX_LABELS:
+                raise PayloadError("labels must be a list of at most %d objects" % MAX_LABELS)
+            agent["labels"] = [_check_label(label) for label in labels]
+        agents.append(agent)
+    return agents
+
+
+# -- agent-groups ----------------------------------------------------------------------------
+
+def encode_groups_string(
+    chunks: Sequence[str], mode: str = "override", sync_status: str = "synced",
+) -> bytes:
+    """Build the long string a master sends before ``syn_g_m_w`` or ``syn_g_m_w_c``."""
+    return json.dumps(
+        {"set_data_command": AGENT_GROUPS_SET_COMMAND,
+         "payload": {"mode": mode, "sync_status": sync_status},
+         "chunks": list(chunks)},
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def decode_groups_string(
+    data: bytes, max_size: int = MAX_STRING_SIZE, max_chunks: int | None = None,
+) -> GroupsString:
+    """Return mode, sync status and chunks of an agent-groups long string.
+
+    :raises PayloadError: on malformed input or sizes over the limits.
+    """
+    root = _loads(data, max_size, "agent-groups string")
+    if not isinstance(root, dict):
+        raise PayloadError("agent-groups string must be a JSON object")
+    if root.get("set_data_command") != AGENT_GROUPS_SET_COMMAND:
+        raise PayloadError(f"unexpected set_data_command {root.get('set_data_command')!r}")
+    payload = root.get("payload")
+    if not isinstance(payload, dict):
+        raise PayloadError("payload must be an object")
+    mode = payload.get("mode", "override")
+    sync_status = payload.get("sync_status", "synced")
+    if mode not in ("override", "append", "empty_only", "remove"):
+        raise PayloadError(f"invalid mode {mode!r}")
+    if sync_status not in ("synced", "syncreq"):
+        raise PayloadError(f"invalid sync_status {sync_status!r}")
+    return GroupsString(mode, sync_status, _check_chunks(root.get("chunks"), max_chunks))
+
+
+def encode_groups_chunk(
+    assignments: Sequence[tuple[int, Sequence[str]]],
+    with_hash: bool = False, global_hash: str | None = None,
+) -> str:
+    """Serialize one agent-groups chunk as wazuh-db answers ``sync-agent-groups-get``."""
+    response: dict[str, Any] = {
+        "data": [{"id": agent_id, "groups": list(groups)} for agent_id, groups in assignments],
+    }
+    if with_hash:
+        response["hash"] = global_hash
+    return _dumps_compact([response])
+
+
+def check_group_name(value: Any) -> str:
+    """Validate a group name as wazuh-db does: ``[A-Za-z0-9_.-]{1,255}``, not ``.``/``..``.
+
+    :raises PayloadError: for anything else.
+    """
+    if (not isinstance(value, str) or not 0 < len(value) <= MAX_GROUP_NAME
+            or value in (".", "..")
+            or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in value)):
+        raise PayloadError(f"invalid group name {value!r}")
+    return value
+
+
+def decode_groups_chunk(chunk: str) -> GroupsChunk:
+    """Parse and validate one agent-groups chunk (only its first object is used, as Wazuh does).
+
+    :raises PayloadError: on malformed JSON, invalid ids, invalid or too many group names.
+    """
+    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-groups chunk")
+    if not isinstance(root, list) or not root or not isinstance(root[0], dict):
+        raise PayloadError("an agent-groups chunk must be a non-empty array of objects")
+    first = root[0]
+    data = first.get("data")
+    if not isinstance(data, list):
+        raise PayloadError("agent-groups data must be a list")
+    assignments: list[tuple[int, tuple[str, ...]]] = []
+    for item in data:
+        if not isinstance(item, dict):
+            raise PayloadError("an agent-groups entry must be an object")
+        groups = item.get("groups")
+        if not isinstance(groups, list) or len(groups) > MAX_GROUPS_PER_AGENT:
+            raise PayloadError("groups must be a list of at most %d names"
+                               % MAX_GROUPS_PER_AGENT)
+        assignments.append((_check_agent_id(item.get("id")),
+                            tuple(check_group_name(g) for g in groups)))
+    last = root[-1] if isinstance(root[-1], dict) else {}
+    has_hash = "hash" in last
+    global_hash = last.get("hash")
+    if global_hash is not None and not (
+            isinstance(global_hash, str) and len(global_hash) == 40
+            and all(c in "0123456789abcdef" for c in global_hash)):
+        raise PayloadError("hash must be 40 lowercase hex digits or null")
+    return GroupsChunk(tuple(assignments), has_hash, global_hash)
+
+
+def master_groups_hash(chunks: Sequence[str]) -> tuple[bool, str | None]:
+    """The master's global group hash carried by the last chunk (§5.6.2).
+
+    :returns: ``(present, hash)``; ``present`` is False when the last chunk has no ``hash``
+        key (full-resync chunks), in which case no comparison should be made.
+    """
+    if not chunks:
+        return False, None
+    last = decode_groups_chunk(chunks[-1])
+    return last.has_hash, last.global_hash
+
+
+# -- results ---------------------------------------------------------------------------------
+
+def encode_sync_result(result: SyncResult) -> bytes:
+    """Build a ``syn_m_a_e`` / ``syn_w_g_e`` / ``syn_wgc_e`` payload."""
+    return json.dumps({
+        "updated_chunks": result.updated_chunks,
+        "error_messages": list(result.error_messages),
+        "time_spent": result.time_spent,
+    }, ensure_ascii=False).encode("utf-8")
+
+
+def decode_sync_result(data: bytes, max_size: int = MAX_RESULT_SIZE) -> SyncResult:
+    """Parse a ``syn_m_a_e`` / ``syn_w_g_e`` / ``syn_wgc_e`` payload.
+
+    :raises PayloadError: on malformed JSON or wrongly typed members.
+    """
+    root = _loads(data, max_size, "sync result")
+    if not isinstance(root, dict):
+        raise PayloadError("a sync result must be a JSON object")
+    updated = root.get("updated_chunks")
+    messages = root.get("error_messages", [])
+    spent = root.get("time_spent", 0.0)
+    if type(updated) is not int or updated < 0:
+        raise PayloadError("updated_chunks must be a non-negative integer")
+    if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+        raise PayloadError("error_messages must be a list of strings")
+    if type(spent) not in (int, float):
+        raise PayloadError("time_spent must be a number")
+    return SyncResult(updated, tuple(messages), float(spent))

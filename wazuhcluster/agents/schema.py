@@ -1,0 +1,169 @@
+"""SQL schema of the embedded agent database (``<home>/queue/db/global.db``).
+
+The tables ``agent``, ``labels``, ``info``, ``group``, ``belongs`` and ``metadata`` have the
+column names, types, constraints and defaults of the ``global.db`` that wazuh-db 4.7.5 creates
+(schema version 6), so that tools which read Wazuh's database can read ours. The SQL text is
+our own.
+
+One table is ours: ``cluster_sync_seq`` holds, per agent, the change sequence of the last
+change that marked the agent for agent-info synchronisation (``info_seq``) and for agent-groups
+synchronisation (``group_seq``). It lets a worker mark exactly the rows it sent as synced once
+the master has confirmed them, instead of marking them when read (see
+``docs/wazuh-cluster-protocol.md`` §10 items 29 and 30).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: wazuh-db's answer size limit: ``OS_MAXSTR`` (65536) minus ``WDB_MAX_COMMAND_SIZE`` (512).
+WDB_MAX_RESPONSE_SIZE = 65536 - 512
+
+#: The ``metadata.db_version`` value of a 4.7.5 global.db.
+GLOBAL_DB_VERSION = "6"
+
+#: ``last_keepalive`` of agent 000 (the manager itself): 9999-12-31 23:59:59 UTC.
+MANAGER_KEEPALIVE = 253402300799
+
+#: Columns of the ``agent`` table, in Wazuh's order.
+AGENT_COLUMNS: tuple[str, ...] = (
+    "id", "name", "ip", "register_ip", "internal_key", "os_name", "os_version", "os_major",
+    "os_minor", "os_codename", "os_build", "os_platform", "os_uname", "os_arch", "version",
+    "config_sum", "merged_sum", "manager_host", "node_name", "date_add", "last_keepalive",
+    "group", "group_hash", "group_sync_status", "sync_status", "connection_status",
+    "disconnection_time", "group_config_status", "status_code",
+)
+
+#: Columns read by ``global sync-agent-info-get``, in the order wazuh-db emits them.
+AGENT_INFO_COLUMNS: tuple[str, ...] = (
+    "id", "name", "ip", "os_name", "os_version", "os_major", "os_minor", "os_codename",
+    "os_build", "os_platform", "os_uname", "os_arch", "version", "config_sum", "merged_sum",
+    "manager_host", "node_name", "last_keepalive", "connection_status", "disconnection_time",
+    "group_config_status", "status_code",
+)
+
+#: Columns written by ``global sync-agent-info-set`` (everything read except the key ``id``).
+AGENT_INFO_SET_COLUMNS: tuple[str, ...] = AGENT_INFO_COLUMNS[1:]
+
+#: Agent-info columns holding integers; the others hold text.
+AGENT_INFO_INTEGER_COLUMNS: frozenset[str] = frozenset(
+    {"id", "last_keepalive", "disconnection_time", "status_code"}
+)
+
+#: Allowed values of ``agent.connection_status``.
+CONNECTION_STATUSES: frozenset[str] = frozenset(
+    {"pending", "never_connected", "active", "disconnected"}
+)
+
+#: Allowed values of ``agent.group_config_status``.
+GROUP_CONFIG_STATUSES: frozenset[str] = frozenset({"synced", "not synced"})
+
+#: Allowed values of ``agent.sync_status`` and ``agent.group_sync_status``.
+SYNC_STATUSES: frozenset[str] = frozenset({"synced", "syncreq"})
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS agent (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    ip TEXT,
+    register_ip TEXT,
+    internal_key TEXT,
+    os_name TEXT,
+    os_version TEXT,
+    os_major TEXT,
+    os_minor TEXT,
+    os_codename TEXT,
+    os_build TEXT,
+    os_platform TEXT,
+    os_uname TEXT,
+    os_arch TEXT,
+    version TEXT,
+    config_sum TEXT,
+    merged_sum TEXT,
+    manager_host TEXT,
+    node_name TEXT DEFAULT 'unknown',
+    date_add INTEGER NOT NULL,
+    last_keepalive INTEGER,
+    `group` TEXT DEFAULT 'default',
+    group_hash TEXT DEFAULT NULL,
+    group_sync_status TEXT NOT NULL DEFAULT 'synced'
+        CHECK (group_sync_status IN ('synced', 'syncreq')),
+    sync_status TEXT NOT NULL DEFAULT 'synced'
+        CHECK (sync_status IN ('synced', 'syncreq')),
+    connection_status TEXT NOT NULL DEFAULT 'never_connected'
+        CHECK (connection_status IN ('pending', 'never_connected', 'active', 'disconnected')),
+    disconnection_time INTEGER DEFAULT 0,
+    group_config_status TEXT NOT NULL DEFAULT 'not synced'
+        CHECK (group_config_status IN ('synced', 'not synced')),
+    status_code INTEGER DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS agent_name ON agent (name);
+CREATE INDEX IF NOT EXISTS agent_ip ON agent (ip);
+CREATE INDEX IF NOT EXISTS agent_group_hash ON agent (group_hash);
+
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER REFERENCES agent (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (id, key)
+);
+
+CREATE TABLE IF NOT EXISTS info (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+
+CREATE TABLE IF NOT EXISTS `group` (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT,
+    UNIQUE (name)
+);
+CREATE INDEX IF NOT EXISTS group_name ON `group` (name);
+
+CREATE TABLE IF NOT EXISTS belongs (
+    id_agent INTEGER REFERENCES agent (id) ON DELETE CASCADE,
+    id_group INTEGER REFERENCES `group` (id) ON DELETE CASCADE,
+    priority INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (id_agent, priority),
+    PRIMARY KEY (id_agent, id_group)
+);
+CREATE INDEX IF NOT EXISTS belongs_id_agent ON belongs (id_agent);
+CREATE INDEX IF NOT EXISTS belongs_id_group ON belongs (id_group);
+
+CREATE TABLE IF NOT EXISTS metadata (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+
+CREATE TABLE IF NOT EXISTS cluster_sync_seq (
+    id INTEGER PRIMARY KEY REFERENCES agent (id) ON DELETE CASCADE,
+    info_seq INTEGER NOT NULL DEFAULT 0,
+    group_seq INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def configure_connection(conn: sqlite3.Connection) -> None:
+    """Set the per-connection pragmas: WAL journal, foreign keys, normal fsync policy."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def create_schema(conn: sqlite3.Connection, now: int) -> None:
+    """Create every table that does not exist yet, plus agent 000 and the version row.
+
+    :param now: the creation time (POSIX seconds) stored as agent 000's ``date_add``.
+    """
+    conn.executescript(_TABLES)
+    with conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO agent (id, ip, register_ip, name, date_add, last_keepalive,"
+            " `group`, connection_status) VALUES (0, '127.0.0.1', '127.0.0.1', 'localhost',"
+            " ?, ?, NULL, 'active')",
+            (now, MANAGER_KEEPALIVE),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO metadata (key, value) VALUES ('db_version', ?)",
+            (GLOBAL_DB_VERSION,),
+        )

@@ -1,0 +1,706 @@
+"""Wazuh's file-sync "zip" container (protocol reference §5.3.3): writer and bounded reader.
+
+Format (not a ZIP archive)::
+
+    record    := path_utf8 "|//@@//|" zlib(file_bytes, level) "|@@//@@|"
+    container := record* "files_metadata.json" "|//@@//|" zlib(json.dumps(metadata))
+
+Writer (:class:`ContainerWriter`): streams each file from disk through a
+``zlib.compressobj`` straight into the destination file, so neither a file nor the
+container is ever held in memory. For compression levels 1-9 the output is byte-identical
+to Wazuh's one-shot ``zlib.compress`` (level 0 yields a valid but differently blocked
+stream). Size control follows Wazuh 4.7.5: a file whose raw size exceeds ``max_size`` is
+skipped (:attr:`AddOutcome.TOO_LARGE`); records are appended while the running total of
+record sizes stays ``<= max_size``; the first record that does not fit and every later
+file are :attr:`AddOutcome.DEFERRED` to a later round; the metadata record is not
+counted. A record that would not fit is cut off as soon as that is certain and the file is
+truncated back, so nothing of it stays in the container.
+
+Separators inside content (§10 item 18). The reference reader splits the byte stream on
+``|@@//@@|`` and would cut a record whose compressed bytes contain it (with
+``compress_level`` 0 any file that contains the separator does; at other levels it needs
+crafted content). We handle it on both sides:
+
+* our writer scans each compressed record (across chunk boundaries, including the join
+  with the trailing separator) and, if the separator would appear anywhere but at the
+  record end, re-compresses the file with other zlib parameters (another level, then other
+  strategies). Any zlib stream is accepted by every reader, so the output stays
+  compatible. If every variant contains it the file is reported
+  :attr:`AddOutcome.UNENCODABLE` and left out. Path names cannot contain a separator
+  because both contain ``//`` (an empty component, refused by the path validator);
+* our reader does not split on separators at all: after ``name|//@@//|`` it feeds bytes to
+  a ``zlib.decompressobj`` until the zlib stream reports its own end (streams are
+  self-delimiting and checksummed), then requires ``|@@//@@|`` or, after
+  ``files_metadata.json``, the end of the container. A reference container whose data
+  happens to contain a separator is therefore still read correctly.
+
+Reader (:func:`decode_container`, :func:`extract_container`, :func:`read_container_bytes`):
+reads in bounded windows and enforces :class:`ContainerLimits` (container size, number of
+entries, decompressed size per entry and in total, metadata size, name length). Output is
+produced with ``max_length`` so a zlib bomb is refused after at most one window of output.
+Every malformed, truncated or over-limit input raises :class:`ContainerError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import json
+import os
+import stat
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import BinaryIO, Protocol
+
+import attrs
+
+from wazuhcluster.integrity.compare import Comparison
+from wazuhcluster.integrity.errors import ContainerError, UnsafePathError
+from wazuhcluster.integrity.items import ClusterItems, Refusal, path_problem, validate_peer_path
+from wazuhcluster.integrity.metadata import FileEntry, metadata_to_json
+
+PATH_SEP = b"|//@@//|"
+FILE_SEP = b"|@@//@@|"
+METADATA_NAME = "files_metadata.json"
+
+#: Bytes read from a source file (writer) or from the container (reader) at a time.
+IO_CHUNK_SIZE = 1024 * 1024
+#: Largest piece of decompressed output produced at once by the reader.
+OUTPUT_CHUNK_SIZE = 256 * 1024
+
+_MIB = 1024 * 1024
+_GIB = 1024 * _MIB
+_SOURCE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class AddOutcome(enum.Enum):
+    """What happened to one file offered to :meth:`ContainerWriter.add_file`."""
+
+    INCLUDED = "included"
+    DEFERRED = "deferred"  # did not fit in this container; retry next round
+    TOO_LARGE = "too large"  # raw size above max_size; never synchronised
+    VANISHED = "vanished"  # the source file does not exist (any more)
+    UNREADABLE = "unreadable"  # any other error opening or reading the source
+    UNENCODABLE = "unencodable"  # every compression variant contained a separator
+
+
+class ContainerWriter:
+    """Append records to a container file; call :meth:`finish` exactly once at the end.
+
+    ``dest`` must be a seekable, truncatable binary file positioned where the container
+    starts (normally an empty file opened with ``"w+b"``). ``max_size`` is the current
+    zip limit ``L`` (``None``: unlimited).
+    """
+
+    def __init__(
+        self, dest: BinaryIO, *, compress_level: int = 1, max_size: int | None = None
+    ) -> None:
+        if not 0 <= compress_level <= 9:
+            raise ValueError(f"compress level must be 0-9, not {compress_level}")
+        self._dest = dest
+        self._level = compress_level
+        self._max_size = max_size
+        self._size = 0
+        self._exceeded = False
+        self._finished = False
+        self._names: set[str] = set()
+
+    @property
+    def size(self) -> int:
+        """Bytes of file records written so far (the quantity compared with ``max_size``)."""
+        return self._size
+
+    def add_file(self, name: str, source_path: str) -> AddOutcome:
+        """Compress the regular file ``source_path`` as the record ``name``.
+
+        Symbolic links and non-regular files are :attr:`AddOutcome.UNREADABLE`.
+        Errors writing the destination propagate as ``OSError``.
+        """
+
+        def open_source() -> BinaryIO:
+            fd = os.open(source_path, _SOURCE_FLAGS)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"not a regular file: {source_path}")
+                return os.fdopen(fd, "rb", buffering=0)
+            except BaseException:
+                os.close(fd)
+                raise
+
+        return self._add(name, open_source)
+
+    def add_bytes(self, name: str, data: bytes) -> AddOutcome:
+        """Add a record whose content is ``data`` (small inputs and tests)."""
+        return self._add(name, lambda: io.BytesIO(data))
+
+    def finish(self, metadata: object) -> None:
+        """Write the closing ``files_metadata.json`` record (``json.dumps`` defaults)."""
+        if self._finished:
+            raise ValueError("container already finished")
+        payload = json.dumps(metadata).encode()
+        start = self._dest.tell()
+        for level, strategy in _variants(self._level):
+            self._dest.seek(start)
+            self._dest.truncate()
+            self._dest.write(METADATA_NAME.encode() + PATH_SEP)
+            guard = _SeparatorGuard()
+            compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 8, strategy)
+            for out in (compressor.compress(payload), compressor.flush()):
+                guard.feed(out)
+                self._dest.write(out)
+            if guard.clean_at_end(b""):
+                self._dest.flush()
+                self._finished = True
+                return
+        raise ContainerError("metadata cannot be encoded without a separator")
+
+    def _add(self, name: str, open_source: Callable[[], BinaryIO]) -> AddOutcome:
+        """Write one record, honouring the size limit and the separator guard."""
+        if self._finished:
+            raise ValueError("container already finished")
+        problem = path_problem(name)
+        if problem is not None or name == METADATA_NAME:
+            raise UnsafePathError(name, problem or "reserved name")
+        if name in self._names:
+            raise ValueError(f"duplicate record {name!r}")
+        if self._exceeded:
+            return AddOutcome.DEFERRED
+        start = self._dest.tell()
+        header = name.encode() + PATH_SEP
+        for level, strategy in _variants(self._level):
+            try:
+                outcome = self._write_record(start, header, open_source, level, strategy)
+            except _SourceError as e:
+                # Only errors of the source are absorbed; destination errors propagate.
+                outcome = (
+                    AddOutcome.VANISHED
+                    if isinstance(e.__cause__, FileNotFoundError)
+                    else AddOutcome.UNREADABLE
+                )
+            if outcome is not None:
+                if outcome is not AddOutcome.INCLUDED:
+                    self._dest.seek(start)
+                    self._dest.truncate()
+                if outcome is AddOutcome.DEFERRED:
+                    self._exceeded = True
+                if outcome is AddOutcome.INCLUDED:
+                    self._names.add(name)
+                return outcome
+        self._dest.seek(start)
+        self._dest.truncate()
+        return AddOutcome.UNENCODABLE
+
+    def _write_record(
+        self,
+        start: int,
+        header: bytes,
+        open_source: Callable[[], BinaryIO],
+        level: int,
+        strategy: int,
+    ) -> AddOutcome | None:
+        """Try one compression variant; ``None`` means "a separator appeared, retry"."""
+        budget = None if self._max_size is None else self._max_size - self._size
+        try:
+            source = open_source()
+        except OSError as e:
+            raise _SourceError() from e
+        with source:
+            if self._max_size is not None and _size_of(source) > self._max_size:
+                return AddOutcome.TOO_LARGE
+            self._dest.seek(start)
+            self._dest.truncate()
+            self._dest.write(header)
+            written = len(header)
+            raw = 0
+            guard = _SeparatorGuard()
+            compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 8, strategy)
+            while True:
+                try:
+                    chunk = source.read(IO_CHUNK_SIZE)
+                except OSError as e:
+                    raise _SourceError() from e
+                if not chunk:
+                    break
+                raw += len(chunk)
+                if self._max_size is not None and raw > self._max_size:
+                    return AddOutcome.TOO_LARGE
+                out = compressor.compress(chunk)
+                if not guard.feed(out):
+                    return None
+                self._dest.write(out)
+                written += len(out)
+                if budget is not None and written + len(FILE_SEP) > budget:
+                    return AddOutcome.DEFERRED
+            out = compressor.flush()
+            if not guard.feed(out) or not guard.clean_at_end(FILE_SEP):
+                return None
+            self._dest.write(out + FILE_SEP)
+            written += len(out) + len(FILE_SEP)
+        if budget is not None and written > budget:
+            return AddOutcome.DEFERRED
+        self._size += written
+        return AddOutcome.INCLUDED
+
+
+def _size_of(source: BinaryIO) -> int:
+    """Current size of a source stream (0 when unknown; reading still enforces limits)."""
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer().nbytes
+    try:
+        return os.fstat(source.fileno()).st_size
+    except (OSError, io.UnsupportedOperation):
+        return 0
+
+
+class _SourceError(Exception):
+    """Opening or reading a source file failed (the cause holds the ``OSError``)."""
+
+
+class _SeparatorGuard:
+    """Detects ``FILE_SEP`` in a byte stream fed in pieces."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.found = False
+
+    def feed(self, data: bytes) -> bool:
+        """Scan more output; return False once the separator has been seen."""
+        if not self.found and data:
+            window = self._tail + data
+            if FILE_SEP in window:
+                self.found = True
+            self._tail = window[-(len(FILE_SEP) - 1) :]
+        return not self.found
+
+    def clean_at_end(self, trailer: bytes) -> bool:
+        """True if the stream followed by ``trailer`` shows the separator only at its end."""
+        if self.found:
+            return False
+        window = self._tail + trailer
+        first = window.find(FILE_SEP)
+        return first == -1 if not trailer else first == len(self._tail)
+
+
+def _variants(level: int) -> list[tuple[int, int]]:
+    """Compression parameters to try, the configured ones first."""
+    fallback = level or 6
+    return [
+        (level, zlib.Z_DEFAULT_STRATEGY),
+        (9 if level != 9 else 1, zlib.Z_DEFAULT_STRATEGY),
+        (fallback, zlib.Z_FILTERED),
+        (fallback, zlib.Z_HUFFMAN_ONLY),
+        (fallback, zlib.Z_FIXED),
+    ]
+
+
+@attrs.frozen
+class SyncContainer:
+    """Outcome of :func:`write_sync_container`.
+
+    ``comparison`` is what was written as ``files_metadata.json``: the input minus the
+    files that did not make it (a vanished ``shared`` file moved to ``extra``).
+    """
+
+    comparison: Comparison
+    included: tuple[str, ...]
+    deferred: tuple[str, ...]
+    too_large: tuple[str, ...]
+    vanished: tuple[str, ...]
+    unreadable: tuple[str, ...]
+    unencodable: tuple[str, ...]
+    size: int
+
+
+def write_sync_container(
+    dest: BinaryIO,
+    home: str,
+    comparison: Comparison,
+    *,
+    max_size: int,
+    compress_level: int = 1,
+    order: Sequence[str] | None = None,
+) -> SyncContainer:
+    """Write a master push: every ``missing``/``shared`` file, then the adjusted metadata.
+
+    Files are read from ``home``. ``order`` is the order of the file records (default:
+    sorted). Differences from Wazuh 4.7.5: a file that exists but cannot be read is only
+    dropped (Wazuh would move a ``shared`` one to ``extra`` and so delete the worker's
+    copy); a vanished file is treated exactly like Wazuh.
+    """
+    names = list(order) if order is not None else sorted({*comparison.missing, *comparison.shared})
+    writer = ContainerWriter(dest, compress_level=compress_level, max_size=max_size)
+    outcomes: dict[AddOutcome, list[str]] = {outcome: [] for outcome in AddOutcome}
+    adjusted = comparison
+    for name in names:
+        outcome = writer.add_file(name, os.path.join(home, name))
+        outcomes[outcome].append(name)
+        if outcome is not AddOutcome.INCLUDED:
+            adjusted = adjusted.without(name, vanished=outcome is AddOutcome.VANISHED)
+    writer.finish(adjusted.to_json())
+    return SyncContainer(
+        comparison=adjusted,
+        included=tuple(outcomes[AddOutcome.INCLUDED]),
+        deferred=tuple(outcomes[AddOutcome.DEFERRED]),
+        too_large=tuple(outcomes[AddOutcome.TOO_LARGE]),
+        vanished=tuple(outcomes[AddOutcome.VANISHED]),
+        unreadable=tuple(outcomes[AddOutcome.UNREADABLE]),
+        unencodable=tuple(outcomes[AddOutcome.UNENCODABLE]),
+        size=writer.size,
+    )
+
+
+def write_metadata_container(
+    dest: BinaryIO, metadata: Mapping[str, FileEntry], *, compress_level: int = 1
+) -> None:
+    """Write a worker's integrity-check upload: only the ``files_metadata.json`` record."""
+    ContainerWriter(dest, compress_level=compress_level).finish(metadata_to_json(metadata))
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@attrs.frozen
+class ContainerLimits:
+    """Hard bounds applied while reading a container received from a peer."""
+
+    max_container_size: int = _GIB + 256 * _MIB
+    max_entries: int = 1_000_000
+    max_entry_size: int = _GIB
+    max_total_size: int = 4 * _GIB
+    max_metadata_size: int = 256 * _MIB
+    max_name_length: int = 4096
+
+    @classmethod
+    def for_zip_size(cls, max_zip_size: int) -> ContainerLimits:
+        """Limits matching a sender whose zip limit is ``max_zip_size`` (``cluster.json``).
+
+        A sender never includes a file larger than its limit, and the metadata record is
+        not counted against it.
+        """
+        return cls(
+            max_container_size=max_zip_size + cls.max_metadata_size,
+            max_entry_size=max_zip_size,
+            max_total_size=max(4 * max_zip_size, 4 * _GIB),
+        )
+
+
+class RecordSink(Protocol):
+    """Receives the records of a container as :func:`decode_container` parses them."""
+
+    def begin(self, name: str) -> bool:
+        """Start a file record; return False to have its content discarded."""
+
+    def write(self, data: bytes) -> None:
+        """Receive the next piece of decompressed content of the current record."""
+
+    def end(self) -> None:
+        """The current record is complete (its zlib stream ended and checked out)."""
+
+
+def decode_container(stream: BinaryIO, sink: RecordSink, limits: ContainerLimits) -> bytes:
+    """Parse a container, feed the file records to ``sink``; return the metadata bytes.
+
+    Names are decoded as UTF-8 with ``surrogateescape`` (invalid bytes then fail path
+    validation). Raises :class:`ContainerError` for anything malformed or over a limit.
+    """
+    source = _Input(stream, limits.max_container_size)
+    if source.at_eof():
+        raise ContainerError("empty container")
+    entries = 0
+    total = 0
+    while True:
+        raw_name = source.read_until(PATH_SEP, limits.max_name_length)
+        name = raw_name.decode("utf-8", "surrogateescape")
+        if name == METADATA_NAME:
+            collected = bytearray()
+            _inflate(source, collected.extend, limits.max_metadata_size, None)
+            if not source.at_eof():
+                raise ContainerError("data after the files_metadata.json record")
+            return bytes(collected)
+        entries += 1
+        if entries > limits.max_entries:
+            raise ContainerError(f"more than {limits.max_entries} entries")
+        keep = sink.begin(name)
+        total += _inflate(
+            source,
+            sink.write if keep else _discard,
+            limits.max_entry_size,
+            limits.max_total_size - total,
+        )
+        if not source.consume(FILE_SEP):
+            raise ContainerError(f"record {name!r} is not followed by a separator")
+        sink.end()
+        if source.at_eof():
+            raise ContainerError("container has no files_metadata.json record")
+
+
+@attrs.frozen
+class DecodedContainer:
+    """A container decoded in memory (:func:`read_container_bytes`)."""
+
+    files: dict[str, bytes]
+    metadata: object
+
+
+def read_container_bytes(data: bytes, limits: ContainerLimits | None = None) -> DecodedContainer:
+    """Decode a small container held in memory (e.g. a worker's metadata upload).
+
+    Names are not validated against items; duplicates raise :class:`ContainerError`.
+    """
+    sink = _MemorySink()
+    raw = decode_container(io.BytesIO(data), sink, limits or ContainerLimits())
+    return DecodedContainer(files=sink.files, metadata=_parse_json(raw))
+
+
+@attrs.frozen
+class StagedFile:
+    """A container entry extracted to the staging directory."""
+
+    path: str  # absolute path of the staged copy
+    size: int
+    digest: str  # BLAKE2b-512 hexdigest of the content
+
+
+@attrs.frozen
+class ExtractedContainer:
+    """Result of :func:`extract_container`.
+
+    ``files`` maps each validated entry name to its staged copy (container order);
+    ``refused`` lists entries whose names were refused (their content was discarded).
+    """
+
+    staging_dir: str
+    files: dict[str, StagedFile]
+    refused: tuple[Refusal, ...]
+    metadata: object
+
+
+def extract_container(
+    container_path: str,
+    staging_dir: str,
+    items: ClusterItems,
+    limits: ContainerLimits,
+    *,
+    fsync: bool = True,
+) -> ExtractedContainer:
+    """Stream every entry of a container file into ``staging_dir`` (which must exist).
+
+    Each accepted entry is written to a new file named by its index (the peer's name is
+    never used as a file name), fsynced when ``fsync`` is true and hashed on the way.
+    Entry names are checked with :func:`validate_peer_path`; refused names are reported
+    and nothing is written for them. Raises :class:`ContainerError`; on error the staged
+    files are left for the caller to remove with the staging directory.
+    """
+    sink = _StagingSink(staging_dir, items, fsync)
+    try:
+        with open(container_path, "rb") as stream:
+            raw = decode_container(stream, sink, limits)
+    finally:
+        sink.close()
+    return ExtractedContainer(
+        staging_dir=staging_dir,
+        files=sink.files,
+        refused=tuple(sink.refused),
+        metadata=_parse_json(raw),
+    )
+
+
+def _discard(data: bytes) -> None:
+    """Sink for content that is decompressed only to find the end of its record."""
+
+
+def _parse_json(raw: bytes) -> object:
+    """Parse the metadata record."""
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ContainerError(f"files_metadata.json is not valid JSON: {e}") from None
+
+
+def _inflate(
+    source: _Input, out: Callable[[bytes], object], max_size: int, max_total: int | None
+) -> int:
+    """Decompress one zlib stream from ``source`` into ``out``; return its size.
+
+    Leaves ``source`` positioned right after the end of the zlib stream.
+    """
+    inflater = zlib.decompressobj()
+    size = 0
+    while not inflater.eof:
+        data = source.chunk()
+        if not data:
+            raise ContainerError("truncated record")
+        while True:
+            try:
+                piece = inflater.decompress(data, OUTPUT_CHUNK_SIZE)
+            except zlib.error as e:
+                raise ContainerError(f"corrupt zlib data: {e}") from None
+            size += len(piece)
+            if size > max_size:
+                raise ContainerError(f"entry larger than {max_size} bytes once decompressed")
+            if max_total is not None and size > max_total:
+                raise ContainerError("total decompressed size over the limit")
+            if piece:
+                out(piece)
+            data = inflater.unconsumed_tail
+            if inflater.eof or (not data and len(piece) < OUTPUT_CHUNK_SIZE):
+                break
+    source.unread(inflater.unused_data)
+    return size
+
+
+class _Input:
+    """A bounded, buffered reader over the container stream."""
+
+    def __init__(self, stream: BinaryIO, max_size: int) -> None:
+        self._stream = stream
+        self._max_size = max_size
+        self._read = 0
+        self._buffer = bytearray()
+
+    def _fill(self) -> bool:
+        """Read one more window; return False at end of stream."""
+        data = self._stream.read(IO_CHUNK_SIZE)
+        if not data:
+            return False
+        self._read += len(data)
+        if self._read > self._max_size:
+            raise ContainerError(f"container larger than {self._max_size} bytes")
+        self._buffer += data
+        return True
+
+    def at_eof(self) -> bool:
+        """True when no byte is left."""
+        return not self._buffer and not self._fill()
+
+    def chunk(self) -> bytes:
+        """Return (and consume) whatever is buffered, or the next window; b"" at the end."""
+        if not self._buffer and not self._fill():
+            return b""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front of the buffer."""
+        if data:
+            self._buffer[:0] = data
+
+    def read_until(self, separator: bytes, max_length: int) -> bytes:
+        """Return the bytes before ``separator`` and consume both."""
+        searched = 0
+        while True:
+            index = self._buffer.find(separator, max(0, searched - len(separator) + 1))
+            if index != -1:
+                if index > max_length:
+                    raise ContainerError("entry name too long")
+                data = bytes(self._buffer[:index])
+                del self._buffer[: index + len(separator)]
+                return data
+            searched = len(self._buffer)
+            if searched > max_length + len(separator):
+                raise ContainerError("entry name too long")
+            if not self._fill():
+                raise ContainerError("truncated record header")
+
+    def consume(self, expected: bytes) -> bool:
+        """Consume ``expected`` if the input continues with it."""
+        while len(self._buffer) < len(expected):
+            if not self._fill():
+                return False
+        if self._buffer[: len(expected)] != expected:
+            return False
+        del self._buffer[: len(expected)]
+        return True
+
+
+class _MemorySink:
+    """Collects records in memory."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self._name = ""
+        self._data = bytearray()
+
+    def begin(self, name: str) -> bool:
+        """Start collecting a record."""
+        if name in self.files:
+            raise ContainerError(f"duplicate entry {name!r}")
+        self._name = name
+        self._data = bytearray()
+        return True
+
+    def write(self, data: bytes) -> None:
+        """Append content."""
+        self._data += data
+
+    def end(self) -> None:
+        """Store the record."""
+        self.files[self._name] = bytes(self._data)
+
+
+class _StagingSink:
+    """Writes validated records to numbered files in a staging directory."""
+
+    def __init__(self, staging_dir: str, items: ClusterItems, fsync: bool) -> None:
+        self._dir = staging_dir
+        self._items = items
+        self._fsync = fsync
+        self.files: dict[str, StagedFile] = {}
+        self.refused: list[Refusal] = []
+        self._seen: set[str] = set()
+        self._fd: int | None = None
+        self._path = ""
+        self._name = ""
+        self._size = 0
+        self._digest = hashlib.blake2b()
+
+    def begin(self, name: str) -> bool:
+        """Validate the name and open a new staged file for it."""
+        if name in self._seen:
+            raise ContainerError(f"duplicate entry {name!r}")
+        self._seen.add(name)
+        try:
+            validate_peer_path(name, self._items)
+        except UnsafePathError as e:
+            self.refused.append(Refusal(name, e.reason))
+            return False
+        self._name = name
+        self._path = os.path.join(self._dir, f"{len(self.files):08d}")
+        self._fd = os.open(
+            self._path,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        self._size = 0
+        self._digest = hashlib.blake2b()
+        return True
+
+    def write(self, data: bytes) -> None:
+        """Write and hash a piece of content."""
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(data)
+        self._digest.update(data)
+
+    def end(self) -> None:
+        """Close the staged file, if this record was accepted."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.files[self._name] = StagedFile(self._path, self._size, self._digest.hexdigest())
+
+    def close(self) -> None:
+        """Release a file left open by an interrupted record."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

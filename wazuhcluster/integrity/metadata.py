@@ -1,0 +1,280 @@
+"""File metadata ("integrity control") of the cluster items under a home directory.
+
+:func:`scan_items` walks every item of ``cluster.json`` below ``WAZUH_PATH`` and returns,
+per relative path, a :class:`FileEntry` whose JSON form (:meth:`FileEntry.to_json`) has
+exactly the fields and field order of Wazuh 4.7.5 (protocol reference §5.3.2)::
+
+    {"mod_time": <st_mtime float>, "cluster_item_key": "etc/shared/", "merged": false,
+     "hash": <BLAKE2b-512 hexdigest>}
+
+(plus ``merge_type``/``merge_name`` between ``merged`` and ``hash`` for the legacy
+``.merged`` names).
+
+Digest reuse: the caller passes the :class:`CachedDigest` map returned by the previous
+scan. A file whose size and ``st_mtime_ns`` did not change keeps its previous digest
+without being read, so a warm scan costs one ``scandir``/``stat`` per file. As in Wazuh,
+a content change that keeps both size and mtime is therefore not detected.
+
+Symbolic links are never followed or hashed, nor are FIFOs, sockets and devices; they are
+reported in :attr:`ScanResult.skipped`. An item whose directory (or any directory between
+the home and it) is a symbolic link is skipped as a whole, so the scan never leaves the
+home directory. Names that a peer would refuse (see
+:func:`wazuhcluster.integrity.items.path_problem`) are skipped too, so we never offer a
+file that our own workers would refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterator, Mapping
+
+import attrs
+
+from wazuhcluster.integrity.errors import MetadataError
+from wazuhcluster.integrity.items import ClusterItem, ClusterItems, path_problem
+
+#: Read size used when hashing files.
+HASH_CHUNK_SIZE = 1024 * 1024
+#: Placeholder ``merge_type`` Wazuh puts on ``.merged`` files.
+MERGE_TYPE_PLACEHOLDER = "TYPE"
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@attrs.frozen
+class FileEntry:
+    """Metadata of one synchronised file, as exchanged between nodes."""
+
+    mod_time: float
+    cluster_item_key: str
+    merged: bool
+    hash: str
+    merge_type: str | None = None
+    merge_name: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """Return the JSON object with Wazuh's field names and field order."""
+        result: dict[str, object] = {
+            "mod_time": self.mod_time,
+            "cluster_item_key": self.cluster_item_key,
+            "merged": self.merged,
+        }
+        if self.merge_type is not None:
+            result["merge_type"] = self.merge_type
+        if self.merge_name is not None:
+            result["merge_name"] = self.merge_name
+        result["hash"] = self.hash
+        return result
+
+    @classmethod
+    def from_json(cls, value: object) -> FileEntry:
+        """Parse one entry received from a peer; raise :class:`MetadataError` if malformed.
+
+        Unknown extra fields are ignored.
+        """
+        if not isinstance(value, dict):
+            raise MetadataError(f"metadata entry is not an object: {type(value).__name__}")
+        mod_time = value.get("mod_time")
+        if isinstance(mod_time, bool) or not isinstance(mod_time, int | float):
+            raise MetadataError("metadata entry has no numeric mod_time")
+        key = value.get("cluster_item_key")
+        merged = value.get("merged", False)
+        digest = value.get("hash")
+        if not isinstance(key, str):
+            raise MetadataError("metadata entry has no cluster_item_key string")
+        if not isinstance(merged, bool):
+            raise MetadataError("metadata entry 'merged' is not a boolean")
+        if not isinstance(digest, str):
+            raise MetadataError("metadata entry has no hash string")
+        merge_type = value.get("merge_type")
+        merge_name = value.get("merge_name")
+        if merge_type is not None and not isinstance(merge_type, str):
+            raise MetadataError("metadata entry 'merge_type' is not a string")
+        if merge_name is not None and not isinstance(merge_name, str):
+            raise MetadataError("metadata entry 'merge_name' is not a string")
+        return cls(
+            mod_time=float(mod_time),
+            cluster_item_key=key,
+            merged=merged,
+            hash=digest,
+            merge_type=merge_type,
+            merge_name=merge_name,
+        )
+
+
+@attrs.frozen
+class CachedDigest:
+    """What a scan remembers about a file to avoid hashing it again."""
+
+    size: int
+    mtime_ns: int
+    digest: str
+
+
+@attrs.frozen
+class SkippedPath:
+    """A path under an item that the scan did not include, and why."""
+
+    path: str
+    reason: str
+
+
+@attrs.frozen
+class ScanResult:
+    """Outcome of :func:`scan_items`.
+
+    ``files`` is the metadata dictionary (path -> entry, items in ``cluster.json`` order,
+    names sorted within each directory); ``cache`` is what to pass to the next scan;
+    ``hashed`` counts the files that were actually read this time.
+    """
+
+    files: dict[str, FileEntry]
+    cache: dict[str, CachedDigest]
+    skipped: tuple[SkippedPath, ...]
+    hashed: int
+
+
+def metadata_to_json(files: Mapping[str, FileEntry]) -> dict[str, object]:
+    """Return the JSON form of a metadata dictionary (``files_metadata.json``)."""
+    return {path: entry.to_json() for path, entry in files.items()}
+
+
+def metadata_from_json(value: object) -> dict[str, FileEntry]:
+    """Parse a metadata dictionary received from a peer.
+
+    Paths are not validated here (see :func:`wazuhcluster.integrity.items.validate_peer_path`);
+    only the shape is checked. Raises :class:`MetadataError`.
+    """
+    if not isinstance(value, dict):
+        raise MetadataError("metadata is not an object")
+    result: dict[str, FileEntry] = {}
+    for path, entry in value.items():
+        result[path] = FileEntry.from_json(entry)
+    return result
+
+
+def file_digest(path: str, chunk_size: int = HASH_CHUNK_SIZE) -> str:
+    """Return the BLAKE2b-512 hexdigest of a regular file, read in ``chunk_size`` pieces.
+
+    Symbolic links are refused (``OSError`` with ``ELOOP``) and so is anything that is not
+    a regular file (``OSError``).
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {path}")
+        digest = hashlib.blake2b()
+        while True:
+            chunk = os.read(fd, chunk_size)
+            if not chunk:
+                break
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def scan_items(
+    home: str,
+    items: ClusterItems,
+    cache: Mapping[str, CachedDigest] | None = None,
+) -> ScanResult:
+    """Compute the metadata of every cluster item file under ``home`` (``WAZUH_PATH``).
+
+    ``cache`` is the :attr:`ScanResult.cache` of a previous scan (it is not modified).
+    Unreadable or vanishing files are reported as skipped; this function does not log.
+    """
+    previous: Mapping[str, CachedDigest] = cache if cache is not None else {}
+    files: dict[str, FileEntry] = {}
+    new_cache: dict[str, CachedDigest] = {}
+    skipped: list[SkippedPath] = []
+    hashed = 0
+    for item in items.items:
+        for relative, absolute, st in _item_files(home, item, items, skipped):
+            name = relative.rsplit("/", 1)[-1]
+            known = previous.get(relative)
+            if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
+                digest = known.digest
+            else:
+                try:
+                    digest = file_digest(absolute)
+                except OSError as e:
+                    skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
+                    continue
+                hashed += 1
+            new_cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest)
+            merged = ".merged" in name
+            files[relative] = FileEntry(
+                mod_time=st.st_mtime,
+                cluster_item_key=item.key,
+                merged=merged,
+                hash=digest,
+                merge_type=MERGE_TYPE_PLACEHOLDER if merged else None,
+                merge_name=absolute if merged else None,
+            )
+    return ScanResult(files=files, cache=new_cache, skipped=tuple(skipped), hashed=hashed)
+
+
+def _item_files(
+    home: str, item: ClusterItem, items: ClusterItems, skipped: list[SkippedPath]
+) -> Iterator[tuple[str, str, os.stat_result]]:
+    """Yield ``(relative path, absolute path, lstat)`` of every file the item covers."""
+    root = os.path.join(home, item.key) if item.key else home
+    if item.key:
+        # Every directory between the home and the item root must be a real directory.
+        current = home
+        for component in item.key.rstrip("/").split("/"):
+            current = os.path.join(current, component)
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                skipped.append(SkippedPath(item.key, f"unreadable: {e.strerror or e}"))
+                return
+            if stat.S_ISLNK(st.st_mode):
+                skipped.append(SkippedPath(item.key, "item directory is a symlink"))
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                skipped.append(SkippedPath(item.key, "item path is not a directory"))
+                return
+    pending = [(root, item.key)]
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(SkippedPath(prefix, f"unreadable directory: {e.strerror or e}"))
+            continue
+        subdirectories = []
+        for entry in entries:
+            relative = prefix + entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if item.recursive:
+                    subdirectories.append((entry.path, relative + "/"))
+                continue
+            if items.item_for(relative) is not item:
+                continue  # excluded, not selected, or owned by a more specific item
+            if stat.S_ISLNK(st.st_mode):
+                skipped.append(SkippedPath(relative, "symlink"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(SkippedPath(relative, "not a regular file"))
+                continue
+            problem = path_problem(relative)
+            if problem is not None:
+                skipped.append(SkippedPath(relative, f"unsafe name: {problem}"))
+                continue
+            yield relative, entry.path, st
+        # Depth-first, in name order (reversed because ``pending`` is a stack).
+        pending.extend(reversed(subdirectories))

@@ -1,0 +1,88 @@
+"""LocalAPIFactory and LocalSocketService: the local Unix-socket API of a node."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from wazuhcluster.localapi.commands import LocalCommands
+from wazuhcluster.protocol.handler import ClusterProtocol
+
+
+class LocalAPIFactory(Factory):
+    """Builds one plain (unencrypted) ClusterProtocol per local client."""
+
+    noisy = False
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+        self.clients: dict[int, LocalCommands] = {}
+
+    def buildProtocol(self, addr: IAddress) -> ClusterProtocol:
+        while True:
+            client_id = secrets.randbelow(2**20)
+            if client_id not in self.clients:  # no silent collision (spec §10 item 39)
+                break
+        commands = LocalCommands(self._node, client_id, self._forget)
+        self.clients[client_id] = commands
+        config = self._node.config
+        return ClusterProtocol(
+            commands, self._node.clock, codec=None,
+            request_timeout=config.intervals.timeout_cluster_request,
+            max_frame_payload=config.ext.max_frame_payload,
+            max_message=config.ext.max_message_size,
+            partial_frame_timeout=config.ext.partial_frame_timeout,
+            tag=f"Local {client_id}")
+
+    def _forget(self, client_id: int) -> None:
+        self.clients.pop(client_id, None)
+
+
+class LocalSocketService(Service):
+    """Listens on ``queue/cluster/c-internal.sock``: directory 0770, socket 0660.
+
+    A stale socket file left by a crashed run is removed through the pid lock file.
+    """
+
+    name = "local-api"
+    _log = Logger()
+
+    def __init__(self, reactor: Any, path: str, factory: Factory) -> None:
+        self._reactor = reactor
+        self._path = path
+        self._factory = factory
+        self._port: IListeningPort | None = None
+        self.when_listening: Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        directory = os.path.dirname(self._path)
+        os.makedirs(directory, mode=0o770, exist_ok=True)
+        os.chmod(directory, 0o770)
+        endpoint = UNIXServerEndpoint(self._reactor, self._path, wantPID=True)
+        self.when_listening = endpoint.listen(self._factory)
+        self.when_listening.addCallback(self._listening)
+        self.when_listening.addErrback(
+            lambda f: self._log.failure("[Local Server] [Main] Cannot listen on {path}", f,
+                                        path=self._path))
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        os.chmod(self._path, 0o660)
+        self._port = port
+        self._log.info("[Local Server] [Main] Serving on {path}", path=self._path)
+        return port
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()  # type: ignore[return-value]
+        return None

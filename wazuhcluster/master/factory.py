@@ -1,0 +1,31 @@
+"""ClusterServerFactory: one ClusterProtocol with one MasterCommands per worker connection."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
+
+from wazuhcluster.master.commands import MasterCommands
+from wazuhcluster.master.node import MasterNode
+from wazuhcluster.protocol.crypto import FernetCodec
+from wazuhcluster.protocol.handler import ClusterProtocol
+
+
+class ClusterServerFactory(Factory):
+    """Builds the master's side of each worker connection."""
+
+    noisy = False
+
+    def __init__(self, node: MasterNode) -> None:
+        self._node = node
+        self._codec = FernetCodec(node.config.key)
+
+    def buildProtocol(self, addr: IAddress) -> ClusterProtocol:
+        config = self._node.config
+        return ClusterProtocol(
+            MasterCommands(self._node), self._node.clock, codec=self._codec,
+            request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
+            max_frame_payload=config.ext.max_frame_payload,
+            max_message=config.ext.max_message_size,
+            max_divided=config.ext.max_divided_messages,
+            partial_frame_timeout=config.ext.partial_frame_timeout, tag="Master")

@@ -1,0 +1,102 @@
+"""MasterNode: the master's shared state (registry, config) and its periodic checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from wazuhcluster.config import ClusterConfig
+from wazuhcluster.interfaces import IBlockingRunner, IMasterExtension
+from wazuhcluster.master import queries
+from wazuhcluster.master.registry import WorkerRegistry
+
+
+class MasterNode(MultiService):
+    """The master role: owns the worker registry; children are the listener and loops.
+
+    :param config: the node configuration.
+    :param clock: the reactor's time.
+    :param runner: runs blocking work off the reactor.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: ClusterConfig, clock: IReactorTime,
+                 runner: IBlockingRunner) -> None:
+        super().__init__()
+        self.setName("master")
+        self.config = config
+        self.clock = clock
+        self.runner = runner
+        self.registry = WorkerRegistry()
+        self.extensions: list[IMasterExtension] = []
+        self.started_at = 0.0
+        self.count_active_agents: Any = None  # set by the agents feature: name -> Deferred[int]
+
+    def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run blocking ``f`` off the reactor."""
+        return self.runner.run(f, *args, **kwargs)
+
+    def startService(self) -> None:
+        self.started_at = self.clock.seconds()
+        self._log.info("[Master] [Main] Starting master {node} of cluster {cluster}.",
+                       node=self.config.node_name, cluster=self.config.name)
+        super().startService()
+
+    # -- periodic ------------------------------------------------------------------------
+    async def check_keepalives(self) -> None:
+        """Drop workers silent for longer than max_allowed_time_without_keepalive."""
+        with self._log.failuresHandled("[Master] [Keep alive] Keepalive check failed"):
+            limit = self.config.intervals.max_allowed_time_without_keepalive
+            now = self.clock.seconds()
+            for session in self.registry:
+                if now - session.last_keepalive > limit:
+                    self._log.error("[Worker {worker}] [Keep alive] No keepalive for {seconds:.0f}"
+                                    " s; closing the connection.", worker=session.name,
+                                    seconds=now - session.last_keepalive)
+                    session.peer.disconnect("keepalive limit exceeded")
+
+    # -- queries ---------------------------------------------------------------------------
+    def node_list(self) -> list[dict[str, str]]:
+        """The master first, then the workers, as get_nodes items."""
+        nodes = [{"name": self.config.node_name, "type": "master",
+                  "version": self.config.version, "ip": self.config.master_address}]
+        for session in sorted(self.registry, key=lambda s: s.name):
+            nodes.append({"name": session.name, "type": "worker", "version": session.version,
+                          "ip": session.ip})
+        return nodes
+
+    def get_nodes(self, kwargs: Any) -> dict[str, Any]:
+        """Answer get_nodes."""
+        return queries.get_nodes(self.node_list(), kwargs)
+
+    async def get_health(self, filter_nodes: Any) -> dict[str, Any]:
+        """Answer get_health."""
+        master = {"info": {"name": self.config.node_name, "type": "master",
+                           "version": self.config.version, "ip": self.config.master_address,
+                           "n_active_agents": await self._active_agents(
+                               self.config.node_name)}}
+        workers = []
+        for session in sorted(self.registry, key=lambda s: s.name):
+            status = dict(session.status)
+            for extension in self.extensions:
+                status.update(extension.health_status(session))
+            status["last_keep_alive"] = session.last_keepalive
+            rendered = queries.render_status(status)
+            rendered["connected_since"] = queries.format_date(session.connected_since)
+            workers.append({"info": {"name": session.name, "type": "worker",
+                                     "version": session.version, "ip": session.ip,
+                                     "n_active_agents": await self._active_agents(
+                                         session.name)},
+                            "status": rendered})
+        return queries.get_health(master, workers, filter_nodes)
+
+    async def _active_agents(self, node: str) -> int:
+        if self.count_active_agents is None:
+            return 0
+        count: int = await self.count_active_agents(node)
+        return count

@@ -1,0 +1,62 @@
+"""make_node_service(): the composition root. The only place objects are wired together."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+
+from wazuhcluster.checksums.threaded import ThreadedRunner
+from wazuhcluster.config import ClusterConfig, Role
+from wazuhcluster.interfaces import IBlockingRunner
+from wazuhcluster.localapi.factory import LocalAPIFactory, LocalSocketService
+from wazuhcluster.master.service import make_master_service
+from wazuhcluster.observers import ClusterLogService
+from wazuhcluster.worker.service import make_worker_service
+
+
+class WorkDirService(Service):
+    """Prepares the home at start-up: directories, and an empty ``queue/cluster/``."""
+
+    name = "work-dir"
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self._config = config
+
+    def startService(self) -> None:
+        home = self._config.home
+        for sub in ("etc", "logs", "queue/cluster", "queue/db", "var/run"):
+            os.makedirs(os.path.join(home, sub), mode=0o770, exist_ok=True)
+        cluster_dir = os.path.join(home, "queue", "cluster")
+        for entry in os.listdir(cluster_dir):
+            if entry.startswith("c-internal.sock"):
+                continue
+            path = os.path.join(cluster_dir, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        super().startService()
+
+
+def make_node_service(config: ClusterConfig, reactor: Any, *,
+                      runner: IBlockingRunner | None = None,
+                      log_to_file: bool = True) -> MultiService:
+    """Build the whole tree for one node: log, pool, role node, local API (in that order)."""
+    root = MultiService()
+    root.setName("wazuhcluster")
+    if log_to_file:
+        ClusterLogService(config.log_path, config.debug).setServiceParent(root)
+    WorkDirService(config).setServiceParent(root)
+    if runner is None:
+        pool = ThreadedRunner(reactor, max_threads=max(1, config.intervals.process_pool_size))
+        pool.setServiceParent(root)
+        runner = pool
+    build_role = make_master_service if config.role is Role.MASTER else make_worker_service
+    node = build_role(config, reactor, runner)
+    node.setServiceParent(root)
+    LocalSocketService(reactor, config.local_socket_path,
+                       LocalAPIFactory(node)).setServiceParent(root)
+    return root

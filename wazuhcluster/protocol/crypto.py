@@ -1,0 +1,92 @@
+"""Payload encryption with the cluster key: Fernet (spec v0x80), keyed as Wazuh keys it.
+
+Wazuh builds ``Fernet(base64.b64encode(key.encode()))`` from the 32-character cluster key,
+so the signing key is key bytes 0-15 and the AES-128-CBC key is bytes 16-31. We implement
+the token format on the ``cryptography`` primitives so that the IV and the timestamp can be
+injected (byte-exact golden vectors) and no TTL is ever applied, as in the reference.
+Pure functions: no I/O, no Twisted.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+import os
+import struct
+import time
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hmac import HMAC
+
+_VERSION = b"\x80"
+_HMAC_SIZE = 32
+_MIN_TOKEN = 1 + 8 + 16 + 16 + _HMAC_SIZE  # version, time, iv, one block, hmac
+
+
+class DecryptionError(Exception):
+    """A payload is not a valid token for the cluster key (wrong key or corrupted)."""
+
+
+def token_length(plaintext_length: int) -> int:
+    """Length of the base64 token for a plaintext of ``plaintext_length`` bytes."""
+    raw = 57 + 16 * (plaintext_length // 16 + 1)
+    return 4 * ((raw + 2) // 3)
+
+
+class FernetCodec:
+    """Encrypts and decrypts payloads with a 32-byte cluster key.
+
+    :param key: the 32 ASCII bytes of the configured ``<key>``.
+    :param iv_source: returns 16 random bytes (injected for golden vectors).
+    :param time_source: returns the current UNIX time (injected for golden vectors).
+    """
+
+    def __init__(self, key: bytes, *, iv_source: Callable[[int], bytes] = os.urandom,
+                 time_source: Callable[[], float] = time.time) -> None:
+        if len(key) != 32:
+            raise ValueError("the cluster key must be exactly 32 bytes")
+        self._signing_key = key[:16]
+        self._encryption_key = key[16:]
+        self._iv_source = iv_source
+        self._time_source = time_source
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Return the base64url Fernet token of ``data``."""
+        iv = self._iv_source(16)
+        now = int(self._time_source())
+        padder = padding.PKCS7(128).padder()
+        padded = padder.update(data) + padder.finalize()
+        encryptor = Cipher(algorithms.AES(self._encryption_key), modes.CBC(iv)).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        basic = _VERSION + struct.pack(">Q", now) + iv + ciphertext
+        h = HMAC(self._signing_key, hashes.SHA256())
+        h.update(basic)
+        return binascii.b2a_base64(basic + h.finalize(), newline=False).translate(_TO_URLSAFE)
+
+    def decrypt(self, token: bytes) -> bytes:
+        """Return the plaintext of ``token``; raise :class:`DecryptionError` if invalid."""
+        try:
+            raw = binascii.a2b_base64(token.translate(_FROM_URLSAFE), strict_mode=True)
+        except (binascii.Error, ValueError) as e:
+            raise DecryptionError("payload is not base64") from e
+        if len(raw) < _MIN_TOKEN or raw[:1] != _VERSION or (len(raw) - 57) % 16:
+            raise DecryptionError("payload is not a Fernet token")
+        body, signature = raw[:-_HMAC_SIZE], raw[-_HMAC_SIZE:]
+        h = HMAC(self._signing_key, hashes.SHA256())
+        h.update(body)
+        if not hmac.compare_digest(h.finalize(), signature):
+            raise DecryptionError("payload signature does not match the cluster key")
+        iv = body[9:25]
+        decryptor = Cipher(algorithms.AES(self._encryption_key), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(body[25:]) + decryptor.finalize()
+        unpadder = padding.PKCS7(128).unpadder()
+        try:
+            return unpadder.update(padded) + unpadder.finalize()
+        except ValueError as e:
+            raise DecryptionError("payload padding is invalid") from e
+
+
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")

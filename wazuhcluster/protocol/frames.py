@@ -1,0 +1,128 @@
+"""Cluster wire frames: the 20-byte header, command field, encoder and push parser.
+
+No I/O happens here and nothing here imports Twisted. The layout follows the Wazuh 4.7.5
+protocol (``docs/protocol.md``): ``struct "!2I12s"`` = counter, payload length, command
+field. The command field is the name, one space, then dashes up to 12 bytes; the 12th byte
+is the *divided* flag (``d`` on every fragment but the last of a divided message).
+
+The decoder is an explicit two-state machine (WAIT_HEADER / WAIT_PAYLOAD), so a read that
+ends exactly after a header never desynchronises the stream (the 4.7.5 bug of spec §2.9),
+and it refuses an announced payload above its limit *before* buffering anything of it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import attrs
+
+HEADER = struct.Struct("!II12s")
+HEADER_SIZE = HEADER.size  # 20
+COMMAND_FIELD_SIZE = 12
+MAX_COMMAND_LENGTH = COMMAND_FIELD_SIZE - 1  # the 12th byte is the divided flag
+DIVIDED_FLAG = ord("d")
+MAX_COUNTER = 2**32 - 1
+
+#: Payload limit of one frame: a 5 MiB plaintext encrypts to 6 990 604 bytes, the largest
+#: single frame a reference node produces; 8 MiB leaves room and still bounds memory.
+DEFAULT_MAX_FRAME_PAYLOAD = 8 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """The byte stream cannot be a valid frame sequence; the connection must be dropped."""
+
+
+@attrs.frozen
+class Frame:
+    """One frame as it travels: the payload is the (possibly encrypted) bytes of this frame."""
+
+    counter: int
+    command: bytes
+    payload: bytes
+    divided: bool = False
+
+
+def command_field(command: bytes, divided: bool = False) -> bytes:
+    """Return the 12-byte command field for ``command``.
+
+    Non-final fragments of a divided message carry ``d`` as last byte; the last fragment of
+    a divided message carries ``-`` there (so an 11-byte name gets no space at all).
+    """
+    if not 0 < len(command) <= MAX_COMMAND_LENGTH:
+        raise ValueError(f"command name must be 1..{MAX_COMMAND_LENGTH} bytes: {command!r}")
+    field = command + b" " + b"-" * (COMMAND_FIELD_SIZE - len(command) - 1)
+    if divided:
+        return field[:-1] + b"d"
+    return field
+
+
+def last_fragment_field(command: bytes) -> bytes:
+    """Return the command field of the final fragment of a divided message."""
+    return command_field(command)[:-1] + b"-"
+
+
+def parse_command_field(field: bytes) -> tuple[bytes, bool]:
+    """Return ``(name, divided)`` for a 12-byte command field.
+
+    As the reference receiver does: the flag is the last byte, the name is the first 11 bytes
+    cut at the first space. An empty name cannot be dispatched and is a framing error.
+    """
+    divided = field[-1] == DIVIDED_FLAG
+    name = field[:MAX_COMMAND_LENGTH].split(b" ", 1)[0]
+    if not name:
+        raise FrameError("empty command name in frame header")
+    return name, divided
+
+
+def encode_header(counter: int, length: int, field: bytes) -> bytes:
+    """Pack one header."""
+    return HEADER.pack(counter, length, field)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Serialize one frame: header followed by payload, ready for a single write."""
+    return HEADER.pack(frame.counter, len(frame.payload),
+                       command_field(frame.command, frame.divided)) + frame.payload
+
+
+class FrameDecoder:
+    """Accumulates bytes and returns every complete frame they contain.
+
+    :param max_payload: the largest payload one frame may announce; a larger announcement
+        raises :class:`FrameError` before any of it is buffered.
+    """
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_FRAME_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buffer = bytearray()
+        self._header: tuple[int, int, bytes] | None = None  # WAIT_PAYLOAD when set
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received that do not yet form a complete frame."""
+        return len(self._buffer) + (HEADER_SIZE if self._header is not None else 0)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add ``data``; return the frames it completes (possibly none)."""
+        self._buffer += data
+        frames: list[Frame] = []
+        while True:
+            if self._header is None:
+                if len(self._buffer) < HEADER_SIZE:
+                    return frames
+                counter, length, field = HEADER.unpack_from(self._buffer)
+                if length > self.max_payload:
+                    raise FrameError(
+                        f"announced payload of {length} bytes exceeds the limit of "
+                        f"{self.max_payload} bytes")
+                command, divided = parse_command_field(field)
+                del self._buffer[:HEADER_SIZE]
+                self._header = (counter, length, field)
+            counter, length, field = self._header
+            if len(self._buffer) < length:
+                return frames
+            payload = bytes(self._buffer[:length])
+            del self._buffer[:length]
+            self._header = None
+            command, divided = parse_command_field(field)
+            frames.append(Frame(counter, command, payload, divided))

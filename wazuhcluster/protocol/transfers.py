@@ -1,0 +1,325 @@
+"""The generic sub-protocols every connection serves (spec §3): echo, long strings, files,
+task cancellation; and the matching senders.
+
+Hardening over Wazuh 4.7.5:
+
+* ``new_str`` lengths are bounded and buffers grow as data arrives (no zero-filled
+  pre-allocation an unauthenticated peer could pin); unconsumed strings expire.
+* ``new_file`` accepts only ``/queue/cluster/<name>/<file>`` where ``<name>`` is the one
+  directory this connection may write to and ``<file>`` a plain file name: the peer never
+  chooses a path (spec §10 items 23-24). Writes run off the reactor; sizes are bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Callable, Coroutine
+from typing import IO, Any
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.interfaces import IPeer
+from wazuhcluster.protocol.chunks import REQUEST_CHUNK
+from wazuhcluster.protocol.commands import (
+    CANCEL_TASK,
+    ECHO,
+    ERR,
+    ERR_STR,
+    FILE_END,
+    FILE_UPD,
+    NEW_FILE,
+    NEW_STR,
+    OK,
+    STR_UPD,
+    Reply,
+)
+
+Responder = Callable[[bytes], Coroutine[Any, Any, Reply | None]]
+Runner = Callable[..., Any]
+
+_SAFE_NAME = re.compile(rb"^[A-Za-z0-9_][A-Za-z0-9._\-]{0,200}$")
+
+
+@attrs.define
+class _String:
+    declared: int
+    data: bytearray
+    created: float
+
+
+class StringStore:
+    """Long strings received on one connection (``new_str`` / ``str_upd`` / ``err_str``).
+
+    :param max_string: the largest string one ``new_str`` may announce.
+    :param max_total: the most bytes all unconsumed strings of this connection may declare.
+    :param ttl: seconds after which an unconsumed string is dropped.
+    """
+
+    def __init__(self, clock: IReactorTime, max_string: int = 256 * 1024 * 1024,
+                 max_total: int = 512 * 1024 * 1024, ttl: float = 600.0) -> None:
+        self._clock = clock
+        self._max_string = max_string
+        self._max_total = max_total
+        self._ttl = ttl
+        self._strings: dict[bytes, _String] = {}
+
+    def __len__(self) -> int:
+        return len(self._strings)
+
+    def new(self, payload: bytes) -> bytes:
+        """Register a string of the announced length; return its id."""
+        self._expire()
+        try:
+            declared = int(payload)
+        except ValueError:
+            raise ClusterError(3036, "new_str length is not a number") from None
+        if declared < 0 or declared > self._max_string:
+            raise ClusterError(3050, f"string of {declared} bytes exceeds {self._max_string}")
+        if sum(s.declared for s in self._strings.values()) + declared > self._max_total:
+            raise ClusterError(3050, "too many unconsumed strings on this connection")
+        while True:
+            string_id = str(secrets.randbits(32)).encode()
+            if string_id not in self._strings:
+                break
+        self._strings[string_id] = _String(declared, bytearray(), self._clock.seconds())
+        return string_id
+
+    def update(self, payload: bytes) -> None:
+        """Append ``<id> <bytes>``; bytes beyond the declared length are dropped."""
+        string_id, _, data = payload.partition(b" ")
+        entry = self._strings.get(string_id)
+        if entry is None:
+            raise ClusterError(3035, string_id.decode("ascii", "replace"))
+        room = entry.declared - len(entry.data)
+        entry.data += data[:room]
+
+    def cancel(self, payload: bytes) -> bytes:
+        """``err_str``: forget one never-written string of that declared length."""
+        try:
+            declared = int(payload)
+        except ValueError:
+            return b"None"
+        for string_id, entry in self._strings.items():
+            if entry.declared == declared and not entry.data:
+                del self._strings[string_id]
+                return string_id
+        return b"None"
+
+    def take(self, string_id: bytes) -> bytes:
+        """Consume a complete string; raise 3035 if unknown."""
+        entry = self._strings.pop(string_id.strip(), None)
+        if entry is None:
+            raise ClusterError(3035, string_id.decode("ascii", "replace"))
+        return bytes(entry.data)
+
+    def _expire(self) -> None:
+        limit = self._clock.seconds() - self._ttl
+        for string_id in [k for k, v in self._strings.items() if v.created < limit]:
+            del self._strings[string_id]
+
+
+@attrs.define
+class _IncomingFile:
+    path: str
+    handle: IO[bytes]
+    digest: Any
+    size: int = 0
+
+
+class FileReceiver:
+    """Files received on one connection, confined to one directory.
+
+    :param home: the node's home (``WAZUH_PATH``).
+    :param runner: runs blocking file operations off the reactor.
+    :param max_file: the largest file accepted.
+    """
+
+    _log = Logger()
+
+    def __init__(self, home: str, runner: Runner, max_file: int = 1024 * 1024 * 1024,
+                 max_open: int = 4) -> None:
+        self._home = home
+        self._runner = runner
+        self._max_file = max_file
+        self._max_open = max_open
+        self.directory_name: bytes | None = None  # set once the peer is known
+        self._open: dict[bytes, _IncomingFile] = {}
+        self.received: dict[str, str] = {}  # relative path (no leading /) -> absolute path
+
+    def resolve(self, relpath: bytes) -> str:
+        """Map a peer-supplied path onto our directory, or raise ClusterError."""
+        if self.directory_name is None:
+            raise ClusterError(3000, "file transfers are not allowed on this connection yet")
+        parts = relpath.split(b"/")
+        if (len(parts) != 5 or parts[0] != b"" or parts[1] != b"queue" or parts[2] != b"cluster"
+                or parts[3] != self.directory_name or not _SAFE_NAME.match(parts[4])):
+            raise ClusterError(3000, f"file path refused: {relpath[:200]!r}")
+        return os.path.join(self._home, "queue", "cluster", self.directory_name.decode(),
+                            parts[4].decode())
+
+    async def new_file(self, payload: bytes) -> Reply:
+        """``new_file <relpath>``: open the file for writing."""
+        relpath = payload.strip()
+        path = self.resolve(relpath)
+        if relpath in self._open:
+            await self._runner(self._open.pop(relpath).handle.close)
+        if len(self._open) >= self._max_open:
+            raise ClusterError(3000, "too many files in transfer on this connection")
+        handle = await self._runner(_open_for_write, path)
+        self._open[relpath] = _IncomingFile(path, handle, hashlib.sha256())
+        return Reply(OK, b"Ready to receive new file")
+
+    async def update(self, payload: bytes) -> Reply:
+        """``file_upd <relpath> <bytes>``: append a chunk."""
+        relpath, _, data = payload.partition(b" ")
+        incoming = self._open.get(relpath)
+        if incoming is None:
+            raise ClusterError(3000, "file_upd for a file that was not announced")
+        incoming.size += len(data)
+        if incoming.size > self._max_file:
+            self._open.pop(relpath)
+            await self._runner(_discard, incoming.handle, incoming.path)
+            raise ClusterError(3050, f"file exceeds {self._max_file} bytes")
+        incoming.digest.update(data)
+        await self._runner(incoming.handle.write, data)
+        return Reply(OK, b"File updated")
+
+    async def end(self, payload: bytes) -> Reply:
+        """``file_end <relpath> <sha256>``: close and verify."""
+        relpath, _, digest = payload.partition(b" ")
+        incoming = self._open.pop(relpath, None)
+        if incoming is None:
+            raise ClusterError(3000, "file_end for a file that was not announced")
+        if incoming.digest.digest() != digest:
+            await self._runner(_discard, incoming.handle, incoming.path)
+            return Reply(ERR, b"File wasn't correctly received. Checksums aren't equal.")
+        await self._runner(_close_synced, incoming.handle)
+        self.received[relpath.decode().lstrip("/")] = incoming.path
+        return Reply(OK, b"File received correctly")
+
+    def claim(self, relpath: str) -> str:
+        """Return the local path of a completely received file named by a ``…_e`` command.
+
+        Only files that arrived completely on this connection can be claimed, so a peer
+        cannot make us read or delete any other file.
+        """
+        path = self.received.pop(relpath.strip().lstrip("/"), None)
+        if path is None:
+            raise ClusterError(3034, relpath[:200])
+        return path
+
+    def close_all(self) -> None:
+        """Connection lost: close and remove every partial file (best effort)."""
+        for incoming in self._open.values():
+            self._runner(_discard, incoming.handle, incoming.path)
+        self._open.clear()
+
+
+def _open_for_write(path: str) -> IO[bytes]:
+    return open(path, "wb")  # noqa: SIM115 - closed by end() or close_all()
+
+
+def _discard(handle: IO[bytes], path: str) -> None:
+    handle.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _close_synced(handle: IO[bytes]) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+
+
+class CommonResponders:
+    """Responders for the generic commands, shared by every role's command table."""
+
+    _log = Logger()
+
+    def __init__(self, strings: StringStore, files: FileReceiver, tag: Callable[[], str]) -> None:
+        self.strings = strings
+        self.files = files
+        self.cancelled_tasks: set[str] = set()
+        self._tag = tag
+
+    def responders(self) -> dict[bytes, Responder]:
+        """The command table entries for the generic sub-protocols."""
+        return {
+            ECHO: self._echo,
+            NEW_STR: self._new_str,
+            STR_UPD: self._str_upd,
+            ERR_STR: self._err_str,
+            NEW_FILE: self.files.new_file,
+            FILE_UPD: self.files.update,
+            FILE_END: self.files.end,
+            CANCEL_TASK: self._cancel_task,
+        }
+
+    async def _echo(self, payload: bytes) -> Reply:
+        return Reply(OK, payload)
+
+    async def _new_str(self, payload: bytes) -> Reply:
+        return Reply(OK, self.strings.new(payload))
+
+    async def _str_upd(self, payload: bytes) -> Reply:
+        self.strings.update(payload)
+        return Reply(OK, b"String updated")
+
+    async def _err_str(self, payload: bytes) -> Reply:
+        return Reply(OK, self.strings.cancel(payload))
+
+    async def _cancel_task(self, payload: bytes) -> Reply:
+        task_id, _, error = payload.partition(b" ")
+        if task_id != b"None":
+            self.cancelled_tasks.add(task_id.decode("ascii", "replace"))
+        self._log.warn("[{tag}] [Main] Peer cancelled task {task}: {error}", tag=self._tag(),
+                       task=task_id.decode("ascii", "replace"),
+                       error=error[:300].decode("utf-8", "replace"))
+        return Reply(OK, b"Request received correctly")
+
+
+# -- senders -------------------------------------------------------------------------------
+async def send_string(peer: IPeer, data: bytes) -> bytes:
+    """Ship ``data`` as a long string; return the id the peer assigned."""
+    try:
+        string_id = await peer.request(NEW_STR, str(len(data)).encode())
+    except ClusterError:
+        await peer.request(ERR_STR, str(len(data)).encode())
+        raise
+    step = REQUEST_CHUNK - len(string_id) - 1
+    view = memoryview(data)
+    for start in range(0, len(data), step):
+        await peer.request(STR_UPD, string_id + b" " + bytes(view[start:start + step]))
+    return string_id
+
+
+async def send_file(peer: IPeer, path: str, relpath: bytes, runner: Runner,
+                    is_cancelled: Callable[[], bool] = lambda: False) -> None:
+    """Send the file at ``path`` as ``relpath`` with new_file / file_upd / file_end.
+
+    The file is read in chunks on the runner: a 1 GiB file is never in memory at once.
+    """
+    step = REQUEST_CHUNK - len(relpath) - 1
+    digest = hashlib.sha256()
+    handle = await runner(open, path, "rb")
+    try:
+        await peer.request(NEW_FILE, relpath)
+        while not is_cancelled():
+            chunk = await runner(handle.read, step)
+            if not chunk:
+                break
+            digest.update(chunk)
+            await peer.request(FILE_UPD, relpath + b" " + chunk)
+    finally:
+        await runner(handle.close)
+    reply = await peer.request(FILE_END, relpath + b" " + digest.digest())
+    if reply != b"File received correctly":
+        raise ClusterError(3000, "peer did not confirm the file")

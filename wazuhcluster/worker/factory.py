@@ -1,0 +1,32 @@
+"""WorkerClientFactory: builds the worker's side of the master link."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
+
+from wazuhcluster.protocol.crypto import FernetCodec
+from wazuhcluster.protocol.handler import ClusterProtocol
+from wazuhcluster.worker.commands import WorkerCommands
+from wazuhcluster.worker.node import WorkerNode
+
+
+class WorkerClientFactory(Factory):
+    """One ClusterProtocol with a fresh WorkerCommands per connection attempt."""
+
+    noisy = False
+
+    def __init__(self, node: WorkerNode) -> None:
+        self._node = node
+        self._codec = FernetCodec(node.config.key)
+
+    def buildProtocol(self, addr: IAddress) -> ClusterProtocol:
+        config = self._node.config
+        return ClusterProtocol(
+            WorkerCommands(self._node), self._node.clock, codec=self._codec,
+            request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
+            max_frame_payload=config.ext.max_frame_payload,
+            max_message=config.ext.max_message_size,
+            max_divided=config.ext.max_divided_messages,
+            partial_frame_timeout=config.ext.partial_frame_timeout,
+            tag=f"Worker {config.node_name}")

@@ -1,0 +1,147 @@
+"""WorkerNode: the worker role. Owns the master link and the worker's periodic work."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.internet import ClientService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from wazuhcluster.config import ClusterConfig
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.interfaces import IBlockingRunner, IWorkerExtension
+from wazuhcluster.protocol import messages
+from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
+from wazuhcluster.protocol.handler import ClusterProtocol
+
+#: What our worker announces to a master that understands ``wzc_caps``.
+WORKER_CAPABILITIES = ("sync_now",)
+
+
+class WorkerNode(MultiService):
+    """The worker role; children: the master link (ClientService) and the sync loops.
+
+    :param config: the node configuration.
+    :param clock: the reactor's time.
+    :param runner: runs blocking work off the reactor.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config: ClusterConfig, clock: IReactorTime,
+                 runner: IBlockingRunner) -> None:
+        super().__init__()
+        self.setName("worker")
+        self.config = config
+        self.clock = clock
+        self.runner = runner
+        self.extensions: list[IWorkerExtension] = []
+        self.peer: ClusterProtocol | None = None
+        self.connected_since = 0.0
+        self.master_capabilities: frozenset[str] = frozenset()
+        self.failed_keepalives = 0
+        self.link: ClientService | None = None
+        self._waiting: list[Deferred[ClusterProtocol]] = []
+
+    @property
+    def tag(self) -> str:
+        """Wazuh log tag of the master link."""
+        return f"Worker {self.config.node_name}"
+
+    def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run blocking ``f`` off the reactor."""
+        return self.runner.run(f, *args, **kwargs)
+
+    # -- the master link ------------------------------------------------------------------
+    def hello(self, peer: ClusterProtocol) -> Deferred[None]:
+        """ClientService's prepareConnection: introduce ourselves; fail to retry later."""
+        return Deferred.fromCoroutine(self._hello(peer))
+
+    async def _hello(self, peer: ClusterProtocol) -> None:
+        config = self.config
+        payload = messages.encode_hello(messages.Hello(config.node_name, config.name, "worker",
+                                                       config.version))
+        try:
+            await peer.request(HELLO, payload)
+        except ClusterError as e:
+            self._log.error("[Worker] [Main] Could not connect to master: {error}.",
+                            error=str(e))
+            peer.disconnect("hello refused")
+            raise
+        os.makedirs(os.path.join(config.home, "queue", "cluster", config.node_name),
+                    mode=0o770, exist_ok=True)
+        self.peer = peer
+        self.connected_since = self.clock.seconds()
+        self.failed_keepalives = 0
+        self._log.info("[{tag}] [Main] Successfully connected to master.", tag=self.tag)
+        try:
+            reply = await peer.request(CAPS, messages.encode_json(list(WORKER_CAPABILITIES)))
+            self.master_capabilities = messages.parse_capabilities(reply)
+        except ClusterError:
+            self.master_capabilities = frozenset()  # a real Wazuh master: no extensions
+        if self.peer is not peer:
+            return
+        for extension in self.extensions:
+            extension.connected(peer, self.master_capabilities)
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(peer)
+
+    def link_lost(self, commands: Any, reason: Failure) -> None:
+        """Called by the link's command table when the connection closes."""
+        peer = self.peer
+        if peer is None or peer.handler is not commands:
+            return
+        self.peer = None
+        self.master_capabilities = frozenset()
+        self._log.error("[{tag}] [Main] Disconnected from master: {reason}", tag=self.tag,
+                        reason=reason.getErrorMessage())
+        for extension in self.extensions:
+            extension.disconnected()
+
+    def when_connected(self) -> Deferred[ClusterProtocol]:
+        """Fire with the master link once it is up (at once if it is)."""
+        if self.peer is not None:
+            d: Deferred[ClusterProtocol] = Deferred()
+            d.callback(self.peer)
+            return d
+        waiter: Deferred[ClusterProtocol] = Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(waiter)
+        return waiter
+
+    def request_master(self, command: bytes, payload: bytes) -> Deferred[bytes]:
+        """Send a request to the master, or fail with 3023 if not connected."""
+        if self.peer is None:
+            return fail(ClusterError(3023))
+        return self.peer.request(command, payload)
+
+    # -- periodic ------------------------------------------------------------------------
+    async def send_keepalive(self) -> None:
+        """Keepalive tick: ``echo-c``; disconnect after max_failed_keepalive_attempts."""
+        with self._log.failuresHandled("[{tag}] [Keep Alive] Keepalive tick failed",
+                                       tag=self.tag):
+            peer = self.peer
+            if peer is None:
+                return
+            try:
+                reply = await peer.request(ECHO_CLIENT, b"keepalive")
+            except ClusterError as e:
+                if peer is not self.peer:
+                    return
+                self.failed_keepalives += 1
+                self._log.error("[{tag}] [Keep Alive] Error sending keepalive ({count}/{limit}):"
+                                " {error}", tag=self.tag, count=self.failed_keepalives,
+                                limit=self.config.intervals.max_failed_keepalive_attempts,
+                                error=str(e))
+                if (self.failed_keepalives
+                        >= self.config.intervals.max_failed_keepalive_attempts):
+                    peer.disconnect("too many failed keepalives")
+                return
+            self.failed_keepalives = 0
+            self._log.info("[{tag}] [Keep Alive] Successful response from master: {reply}",
+                           tag=self.tag, reply=reply[:64].decode("utf-8", "replace"))

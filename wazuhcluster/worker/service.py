@@ -1,0 +1,34 @@
+"""make_worker_service(): the worker subtree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from wazuhcluster.config import ClusterConfig
+from wazuhcluster.interfaces import IBlockingRunner
+from wazuhcluster.periodic import periodic
+from wazuhcluster.worker.factory import WorkerClientFactory
+from wazuhcluster.worker.node import WorkerNode
+
+
+def make_worker_service(config: ClusterConfig, reactor: Any,
+                        runner: IBlockingRunner) -> WorkerNode:
+    """Build ``worker``: the master link (with backoff and jitter) and the keepalive loop."""
+    node = WorkerNode(config, reactor, runner)
+    link = ClientService(
+        TCP4ClientEndpoint(reactor, config.master_address, config.port, timeout=10),
+        WorkerClientFactory(node),
+        retryPolicy=backoffPolicy(initialDelay=config.ext.reconnect_initial_delay,
+                                  maxDelay=config.ext.reconnect_max_delay, factor=1.5),
+        clock=reactor,
+        prepareConnection=node.hello,
+    )
+    link.setName("master-link")
+    link.setServiceParent(node)
+    node.link = link
+    periodic("keepalive", config.intervals.keep_alive, node.send_keepalive,
+             reactor).setServiceParent(node)
+    return node
