@@ -81,3 +81,89 @@ class IWorkerExtension(Interface):
 
     def disconnected() -> None:
         """The master link is gone."""
+
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from wazuhcluster.agents.db import (
+        AgentInfoBatch,
+        AgentInfoSetResult,
+        AgentSummary,
+        GroupsApplyResult,
+        GroupsPage,
+        GroupsSetResult,
+        Keepalive,
+        ReconcileResult,
+    )
+    from wazuhcluster.agents.keys import KeyEntry
+
+
+class IAgentDatabase(Interface):
+    """The node's agent database (``queue/db/global.db``), used without blocking the reactor.
+
+    Every method runs the matching ``wazuhcluster.agents.db.AgentDatabase`` operation on the
+    implementation's single database thread, in call order, and returns a Deferred that fires
+    (in the reactor thread) with its result or fails with its exception (``sqlite3.Error``,
+    ``ValueError``/``PayloadError`` for invalid arguments). See ``wazuhcluster/agents/db.py``
+    for the semantics of each operation.
+    """
+
+    def get_agent_info_sync() -> Deferred[AgentInfoBatch]:
+        """Worker: chunks of agents marked for agent-info sync, and their versions."""
+
+    def mark_agent_info_synced(versions: Sequence[tuple[int, int]]) -> Deferred[int]:
+        """Worker: mark sent agents synced unless they changed since; fires with the count."""
+
+    def update_agent_info(agent_id: int, fields: Mapping[str, Any]) -> Deferred[bool]:
+        """Change agent-info columns of a local agent and mark it for sync."""
+
+    def record_keepalives(keepalives: Sequence[Keepalive]) -> Deferred[int]:
+        """Record keepalives (active, node, time, optional OS/version); fires with the count."""
+
+    def set_agent_info(chunks: Sequence[str]) -> Deferred[AgentInfoSetResult]:
+        """Master: apply agent-info chunks received from a worker."""
+
+    def create_groups(names: Sequence[str]) -> Deferred[int]:
+        """Create missing groups; fires with how many were created."""
+
+    def list_groups() -> Deferred[list[str]]:
+        """Names of all groups."""
+
+    def set_agent_groups(assignments: Sequence[tuple[int, Sequence[str]]],
+                         mode: str = "override",
+                         sync_status: str = "synced") -> Deferred[GroupsSetResult]:
+        """Assign groups to agents (modes override, append, empty_only, remove)."""
+
+    def apply_agent_groups_chunks(chunks: Sequence[str], mode: str = "override",
+                                  sync_status: str = "synced",
+                                  full: bool = False) -> Deferred[GroupsApplyResult]:
+        """Worker: apply syn_g_m_w (full=False) or syn_g_m_w_c (full=True) chunks."""
+
+    def sync_agent_groups_get(condition: str | None, now: int, last_id: int = 0,
+                              set_synced: bool = False, get_global_hash: bool = False,
+                              registration_delta: int = 0) -> Deferred[GroupsPage]:
+        """One page of group assignments, as wazuh-db's sync-agent-groups-get."""
+
+    def get_agent_groups_chunks(condition: str, now: int, set_synced: bool = False,
+                                get_global_hash: bool = False,
+                                registration_delta: int = 0) -> Deferred[list[str]]:
+        """Master: every non-empty page of group assignments, as the chunks to push."""
+
+    def global_group_hash() -> Deferred[str | None]:
+        """The global group hash (None when no agent has groups)."""
+
+    def recalculate_group_hashes() -> Deferred[int]:
+        """Recompute every agent's group CSV and group hash; fires with the number changed."""
+
+    def reconcile_keys(entries: Sequence[KeyEntry], now: int) -> Deferred[ReconcileResult]:
+        """Make the agent table agree with parsed client.keys entries."""
+
+    def reconcile_keys_file(path: str, now: int) -> Deferred[ReconcileResult]:
+        """Read client.keys at ``path`` (in the database thread) and reconcile with it."""
+
+    def list_agents(node_name: str | None = None) -> Deferred[list[AgentSummary]]:
+        """Agents for the CLI, optionally only those of one node."""
+
+    def count_active_agents_by_node() -> Deferred[dict[str, int]]:
+        """Active agents per node, agent 000 excluded."""

@@ -684,6 +684,14 @@ class AgentDatabase:
             conn.executemany("DELETE FROM agent WHERE id = ?", [(i,) for i in plan.remove])
         return ReconcileResult(len(plan.insert), len(plan.update), len(plan.remove))
 
+    def reconcile_keys_file(self, path: str, now: int) -> ReconcileResult:
+        """Read ``client.keys`` at ``path`` and reconcile with it (a missing file means none).
+
+        Prefer :meth:`reconcile_keys` with entries parsed once when the file is also used
+        elsewhere; this is the one-call form for a periodic task.
+        """
+        return self.reconcile_keys(_keys.read_client_keys(path), now)
+
     # -- queries -------------------------------------------------------------------------------
 
     def list_agents(self, node_name: str | None = None) -> list[AgentSummary]:
