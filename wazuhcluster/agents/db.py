@@ -685,11 +685,13 @@ class AgentDatabase:
         return ReconcileResult(len(plan.insert), len(plan.update), len(plan.remove))
 
     def reconcile_keys_file(self, path: str, now: int) -> ReconcileResult:
-        """Read ``client.keys`` at ``path`` and reconcile with it (a missing file means none).
+        """Read ``client.keys`` at ``path`` and reconcile with it.
 
-        Prefer :meth:`reconcile_keys` with entries parsed once when the file is also used
-        elsewhere; this is the one-call form for a periodic task.
+        A missing file changes nothing (a node that has not received its keys yet must not
+        drop its agents); an existing empty file removes every agent but 000.
         """
+        if not os.path.exists(path):
+            return ReconcileResult(0, 0, 0)
         return self.reconcile_keys(_keys.read_client_keys(path), now)
 
     # -- queries -------------------------------------------------------------------------------

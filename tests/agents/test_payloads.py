@@ -1,0 +1,164 @@
+"""Tests for wazuhcluster.agents.payloads, including payloads of a real 4.7.5 session."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.agents.capture import decoded_messages, long_strings, raw_messages
+from wazuhcluster.agents import payloads
+from wazuhcluster.agents.payloads import PayloadError, SyncResult
+
+_SESSION_HASH = "1147021666b6b45fdfa0df05e49b106d48a946aa"
+
+
+class SessionPayloadTests(SynchronousTestCase):
+    """The decoders accept what real Wazuh 4.7.5 nodes sent, and our encoders match it."""
+
+    def test_decoded_previews_are_truncated(self) -> None:
+        """The decoded session's previews are cut at 400 characters, so raw bytes are needed."""
+        upd = [m for m in decoded_messages() if m["cmd"] == "str_upd"]
+        self.assertTrue(upd)
+        self.assertTrue(any(m["payload_len"] > len(str(m["payload_preview"])) for m in upd))
+
+    def test_decode_worker_agent_info_string(self) -> None:
+        """The worker's agent-info long string decodes into one chunk of five agents."""
+        [string] = long_strings("w2m")
+        chunks = payloads.decode_agent_info_string(string)
+        self.assertEqual(len(chunks), 1)
+        agents = payloads.decode_agent_info_chunk(chunks[0])
+        self.assertEqual([a["id"] for a in agents], [1, 2, 3, 4, 5])
+        self.assertEqual(agents[0]["node_name"], "worker-1")
+        self.assertEqual(agents[0]["last_keepalive"], 1795749388)
+        self.assertEqual(agents[0]["os_uname"], "Linux |agent |5.15.0 |x86_64")
+
+    def test_agent_info_string_encoding_matches_session(self) -> None:
+        """Re-encoding the session's chunks gives the session's bytes exactly."""
+        [string] = long_strings("w2m")
+        chunks = payloads.decode_agent_info_string(string)
+        self.assertEqual(payloads.encode_agent_info_string(chunks), string)
+
+    def test_agent_info_chunk_encoding_matches_session(self) -> None:
+        """Our compact chunk serialization equals wazuh-db's for the session's agents."""
+        [string] = long_strings("w2m")
+        [chunk] = payloads.decode_agent_info_string(string)
+        self.assertEqual(payloads.encode_agent_info_chunk(json.loads(chunk)), chunk)
+
+    def test_decode_master_groups_strings(self) -> None:
+        """Every syn_g_m_w string of the session decodes; the first assigns five agents."""
+        strings = [payloads.decode_groups_string(s) for s in long_strings("m2w")]
+        self.assertEqual(len(strings), 7)
+        first = strings[0]
+        self.assertEqual((first.mode, first.sync_status), ("override", "synced"))
+        chunk = payloads.decode_groups_chunk(first.chunks[0])
+        self.assertEqual(chunk.assignments,
+                         tuple((i, ("default", "group1")) for i in range(1, 6)))
+        self.assertEqual((chunk.has_hash, chunk.global_hash), (True, _SESSION_HASH))
+        for later in strings[1:]:
+            self.assertEqual(payloads.master_groups_hash(later.chunks), (True, _SESSION_HASH))
+            self.assertEqual(payloads.decode_groups_chunk(later.chunks[0]).assignments, ())
+
+    def test_groups_encoding_matches_session(self) -> None:
+        """Our groups chunk and long string encodings equal the master's bytes."""
+        string = long_strings("m2w")[0]
+        assignments = tuple((i, ("default", "group1")) for i in range(1, 6))
+        chunk = payloads.encode_groups_chunk(assignments, with_hash=True,
+                                             global_hash=_SESSION_HASH)
+        self.assertEqual(payloads.encode_groups_string([chunk]), string)
+
+    def test_decode_session_results(self) -> None:
+        """The syn_m_a_e and syn_w_g_e payloads of the session decode."""
+        results = [payload for _, command, payload in raw_messages("m2w") + raw_messages("w2m")
+                   if command in ("syn_m_a_e", "syn_w_g_e")]
+        self.assertEqual(len(results), 8)
+        for payload in results:
+            result = payloads.decode_sync_result(payload)
+            self.assertEqual((result.updated_chunks, result.error_messages), (1, ()))
+
+    def test_result_encoding_matches_session_layout(self) -> None:
+        """Our result payload has the session's layout (Python json defaults)."""
+        payload = payloads.encode_sync_result(SyncResult(1, (), 0.5))
+        self.assertEqual(payload,
+                         b'{"updated_chunks": 1, "error_messages": [], "time_spent": 0.5}')
+
+
+class DecoderLimitTests(SynchronousTestCase):
+    """Decoders refuse malformed, oversized or foreign payloads with PayloadError only."""
+
+    def test_4_13_object_chunks_refused(self) -> None:
+        """The 4.13 agent-info format (chunks as an object) is refused with a clear error."""
+        data = json.dumps({"set_data_command": "global sync-agent-info-set", "payload": {},
+                           "chunks": {"syncreq": [], "syncreq_keepalive": [],
+                                      "syncreq_status": []}}).encode()
+        e = self.assertRaises(PayloadError, payloads.decode_agent_info_string, data)
+        self.assertIn("4.13", str(e))
+
+    def test_wrong_command_refused(self) -> None:
+        """An agent-groups string is not accepted as an agent-info string."""
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string,
+                          payloads.encode_groups_string([]))
+
+    def test_size_limit_checked_before_parsing(self) -> None:
+        """A string over the size limit is refused."""
+        data = payloads.encode_agent_info_string(["[]"])
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string, data,
+                          max_size=len(data) - 1)
+
+    def test_chunk_count_limit(self) -> None:
+        """Too many chunks are refused."""
+        data = payloads.encode_agent_info_string(["[]"] * 3)
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string, data, max_chunks=2)
+
+    def test_nan_refused(self) -> None:
+        """Non-standard constants are not JSON."""
+        self.assertRaises(PayloadError, payloads.decode_sync_result,
+                          b'{"updated_chunks": 1, "error_messages": [], "time_spent": NaN}')
+
+    def test_deep_nesting_refused(self) -> None:
+        """Absurd nesting is a PayloadError, not a RecursionError."""
+        self.assertRaises(PayloadError, payloads.decode_agent_info_chunk,
+                          "[" * 100000 + "]" * 100000)
+
+    def test_wrong_types_refused(self) -> None:
+        """Ids must be non-negative integers (not bools), text columns strings."""
+        for chunk in ('[{"id":true}]', '[{"id":-1}]', '[{"id":"1"}]',
+                      '[{"id":1,"name":5}]', '[{"id":1,"last_keepalive":"x"}]',
+                      '[{"id":1,"labels":[{"id":1,"key":"a"}]}]', '{"id":1}'):
+            self.assertRaises(PayloadError, payloads.decode_agent_info_chunk, chunk)
+
+    def test_nulls_and_unknown_keys(self) -> None:
+        """JSON nulls count as absent and unknown keys are dropped."""
+        self.assertEqual(payloads.decode_agent_info_chunk(
+            '[{"id":3,"name":null,"__class__":"x","os_name":"A"}]'),
+            [{"id": 3, "os_name": "A"}])
+
+    def test_invalid_group_names_refused(self) -> None:
+        """Group names follow wazuh-db's rules."""
+        for name in ("..", ".", "a b", "x/y", "", "g" * 256):
+            chunk = payloads.encode_groups_chunk([(1, [name])])
+            self.assertRaises(PayloadError, payloads.decode_groups_chunk, chunk)
+
+    @given(st.binary(max_size=200))
+    def test_arbitrary_bytes_raise_only_payload_error(self, data: bytes) -> None:
+        """Any input either decodes or raises PayloadError."""
+        for decode in (payloads.decode_agent_info_string, payloads.decode_groups_string,
+                       payloads.decode_sync_result):
+            try:
+                decode(data)
+            except PayloadError:
+                pass
+
+    @given(st.lists(st.tuples(st.integers(0, 2**31 - 1),
+                              st.lists(st.from_regex(r"\A[A-Za-z0-9_.\-]{1,20}\Z")
+                                       .filter(lambda n: n not in (".", "..")),
+                                       max_size=5)),
+                    max_size=20))
+    def test_groups_chunk_round_trip(self, assignments: list[tuple[int, list[str]]]) -> None:
+        """Encoding then decoding a groups chunk gives the assignments back."""
+        chunk = payloads.encode_groups_chunk(assignments)
+        decoded = payloads.decode_groups_chunk(chunk)
+        self.assertEqual(decoded.assignments, tuple((a, tuple(g)) for a, g in assignments))
+        self.assertFalse(decoded.has_hash)

@@ -1,0 +1,226 @@
+"""Tests for wazuhcluster.protocol.frames, chunks and crypto against Wazuh 4.7.5 vectors."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import VECTOR_KEY, manifest, read_vector
+from wazuhcluster.protocol.chunks import (
+    FRAGMENT_PAYLOAD,
+    REQUEST_CHUNK,
+    Reassembler,
+    encode_message,
+)
+from wazuhcluster.protocol.crypto import DecryptionError, FernetCodec, token_length
+from wazuhcluster.protocol.frames import (
+    Frame,
+    FrameDecoder,
+    FrameError,
+    command_field,
+    encode_frame,
+    parse_command_field,
+)
+
+DET_IV = bytes(range(16))
+DET_TIME = 1700000000
+BIG = 16 * 1024 * 1024
+
+
+def det_codec() -> FernetCodec:
+    """The codec with the IV and time used for the fernet_det vectors."""
+    return FernetCodec(VECTOR_KEY, iv_source=lambda n: DET_IV, time_source=lambda: DET_TIME)
+
+
+def pattern(n: int) -> bytes:
+    """The data generator of the large vectors."""
+    block = bytes(i % 251 for i in range(251))
+    return (block * (n // 251 + 1))[:n]
+
+
+def decode_stream(wire: bytes, codec: FernetCodec | None) -> list[tuple[int, bytes, bytes]]:
+    """Decode a byte stream into (counter, command, plaintext) messages."""
+    decoder = FrameDecoder(max_payload=BIG)
+    reassembler = Reassembler()
+    out = []
+    for frame in decoder.feed(wire):
+        message = reassembler.add(frame)
+        if message is not None:
+            payload = codec.decrypt(message.payload) if codec else message.payload
+            out.append((message.counter, message.command, payload))
+    return out
+
+
+class GoldenVectorTests(SynchronousTestCase):
+    """Every frame produced by the real Wazuh 4.7.5 code decodes and re-encodes."""
+
+    def test_every_vector_decodes_in_every_variant(self) -> None:
+        """All three variants of every frame file decode to the recorded command and data."""
+        seen = 0
+        for name, vector in manifest()["frames"].items():
+            for variant, info in vector["variants"].items():
+                if "file" not in info:
+                    continue
+                codec = None if variant == "plain" else FernetCodec(VECTOR_KEY)
+                [(counter, command, data)] = decode_stream(read_vector(info["file"]), codec)
+                self.assertEqual(counter, vector["counter"], name)
+                self.assertEqual(command, vector["command"].strip().encode(), name)
+                self.assertEqual(hashlib.sha256(data).hexdigest(), vector["data_sha256"], name)
+                seen += 1
+        self.assertEqual(seen, 29)  # every file in frames/
+
+    def test_plain_and_deterministic_variants_reencode_byte_for_byte(self) -> None:
+        """Our encoder reproduces the plain and fernet_det streams exactly."""
+        for name, vector in manifest()["frames"].items():
+            data = (bytes.fromhex(vector["data_hex"]) if "data_hex" in vector
+                    else pattern(vector["data_len"]))
+            command = vector["command"].encode()
+            for variant in ("plain", "fernet_det"):
+                info = vector["variants"].get(variant)
+                if info is None:
+                    continue
+                wire = data if variant == "plain" else det_codec().encrypt(data)
+                stream = b"".join(encode_message(vector["counter"], command, len(data), wire))
+                self.assertEqual(hashlib.sha256(stream).hexdigest(), info["stream_sha256"],
+                                 f"{name} {variant}")
+                self.assertEqual([len(f) for f in _split_frames(stream)], info["frame_lengths"])
+
+    def test_exact_limit_is_one_frame_larger_than_the_chunk(self) -> None:
+        """A 5 MiB plaintext is one frame even though its token is longer than 5 MiB."""
+        data = pattern(REQUEST_CHUNK)
+        token = det_codec().encrypt(data)
+        self.assertEqual(len(token), token_length(REQUEST_CHUNK))
+        [frame] = list(encode_message(1235, b"echo", len(data), token))
+        self.assertEqual(frame[:20].hex(), "000004d3006aab0c6563686f202d2d2d2d2d2d2d")
+
+    def test_divided_fragments_decrypt_only_when_joined(self) -> None:
+        """Each fragment alone is not a valid token; the joined token is (spec §10.4)."""
+        stream = read_vector("frames", "large_divided.fernet_det.bin")
+        frames = FrameDecoder(max_payload=BIG).feed(stream)
+        self.assertEqual([f.divided for f in frames], [True, False])
+        with self.assertRaises(DecryptionError):
+            FernetCodec(VECTOR_KEY).decrypt(frames[0].payload)
+
+
+def _split_frames(stream: bytes) -> list[bytes]:
+    out = []
+    while stream:
+        length = struct.unpack("!I", stream[4:8])[0]
+        out.append(stream[:20 + length])
+        stream = stream[20 + length:]
+    return out
+
+
+class CommandFieldTests(SynchronousTestCase):
+    """The 12-byte command field."""
+
+    def test_padding(self) -> None:
+        """Names are followed by one space and dashes; 11-byte names get just the space."""
+        self.assertEqual(command_field(b"ok"), b"ok ---------")
+        self.assertEqual(command_field(b"syn_i_w_m_p"), b"syn_i_w_m_p ")
+        self.assertEqual(command_field(b"str_upd", divided=True), b"str_upd ---d")
+
+    def test_parsing_cuts_at_the_first_space_and_reads_the_flag(self) -> None:
+        """Trailing-space names decode to the bare name; the last byte is the flag."""
+        self.assertEqual(parse_command_field(b"ok  --------"), (b"ok", False))
+        self.assertEqual(parse_command_field(b"syn_i_w_m_p-"), (b"syn_i_w_m_p", False))
+        self.assertEqual(parse_command_field(b"syn_i_w_m_pd"), (b"syn_i_w_m_p", True))
+
+    def test_names_longer_than_eleven_bytes_are_refused(self) -> None:
+        """A 12-byte name cannot be encoded (it would eat the flag byte)."""
+        self.assertRaises(ValueError, command_field, b"x" * 12)
+
+    def test_empty_name_is_a_frame_error(self) -> None:
+        """A field starting with a space has no command: the stream is invalid."""
+        self.assertRaises(FrameError, parse_command_field, b" -----------")
+
+
+class DecoderLimitTests(SynchronousTestCase):
+    """Limits are enforced from the header, before buffering."""
+
+    def test_oversized_announcement_is_refused_from_the_header_alone(self) -> None:
+        """A header announcing 4 GiB raises at once, with only 20 bytes received."""
+        decoder = FrameDecoder(max_payload=1024)
+        with self.assertRaises(FrameError):
+            decoder.feed(struct.pack("!II12s", 1, 0xFFFFFFFF, b"hello ------"))
+
+    def test_header_then_payload_in_two_reads_does_not_desync(self) -> None:
+        """A read that ends right after a header keeps the stream in sync (spec §2.9)."""
+        wire = encode_frame(Frame(7, b"echo", b"x" * 40))
+        decoder = FrameDecoder()
+        self.assertEqual(decoder.feed(wire[:20]), [])
+        self.assertEqual(decoder.feed(wire[20:]), [Frame(7, b"echo", b"x" * 40)])
+
+    def test_empty_payload_completes_at_once(self) -> None:
+        """A zero-length frame is complete with its header."""
+        self.assertEqual(FrameDecoder().feed(encode_frame(Frame(1, b"echo", b""))),
+                         [Frame(1, b"echo", b"")])
+
+    def test_too_many_divided_messages_are_refused(self) -> None:
+        """Opening more divided messages than allowed is a framing error."""
+        reassembler = Reassembler(max_divided=2)
+        reassembler.add(Frame(1, b"echo", b"a", divided=True))
+        reassembler.add(Frame(2, b"echo", b"a", divided=True))
+        with self.assertRaises(FrameError):
+            reassembler.add(Frame(3, b"echo", b"a", divided=True))
+
+    def test_reassembly_past_the_maximum_is_refused(self) -> None:
+        """A divided message growing past max_message is a framing error."""
+        reassembler = Reassembler(max_message=10)
+        reassembler.add(Frame(1, b"echo", b"123456", divided=True))
+        with self.assertRaises(FrameError):
+            reassembler.add(Frame(1, b"echo", b"123456", divided=True))
+
+
+def messages_strategy() -> st.SearchStrategy[list[tuple[int, bytes, bytes]]]:
+    """Lists of (counter, command, payload) with small and divided-size payloads."""
+    command = st.sampled_from([b"echo", b"ok", b"err", b"syn_i_w_m_p", b"new_str", b"dapi"])
+    return st.lists(st.tuples(st.integers(0, 2**32 - 1), command,
+                              st.binary(max_size=300)), max_size=6)
+
+
+class PropertyTests(SynchronousTestCase):
+    """Hypothesis properties of the codec."""
+
+    @given(messages=messages_strategy(), step=st.integers(1, 97))
+    def test_any_split_yields_the_same_messages(self, messages: list[tuple[int, bytes, bytes]],
+                                                step: int) -> None:
+        """However the stream is cut, the decoder returns exactly the encoded messages."""
+        codec = FernetCodec(VECTOR_KEY)
+        wire = b"".join(b"".join(encode_message(c, cmd, len(p), codec.encrypt(p)))
+                        for c, cmd, p in messages)
+        decoder = FrameDecoder()
+        reassembler = Reassembler()
+        out = []
+        for start in range(0, len(wire), step):
+            for frame in decoder.feed(wire[start:start + step]):
+                message = reassembler.add(frame)
+                assert message is not None
+                out.append((message.counter, message.command, codec.decrypt(message.payload)))
+        self.assertEqual(out, messages)
+
+    @given(blob=st.binary(max_size=4096))
+    def test_garbage_only_ever_raises_frame_error(self, blob: bytes) -> None:
+        """Arbitrary bytes either decode or raise FrameError; nothing else escapes."""
+        reassembler = Reassembler(max_message=2048, max_divided=3)
+        with contextlib.suppress(FrameError):
+            for frame in FrameDecoder(max_payload=1024).feed(blob):
+                reassembler.add(frame)
+
+    @given(blob=st.binary(max_size=512))
+    def test_garbage_tokens_only_raise_decryption_error(self, blob: bytes) -> None:
+        """Arbitrary payloads either decrypt or raise DecryptionError."""
+        with contextlib.suppress(DecryptionError):
+            FernetCodec(VECTOR_KEY).decrypt(blob)
+
+    def test_divided_split_uses_full_fragments(self) -> None:
+        """Every fragment but the last carries exactly 5 242 860 payload bytes."""
+        data = b"z" * (REQUEST_CHUNK + 1)
+        frames = list(encode_message(9, b"echo", len(data), data))
+        self.assertEqual([len(f) - 20 for f in frames], [FRAGMENT_PAYLOAD, len(data) -
+                                                         FRAGMENT_PAYLOAD])

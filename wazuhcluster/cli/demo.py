@@ -1,0 +1,69 @@
+"""``wazuhcluster-demo``: a master and two workers on 127.0.0.1, each under ./demo/<name>.
+
+Starts three ``twistd -n wazuhcluster`` processes, prints where everything is and how to look
+at it, and stops them all cleanly on Ctrl-C (or when one of them dies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from wazuhcluster.homes import DEMO_KEY, make_home
+
+NODES = (("master-node", "master"), ("worker1", "worker"), ("worker2", "worker"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the demo cluster until interrupted."""
+    parser = argparse.ArgumentParser(prog="wazuhcluster-demo")
+    parser.add_argument("--dir", default="demo", help="where the node homes go (./demo)")
+    parser.add_argument("--port", type=int, default=15160, help="the master's port")
+    parser.add_argument("--fresh", action="store_true", help="delete the homes first")
+    args = parser.parse_args(argv)
+    base = os.path.abspath(args.dir)
+    if args.fresh:
+        shutil.rmtree(base, ignore_errors=True)
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    control = os.path.join(os.path.dirname(sys.executable), "wazuhcluster-control")
+    processes: list[subprocess.Popen[bytes]] = []
+    for node_name, role in NODES:
+        home = make_home(os.path.join(base, node_name), node_name=node_name, node_type=role,
+                         key=DEMO_KEY, port=args.port)
+        out = open(os.path.join(home, "logs", "twistd.out"), "ab")  # noqa: SIM115
+        processes.append(subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "wazuhcluster", "--role", role, "--home", home],
+            stdout=out, stderr=subprocess.STDOUT))
+        if role == "master":
+            time.sleep(1.0)  # demo only: let the master bind before the workers dial
+    print(f"wazuhcluster demo: master on 127.0.0.1:{args.port}, homes under {base}/")  # noqa: T201
+    for (node_name, role), proc in zip(NODES, processes, strict=True):
+        print(f"  {role:6}  {node_name:12} pid {proc.pid:<7} "  # noqa: T201
+              f"log {base}/{node_name}/logs/cluster.log")
+    print(f"Look at it:\n  {control} --home {base}/worker1 -l\n"  # noqa: T201
+          f"  {control} --home {base}/master-node -i\n"
+          f"  tail -f {base}/*/logs/cluster.log\nCtrl-C stops everything.", flush=True)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(p.poll() is None for p in processes):
+        time.sleep(0.5)
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print("wazuhcluster demo stopped.")  # noqa: T201

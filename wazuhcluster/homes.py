@@ -1,0 +1,43 @@
+"""Create Wazuh-style node homes (etc/ossec.conf with a <cluster> block and the item dirs).
+
+Used by the demo, the integration tests and operators setting up a test cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from xml.sax.saxutils import escape
+
+DEMO_KEY = "demo_key_0123456789abcdefghijklm"  # 32 characters; demo only
+
+
+def cluster_block(*, node_name: str, node_type: str, key: str, port: int,
+                  master_address: str = "127.0.0.1", bind_addr: str = "127.0.0.1",
+                  name: str = "wazuh") -> str:
+    """An ossec.conf holding one <cluster> block."""
+    return (
+        "<ossec_config>\n  <cluster>\n"
+        f"    <name>{escape(name)}</name>\n"
+        f"    <node_name>{escape(node_name)}</node_name>\n"
+        f"    <node_type>{node_type}</node_type>\n"
+        f"    <key>{escape(key)}</key>\n"
+        f"    <port>{port}</port>\n"
+        f"    <bind_addr>{escape(bind_addr)}</bind_addr>\n"
+        f"    <nodes>\n      <node>{escape(master_address)}</node>\n    </nodes>\n"
+        "    <hidden>no</hidden>\n    <disabled>no</disabled>\n"
+        "  </cluster>\n</ossec_config>\n")
+
+
+def make_home(path: str, *, node_name: str, node_type: str, key: str, port: int,
+              name: str = "wazuh") -> str:
+    """Create ``path`` as a node home with its ossec.conf and the cluster item dirs."""
+    for sub in ("etc/shared/default", "etc/rules", "etc/decoders", "etc/lists", "logs",
+                "queue/cluster", "queue/db", "var/run", "var/multigroups"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+    with open(os.path.join(path, "etc", "ossec.conf"), "w", encoding="utf-8") as f:
+        f.write(cluster_block(node_name=node_name, node_type=node_type, key=key, port=port,
+                              name=name))
+    keys = os.path.join(path, "etc", "client.keys")
+    if not os.path.exists(keys):
+        open(keys, "w").close()
+    return path
