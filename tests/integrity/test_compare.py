@@ -37,10 +37,12 @@ class CompareTests(SynchronousTestCase):
 
     def test_extra_valid_items_keep_worker_only_files(self) -> None:
         """Worker-only files of an extra_valid item are not classified extra."""
-        items = parse_cluster_items({
-            "keep/": {"permissions": "0o660", "files": ["all"], "extra_valid": True},
-            "drop/": {"permissions": "0o660", "files": ["all"]},
-        })
+        items = parse_cluster_items(
+            {
+                "keep/": {"permissions": "0o660", "files": ["all"], "extra_valid": True},
+                "drop/": {"permissions": "0o660", "files": ["all"]},
+            }
+        )
         worker = {"keep/a": entry("keep/", "1"), "drop/b": entry("drop/", "2")}
         result = compare_metadata({}, worker, items)
         self.assertEqual(list(result.extra), ["drop/b"])

@@ -20,6 +20,7 @@ from wazuhcluster.integrity.container import (
     AddOutcome,
     ContainerLimits,
     ContainerWriter,
+    ExtractedContainer,
     extract_container,
     read_container_bytes,
     write_metadata_container,
@@ -69,8 +70,9 @@ class VectorTests(SynchronousTestCase):
         """master_to_worker_sync.zip holds two files and the comparison."""
         decoded = read_container_bytes(load_bytes("master_to_worker_sync.zip"))
         self.assertEqual(list(decoded.files), ["etc/client.keys", "etc/rules/extra/more_rules.xml"])
-        self.assertEqual(decoded.files["etc/rules/extra/more_rules.xml"],
-                         b'<group name="more,"></group>\n')
+        self.assertEqual(
+            decoded.files["etc/rules/extra/more_rules.xml"], b'<group name="more,"></group>\n'
+        )
         self.assertEqual(decoded.metadata, load_json("compare_files_result.json"))
 
     def test_decode_worker_upload(self) -> None:
@@ -134,15 +136,18 @@ class WriterLimitTests(SynchronousTestCase):
             out = io.BytesIO()
             result = write_sync_container(out, self.home, pending, max_size=2500)
             self.assertLessEqual(result.size, 2500)
-            self.assertEqual(len(out.getvalue()) - result.size, len(out.getvalue().split(FILE_SEP)[-1]))
+            self.assertEqual(
+                len(out.getvalue()) - result.size, len(out.getvalue().split(FILE_SEP)[-1])
+            )
             too_large.extend(result.too_large)
             decoded = read_container_bytes(out.getvalue())
             self.assertEqual(list(decoded.files), list(result.included))
-            self.assertEqual(sorted(decoded.metadata["missing"]), sorted(result.included))
+            self.assertEqual(
+                sorted(Comparison.from_json(decoded.metadata).missing), sorted(result.included)
+            )
             rounds.append(result.included)
             pending = Comparison(
-                missing={p: e for p, e in pending.missing.items()
-                         if p in result.deferred}
+                missing={p: e for p, e in pending.missing.items() if p in result.deferred}
             )
         self.assertEqual(too_large, ["etc/shared/g/big"])
         self.assertEqual([len(r) for r in rounds], [2, 2, 1])
@@ -156,8 +161,8 @@ class WriterLimitTests(SynchronousTestCase):
         out = io.BytesIO()
         result = write_sync_container(out, self.home, comparison, max_size=GIB)
         self.assertEqual(result.vanished, ("etc/shared/g/gone",))
-        metadata = read_container_bytes(out.getvalue()).metadata
-        self.assertEqual(list(metadata["extra"]), ["etc/shared/g/gone"])
+        metadata = Comparison.from_json(read_container_bytes(out.getvalue()).metadata)
+        self.assertEqual(list(metadata.extra), ["etc/shared/g/gone"])
 
     def test_symlinked_source_is_not_read(self) -> None:
         """The writer refuses to follow a symlink in place of a source file."""
@@ -211,19 +216,35 @@ class ReaderLimitTests(SynchronousTestCase):
         self.assertIn("larger than", str(error))
         self.assertLess(peak, 32 * 1024 * 1024)
 
+    def test_limits_for_zip_size(self) -> None:
+        """Limits derived from max_zip_size bound entries by it and leave room for metadata."""
+        limits = ContainerLimits.for_zip_size(GIB)
+        self.assertEqual(limits.max_entry_size, GIB)
+        self.assertEqual(limits.max_container_size, GIB + limits.max_metadata_size)
+
     def test_total_size_limit(self) -> None:
         """The sum of entries is bounded too."""
-        data = container([(b"etc/shared/a", zlib.compress(bytes(600))),
-                          (b"etc/shared/b", zlib.compress(bytes(600)))])
+        data = container(
+            [
+                (b"etc/shared/a", zlib.compress(bytes(600))),
+                (b"etc/shared/b", zlib.compress(bytes(600))),
+            ]
+        )
         limits = ContainerLimits(max_total_size=1000)
         self.assertRaises(ContainerError, read_container_bytes, data, limits)
 
     def test_entry_count_and_container_size_limits(self) -> None:
         """Too many entries or too many bytes are refused."""
         data = container([(f"etc/shared/{i}".encode(), zlib.compress(b"x")) for i in range(5)])
-        self.assertRaises(ContainerError, read_container_bytes, data, ContainerLimits(max_entries=4))
-        self.assertRaises(ContainerError, read_container_bytes, data,
-                          ContainerLimits(max_container_size=len(data) - 1))
+        self.assertRaises(
+            ContainerError, read_container_bytes, data, ContainerLimits(max_entries=4)
+        )
+        self.assertRaises(
+            ContainerError,
+            read_container_bytes,
+            data,
+            ContainerLimits(max_container_size=len(data) - 1),
+        )
         self.assertEqual(len(read_container_bytes(data, ContainerLimits(max_entries=5)).files), 5)
 
     def test_truncated_containers_raise(self) -> None:
@@ -247,8 +268,9 @@ class ReaderLimitTests(SynchronousTestCase):
             good + FILE_SEP + good,
         ):
             self.assertRaises(ContainerError, read_container_bytes, bad)
-        self.assertRaises(ContainerError, read_container_bytes,
-                          container([], metadata=b"{not json"))
+        self.assertRaises(
+            ContainerError, read_container_bytes, container([], metadata=b"{not json")
+        )
 
 
 class ExtractTests(SynchronousTestCase):
@@ -261,7 +283,7 @@ class ExtractTests(SynchronousTestCase):
         os.makedirs(self.staging)
         self.path = os.path.join(base, "c.zip")
 
-    def extract(self, data: bytes) -> object:
+    def extract(self, data: bytes) -> ExtractedContainer:
         """Write ``data`` as the container file and extract it."""
         with open(self.path, "wb") as f:
             f.write(data)
@@ -279,14 +301,23 @@ class ExtractTests(SynchronousTestCase):
 
     def test_invalid_names_are_reported_not_written(self) -> None:
         """Traversal, absolute and out-of-item names are refused; nothing is staged for them."""
-        names = [b"../../etc/passwd", b"/etc/passwd", b"etc/ossec.conf", b"etc/shared/ok",
-                 b"etc/shared/\xff"]
+        names = [
+            b"../../etc/passwd",
+            b"/etc/passwd",
+            b"etc/ossec.conf",
+            b"etc/shared/ok",
+            b"etc/shared/\xff",
+        ]
         extracted = self.extract(container([(n, zlib.compress(b"evil")) for n in names]))
         self.assertEqual(list(extracted.files), ["etc/shared/ok"])
         self.assertEqual(
             [(r.path, r.reason) for r in extracted.refused],
-            [("../../etc/passwd", "parent component"), ("/etc/passwd", "absolute"),
-             ("etc/ossec.conf", "outside cluster items"), ("etc/shared/\udcff", "not utf-8")],
+            [
+                ("../../etc/passwd", "parent component"),
+                ("/etc/passwd", "absolute"),
+                ("etc/ossec.conf", "outside cluster items"),
+                ("etc/shared/\udcff", "not utf-8"),
+            ],
         )
         self.assertEqual(len(os.listdir(self.staging)), 1)
 
@@ -296,10 +327,15 @@ class RoundTripProperty(SynchronousTestCase):
 
     @given(
         files=st.dictionaries(
-            st.lists(st.text(st.characters(blacklist_categories=("Cc", "Cs"),
-                                           blacklist_characters="/\\"),
-                             min_size=1, max_size=12).filter(lambda c: c not in (".", "..")),
-                     min_size=1, max_size=3).map(lambda parts: "etc/shared/" + "/".join(parts)),
+            st.lists(
+                st.text(
+                    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\"),
+                    min_size=1,
+                    max_size=12,
+                ).filter(lambda c: c not in (".", "..")),
+                min_size=1,
+                max_size=3,
+            ).map(lambda parts: "etc/shared/" + "/".join(parts)),
             st.binary(max_size=2000),
             max_size=8,
         ),
@@ -307,9 +343,11 @@ class RoundTripProperty(SynchronousTestCase):
     )
     def test_round_trip(self, files: dict[str, bytes], level: int) -> None:
         """Whatever we write (paths and bytes, including separators) reads back identically."""
-        files = {name: data for name, data in files.items()
-                 if len(name.encode()) < 4096 and all(len(c.encode()) <= 255
-                                                      for c in name.split("/"))}
+        files = {
+            name: data
+            for name, data in files.items()
+            if len(name.encode()) < 4096 and all(len(c.encode()) <= 255 for c in name.split("/"))
+        }
         out = io.BytesIO()
         writer = ContainerWriter(out, compress_level=level)
         for name, data in files.items():
@@ -318,5 +356,7 @@ class RoundTripProperty(SynchronousTestCase):
         decoded = read_container_bytes(out.getvalue())
         self.assertEqual(decoded.files, files)
         self.assertEqual(decoded.metadata, json.loads(json.dumps({"names": sorted(files)})))
-        self.assertEqual(reference_split(out.getvalue()), {**files, "files_metadata.json":
-                         json.dumps({"names": sorted(files)}).encode()})
+        self.assertEqual(
+            reference_split(out.getvalue()),
+            {**files, "files_metadata.json": json.dumps({"names": sorted(files)}).encode()},
+        )

@@ -21,13 +21,21 @@ class ParseTests(SynchronousTestCase):
         items = shipped_items()
         self.assertEqual(
             [item.key for item in items.items],
-            ["etc/", "etc/shared/", "var/multigroups/", "etc/rules/", "etc/decoders/",
-             "etc/lists/"],
+            [
+                "etc/",
+                "etc/shared/",
+                "var/multigroups/",
+                "etc/rules/",
+                "etc/decoders/",
+                "etc/lists/",
+            ],
         )
         etc = items.get("etc/")
         shared = items.get("etc/shared/")
         assert etc is not None and shared is not None
-        self.assertEqual((etc.permissions, etc.files, etc.recursive), (0o640, {"client.keys"}, False))
+        self.assertEqual(
+            (etc.permissions, etc.files, etc.recursive), (0o640, {"client.keys"}, False)
+        )
         self.assertEqual((shared.permissions, shared.files), (0o660, None))
         self.assertTrue(shared.remove_subdirs_if_empty)
         self.assertFalse(shared.extra_valid)
@@ -43,7 +51,9 @@ class ParseTests(SynchronousTestCase):
     def test_bad_item_key_is_rejected(self) -> None:
         """Item keys must be relative directories ending in a slash."""
         for key in ("/etc/", "etc", "../etc/", "etc//"):
-            self.assertRaises(ItemsConfigError, parse_cluster_items, {key: {"permissions": "0o640"}})
+            self.assertRaises(
+                ItemsConfigError, parse_cluster_items, {key: {"permissions": "0o640"}}
+            )
 
     def test_all_only_when_alone(self) -> None:
         """``["all", "x"]`` is a list of two names, as in Wazuh, not a wildcard."""
@@ -84,9 +94,14 @@ class ItemForTests(SynchronousTestCase):
 
     def test_excluded_names_anywhere_and_suffixes(self) -> None:
         """Excluded base names and suffixes are never covered, at any depth."""
-        for path in ("etc/shared/ar.conf", "etc/shared/default/ossec.conf",
-                     "etc/rules/x.xml~", "etc/lists/a.tmp", "etc/shared/a.lock",
-                     "etc/shared/g/.x.swp"):
+        for path in (
+            "etc/shared/ar.conf",
+            "etc/shared/default/ossec.conf",
+            "etc/rules/x.xml~",
+            "etc/lists/a.tmp",
+            "etc/shared/a.lock",
+            "etc/shared/g/.x.swp",
+        ):
             self.assertIsNone(self.key(path), path)
 
     def test_outside_every_item(self) -> None:
@@ -105,7 +120,8 @@ class ValidatePeerPathTests(SynchronousTestCase):
     def reason(self, path: object) -> str:
         """Return the refusal reason for ``path`` (failing if it is accepted)."""
         error = self.assertRaises(UnsafePathError, validate_peer_path, path, self.items)
-        return error.reason
+        reason: str = error.reason
+        return reason
 
     def test_accepts_and_returns_item_paths(self) -> None:
         """A well-formed path inside an item is returned unchanged."""

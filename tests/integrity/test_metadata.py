@@ -102,8 +102,10 @@ class SkipTests(SynchronousTestCase):
 
     def test_symlinked_file_and_directory_are_skipped(self) -> None:
         """A link to a file and a link to a directory are reported, not scanned."""
-        os.symlink(os.path.join(self.outside, "secret.txt"),
-                   os.path.join(self.home, "etc/shared/default/link.conf"))
+        os.symlink(
+            os.path.join(self.outside, "secret.txt"),
+            os.path.join(self.home, "etc/shared/default/link.conf"),
+        )
         os.symlink(self.outside, os.path.join(self.home, "etc/shared/linkdir"))
         result = scan_items(self.home, self.items)
         self.assertEqual(list(result.files), ["etc/shared/default/agent.conf"])
@@ -152,9 +154,21 @@ class ParseTests(SynchronousTestCase):
 
     def test_malformed_entries_raise(self) -> None:
         """Wrong shapes raise MetadataError."""
-        good = {"mod_time": 1.0, "cluster_item_key": "etc/", "merged": False, "hash": "ab"}
-        for bad in ([], {"a": []}, {"a": {**good, "mod_time": "x"}}, {"a": {**good, "hash": 3}},
-                    {"a": {**good, "merged": "no"}}, {"a": {**good, "cluster_item_key": None}}):
+        good: dict[str, object] = {
+            "mod_time": 1.0,
+            "cluster_item_key": "etc/",
+            "merged": False,
+            "hash": "ab",
+        }
+        bad: object
+        for bad in (
+            [],
+            {"a": []},
+            {"a": {**good, "mod_time": "x"}},
+            {"a": {**good, "hash": 3}},
+            {"a": {**good, "merged": "no"}},
+            {"a": {**good, "cluster_item_key": None}},
+        ):
             self.assertRaises(MetadataError, metadata_from_json, bad)
 
     def test_integer_mod_time_is_accepted(self) -> None:

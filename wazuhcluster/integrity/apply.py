@@ -38,7 +38,7 @@ import secrets
 import shutil
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import attrs
 
@@ -371,10 +371,8 @@ def _replace_via_copy(
 ) -> None:
     """Cross-filesystem fallback: copy next to the target, then rename in place."""
     temporary = f".{name}.tmp"
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(temporary, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     out = os.open(temporary, flags, 0o600, dir_fd=dir_fd)
     try:

@@ -123,4 +123,3 @@ def _worker_item(items: ClusterItems, path: str, entry: FileEntry) -> ClusterIte
             f"worker entry {path!r} names unknown cluster item {entry.cluster_item_key!r}"
         )
     return item
-

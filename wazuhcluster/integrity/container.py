@@ -71,6 +71,7 @@ OUTPUT_CHUNK_SIZE = 256 * 1024
 
 _MIB = 1024 * 1024
 _GIB = 1024 * _MIB
+_METADATA_LIMIT = 256 * _MIB
 _SOURCE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -368,7 +369,7 @@ class ContainerLimits:
     max_entries: int = 1_000_000
     max_entry_size: int = _GIB
     max_total_size: int = 4 * _GIB
-    max_metadata_size: int = 256 * _MIB
+    max_metadata_size: int = _METADATA_LIMIT
     max_name_length: int = 4096
 
     @classmethod
@@ -379,7 +380,7 @@ class ContainerLimits:
         not counted against it.
         """
         return cls(
-            max_container_size=max_zip_size + cls.max_metadata_size,
+            max_container_size=max_zip_size + _METADATA_LIMIT,
             max_entry_size=max_zip_size,
             max_total_size=max(4 * max_zip_size, 4 * _GIB),
         )

@@ -245,7 +245,6 @@ def _string_list(value: object, what: str) -> list[str]:
     return list(value)
 
 
-
 @attrs.frozen
 class Refusal:
     """A path that was refused (nothing was written or deleted for it), and why."""
