@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -58,3 +60,10 @@ def node_config(base: str, *, node_name: str = "master-node", role: str = "maste
         with open(override, "w") as f:
             json.dump(cluster_json, f)
     return load_config(home, cluster_json=override)
+
+
+def short_tempdir(testcase: Any) -> str:
+    """A short temporary directory (UNIX socket paths are limited), removed after the test."""
+    path = tempfile.mkdtemp(prefix="wzc", dir="/tmp")
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path

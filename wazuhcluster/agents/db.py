@@ -61,6 +61,10 @@ GroupsCondition = Literal["sync_status", "all"]
 #: The error text wazuh-db answers when ``set-agent-groups`` fails for some agent.
 GROUPS_SET_ERROR = "An error occurred during the set of the groups"
 
+#: NOT NULL agent-info columns: an object without them keeps the stored value (wazuh-db
+#: would bind NULL and fail the whole chunk on the constraint).
+_NOT_NULL_INFO_COLUMNS = frozenset({"name", "connection_status", "group_config_status"})
+
 _EMPTY_GROUPS_PAGE = '[{"data":[]}]'
 #: Room wazuh-db reserves for the ``hash`` member: ``strlen("hash:\"\"") + sizeof(os_sha1)``.
 _HASH_ROOM = 7 + 41
@@ -384,7 +388,9 @@ class AgentDatabase:
         """Apply agent-info chunks from a worker, as wazuh-db's ``sync-agent-info-set``.
 
         For every known agent listed (agent 000 excepted) the agent-info columns are replaced
-        (columns absent from the object become NULL, as in wazuh-db), ``sync_status`` becomes
+        (columns absent from the object become NULL, as in wazuh-db, except the NOT NULL
+        columns ``name``, ``connection_status`` and ``group_config_status``, which are kept
+        instead of failing the chunk), ``sync_status`` becomes
         ``synced``, and when the object has ``labels`` the agent's labels are replaced by them.
         Unknown agents are ignored and counted. Each chunk is applied atomically; a chunk that
         does not parse or fails in SQLite is rolled back and reported in ``error_messages``.
@@ -394,7 +400,9 @@ class AgentDatabase:
         updated_agents = 0
         unknown_agents = 0
         errors: list[str] = []
-        placeholders = ", ".join(f"{c} = :{c}" for c in AGENT_INFO_SET_COLUMNS)
+        placeholders = ", ".join(
+            f"{c} = COALESCE(:{c}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = :{c}"
+            for c in AGENT_INFO_SET_COLUMNS)
         update_sql = f"UPDATE agent SET {placeholders}, sync_status = 'synced' WHERE id = :id"
         empty = dict.fromkeys(AGENT_INFO_SET_COLUMNS)
         with self._transaction() as conn:

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wazuhcluster.errors import ClusterError, UnknownCommand
+from wazuhcluster.errors import ClusterError, RemoteCommandError, UnknownCommand
 from wazuhcluster.interfaces import ICommandHandler, IPeer
 from wazuhcluster.master.registry import WorkerSession
 from wazuhcluster.protocol import messages
@@ -154,6 +154,8 @@ class MasterCommands:
         try:
             await existing.peer.request(ECHO_MASTER, b"keepalive",
                                         timeout=config.ext.duplicate_probe_timeout)
+        except RemoteCommandError:
+            pass  # it answered, even if only with an error: it is alive
         except ClusterError:
             if self._node.registry.get(hello.name) is existing:
                 self._log.warn("[Master] [Main] Worker {worker}: old connection from {old} "

@@ -1,0 +1,387 @@
+"""Tests for wazuhcluster.agents.db against real SQLite files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from wazuhcluster.agents import payloads
+from wazuhcluster.agents.db import (
+    GROUPS_SET_ERROR,
+    AgentDatabase,
+    Keepalive,
+    global_group_hash_of,
+    group_hash,
+)
+from wazuhcluster.agents.keys import KeyEntry
+
+_NOW = 1700000000
+
+
+def _keys(ids: range) -> list[KeyEntry]:
+    """client.keys entries for the given agent ids."""
+    return [KeyEntry(i, f"agent-{i:03d}", "any", f"{i:064x}") for i in ids]
+
+
+def _open(case: SynchronousTestCase, agents: range = range(1, 6)) -> AgentDatabase:
+    """A fresh database in a temporary home holding the given agents."""
+    db = AgentDatabase.for_home(case.mktemp(), _NOW)
+    case.addCleanup(db.close)
+    db.reconcile_keys(_keys(agents), _NOW - 100)
+    return db
+
+
+class HashTests(SynchronousTestCase):
+    """Group hashes are computed as wazuh-db computes them."""
+
+    def test_group_hash_is_sha256_prefix(self) -> None:
+        """An agent's hash is the first 8 hex digits of SHA-256 of its group CSV."""
+        self.assertEqual(group_hash("default,group1"), "e48046b2")
+        self.assertEqual(group_hash("default"), "37a8eec1")
+
+    def test_global_hash_matches_real_master(self) -> None:
+        """Five agents in default,group1 give the hash the real 4.7.5 master sent."""
+        db = _open(self)
+        db.set_agent_groups([(i, ["default", "group1"]) for i in range(1, 6)])
+        self.assertEqual(db.global_group_hash(), "1147021666b6b45fdfa0df05e49b106d48a946aa")
+
+    def test_global_hash_skips_agents_without_groups_and_manager(self) -> None:
+        """Only non-NULL hashes of agents id > 0 count, in id order."""
+        db = _open(self)
+        db.set_agent_groups([(3, ["b"]), (1, ["a", "c"])])
+        expected = hashlib.sha1(
+            (hashlib.sha256(b"a,c").hexdigest()[:8]
+             + hashlib.sha256(b"b").hexdigest()[:8]).encode()).hexdigest()
+        self.assertEqual(db.global_group_hash(), expected)
+
+    def test_global_hash_none_without_groups(self) -> None:
+        """No agent with groups gives no hash (JSON null on the wire)."""
+        self.assertIsNone(_open(self).global_group_hash())
+        self.assertIsNone(global_group_hash_of([]))
+
+    def test_recalculate_repairs_columns(self) -> None:
+        """Recalculation rebuilds group and group_hash from belongs."""
+        db = _open(self)
+        db.set_agent_groups([(1, ["a", "b"])])
+        db._conn.execute("UPDATE agent SET `group` = 'x', group_hash = 'deadbeef' WHERE id = 1")
+        db._conn.execute("UPDATE agent SET `group` = 'default' WHERE id = 2")
+        self.assertEqual(db.recalculate_group_hashes(), 2)
+        row1, row2 = db.agent_row(1), db.agent_row(2)
+        assert row1 is not None and row2 is not None
+        self.assertEqual((row1["group"], row1["group_hash"]), ("a,b", group_hash("a,b")))
+        self.assertEqual((row2["group"], row2["group_hash"]), (None, None))
+
+
+class AgentInfoTests(SynchronousTestCase):
+    """Agent-info get on a worker and set on a master."""
+
+    def setUp(self) -> None:
+        """A worker and a master knowing agents 1-5."""
+        self.worker = _open(self)
+        self.master = _open(self)
+
+    def keepalive(self, *ids: int, when: int = _NOW) -> int:
+        """Record keepalives on the worker."""
+        return self.worker.record_keepalives(
+            [Keepalive(i, "worker-1", when, "Ubuntu", "22.04.3 LTS", "Wazuh v4.7.5")
+             for i in ids])
+
+    def test_nothing_to_sync(self) -> None:
+        """Without changes there are no chunks."""
+        batch = self.worker.get_agent_info_sync()
+        self.assertEqual((batch.chunks, batch.versions), ((), ()))
+
+    def test_keepalive_marks_for_sync(self) -> None:
+        """A keepalive sets the connection columns and marks the agent."""
+        self.assertEqual(self.keepalive(1, 2, 99, 0), 2)
+        row = self.worker.agent_row(1)
+        assert row is not None
+        self.assertEqual((row["connection_status"], row["node_name"], row["last_keepalive"],
+                          row["os_name"], row["version"], row["sync_status"]),
+                         ("active", "worker-1", _NOW, "Ubuntu", "Wazuh v4.7.5", "syncreq"))
+        self.assertEqual([v[0] for v in self.worker.get_agent_info_sync().versions], [1, 2])
+
+    def test_round_trip(self) -> None:
+        """What the worker reads, the master stores; labels included."""
+        self.keepalive(1, 2, 3)
+        self.worker._conn.execute("INSERT INTO labels VALUES (2, 'env', 'prod')")
+        self.worker._conn.execute("INSERT INTO labels VALUES (2, 'aaa', 'first')")
+        batch = self.worker.get_agent_info_sync()
+        result = self.master.set_agent_info(batch.chunks)
+        self.assertEqual((result.updated_chunks, result.error_messages, result.updated_agents,
+                          result.unknown_agents), (1, (), 3, 0))
+        for agent_id in (1, 2, 3):
+            w, m = self.worker.agent_row(agent_id), self.master.agent_row(agent_id)
+            assert w is not None and m is not None
+            for column in ("name", "os_name", "os_version", "version", "node_name",
+                           "last_keepalive", "connection_status", "disconnection_time"):
+                self.assertEqual(w[column], m[column], column)
+            self.assertEqual(m["sync_status"], "synced")
+        self.assertEqual(self.master.agent_labels(2), {"env": "prod", "aaa": "first"})
+        self.assertEqual(self.master.count_active_agents_by_node(), {"worker-1": 3})
+
+    def test_json_shape_like_wazuh_db(self) -> None:
+        """Columns in wazuh-db's order, NULLs omitted, labels last and only when present."""
+        self.keepalive(1, 2)
+        self.worker._conn.execute("INSERT INTO labels VALUES (2, 'env', 'prod')")
+        [chunk] = self.worker.get_agent_info_sync().chunks
+        agents = json.loads(chunk)
+        self.assertEqual(list(agents[0]), [
+            "id", "name", "os_name", "os_version", "version", "node_name", "last_keepalive",
+            "connection_status", "disconnection_time", "group_config_status", "status_code"])
+        self.assertNotIn("labels", agents[0])
+        self.assertEqual(agents[1]["labels"], [{"id": 2, "key": "env", "value": "prod"}])
+        self.assertEqual(chunk, json.dumps(agents, separators=(",", ":"), ensure_ascii=False))
+
+    def test_reading_does_not_mark_synced(self) -> None:
+        """Rows stay marked until confirmed, so a failed master store loses nothing."""
+        self.keepalive(1, 2)
+        first = self.worker.get_agent_info_sync()
+        self.assertEqual(self.worker.get_agent_info_sync(), first)
+        self.assertEqual(self.worker.mark_agent_info_synced(first.versions), 2)
+        self.assertEqual(self.worker.get_agent_info_sync().chunks, ())
+
+    def test_update_during_sync_is_not_lost(self) -> None:
+        """A row changed after it was read stays marked when the sync is confirmed."""
+        self.keepalive(1, 2)
+        batch = self.worker.get_agent_info_sync()
+        self.keepalive(2, when=_NOW + 60)
+        self.assertEqual(self.worker.mark_agent_info_synced(batch.versions), 1)
+        after = self.worker.get_agent_info_sync()
+        self.assertEqual([v[0] for v in after.versions], [2])
+        self.assertEqual(json.loads(after.chunks[0])[0]["last_keepalive"], _NOW + 60)
+
+    def test_update_agent_info_marks(self) -> None:
+        """Local agent-info changes are marked for sync; other columns are refused."""
+        self.assertTrue(self.worker.update_agent_info(4, {"os_arch": "arm64", "name": "n4"}))
+        self.assertFalse(self.worker.update_agent_info(42, {"os_arch": "x"}))
+        self.assertRaises(ValueError, self.worker.update_agent_info, 4, {"group": "x"})
+        [chunk] = self.worker.get_agent_info_sync().chunks
+        self.assertEqual(json.loads(chunk)[0]["os_arch"], "arm64")
+
+    def test_unknown_agents_ignored_and_counted(self) -> None:
+        """The master ignores agents it does not know, and agent 000, but counts them."""
+        chunk = payloads.encode_agent_info_chunk(
+            [{"id": 1, "name": "agent-001", "node_name": "w"},
+             {"id": 77, "name": "ghost", "labels": [{"id": 77, "key": "k", "value": "v"}]},
+             {"id": 0, "name": "evil"}])
+        result = self.master.set_agent_info([chunk])
+        self.assertEqual((result.updated_chunks, result.updated_agents, result.unknown_agents,
+                          result.error_messages), (1, 1, 2, ()))
+        self.assertIsNone(self.master.agent_row(77))
+        row = self.master.agent_row(0)
+        assert row is not None
+        self.assertEqual(row["name"], "localhost")
+
+    def test_bad_chunk_reported_others_applied(self) -> None:
+        """A malformed chunk is an error message; the other chunks are still applied."""
+        good = payloads.encode_agent_info_chunk([{"id": 1, "name": "x", "os_name": "Z"}])
+        result = self.master.set_agent_info(["[{", good])
+        self.assertEqual(result.updated_chunks, 1)
+        self.assertEqual(len(result.error_messages), 1)
+        row = self.master.agent_row(1)
+        assert row is not None
+        self.assertEqual(row["os_name"], "Z")
+
+    def test_labels_replaced(self) -> None:
+        """A labels array replaces the agent's labels; no labels key leaves them alone."""
+        self.master._conn.execute("INSERT INTO labels VALUES (1, 'old', 'x')")
+        self.master.set_agent_info([payloads.encode_agent_info_chunk([{"id": 1, "name": "a"}])])
+        self.assertEqual(self.master.agent_labels(1), {"old": "x"})
+        self.master.set_agent_info([payloads.encode_agent_info_chunk(
+            [{"id": 1, "name": "a", "labels": [{"id": 1, "key": "new", "value": "y"}]}])])
+        self.assertEqual(self.master.agent_labels(1), {"new": "y"})
+
+    def test_chunks_stay_under_wazuh_limit(self) -> None:
+        """Many agents are split into chunks smaller than wazuh-db's answer limit."""
+        worker = _open(self, range(1, 801))
+        worker.record_keepalives([Keepalive(i, "worker-1", _NOW, "x" * 100) for i in
+                                  range(1, 801)])
+        batch = worker.get_agent_info_sync(max_chunk_size=20000)
+        self.assertGreater(len(batch.chunks), 2)
+        self.assertTrue(all(len(c.encode()) < 20000 for c in batch.chunks))
+        ids = [a["id"] for c in batch.chunks for a in json.loads(c)]
+        self.assertEqual(ids, list(range(1, 801)))
+        self.assertEqual(len(batch.versions), 800)
+
+
+class AgentGroupsTests(SynchronousTestCase):
+    """Agent-groups get on the master and set on the worker."""
+
+    def setUp(self) -> None:
+        """A master and a worker knowing agents 1-5."""
+        self.master = _open(self)
+        self.worker = _open(self)
+
+    def test_set_creates_missing_groups(self) -> None:
+        """Assigning a group the worker does not have creates it (Wazuh fails instead)."""
+        result = self.worker.set_agent_groups([(1, ["default", "new-group"])])
+        self.assertEqual((result.updated_agents, result.failed_agents), (1, ()))
+        self.assertIn("new-group", self.worker.list_groups())
+        row = self.worker.agent_row(1)
+        assert row is not None
+        self.assertEqual((row["group"], row["group_hash"]),
+                         ("default,new-group", group_hash("default,new-group")))
+
+    def test_modes(self) -> None:
+        """append, empty_only and remove behave as in wazuh-db."""
+        db = self.master
+        db.set_agent_groups([(1, ["a"]), (2, ["b"])])
+        db.set_agent_groups([(1, ["c", "a"])], mode="append")
+        self.assertEqual(db.list_agents()[1].groups, ("a", "c"))
+        result = db.set_agent_groups([(1, ["z"]), (3, ["z"])], mode="empty_only")
+        self.assertEqual((result.updated_agents, result.skipped_agents), (1, 1))
+        db.set_agent_groups([(2, ["b"])], mode="remove")
+        agents = {a.agent_id: a.groups for a in db.list_agents()}
+        self.assertEqual((agents[1], agents[2], agents[3]), (("a", "c"), ("default",), ("z",)))
+
+    def test_invalid_and_unknown(self) -> None:
+        """Invalid group names fail the agent; unknown agents are counted, not failed."""
+        result = self.worker.set_agent_groups([(1, ["../etc"]), (99, ["a"]), (2, ["ok"])])
+        self.assertEqual((result.updated_agents, result.unknown_agents, result.failed_agents),
+                         (1, 1, (1,)))
+        result = self.worker.set_agent_groups([(3, [f"g{i}" for i in range(129)])])
+        self.assertEqual(result.failed_agents, (3,))
+
+    def test_periodic_get_marks_synced_and_carries_hash(self) -> None:
+        """Changed agents are returned once, and the hash is in every cycle's last chunk."""
+        self.master.set_agent_groups([(1, ["a"]), (2, ["a", "b"])], sync_status="syncreq")
+        chunks = self.master.get_agent_groups_chunks("sync_status", _NOW, set_synced=True,
+                                                     get_global_hash=True)
+        decoded = payloads.decode_groups_chunk(chunks[-1])
+        self.assertEqual(decoded.assignments, ((1, ("a",)), (2, ("a", "b"))))
+        self.assertEqual(decoded.global_hash, self.master.global_group_hash())
+        again = self.master.get_agent_groups_chunks("sync_status", _NOW, set_synced=True,
+                                                    get_global_hash=True)
+        self.assertEqual(len(again), 1)
+        self.assertEqual(payloads.decode_groups_chunk(again[0]).assignments, ())
+
+    def test_hash_only_request(self) -> None:
+        """No condition returns only the hash, as the worker's local hash query."""
+        page = self.worker.sync_agent_groups_get(None, _NOW, get_global_hash=True)
+        self.assertEqual((page.status, page.payload), ("ok", '[{"data":[],"hash":null}]'))
+
+    def test_registration_delta(self) -> None:
+        """Agents registered at or after now - delta are not returned."""
+        page = self.master.sync_agent_groups_get("all", _NOW - 100)
+        self.assertEqual(page.payload, '[{"data":[]}]')
+        page = self.master.sync_agent_groups_get("all", _NOW, registration_delta=50)
+        self.assertEqual(len(json.loads(page.payload)[0]["data"]), 5)
+
+    def test_paging_with_last_id(self) -> None:
+        """The full dump is paged under the size limit with last_id continuing."""
+        master = _open(self, range(1, 301))
+        master.set_agent_groups([(i, ["default", f"group-{i}"]) for i in range(1, 301)])
+        pages = []
+        last_id = 0
+        while True:
+            page = master.sync_agent_groups_get("all", _NOW, last_id=last_id, max_size=2000)
+            pages.append(page)
+            self.assertLess(len(page.payload), 2000)
+            if page.status == "ok":
+                break
+            last_id = page.last_id
+        self.assertGreater(len(pages), 3)
+        ids = [a["id"] for p in pages for a in json.loads(p.payload)[0]["data"]]
+        self.assertEqual(ids, list(range(1, 301)))
+
+    def test_periodic_push_converges(self) -> None:
+        """Applying the master's periodic chunks gives the worker the master's hash."""
+        self.master.set_agent_groups([(i, ["default", "group1"]) for i in range(1, 6)],
+                                     sync_status="syncreq")
+        chunks = self.master.get_agent_groups_chunks("sync_status", _NOW, set_synced=True,
+                                                     get_global_hash=True)
+        result = self.worker.apply_agent_groups_chunks(chunks)
+        self.assertEqual((result.updated_chunks, result.error_messages), (1, ()))
+        self.assertEqual(payloads.master_groups_hash(chunks),
+                         (True, self.worker.global_group_hash()))
+
+    def test_failed_agent_makes_chunk_error(self) -> None:
+        """A chunk in which some agent fails reports wazuh-db's error text; others count."""
+        self.worker.set_agent_groups([(2, [f"h{i}" for i in range(100)])])
+        good = payloads.encode_groups_chunk([(1, ["a"])])
+        too_many = payloads.encode_groups_chunk([(2, [f"g{i}" for i in range(100)])])
+        result = self.worker.apply_agent_groups_chunks([good, too_many], mode="append")
+        self.assertEqual((result.updated_chunks, result.error_messages),
+                         (1, (GROUPS_SET_ERROR,)))
+
+    def test_full_resync_converges_for_agents_without_groups(self) -> None:
+        """After a full resync the hashes agree even for agents the master has no groups for."""
+        self.master.set_agent_groups([(1, ["default"]), (2, ["default", "g"])])
+        # Worker drifted: stale groups for agent 3 (none on the master), agent 4 wrong,
+        # and agent 5 has groups while the master never assigned any.
+        self.worker.set_agent_groups([(1, ["default"]), (3, ["old"]), (4, ["x"]), (5, ["y"])])
+        self.assertNotEqual(self.worker.global_group_hash(), self.master.global_group_hash())
+        self.master.recalculate_group_hashes()
+        chunks = self.master.get_agent_groups_chunks("all", _NOW)
+        result = self.worker.apply_agent_groups_chunks(chunks, full=True)
+        self.assertEqual(result.error_messages, ())
+        self.assertEqual(self.worker.global_group_hash(), self.master.global_group_hash())
+        groups = {a.agent_id: a.groups for a in self.worker.list_agents()}
+        self.assertEqual(groups, {0: (), 1: ("default",), 2: ("default", "g"), 3: (), 4: (),
+                                  5: ()})
+
+    def test_full_resync_clears_agents_missing_from_dump(self) -> None:
+        """Worker agents absent from the master's dump lose their stale groups."""
+        worker = _open(self, range(1, 8))
+        worker.set_agent_groups([(7, ["stale"])])
+        self.master.set_agent_groups([(1, ["a"])])
+        chunks = self.master.get_agent_groups_chunks("all", _NOW)
+        result = worker.apply_agent_groups_chunks(chunks, full=True)
+        self.assertEqual(result.cleared_agents, 1)
+        self.assertEqual(worker.global_group_hash(), self.master.global_group_hash())
+
+    def test_full_resync_with_bad_chunk_keeps_unlisted(self) -> None:
+        """If a chunk of the dump is unreadable, nothing is cleared (the dump is incomplete)."""
+        self.worker.set_agent_groups([(5, ["keep"])])
+        result = self.worker.apply_agent_groups_chunks(["nope"], full=True)
+        self.assertEqual((result.cleared_agents, len(result.error_messages)), (0, 1))
+        self.assertEqual(self.worker.list_agents()[5].groups, ("keep",))
+
+
+class KeysAndQueriesTests(SynchronousTestCase):
+    """client.keys reconciliation and CLI queries."""
+
+    def test_reconcile(self) -> None:
+        """New agents are inserted, changed ones updated, missing ones removed; 000 stays."""
+        db = _open(self, range(1, 4))
+        db.set_agent_groups([(3, ["a"])])
+        db._conn.execute("INSERT INTO labels VALUES (3, 'k', 'v')")
+        entries = [KeyEntry(1, "agent-001", "any", f"{1:064x}"),
+                   KeyEntry(2, "renamed", "10.0.0.0/24", f"{2:064x}"),
+                   KeyEntry(9, "new", "10.1.1.1/32", "abc")]
+        result = db.reconcile_keys(entries, _NOW)
+        self.assertEqual((result.inserted, result.updated, result.removed), (1, 1, 1))
+        self.assertEqual([a.agent_id for a in db.list_agents()], [0, 1, 2, 9])
+        two, nine = db.agent_row(2), db.agent_row(9)
+        assert two is not None and nine is not None
+        self.assertEqual((two["name"], two["register_ip"]), ("renamed", "10.0.0.0/24"))
+        self.assertEqual((nine["register_ip"], nine["ip"], nine["internal_key"], nine["group"],
+                          nine["date_add"]), ("10.1.1.1", None, "abc", None, _NOW))
+        self.assertEqual(db._conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0], 0)
+        self.assertEqual(db._conn.execute("SELECT COUNT(*) FROM belongs").fetchone()[0], 0)
+        self.assertEqual(db.reconcile_keys(entries, _NOW).inserted, 0)
+
+    def test_reconcile_file(self) -> None:
+        """The file form reads client.keys; a missing file changes nothing."""
+        db = _open(self, range(1, 4))
+        path = self.mktemp()
+        self.assertEqual(db.reconcile_keys_file(path, _NOW).removed, 0)
+        with open(path, "w") as f:
+            f.write("001 agent-001 any k1\n002 !gone any k2\n")
+        result = db.reconcile_keys_file(path, _NOW)
+        self.assertEqual((result.updated, result.removed), (1, 2))
+
+    def test_list_and_count(self) -> None:
+        """Listing filters by node; counting excludes 000 and inactive agents."""
+        db = _open(self)
+        db.record_keepalives([Keepalive(1, "w1", _NOW), Keepalive(2, "w2", _NOW),
+                              Keepalive(3, "w2", _NOW)])
+        db._conn.execute("UPDATE agent SET connection_status = 'disconnected' WHERE id = 3")
+        self.assertEqual([a.agent_id for a in db.list_agents("w2")], [2, 3])
+        self.assertEqual(db.count_active_agents_by_node(), {"w1": 1, "w2": 1})
+        summary = db.list_agents("w1")[0]
+        self.assertEqual((summary.name, summary.status, summary.last_keepalive),
+                         ("agent-001", "active", _NOW))

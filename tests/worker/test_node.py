@@ -1,0 +1,110 @@
+"""Worker: hello through the master link, keepalive timing, reconnect backoff."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import connected_pair, node_config, short_tempdir
+from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.master.factory import ClusterServerFactory
+from wazuhcluster.master.node import MasterNode
+from wazuhcluster.worker.factory import WorkerClientFactory
+from wazuhcluster.worker.node import WorkerNode
+from wazuhcluster.worker.service import make_worker_service
+
+
+class WorkerLinkTests(SynchronousTestCase):
+    """A WorkerNode talking to a MasterNode through iosim."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        base = short_tempdir(self)
+        self.master = MasterNode(node_config(base), self.clock, SynchronousRunner())
+        self.worker_config = node_config(base, node_name="worker1", role="worker")
+        self.worker = WorkerNode(self.worker_config, self.clock, SynchronousRunner())
+        self.server, self.client, self.pump = connected_pair(
+            lambda: ClusterServerFactory(self.master).buildProtocol(None),
+            lambda: WorkerClientFactory(self.worker).buildProtocol(None), self.clock)
+
+    def connect(self) -> None:
+        """Run the hello handshake to completion."""
+        d = self.worker.hello(self.client)
+        self.pump.flush()
+        self.pump.flush()
+        self.successResultOf(d)
+
+    def test_hello_connects_and_exchanges_capabilities(self) -> None:
+        """After hello the worker is connected and knows our master's capabilities."""
+        self.connect()
+        self.assertIs(self.worker.peer, self.client)
+        self.assertEqual(self.master.registry.names(), {"worker1"})
+        self.assertEqual(self.worker.master_capabilities, frozenset({"sync_now"}))
+        session = self.master.registry.get("worker1")
+        assert session is not None
+        self.assertEqual(session.capabilities, frozenset({"sync_now"}))
+
+    def test_refused_hello_fails_prepare_connection(self) -> None:
+        """A refused hello fails, so ClientService counts a failed attempt and retries."""
+        other = MasterNode(node_config(short_tempdir(self), cluster_json={
+            "wazuhcluster": {"compatibility_version": "4.7.4"}}), self.clock, SynchronousRunner())
+        _, client, pump = connected_pair(
+            lambda: ClusterServerFactory(other).buildProtocol(None),
+            lambda: WorkerClientFactory(self.worker).buildProtocol(None), self.clock)
+        d = self.worker.hello(client)
+        pump.flush()
+        self.assertEqual(self.failureResultOf(d, ClusterError).value.code, 3031)
+        self.assertIsNone(self.worker.peer)
+
+    def test_keepalive_success_resets_failures(self) -> None:
+        """A keepalive answered by the master keeps the link and the failure count at 0."""
+        self.connect()
+        self.worker.failed_keepalives = 1
+        d = Deferred.fromCoroutine(self.worker.send_keepalive())
+        self.pump.flush()
+        self.successResultOf(d)
+        self.assertEqual(self.worker.failed_keepalives, 0)
+
+    def test_failed_keepalives_disconnect_after_the_limit(self) -> None:
+        """Keepalives without answer disconnect after max_failed_keepalive_attempts."""
+        self.connect()
+        limit = self.worker_config.intervals.max_failed_keepalive_attempts
+        timeout = self.worker_config.intervals.timeout_cluster_request
+        for attempt in range(1, limit + 1):
+            d = Deferred.fromCoroutine(self.worker.send_keepalive())  # the pump is not flushed: no answer comes
+            self.clock.advance(timeout + 1)
+            self.successResultOf(d)
+            self.assertEqual(self.worker.failed_keepalives, attempt)
+        self.pump.flush()
+        self.assertIsNone(self.worker.peer)
+        self.assertFalse(self.client.connected_ok)
+
+
+class BackoffTests(SynchronousTestCase):
+    """The master link reconnects with capped, jittered exponential backoff."""
+
+    def test_retry_delays_grow_and_are_capped(self) -> None:
+        """Each failed attempt schedules the next one later, never beyond the cap + 1 s."""
+        reactor = MemoryReactorClock()
+        config = node_config(short_tempdir(self), node_name="worker1", role="worker",
+                             cluster_json={"wazuhcluster": {"reconnect_max_delay": 5},
+                                           "intervals": {"worker": {"keep_alive": 100000}}})
+        node = make_worker_service(config, reactor, SynchronousRunner())
+        node.startService()
+        self.addCleanup(node.stopService)
+        delays = []
+        for _ in range(8):
+            _, _, factory, *_ = reactor.tcpClients[-1]
+            before = reactor.seconds()
+            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+            retry = [c.getTime() - before for c in reactor.getDelayedCalls()
+                     if 0 < c.getTime() - before < 1000]
+            delays.append(min(retry))
+            reactor.advance(delays[-1])
+        self.assertEqual(len(reactor.tcpClients), 9)
+        self.assertTrue(all(0 < d <= 5 + 1 for d in delays), delays)
+        self.assertGreater(delays[-1], delays[0])
