@@ -186,8 +186,7 @@ class FileReceiver:
             self._open.pop(relpath)
             await self._runner(_discard, incoming.handle, incoming.path)
             raise ClusterError(3050, f"file exceeds {self._max_file} bytes")
-        incoming.digest.update(data)
-        await self._runner(incoming.handle.write, data)
+        await self._runner(_append, incoming.handle, incoming.digest, data)
         return Reply(OK, b"File updated")
 
     async def end(self, payload: bytes) -> Reply:
@@ -223,6 +222,17 @@ class FileReceiver:
 
 def _open_for_write(path: str) -> IO[bytes]:
     return open(path, "wb")  # noqa: SIM115 - closed by end() or close_all()
+
+
+def _append(handle: IO[bytes], digest: Any, data: bytes) -> None:
+    digest.update(data)
+    handle.write(data)
+
+
+def _read_and_hash(handle: IO[bytes], digest: Any, size: int) -> bytes:
+    chunk = handle.read(size)
+    digest.update(chunk)
+    return chunk
 
 
 def _discard(handle: IO[bytes], path: str) -> None:
@@ -313,10 +323,9 @@ async def send_file(peer: IPeer, path: str, relpath: bytes, runner: Runner,
     try:
         await peer.request(NEW_FILE, relpath)
         while not is_cancelled():
-            chunk = await runner(handle.read, step)
+            chunk = await runner(_read_and_hash, handle, digest, step)
             if not chunk:
                 break
-            digest.update(chunk)
             await peer.request(FILE_UPD, relpath + b" " + chunk)
     finally:
         await runner(handle.close)

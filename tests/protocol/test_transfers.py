@@ -1,0 +1,185 @@
+"""Long strings and file transfers: limits, confinement, round trips."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.protocol.test_handler import RecordingHandler
+from tests.support import VECTOR_KEY, connected_pair, short_tempdir
+from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.protocol.chunks import REQUEST_CHUNK
+from wazuhcluster.protocol.commands import ERR, OK, Reply
+from wazuhcluster.protocol.crypto import FernetCodec
+from wazuhcluster.protocol.handler import ClusterProtocol
+from wazuhcluster.protocol.transfers import (
+    CommonResponders,
+    FileReceiver,
+    StringStore,
+    send_file,
+    send_string,
+)
+
+
+class StringStoreTests(SynchronousTestCase):
+    """new_str / str_upd / err_str bookkeeping."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = StringStore(self.clock, max_string=1000, max_total=1500, ttl=60)
+
+    def test_round_trip(self) -> None:
+        """A string announced, filled and taken comes back whole, then is gone."""
+        string_id = self.store.new(b"10")
+        self.store.update(string_id + b" hello")
+        self.store.update(string_id + b" world!!!")
+        self.assertEqual(self.store.take(string_id), b"helloworld")
+        self.assertRaises(ClusterError, self.store.take, string_id)
+
+    def test_no_preallocation(self) -> None:
+        """Announcing a length allocates nothing until data arrives."""
+        string_id = self.store.new(b"1000")
+        self.assertEqual(self.store.take(string_id), b"")
+
+    def test_oversized_announcement_refused(self) -> None:
+        """A length above the limit is refused with 3050."""
+        with self.assertRaises(ClusterError) as ctx:
+            self.store.new(b"1001")
+        self.assertEqual(ctx.exception.code, 3050)
+
+    def test_total_of_unconsumed_strings_is_bounded(self) -> None:
+        """Unconsumed strings cannot exceed max_total together."""
+        self.store.new(b"1000")
+        self.assertRaises(ClusterError, self.store.new, b"600")
+
+    def test_unconsumed_strings_expire(self) -> None:
+        """A string never taken is dropped after its TTL."""
+        string_id = self.store.new(b"1000")
+        self.clock.advance(61)
+        self.store.new(b"5")
+        self.assertRaises(ClusterError, self.store.take, string_id)
+
+    def test_err_str_forgets_an_unwritten_string(self) -> None:
+        """err_str deletes one never-written string of that length."""
+        string_id = self.store.new(b"7")
+        self.assertEqual(self.store.cancel(b"7"), string_id)
+        self.assertEqual(self.store.cancel(b"7"), b"None")
+
+    def test_garbage_length_is_refused(self) -> None:
+        """A non-numeric length is a 3036 error, not a crash."""
+        self.assertRaises(ClusterError, self.store.new, b"abc")
+
+
+class FileReceiverTests(SynchronousTestCase):
+    """new_file paths are confined to queue/cluster/<peer>/<plain name>."""
+
+    def setUp(self) -> None:
+        self.home = short_tempdir(self)
+        os.makedirs(os.path.join(self.home, "queue", "cluster", "worker1"))
+        self.receiver = FileReceiver(self.home, SynchronousRunner().run, max_file=100)
+        self.receiver.directory_name = b"worker1"
+
+    def test_traversal_and_foreign_paths_are_refused(self) -> None:
+        """Absolute, traversal, other-node and nested paths never resolve."""
+        for bad in (b"/etc/passwd", b"/queue/cluster/worker1/../../../etc/x",
+                    b"/queue/cluster/worker2/a.zip", b"/queue/cluster/worker1/sub/a.zip",
+                    b"/queue/cluster/worker1/..", b"/queue/cluster/worker1/.hidden",
+                    b"queue/cluster/worker1/a.zip", b"/queue/cluster/worker1/a\x00b"):
+            self.assertRaises(ClusterError, self.receiver.resolve, bad)
+
+    def test_no_transfer_before_the_peer_is_known(self) -> None:
+        """Without a directory (before hello, or on the local socket) nothing is written."""
+        self.receiver.directory_name = None
+        self.assertRaises(ClusterError, self.receiver.resolve, b"/queue/cluster/worker1/a")
+
+    def test_receive_verify_and_claim(self) -> None:
+        """A file is written, verified by SHA-256, and claimable once by its path."""
+        rel = b"/queue/cluster/worker1/c.zip"
+        self.successResultOf(Deferred.fromCoroutine(self.receiver.new_file(rel)))
+        self.successResultOf(Deferred.fromCoroutine(self.receiver.update(rel + b" abc")))
+        reply = self.successResultOf(Deferred.fromCoroutine(
+            self.receiver.end(rel + b" " + hashlib.sha256(b"abc").digest())))
+        self.assertEqual(reply, Reply(OK, b"File received correctly"))
+        path = self.receiver.claim("queue/cluster/worker1/c.zip")
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"abc")
+        self.assertRaises(ClusterError, self.receiver.claim, "queue/cluster/worker1/c.zip")
+
+    def test_only_received_files_can_be_claimed(self) -> None:
+        """A …_e command cannot name an arbitrary file (spec §10 item 24)."""
+        self.assertRaises(ClusterError, self.receiver.claim, "etc/client.keys")
+
+    def test_checksum_mismatch_removes_the_file(self) -> None:
+        """A wrong digest is answered with Wazuh's err text and the file is removed."""
+        rel = b"/queue/cluster/worker1/c.zip"
+        self.successResultOf(Deferred.fromCoroutine(self.receiver.new_file(rel)))
+        self.successResultOf(Deferred.fromCoroutine(self.receiver.update(rel + b" abc")))
+        reply = self.successResultOf(Deferred.fromCoroutine(
+            self.receiver.end(rel + b" " + b"0" * 32)))
+        self.assertEqual(reply.command, ERR)
+        self.assertFalse(os.path.exists(os.path.join(self.home, "queue/cluster/worker1/c.zip")))
+
+    def test_size_limit(self) -> None:
+        """A file growing beyond max_file is refused and removed."""
+        rel = b"/queue/cluster/worker1/c.zip"
+        self.successResultOf(Deferred.fromCoroutine(self.receiver.new_file(rel)))
+        d = Deferred.fromCoroutine(self.receiver.update(rel + b" " + b"x" * 101))
+        self.failureResultOf(d, ClusterError)
+        self.assertFalse(os.path.exists(os.path.join(self.home, "queue/cluster/worker1/c.zip")))
+
+
+class SenderTests(SynchronousTestCase):
+    """send_string and send_file against a receiving protocol."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.home = short_tempdir(self)
+        os.makedirs(os.path.join(self.home, "queue", "cluster", "worker1"))
+        runner = SynchronousRunner().run
+        self.strings = StringStore(self.clock)
+        files = FileReceiver(self.home, runner)
+        files.directory_name = b"worker1"
+        self.files = files
+        common = CommonResponders(self.strings, files, lambda: "test")
+
+        class Receiver(RecordingHandler):
+            def handle(self, command: bytes, payload: bytes) -> Deferred[object]:
+                return Deferred.fromCoroutine(common.responders()[command](payload))
+
+        codec = FernetCodec(VECTOR_KEY)
+        self.server, self.client, self.pump = connected_pair(
+            lambda: ClusterProtocol(Receiver(), self.clock, codec=codec, runner=runner),
+            lambda: ClusterProtocol(RecordingHandler(), self.clock, codec=codec,
+                                    runner=runner), self.clock)
+
+    def pumped(self, d: Deferred[object]) -> object:
+        """Pump until ``d`` fires; return its result."""
+        for _ in range(200):
+            if d.called:
+                break
+            self.pump.flush()
+        return self.successResultOf(d)
+
+    def test_long_string_in_several_chunks(self) -> None:
+        """A string longer than one chunk arrives whole under the returned id."""
+        data = os.urandom(REQUEST_CHUNK + 1000)
+        string_id = self.pumped(Deferred.fromCoroutine(send_string(self.client, data)))
+        assert isinstance(string_id, bytes)
+        self.assertEqual(self.strings.take(string_id), data)
+
+    def test_file_transfer(self) -> None:
+        """A multi-chunk file arrives byte-identical."""
+        source = os.path.join(self.home, "source.bin")
+        data = os.urandom(REQUEST_CHUNK + 12345)
+        with open(source, "wb") as f:
+            f.write(data)
+        rel = b"/queue/cluster/worker1/x.zip"
+        self.pumped(Deferred.fromCoroutine(send_file(self.client, source, rel,
+                                                     SynchronousRunner().run)))
+        with open(self.files.claim("queue/cluster/worker1/x.zip"), "rb") as f:
+            self.assertEqual(f.read(), data)
