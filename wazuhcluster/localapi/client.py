@@ -39,6 +39,7 @@ class LocalClientCommands:
 
     def __init__(self, clock: Any) -> None:
         self.final: Deferred[bytes] = Deferred()
+        self.waiting = False  # someone awaits ``final``
         self.strings = StringStore(clock)
         self._responders: dict[bytes, Responder] = {
             NEW_STR: self._new_str, STR_UPD: self._str_upd, CONTROL_RES: self._control_res,
@@ -57,7 +58,7 @@ class LocalClientCommands:
 
     def peer_lost(self, reason: Failure) -> None:
         """Fail the wait for a final answer."""
-        if not self.final.called:
+        if self.waiting and not self.final.called:
             self.final.errback(ClusterError(3009, "connection closed by the node"))
 
     def _answer(self, payload: bytes) -> None:
@@ -108,6 +109,7 @@ async def local_request(reactor: Any, socket_path: str, command: bytes, payload:
     try:
         reply = await protocol.request(command, payload)
         if command in ASYNC_COMMANDS or reply == SENT_TO_MASTER:
+            commands.waiting = True
             commands.final.addTimeout(final_timeout, reactor)
             reply = await commands.final
         return reply

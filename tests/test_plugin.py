@@ -1,0 +1,69 @@
+"""The twistd plugin and the service tree built by tap.makeService."""
+
+from __future__ import annotations
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.support import node_config, short_tempdir
+from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.node import make_node_service
+from wazuhcluster.tap import Options
+
+
+class PluginTests(SynchronousTestCase):
+    """``twistd wazuhcluster`` is discoverable and parses its options."""
+
+    def test_plugin_is_discoverable(self) -> None:
+        """getPlugins finds exactly one IServiceMaker called wazuhcluster."""
+        import twisted.plugins
+
+        makers = [m for m in getPlugins(IServiceMaker, twisted.plugins)
+                  if m.tapname == "wazuhcluster"]
+        self.assertEqual(len(makers), 1)
+        verifyObject(IServiceMaker, makers[0])
+
+    def test_options(self) -> None:
+        """--role, --home, --config, --cluster-json and repeated -d are parsed."""
+        options = Options()
+        options.parseOptions(["--role", "worker", "--home", "/tmp/x", "-d", "-d"])
+        self.assertEqual((options["role"], options["home"], options["debug"]),
+                         ("worker", "/tmp/x", 2))
+
+    def test_bad_role_and_missing_home(self) -> None:
+        """A role other than master/worker, or no --home, is a usage error."""
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--role", "boss",
+                                                                     "--home", "/tmp"])
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--role", "master"])
+
+
+class TreeTests(SynchronousTestCase):
+    """make_node_service builds named trees in dependency order."""
+
+    def test_master_tree(self) -> None:
+        """Master: log, work dir, role node (listener + loops), local API last."""
+        reactor = MemoryReactorClock()
+        config = node_config(short_tempdir(self))
+        root = make_node_service(config, reactor, runner=SynchronousRunner(),
+                                 log_to_file=False)
+        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api"])
+        self.assertLessEqual({"cluster-listener", "keepalive-check"},
+                             {s.name for s in root.getServiceNamed("master")})
+        root.startService()
+        self.addCleanup(root.stopService)
+        self.assertEqual([p[0] for p in reactor.tcpServers], [config.port])
+        self.assertEqual([p[0] for p in reactor.unixServers], [config.local_socket_path])
+
+    def test_worker_tree(self) -> None:
+        """Worker: the master link with the keepalive loop, and the local API."""
+        reactor = MemoryReactorClock()
+        config = node_config(short_tempdir(self), node_name="worker1", role="worker")
+        root = make_node_service(config, reactor)
+        self.assertEqual([s.name for s in root], ["cluster-log", "work-dir", "blocking-pool",
+                                                  "worker", "local-api"])
+        self.assertLessEqual({"master-link", "keepalive"},
+                             {s.name for s in root.getServiceNamed("worker")})
