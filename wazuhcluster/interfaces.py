@@ -167,3 +167,10 @@ class IAgentDatabase(Interface):
 
     def count_active_agents_by_node() -> Deferred[dict[str, int]]:
         """Active agents per node, agent 000 excluded."""
+
+
+class ILocalExtension(Interface):
+    """A feature adding commands to the local Unix-socket API."""
+
+    def local_responders(commands: Any) -> dict[bytes, Any]:
+        """Extra responders for one local client's LocalCommands."""

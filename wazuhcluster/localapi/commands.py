@@ -58,7 +58,7 @@ class LocalCommands:
             GET_NODES: self._get_nodes,
             GET_HEALTH: self._get_health,
         }
-        for extension in getattr(node, "local_extensions", []):
+        for extension in node.local_extensions:
             self._responders.update(extension.local_responders(self))
 
     @property

@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from wazuhcluster.config import ClusterConfig
-from wazuhcluster.interfaces import IBlockingRunner, IMasterExtension
+from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IMasterExtension
 from wazuhcluster.master import queries
 from wazuhcluster.master.registry import WorkerRegistry
 
@@ -33,6 +33,7 @@ class MasterNode(MultiService):
         self.clock = clock
         self.runner = runner
         self.registry = WorkerRegistry()
+        self.local_extensions: list[ILocalExtension] = []  # extra local-socket commands
         self.extensions: list[IMasterExtension] = []
         self.started_at = 0.0
         self.count_active_agents: Any = None  # set by the agents feature: name -> Deferred[int]

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError
-from wazuhcluster.interfaces import IBlockingRunner, IWorkerExtension
+from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IWorkerExtension
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
 from wazuhcluster.protocol.handler import ClusterProtocol
@@ -40,6 +40,7 @@ class WorkerNode(MultiService):
         self.config = config
         self.clock = clock
         self.runner = runner
+        self.local_extensions: list[ILocalExtension] = []  # extra local-socket commands
         self.extensions: list[IWorkerExtension] = []
         self.peer: ClusterProtocol | None = None
         self.connected_since = 0.0
