@@ -22,7 +22,6 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
-
 _LEVELS = {
     LogLevel.debug: "DEBUG",
     LogLevel.info: "INFO",
@@ -35,9 +34,8 @@ _LEVELS = {
 def format_cluster_line(event: LogEvent, debug: int = 0) -> str | None:
     """Render one event as a cluster.log line, or None if ``debug`` filters it out."""
     level = event.get("log_level", LogLevel.info)
-    if level == LogLevel.debug:
-        if debug < 1 or (event.get("debug2") and debug < 2):
-            return None
+    if level == LogLevel.debug and (debug < 1 or (event.get("debug2") and debug < 2)):
+        return None
     name = "DEBUG2" if event.get("debug2") else _LEVELS.get(level, "INFO")
     text = formatEvent(event)
     if not text.startswith("["):

@@ -106,7 +106,7 @@ class MasterHelloTests(SynchronousTestCase):
 
     def test_dead_duplicate_is_replaced_at_once(self) -> None:
         """If the old connection does not answer the probe, the new one is accepted."""
-        old_server, old_client, old_pump = self.connect(answers_echo=False)
+        _, old_client, old_pump = self.connect(answers_echo=False)
         self.successResultOf(self.hello(old_client, old_pump, b"worker-1 wazuh worker 4.7.5"))
         old_session = self.node.registry.get("worker-1")
         _, new, pump = self.connect()
@@ -163,7 +163,7 @@ class MasterHelloTests(SynchronousTestCase):
 
     def test_disconnect_unregisters(self) -> None:
         """When the worker's connection closes, its registration goes away."""
-        server, client, pump = self.connect()
+        _, client, pump = self.connect()
         self.successResultOf(self.hello(client, pump, b"worker-1 wazuh worker 4.7.5"))
         client.transport.loseConnection()
         pump.flush()

@@ -51,7 +51,8 @@ class WorkerLinkTests(SynchronousTestCase):
     def test_refused_hello_fails_prepare_connection(self) -> None:
         """A refused hello fails, so ClientService counts a failed attempt and retries."""
         other = MasterNode(node_config(short_tempdir(self), cluster_json={
-            "wazuhcluster": {"compatibility_version": "4.7.4"}}), self.clock, SynchronousRunner())
+            "wazuhcluster": {"compatibility_version": "4.7.4"}}), self.clock,
+            SynchronousRunner())
         _, client, pump = connected_pair(
             lambda: ClusterServerFactory(other).buildProtocol(None),
             lambda: WorkerClientFactory(self.worker).buildProtocol(None), self.clock)
@@ -75,7 +76,8 @@ class WorkerLinkTests(SynchronousTestCase):
         limit = self.worker_config.intervals.max_failed_keepalive_attempts
         timeout = self.worker_config.intervals.timeout_cluster_request
         for attempt in range(1, limit + 1):
-            d = Deferred.fromCoroutine(self.worker.send_keepalive())  # the pump is not flushed: no answer comes
+            # the pump is not flushed: no answer comes
+            d = Deferred.fromCoroutine(self.worker.send_keepalive())
             self.clock.advance(timeout + 1)
             self.successResultOf(d)
             self.assertEqual(self.worker.failed_keepalives, attempt)

@@ -52,5 +52,5 @@ class SynchronousRunner:
 
         try:
             return succeed(f(*args, **kwargs))
-        except Exception:
+        except BaseException:  # noqa: BLE001 - handed to the caller as a Failure
             return fail()

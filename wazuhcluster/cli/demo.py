@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> None:
             stdout=out, stderr=subprocess.STDOUT))
         if role == "master":
             time.sleep(1.0)  # demo only: let the master bind before the workers dial
-    print(f"wazuhcluster demo: master on 127.0.0.1:{args.port}, homes under {base}/")  # noqa: T201
+    print(f"wazuhcluster demo: master on 127.0.0.1:{args.port}, homes under {base}/")
     for (node_name, role), proc in zip(NODES, processes, strict=True):
-        print(f"  {role:6}  {node_name:12} pid {proc.pid:<7} "  # noqa: T201
+        print(f"  {role:6}  {node_name:12} pid {proc.pid:<7} "
               f"log {base}/{node_name}/logs/cluster.log")
-    print(f"Look at it:\n  {control} --home {base}/worker1 -l\n"  # noqa: T201
+    print(f"Look at it:\n  {control} --home {base}/worker1 -l\n"
           f"  {control} --home {base}/master-node -i\n"
           f"  tail -f {base}/*/logs/cluster.log\nCtrl-C stops everything.", flush=True)
     stopping = False
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    print("wazuhcluster demo stopped.")  # noqa: T201
+    print("wazuhcluster demo stopped.")

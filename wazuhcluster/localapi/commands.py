@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -130,7 +131,5 @@ class LocalCommands:
         except ClusterError as e:
             answer = e.to_wire()
         if self.peer is not None:
-            try:
+            with contextlib.suppress(ClusterError):  # the client may have gone away
                 await self.peer.request(CONTROL_RES, answer)
-            except ClusterError:
-                pass  # the client went away

@@ -12,6 +12,7 @@ Hardening over Wazuh 4.7.5:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -221,7 +222,7 @@ class FileReceiver:
 
 
 def _open_for_write(path: str) -> IO[bytes]:
-    return open(path, "wb")  # noqa: SIM115 - closed by end() or close_all()
+    return open(path, "wb")
 
 
 def _append(handle: IO[bytes], digest: Any, data: bytes) -> None:
@@ -237,10 +238,8 @@ def _read_and_hash(handle: IO[bytes], digest: Any, size: int) -> bytes:
 
 def _discard(handle: IO[bytes], path: str) -> None:
     handle.close()
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _close_synced(handle: IO[bytes]) -> None:
