@@ -114,4 +114,5 @@ async def local_request(reactor: Any, socket_path: str, command: bytes, payload:
             reply = await commands.final
         return reply
     finally:
-        protocol.transport.loseConnection()
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()

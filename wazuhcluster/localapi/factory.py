@@ -26,7 +26,7 @@ class LocalAPIFactory(Factory):
         self._node = node
         self.clients: dict[int, LocalCommands] = {}
 
-    def buildProtocol(self, addr: IAddress) -> ClusterProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
         while True:
             client_id = secrets.randbelow(2**20)
             if client_id not in self.clients:  # no silent collision (spec §10 item 39)

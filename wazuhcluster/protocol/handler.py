@@ -137,7 +137,12 @@ class ClusterProtocol(Protocol):
         if self.transport is not None and self._lost is None:
             self._log.info("[{tag}] [Main] Closing connection with {peer}: {reason}",
                            tag=self.tag, peer=self.peer_address, reason=reason)
-            self.transport.abortConnection()
+            self._tcp.abortConnection()
+
+    @property
+    def _tcp(self) -> Any:
+        """The transport, as the ITCPTransport/IProducer it is at run time."""
+        return self.transport
 
     @property
     def connected_ok(self) -> bool:
@@ -146,7 +151,7 @@ class ClusterProtocol(Protocol):
 
     # -- IProtocol -------------------------------------------------------------------
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
+        peer = self._tcp.getPeer()
         self.peer_address = getattr(peer, "host", None) or "local"
         self.handler.connection_made(self)
 
@@ -198,7 +203,7 @@ class ClusterProtocol(Protocol):
         if self._lost is None and self.transport is not None:
             self._log.warn("[{tag}] [Main] Dropping connection with {peer}: {reason}",
                            tag=self.tag, peer=self.peer_address, reason=reason)
-            self.transport.abortConnection()
+            self._tcp.abortConnection()
 
     def _drain_inbox(self) -> None:
         while self._inbox and not self._inbox_busy and self._lost is None:
@@ -207,7 +212,7 @@ class ClusterProtocol(Protocol):
                 self._route(message, message.payload)
             elif self._runner is not None and len(message.payload) > OFFLOAD_THRESHOLD:
                 self._inbox_busy = True
-                self.transport.pauseProducing()
+                self._tcp.pauseProducing()
                 d = self._runner(self.codec.decrypt, message.payload)
                 d.addCallbacks(self._decrypted, self._undecryptable, callbackArgs=(message,))
                 d.addErrback(self._log_unexpected, "decrypting a message")
@@ -223,7 +228,7 @@ class ClusterProtocol(Protocol):
         self._inbox_busy = False
         if self._lost is not None:
             return
-        self.transport.resumeProducing()
+        self._tcp.resumeProducing()
         self._route(message, plaintext)
         self._drain_inbox()
 

@@ -20,7 +20,7 @@ class WorkerClientFactory(Factory):
         self._node = node
         self._codec = FernetCodec(node.config.key)
 
-    def buildProtocol(self, addr: IAddress) -> ClusterProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
         config = self._node.config
         return ClusterProtocol(
             WorkerCommands(self._node), self._node.clock, codec=self._codec,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -10,6 +10,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.periodic import periodic
+from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.worker.factory import WorkerClientFactory
 from wazuhcluster.worker.node import WorkerNode
 
@@ -24,7 +25,7 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
         retryPolicy=backoffPolicy(initialDelay=config.ext.reconnect_initial_delay,
                                   maxDelay=config.ext.reconnect_max_delay, factor=1.5),
         clock=reactor,
-        prepareConnection=node.hello,
+        prepareConnection=lambda protocol: node.hello(cast(ClusterProtocol, protocol)),
     )
     link.setName("master-link")
     link.setServiceParent(node)
