@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import CannotListenError
 
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.interfaces import IBlockingRunner
@@ -14,14 +15,37 @@ from wazuhcluster.master.node import MasterNode
 from wazuhcluster.periodic import periodic
 
 
+class ClusterListenerService(StreamServerEndpointService):
+    """The master's TCP listener; a busy or forbidden port stops start-up with one line."""
+
+    _raiseSynchronously = True
+    address = ""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise self._explain(e) from None
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except CannotListenError as e:
+            raise self._explain(e) from None
+
+    def _explain(self, error: CannotListenError) -> SystemExit:
+        return SystemExit(f"wazuhcluster: cannot listen on {self.address} ({error.socketError}):"
+                          " stop the process using it or change <cluster><port>/<bind_addr>")
+
+
 def make_master_service(config: ClusterConfig, reactor: Any,
                         runner: IBlockingRunner) -> MasterNode:
     """Build ``master``: listener and keepalive check (features add their loops)."""
     node = MasterNode(config, reactor, runner)
-    listener = StreamServerEndpointService(
+    listener = ClusterListenerService(
         TCP4ServerEndpoint(reactor, config.port, interface=config.bind_addr),
         ClusterServerFactory(node))
-    listener._raiseSynchronously = True  # a busy port stops start-up with a clear error
+    listener.address = f"{config.bind_addr}:{config.port}"
     listener.setName("cluster-listener")
     listener.setServiceParent(node)
     periodic("keepalive-check", config.ext.reaper_check_interval, node.check_keepalives,
