@@ -67,3 +67,38 @@ class TreeTests(SynchronousTestCase):
                                                   "worker", "local-api"])
         self.assertLessEqual({"master-link", "keepalive"},
                              {s.name for s in root.getServiceNamed("worker")})
+
+
+class WorkDirTests(SynchronousTestCase):
+    """One daemon per home; the queue is emptied and the pid file written."""
+
+    def test_second_daemon_on_the_same_home_is_refused(self) -> None:
+        """A second WorkDirService on a locked home stops start-up with a clear message."""
+        from wazuhcluster.node import WorkDirService
+
+        config = node_config(short_tempdir(self))
+        first = WorkDirService(config)
+        first.startService()
+        self.addCleanup(first.stopService)
+        with self.assertRaises(SystemExit) as ctx:
+            WorkDirService(config).privilegedStartService()
+        self.assertIn("another wazuhcluster process", str(ctx.exception))
+
+    def test_queue_is_emptied_but_the_socket_kept(self) -> None:
+        """Start-up removes leftovers in queue/cluster/ and writes the Wazuh pid file."""
+        import os
+
+        from wazuhcluster.node import WorkDirService
+
+        config = node_config(short_tempdir(self))
+        queue = os.path.join(config.home, "queue", "cluster")
+        os.makedirs(os.path.join(queue, "worker1"))
+        open(os.path.join(queue, "c-internal.sock"), "w").close()
+        service = WorkDirService(config)
+        service.startService()
+        self.assertEqual(os.listdir(queue), ["c-internal.sock"])
+        self.assertEqual(os.listdir(os.path.join(config.home, "var", "run")).count(
+            f"wazuh-clusterd-{os.getpid()}.pid"), 1)
+        service.stopService()
+        self.assertNotIn(f"wazuh-clusterd-{os.getpid()}.pid",
+                         os.listdir(os.path.join(config.home, "var", "run")))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any
 
 from twisted.application.service import MultiService, Service
+from twisted.python.lockfile import FilesystemLock
 
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.config import ClusterConfig, Role
@@ -18,17 +20,39 @@ from wazuhcluster.worker.service import make_worker_service
 
 
 class WorkDirService(Service):
-    """Prepares the home at start-up: directories, and an empty ``queue/cluster/``."""
+    """Prepares the home at start-up: one daemon per home, directories, an empty
+    ``queue/cluster/``, and Wazuh's ``var/run/wazuh-clusterd-<pid>.pid``."""
 
     name = "work-dir"
 
     def __init__(self, config: ClusterConfig) -> None:
         self._config = config
+        self._lock: FilesystemLock | None = None
+        self._pidfile: str | None = None
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
+        self._acquire()  # before the listeners of later siblings bind
+        super().privilegedStartService()
+
+    def _acquire(self) -> None:
+        if self._lock is not None:
+            return
         home = self._config.home
         for sub in ("etc", "logs", "queue/cluster", "queue/db", "var/run"):
             os.makedirs(os.path.join(home, sub), mode=0o770, exist_ok=True)
+        lock = FilesystemLock(os.path.join(home, "var", "run", "wazuhcluster.lock"))
+        if not lock.lock():
+            raise SystemExit(f"wazuhcluster: another wazuhcluster process (pid "
+                             f"{_lock_owner(lock)}) is running with --home {home}: stop it first")
+        self._lock = lock
+
+    def startService(self) -> None:
+        self._acquire()
+        home = self._config.home
+        self._pidfile = os.path.join(home, "var", "run", f"wazuh-clusterd-{os.getpid()}.pid")
+        with open(self._pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.chmod(self._pidfile, 0o640)
         cluster_dir = os.path.join(home, "queue", "cluster")
         for entry in os.listdir(cluster_dir):
             if entry.startswith("c-internal.sock"):
@@ -39,6 +63,23 @@ class WorkDirService(Service):
             else:
                 os.unlink(path)
         super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._pidfile is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._pidfile)
+            self._pidfile = None
+        if self._lock is not None:
+            self._lock.unlock()
+            self._lock = None
+
+
+def _lock_owner(lock: FilesystemLock) -> str:
+    try:
+        return os.readlink(lock.name)
+    except OSError:
+        return "?"
 
 
 def make_node_service(config: ClusterConfig, reactor: Any, *,
