@@ -15,6 +15,7 @@ class IPeer(Interface):
     """The other end of one cluster or local-socket connection, as command tables see it."""
 
     peer_address = Attribute("str: the peer's address, e.g. '127.0.0.1' or 'local'.")
+    last_received = Attribute("float: clock seconds when the peer last sent any byte.")
 
     def request(command: bytes, payload: bytes, timeout: float | None = None) -> Deferred[bytes]:
         """Send a request; fire with the reply payload.

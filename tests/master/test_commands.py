@@ -161,6 +161,30 @@ class MasterHelloTests(SynchronousTestCase):
         self.assertFalse(server.connected_ok)
         self.assertEqual(self.node.registry.names(), set())
 
+    def test_idle_worker_is_probed_and_kept_when_it_answers(self) -> None:
+        """A worker silent for idle_probe_after gets echo-m; answering keeps it."""
+        server, client, pump = self.connect()
+        self.successResultOf(self.hello(client, pump, b"worker-1 wazuh worker 4.7.5"))
+        self.clock.advance(self.config.ext.idle_probe_after + 1)
+        self.successResultOf(Deferred.fromCoroutine(self.node.check_keepalives()))
+        pump.flush()
+        self.assertTrue(server.connected_ok)
+        session = self.node.registry.get("worker-1")
+        assert session is not None
+        self.assertFalse(session.probing)
+
+    def test_dead_worker_is_dropped_after_an_unanswered_probe(self) -> None:
+        """A frozen worker is dropped after idle_probe_after + probe timeout, not 120 s."""
+        server, client, pump = self.connect(answers_echo=False)
+        self.successResultOf(self.hello(client, pump, b"worker-1 wazuh worker 4.7.5"))
+        self.clock.advance(self.config.ext.idle_probe_after + 1)
+        self.successResultOf(Deferred.fromCoroutine(self.node.check_keepalives()))
+        pump.flush()
+        self.clock.advance(self.config.ext.duplicate_probe_timeout + 0.1)
+        pump.flush()
+        self.assertFalse(server.connected_ok)
+        self.assertEqual(self.node.registry.names(), set())
+
     def test_disconnect_unregisters(self) -> None:
         """When the worker's connection closes, its registration goes away."""
         _, client, pump = self.connect()

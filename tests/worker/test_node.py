@@ -65,6 +65,7 @@ class WorkerLinkTests(SynchronousTestCase):
         """A keepalive answered by the master keeps the link and the failure count at 0."""
         self.connect()
         self.worker.failed_keepalives = 1
+        self.clock.advance(self.worker_config.intervals.keep_alive)
         d = Deferred.fromCoroutine(self.worker.send_keepalive())
         self.pump.flush()
         self.successResultOf(d)
@@ -76,6 +77,7 @@ class WorkerLinkTests(SynchronousTestCase):
         limit = self.worker_config.intervals.max_failed_keepalive_attempts
         timeout = self.worker_config.intervals.timeout_cluster_request
         for attempt in range(1, limit + 1):
+            self.clock.advance(self.worker_config.intervals.keep_alive)
             # the pump is not flushed: no answer comes
             d = Deferred.fromCoroutine(self.worker.send_keepalive())
             self.clock.advance(timeout + 1)
@@ -86,6 +88,26 @@ class WorkerLinkTests(SynchronousTestCase):
         self.assertFalse(self.client.connected_ok)
 
 
+    def test_keepalive_waits_for_its_interval(self) -> None:
+        """No echo-c before keep_alive seconds while the master keeps talking."""
+        self.connect()
+        sent = self.client.bytes_sent
+        self.clock.advance(self.worker_config.ext.idle_probe_after - 1)
+        self.client.last_received = self.clock.seconds()
+        self.successResultOf(Deferred.fromCoroutine(self.worker.send_keepalive()))
+        self.assertEqual(self.client.bytes_sent, sent)
+
+    def test_silent_master_is_probed_early(self) -> None:
+        """A master silent for idle_probe_after seconds gets an echo-c before keep_alive."""
+        self.connect()
+        sent = self.client.bytes_sent
+        self.clock.advance(self.worker_config.ext.idle_probe_after)
+        d = Deferred.fromCoroutine(self.worker.send_keepalive())
+        self.assertGreater(self.client.bytes_sent, sent)
+        self.pump.flush()
+        self.successResultOf(d)
+
+
 class BackoffTests(SynchronousTestCase):
     """The master link reconnects with capped, jittered exponential backoff."""
 
@@ -93,8 +115,7 @@ class BackoffTests(SynchronousTestCase):
         """Each failed attempt schedules the next one later, never beyond the cap + 1 s."""
         reactor = MemoryReactorClock()
         config = node_config(short_tempdir(self), node_name="worker1", role="worker",
-                             cluster_json={"wazuhcluster": {"reconnect_max_delay": 5},
-                                           "intervals": {"worker": {"keep_alive": 100000}}})
+                             cluster_json={"wazuhcluster": {"reconnect_max_delay": 5}})
         node = make_worker_service(config, reactor, SynchronousRunner())
         node.startService()
         self.addCleanup(node.stopService)
@@ -102,10 +123,10 @@ class BackoffTests(SynchronousTestCase):
         for _ in range(8):
             _, _, factory, *_ = reactor.tcpClients[-1]
             before = reactor.seconds()
+            existing = set(reactor.getDelayedCalls())
             factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
-            retry = [c.getTime() - before for c in reactor.getDelayedCalls()
-                     if 0 < c.getTime() - before < 1000]
-            delays.append(min(retry))
+            [retry] = [c for c in reactor.getDelayedCalls() if c not in existing]
+            delays.append(retry.getTime() - before)
             reactor.advance(delays[-1])
         self.assertEqual(len(reactor.tcpClients), 9)
         self.assertTrue(all(0 < d <= 5 + 1 for d in delays), delays)

@@ -12,7 +12,9 @@ from twisted.logger import Logger
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IMasterExtension
 from wazuhcluster.master import queries
-from wazuhcluster.master.registry import WorkerRegistry
+from wazuhcluster.errors import ClusterError, RemoteCommandError
+from wazuhcluster.master.registry import WorkerRegistry, WorkerSession
+from wazuhcluster.protocol.commands import ECHO_MASTER
 
 
 class MasterNode(MultiService):
@@ -50,7 +52,13 @@ class MasterNode(MultiService):
 
     # -- periodic ------------------------------------------------------------------------
     async def check_keepalives(self) -> None:
-        """Drop workers silent for longer than max_allowed_time_without_keepalive."""
+        """Liveness of every worker, checked every ``reaper_check_interval`` seconds.
+
+        Wazuh's rule stays: a worker without keepalive for max_allowed_time_without_keepalive
+        is dropped. Beyond Wazuh, a worker that sent nothing at all for idle_probe_after
+        seconds is probed with ``echo-m`` (real Wazuh workers answer ``ok-c``); no answer
+        within duplicate_probe_timeout drops it, so a dead peer goes in ~20 s, not 120 s.
+        """
         with self._log.failuresHandled("[Master] [Keep alive] Keepalive check failed"):
             limit = self.config.intervals.max_allowed_time_without_keepalive
             now = self.clock.seconds()
@@ -60,6 +68,27 @@ class MasterNode(MultiService):
                                     " s; closing the connection.", worker=session.name,
                                     seconds=now - session.last_keepalive)
                     session.peer.disconnect("keepalive limit exceeded")
+                elif (now - session.peer.last_received > self.config.ext.idle_probe_after
+                        and not session.probing):
+                    probe = Deferred.fromCoroutine(self._probe(session))
+                    probe.addErrback(lambda f: self._log.failure(
+                        "[Master] [Keep alive] Probe failed", f))
+
+    async def _probe(self, session: WorkerSession) -> None:
+        session.probing = True
+        try:
+            await session.peer.request(ECHO_MASTER, b"keepalive",
+                                       timeout=self.config.ext.duplicate_probe_timeout)
+        except RemoteCommandError:
+            pass  # an error answer still proves the worker is alive
+        except ClusterError as e:
+            if self.registry.get(session.name) is session:
+                self._log.error("[Worker {worker}] [Keep alive] No answer to a liveness probe "
+                                "({error}); closing the connection.", worker=session.name,
+                                error=str(e))
+                session.peer.disconnect("liveness probe unanswered")
+        finally:
+            session.probing = False
 
     # -- queries ---------------------------------------------------------------------------
     def node_list(self) -> list[dict[str, str]]:

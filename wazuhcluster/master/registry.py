@@ -38,6 +38,7 @@ class WorkerSession:
     connected_since: float
     last_keepalive: float
     capabilities: frozenset[str] = frozenset()
+    probing: bool = False
     status: dict[str, Any] = attrs.Factory(_status)
 
 

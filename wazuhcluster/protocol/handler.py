@@ -103,6 +103,7 @@ class ClusterProtocol(Protocol):
         self.when_lost: Deferred[None] = Deferred()
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.last_received = clock.seconds()  # liveness: any byte from the peer counts
 
     # -- IPeer -----------------------------------------------------------------------
     def request(self, command: bytes, payload: bytes,
@@ -157,6 +158,7 @@ class ClusterProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        self.last_received = self.clock.seconds()
         try:
             frames = self._decoder.feed(data)
             for frame in frames:

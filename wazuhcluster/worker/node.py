@@ -46,6 +46,8 @@ class WorkerNode(MultiService):
         self.connected_since = 0.0
         self.master_capabilities: frozenset[str] = frozenset()
         self.failed_keepalives = 0
+        self._last_keepalive_sent = 0.0
+        self._keepalive_in_flight = False
         self.link: ClientService | None = None
         self._waiting: list[Deferred[ClusterProtocol]] = []
 
@@ -78,6 +80,7 @@ class WorkerNode(MultiService):
                     mode=0o770, exist_ok=True)
         self.peer = peer
         self.connected_since = self.clock.seconds()
+        self._last_keepalive_sent = self.connected_since
         self.failed_keepalives = 0
         self._log.info("[{tag}] [Main] Successfully connected to master.", tag=self.tag)
         try:
@@ -123,14 +126,29 @@ class WorkerNode(MultiService):
 
     # -- periodic ------------------------------------------------------------------------
     async def send_keepalive(self) -> None:
-        """Keepalive tick: ``echo-c``; disconnect after max_failed_keepalive_attempts."""
+        """Keepalive tick: ``echo-c``; disconnect after max_failed_keepalive_attempts.
+
+        The loop ticks often (every min(keep_alive, 5) s); it sends ``echo-c`` when
+        keep_alive seconds have passed since the last one (Wazuh's cadence) or when the
+        master has sent nothing for idle_probe_after seconds (a dead master is noticed in
+        well under a minute instead of Wazuh's ~160 s).
+        """
         with self._log.failuresHandled("[{tag}] [Keep Alive] Keepalive tick failed",
                                        tag=self.tag):
             peer = self.peer
-            if peer is None:
+            if peer is None or self._keepalive_in_flight:
                 return
+            now = self.clock.seconds()
+            due = now - self._last_keepalive_sent >= self.config.intervals.keep_alive
+            idle = now - peer.last_received >= self.config.ext.idle_probe_after
+            if not (due or idle):
+                return
+            self._last_keepalive_sent = now
+            self._keepalive_in_flight = True
             try:
-                reply = await peer.request(ECHO_CLIENT, b"keepalive")
+                reply = await peer.request(ECHO_CLIENT, b"keepalive",
+                                           timeout=min(10.0, self.config.intervals
+                                                       .timeout_cluster_request))
             except ClusterError as e:
                 if peer is not self.peer:
                     return
@@ -143,6 +161,8 @@ class WorkerNode(MultiService):
                         >= self.config.intervals.max_failed_keepalive_attempts):
                     peer.disconnect("too many failed keepalives")
                 return
+            finally:
+                self._keepalive_in_flight = False
             self.failed_keepalives = 0
             self._log.info("[{tag}] [Keep Alive] Successful response from master: {reply}",
                            tag=self.tag, reply=reply[:64].decode("utf-8", "replace"))

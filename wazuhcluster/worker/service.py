@@ -30,6 +30,6 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
     link.setName("master-link")
     link.setServiceParent(node)
     node.link = link
-    periodic("keepalive", config.intervals.keep_alive, node.send_keepalive,
+    periodic("keepalive", min(config.intervals.keep_alive, 5.0), node.send_keepalive,
              reactor).setServiceParent(node)
     return node
