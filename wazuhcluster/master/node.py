@@ -10,9 +10,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from wazuhcluster.config import ClusterConfig
+from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IMasterExtension
 from wazuhcluster.master import queries
-from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.master.registry import WorkerRegistry, WorkerSession
 from wazuhcluster.protocol.commands import ECHO_MASTER
 
