@@ -291,9 +291,12 @@ class AgentDatabase:
         conn = self._conn
         conn.execute("BEGIN")
         try:
-            columns = ", ".join(f"a.{c}" for c in AGENT_INFO_COLUMNS)
+            # SQLite builds each object (json_patch onto {} drops the NULL members), which
+            # is several times faster than a dict and json.dumps per agent in Python.
+            members = ", ".join(f"'{c}', a.{c}" for c in AGENT_INFO_COLUMNS)
             rows = conn.execute(
-                f"SELECT {columns}, COALESCE(s.info_seq, 0) FROM agent a"
+                f"SELECT a.id, json_patch('{{}}', json_object({members})),"
+                " COALESCE(s.info_seq, 0) FROM agent a"
                 " LEFT JOIN cluster_sync_seq s ON s.id = a.id"
                 " WHERE a.id > 0 AND a.sync_status = 'syncreq' ORDER BY a.id").fetchall()
             labels: dict[int, list[dict[str, Any]]] = {}
@@ -309,19 +312,17 @@ class AgentDatabase:
         versions: list[tuple[int, int]] = []
         parts: list[str] = []
         size = 2
-        for row in rows:
-            agent = {c: v for c, v in zip(AGENT_INFO_COLUMNS, row) if v is not None}
-            agent_labels = labels.get(row[0])
+        for agent_id, text, seq in rows:
+            agent_labels = labels.get(agent_id)
             if agent_labels:
-                agent["labels"] = agent_labels
-            text = _dumps(agent)
-            length = len(text.encode("utf-8"))
+                text = text[:-1] + ',"labels":' + _dumps(agent_labels) + "}"
+            length = len(text) if text.isascii() else len(text.encode("utf-8"))
             if parts and size + length + 1 >= max_chunk_size:
                 chunks.append("[" + ",".join(parts) + "]")
                 parts, size = [], 2
             parts.append(text)
             size += length + 1
-            versions.append((row[0], row[-1]))
+            versions.append((agent_id, seq))
         if parts:
             chunks.append("[" + ",".join(parts) + "]")
         return AgentInfoBatch(tuple(chunks), tuple(versions))
@@ -401,10 +402,10 @@ class AgentDatabase:
         unknown_agents = 0
         errors: list[str] = []
         placeholders = ", ".join(
-            f"{c} = COALESCE(:{c}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = :{c}"
+            f"{c} = COALESCE(?, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = ?"
             for c in AGENT_INFO_SET_COLUMNS)
-        update_sql = f"UPDATE agent SET {placeholders}, sync_status = 'synced' WHERE id = :id"
-        empty = dict.fromkeys(AGENT_INFO_SET_COLUMNS)
+        update_sql = f"UPDATE agent SET {placeholders}, sync_status = 'synced' WHERE id = ?"
+        columns = AGENT_INFO_SET_COLUMNS
         with self._transaction() as conn:
             for chunk in chunks:
                 try:
@@ -420,7 +421,8 @@ class AgentDatabase:
                         unknown_agents += 1
                         continue
                     labels = agent.pop("labels", None)
-                    rows.append({**empty, **agent})
+                    get = agent.get
+                    rows.append((*[get(c) for c in columns], agent["id"]))
                     if labels is not None:
                         label_sets.append((agent["id"], labels))
                 conn.execute("SAVEPOINT chunk")

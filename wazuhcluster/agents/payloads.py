@@ -188,6 +188,11 @@ def _check_label(value: Any) -> tuple[int, str, str]:
             _check_text(value.get("value"), "label value"))
 
 
+#: Python type of each agent-info column a chunk may set (``id`` is checked on its own).
+_INFO_KINDS: dict[str, type] = {
+    c: int if c in AGENT_INFO_INTEGER_COLUMNS else str for c in AGENT_INFO_COLUMNS[1:]}
+
+
 def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
     """Parse and validate one agent-info chunk.
 
@@ -204,16 +209,18 @@ def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             raise PayloadError("an agent-info entry must be an object")
         agent: dict[str, Any] = {"id": _check_agent_id(item.get("id"))}
-        for column in AGENT_INFO_COLUMNS[1:]:
-            value = item.get(column)
-            if value is None:
-                continue
-            if column in AGENT_INFO_INTEGER_COLUMNS:
-                if type(value) is not int or abs(value) > 2**63 - 1:
+        for column, value in item.items():  # one pass over what the object holds
+            kind = _INFO_KINDS.get(column)
+            if kind is None or value is None:
+                continue  # id (done), labels (below), unknown keys, JSON null
+            if type(value) is not kind:
+                raise PayloadError(f"invalid value for {column}")
+            if kind is str:
+                if len(value) > MAX_FIELD_SIZE:  # type: ignore[arg-type]
                     raise PayloadError(f"invalid value for {column}")
-                agent[column] = value
-            else:
-                agent[column] = _check_text(value, column)
+            elif abs(value) > 2**63 - 1:  # type: ignore[arg-type]
+                raise PayloadError(f"invalid value for {column}")
+            agent[column] = value
         labels = item.get("labels")
         if labels is not None:
             if not isinstance(labels, list) or len(labels) > MAX_LABELS:

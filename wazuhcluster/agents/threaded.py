@@ -206,3 +206,47 @@ class ThreadedAgentDatabase(Service):
     def count_active_agents_by_node(self) -> Deferred[dict[str, int]]:
         """See :meth:`AgentDatabase.count_active_agents_by_node`."""
         return self._call(lambda db: db.count_active_agents_by_node())
+
+
+class InlinePool:
+    """A "pool" that runs each job at once in the calling thread.
+
+    Used when the reactor cannot receive results from threads (``MemoryReactorClock`` in
+    tree-shape tests): the database then runs inline, which only tests may accept.
+    """
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None],
+                                 func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``func`` now and report its outcome as ThreadPool does."""
+        try:
+            result = func(*args, **kwargs)
+        except BaseException:  # noqa: BLE001 - handed over as a Failure, as ThreadPool does
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class _InlineCalls:
+    """``callFromThread`` for :class:`InlinePool`: call at once."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``f`` now."""
+        f(*args, **kwargs)
+
+
+def make_agent_database(reactor: Any, path: str) -> ThreadedAgentDatabase:
+    """The ``agent-db`` service for ``reactor``: a private one-thread pool on a real reactor,
+    inline execution on a reactor that cannot take calls from threads (tests)."""
+    if IReactorFromThreads.providedBy(reactor):
+        service = ThreadedAgentDatabase(reactor, reactor, path)  # type: ignore[arg-type]
+    else:
+        service = ThreadedAgentDatabase(_InlineCalls(), reactor, path,  # type: ignore[arg-type]
+                                        pool=InlinePool())  # type: ignore[arg-type]
+    service.setName("agent-db")
+    return service

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("-l", "--list", action="store_true", help="list the cluster's nodes")
     group.add_argument("-i", "--health", action="store_true", help="show the cluster's health")
+    group.add_argument("-a", "--agents", action="store_true",
+                       help="list the agents as the master sees them")
+    parser.add_argument("--node", default=None, help="with -a: only agents of this node")
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
     parser.add_argument("--filter-node", "-fn", nargs="*", default=None,
                         help="restrict to these node names")
@@ -99,6 +102,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
     """Perform the request and print the answer; return the exit status."""
     socket_path = os.path.join(args.home, "queue", "cluster", "c-internal.sock")
     try:
+        if args.agents:
+            from wazuhcluster.cli.agents import master_agents
+
+            return await master_agents(reactor, socket_path, args.node, args.json)
         if args.list:
             kwargs = {"filter_node": args.filter_node, "offset": 0, "limit": None,
                       "sort": None, "search": None, "select": None, "filter_type": "all"}

@@ -188,4 +188,5 @@ class MasterCommands:
         self.session.capabilities = messages.parse_capabilities(payload)
         self._log.debug("[{tag}] [Main] Capabilities: {caps}", tag=self.tag,
                         caps=sorted(self.session.capabilities))
-        return Reply(OK, messages.encode_json(list(MASTER_CAPABILITIES)))
+        extra = [c for e in self._node.extensions for c in getattr(e, "capabilities", ())]
+        return Reply(OK, messages.encode_json(list(MASTER_CAPABILITIES) + extra))

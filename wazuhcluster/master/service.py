@@ -50,4 +50,6 @@ def make_master_service(config: ClusterConfig, reactor: Any,
     listener.setServiceParent(node)
     periodic("keepalive-check", config.ext.reaper_check_interval, node.check_keepalives,
              reactor).setServiceParent(node)
+    from wazuhcluster.agents.master_side import install as install_agents
+    install_agents(node, reactor)
     return node

@@ -32,4 +32,6 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
     node.link = link
     periodic("keepalive", min(config.intervals.keep_alive, 5.0), node.send_keepalive,
              reactor).setServiceParent(node)
+    from wazuhcluster.agents.worker_side import install as install_agents
+    install_agents(node, reactor)
     return node

@@ -1,0 +1,139 @@
+"""Agent-info sync between an in-memory worker and master (Clock + iosim)."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.agents.memory import NOW, AgentsCluster, GatedCalls, raw
+from tests.support import short_tempdir
+from wazuhcluster.interfaces import IMasterExtension, IWorkerExtension
+from wazuhcluster.protocol.commands import SYN_A_W_M_P, SYN_M_A_ERR
+
+
+class AgentInfoSyncTests(SynchronousTestCase):
+    """The worker's "Agent-info sync" loop against the master's responders."""
+
+    def make(self, **kwargs: object) -> AgentsCluster:
+        """A linked master and worker, closed after the test."""
+        cluster = AgentsCluster(short_tempdir(self), **kwargs)  # type: ignore[arg-type]
+        self.addCleanup(cluster.close)
+        return cluster
+
+    def test_extensions_provide_their_interfaces(self) -> None:
+        """The master and worker sides are checked against their interfaces."""
+        c = self.make()
+        self.assertTrue(verifyObject(IMasterExtension, c.magents))
+        self.assertTrue(verifyObject(IWorkerExtension, c.wagents))
+
+    def test_round_updates_master_and_marks_worker(self) -> None:
+        """One round carries keepalives to the master; the worker then has nothing pending."""
+        c = self.make()
+        c.keepalive([1, 2, 3], when=NOW + 5)
+        self.successResultOf(c.sync_agent_info())
+        row = raw(c.mdb).agent_row(2)
+        assert row is not None
+        self.assertEqual((row["node_name"], row["last_keepalive"], row["connection_status"]),
+                         ("worker1", NOW + 5, "active"))
+        self.assertEqual(c.pending_on_worker(), [])
+        self.assertEqual(c.wagents.synced_rounds, 1)
+        session = c.master.registry.get("worker1")
+        status = c.magents.health_status(session)
+        self.assertTrue(status["sync_agent_info_free"])
+        self.assertEqual(status["last_sync_agentinfo"]["n_synced_chunks"], 1)
+
+    def test_nothing_to_send_sends_no_string(self) -> None:
+        """Without marked agents the round ends after the permission request."""
+        c = self.make()
+        self.successResultOf(c.sync_agent_info())
+        self.assertEqual(len(c.server.handler.strings), 0)
+        self.assertEqual(c.wagents.synced_rounds, 0)
+
+    def test_link_drop_mid_sync_loses_nothing(self) -> None:
+        """If the link drops while the master writes, nothing is marked; the next round on a
+        new link sends the same agents again and the master ends with the data."""
+        c = self.make(master_db=lambda db: GatedCalls(db, ["set_agent_info"]))
+        c.keepalive([1, 2, 3, 4], when=NOW + 7)
+        d = c.sync_agent_info()
+        self.assertEqual(c.master_db.calls, ["set_agent_info"])
+        self.assertNoResult(d)
+        c.disconnect()
+        self.successResultOf(d)
+        self.flushLoggedErrors()
+        self.assertEqual(c.pending_on_worker(), [1, 2, 3, 4])
+        c.master_db.open()  # the cancelled write may still land; it is idempotent
+        c.connect()
+        d = c.sync_agent_info()
+        c.master_db.open()
+        c.flush()
+        self.successResultOf(d)
+        self.assertEqual(c.pending_on_worker(), [])
+        self.assertEqual([raw(c.mdb).agent_row(i)["last_keepalive"] for i in (1, 4)],
+                         [NOW + 7, NOW + 7])
+
+    def test_update_during_sync_is_sent_next_round(self) -> None:
+        """A keepalive recorded while a sync is in flight keeps its agent marked."""
+        c = self.make(master_db=lambda db: GatedCalls(db, ["set_agent_info"]))
+        c.keepalive([1, 2, 3], when=NOW + 1)
+        d = c.sync_agent_info()
+        c.keepalive([2], when=NOW + 9)  # lands between the read and the confirmation
+        c.master_db.open()
+        c.flush()
+        self.successResultOf(d)
+        self.assertEqual(c.pending_on_worker(), [2])
+        d = c.sync_agent_info()
+        c.master_db.open()
+        c.flush()
+        self.successResultOf(d)
+        self.assertEqual(c.pending_on_worker(), [])
+        self.assertEqual(raw(c.mdb).agent_row(2)["last_keepalive"], NOW + 9)
+
+    def test_master_error_marks_nothing(self) -> None:
+        """A syn_m_a_err ends the round with every agent still marked."""
+        c = self.make(master_db=lambda db: GatedCalls(db, ["set_agent_info"]))
+        c.keepalive([1, 2])
+        d = c.sync_agent_info()
+        c.server.request(SYN_M_A_ERR, b"Error processing agent-info: test")
+        c.flush()
+        self.successResultOf(d)
+        self.assertEqual(c.pending_on_worker(), [1, 2])
+
+    def test_permission_refused_while_busy_then_forced_after_timeout(self) -> None:
+        """The per-worker lock answers False while held, and is released after the limit."""
+        c = self.make(master_db=lambda db: GatedCalls(db, ["set_agent_info"]))
+        c.keepalive([1])
+        c.sync_agent_info()
+        ask = c.client.request(SYN_A_W_M_P, b"")
+        c.flush()
+        self.assertEqual(self.successResultOf(ask), b"False")
+        session = c.master.registry.get("worker1")
+        self.assertFalse(c.magents.health_status(session)["sync_agent_info_free"])
+        intervals = c.master.config.intervals
+        c.clock.advance(intervals.timeout_agent_info + intervals.timeout_cluster_request + 1)
+        c.flush()
+        self.flushLoggedErrors()
+        ask = c.client.request(SYN_A_W_M_P, b"")
+        c.flush()
+        self.assertEqual(self.successResultOf(ask), b"True")
+
+    def test_stale_result_without_sync_is_ignored(self) -> None:
+        """A syn_m_a_e that arrives when no sync is in flight marks nothing."""
+        c = self.make()
+        c.keepalive([1])
+        reply = c.server.request(b"syn_m_a_e", b'{"updated_chunks": 1, "error_messages": [], '
+                                               b'"time_spent": 0.1}')
+        c.flush()
+        self.assertEqual(self.successResultOf(reply), b"Thanks")
+        self.assertEqual(c.pending_on_worker(), [1])
+
+    def test_health_counts_active_agents(self) -> None:
+        """get_health reports the agents the master knows as active on each worker."""
+        c = self.make()
+        c.keepalive([1, 2, 3])
+        self.successResultOf(c.sync_agent_info())
+        health = self.successResultOf(Deferred.fromCoroutine(c.master.get_health(None)))
+        self.assertEqual(health["nodes"]["worker1"]["info"]["n_active_agents"], 3)
+        self.assertNotEqual(
+            health["nodes"]["worker1"]["status"]["last_sync_agentinfo"]["date_end_master"],
+            "n/a")

@@ -1,0 +1,202 @@
+"""Local agent commands (list, keepalive, set-group, the master's list from a worker), the
+client.keys watcher and the place of the agents feature in both service trees."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.agents.memory import AgentsCluster, inline_database, keys, raw
+from tests.support import connected_pair, node_config, short_tempdir
+from wazuhcluster.agents.keys import format_client_keys
+from wazuhcluster.agents.keyswatch import ClientKeysWatcher
+from wazuhcluster.agents.listing import (
+    WZC_AG_GRP,
+    WZC_AG_KAL,
+    WZC_AG_LIST,
+    WZC_AG_MLST,
+    KeepaliveRequest,
+    encode_groups_request,
+    encode_keepalive_request,
+    encode_list_request,
+)
+from wazuhcluster.agents.local_side import AgentsLocal
+from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.errors import RemoteCommandError
+from wazuhcluster.interfaces import ILocalExtension
+from wazuhcluster.localapi.client import LocalClientCommands
+from wazuhcluster.localapi.commands import SENT_TO_MASTER
+from wazuhcluster.localapi.factory import LocalAPIFactory
+from wazuhcluster.master.service import make_master_service
+from wazuhcluster.protocol.handler import ClusterProtocol
+from wazuhcluster.worker.service import make_worker_service
+
+
+class LocalCommandsTests(SynchronousTestCase):
+    """Local clients of a master and of a worker, with the agents feature."""
+
+    def setUp(self) -> None:
+        """A linked master and worker, each with the agent local commands."""
+        self.c = AgentsCluster(short_tempdir(self), agents=5)
+        self.addCleanup(self.c.close)
+        self.c.master.local_extensions.append(
+            AgentsLocal(self.c.master, self.c.mdb, self.c.magents.groups_changed))
+        self.c.worker.local_extensions.append(AgentsLocal(self.c.worker, self.c.wdb))
+
+    def ask(self, node: Any, command: bytes, payload: bytes) -> Any:
+        """One local request, following a worker's relay; decoded JSON."""
+        commands = LocalClientCommands(self.c.clock)
+        _, client, pump = connected_pair(
+            lambda: LocalAPIFactory(node).buildProtocol(None),
+            lambda: ClusterProtocol(commands, self.c.clock, codec=None,
+                                    accept_reply_requests=True), self.c.clock)
+        d = client.request(command, payload)
+        for _ in range(4):
+            pump.flush()
+            self.c.flush(2)
+        reply = self.successResultOf(d)
+        if reply == SENT_TO_MASTER:
+            for _ in range(4):
+                self.c.flush(2)
+                pump.flush()
+            reply = self.successResultOf(commands.final)
+        return json.loads(reply)
+
+    def refused(self, node: Any, command: bytes, payload: bytes) -> str:
+        """The error text of a refused local request."""
+        commands = LocalClientCommands(self.c.clock)
+        _, client, pump = connected_pair(
+            lambda: LocalAPIFactory(node).buildProtocol(None),
+            lambda: ClusterProtocol(commands, self.c.clock, codec=None,
+                                    accept_reply_requests=True), self.c.clock)
+        d = client.request(command, payload)
+        pump.flush()
+        return str(self.failureResultOf(d, RemoteCommandError).value)
+
+    def test_extension_provides_interface(self) -> None:
+        """AgentsLocal provides ILocalExtension."""
+        self.assertTrue(verifyObject(ILocalExtension, AgentsLocal(self.c.master, self.c.mdb)))
+
+    def test_keepalive_then_list(self) -> None:
+        """Keepalives recorded on a worker show in its own listing with this node's name."""
+        answer = self.ask(self.c.worker, WZC_AG_KAL, encode_keepalive_request(
+            KeepaliveRequest((1, 2, 99), "Ubuntu", "22.04", "Wazuh v4.7.5")))
+        self.assertEqual(answer, {"updated": 2, "unknown": 1})
+        agents = self.ask(self.c.worker, WZC_AG_LIST, encode_list_request("worker1"))
+        self.assertEqual([a["id"] for a in agents], ["001", "002"])
+        self.assertEqual({k for k in agents[0]}, {"id", "name", "ip", "status", "node_name",
+                                                  "last_keepalive", "version", "groups"})
+        self.assertEqual(agents[0]["status"], "active")
+
+    def test_set_group_on_master_creates_the_group_directory(self) -> None:
+        """set-group on the master assigns, marks for push and creates etc/shared/<group>."""
+        answer = self.ask(self.c.master, WZC_AG_GRP, encode_groups_request(3, ["web", "db"]))
+        self.assertEqual(answer, {"updated": 1})
+        self.assertEqual(raw(self.c.mdb).agent_row(3)["group_sync_status"], "syncreq")
+        self.assertTrue(os.path.exists(os.path.join(self.c.master.config.home, "etc", "shared",
+                                                    "web", "agent.conf")))
+
+    def test_set_group_on_worker_says_master_only(self) -> None:
+        """A worker refuses set-group with an explicit error."""
+        self.assertIn("only works on the master", self.refused(
+            self.c.worker, WZC_AG_GRP, encode_groups_request(3, ["web"])))
+
+    def test_set_group_validates(self) -> None:
+        """Invalid group names and unknown agents are refused."""
+        for payload in (encode_groups_request(3, ["../x"]), encode_groups_request(77, ["a"])):
+            self.assertIn("Error 3", self.refused(self.c.master, WZC_AG_GRP, payload))
+
+    def test_master_list_from_worker_is_the_masters_view(self) -> None:
+        """wzc_ag_mlst on a worker relays to the master and returns the master's database."""
+        raw(self.c.mdb).set_agent_groups([(2, ["only-on-master"])])
+        agents = self.ask(self.c.worker, WZC_AG_MLST, encode_list_request(None))
+        self.assertEqual([a["groups"] for a in agents if a["id"] == "002"],
+                         [["only-on-master"]])
+        self.assertEqual(agents, self.ask(self.c.master, WZC_AG_MLST, encode_list_request(None)))
+
+    def test_master_list_needs_the_capability(self) -> None:
+        """A worker whose master did not announce 'agents' says so instead of relaying."""
+        self.c.worker.master_capabilities = frozenset()
+        self.assertIn("not a wazuhcluster master",
+                      self.refused(self.c.worker, WZC_AG_MLST, b"{}"))
+
+
+class KeysWatcherTests(SynchronousTestCase):
+    """ClientKeysWatcher reconciles at start and after changes seen by stat()."""
+
+    def setUp(self) -> None:
+        """A database and a watcher on a temporary client.keys (stat only)."""
+        self.clock = Clock()
+        self.home = short_tempdir(self)
+        self.db = inline_database(self.clock, self.home)
+        self.addCleanup(self.db.stopService)
+        self.path = os.path.join(self.home, "client.keys")
+        self.write(keys(3))
+        self.watcher = ClientKeysWatcher(self.db, self.clock, self.path, "Master")
+        self.watcher.startService()
+        self.addCleanup(self.watcher.stopService)
+
+    def write(self, entries: Any) -> None:
+        """Replace client.keys atomically (as integrity sync does)."""
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(format_client_keys(entries))
+        os.replace(tmp, self.path)
+
+    def names(self) -> list[str]:
+        """Agent names in the database (000 excluded)."""
+        return [a.name for a in raw(self.db).list_agents() if a.agent_id]
+
+    def test_reconciles_at_start(self) -> None:
+        """The agents of client.keys are in the database once the service started."""
+        self.assertEqual(self.names(), ["agent1", "agent2", "agent3"])
+
+    def test_change_is_seen_by_the_stat_loop(self) -> None:
+        """A replaced file is reconciled within one interval; unchanged files are not."""
+        self.write(keys(5)[1:])
+        self.clock.advance(2)
+        self.assertEqual(self.names(), ["agent2", "agent3", "agent4", "agent5"])
+        self.assertEqual(self.watcher.reconciliations, 2)
+        self.clock.advance(2)
+        self.assertEqual(self.watcher.reconciliations, 2)
+
+    def test_inotify_notification_triggers_reconcile(self) -> None:
+        """A notification for client.keys reconciles at once; other names are ignored."""
+        from twisted.python.filepath import FilePath
+
+        self.write(keys(1))
+        self.watcher._notified(None, FilePath(self.path + ".other"), 0)
+        self.assertEqual(len(self.names()), 3)
+        self.watcher._notified(None, FilePath(self.path), 0)
+        self.assertEqual(self.names(), ["agent1"])
+
+
+class TreeTests(SynchronousTestCase):
+    """install() puts agent-db first in both role nodes and the loops after it."""
+
+    def test_master_and_worker_trees(self) -> None:
+        """Both trees start and stop with the agents services, agent-db first."""
+        base = short_tempdir(self)
+        reactor = MemoryReactorClock()
+        master = make_master_service(node_config(base), reactor, SynchronousRunner())
+        worker = make_worker_service(node_config(base, node_name="w1", role="worker"),
+                                     reactor, SynchronousRunner())
+        names = {"master": [s.name for s in master], "worker": [s.name for s in worker]}
+        self.assertEqual(names["master"][0], "agent-db")
+        self.assertEqual(names["worker"][0], "agent-db")
+        self.assertLessEqual({"client-keys-watch", "local-agent-groups", "merged-mg"},
+                             set(names["master"]))
+        self.assertLessEqual({"client-keys-watch", "agent-info-sync"}, set(names["worker"]))
+        for node in (master, worker):
+            node.startService()
+            self.assertTrue(node.getServiceNamed("agent-db").running)
+            node.stopService()
+        self.assertTrue(os.path.exists(os.path.join(base, "master-node", "queue", "db",
+                                                    "global.db")))
+        self.assertIsNotNone(master.count_active_agents)

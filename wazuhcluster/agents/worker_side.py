@@ -1,0 +1,332 @@
+"""Agents on a worker: agent-info sync toward the master, agent-groups from the master.
+
+Agent-info ("Agent-info sync", every ``sync_agent_info`` seconds): ``syn_a_w_m_p`` → read the
+agents marked for sync → long string (Wazuh 4.7.5 format) → ``syn_a_w_m <id>`` → wait for
+the master's ``syn_m_a_e`` / ``syn_m_a_err``. Unlike Wazuh, rows are marked synced only after a
+``syn_m_a_e`` without errors, and only if they did not change since they were read
+(:meth:`~wazuhcluster.agents.db.AgentDatabase.mark_agent_info_synced`): a dropped link, an
+error or a timeout leaves them marked and they go again next round.
+
+Correlation: one sync is in flight at a time (the loop waits for it, and the master's lock
+refuses another). The in-flight record is armed *before* ``syn_a_w_m`` is sent, so a result
+that overtakes the ``ok`` reply is still matched; a ``syn_m_a_e`` that arrives when nothing is
+in flight (e.g. after our wait timed out) is only logged.
+
+Agent-groups ("Agent-groups recv" / "Agent-groups recv full"): strings received with
+``syn_g_m_w`` / ``syn_g_m_w_c`` are applied one at a time in arrival order on the database
+thread; the result goes back with ``syn_w_g_e`` / ``syn_wgc_e`` (or ``…_err``). After a
+periodic push the local global group hash is compared with the master's; after
+``agent_groups_mismatch_limit`` consecutive mismatches the worker asks for a full dump
+(``syn_w_g_c``). Loops Wazuh can fall into are avoided: the counter is reset when the request is
+sent and after a full dump is applied, and full dumps are requested at most once per
+:func:`full_resync_min_interval`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from wazuhcluster.agents.db import database_path
+from wazuhcluster.agents.keyswatch import ClientKeysWatcher
+from wazuhcluster.agents.payloads import (
+    PayloadError,
+    SyncResult,
+    decode_groups_string,
+    decode_sync_result,
+    encode_agent_info_string,
+    encode_sync_result,
+    master_groups_hash,
+)
+from wazuhcluster.agents.threaded import make_agent_database
+from wazuhcluster.config import ClusterConfig
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.interfaces import IAgentDatabase, IPeer, IWorkerExtension
+from wazuhcluster.periodic import periodic
+from wazuhcluster.protocol.commands import (
+    SYN_A_W_M,
+    SYN_A_W_M_P,
+    SYN_G_M_W,
+    SYN_G_M_W_C,
+    SYN_M_A_E,
+    SYN_M_A_ERR,
+    SYN_W_G_C,
+    SYN_W_G_E,
+    SYN_W_G_ERR,
+    SYN_WGC_E,
+    SYN_WGC_ERR,
+    Reply,
+)
+from wazuhcluster.protocol.transfers import send_string
+
+if TYPE_CHECKING:
+    from wazuhcluster.worker.commands import WorkerCommands
+    from wazuhcluster.worker.node import WorkerNode
+
+Responder = Callable[[bytes], Coroutine[Any, Any, Reply | None]]
+
+
+def full_resync_min_interval(config: ClusterConfig) -> float:
+    """Least time between two ``syn_w_g_c`` requests of this worker (seconds)."""
+    intervals = config.intervals
+    return max(60.0, 6 * intervals.agent_groups_mismatch_limit * intervals.sync_agent_groups)
+
+
+class AgentInfoOutcome(Exception):
+    """The master answered ``syn_m_a_err``: the sync failed as a whole."""
+
+
+@attrs.define(eq=False)
+class _InFlight:
+    """The agent-info sync waiting for the master's result."""
+
+    peer: IPeer
+    versions: tuple[tuple[int, int], ...]
+    result: Deferred[SyncResult]
+
+
+@implementer(IWorkerExtension)
+class AgentsWorker:
+    """The worker's agent synchronisation (an :class:`IWorkerExtension`).
+
+    :param node: the worker node (for ``run``, ``config`` and the tag).
+    :param db: the worker's agent database.
+    :param clock: the reactor's time.
+    """
+
+    _log = Logger()
+
+    def __init__(self, node: WorkerNode, db: IAgentDatabase, clock: IReactorTime) -> None:
+        self._node = node
+        self._db = db
+        self._clock = clock
+        self._config = node.config
+        self._peer: IPeer | None = None
+        self._in_flight: _InFlight | None = None
+        self._groups_lock = DeferredLock()
+        self.mismatches = 0
+        self.last_full_request: float | None = None
+        self.full_requests = 0
+        self.synced_rounds = 0
+
+    @property
+    def tag(self) -> str:
+        """Wazuh log tag of this worker."""
+        return f"Worker {self._config.node_name}"
+
+    # -- IWorkerExtension ------------------------------------------------------------------------
+    def worker_responders(self, commands: WorkerCommands) -> dict[bytes, Responder]:
+        """The agent commands the master sends."""
+        return {
+            SYN_M_A_E: self._agent_info_end,
+            SYN_M_A_ERR: self._agent_info_error,
+            SYN_G_M_W: lambda payload: self._groups(commands, payload, full=False),
+            SYN_G_M_W_C: lambda payload: self._groups(commands, payload, full=True),
+        }
+
+    def connected(self, peer: IPeer, capabilities: frozenset[str]) -> None:
+        """The master link is up."""
+        self._peer = peer
+
+    def disconnected(self) -> None:
+        """The link is gone: a sync in flight ends without marking anything."""
+        self._peer = None
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and not in_flight.result.called:
+            in_flight.result.errback(ClusterError(3018, "connection with the master lost"))
+
+    # -- agent-info ------------------------------------------------------------------------------
+    async def sync_agent_info(self) -> None:
+        """"Agent-info sync" tick."""
+        with self._log.failuresHandled("[{tag}] [Agent-info sync] Error", tag=self.tag):
+            peer = self._peer
+            if peer is None or self._in_flight is not None:
+                return
+            try:
+                await self._sync_agent_info(peer)
+            except (ClusterError, AgentInfoOutcome, TimeoutError) as e:
+                self._log.error("[{tag}] [Agent-info sync] Error: {error}. Nothing was marked "
+                                "synced; the agents go again next time.", tag=self.tag,
+                                error=str(e) or e.__class__.__name__)
+            finally:
+                in_flight, self._in_flight = self._in_flight, None
+                if in_flight is not None:
+                    if not in_flight.result.called:
+                        in_flight.result.cancel()
+                    in_flight.result.addErrback(lambda _: None)  # consumed or abandoned
+
+    async def _sync_agent_info(self, peer: IPeer) -> None:
+        start = self._clock.seconds()
+        self._log.info("[{tag}] [Agent-info sync] Starting.", tag=self.tag)
+        permission = await peer.request(SYN_A_W_M_P, b"")
+        if permission != b"True":
+            self._log.info("[{tag}] [Agent-info sync] Master didn't grant permission to start "
+                           "a new synchronization.", tag=self.tag)
+            return
+        batch = await self._db.get_agent_info_sync()
+        if not batch.chunks:
+            self._log.info("[{tag}] [Agent-info sync] Finished in {spent:.3f}s. Updated 0 "
+                           "chunks.", tag=self.tag, spent=self._clock.seconds() - start)
+            return
+        data = await self._node.run(encode_agent_info_string, batch.chunks)
+        string_id = await send_string(peer, data)
+        if peer is not self._peer:
+            raise ClusterError(3018, "connection with the master lost")
+        waiting: Deferred[SyncResult] = Deferred()
+        self._in_flight = _InFlight(peer, batch.versions, waiting)
+        intervals = self._config.intervals
+        waiting.addTimeout(intervals.timeout_agent_info + 2 * intervals.timeout_cluster_request,
+                           self._clock)
+        await peer.request(SYN_A_W_M, string_id)
+        result = await waiting
+        if result.error_messages:
+            for message in result.error_messages:
+                self._log.error("[{tag}] [Agent-info sync] Master error: {message}",
+                                tag=self.tag, message=message)
+            raise AgentInfoOutcome(f"the master reported {len(result.error_messages)} errors")
+        marked = await self._db.mark_agent_info_synced(batch.versions)
+        self.synced_rounds += 1
+        self._log.info("[{tag}] [Agent-info sync] Finished in {spent:.3f}s. Updated {n} chunks.",
+                       tag=self.tag, spent=self._clock.seconds() - start,
+                       n=result.updated_chunks)
+        self._log.debug("[{tag}] [Agent-info sync] {marked} of {sent} agents marked synced.",
+                        tag=self.tag, marked=marked, sent=len(batch.versions))
+
+    async def _agent_info_end(self, payload: bytes) -> Reply:
+        in_flight = self._in_flight
+        try:
+            result = decode_sync_result(payload)
+        except PayloadError as e:
+            if in_flight is not None and not in_flight.result.called:
+                in_flight.result.errback(AgentInfoOutcome(f"invalid syn_m_a_e: {e}"))
+            return Reply.ok(b"Thanks")
+        if in_flight is None or in_flight.result.called:
+            self._log.warn("[{tag}] [Agent-info sync] Result received with no sync in "
+                           "progress: ignored.", tag=self.tag)
+        else:
+            in_flight.result.callback(result)
+        return Reply.ok(b"Thanks")
+
+    async def _agent_info_error(self, payload: bytes) -> Reply:
+        text = payload[:1000].decode("utf-8", "replace")
+        in_flight = self._in_flight
+        if in_flight is not None and not in_flight.result.called:
+            in_flight.result.errback(AgentInfoOutcome(f"master error: {text}"))
+        else:
+            self._log.error("[{tag}] [Agent-info sync] Master error: {error}", tag=self.tag,
+                            error=text)
+        return Reply.ok(b"Thanks")
+
+    # -- agent-groups ----------------------------------------------------------------------------
+    async def _groups(self, commands: WorkerCommands, payload: bytes, full: bool) -> Reply:
+        string_id = payload.strip()
+        try:
+            data: bytes | None = commands.strings.take(string_id)
+            problem = ""
+        except ClusterError as e:
+            data, problem = None, str(e)
+        peer = commands.peer
+        assert peer is not None
+        d = Deferred.fromCoroutine(self._apply_groups(peer, data, problem, full))
+        d.addErrback(self._log_unexpected, "Agent-groups recv full" if full else
+                     "Agent-groups recv")
+        return Reply.ok(string_id)
+
+    async def _apply_groups(self, peer: IPeer, data: bytes | None, problem: str,
+                            full: bool) -> None:
+        task = "Agent-groups recv full" if full else "Agent-groups recv"
+        await self._groups_lock.acquire()
+        try:
+            start = self._clock.seconds()
+            self._log.info("[{tag}] [{task}] Starting.", tag=self.tag, task=task)
+            try:
+                if data is None:
+                    raise PayloadError(problem)
+                received = await self._node.run(decode_groups_string, data)
+                work = self._db.apply_agent_groups_chunks(
+                    received.chunks, received.mode, received.sync_status, full)
+                work.addTimeout(self._config.intervals.timeout_agent_groups, self._clock)
+                result = await work
+                has_hash, master_hash = (False, None) if full else await self._node.run(
+                    master_groups_hash, received.chunks)
+            except (PayloadError, TimeoutError) as e:
+                error = str(e) or "timeout applying agent-groups"
+                self._log.error("[{tag}] [{task}] Error: {error}", tag=self.tag, task=task,
+                                error=error)
+                await self._tell(peer, SYN_WGC_ERR if full else SYN_W_G_ERR, error.encode())
+                return
+            spent = self._clock.seconds() - start
+            await self._tell(peer, SYN_WGC_E if full else SYN_W_G_E, encode_sync_result(
+                SyncResult(result.updated_chunks, result.error_messages, spent)))
+            self._log.info("[{tag}] [{task}] Finished in {spent:.3f}s. Updated {n} chunks.",
+                           tag=self.tag, task=task, spent=spent, n=result.updated_chunks)
+            if full:
+                self.mismatches = 0
+            elif has_hash:
+                await self._compare_hash(peer, master_hash)
+        finally:
+            self._groups_lock.release()
+
+    async def _tell(self, peer: IPeer, command: bytes, payload: bytes) -> None:
+        try:
+            await peer.request(command, payload)
+        except ClusterError as e:
+            self._log.error("[{tag}] [Agent-groups recv] Could not send {command}: {error}",
+                            tag=self.tag, command=command.decode(), error=str(e))
+
+    async def _compare_hash(self, peer: IPeer, master_hash: str | None) -> None:
+        local_hash = await self._db.global_group_hash()
+        if local_hash == master_hash:
+            self.mismatches = 0
+            return
+        self.mismatches += 1
+        limit = self._config.intervals.agent_groups_mismatch_limit
+        self._log.debug("[{tag}] [Agent-groups recv] The master's checksum and the worker's "
+                        "checksum are different ({n}/{limit}). Local checksum: {local} | "
+                        "Master checksum: {master}.", tag=self.tag, n=self.mismatches,
+                        limit=limit, local=local_hash, master=master_hash)
+        if self.mismatches < limit:
+            return
+        now = self._clock.seconds()
+        wait = full_resync_min_interval(self._config)
+        if self.last_full_request is not None and now - self.last_full_request < wait:
+            self._log.debug("[{tag}] [Agent-groups recv] Full resync requested {ago:.0f} s ago;"
+                            " next request allowed after {wait:.0f} s.", tag=self.tag,
+                            ago=now - self.last_full_request, wait=wait)
+            return
+        self.mismatches = 0
+        self.last_full_request = now
+        self.full_requests += 1
+        self._log.info("[{tag}] [Agent-groups recv] Sent request to obtain all agent-groups "
+                       "information from the master node.", tag=self.tag)
+        await self._tell(peer, SYN_W_G_C, b"")
+
+    def _log_unexpected(self, failure: Failure, task: str) -> None:
+        self._log.failure("[{tag}] [{task}] Unexpected error", failure, tag=self.tag, task=task)
+
+
+def install(node: WorkerNode, reactor: Any) -> None:
+    """Add the agent database and the agent loops to the worker ``node``."""
+    import os
+
+    from wazuhcluster.agents.local_side import AgentsLocal
+
+    config = node.config
+    db = make_agent_database(reactor, database_path(config.home))
+    db.setServiceParent(node)
+    node.services.remove(db)
+    node.services.insert(0, db)  # started first, stopped last: every user finds it open
+    ClientKeysWatcher(db, reactor, os.path.join(config.home, "etc", "client.keys"),
+                      node.tag, inotify_reactor=reactor).setServiceParent(node)
+    agents = AgentsWorker(node, db, reactor)
+    node.extensions.append(agents)
+    node.local_extensions.append(AgentsLocal(node, db))
+    periodic("agent-info-sync", config.intervals.sync_agent_info, agents.sync_agent_info,
+             reactor).setServiceParent(node)
