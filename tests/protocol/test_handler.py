@@ -200,12 +200,20 @@ class ClusterProtocolTests(SynchronousTestCase):
         self.assertEqual(self.handler.requests, [])
 
     def test_incomplete_frame_is_dropped_after_the_deadline(self) -> None:
-        """A peer that stops in the middle of a frame is dropped after 30 s."""
+        """A peer that stops in the middle of a frame is dropped after 30 s of silence."""
         self.protocol.dataReceived(struct.pack("!II12s", 1, 500, b"echo -------") + b"x")
         self.clock.advance(29)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(2)
         self.assertTrue(self.transport.disconnecting)
+
+    def test_slow_but_progressing_message_is_kept(self) -> None:
+        """Bytes arriving every 20 s keep an incomplete message alive past 30 s."""
+        self.protocol.dataReceived(struct.pack("!II12s", 1, 500, b"echo -------"))
+        for _ in range(5):
+            self.clock.advance(20)
+            self.protocol.dataReceived(b"x")
+        self.assertFalse(self.transport.disconnecting)
 
     def test_completed_frame_cancels_the_deadline(self) -> None:
         """Once the frame completes, the partial-frame deadline is cancelled."""

@@ -44,7 +44,7 @@ def encode_message(counter: int, command: bytes, plaintext_length: int,
     for start in range(0, len(view), FRAGMENT_PAYLOAD):
         piece = view[start:start + FRAGMENT_PAYLOAD]
         final = start + FRAGMENT_PAYLOAD >= len(view)
-        yield HEADER.pack(counter, len(piece), last if final else divided) + bytes(piece)
+        yield HEADER.pack(counter, len(piece), last if final else divided) + piece
 
 
 @attrs.frozen

@@ -48,7 +48,9 @@ class FernetCodec:
         if len(key) != 32:
             raise ValueError("the cluster key must be exactly 32 bytes")
         self._signing_key = key[:16]
-        self._encryption_key = key[16:]
+        self._aes = algorithms.AES(key[16:])
+        self._padding = padding.PKCS7(128)
+        self._sha256 = hashes.SHA256()
         self._iv_source = iv_source
         self._time_source = time_source
 
@@ -56,12 +58,12 @@ class FernetCodec:
         """Return the base64url Fernet token of ``data``."""
         iv = self._iv_source(16)
         now = int(self._time_source())
-        padder = padding.PKCS7(128).padder()
+        padder = self._padding.padder()
         padded = padder.update(data) + padder.finalize()
-        encryptor = Cipher(algorithms.AES(self._encryption_key), modes.CBC(iv)).encryptor()
+        encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
         ciphertext = encryptor.update(padded) + encryptor.finalize()
         basic = _VERSION + struct.pack(">Q", now) + iv + ciphertext
-        h = HMAC(self._signing_key, hashes.SHA256())
+        h = HMAC(self._signing_key, self._sha256)
         h.update(basic)
         return binascii.b2a_base64(basic + h.finalize(), newline=False).translate(_TO_URLSAFE)
 
@@ -73,15 +75,14 @@ class FernetCodec:
             raise DecryptionError("payload is not base64") from e
         if len(raw) < _MIN_TOKEN or raw[:1] != _VERSION or (len(raw) - 57) % 16:
             raise DecryptionError("payload is not a Fernet token")
-        body, signature = raw[:-_HMAC_SIZE], raw[-_HMAC_SIZE:]
-        h = HMAC(self._signing_key, hashes.SHA256())
-        h.update(body)
-        if not hmac.compare_digest(h.finalize(), signature):
+        view = memoryview(raw)
+        h = HMAC(self._signing_key, self._sha256)
+        h.update(view[:-_HMAC_SIZE])
+        if not hmac.compare_digest(h.finalize(), raw[-_HMAC_SIZE:]):
             raise DecryptionError("payload signature does not match the cluster key")
-        iv = body[9:25]
-        decryptor = Cipher(algorithms.AES(self._encryption_key), modes.CBC(iv)).decryptor()
-        padded = decryptor.update(body[25:]) + decryptor.finalize()
-        unpadder = padding.PKCS7(128).unpadder()
+        decryptor = Cipher(self._aes, modes.CBC(raw[9:25])).decryptor()
+        padded = decryptor.update(view[25:-_HMAC_SIZE]) + decryptor.finalize()
+        unpadder = self._padding.unpadder()
         try:
             return unpadder.update(padded) + unpadder.finalize()
         except ValueError as e:

@@ -95,7 +95,7 @@ class FrameDecoder:
     def __init__(self, max_payload: int = DEFAULT_MAX_FRAME_PAYLOAD) -> None:
         self.max_payload = max_payload
         self._buffer = bytearray()
-        self._header: tuple[int, int, bytes] | None = None  # WAIT_PAYLOAD when set
+        self._header: tuple[int, int, bytes, bool] | None = None  # WAIT_PAYLOAD when set
 
     @property
     def pending_bytes(self) -> int:
@@ -104,8 +104,26 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data``; return the frames it completes (possibly none)."""
-        self._buffer += data
         frames: list[Frame] = []
+        if not self._buffer and self._header is None:
+            # Fast path: whole frames straight from ``data``, no intermediate buffer.
+            offset, end = 0, len(data)
+            while end - offset >= HEADER_SIZE:
+                counter, length, field = HEADER.unpack_from(data, offset)
+                if length > self.max_payload:
+                    raise FrameError(
+                        f"announced payload of {length} bytes exceeds the limit of "
+                        f"{self.max_payload} bytes")
+                command, divided = parse_command_field(field)
+                start = offset + HEADER_SIZE
+                if end - start < length:
+                    break
+                frames.append(Frame(counter, command, data[start:start + length], divided))
+                offset = start + length
+            if offset == end:
+                return frames
+            data = data[offset:]
+        self._buffer += data
         while True:
             if self._header is None:
                 if len(self._buffer) < HEADER_SIZE:
@@ -117,12 +135,12 @@ class FrameDecoder:
                         f"{self.max_payload} bytes")
                 command, divided = parse_command_field(field)
                 del self._buffer[:HEADER_SIZE]
-                self._header = (counter, length, field)
-            counter, length, field = self._header
+                self._header = (counter, length, command, divided)
+            counter, length, command, divided = self._header
             if len(self._buffer) < length:
                 return frames
-            payload = bytes(self._buffer[:length])
+            with memoryview(self._buffer) as view:
+                payload = bytes(view[:length])
             del self._buffer[:length]
             self._header = None
-            command, divided = parse_command_field(field)
             frames.append(Frame(counter, command, payload, divided))

@@ -190,14 +190,24 @@ class ClusterProtocol(Protocol):
 
     # -- receiving ---------------------------------------------------------------------
     def _watch_partial_frame(self) -> None:
+        """Drop a peer that leaves a message incomplete and sends nothing for a while.
+
+        The timer restarts whenever bytes arrive, so a big message on a slow link is fine;
+        a peer that stalls mid-message is dropped (the memory it pins is bounded anyway by
+        the frame and message limits).
+        """
         incomplete = self._decoder.pending_bytes > 0 or self._reassembler.open_bytes > 0
-        if incomplete and self._partial_timer is None:
-            self._partial_timer = self.clock.callLater(
-                self._partial_frame_timeout, self._drop,
-                f"message not completed within {self._partial_frame_timeout} s")
-        elif not incomplete and self._partial_timer is not None:
-            if self._partial_timer.active():
-                self._partial_timer.cancel()
+        timer = self._partial_timer
+        if incomplete:
+            if timer is not None and timer.active():
+                timer.reset(self._partial_frame_timeout)
+            else:
+                self._partial_timer = self.clock.callLater(
+                    self._partial_frame_timeout, self._drop,
+                    f"message left incomplete for {self._partial_frame_timeout} s")
+        elif timer is not None:
+            if timer.active():
+                timer.cancel()
             self._partial_timer = None
 
     def _drop(self, reason: str) -> None:
