@@ -153,18 +153,26 @@ def apply_push(
     verify_hashes: bool = False,
     fsync: bool = True,
     replace_file: ReplaceFunction = os.replace,
+    barrier: Callable[[], None] | None = None,
 ) -> ApplyResult:
     """Extract and apply a master push received as ``container_path``.
 
     Raises :class:`~wazuhcluster.integrity.errors.ContainerError` or
     :class:`~wazuhcluster.integrity.errors.MetadataError` before anything is changed if the
     container is unusable. The container file itself is left for the caller to delete.
+
+    ``barrier`` (e.g. ``os.sync``) is called once after every entry has been staged and
+    before the first rename, and once after the last change: with ``fsync=False`` this
+    makes the push durable with two flushes instead of two per file, and every rename
+    still happens only after the new content is on disk.
     """
     staging = make_staging_dir(home, node_name)
     try:
         extracted = extract_container(container_path, staging, items, limits, fsync=fsync)
         comparison = Comparison.from_json(extracted.metadata)
-        return apply_extracted(
+        if barrier is not None:
+            barrier()
+        result = apply_extracted(
             home,
             items,
             extracted,
@@ -173,6 +181,9 @@ def apply_push(
             fsync=fsync,
             replace_file=replace_file,
         )
+        if barrier is not None:
+            barrier()
+        return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -68,6 +68,8 @@ METADATA_NAME = "files_metadata.json"
 IO_CHUNK_SIZE = 1024 * 1024
 #: Largest piece of decompressed output produced at once by the reader.
 OUTPUT_CHUNK_SIZE = 256 * 1024
+#: Largest piece of container bytes fed to the decompressor at once by the reader.
+FEED_SIZE = 64 * 1024
 
 _MIB = 1024 * 1024
 _GIB = 1024 * _MIB
@@ -552,13 +554,23 @@ def _inflate(
 
 
 class _Input:
-    """A bounded, buffered reader over the container stream."""
+    """A bounded, buffered reader over the container stream.
+
+    The buffer is consumed by moving a position (compacted when the next window is read),
+    and :meth:`chunk` hands out at most :data:`FEED_SIZE` bytes, so a container of many
+    small records costs O(size) copying, not O(records x window).
+    """
 
     def __init__(self, stream: BinaryIO, max_size: int) -> None:
         self._stream = stream
         self._max_size = max_size
         self._read = 0
         self._buffer = bytearray()
+        self._pos = 0
+        self._last = 0  # size of the piece most recently returned by chunk()
+
+    def _available(self) -> int:
+        return len(self._buffer) - self._pos
 
     def _fill(self) -> bool:
         """Read one more window; return False at end of stream."""
@@ -568,38 +580,50 @@ class _Input:
         self._read += len(data)
         if self._read > self._max_size:
             raise ContainerError(f"container larger than {self._max_size} bytes")
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0
+            self._last = 0
         self._buffer += data
         return True
 
     def at_eof(self) -> bool:
         """True when no byte is left."""
-        return not self._buffer and not self._fill()
+        return not self._available() and not self._fill()
 
     def chunk(self) -> bytes:
-        """Return (and consume) whatever is buffered, or the next window; b"" at the end."""
-        if not self._buffer and not self._fill():
+        """Return (and consume) the next buffered bytes (at most FEED_SIZE); b"" at the end."""
+        if not self._available() and not self._fill():
             return b""
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        end = min(len(self._buffer), self._pos + FEED_SIZE)
+        data = bytes(self._buffer[self._pos : end])
+        self._pos = end
+        self._last = len(data)
         return data
 
     def unread(self, data: bytes) -> None:
-        """Put bytes back in front of the buffer."""
-        if data:
-            self._buffer[:0] = data
+        """Give back the tail of the piece most recently returned by :meth:`chunk`."""
+        if not data:
+            return
+        if len(data) > self._last or self._buffer[self._pos - len(data) : self._pos] != data:
+            raise AssertionError("unread() only takes back the tail of the last chunk")
+        self._pos -= len(data)
+        self._last = 0
 
     def read_until(self, separator: bytes, max_length: int) -> bytes:
         """Return the bytes before ``separator`` and consume both."""
         searched = 0
         while True:
-            index = self._buffer.find(separator, max(0, searched - len(separator) + 1))
+            index = self._buffer.find(
+                separator, self._pos + max(0, searched - len(separator) + 1)
+            )
             if index != -1:
-                if index > max_length:
+                if index - self._pos > max_length:
                     raise ContainerError("entry name too long")
-                data = bytes(self._buffer[:index])
-                del self._buffer[: index + len(separator)]
+                data = bytes(self._buffer[self._pos : index])
+                self._pos = index + len(separator)
                 return data
-            searched = len(self._buffer)
+            searched = self._available()
             if searched > max_length + len(separator):
                 raise ContainerError("entry name too long")
             if not self._fill():
@@ -607,12 +631,12 @@ class _Input:
 
     def consume(self, expected: bytes) -> bool:
         """Consume ``expected`` if the input continues with it."""
-        while len(self._buffer) < len(expected):
+        while self._available() < len(expected):
             if not self._fill():
                 return False
-        if self._buffer[: len(expected)] != expected:
+        if self._buffer[self._pos : self._pos + len(expected)] != expected:
             return False
-        del self._buffer[: len(expected)]
+        self._pos += len(expected)
         return True
 
 

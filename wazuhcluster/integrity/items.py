@@ -20,6 +20,7 @@ the longest key wins.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from importlib import resources
 
@@ -31,6 +32,8 @@ from wazuhcluster.integrity.errors import ItemsConfigError, UnsafePathError
 MAX_PATH_BYTES = 4096
 #: Longest single path component (in UTF-8 bytes), the usual ``NAME_MAX``.
 MAX_COMPONENT_BYTES = 255
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 _RESERVED_KEYS = frozenset({"excluded_files", "excluded_extensions"})
 
@@ -78,9 +81,7 @@ class ClusterItems:
 
     def is_excluded(self, name: str) -> bool:
         """Return whether base name ``name`` is excluded by name or by suffix."""
-        return name in self.excluded_files or any(
-            name.endswith(suffix) for suffix in self.excluded_extensions
-        )
+        return name in self.excluded_files or name.endswith(self.excluded_extensions)
 
     def item_for(self, path: str) -> ClusterItem | None:
         """Return the item a relative path (``etc/shared/default/agent.conf``) belongs to.
@@ -154,7 +155,7 @@ def path_problem(path: str) -> str | None:
         return "nul byte"
     if "\\" in path:
         return "backslash"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+    if _CONTROL_CHARACTERS.search(path):
         return "control character"
     try:
         encoded = path.encode("utf-8")

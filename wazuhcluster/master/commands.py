@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wazuhcluster.errors import ClusterError, RemoteCommandError, UnknownCommand
+from wazuhcluster.integrity.container import ContainerLimits
 from wazuhcluster.interfaces import ICommandHandler, IPeer
 from wazuhcluster.master.registry import WorkerSession
 from wazuhcluster.protocol import messages
@@ -53,7 +54,8 @@ class MasterCommands:
         self.strings = StringStore(node.clock, max_string=self._config.ext.max_message_size,
                                    max_total=self._config.ext.max_pending_strings_bytes)
         self.files = FileReceiver(self._config.home, node.run,
-                                  max_file=self._config.intervals.max_zip_size)
+                                  max_file=ContainerLimits.for_zip_size(
+                                      self._config.intervals.max_zip_size).max_container_size)
         self.common = CommonResponders(self.strings, self.files, lambda: self.tag)
         self._before_hello: dict[bytes, Responder] = {HELLO: self._hello}
         self._responders: dict[bytes, Responder] = {

@@ -52,4 +52,6 @@ def make_master_service(config: ClusterConfig, reactor: Any,
              reactor).setServiceParent(node)
     from wazuhcluster.agents.master_side import install as install_agents
     install_agents(node, reactor)
+    from wazuhcluster.integrity.master_side import install as install_integrity
+    install_integrity(node, reactor)
     return node

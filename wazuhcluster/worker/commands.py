@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wazuhcluster.errors import UnknownCommand
+from wazuhcluster.integrity.container import ContainerLimits
 from wazuhcluster.interfaces import ICommandHandler, IPeer
 from wazuhcluster.protocol.commands import ECHO_MASTER, OK_CLIENT, Reply
 from wazuhcluster.protocol.transfers import CommonResponders, FileReceiver, StringStore
@@ -33,7 +34,9 @@ class WorkerCommands:
         self.peer: IPeer | None = None
         self.strings = StringStore(node.clock, max_string=config.ext.max_message_size,
                                    max_total=config.ext.max_pending_strings_bytes)
-        self.files = FileReceiver(config.home, node.run, max_file=config.intervals.max_zip_size)
+        # A sync container holds up to max_zip_size of files plus its metadata record.
+        self.files = FileReceiver(config.home, node.run, max_file=ContainerLimits.for_zip_size(
+            config.intervals.max_zip_size).max_container_size)
         self.files.directory_name = config.node_name.encode()
         self.common = CommonResponders(self.strings, self.files, lambda: self.tag)
         self._responders: dict[bytes, Responder] = {

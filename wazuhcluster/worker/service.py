@@ -34,4 +34,6 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
              reactor).setServiceParent(node)
     from wazuhcluster.agents.worker_side import install as install_agents
     install_agents(node, reactor)
+    from wazuhcluster.integrity.worker_side import install as install_integrity
+    install_integrity(node, reactor)
     return node

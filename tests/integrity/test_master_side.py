@@ -1,0 +1,343 @@
+"""Master side of the integrity check and sync, with a worker connected in memory."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.integrity import vectors
+from tests.integrity.pairs import IntegrityPair, write_files
+from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.errors import RemoteCommandError
+from wazuhcluster.integrity.container import read_container_bytes
+from wazuhcluster.integrity.master_side import IntegrityWatcher, WorkerIntegrity
+from wazuhcluster.interfaces import IMasterExtension
+from wazuhcluster.protocol.commands import (
+    CANCEL_TASK,
+    SYN_I_W_M,
+    SYN_I_W_M_E,
+    SYN_I_W_M_P,
+    SYN_I_W_M_R,
+    SYN_M_C,
+    SYN_M_C_OK,
+    SYNC_NOW,
+)
+from wazuhcluster.protocol.transfers import send_file
+
+MASTER_FILES = {
+    "etc/client.keys": b"001 agent-1 any 0123456789abcdef\n",
+    "etc/rules/local_rules.xml": b"<group name='local'></group>\n",
+    "etc/decoders/local_decoder.xml": b"<decoder name='local'></decoder>\n",
+    "etc/lists/audit-keys": b"audit-wazuh-w:write\n",
+    "etc/shared/default/agent.conf": b"<agent_config></agent_config>\n",
+    "etc/shared/web/merged.mg": b"!1 merged\n",
+}
+
+
+def messages_of(events: list[Any], text: str) -> list[Any]:
+    """Logged events whose format contains ``text``."""
+    return [e for e in events if text in e.get("log_format", "")]
+
+
+class MasterIntegrityTests(SynchronousTestCase):
+    """A master and one of our workers converge, in memory."""
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.pair = IntegrityPair(self)
+        write_files(self.pair.master_config.home, MASTER_FILES)
+        write_files(self.pair.worker_config.home, {
+            "etc/rules/local_rules.xml": b"<group name='old'></group>\n",
+            "etc/shared/default/old.txt": b"stale\n",
+            "etc/shared/gone/agent.conf": b"stale group\n",
+        })
+
+    def test_extension_provides_the_interface(self) -> None:
+        """The master extension passes verifyObject."""
+        self.assertTrue(verifyObject(IMasterExtension, self.pair.integrity))
+
+    def test_full_round_converges_then_follows_changes(self) -> None:
+        """Create, update and delete reach the worker; changes are pushed at once."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        self.assertTrue(pair.in_sync())
+        worker_home = pair.worker_config.home
+        self.assertFalse(os.path.exists(os.path.join(worker_home, "etc/shared/gone")))
+        [counts] = messages_of(self.events, "Files to create in worker")
+        self.assertEqual((counts["missing"], counts["shared"], counts["extra"]), (4, 2, 2))
+        self.assertEqual(oct(os.stat(os.path.join(worker_home, "etc/client.keys")).st_mode
+                             & 0o777), "0o640")
+
+        master_home = pair.master_config.home
+        write_files(master_home, {"etc/rules/local_rules.xml": b"<group name='new'></group>\n",
+                                  "etc/lists/new-list": b"key:value\n"})
+        os.unlink(os.path.join(master_home, "etc/decoders/local_decoder.xml"))
+        pair.recalculate()  # the worker announced sync_now: it checks at once
+        self.assertTrue(pair.in_sync())
+        self.assertEqual(len(messages_of(self.events, "Sync required")), 2)
+
+    def test_equal_trees_get_syn_m_c_ok(self) -> None:
+        """When nothing differs the master answers syn_m_c_ok and pushes nothing."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        pair.recalculate()  # no change: no sync_now, but a new cycle
+        pair.worker_integrity.checks.request()
+        pair.settle()
+        self.assertEqual(len(messages_of(self.events, "Sync not required")), 1)
+        self.assertEqual(len(messages_of(self.events, "verified that the integrity is right")),
+                         1)
+        session = pair.master.registry.get("worker-1")
+        assert session is not None
+        status = session.status["last_check_integrity"]
+        self.assertGreaterEqual(status["date_end_master"], status["date_start_master"])
+        self.assertEqual(session.status["last_sync_integrity"]["total_files"],
+                         {"missing": 4, "shared": 2, "extra": 2})
+        self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": True})
+
+    def test_once_per_cycle(self) -> None:
+        """A second permission request in the same cycle is refused, the next cycle allows it."""
+        pair = self.pair
+        pair.recalculate()
+        fake = pair.fake_worker("worker-2")
+        peer = fake.protocol
+        assert peer is not None
+        self.assertEqual(self.successResultOf(pair.request(peer, SYN_I_W_M_P, b"")), b"True")
+        self.assertEqual(self.successResultOf(pair.request(peer, SYN_I_W_M_P, b"")), b"False")
+        pair.recalculate()
+        self.assertEqual(self.successResultOf(pair.request(peer, SYN_I_W_M_P, b"")), b"True")
+
+    def test_no_permission_before_the_first_local_integrity(self) -> None:
+        """Until the master knows its own files, no worker is compared (nothing deleted)."""
+        fake = self.pair.fake_worker("worker-2")
+        assert fake.protocol is not None
+        d = self.pair.request(fake.protocol, SYN_I_W_M_P, b"")
+        self.assertEqual(self.successResultOf(d), b"False")
+
+
+class WireTests(SynchronousTestCase):
+    """Scripted workers talking to our master: Wazuh's sequences and the refusals."""
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def start_check(self, pair: IntegrityPair, name: str = "worker-2") -> tuple[Any, bytes]:
+        """A scripted worker that was granted a check; returns (handler, task id)."""
+        pair.recalculate()
+        fake = pair.fake_worker(name)
+        peer = fake.protocol
+        self.assertEqual(self.successResultOf(pair.request(peer, SYN_I_W_M_P, b"")), b"True")
+        task = self.successResultOf(pair.request(peer, SYN_I_W_M, b""))
+        return fake, task
+
+    def test_wazuh_worker_container_is_decoded_and_answered(self) -> None:
+        """A real 4.7.5 worker's upload yields exactly the reference classification and files."""
+        pair = IntegrityPair(self)
+        vectors.write_tree(pair.master_config.home, vectors.sample_tree())
+        fake, task = self.start_check(pair, "worker-1")
+        relpath = b"/queue/cluster/worker-1/worker-1-1795749401.68925-ce553a9b6bdd4d71a56e1255ff4f567a.zip"
+        sent = Deferred.fromCoroutine(send_file(
+            fake.protocol, str(vectors.INTEGRITY / "worker_integrity_check.zip"), relpath,
+            SynchronousRunner().run))
+        pair.settle()
+        self.successResultOf(sent)
+        d = pair.request(fake.protocol, SYN_I_W_M_E, task + b" " + relpath[1:])
+        self.assertEqual(self.successResultOf(d), b"File correctly received")
+        self.assertEqual([c for c in fake.requests if c.startswith(b"syn")], [SYN_M_C,
+                                                                            b"syn_m_c_e"])
+        [pushed] = fake.pushed
+        decoded = read_container_bytes(pushed)
+        expected = vectors.load_json("compare_files_result.json")
+        assert isinstance(expected, dict) and isinstance(decoded.metadata, dict)
+        self.assertEqual({k: {p: e["hash"] for p, e in v.items()}
+                          for k, v in decoded.metadata.items()},
+                         {k: {p: e["hash"] for p, e in v.items()} for k, v in expected.items()})
+        tree = vectors.sample_tree()
+        self.assertEqual(decoded.files, {p: tree[p][0] for p in ("etc/client.keys",
+                                                                "etc/rules/extra/more_rules.xml")})
+        # the worker's upload was deleted after use
+        self.assertEqual(os.listdir(os.path.join(pair.master_config.home, "queue", "cluster",
+                                                 "worker-1")), [])
+
+    def test_end_naming_a_file_not_received_is_refused(self) -> None:
+        """syn_i_w_m_e may only name a file received completely on this connection."""
+        pair = IntegrityPair(self)
+        fake, task = self.start_check(pair)
+        planted = os.path.join(pair.master_config.home, "queue", "cluster", "worker-2",
+                               "planted.zip")
+        with open(planted, "wb") as f:
+            f.write(b"not yours")
+        for path in (b"queue/cluster/worker-2/planted.zip", b"etc/client.keys",
+                     b"queue/cluster/worker-2/../../../etc/client.keys"):
+            d = pair.request(fake.protocol, SYN_I_W_M_E, task + b" " + path)
+            self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3027
+                             if path != b"queue/cluster/worker-2/planted.zip" else 3034)
+        self.assertTrue(os.path.exists(planted))
+        self.assertTrue(os.path.exists(os.path.join(pair.master_config.home,
+                                                    "etc/client.keys")))
+        # the task was failed at the first refusal and its lock released
+        session = pair.master.registry.get("worker-2")
+        assert session is not None
+        self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": True})
+        self.flushLoggedErrors()
+
+    def test_unknown_task_is_3027(self) -> None:
+        """A …_e naming a task that does not exist is refused with 3027."""
+        pair = IntegrityPair(self)
+        fake, _ = self.start_check(pair)
+        d = pair.request(fake.protocol, SYN_I_W_M_E, b"nope queue/cluster/worker-2/x.zip")
+        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3027)
+
+    def test_lock_is_force_released_after_max_locked_integrity_time(self) -> None:
+        """A lock held longer than max_locked_integrity_time is released at the next ask."""
+        pair = IntegrityPair(self, master_json={"intervals": {
+            "master": {"max_locked_integrity_time": 10},
+            "communication": {"timeout_receiving_file": 100}}})
+        fake, _ = self.start_check(pair)
+        session = pair.master.registry.get("worker-2")
+        assert session is not None
+        self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": False})
+        pair.recalculate()
+        self.assertEqual(self.successResultOf(pair.request(fake.protocol, SYN_I_W_M_P, b"")),
+                         b"False")
+        pair.clock.advance(11)
+        pair.recalculate()
+        self.assertEqual(self.successResultOf(pair.request(fake.protocol, SYN_I_W_M_P, b"")),
+                         b"True")
+        self.assertEqual(len(messages_of(self.events, "Integrity lock held")), 1)
+
+    def test_upload_timeout_cancels_the_task_and_frees_the_lock(self) -> None:
+        """Without syn_i_w_m_e within timeout_receiving_file: cancel_task 3039, lock freed."""
+        pair = IntegrityPair(self)
+        fake, task = self.start_check(pair)
+        pair.clock.advance(pair.master_config.intervals.timeout_receiving_file + 1)
+        pair.settle()
+        self.assertIn(CANCEL_TASK, fake.requests)
+        session = pair.master.registry.get("worker-2")
+        assert session is not None
+        self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": True})
+
+    def test_worker_error_frees_the_lock(self) -> None:
+        """syn_i_w_m_r ends the task and releases the lock."""
+        pair = IntegrityPair(self)
+        fake, task = self.start_check(pair)
+        d = pair.request(fake.protocol, SYN_I_W_M_R,
+                         task + b' {"__wazuh_exception__": {"__class__": "WazuhClusterError", '
+                                b'"__object__": {"code": 3001, "extra_message": "boom"}}}')
+        self.assertEqual(self.successResultOf(d), b"Error received")
+        session = pair.master.registry.get("worker-2")
+        assert session is not None
+        self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": True})
+
+    def test_sync_now_only_to_workers_that_announced_it(self) -> None:
+        """A Wazuh worker (no capabilities) never receives wzc_sync_now; ours does."""
+        pair = IntegrityPair(self)
+        pair.recalculate()
+        wazuh = pair.fake_worker("worker-2")
+        ours = pair.fake_worker("worker-3", capabilities=["sync_now"])
+        write_files(pair.master_config.home, {"etc/rules/new.xml": b"<x/>"})
+        pair.recalculate()
+        self.assertNotIn(SYNC_NOW, wazuh.requests)
+        self.assertEqual(ours.requests.count(SYNC_NOW), 1)
+        pair.recalculate()  # nothing changed: no new nudge
+        self.assertEqual(ours.requests.count(SYNC_NOW), 1)
+
+    def test_syn_m_c_ok_for_a_wazuh_worker_in_sync(self) -> None:
+        """A worker whose metadata equals ours gets syn_m_c_ok and nothing else."""
+        pair = IntegrityPair(self)
+        write_files(pair.master_config.home, MASTER_FILES)
+        fake, task = self.start_check(pair)
+        upload = os.path.join(pair.base, "upload.zip")
+        from wazuhcluster.integrity.container import write_metadata_container
+        local = pair.integrity.local
+        assert local is not None
+        with open(upload, "wb") as f:
+            write_metadata_container(f, local.files)
+        relpath = b"/queue/cluster/worker-2/worker-2-1.5-00.zip"
+        sent = Deferred.fromCoroutine(send_file(fake.protocol, upload, relpath,
+                                                SynchronousRunner().run))
+        pair.settle()
+        self.successResultOf(sent)
+        self.successResultOf(pair.request(fake.protocol, SYN_I_W_M_E, task + b" " + relpath[1:]))
+        self.assertEqual([c for c in fake.requests if c.startswith(b"syn")], [SYN_M_C_OK])
+
+
+class ZipLimitTests(SynchronousTestCase):
+    """max_zip_size: what does not fit waits for the next rounds; the limit adapts."""
+
+    def test_push_larger_than_max_zip_size_completes_over_several_rounds(self) -> None:
+        """12 incompressible 16 KiB files with a 64 KiB limit reach the worker in rounds."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        limits = {"intervals": {"communication": {"max_zip_size": 65536,
+                                                  "min_zip_size": 16384}}}
+        pair = IntegrityPair(self, master_json=limits, worker_json=limits)
+        write_files(pair.master_config.home,
+                    {f"etc/lists/big/list-{i:02d}": os.urandom(16384) for i in range(12)})
+        pair.recalculate()
+        pair.connect()
+        self.assertTrue(pair.in_sync())
+        pushes = messages_of(events, "Sync required")
+        self.assertGreaterEqual(len(pushes), 4)
+        self.assertGreaterEqual(len(messages_of(events, "Zip limit of")), 3)
+
+    def test_limit_shrinks_after_a_cancel_and_grows_back(self) -> None:
+        """Wazuh's adaptive rule: a cancelled transfer lowers L; fast ones raise it again."""
+        pair = IntegrityPair(self)
+        pair.recalculate()
+        fake = pair.fake_worker("worker-2")
+        session = pair.master.registry.get("worker-2")
+        assert session is not None
+        intervals = pair.master_config.intervals
+        state = WorkerIntegrity(session, fake.master_commands, zip_limit=intervals.max_zip_size)
+        pair.integrity._adapt_limit(state, True, 100 * 1024 * 1024, 130.0)
+        self.assertEqual(state.zip_limit, int(100 * 1024 * 1024 * 0.8))
+        pair.integrity._adapt_limit(state, True, 1024, 130.0)
+        self.assertEqual(state.zip_limit, intervals.min_zip_size)
+        pair.integrity._adapt_limit(state, False, 0, 1.0)
+        self.assertEqual(state.zip_limit, int(intervals.min_zip_size / 0.8))
+        for _ in range(100):
+            pair.integrity._adapt_limit(state, False, 0, 1.0)
+        self.assertEqual(state.zip_limit, intervals.max_zip_size)
+        self.flushLoggedErrors()
+
+
+class WatcherTests(SynchronousTestCase):
+    """The inotify watcher's debounce, driven by a Clock."""
+
+    def test_burst_of_events_triggers_one_recalculation(self) -> None:
+        """Events 0.1 s apart trigger once, 0.2 s after the last (capped at 1 s)."""
+        pair = IntegrityPair(self)
+        clock = Clock()
+        watcher = IntegrityWatcher(pair.integrity, clock, delay=0.2, max_delay=1.0)
+        runs = pair.integrity.recalculation.runs
+        for _ in range(3):
+            watcher._event(None, None, 0)
+            clock.advance(0.1)
+        self.assertEqual(watcher.triggers, 0)
+        clock.advance(0.2)
+        self.assertEqual(watcher.triggers, 1)
+        self.assertEqual(pair.integrity.recalculation.runs, runs + 1)
+        for _ in range(30):  # continuous churn still triggers within max_delay
+            watcher._event(None, None, 0)
+            clock.advance(0.1)
+        self.assertGreaterEqual(watcher.triggers, 3)
+
+    def test_item_directories_lists_roots_and_subdirectories(self) -> None:
+        """Recursive items are watched with every subdirectory, others only at the root."""
+        from wazuhcluster.integrity.master_side import item_directories
+
+        pair = IntegrityPair(self)
+        write_files(pair.master_config.home, {"etc/shared/g1/sub/a.conf": b"x"})
+        directories = item_directories(pair.master_config.home, pair.integrity.items)
+        home = pair.master_config.home
+        self.assertIn(os.path.join(home, "etc/shared/g1/sub"), directories)
+        self.assertIn(os.path.join(home, "etc/"), directories)
+        self.assertNotIn(os.path.join(home, "queue/cluster"), directories)

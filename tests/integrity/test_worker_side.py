@@ -1,0 +1,175 @@
+"""Worker side of the integrity check and sync, and the coalescing runner."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.integrity.pairs import IntegrityPair, write_files
+from wazuhcluster.errors import RemoteCommandError
+from wazuhcluster.integrity.scheduling import Coalescer
+from wazuhcluster.interfaces import IWorkerExtension
+from wazuhcluster.protocol.commands import SYN_M_C, SYN_M_C_E, SYN_M_C_R, SYNC_NOW
+
+FILES = {
+    "etc/rules/local_rules.xml": b"<group name='local'></group>\n",
+    "etc/shared/default/agent.conf": b"<agent_config></agent_config>\n",
+    "etc/lists/audit-keys": b"audit-wazuh-w:write\n",
+}
+
+
+def count(events: list[Any], text: str) -> int:
+    """How many logged events have ``text`` in their format."""
+    return sum(1 for e in events if text in e.get("log_format", ""))
+
+
+class CoalescerTests(SynchronousTestCase):
+    """Never two runs at once; requests during a run fold into exactly one more."""
+
+    def setUp(self) -> None:
+        self.started: list[Deferred[None]] = []
+        self.coalescer = Coalescer(self.work, "[Test] [Test]")
+
+    async def work(self) -> None:
+        """One run: waits until the test fires it."""
+        d: Deferred[None] = Deferred()
+        self.started.append(d)
+        await d
+
+    def test_requests_during_a_run_schedule_exactly_one_more(self) -> None:
+        """Three requests during a run give one more run, and all three wait for it."""
+        first = self.coalescer.request()
+        self.assertEqual(len(self.started), 1)
+        during = [self.coalescer.request() for _ in range(3)]
+        self.assertEqual(len(self.started), 1)  # never two at once
+        self.started[0].callback(None)
+        self.successResultOf(first)
+        for d in during:
+            self.assertNoResult(d)  # they wait for a run that started after them
+        self.assertEqual(len(self.started), 2)
+        self.started[1].callback(None)
+        for d in during:
+            self.successResultOf(d)
+        self.assertEqual(self.coalescer.runs, 2)
+        self.assertFalse(self.coalescer.running)
+
+    def test_a_failing_run_is_logged_and_does_not_stop_later_runs(self) -> None:
+        """An escaping error is logged; the waiters still fire and the next run happens."""
+        d = self.coalescer.request()
+        self.started[0].errback(ValueError("boom"))
+        self.successResultOf(d)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.coalescer.request()
+        self.assertEqual(len(self.started), 2)
+
+
+class WorkerIntegrityTests(SynchronousTestCase):
+    """Our worker against our master, in memory."""
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.pair = IntegrityPair(self)
+        write_files(self.pair.master_config.home, FILES)
+        self.pair.recalculate()
+        self.pair.connect()
+        self.assertTrue(self.pair.in_sync())
+
+    def test_extension_provides_the_interface(self) -> None:
+        """The worker extension passes verifyObject."""
+        self.assertTrue(verifyObject(IWorkerExtension, self.pair.worker_integrity))
+
+    def test_tampered_file_is_restored_at_the_next_check(self) -> None:
+        """The master wins: a file changed on the worker is overwritten, extra ones go."""
+        home = self.pair.worker_config.home
+        write_files(home, {"etc/rules/local_rules.xml": b"tampered",
+                           "etc/rules/dropped.xml": b"<x/>"})
+        self.pair.recalculate()  # a new cycle; nothing changed on the master
+        self.pair.worker_integrity.checks.request()
+        self.pair.settle()
+        self.assertTrue(self.pair.in_sync())
+        self.assertFalse(os.path.exists(os.path.join(home, "etc/rules/dropped.xml")))
+
+    def test_sync_now_during_a_check_runs_exactly_one_more(self) -> None:
+        """Three wzc_syncnow while a check runs: one more check, not three, never two at once."""
+        pair = self.pair
+        pair.recalculate()
+        asked = count(self.events, "Permission to synchronize")
+        pair.worker_integrity.checks.request()  # permission request queued, not delivered
+        self.assertTrue(pair.worker_integrity.checks.running)
+        replies = [pair.server.request(SYNC_NOW, b"") for _ in range(3)]
+        pair.settle()
+        for reply in replies:
+            self.assertEqual(self.successResultOf(reply), b"Check scheduled")
+        self.assertEqual(count(self.events, "Permission to synchronize") - asked, 2)
+        self.assertFalse(pair.worker_integrity.checks.running)
+
+    def test_end_naming_a_file_not_received_is_refused(self) -> None:
+        """syn_m_c_e naming anything but a file received here is 3034; nothing is touched."""
+        pair = self.pair
+        planted = os.path.join(pair.worker_config.home, "queue", "cluster", "worker-1",
+                               "planted.zip")
+        with open(planted, "wb") as f:
+            f.write(b"not from the master")
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        d = pair.request(pair.server, SYN_M_C_E, task + b" queue/cluster/worker-1/planted.zip")
+        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3034)
+        self.assertTrue(os.path.exists(planted))
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+        self.assertEqual(count(self.events, "Error reported by the worker"), 1)
+        d = pair.request(pair.server, SYN_M_C_E, b"unknown queue/cluster/worker-1/planted.zip")
+        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3027)
+
+    def test_push_without_container_times_out_with_cancel_task(self) -> None:
+        """No syn_m_c_e within timeout_receiving_file: cancel_task to the master."""
+        pair = self.pair
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        pair.clock.advance(pair.worker_config.intervals.timeout_receiving_file + 1)
+        pair.settle()
+        self.assertIn(task.decode(), pair.server.handler.common.cancelled_tasks)
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+
+    def test_master_error_ends_the_push(self) -> None:
+        """syn_m_c_r for a push task ends it and is reported back with syn_i_w_m_r."""
+        pair = self.pair
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        d = pair.request(pair.server, SYN_M_C_R, task + b" not json")
+        self.assertEqual(self.successResultOf(d), b"Error received")
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+        self.assertEqual(count(self.events, "Error reported by the worker"), 1)
+
+    def test_push_is_made_durable_with_two_barriers(self) -> None:
+        """apply runs with one barrier before the renames and one after."""
+        pair = self.pair
+        calls: list[int] = []
+        pair.worker_integrity._barrier = lambda: calls.append(1)
+        write_files(pair.master_config.home, {"etc/lists/new": b"k:v\n"})
+        pair.recalculate()
+        self.assertTrue(pair.in_sync())
+        self.assertEqual(len(calls), 2)
+
+    def test_disconnect_ends_waiting_pushes(self) -> None:
+        """A push waiting for its container ends quietly when the link goes away."""
+        pair = self.pair
+        self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 1)
+        pair.client.transport.loseConnection()
+        pair.settle()
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+        self.assertIsNone(pair.worker.peer)
+
+
+class CheckWithoutMasterTests(SynchronousTestCase):
+    """Edge cases of the check itself."""
+
+    def test_no_link_no_check(self) -> None:
+        """A timer tick while disconnected does nothing."""
+        pair = IntegrityPair(self)
+        self.successResultOf(Deferred.fromCoroutine(pair.worker_integrity.tick()))
+        self.assertEqual(pair.worker_integrity.checks.runs, 1)
+        self.assertFalse(pair.worker_integrity.checks.running)

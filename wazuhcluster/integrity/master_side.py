@@ -1,0 +1,698 @@
+"""Master side of the integrity check and sync (spec §5.3.4-§5.3.6), and push on change.
+
+Pieces, all owned by the master node:
+
+* :class:`IntegrityMaster` (an :class:`~wazuhcluster.interfaces.IMasterExtension`): the
+  "Local integrity" recomputation (one cached :class:`ScanResult` serves every worker), the
+  per-worker lock and per-cycle permission list, and the responders for ``syn_i_w_m_p``,
+  ``syn_i_w_m``, ``syn_i_w_m_e`` and ``syn_i_w_m_r``. Each granted check runs as a task:
+  wait for the worker's metadata container, compare, then answer ``syn_m_c_ok`` or push the
+  differences (``syn_m_c``, file transfer, ``syn_m_c_e``), with Wazuh's zip limit and its
+  adaptive adjustment;
+* :class:`IntegrityWatcher`: inotify on the item directories; a burst of events triggers
+  one recomputation 0.2 s after the last event (at most 1 s after the first);
+* push on change (beyond Wazuh): when a recomputation finds different content, every
+  connected worker that announced ``sync_now`` is told to check now (``wzc_syncnow``); a
+  worker whose lock is held gets it when the lock is released.
+
+Blocking work (scans, reading the worker's container, comparing, writing the push, deleting
+files) goes through ``node.run``; every network wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import defer, inotify
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
+from twisted.python.runtime import platform
+from zope.interface import implementer
+
+from wazuhcluster.errors import ClusterError, InternalError, RemoteCommandError
+from wazuhcluster.integrity.compare import Comparison, compare_metadata
+from wazuhcluster.integrity.container import (
+    ContainerLimits,
+    SyncContainer,
+    decode_container,
+    write_sync_container,
+)
+from wazuhcluster.integrity.errors import IntegrityError, UnsafePathError
+from wazuhcluster.integrity.items import ClusterItems, parse_cluster_items, validate_peer_path
+from wazuhcluster.integrity.metadata import (
+    CachedDigest,
+    FileEntry,
+    ScanResult,
+    metadata_from_json,
+    scan_items,
+)
+from wazuhcluster.integrity.scheduling import Coalescer
+from wazuhcluster.interfaces import IMasterExtension, IPeer
+from wazuhcluster.periodic import periodic
+from wazuhcluster.protocol import messages
+from wazuhcluster.protocol.commands import (
+    CANCEL_TASK,
+    FILE_UPD,
+    SYN_I_W_M,
+    SYN_I_W_M_E,
+    SYN_I_W_M_P,
+    SYN_I_W_M_R,
+    SYN_M_C,
+    SYN_M_C_E,
+    SYN_M_C_OK,
+    SYN_M_C_R,
+    SYNC_NOW,
+    Reply,
+)
+from wazuhcluster.protocol.handler import is_connection_closed
+from wazuhcluster.protocol.transfers import send_file
+
+if TYPE_CHECKING:
+    from wazuhcluster.master.commands import MasterCommands
+    from wazuhcluster.master.node import MasterNode
+    from wazuhcluster.master.registry import WorkerSession
+
+#: The capability a worker announces to receive ``wzc_syncnow``.
+SYNC_NOW_CAPABILITY = "sync_now"
+Responder = Callable[[bytes], Coroutine[Any, Any, Reply]]
+
+
+@attrs.define(eq=False)
+class WorkerIntegrity:
+    """Integrity state of one worker connection (dies with it)."""
+
+    session: WorkerSession
+    commands: MasterCommands
+    zip_limit: int
+    lock: str | None = None  # id of the task holding the lock
+    lock_since: float = 0.0
+    tasks: dict[str, Deferred[str]] = attrs.Factory(dict)  # task -> claimed container path
+    push_task: str | None = None  # the worker's task id of the push in progress
+    nudge_pending: bool = False  # content changed while locked: send sync_now on release
+    rounds: int = 0
+
+
+@attrs.frozen
+class LocalScan:
+    """The outcome of one "Local integrity" run, computed off the reactor."""
+
+    result: ScanResult
+    digests: dict[str, tuple[str, str]]
+    changed: bool
+
+
+def _scan(home: str, items: ClusterItems, previous: dict[str, tuple[str, str]] | None,
+          cache: dict[str, CachedDigest]) -> LocalScan:
+    """Scan the items (reusing digests) and tell whether any content changed."""
+    result = scan_items(home, items, cache)
+    digests = {path: (entry.hash, entry.cluster_item_key) for path, entry in result.files.items()}
+    return LocalScan(result, digests, digests != previous)
+
+
+class _DiscardRecords:
+    """Record sink that ignores file records (a worker's upload carries metadata only)."""
+
+    def begin(self, name: str) -> bool:
+        """Discard the record."""
+        return False
+
+    def write(self, data: bytes) -> None:
+        """Not called for discarded records."""
+
+    def end(self) -> None:
+        """Nothing to do."""
+
+
+def read_worker_metadata(path: str, limits: ContainerLimits) -> dict[str, FileEntry]:
+    """Decode a worker's integrity-check container and delete it (blocking)."""
+    try:
+        with open(path, "rb") as stream:
+            raw = decode_container(stream, _DiscardRecords(), limits)
+    finally:
+        unlink_quietly(path)
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ClusterError(3036, f"worker files_metadata.json: {e}") from None
+    return metadata_from_json(value)
+
+
+def compare_for_worker(master: dict[str, FileEntry], worker: dict[str, FileEntry],
+                       items: ClusterItems) -> tuple[Comparison, list[str]]:
+    """Classify the worker's files; drop (and return) worker-only paths we would refuse."""
+    comparison = compare_metadata(master, worker, items)
+    refused = []
+    extra = {}
+    for path, entry in comparison.extra.items():
+        try:
+            validate_peer_path(path, items)
+        except UnsafePathError:
+            refused.append(path)
+            continue
+        extra[path] = entry
+    if refused:
+        comparison = Comparison(missing=comparison.missing, extra=extra,
+                                shared=comparison.shared)
+    return comparison, refused
+
+
+def write_push(path: str, home: str, comparison: Comparison, max_size: int,
+               compress_level: int) -> SyncContainer:
+    """Write the push container for one worker at ``path`` (blocking)."""
+    with open(path, "w+b") as dest:
+        return write_sync_container(dest, home, comparison, max_size=max_size,
+                                    compress_level=compress_level)
+
+
+def unlink_quietly(path: str) -> None:
+    """Delete a file; a missing one is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@implementer(IPeer)
+class _CountingPeer:
+    """Wraps a peer to count the file bytes sent with ``file_upd`` (for the zip limit)."""
+
+    def __init__(self, peer: IPeer, relpath: bytes) -> None:
+        self._peer = peer
+        self._prefix = len(relpath) + 1
+        self.peer_address = peer.peer_address
+        self.sent = 0
+
+    def request(self, command: bytes, payload: bytes,
+                timeout: float | None = None) -> Deferred[bytes]:
+        """Forward a request, counting file content."""
+        if command == FILE_UPD:
+            self.sent += len(payload) - self._prefix
+        return self._peer.request(command, payload, timeout)
+
+    def notify(self, command: bytes, payload: bytes) -> Deferred[None]:
+        """Forward."""
+        return self._peer.notify(command, payload)
+
+    def set_limits(self, max_frame_payload: int | None = None,
+                   max_message: int | None = None) -> None:
+        """Forward."""
+        self._peer.set_limits(max_frame_payload, max_message)
+
+    def disconnect(self, reason: str) -> None:
+        """Forward."""
+        self._peer.disconnect(reason)
+
+
+def error_wire(error: BaseException) -> bytes:
+    """The JSON exception object sent in ``…_r`` and ``cancel_task`` payloads."""
+    if isinstance(error, ClusterError):
+        return error.to_wire()
+    return InternalError(str(error)).to_wire()
+
+
+def _fire(waiter: Deferred[str], value: str | Failure) -> None:
+    """Fire ``waiter`` unless it already fired (timed out meanwhile)."""
+    if waiter.called:
+        return
+    if isinstance(value, Failure):
+        waiter.errback(value)
+    else:
+        waiter.callback(value)
+
+
+@implementer(IMasterExtension)
+class IntegrityMaster:
+    """The master's integrity feature.
+
+    :param node: the master node (config, registry, ``run``).
+    :param clock: the reactor's time.
+    """
+
+    _log = Logger()
+
+    def __init__(self, node: MasterNode, clock: IReactorTime) -> None:
+        self._node = node
+        self._clock = clock
+        self._config = node.config
+        self.items = parse_cluster_items(node.config.files)
+        self.local: ScanResult | None = None
+        self.generation = 0
+        self._digests: dict[str, tuple[str, str]] | None = None
+        self._checked: set[WorkerSession] = set()
+        self._workers: dict[WorkerSession, WorkerIntegrity] = {}
+        self.recalculation = Coalescer(self._recalculate, "[Master] [Local integrity]")
+        intervals = node.config.intervals
+        self._limits = ContainerLimits.for_zip_size(intervals.max_zip_size)
+
+    # -- IMasterExtension ---------------------------------------------------------------------
+    def master_responders(self, commands: MasterCommands) -> dict[bytes, Responder]:
+        """The integrity responders of one worker connection."""
+        return {
+            SYN_I_W_M_P: functools.partial(self._permission, commands),
+            SYN_I_W_M: functools.partial(self._start_check, commands),
+            SYN_I_W_M_E: functools.partial(self._check_file_ready, commands),
+            SYN_I_W_M_R: functools.partial(self._check_error, commands),
+        }
+
+    def worker_lost(self, session: WorkerSession) -> None:
+        """Drop the worker's lock and fail its waiting tasks."""
+        self._checked.discard(session)
+        state = self._workers.pop(session, None)
+        if state is None:
+            return
+        tasks, state.tasks = state.tasks, {}
+        for waiter in tasks.values():
+            _fire(waiter, Failure(ClusterError(3018, "worker disconnected")))
+        state.lock = None
+
+    def health_status(self, session: WorkerSession) -> dict[str, Any]:
+        """``sync_integrity_free`` is live: the lock of the worker's integrity task."""
+        state = self._workers.get(session)
+        return {"sync_integrity_free": state is None or state.lock is None}
+
+    def state_of(self, session: WorkerSession) -> WorkerIntegrity | None:
+        """The integrity state of a connected worker (tests and diagnostics)."""
+        return self._workers.get(session)
+
+    # -- Local integrity ------------------------------------------------------------------------
+    async def tick(self) -> None:
+        """TimerService tick: recompute the local metadata (never raises)."""
+        with self._log.failuresHandled("[Master] [Local integrity] Tick failed"):
+            await self.recalculation.request()
+
+    async def _recalculate(self) -> None:
+        with self._log.failuresHandled("[Master] [Local integrity] Error calculating local "
+                                       "file integrity"):
+            started = self._clock.seconds()
+            self._log.debug("[Master] [Local integrity] Starting.")
+            cache = self.local.cache if self.local is not None else {}
+            scan: LocalScan = await self._node.run(_scan, self._config.home, self.items,
+                                                   self._digests, cache)
+            self.local = scan.result
+            self._digests = scan.digests
+            self._checked.clear()
+            for skipped in scan.result.skipped[:20]:
+                self._log.debug("[Master] [Local integrity] Skipped {path}: {reason}",
+                                path=skipped.path, reason=skipped.reason)
+            self._log.info("[Master] [Local integrity] Finished in {seconds:.3f}s. Calculated "
+                           "metadata of {count} files.", seconds=self._clock.seconds() - started,
+                           count=len(scan.result.files), hashed=scan.result.hashed)
+            if scan.changed:
+                self.generation += 1
+                self._announce()
+
+    def _announce(self) -> None:
+        """Tell every capable worker to check now (or as soon as its lock is released)."""
+        for session in self._node.registry:
+            if SYNC_NOW_CAPABILITY not in session.capabilities:
+                continue
+            state = self._workers.get(session)
+            if state is not None and state.lock is not None:
+                state.nudge_pending = True
+                continue
+            self._sync_now(session)
+
+    def _sync_now(self, session: WorkerSession) -> None:
+        self._log.debug("[Worker {worker}] [Integrity check] Files changed; asking the worker "
+                        "to check now.", worker=session.name)
+        d = session.peer.request(SYNC_NOW, b"")
+        d.addErrback(self._sync_now_failed, session)
+
+    def _sync_now_failed(self, failure: Failure, session: WorkerSession) -> None:
+        self._log.debug("[Worker {worker}] [Integrity check] Could not send sync_now: {error}",
+                        worker=session.name, error=failure.getErrorMessage())
+
+    # -- responders ------------------------------------------------------------------------------
+    def _state(self, commands: MasterCommands) -> WorkerIntegrity:
+        session = commands.session
+        if session is None:
+            raise ClusterError(3000, "send hello first")
+        state = self._workers.get(session)
+        if state is None:
+            state = WorkerIntegrity(session, commands,
+                                    zip_limit=self._config.intervals.max_zip_size)
+            self._workers[session] = state
+        return state
+
+    async def _permission(self, commands: MasterCommands, payload: bytes) -> Reply:
+        """``syn_i_w_m_p``: True once per recomputation cycle, and only if unlocked."""
+        state = self._state(commands)
+        now = self._clock.seconds()
+        limit = self._config.intervals.max_locked_integrity_time
+        if state.lock is not None and now - state.lock_since > limit:
+            self._log.warn("[{tag}] [Integrity check] Integrity lock held for more than {limit}"
+                           " s; releasing it.", tag=commands.tag, limit=limit)
+            stale = state.tasks.pop(state.lock, None)
+            if stale is not None:
+                _fire(stale, Failure(ClusterError(3039, "integrity lock expired")))
+            state.lock = None
+        granted = (self.local is not None and state.session not in self._checked
+                   and state.lock is None)
+        self._checked.add(state.session)
+        self._log.debug("[{tag}] [Integrity check] Permission to synchronize: {granted}",
+                        tag=commands.tag, granted=granted)
+        return Reply.ok(b"True" if granted else b"False")
+
+    async def _start_check(self, commands: MasterCommands, payload: bytes) -> Reply:
+        """``syn_i_w_m``: take the lock and start a task waiting for the metadata upload."""
+        state = self._state(commands)
+        if state.lock is not None:
+            raise ClusterError(3000, "an integrity check of this worker is already running")
+        task_id = str(uuid.uuid4())
+        now = self._clock.seconds()
+        state.lock = task_id
+        state.lock_since = now
+        waiter: Deferred[str] = Deferred()
+        state.tasks[task_id] = waiter
+        state.session.status["last_check_integrity"] = {"date_start_master": now,
+                                                        "date_end_master": 0.0}
+        self._log.info("[{tag}] [Integrity check] Starting.", tag=commands.tag)
+        d = Deferred.fromCoroutine(self._integrity_task(state, task_id, waiter, now))
+        d.addErrback(self._integrity_failed, state)
+        return Reply.ok(task_id.encode())
+
+    async def _check_file_ready(self, commands: MasterCommands, payload: bytes) -> Reply:
+        """``syn_i_w_m_e <task> <relpath>``: hand a completely received upload to its task."""
+        state = self._state(commands)
+        raw_task, raw_path = messages.split_id(payload)
+        task_id = raw_task.decode("ascii", "replace")
+        waiter = state.tasks.pop(task_id, None)
+        if waiter is None:
+            raise ClusterError(3027, task_id[:64])
+        try:
+            path = commands.files.claim(raw_path.decode("utf-8", "replace"))
+        except ClusterError as e:
+            self._clock.callLater(0, _fire, waiter, Failure(e))
+            raise
+        # Fire after this reply is on its way, as the reference does.
+        self._clock.callLater(0, _fire, waiter, path)
+        return Reply.ok(b"File correctly received")
+
+    async def _check_error(self, commands: MasterCommands, payload: bytes) -> Reply:
+        """``syn_i_w_m_r <task|None> <error>``: the worker failed; end its task."""
+        state = self._state(commands)
+        raw_task, raw_error = messages.split_id(payload)
+        error = RemoteCommandError.from_payload(raw_error)
+        self._log.error("[{tag}] [Integrity sync] Error reported by the worker: {error}",
+                        tag=commands.tag, error=str(error))
+        waiter = state.tasks.pop(raw_task.decode("ascii", "replace"), None)
+        if waiter is not None:
+            _fire(waiter, Failure(error))
+        return Reply.ok(b"Error received")
+
+    # -- the integrity task -------------------------------------------------------------------------
+    async def _integrity_task(self, state: WorkerIntegrity, task_id: str,
+                              waiter: Deferred[str], started: float) -> None:
+        """Wait for the upload, compare, then answer ``syn_m_c_ok`` or push."""
+        commands = state.commands
+        peer = state.session.peer
+        intervals = self._config.intervals
+        try:
+            try:
+                path = await waiter.addTimeout(intervals.timeout_receiving_file, self._clock)
+            except defer.TimeoutError:
+                state.tasks.pop(task_id, None)
+                error = ClusterError(3039, f"integrity check of {state.session.name}")
+                cancel = peer.request(CANCEL_TASK, task_id.encode() + b" " + error.to_wire())
+                cancel.addErrback(lambda _: None)
+                raise error from None
+            worker_files = await self._node.run(read_worker_metadata, path, self._limits)
+            local = self.local
+            if local is None:
+                raise ClusterError(3000, "local integrity not calculated yet")
+            state.nudge_pending = False  # this comparison uses the newest metadata
+            comparison, refused = await self._node.run(compare_for_worker, local.files,
+                                                       worker_files, self.items)
+            for path in refused[:20]:
+                self._log.warn("[{tag}] [Integrity check] Ignoring unsafe worker path "
+                               "{path!r}", tag=commands.tag, path=path)
+            now = self._clock.seconds()
+            state.session.status["last_check_integrity"] = {"date_start_master": started,
+                                                            "date_end_master": now}
+            state.rounds += 1
+            if comparison.is_empty:
+                self._log.info("[{tag}] [Integrity check] Finished in {seconds:.3f}s. Sync not "
+                               "required.", tag=commands.tag, seconds=now - started)
+                await peer.request(SYN_M_C_OK, b"")
+                return
+            self._log.info("[{tag}] [Integrity check] Finished in {seconds:.3f}s. Sync "
+                           "required.", tag=commands.tag, seconds=now - started)
+            await self._push(state, comparison)
+        finally:
+            self._release(state, task_id)
+
+    async def _push(self, state: WorkerIntegrity, comparison: Comparison) -> None:
+        """Build the container within the zip limit, send it, and adapt the limit."""
+        commands = state.commands
+        session = state.session
+        peer = session.peer
+        intervals = self._config.intervals
+        started = self._clock.seconds()
+        self._log.info("[{tag}] [Integrity sync] Starting.", tag=commands.tag)
+        self._log.info("[{tag}] [Integrity sync] Files to create in worker: {missing} | Files to "
+                       "update in worker: {shared} | Files to delete in worker: {extra}",
+                       tag=commands.tag, missing=len(comparison.missing),
+                       shared=len(comparison.shared), extra=len(comparison.extra))
+        previous_end = session.status["last_sync_integrity"].get("date_end_master", 0.0)
+        session.status["last_sync_integrity"] = {
+            "date_start_master": started, "date_end_master": previous_end,
+            "total_extra_valid": 0,
+            "total_files": {"missing": len(comparison.missing), "shared": len(comparison.shared),
+                            "extra": len(comparison.extra)}}
+        name = f"{session.name}-{started}-{uuid.uuid4().hex}.zip"
+        local_path = os.path.join(self._config.home, "queue", "cluster", session.name, name)
+        relpath = f"/queue/cluster/{session.name}/{name}"
+        try:
+            container: SyncContainer = await self._node.run(
+                write_push, local_path, self._config.home, comparison, state.zip_limit,
+                intervals.compress_level)
+            self._report_container(commands.tag, container, state.zip_limit)
+            if container.deferred:
+                state.nudge_pending = True  # the rest goes in the next round, at once
+            worker_task = (await peer.request(SYN_M_C, b"")).decode("ascii", "replace")
+            state.push_task = worker_task
+            counting = _CountingPeer(peer, relpath.encode())
+            cancelled = commands.common.cancelled_tasks
+            sending = self._clock.seconds()
+            await send_file(counting, local_path, relpath.encode(), self._node.run,
+                            is_cancelled=lambda: worker_task in cancelled)
+            was_cancelled = worker_task in cancelled
+            cancelled.discard(worker_task)
+            self._adapt_limit(state, was_cancelled, counting.sent,
+                              self._clock.seconds() - sending)
+            if was_cancelled:
+                state.push_task = None
+                return
+            await peer.request(SYN_M_C_E, f"{worker_task} {relpath[1:]}".encode())
+            state.push_task = None
+        finally:
+            await self._node.run(unlink_quietly, local_path)
+        now = self._clock.seconds()
+        session.status["last_sync_integrity"]["date_end_master"] = now
+        self._log.info("[{tag}] [Integrity sync] Finished in {seconds:.3f}s.", tag=commands.tag,
+                       seconds=now - started)
+
+    def _report_container(self, tag: str, container: SyncContainer, limit: int) -> None:
+        if container.deferred:
+            self._log.info("[{tag}] [Integrity sync] Zip limit of {limit} bytes reached: "
+                           "{count} files will be sent in the next rounds.", tag=tag,
+                           limit=limit, count=len(container.deferred))
+        for path in container.too_large:
+            self._log.warn("[{tag}] [Integrity sync] File too large to be synced: {path}",
+                           tag=tag, path=path)
+        for path in (*container.unreadable, *container.unencodable):
+            self._log.warn("[{tag}] [Integrity sync] File could not be added to the "
+                           "container: {path}", tag=tag, path=path)
+
+    def _adapt_limit(self, state: WorkerIntegrity, cancelled: bool, sent: int,
+                     elapsed: float) -> None:
+        """Wazuh's adaptive zip limit (spec §5.3.6)."""
+        intervals = self._config.intervals
+        tolerance = intervals.zip_limit_tolerance
+        if cancelled:
+            state.zip_limit = max(intervals.min_zip_size, int(sent * (1 - tolerance)))
+            self._log.warn("[{tag}] [Integrity sync] The worker cancelled the transfer; zip "
+                           "limit lowered to {limit} bytes.", tag=state.commands.tag,
+                           limit=state.zip_limit)
+        elif (state.zip_limit < intervals.max_zip_size
+              and elapsed < intervals.timeout_receiving_file * (1 - tolerance)):
+            state.zip_limit = min(intervals.max_zip_size, int(state.zip_limit / (1 - tolerance)))
+            self._log.debug("[{tag}] [Integrity sync] Zip limit raised to {limit} bytes.",
+                            tag=state.commands.tag, limit=state.zip_limit)
+
+    def _release(self, state: WorkerIntegrity, task_id: str) -> None:
+        """Free the lock held by ``task_id``; send a pending sync_now."""
+        state.tasks.pop(task_id, None)
+        if state.lock != task_id:
+            return
+        state.lock = None
+        if (state.nudge_pending and self._workers.get(state.session) is state
+                and SYNC_NOW_CAPABILITY in state.session.capabilities):
+            state.nudge_pending = False
+            self._checked.discard(state.session)
+            self._sync_now(state.session)
+
+    def _integrity_failed(self, failure: Failure, state: WorkerIntegrity) -> None:
+        """A task failed: log it and tell the worker with ``syn_m_c_r``."""
+        tag = state.commands.tag
+        if is_connection_closed(failure) or self._workers.get(state.session) is not state:
+            self._log.debug("[{tag}] [Integrity sync] Stopped: {error}", tag=tag,
+                            error=failure.getErrorMessage())
+            return
+        if failure.check(ClusterError, IntegrityError, OSError):
+            self._log.error("[{tag}] [Integrity sync] Error: {error}", tag=tag,
+                            error=failure.getErrorMessage())
+        else:
+            self._log.failure("[{tag}] [Integrity sync] Unexpected error", failure, tag=tag)
+        task = state.push_task or "None"
+        state.push_task = None
+        if failure.check(RemoteCommandError):
+            return  # the worker reported it (syn_i_w_m_r): nothing to tell it
+        d = state.session.peer.request(SYN_M_C_R, task.encode() + b" "
+                                       + error_wire(failure.value))
+        d.addErrback(lambda f: self._log.debug("[{tag}] [Integrity sync] Could not send "
+                                               "syn_m_c_r: {error}", tag=tag,
+                                               error=f.getErrorMessage()))
+
+
+# -- file-system watcher ----------------------------------------------------------------------------
+def item_directories(home: str, items: ClusterItems) -> list[str]:
+    """Every existing directory to watch: item roots and, for recursive items, subdirs."""
+    found: list[str] = []
+    for item in items.items:
+        root = os.path.join(home, item.key) if item.key else home
+        if os.path.islink(root.rstrip("/")) or not os.path.isdir(root):
+            continue
+        if not item.recursive:
+            found.append(root)
+            continue
+        for directory, subdirs, _ in os.walk(root):
+            found.append(directory)
+            subdirs[:] = [d for d in subdirs
+                          if not os.path.islink(os.path.join(directory, d))]
+    return sorted(set(found))
+
+
+class IntegrityWatcher(Service):
+    """Recomputes local integrity shortly after files change under an item directory.
+
+    :param master: the integrity feature whose recomputation to trigger.
+    :param reactor: a reactor with file-descriptor support (inotify).
+    :param delay: quiet time after the last event before recomputing.
+    :param max_delay: longest time between the first event of a burst and a recomputation.
+    """
+
+    name = "integrity-watch"
+    _log = Logger()
+
+    def __init__(self, master: IntegrityMaster, reactor: Any, delay: float = 0.2,
+                 max_delay: float = 1.0) -> None:
+        self._master = master
+        self._reactor = reactor
+        self._delay = delay
+        self._max_delay = max_delay
+        self._notifier: inotify.INotify | None = None
+        self._timer: IDelayedCall | None = None
+        self._first_event = 0.0
+        self.events = 0
+        self.triggers = 0
+
+    def startService(self) -> None:
+        super().startService()
+        self._watch()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            notifier.loseConnection()
+
+    def _watch(self) -> None:
+        d = Deferred.fromCoroutine(self._add_watches())
+        d.addErrback(lambda f: self._log.failure("[Master] [Local integrity] Could not watch "
+                                                 "the cluster item directories", f))
+
+    async def _add_watches(self) -> None:
+        master = self._master
+        directories = await master._node.run(item_directories, master._config.home,
+                                             master.items)
+        if not self.running:
+            return
+        notifier = _Notifier(self._reactor, self._notifier_lost)
+        notifier.startReading()
+        self._notifier = notifier
+        mask = (inotify.IN_CREATE | inotify.IN_CLOSE_WRITE | inotify.IN_MODIFY
+                | inotify.IN_MOVED_FROM | inotify.IN_MOVED_TO | inotify.IN_DELETE
+                | inotify.IN_ATTRIB | inotify.IN_MOVE_SELF)
+        watched = 0
+        for directory in directories:
+            try:
+                notifier.watch(FilePath(directory), mask=mask, autoAdd=True,
+                               callbacks=[self._event])
+                watched += 1
+            except inotify.INotifyError as e:
+                self._log.debug("[Master] [Local integrity] Cannot watch {path}: {error}",
+                                path=directory, error=str(e))
+        self._log.debug("[Master] [Local integrity] Watching {count} directories for changes.",
+                        count=watched)
+
+    def _notifier_lost(self, notifier: inotify.INotify) -> None:
+        """Twisted closes the whole notifier when a watched directory is deleted: rewatch."""
+        if notifier is not self._notifier or not self.running:
+            return
+        self._notifier = None
+        self._log.debug("[Master] [Local integrity] A watched directory went away; "
+                        "watching again.")
+        self._reactor.callLater(0, self._watch)
+        self._event(None, None, 0)
+
+    def _event(self, ignored: object, path: object, mask: int) -> None:
+        """Any change: recompute after ``delay`` of quiet (at most ``max_delay`` later)."""
+        self.events += 1
+        now = self._reactor.seconds()
+        if self._timer is not None and self._timer.active():
+            if now - self._first_event + self._delay <= self._max_delay:
+                self._timer.reset(self._delay)
+            return
+        self._first_event = now
+        self._timer = self._reactor.callLater(self._delay, self._trigger)
+
+    def _trigger(self) -> None:
+        self._timer = None
+        self.triggers += 1
+        self._master.recalculation.request()
+
+
+class _Notifier(inotify.INotify):  # type: ignore[misc]
+    """INotify that reports when it closes (Twisted closes it on IN_DELETE_SELF)."""
+
+    def __init__(self, reactor: Any, lost: Callable[[inotify.INotify], None]) -> None:
+        super().__init__(reactor)
+        self._lost = lost
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._lost(self)
+
+
+def install(node: MasterNode, reactor: Any) -> None:
+    """Plug the integrity feature into a master node: extension, timer, watcher."""
+    master = IntegrityMaster(node, reactor)
+    node.extensions.append(master)
+    periodic("local-integrity", node.config.intervals.recalculate_integrity, master.tick,
+             reactor).setServiceParent(node)
+    if IReactorFDSet.providedBy(reactor) and platform.supportsINotify():
+        IntegrityWatcher(master, reactor).setServiceParent(node)

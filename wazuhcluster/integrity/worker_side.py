@@ -1,0 +1,369 @@
+"""Worker side of the integrity check and sync (spec §5.3.4, §5.3.7), and ``wzc_syncnow``.
+
+:class:`IntegrityWorker` (an :class:`~wazuhcluster.interfaces.IWorkerExtension`):
+
+* the "Integrity check": ask ``syn_i_w_m_p``; if granted, compute our metadata (digest
+  cache kept between rounds), write the metadata-only container, ``syn_i_w_m``, send it with
+  the file sub-protocol and ``syn_i_w_m_e``. A check then waits for the master's verdict
+  (``syn_m_c_ok``, ``syn_m_c_r``, or the push it sends being applied), so that one check
+  never overlaps the application of its own push;
+* checks run through a :class:`~wazuhcluster.integrity.scheduling.Coalescer`: the timer,
+  the connection coming up and ``wzc_syncnow`` from our master all request a check; never
+  two at once, and a request during a check schedules exactly one more;
+* the "Integrity sync": ``syn_m_c`` creates a task that waits for ``syn_m_c_e`` naming a
+  file completely received on this connection, then applies the push off the reactor with
+  :func:`~wazuhcluster.integrity.apply.apply_push` (confined, atomic renames; two
+  ``sync()`` barriers instead of an fsync per file). The master always wins; we never send
+  files back.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from wazuhcluster.errors import ClusterError, RemoteCommandError
+from wazuhcluster.integrity.apply import ApplyResult, apply_push
+from wazuhcluster.integrity.container import ContainerLimits, write_metadata_container
+from wazuhcluster.integrity.errors import IntegrityError
+from wazuhcluster.integrity.items import ClusterItems, parse_cluster_items
+from wazuhcluster.integrity.master_side import error_wire, unlink_quietly
+from wazuhcluster.integrity.metadata import CachedDigest, ScanResult, scan_items
+from wazuhcluster.integrity.scheduling import Coalescer
+from wazuhcluster.interfaces import IPeer, IWorkerExtension
+from wazuhcluster.periodic import periodic
+from wazuhcluster.protocol import messages
+from wazuhcluster.protocol.commands import (
+    CANCEL_TASK,
+    SYN_I_W_M,
+    SYN_I_W_M_E,
+    SYN_I_W_M_P,
+    SYN_I_W_M_R,
+    SYN_M_C,
+    SYN_M_C_E,
+    SYN_M_C_OK,
+    SYN_M_C_R,
+    SYNC_NOW,
+    Reply,
+)
+from wazuhcluster.protocol.handler import ConnectionLostError
+from wazuhcluster.protocol.transfers import send_file
+
+if TYPE_CHECKING:
+    from wazuhcluster.worker.commands import WorkerCommands
+    from wazuhcluster.worker.node import WorkerNode
+
+Responder = Callable[[bytes], Coroutine[Any, Any, Reply]]
+
+#: What the master's answer to a check was.
+VERDICT_OK = "ok"
+VERDICT_PUSH = "push"
+VERDICT_ERROR = "error"
+
+
+class _Disconnected(ClusterError):
+    """The master link went away while a push was waiting for its container."""
+
+    def __init__(self) -> None:
+        super().__init__(3023, "disconnected from the master")
+
+
+def scan_and_write(home: str, items: ClusterItems, cache: dict[str, CachedDigest], path: str,
+                   compress_level: int) -> ScanResult:
+    """Compute our metadata and write it as a metadata-only container at ``path``."""
+    result = scan_items(home, items, cache)
+    with open(path, "wb") as dest:
+        write_metadata_container(dest, result.files, compress_level=compress_level)
+    return result
+
+
+@implementer(IWorkerExtension)
+class IntegrityWorker:
+    """The worker's integrity feature.
+
+    :param node: the worker node (config, ``run``, ``tag``).
+    :param clock: the reactor's time.
+    :param barrier: makes staged files durable before they are renamed into place, and
+        the renames durable afterwards (``os.sync``; ``None`` in unit tests).
+    """
+
+    _log = Logger()
+
+    def __init__(self, node: WorkerNode, clock: IReactorTime,
+                 barrier: Callable[[], None] | None = os.sync) -> None:
+        self._barrier = barrier
+        self._node = node
+        self._clock = clock
+        self._config = node.config
+        self.items = parse_cluster_items(node.config.files)
+        self._cache: dict[str, CachedDigest] = {}
+        self._peer: IPeer | None = None
+        self._commands: WorkerCommands | None = None
+        self._answer: Deferred[str] | None = None
+        self._push_done: Deferred[None] | None = None
+        self._tasks: dict[str, Deferred[str]] = {}
+        self.pushes_in_progress = 0
+        self.checks = Coalescer(self._integrity_check, f"[{node.tag}] [Integrity check]")
+        self._limits = ContainerLimits.for_zip_size(node.config.intervals.max_zip_size)
+        self.last_apply: ApplyResult | None = None
+
+    @property
+    def _tag(self) -> str:
+        return self._node.tag
+
+    # -- IWorkerExtension -----------------------------------------------------------------------
+    def worker_responders(self, commands: WorkerCommands) -> dict[bytes, Responder]:
+        """The integrity responders of one master link."""
+        self._commands = commands
+        return {
+            SYN_M_C_OK: self._sync_not_required,
+            SYN_M_C: functools.partial(self._start_push, commands),
+            SYN_M_C_E: functools.partial(self._push_file_ready, commands),
+            SYN_M_C_R: self._master_error,
+            SYNC_NOW: self._sync_now,
+        }
+
+    def connected(self, peer: IPeer, capabilities: frozenset[str]) -> None:
+        """The link is up: check at once instead of waiting for the timer."""
+        self._peer = peer
+        self.checks.request()
+
+    def disconnected(self) -> None:
+        """The link is gone: end the waits of the current check and pushes."""
+        self._peer = None
+        self._settle(VERDICT_ERROR)
+        tasks, self._tasks = self._tasks, {}
+        for waiter in tasks.values():
+            if not waiter.called:
+                waiter.errback(_Disconnected())
+
+    # -- the integrity check ----------------------------------------------------------------------
+    async def tick(self) -> None:
+        """TimerService tick: request a check (never raises).
+
+        The tick does not wait for the check: a check may wait up to
+        ``timeout_receiving_file`` for the master's verdict, and at shutdown its last step
+        could wait on a thread pool that has already stopped; the timer must not hold up
+        ``stopService``. The coalescer keeps checks from overlapping.
+        """
+        with self._log.failuresHandled("[{tag}] [Integrity check] Tick failed", tag=self._tag):
+            self.checks.request()
+
+    async def _integrity_check(self) -> None:
+        peer, commands = self._peer, self._commands
+        if peer is None or commands is None:
+            return
+        if self.pushes_in_progress:
+            self._log.debug("[{tag}] [Integrity check] Still applying a push; not asking.",
+                            tag=self._tag)
+            return
+        with self._log.failuresHandled("[{tag}] [Integrity check] Unexpected error",
+                                       tag=self._tag):
+            try:
+                answer = await self._upload(peer, commands)
+            except ClusterError as e:
+                if isinstance(e, ConnectionLostError):
+                    return  # the link went away; the node logged it
+                self._log.error("[{tag}] [Integrity check] Error: {error}", tag=self._tag,
+                                error=str(e))
+                return
+            if answer is None:
+                return
+            await self._wait_verdict(answer)
+
+    async def _upload(self, peer: IPeer, commands: WorkerCommands) -> Deferred[str] | None:
+        """Permission, metadata, upload; return the Deferred of the master's verdict."""
+        reply = await peer.request(SYN_I_W_M_P, b"")
+        if reply != b"True":
+            self._log.info("[{tag}] [Integrity check] Master didn't grant permission to start "
+                           "a new synchronization.", tag=self._tag)
+            return None
+        started = self._clock.seconds()
+        self._log.info("[{tag}] [Integrity check] Starting.", tag=self._tag)
+        node_name = self._config.node_name
+        name = f"{node_name}-{started}-{uuid.uuid4().hex}.zip"
+        local_path = os.path.join(self._config.home, "queue", "cluster", node_name, name)
+        relpath = f"/queue/cluster/{node_name}/{name}"
+        task_id: str | None = None
+        answer: Deferred[str] = Deferred()
+        try:
+            try:
+                result: ScanResult = await self._node.run(
+                    scan_and_write, self._config.home, self.items, self._cache, local_path,
+                    self._config.intervals.compress_level)
+                self._cache = result.cache
+                task_id = (await peer.request(SYN_I_W_M, b"")).decode("ascii", "replace")
+                cancelled = commands.common.cancelled_tasks
+                await send_file(peer, local_path, relpath.encode(), self._node.run,
+                                is_cancelled=lambda: task_id in cancelled)
+                self._answer = answer
+                await peer.request(SYN_I_W_M_E, f"{task_id} {relpath[1:]}".encode())
+            finally:
+                await self._node.run(unlink_quietly, local_path)
+        except (ClusterError, IntegrityError, OSError) as e:
+            if self._answer is answer:
+                self._answer = None
+            if not isinstance(e, ConnectionLostError):
+                report = peer.request(SYN_I_W_M_R, f"{task_id or 'None'} ".encode()
+                                      + error_wire(e))
+                report.addErrback(lambda _: None)
+            if isinstance(e, ClusterError):
+                raise
+            raise ClusterError(3001, str(e)) from e
+        self._log.info("[{tag}] [Integrity check] Finished in {seconds:.3f}s.", tag=self._tag,
+                       seconds=self._clock.seconds() - started, files=len(result.files))
+        return answer
+
+    async def _wait_verdict(self, answer: Deferred[str]) -> None:
+        """Wait for syn_m_c_ok / syn_m_c_r, or for the push the master sends to be applied."""
+        timeout = self._config.intervals.timeout_receiving_file
+        try:
+            verdict = await answer.addTimeout(timeout, self._clock)
+        except defer.TimeoutError:
+            self._log.warn("[{tag}] [Integrity check] No answer from the master within "
+                           "{timeout} s.", tag=self._tag, timeout=timeout)
+            return
+        finally:
+            if self._answer is answer:
+                self._answer = None
+        if verdict == VERDICT_PUSH and self._push_done is not None:
+            await self._push_done
+
+    def _settle(self, verdict: str) -> None:
+        answer, self._answer = self._answer, None
+        if answer is not None and not answer.called:
+            answer.callback(verdict)
+
+    # -- responders --------------------------------------------------------------------------------
+    async def _sync_not_required(self, payload: bytes) -> Reply:
+        """``syn_m_c_ok``: our files are the master's."""
+        self._log.info("[{tag}] [Integrity check] The master has verified that the integrity is"
+                       " right.", tag=self._tag)
+        self._settle(VERDICT_OK)
+        return Reply.ok(b"Thanks")
+
+    async def _sync_now(self, payload: bytes) -> Reply:
+        """``wzc_syncnow``: our master saw a change; check now (coalesced)."""
+        self._log.debug("[{tag}] [Integrity check] The master asked for a check now.",
+                        tag=self._tag)
+        self.checks.request()
+        return Reply.ok(b"Check scheduled")
+
+    async def _start_push(self, commands: WorkerCommands, payload: bytes) -> Reply:
+        """``syn_m_c``: create a task that waits for the push container."""
+        task_id = str(uuid.uuid4())
+        waiter: Deferred[str] = Deferred()
+        self._tasks[task_id] = waiter
+        done: Deferred[None] = Deferred()
+        self._push_done = done
+        self.pushes_in_progress += 1
+        d = Deferred.fromCoroutine(self._push_task(commands, task_id, waiter))
+        d.addErrback(lambda f: self._log.failure("[{tag}] [Integrity sync] Unexpected error", f,
+                                                 tag=self._tag))
+        d.addBoth(self._push_finished, done)
+        self._settle(VERDICT_PUSH)
+        return Reply.ok(task_id.encode())
+
+    def _push_finished(self, _: object, done: Deferred[None]) -> None:
+        self.pushes_in_progress -= 1
+        if self._push_done is done:
+            self._push_done = None
+        done.callback(None)
+
+    async def _push_file_ready(self, commands: WorkerCommands, payload: bytes) -> Reply:
+        """``syn_m_c_e <task> <relpath>``: only a file completely received here is accepted."""
+        raw_task, raw_path = messages.split_id(payload)
+        task_id = raw_task.decode("ascii", "replace")
+        waiter = self._tasks.pop(task_id, None)
+        if waiter is None:
+            raise ClusterError(3027, task_id[:64])
+        try:
+            path = commands.files.claim(raw_path.decode("utf-8", "replace"))
+        except ClusterError as e:
+            self._clock.callLater(0, self._fire, waiter, Failure(e))
+            raise
+        self._clock.callLater(0, self._fire, waiter, path)
+        return Reply.ok(b"File correctly received")
+
+    @staticmethod
+    def _fire(waiter: Deferred[str], value: str | Failure) -> None:
+        if waiter.called:
+            return
+        if isinstance(value, Failure):
+            waiter.errback(value)
+        else:
+            waiter.callback(value)
+
+    async def _master_error(self, payload: bytes) -> Reply:
+        """``syn_m_c_r <task|None> <error>``: the master could not finish its answer."""
+        raw_task, raw_error = messages.split_id(payload)
+        error = RemoteCommandError.from_payload(raw_error)
+        self._log.error("[{tag}] [Integrity sync] Error reported by the master: {error}",
+                        tag=self._tag, error=str(error))
+        waiter = self._tasks.pop(raw_task.decode("ascii", "replace"), None)
+        if waiter is not None and not waiter.called:
+            waiter.errback(error)
+        else:
+            self._settle(VERDICT_ERROR)
+        return Reply.ok(b"Error received")
+
+    # -- applying a push ---------------------------------------------------------------------------
+    async def _push_task(self, commands: WorkerCommands, task_id: str,
+                         waiter: Deferred[str]) -> None:
+        peer = commands.peer
+        assert peer is not None
+        timeout = self._config.intervals.timeout_receiving_file
+        try:
+            try:
+                path = await waiter.addTimeout(timeout, self._clock)
+            except defer.TimeoutError:
+                self._tasks.pop(task_id, None)
+                error = ClusterError(3039, "integrity sync")
+                cancel = peer.request(CANCEL_TASK, task_id.encode() + b" " + error.to_wire())
+                cancel.addErrback(lambda _: None)
+                raise error from None
+            started = self._clock.seconds()
+            self._log.info("[{tag}] [Integrity sync] Starting.", tag=self._tag)
+            try:
+                result: ApplyResult = await self._node.run(
+                    apply_push, self._config.home, self.items, path, self._config.node_name,
+                    limits=self._limits, fsync=False, barrier=self._barrier)
+            finally:
+                await self._node.run(unlink_quietly, path)
+        except (ClusterError, IntegrityError, OSError) as e:
+            if isinstance(e, ConnectionLostError | _Disconnected):
+                return
+            self._log.error("[{tag}] [Integrity sync] Error: {error}", tag=self._tag,
+                            error=str(e))
+            report = peer.request(SYN_I_W_M_R, b"None " + error_wire(
+                e if not isinstance(e, RemoteCommandError) else ClusterError(1000, str(e))))
+            report.addErrback(lambda _: None)
+            return
+        self.last_apply = result
+        self._log.info("[{tag}] [Integrity sync] Files to create: {created} | Files to update: "
+                       "{updated} | Files to delete: {deleted}", tag=self._tag,
+                       created=len(result.created), updated=len(result.updated),
+                       deleted=len(result.deleted))
+        for refusal in (*result.refused, *result.failed)[:20]:
+            self._log.warn("[{tag}] [Integrity sync] Not applied: {path}: {reason}",
+                           tag=self._tag, path=refusal.path, reason=refusal.reason)
+        self._log.info("[{tag}] [Integrity sync] Finished in {seconds:.3f}s.", tag=self._tag,
+                       seconds=self._clock.seconds() - started)
+
+
+def install(node: WorkerNode, reactor: Any) -> None:
+    """Plug the integrity feature into a worker node: extension and "integrity-check" timer."""
+    worker = IntegrityWorker(node, reactor)
+    node.extensions.append(worker)
+    periodic("integrity-check", node.config.intervals.sync_integrity, worker.tick,
+             reactor).setServiceParent(node)
