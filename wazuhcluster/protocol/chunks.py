@@ -9,8 +9,7 @@ joins the pieces by counter and decrypts once. Pure code: no I/O, no Twisted.
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import attrs
+from typing import NamedTuple
 
 from wazuhcluster.protocol.frames import (
     HEADER,
@@ -47,8 +46,7 @@ def encode_message(counter: int, command: bytes, plaintext_length: int,
         yield HEADER.pack(counter, len(piece), last if final else divided) + piece
 
 
-@attrs.frozen
-class Message:
+class Message(NamedTuple):
     """One logical message: all fragments joined, payload still as it travelled."""
 
     counter: int

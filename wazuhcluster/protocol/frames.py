@@ -13,8 +13,7 @@ and it refuses an announced payload above its limit *before* buffering anything 
 from __future__ import annotations
 
 import struct
-
-import attrs
+from typing import NamedTuple
 
 HEADER = struct.Struct("!II12s")
 HEADER_SIZE = HEADER.size  # 20
@@ -32,9 +31,11 @@ class FrameError(Exception):
     """The byte stream cannot be a valid frame sequence; the connection must be dropped."""
 
 
-@attrs.frozen
-class Frame:
-    """One frame as it travels: the payload is the (possibly encrypted) bytes of this frame."""
+class Frame(NamedTuple):
+    """One frame as it travels: the payload is the (possibly encrypted) bytes of this frame.
+
+    A NamedTuple rather than an attrs class: one is built per frame on the hot path.
+    """
 
     counter: int
     command: bytes
