@@ -220,11 +220,6 @@ class RefusalTests(TestCase):
         await c.wait_log(stranger, r"Could not connect to master: Error 3030", count=3)
         self.assertEqual(stranger.grep(r"CRITICAL|Unhandled Error|[Nn]o ?[Tt]ransition"), [])
 
-    test_refused_worker_logs_no_unhandled_error.skip = (  # type: ignore[attr-defined]
-        "product bug: WorkerNode._hello (wazuhcluster/worker/node.py) aborts the refused "
-        "connection and fails ClientService's prepareConnection; the connection's later "
-        "connectionLost reaches ClientService in state Waiting, which has no "
-        "_clientDisconnected transition, so every refused hello logs CRITICAL NoTransition")
 
 
 class HostileClientTests(TestCase):

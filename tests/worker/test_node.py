@@ -61,6 +61,22 @@ class WorkerLinkTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, ClusterError).value.code, 3031)
         self.assertIsNone(self.worker.peer)
 
+    def test_refusals_slow_down_reconnects(self) -> None:
+        """Each refused hello counts; the retry policy then waits as after that many failures."""
+        other = MasterNode(node_config(short_tempdir(self), cluster_json={
+            "wazuhcluster": {"compatibility_version": "4.7.4"}}), self.clock,
+            SynchronousRunner())
+        self.worker.auto_hello = True
+        for expected in (1, 2, 3):
+            _, client, pump = connected_pair(
+                lambda: ClusterServerFactory(other).buildProtocol(None),
+                lambda: WorkerClientFactory(self.worker).buildProtocol(None), self.clock)
+            pump.flush()
+            pump.flush()
+            self.assertEqual(self.worker.refusals, expected)
+            self.assertFalse(client.connected_ok)
+        self.assertEqual(self.worker.retry_delay(lambda attempt: float(attempt), 0), 3.0)
+
     def test_keepalive_success_resets_failures(self) -> None:
         """A keepalive answered by the master keeps the link and the failure count at 0."""
         self.connect()

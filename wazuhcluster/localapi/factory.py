@@ -12,6 +12,7 @@ from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from wazuhcluster.localapi.commands import LocalCommands
 from wazuhcluster.protocol.handler import ClusterProtocol
@@ -68,11 +69,13 @@ class LocalSocketService(Service):
         os.makedirs(directory, mode=0o770, exist_ok=True)
         os.chmod(directory, 0o770)
         endpoint = UNIXServerEndpoint(self._reactor, self._path, wantPID=True)
+        failed: list[Failure] = []
         self.when_listening = endpoint.listen(self._factory)
-        self.when_listening.addCallback(self._listening)
-        self.when_listening.addErrback(
-            lambda f: self._log.failure("[Local Server] [Main] Cannot listen on {path}", f,
-                                        path=self._path))
+        self.when_listening.addCallbacks(self._listening, failed.append)
+        if failed:  # UNIX listening fails synchronously: stop start-up with one line
+            raise SystemExit(f"wazuhcluster: cannot listen on {self._path} "
+                             f"({failed[0].getErrorMessage()}): is another process using this "
+                             "home? stop it, or remove the stale socket and its .lock")
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         if os.path.exists(self._path):  # absent only under a memory reactor in tests

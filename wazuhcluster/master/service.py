@@ -48,7 +48,9 @@ def make_master_service(config: ClusterConfig, reactor: Any,
     listener.address = f"{config.bind_addr}:{config.port}"
     listener.setName("cluster-listener")
     listener.setServiceParent(node)
-    periodic("keepalive-check", config.ext.reaper_check_interval, node.check_keepalives,
+    check_every = min(config.ext.reaper_check_interval,
+                      config.intervals.check_worker_lastkeepalive)
+    periodic("keepalive-check", check_every, node.check_keepalives,
              reactor).setServiceParent(node)
     from wazuhcluster.agents.master_side import install as install_agents
     install_agents(node, reactor)

@@ -52,8 +52,9 @@ class WorkerCommands:
         return f"Worker {self._node.config.node_name}"
 
     def connection_made(self, peer: IPeer) -> None:
-        """Remember the link."""
+        """Remember the link and let the node start the handshake."""
         self.peer = peer
+        self._node.link_made(peer)
 
     def handle(self, command: bytes, payload: bytes) -> Deferred[Any]:
         """Dispatch one request from the master."""

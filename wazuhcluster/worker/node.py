@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError
-from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IWorkerExtension
+from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IPeer, IWorkerExtension
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
 from wazuhcluster.protocol.handler import ClusterProtocol
@@ -46,6 +46,8 @@ class WorkerNode(MultiService):
         self.connected_since = 0.0
         self.master_capabilities: frozenset[str] = frozenset()
         self.failed_keepalives = 0
+        self.refusals = 0
+        self.auto_hello = False  # the composition root turns it on
         self._last_keepalive_sent = 0.0
         self._keepalive_in_flight = False
         self.link: ClientService | None = None
@@ -61,8 +63,26 @@ class WorkerNode(MultiService):
         return self.runner.run(f, *args, **kwargs)
 
     # -- the master link ------------------------------------------------------------------
+    def link_made(self, peer: IPeer) -> None:
+        """A TCP connection to the master is up: start the handshake if we drive it.
+
+        The handshake is not ClientService's ``prepareConnection``: with Twisted 26.10 a
+        failed preparation leaves ClientService unable to handle the later disconnect
+        (NoTransition). Instead a refused hello closes the connection, and the retry delay
+        grows with ``refusals`` through the retry policy (see worker/service.py).
+        """
+        if self.auto_hello:
+            d = self.hello(cast(ClusterProtocol, peer))
+            d.addErrback(lambda f: f.trap(ClusterError))
+            d.addErrback(lambda f: self._log.failure("[Worker] [Main] Handshake failed", f))
+
+    def retry_delay(self, policy: Any, attempt: int) -> float:
+        """ClientService retry policy: back off on TCP failures *and* on refused hellos."""
+        delay: float = policy(max(attempt, self.refusals))
+        return delay
+
     def hello(self, peer: ClusterProtocol) -> Deferred[None]:
-        """ClientService's prepareConnection: introduce ourselves; fail to retry later."""
+        """Introduce ourselves; fails (and closes the connection) if the master refuses."""
         return Deferred.fromCoroutine(self._hello(peer))
 
     async def _hello(self, peer: ClusterProtocol) -> None:
@@ -72,6 +92,7 @@ class WorkerNode(MultiService):
         try:
             await peer.request(HELLO, payload)
         except ClusterError as e:
+            self.refusals += 1
             self._log.error("[Worker] [Main] Could not connect to master: {error}.",
                             error=str(e))
             peer.disconnect("hello refused")
@@ -79,6 +100,7 @@ class WorkerNode(MultiService):
         os.makedirs(os.path.join(config.home, "queue", "cluster", config.node_name),
                     mode=0o770, exist_ok=True)
         self.peer = peer
+        self.refusals = 0
         self.connected_since = self.clock.seconds()
         self._last_keepalive_sent = self.connected_since
         self.failed_keepalives = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -10,7 +10,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.periodic import periodic
-from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.worker.factory import WorkerClientFactory
 from wazuhcluster.worker.node import WorkerNode
 
@@ -19,13 +18,14 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
                         runner: IBlockingRunner) -> WorkerNode:
     """Build ``worker``: the master link (with backoff and jitter) and the keepalive loop."""
     node = WorkerNode(config, reactor, runner)
+    node.auto_hello = True
+    policy = backoffPolicy(initialDelay=config.ext.reconnect_initial_delay,
+                           maxDelay=config.ext.reconnect_max_delay, factor=1.5)
     link = ClientService(
         TCP4ClientEndpoint(reactor, config.master_address, config.port, timeout=10),
         WorkerClientFactory(node),
-        retryPolicy=backoffPolicy(initialDelay=config.ext.reconnect_initial_delay,
-                                  maxDelay=config.ext.reconnect_max_delay, factor=1.5),
+        retryPolicy=lambda attempt: node.retry_delay(policy, attempt),
         clock=reactor,
-        prepareConnection=lambda protocol: node.hello(cast(ClusterProtocol, protocol)),
     )
     link.setName("master-link")
     link.setServiceParent(node)
