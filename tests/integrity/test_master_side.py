@@ -143,7 +143,8 @@ class WireTests(SynchronousTestCase):
         pair = IntegrityPair(self)
         vectors.write_tree(pair.master_config.home, vectors.sample_tree())
         fake, task = self.start_check(pair, "worker-1")
-        relpath = b"/queue/cluster/worker-1/worker-1-1795749401.68925-ce553a9b6bdd4d71a56e1255ff4f567a.zip"
+        relpath = (b"/queue/cluster/worker-1/"
+                   b"worker-1-1795749401.68925-ce553a9b6bdd4d71a56e1255ff4f567a.zip")
         sent = Deferred.fromCoroutine(send_file(
             fake.protocol, str(vectors.INTEGRITY / "worker_integrity_check.zip"), relpath,
             SynchronousRunner().run))

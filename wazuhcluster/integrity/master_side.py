@@ -410,7 +410,7 @@ class IntegrityMaster:
             _fire(waiter, Failure(error))
         return Reply.ok(b"Error received")
 
-    # -- the integrity task -------------------------------------------------------------------------
+    # -- the integrity task ----------------
     async def _integrity_task(self, state: WorkerIntegrity, task_id: str,
                               waiter: Deferred[str], started: float) -> None:
         """Wait for the upload, compare, then answer ``syn_m_c_ok`` or push."""
@@ -565,7 +565,7 @@ class IntegrityMaster:
                                                error=f.getErrorMessage()))
 
 
-# -- file-system watcher ----------------------------------------------------------------------------
+# -- file-system watcher ------------------
 def item_directories(home: str, items: ClusterItems) -> list[str]:
     """Every existing directory to watch: item roots and, for recursive items, subdirs."""
     found: list[str] = []

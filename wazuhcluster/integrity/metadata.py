@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 import attrs
 
 from wazuhcluster.integrity.errors import MetadataError
-from wazuhcluster.integrity.items import ClusterItem, ClusterItems, path_problem
+from wazuhcluster.integrity.items import MAX_PATH_BYTES, ClusterItem, ClusterItems, path_problem
 
 #: Read size used when hashing files.
 HASH_CHUNK_SIZE = 1024 * 1024
@@ -250,8 +250,16 @@ def _item_files(
             skipped.append(SkippedPath(prefix, f"unreadable directory: {e.strerror or e}"))
             continue
         subdirectories = []
+        # Items that may own a file of this directory, most specific first: the same
+        # answer as ``items.item_for`` per file, computed once per directory.
+        owners = sorted(
+            (it for it in items.items
+             if prefix.startswith(it.key) and (it.recursive or prefix == it.key)),
+            key=lambda it: len(it.key), reverse=True)
+        prefix_ok = not prefix or path_problem(prefix.rstrip("/")) is None
         for entry in entries:
-            relative = prefix + entry.name
+            name = entry.name
+            relative = prefix + name
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -263,7 +271,8 @@ def _item_files(
                 if item.recursive:
                     subdirectories.append((entry.path, relative + "/"))
                 continue
-            if items.item_for(relative) is not item:
+            if items.is_excluded(name) or next(
+                    (it for it in owners if it.covers_name(name)), None) is not item:
                 continue  # excluded, not selected, or owned by a more specific item
             if stat.S_ISLNK(st.st_mode):
                 skipped.append(SkippedPath(relative, "symlink"))
@@ -271,7 +280,9 @@ def _item_files(
             if not stat.S_ISREG(st.st_mode):
                 skipped.append(SkippedPath(relative, "not a regular file"))
                 continue
-            problem = path_problem(relative)
+            problem = path_problem(name) if prefix_ok else path_problem(relative)
+            if problem is None and len(relative.encode()) > MAX_PATH_BYTES:
+                problem = "too long"
             if problem is not None:
                 skipped.append(SkippedPath(relative, f"unsafe name: {problem}"))
                 continue

@@ -1,0 +1,431 @@
+"""Integrity benchmark: local integrity against a hashing floor, and end to end with processes.
+
+Run with ``.venv/bin/python bench/integrity.py``. It prints figures only; nothing is asserted.
+
+1. Local integrity (in this process), for 10 000 x 4 KiB files and for 100 x 1 MiB files:
+   * floor: read + BLAKE2b every file in one tight loop (no walk, no stat, no metadata);
+   * cold: ``scan_items`` without a digest cache (page cache warm: "cold" means every file
+     is read and hashed);
+   * warm: ``scan_items`` with the previous cache (nothing changed, nothing is read).
+   Best of 3 runs each.
+2. Where the scan runs: on our thread pool vs in a child process (a stand-in for an ampoule
+   process pool: the same work plus shipping the result back by pickle over a pipe, which is
+   cheaper than AMP's 64 KiB boxes would be). Both are timed under a running reactor whose
+   worst tick lateness (a 5 ms LoopingCall) is recorded.
+3. End to end with real ``twistd wazuhcluster`` processes (a master and one worker, default
+   intervals; changes travel by the master's inotify watcher and ``wzc_syncnow``):
+   * one rules-file change on the master until the worker has the new content, 20 times
+     (p50 and max);
+   * 10 000 new 4 KiB files written on the master until all are present on the worker and
+     verified byte-identical (BLAKE2b);
+   * meanwhile a local client sends ``echo-c`` to the master's local socket every 10 ms; the
+     worst round-trip during each phase is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pickle
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.protocol import ProcessProtocol
+
+from wazuhcluster.checksums.threaded import ThreadedRunner
+from wazuhcluster.homes import make_home
+from wazuhcluster.integrity.items import ClusterItems, load_cluster_items
+from wazuhcluster.integrity.metadata import file_digest, scan_items
+from wazuhcluster.protocol.commands import ECHO_CLIENT
+from wazuhcluster.protocol.handler import ClusterProtocol
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+KEY = "bench_key_0123456789abcdefghijkl"
+
+
+def machine() -> str:
+    """nproc and CPU model."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def make_files(home: str, directory: str, count: int, size: int) -> list[str]:
+    """``count`` random files of ``size`` bytes under ``home/directory``."""
+    root = os.path.join(home, directory)
+    os.makedirs(root, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = os.path.join(root, f"f{i:05d}")
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+        paths.append(path)
+    return paths
+
+
+def floor(paths: list[str]) -> None:
+    """Read and hash every file in one tight loop."""
+    for path in paths:
+        with open(path, "rb") as f:
+            digest = hashlib.blake2b()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+            digest.hexdigest()
+
+
+def best(f: Callable[[], Any], runs: int = 3) -> float:
+    """Best wall time of ``runs`` calls."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def scan_in_child(home: str) -> bytes:
+    """Child-process side of the process-pool stand-in: scan, return the pickled result."""
+    return pickle.dumps(scan_items(home, load_cluster_items()))
+
+
+def local_integrity(base: str) -> dict[str, str]:
+    """Part 1: floor, cold and warm scans."""
+    items = load_cluster_items()
+    sets = {}
+    small_home = os.path.join(base, "small")
+    sets["10 000 x 4 KiB"] = (small_home, make_files(small_home, "etc/rules/bench", 10000, 4096))
+    big_home = os.path.join(base, "big")
+    sets["100 x 1 MiB"] = (big_home, make_files(big_home, "etc/lists/bench", 100, 1 << 20))
+    for name, (home, paths) in sets.items():
+        floor(paths)  # page cache warm-up
+        t_floor = best(lambda p=paths: floor(p))
+        t_cold = best(lambda h=home: scan_items(h, items))
+        cache = scan_items(home, items).cache
+        t_warm = best(lambda h=home, c=cache: scan_items(h, items, c))
+        print(f"  {name:15} floor {t_floor:.3f} s | cold {t_cold:.3f} s "
+              f"({t_cold / t_floor:.2f}x floor) | warm {t_warm:.4f} s")
+    return {name: home for name, (home, _) in sets.items()}
+
+
+class Lateness:
+    """Worst lateness of a 5 ms LoopingCall: how long the reactor thread was unavailable."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.worst = 0.0
+        self._last = time.perf_counter()
+        self._loop = task.LoopingCall(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.worst = max(self.worst, now - self._last - self.interval)
+        self._last = now
+
+    def __enter__(self) -> Lateness:
+        self._last = time.perf_counter()
+        self._loop.start(self.interval, now=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.stop()
+
+
+async def pool_choice(homes: dict[str, str]) -> None:
+    """Part 2: thread pool vs child process, under a running reactor."""
+    items = load_cluster_items()
+    runner = ThreadedRunner(reactor, max_threads=2)
+    runner.startService()
+    executor = ProcessPoolExecutor(max_workers=1)
+    try:
+        executor.submit(os.getpid).result()  # start the child before timing
+        for name, home in homes.items():
+            cache = scan_items(home, items).cache
+            for label, call in (
+                ("thread, cold", lambda h=home: runner.run(scan_items, h, items)),
+                ("thread, warm", lambda h=home, c=cache: runner.run(scan_items, h, items, c)),
+                ("process, cold", lambda h=home: runner.run(
+                    lambda: pickle.loads(executor.submit(scan_in_child, h).result()))),
+            ):
+                start = time.perf_counter()
+                with Lateness() as late:
+                    await call()
+                print(f"  {name:15} {label:14} {time.perf_counter() - start:.3f} s, worst "
+                      f"reactor lateness {late.worst * 1000:.1f} ms")
+        # The transfer cost alone: pickling the 10 000-entry result and loading it back.
+        result = scan_items(homes["10 000 x 4 KiB"], items)
+        blob = pickle.dumps(result)
+        t = best(lambda: pickle.loads(pickle.dumps(result)))
+        print(f"  result of 10 000 files: {len(blob) / 1e6:.1f} MB pickled, "
+              f"dumps+loads {t:.3f} s")
+    finally:
+        executor.shutdown()
+        runner.stopService()
+
+
+# -- part 3: processes ---------------------------------------------------------------------
+class Node(ProcessProtocol):
+    """A ``twistd -n wazuhcluster`` child."""
+
+    def __init__(self, name: str, role: str, home: str) -> None:
+        self.name = name
+        self.role = role
+        self.home = home
+        self.ended: Deferred[None] = Deferred()
+
+    def start(self) -> Node:
+        """Spawn the node."""
+        args = [TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", self.role, "--home",
+                self.home]
+        reactor.spawnProcess(self, TWISTD, args, env=dict(os.environ), path=self.home,
+                             childFDs={0: "w", 1: "r", 2: "r"})
+        return self
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+    def log(self) -> str:
+        """The node's cluster.log."""
+        try:
+            with open(os.path.join(self.home, "logs", "cluster.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        """SIGTERM and wait."""
+        if not self.ended.called:
+            self.transport.signalProcess(signal.SIGTERM)
+            await self.ended
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    """Let the reactor run."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def wait_until(what: str, predicate: Callable[[], Any], timeout: float,
+                     poll: float = 0.005) -> float:
+    """Poll ``predicate`` (maybe returning a Deferred); return the time it became true."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        value = predicate()
+        if isinstance(value, Deferred):
+            value = await value
+        if value:
+            return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await sleep(poll)
+
+
+class EchoProbe:
+    """Sends echo-c to a local socket every 10 ms and records round-trips."""
+
+    def __init__(self, protocol: ClusterProtocol) -> None:
+        self._protocol = protocol
+        self.rtts: list[float] = []
+        self._loop = task.LoopingCall(self._send)
+
+    def start(self) -> None:
+        """Begin probing."""
+        self._loop.start(0.01)
+
+    def stop(self) -> None:
+        """Stop probing."""
+        self._loop.stop()
+
+    def mark(self) -> int:
+        """An index to read the round-trips recorded after it."""
+        return len(self.rtts)
+
+    def worst_since(self, mark: int) -> float:
+        """Worst round-trip after ``mark``."""
+        return max(self.rtts[mark:], default=0.0)
+
+    def _send(self) -> Deferred[None]:
+        start = time.perf_counter()
+        d = self._protocol.request(ECHO_CLIENT, b"keepalive")
+        d.addCallback(lambda _: self.rtts.append(time.perf_counter() - start))
+        d.addErrback(lambda _: None)
+        return d
+
+
+class _Quiet:
+    """Local-client handler: answers nothing (the master never asks us anything here)."""
+
+    def connection_made(self, peer: Any) -> None:
+        """Nothing."""
+
+    def handle(self, command: bytes, payload: bytes) -> Deferred[Any]:
+        """Never called in this benchmark."""
+        return Deferred()
+
+    def peer_lost(self, reason: Any) -> None:
+        """Nothing."""
+
+
+def count_files(directory: str) -> int:
+    """Files directly in ``directory`` (0 if absent)."""
+    try:
+        with os.scandir(directory) as entries:
+            return sum(1 for _ in entries)
+    except FileNotFoundError:
+        return 0
+
+
+def same_files(master: str, worker: str, names: list[str]) -> bool:
+    """True if every name has the same digest under both directories."""
+    for name in names:
+        try:
+            if file_digest(os.path.join(worker, name)) != file_digest(os.path.join(master, name)):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def write_many(directory: str, count: int) -> list[str]:
+    """Write ``count`` new 4 KiB files (in a pool thread)."""
+    os.makedirs(directory, exist_ok=True)
+    names = []
+    for i in range(count):
+        name = f"rule-{i:05d}.xml"
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(os.urandom(4096))
+        names.append(name)
+    return names
+
+
+async def end_to_end(base: str, changes: int, many: int) -> None:
+    """Part 3."""
+    port = 20000 + os.getpid() % 20000
+    master_home = make_home(os.path.join(base, "master"), node_name="master",
+                            node_type="master", key=KEY, port=port)
+    worker_home = make_home(os.path.join(base, "worker-1"), node_name="worker-1",
+                            node_type="worker", key=KEY, port=port)
+    master = Node("master", "master", master_home).start()
+    worker = Node("worker-1", "worker", worker_home)
+    runner = ThreadedRunner(reactor, max_threads=2)
+    runner.startService()
+    probe: EchoProbe | None = None
+    try:
+        socket_path = os.path.join(master_home, "queue", "cluster", "c-internal.sock")
+        await wait_until("the master's local socket", lambda: os.path.exists(socket_path), 20,
+                         0.05)
+        worker.start()
+        await wait_until("the worker to connect",
+                         lambda: "Successfully connected to master" in worker.log(), 20, 0.05)
+        protocol = ClusterProtocol(_Quiet(), reactor, request_timeout=5)
+        await connectProtocol(UNIXClientEndpoint(reactor, socket_path), protocol)
+        probe = EchoProbe(protocol)
+        probe.start()
+        await sleep(1.0)
+        idle = probe.worst_since(0)
+
+        rules = os.path.join("etc", "rules", "local_rules.xml")
+        latencies = []
+        mark = probe.mark()
+        for i in range(changes):
+            content = f"<group name='bench'><rule id='{100000 + i}'/></group>\n".encode()
+            start = time.perf_counter()
+            with open(os.path.join(master_home, rules), "wb") as f:
+                f.write(content)
+
+            def arrived(c: bytes = content) -> bool:
+                try:
+                    with open(os.path.join(worker_home, rules), "rb") as f:
+                        return f.read() == c
+                except OSError:
+                    return False
+
+            latencies.append(await wait_until("a rules change", arrived, 30) - start)
+            await sleep(0.3)
+        rules_rtt = probe.worst_since(mark)
+
+        master_dir = os.path.join(master_home, "etc", "rules", "many")
+        worker_dir = os.path.join(worker_home, "etc", "rules", "many")
+        mark = probe.mark()
+        start = time.perf_counter()
+        names = await runner.run(write_many, master_dir, many)
+        written = time.perf_counter() - start
+        await wait_until("all files on the worker", lambda: count_files(worker_dir) >= many, 120,
+                         0.02)
+        done = await wait_until("the files to be verified",
+                                lambda: runner.run(same_files, master_dir, worker_dir, names),
+                                60, 0.05)
+        many_rtt = probe.worst_since(mark)
+        print(f"  rules change -> worker ({changes} changes): p50 "
+              f"{statistics.median(latencies):.3f} s, max {max(latencies):.3f} s, "
+              f"min {min(latencies):.3f} s")
+        print(f"  {many} new 4 KiB files -> present and verified on the worker: "
+              f"{done - start:.2f} s (writing them on the master took {written:.2f} s)")
+        print(f"  local-socket echo-c round-trip to the master (every 10 ms): idle worst "
+              f"{idle * 1000:.1f} ms; during the rules changes worst {rules_rtt * 1000:.1f} ms;"
+              f" during the {many}-file sync worst {many_rtt * 1000:.1f} ms "
+              f"(p50 {statistics.median(probe.rtts) * 1000:.1f} ms over "
+              f"{len(probe.rtts)} probes)")
+        rounds = master.log().count("[Integrity sync] Finished in")
+        print(f"  master pushes during the run: {rounds}")
+    finally:
+        if probe is not None:
+            probe.stop()
+        runner.stopService()
+        if worker.transport is not None:
+            await worker.stop()
+        await master.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Run the three parts."""
+    base = tempfile.mkdtemp(prefix="bench-integrity-", dir=args.dir)
+    try:
+        print(f"machine: {machine()}")
+        if "1" in args.parts or "2" in args.parts:
+            print("1. local integrity (best of 3; page cache warm)")
+            homes = local_integrity(base)
+            if "2" in args.parts:
+                print("2. where the scan runs (under a running reactor)")
+                await pool_choice(homes)
+            shutil.rmtree(base)
+            os.makedirs(base)
+        if "3" in args.parts:
+            print("3. end to end, real processes (default intervals, push on change)")
+            await end_to_end(base, args.changes, args.files)
+    finally:
+        if args.keep:
+            print(f"homes kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--files", type=int, default=10000)
+    parser.add_argument("--dir", default="/tmp")
+    parser.add_argument("--parts", default="123", help="which parts to run, e.g. 3")
+    parser.add_argument("--keep", action="store_true", help="keep the node homes and logs")
+    options = parser.parse_args()
+    subprocess.run(["sync"], check=False)
+    task.react(lambda _: Deferred.fromCoroutine(main(options)))
