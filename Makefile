@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine with Python 3.11 and make: `make demo`, `make test`.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -18,8 +19,9 @@ demo: $(STAMP)
 	$(BIN)/wazuhcluster-demo --dir demo
 
 test: $(STAMP) wheel-check
-	WAZUHCLUSTER_HYPOTHESIS_PROFILE=$${WAZUHCLUSTER_HYPOTHESIS_PROFILE:-ci} \
-	  $(BIN)/python -W error::DeprecationWarning -m twisted.trial -j2 tests
+	set -o pipefail; WAZUHCLUSTER_HYPOTHESIS_PROFILE=$${WAZUHCLUSTER_HYPOTHESIS_PROFILE:-ci} \
+	  $(BIN)/python -W error::DeprecationWarning -m twisted.trial -j2 tests 2>&1 \
+	  | $(PYTHON) .ci/summary.py
 
 # `pip install .` into a fresh virtualenv must give a working `twistd wazuhcluster` plugin
 # and the console scripts (the plugin file must be packaged without twisted/__init__.py).
