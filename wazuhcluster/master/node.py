@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError, RemoteCommandError
-from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IMasterExtension
+from wazuhcluster.interfaces import IBlockingRunner, IMasterExtension
 from wazuhcluster.master import queries
 from wazuhcluster.master.registry import WorkerRegistry, WorkerSession
 from wazuhcluster.protocol.commands import ECHO_MASTER
+from wazuhcluster.rolenode import RoleNode
 
 
-class MasterNode(MultiService):
+class MasterNode(RoleNode):
     """The master role: owns the worker registry; children are the listener and loops.
 
     :param config: the node configuration.
@@ -29,20 +29,11 @@ class MasterNode(MultiService):
 
     def __init__(self, config: ClusterConfig, clock: IReactorTime,
                  runner: IBlockingRunner) -> None:
-        super().__init__()
-        self.setName("master")
-        self.config = config
-        self.clock = clock
-        self.runner = runner
+        super().__init__(config, clock, runner, "master")
         self.registry = WorkerRegistry()
-        self.local_extensions: list[ILocalExtension] = []  # extra local-socket commands
         self.extensions: list[IMasterExtension] = []
         self.started_at = 0.0
         self.count_active_agents: Any = None  # set by the agents feature: name -> Deferred[int]
-
-    def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        """Run blocking ``f`` off the reactor."""
-        return self.runner.run(f, *args, **kwargs)
 
     def startService(self) -> None:
         self.started_at = self.clock.seconds()

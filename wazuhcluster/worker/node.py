@@ -6,7 +6,6 @@ import os
 from typing import Any, cast
 
 from twisted.application.internet import ClientService
-from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -14,16 +13,17 @@ from twisted.python.failure import Failure
 
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError
-from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension, IPeer, IWorkerExtension
+from wazuhcluster.interfaces import IBlockingRunner, IPeer, IWorkerExtension
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
 from wazuhcluster.protocol.handler import ClusterProtocol
+from wazuhcluster.rolenode import RoleNode
 
 #: What our worker announces to a master that understands ``wzc_caps``.
 WORKER_CAPABILITIES = ("sync_now",)
 
 
-class WorkerNode(MultiService):
+class WorkerNode(RoleNode):
     """The worker role; children: the master link (ClientService) and the sync loops.
 
     :param config: the node configuration.
@@ -35,12 +35,7 @@ class WorkerNode(MultiService):
 
     def __init__(self, config: ClusterConfig, clock: IReactorTime,
                  runner: IBlockingRunner) -> None:
-        super().__init__()
-        self.setName("worker")
-        self.config = config
-        self.clock = clock
-        self.runner = runner
-        self.local_extensions: list[ILocalExtension] = []  # extra local-socket commands
+        super().__init__(config, clock, runner, "worker")
         self.extensions: list[IWorkerExtension] = []
         self.peer: ClusterProtocol | None = None
         self.connected_since = 0.0
@@ -57,10 +52,6 @@ class WorkerNode(MultiService):
     def tag(self) -> str:
         """Wazuh log tag of the master link."""
         return f"Worker {self.config.node_name}"
-
-    def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        """Run blocking ``f`` off the reactor."""
-        return self.runner.run(f, *args, **kwargs)
 
     # -- the master link ------------------------------------------------------------------
     def link_made(self, peer: IPeer) -> None:
