@@ -20,9 +20,6 @@ import os
 import sys
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import react
-
 from wazuhcluster.agents.listing import (
     WZC_AG_GRP,
     WZC_AG_KAL,
@@ -33,7 +30,8 @@ from wazuhcluster.agents.listing import (
     encode_keepalive_request,
     encode_list_request,
 )
-from wazuhcluster.errors import ClusterError, RemoteCommandError
+from wazuhcluster.cli.runner import decode_answer, run_cli
+from wazuhcluster.errors import ClusterError
 from wazuhcluster.localapi.client import local_request
 
 
@@ -55,14 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     keepalive.add_argument("--os-version", default=None)
     keepalive.add_argument("--version", default=None, help="agent version, e.g. 'Wazuh v4.7.5'")
     return parser
-
-
-def decode_answer(raw: bytes) -> Any:
-    """Decode a node's JSON answer; an error object becomes a ClusterError."""
-    value = json.loads(raw)
-    if isinstance(value, dict) and "__wazuh_exception__" in value:
-        raise RemoteCommandError.from_payload(raw)
-    return value
 
 
 def _date(seconds: Any) -> str:
@@ -134,13 +124,4 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    args = build_parser().parse_args(argv)
-
-    def _main(reactor: Any) -> Deferred[None]:
-        async def go() -> None:
-            status = await run(reactor, args)
-            if status:
-                raise SystemExit(status)
-        return Deferred.fromCoroutine(go())
-
-    react(_main)
+    run_cli(run, build_parser().parse_args(argv))

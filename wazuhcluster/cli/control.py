@@ -8,10 +8,8 @@ import os
 import sys
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import react
-
-from wazuhcluster.errors import ClusterError, RemoteCommandError
+from wazuhcluster.cli.runner import decode_answer, run_cli
+from wazuhcluster.errors import ClusterError
 from wazuhcluster.localapi.client import local_request
 from wazuhcluster.protocol.commands import GET_HEALTH, GET_NODES
 
@@ -31,14 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--filter-node", "-fn", nargs="*", default=None,
                         help="restrict to these node names")
     return parser
-
-
-def decode_answer(raw: bytes) -> Any:
-    """Decode a node's answer; an error object becomes a ClusterError."""
-    value = json.loads(raw)
-    if isinstance(value, dict) and "__wazuh_exception__" in value:
-        raise RemoteCommandError.from_payload(raw)
-    return value
 
 
 def format_nodes(answer: dict[str, Any]) -> str:
@@ -127,13 +117,4 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    args = build_parser().parse_args(argv)
-
-    def _main(reactor: Any) -> Deferred[None]:
-        async def go() -> None:
-            status = await run(reactor, args)
-            if status:
-                raise SystemExit(status)
-        return Deferred.fromCoroutine(go())
-
-    react(_main)
+    run_cli(run, build_parser().parse_args(argv))
