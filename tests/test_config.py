@@ -160,6 +160,30 @@ class LoadConfigTests(SynchronousTestCase):
             f.write("{nope")
         self.assertIn("not valid JSON", self.error(cluster_json=override))
 
+    def test_bad_cluster_items_are_one_line(self) -> None:
+        """A broken ``files`` item in cluster.json stops loading with one line naming it."""
+        self.write(BLOCK)
+        override = os.path.join(self.home, "c.json")
+        for files in ({"etc/": {"permissions": "0o999"}}, {"etc/": {"recursive": "yes"}},
+                      {"../../": {"permissions": "0o640"}}):
+            with open(override, "w") as f:
+                json.dump({"files": files}, f)
+            message = self.error(cluster_json=override)
+            self.assertIn("cluster.json: files:", message)
+
+    def test_min_zip_size_above_max(self) -> None:
+        """min_zip_size larger than max_zip_size is refused."""
+        self.write(BLOCK)
+        override = os.path.join(self.home, "c.json")
+        with open(override, "w") as f:
+            json.dump({"intervals": {"communication": {"min_zip_size": 10, "max_zip_size": 5}}}, f)
+        self.assertIn("min_zip_size", self.error(cluster_json=override))
+
+    def test_dot_names_are_refused(self) -> None:
+        """'.' and '..' are not node names (they would be directories outside the queue)."""
+        self.write(BLOCK.replace("<node_name>worker1</node_name>", "<node_name>..</node_name>"))
+        self.assertIn("<node_name>", self.error())
+
     def test_too_long_home_for_the_socket(self) -> None:
         """A home whose socket path would exceed the UNIX limit is refused up front."""
         deep = os.path.join(self.home, "x" * 100)

@@ -147,6 +147,11 @@ class ClusterDisabled(Exception):
     """The ``<cluster>`` block is absent or says ``<disabled>yes</disabled>``."""
 
 
+def valid_name(value: str) -> bool:
+    """A cluster or node name Wazuh accepts, and safe as a directory name."""
+    return bool(_NAME_CHARS.match(value)) and value not in (".", "..") and len(value) <= 128
+
+
 def default_cluster_json() -> dict[str, Any]:
     """The cluster.json shipped in the package."""
     text = resources.files("wazuhcluster").joinpath("data/cluster.json").read_text()
@@ -193,7 +198,7 @@ def load_config(home: str, *, config_path: str | None = None, role: str | None =
     name = text("name", "wazuh")
     node_name = text("node_name", "node01")
     for tag, value in (("name", name), ("node_name", node_name)):
-        if not _NAME_CHARS.match(value):
+        if not valid_name(value):
             raise bad(tag, value, "use letters, digits and !\"#$%&'-.:<=>?[\\]^_{|}~ only "
                                   "(no spaces)")
     node_type = text("node_type", "master")
@@ -304,12 +309,29 @@ def _load_tunables(path: str | None) -> tuple[Intervals, Extensions, dict[str, A
         elif not isinstance(value, str) or not value or " " in value:
             raise ConfigError(f"cluster.json: wazuhcluster.compatibility_version = {value!r} is "
                               "invalid: expected a version string without spaces, e.g. '4.7.5'")
+    files = data.get("files", {})
     try:
-        return Intervals(**flat), Extensions(**ext_data), data.get("files", {})
+        intervals = Intervals(**flat)
+        ext = Extensions(**ext_data)
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cluster.json: {e}") from None
+    if intervals.min_zip_size > intervals.max_zip_size:
+        raise ConfigError(f"cluster.json: intervals.communication.min_zip_size = "
+                          f"{intervals.min_zip_size} is invalid: expected at most max_zip_size "
+                          f"({intervals.max_zip_size})")
+    from wazuhcluster.integrity.errors import ItemsConfigError
+    from wazuhcluster.integrity.items import parse_cluster_items
+
+    try:
+        parse_cluster_items(files if isinstance(files, dict) else {})
+    except ItemsConfigError as e:
+        raise ConfigError(f"cluster.json: files: {e}: fix the item (see "
+                          "docs/operations.md, cluster.json)") from None
+    if not isinstance(files, dict):
+        raise ConfigError("cluster.json: files must be a JSON object of cluster items")
+    return intervals, ext, files
 
 
 def _number(name: str, value: Any) -> Any:

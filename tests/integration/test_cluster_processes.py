@@ -52,6 +52,13 @@ class MembershipTests(TestCase):
                                 ["master", "master", VERSION, "127.0.0.1"],
                                 ["worker1", "worker", VERSION, "127.0.0.1"],
                                 ["worker2", "worker", VERSION, "127.0.0.1"]])
+        out, err, code = await c.control(m, "-i", "--json")
+        self.assertEqual(code, 0, err)
+        for node in (m, *workers):
+            with open(node.log_path, encoding="utf-8") as f:
+                log = f.read()
+            self.assertIn("[Main]", log)
+            self.assertNotIn(c.key, log, f"the cluster key appears in {node.name}'s log")
 
     async def test_killed_worker_leaves_and_rejoins_under_same_name(self) -> None:
         """A SIGKILLed worker disappears from the master's list, and once restarted rejoins under

@@ -58,8 +58,8 @@ class MasterHelloTests(SynchronousTestCase):
         d = self.hello(client, pump, b"worker-1 wazuh worker 4.7.5")
         self.assertEqual(self.successResultOf(d), b"Client worker-1 added")
         self.assertEqual(self.node.registry.names(), {"worker-1"})
-        self.assertTrue(os.path.isdir(os.path.join(self.config.home, "queue", "cluster",
-                                                   "worker-1")))
+        directory = os.path.join(self.config.home, "queue", "cluster", "worker-1")
+        self.assertEqual(os.stat(directory).st_mode & 0o777, 0o770)
 
     def assertRefused(self, payload: bytes, code: int) -> None:
         """The hello ``payload`` is refused with ``code`` and nothing is registered."""
@@ -79,6 +79,12 @@ class MasterHelloTests(SynchronousTestCase):
     def test_other_version_is_refused_3031(self) -> None:
         """Any version string but ours is refused with 3031 (exact match, as Wazuh)."""
         self.assertRefused(b"worker-1 wazuh worker 4.7.4", 3031)
+
+    def test_path_like_names_are_refused(self) -> None:
+        """A hello name that would be a path ('..', '../x') is refused; no directory is made."""
+        self.assertRefused(b".. wazuh worker 4.7.5", 3000)
+        self.assertRefused(b"../etc wazuh worker 4.7.5", 3000)
+        self.assertFalse(os.path.exists(os.path.join(self.config.home, "etc", "queue")))
 
     def test_malformed_hello_is_refused_1000(self) -> None:
         """A hello without exactly four fields is an internal error 1000."""

@@ -223,6 +223,20 @@ class ClusterProtocolTests(SynchronousTestCase):
         self.protocol.dataReceived(frame[10:])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_trace_logs_each_message_at_debug2(self) -> None:
+        """With trace on, every message in and out is one DEBUG2 event (command, size only)."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.protocol.trace = True
+        self.receive(12, b"echo", b"secret payload")
+        traced = [e for e in events if e.get("debug2")]
+        self.assertEqual([(e["command"], e["bytes"]) for e in traced],
+                         [("echo", 14), ("ok", 14)])
+        self.assertFalse(any(b"secret" in repr(e).encode() for e in traced))
+
     def test_set_limits_applies_to_later_frames(self) -> None:
         """After set_limits, a smaller frame limit refuses bigger frames."""
         self.protocol.set_limits(max_frame_payload=100)

@@ -40,7 +40,7 @@ class LocalAPIFactory(Factory):
             request_timeout=config.intervals.timeout_cluster_request,
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,
-            partial_frame_timeout=config.ext.partial_frame_timeout,
+            partial_frame_timeout=config.ext.partial_frame_timeout, trace=config.debug >= 2,
             tag=f"Local {client_id}")
 
     def _forget(self, client_id: int) -> None:

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from wazuhcluster.config import valid_name
 from wazuhcluster.errors import ClusterError, RemoteCommandError, UnknownCommand
 from wazuhcluster.integrity.container import ContainerLimits
 from wazuhcluster.interfaces import ICommandHandler, IPeer
@@ -126,8 +127,9 @@ class MasterCommands:
         session = WorkerSession(name=hello.name, version=hello.version,
                                 node_type=hello.node_type, ip=peer.peer_address, peer=peer,
                                 connected_since=now, last_keepalive=now)
-        os.makedirs(os.path.join(self._config.home, "queue", "cluster", hello.name),
-                    mode=0o770, exist_ok=True)
+        directory = os.path.join(self._config.home, "queue", "cluster", hello.name)
+        os.makedirs(directory, mode=0o770, exist_ok=True)
+        os.chmod(directory, 0o770)  # whatever the umask (spec §9.1)
         self.files.directory_name = hello.name.encode()
         peer.set_limits(max_frame_payload=self._config.ext.max_frame_payload,
                         max_message=self._config.ext.max_message_size)
@@ -139,6 +141,9 @@ class MasterCommands:
 
     async def _validate_hello(self, hello: messages.Hello, peer: IPeer) -> None:
         config = self._config
+        if not valid_name(hello.name):
+            raise ClusterError(3000, "invalid node name: use the characters Wazuh allows in "
+                                     "<node_name>, not '.' or '..'")
         if hello.name == config.node_name:
             raise ClusterError(3029, hello.name)
         if hello.cluster != config.name:

@@ -28,4 +28,5 @@ class ClusterServerFactory(Factory):
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,
             max_divided=config.ext.max_divided_messages,
-            partial_frame_timeout=config.ext.partial_frame_timeout, tag="Master")
+            partial_frame_timeout=config.ext.partial_frame_timeout, trace=config.debug >= 2,
+            tag="Master")

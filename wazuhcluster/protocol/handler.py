@@ -78,12 +78,13 @@ class ClusterProtocol(Protocol):
                  runner: Runner | None = None, max_frame_payload: int = DEFAULT_MAX_FRAME_PAYLOAD,
                  max_message: int = DEFAULT_MAX_MESSAGE, max_divided: int = DEFAULT_MAX_DIVIDED,
                  partial_frame_timeout: float = 30.0, accept_reply_requests: bool = False,
-                 tag: str = "Cluster") -> None:
+                 tag: str = "Cluster", trace: bool = False) -> None:
         self.handler = handler
         self.clock = clock
         self.codec = codec
         self.request_timeout = request_timeout
         self.tag = tag
+        self.trace = trace  # DEBUG2 (-dd): one log line per message in and out
         self.peer_address = "unknown"
         self._runner = runner
         self._decoder = FrameDecoder(max_frame_payload)
@@ -251,6 +252,10 @@ class ClusterProtocol(Protocol):
 
     def _route(self, message: Message, payload: bytes) -> None:
         counter, command = message.counter, message.command
+        if self.trace:
+            self._log.debug("[{tag}] [Main] Received {command} counter={counter} bytes={bytes}",
+                            tag=self.tag, command=command.decode("ascii", "replace"),
+                            counter=counter, bytes=len(payload), debug2=True)
         if counter in self._abandoned:
             del self._abandoned[counter]
             self._log.debug("[{tag}] [Main] Late reply {counter} dropped",
@@ -356,6 +361,10 @@ class ClusterProtocol(Protocol):
         if self._lost is not None or self.transport is None:
             done.errback(ConnectionLostError())
             return
+        if self.trace:
+            self._log.debug("[{tag}] [Main] Sending {command} counter={counter} bytes={bytes}",
+                            tag=self.tag, command=command.decode("ascii", "replace"),
+                            counter=counter, bytes=size, debug2=True)
         for frame in encode_message(counter, command, size, wire):
             self.bytes_sent += len(frame)
             self.transport.write(frame)

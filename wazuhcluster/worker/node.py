@@ -88,8 +88,9 @@ class WorkerNode(RoleNode):
                             error=str(e))
             peer.disconnect("hello refused")
             raise
-        os.makedirs(os.path.join(config.home, "queue", "cluster", config.node_name),
-                    mode=0o770, exist_ok=True)
+        directory = os.path.join(config.home, "queue", "cluster", config.node_name)
+        os.makedirs(directory, mode=0o770, exist_ok=True)
+        os.chmod(directory, 0o770)
         self.peer = peer
         self.refusals = 0
         self.connected_since = self.clock.seconds()
