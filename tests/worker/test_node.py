@@ -48,8 +48,8 @@ class WorkerLinkTests(SynchronousTestCase):
         assert session is not None
         self.assertEqual(session.capabilities, frozenset({"sync_now"}))
 
-    def test_refused_hello_fails_prepare_connection(self) -> None:
-        """A refused hello fails, so ClientService counts a failed attempt and retries."""
+    def test_refused_hello_fails_and_closes_the_link(self) -> None:
+        """A refused hello fails with the master's error and leaves the worker unconnected."""
         other = MasterNode(node_config(short_tempdir(self), cluster_json={
             "wazuhcluster": {"compatibility_version": "4.7.4"}}), self.clock,
             SynchronousRunner())
