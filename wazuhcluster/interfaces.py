@@ -110,8 +110,12 @@ class IAgentDatabase(Interface):
     for the semantics of each operation.
     """
 
-    def get_agent_info_sync() -> Deferred[AgentInfoBatch]:
-        """Worker: chunks of agents marked for agent-info sync, and their versions."""
+    def get_agent_info_sync(rows: bool = False) -> Deferred[AgentInfoBatch]:
+        """Worker: chunks of agents marked for agent-info sync, and their versions.
+
+        ``rows=True``: chunks in the compact rows form (only for a master that announced
+        ``agent-info-rows``).
+        """
 
     def mark_agent_info_synced(versions: Sequence[tuple[int, int]]) -> Deferred[int]:
         """Worker: mark sent agents synced unless they changed since; fires with the count."""
@@ -122,8 +126,9 @@ class IAgentDatabase(Interface):
     def record_keepalives(keepalives: Sequence[Keepalive]) -> Deferred[int]:
         """Record keepalives (active, node, time, optional OS/version); fires with the count."""
 
-    def set_agent_info(chunks: Sequence[str]) -> Deferred[AgentInfoSetResult]:
-        """Master: apply agent-info chunks received from a worker."""
+    def set_agent_info(chunks: Sequence[Any]) -> Deferred[AgentInfoSetResult]:
+        """Master: apply agent-info chunks received from a worker (standard chunk texts or
+        parsed chunks of the compact rows form)."""
 
     def create_groups(names: Sequence[str]) -> Deferred[int]:
         """Create missing groups; fires with how many were created."""

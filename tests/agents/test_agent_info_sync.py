@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -10,6 +13,21 @@ from tests.agents.memory import NOW, AgentsCluster, GatedCalls, raw
 from tests.support import short_tempdir
 from wazuhcluster.interfaces import IMasterExtension, IWorkerExtension
 from wazuhcluster.protocol.commands import SYN_A_W_M_P, SYN_M_A_ERR
+
+
+class _Recording:
+    """A master database that records the chunks ``set_agent_info`` is given."""
+
+    def __init__(self, db: Any, received: list[tuple[object, ...]]) -> None:
+        self._db = db
+        self._received = received
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def set_agent_info(self, chunks: Any) -> Any:
+        self._received.append(tuple(chunks))
+        return self._db.set_agent_info(chunks)
 
 
 class AgentInfoSyncTests(SynchronousTestCase):
@@ -42,6 +60,26 @@ class AgentInfoSyncTests(SynchronousTestCase):
         status = c.magents.health_status(session)
         self.assertTrue(status["sync_agent_info_free"])
         self.assertEqual(status["last_sync_agentinfo"]["n_synced_chunks"], 1)
+
+    def test_wire_form_follows_master_capabilities(self) -> None:
+        """Our master gets the compact rows form; a master without ``agent-info-rows`` (a
+        real Wazuh 4.7.5 master) gets the 4.7.5 form; both store the same."""
+        received: list[tuple[object, ...]] = []
+        c = self.make(master_db=lambda db: _Recording(db, received))
+        self.assertTrue(c.wagents.rows_format)
+        c.keepalive([1, 2], when=NOW + 5)
+        self.successResultOf(c.sync_agent_info())
+        c.wagents.connected(c.wagents._peer, frozenset())  # as after a Wazuh master's hello
+        self.assertFalse(c.wagents.rows_format)
+        c.keepalive([2, 3], when=NOW + 9)
+        self.successResultOf(c.sync_agent_info())
+        (rows_form,), (standard,) = received  # one chunk each time
+        self.assertEqual([type(rows_form), type(standard)], [dict, str])
+        self.assertEqual([r[0] for r in rows_form["rows"]], [1, 2])  # type: ignore[index]
+        self.assertEqual([a["id"] for a in json.loads(standard)], [2, 3])  # type: ignore[arg-type]
+        self.assertEqual([raw(c.mdb).agent_row(i)["last_keepalive"]  # type: ignore[index]
+                          for i in (1, 2, 3)], [NOW + 5, NOW + 9, NOW + 9])
+        self.assertEqual(c.pending_on_worker(), [])
 
     def test_nothing_to_send_sends_no_string(self) -> None:
         """Without marked agents the round ends after the permission request."""

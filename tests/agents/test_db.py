@@ -16,6 +16,7 @@ from wazuhcluster.agents.db import (
     group_hash,
 )
 from wazuhcluster.agents.keys import KeyEntry
+from wazuhcluster.agents.schema import AGENT_INFO_COLUMNS
 
 _NOW = 1700000000
 
@@ -205,6 +206,77 @@ class AgentInfoTests(SynchronousTestCase):
         ids = [a["id"] for c in batch.chunks for a in json.loads(c)]
         self.assertEqual(ids, list(range(1, 801)))
         self.assertEqual(len(batch.versions), 800)
+
+    def rows_chunks(self, db: AgentDatabase | None = None, **kwargs: int) -> tuple[object, ...]:
+        """The worker's pending agent-info in the compact rows form, as the master decodes it."""
+        batch = (db or self.worker).get_agent_info_sync(rows=True, **kwargs)
+        return payloads.decode_agent_info_string(
+            payloads.encode_agent_info_rows_string(batch.chunks))
+
+    def test_rows_form_means_the_same_as_standard(self) -> None:
+        """Applying the compact rows form leaves the master exactly as the 4.7.5 form does."""
+        self.keepalive(1, 2, 3)
+        self.worker.update_agent_info(3, {"os_arch": "arm64", "os_name": "Ubuntu \u00e9\""})
+        self.worker._conn.execute("INSERT INTO labels VALUES (2, 'env', 'prod')")
+        self.worker._conn.execute("INSERT INTO labels VALUES (2, 'aaa', 'first')")
+        self.master._conn.execute("INSERT INTO labels VALUES (1, 'kept', 'x')")
+        self.master._conn.execute("INSERT INTO labels VALUES (2, 'gone', 'x')")
+        other = _open(self)
+        other._conn.execute("INSERT INTO labels VALUES (1, 'kept', 'x')")
+        other._conn.execute("INSERT INTO labels VALUES (2, 'gone', 'x')")
+        standard = self.master.set_agent_info(self.worker.get_agent_info_sync().chunks)
+        rows = other.set_agent_info(self.rows_chunks())
+        self.assertEqual(rows, standard)
+        self.assertEqual((rows.updated_agents, rows.unknown_agents, rows.error_messages),
+                         (3, 0, ()))
+        everything = "SELECT * FROM agent ORDER BY id"
+        self.assertEqual(other._conn.execute(everything).fetchall(),
+                         self.master._conn.execute(everything).fetchall())
+        for agent_id in (1, 2, 3):
+            self.assertEqual(other.agent_labels(agent_id), self.master.agent_labels(agent_id))
+        self.assertEqual(other.agent_labels(2), {"env": "prod", "aaa": "first"})
+        self.assertEqual(other.agent_labels(1), {"kept": "x"})
+
+    def test_rows_form_unknown_agents_and_manager(self) -> None:
+        """Rows of unknown agents and of agent 000 are counted and not written."""
+        row = [None] * len(AGENT_INFO_COLUMNS)
+        chunk = {"rows": [[1, "agent-001", *row[2:]], [77, "ghost", *row[2:]],
+                          [0, "evil", *row[2:]]],
+                 "labels": [[77, [["k", "v"]]], [0, [["k", "v"]]]]}
+        result = self.master.set_agent_info([chunk])
+        self.assertEqual((result.updated_chunks, result.updated_agents, result.unknown_agents,
+                          result.error_messages), (1, 1, 2, ()))
+        self.assertIsNone(self.master.agent_row(77))
+        self.assertEqual(self.master.agent_labels(0), {})
+        manager = self.master.agent_row(0)
+        assert manager is not None
+        self.assertEqual(manager["name"], "localhost")
+
+    def test_rows_form_bad_chunk_reported_others_applied(self) -> None:
+        """An invalid rows chunk is an error message; the other chunks are still applied."""
+        self.keepalive(1)
+        [good] = self.rows_chunks()
+        bad = {"rows": [[2, True] + [None] * (len(AGENT_INFO_COLUMNS) - 2)], "labels": []}
+        result = self.master.set_agent_info([bad, good, 7])
+        self.assertEqual(result.updated_chunks, 1)
+        self.assertEqual(len(result.error_messages), 2)
+        row = self.master.agent_row(1)
+        assert row is not None
+        self.assertEqual(row["node_name"], "worker-1")
+
+    def test_rows_chunks_bounded(self) -> None:
+        """Rows chunks stay under the size bound and keep every agent in id order."""
+        worker = _open(self, range(1, 801))
+        worker.record_keepalives([Keepalive(i, "worker-1", _NOW, "x" * 100) for i in
+                                  range(1, 801)])
+        worker._conn.execute("INSERT INTO labels VALUES (5, 'k', 'v')")
+        batch = worker.get_agent_info_sync(max_chunk_size=20000, rows=True)
+        self.assertGreater(len(batch.chunks), 2)
+        self.assertTrue(all(len(c.encode()) < 20000 for c in batch.chunks))
+        ids = [r[0] for c in batch.chunks for r in json.loads(c)["rows"]]
+        self.assertEqual(ids, list(range(1, 801)))
+        self.assertEqual([v[0] for v in batch.versions], ids)
+        self.assertEqual(json.loads(batch.chunks[0])["labels"], [[5, [["k", "v"]]]])
 
 
 class AgentGroupsTests(SynchronousTestCase):

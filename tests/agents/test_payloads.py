@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from hypothesis import given
@@ -11,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.agents.capture import decoded_messages, long_strings, raw_messages
 from wazuhcluster.agents import payloads
 from wazuhcluster.agents.payloads import PayloadError, SyncResult
+from wazuhcluster.agents.schema import AGENT_INFO_COLUMNS
 
 _SESSION_HASH = "1147021666b6b45fdfa0df05e49b106d48a946aa"
 
@@ -162,3 +164,77 @@ class DecoderLimitTests(SynchronousTestCase):
         decoded = payloads.decode_groups_chunk(chunk)
         self.assertEqual(decoded.assignments, tuple((a, tuple(g)) for a, g in assignments))
         self.assertFalse(decoded.has_hash)
+
+
+class RowsFormTests(SynchronousTestCase):
+    """The compact rows form between our nodes: framing and validation."""
+
+    def row(self, **values: object) -> list[object]:
+        """A valid row of agent 1 with some columns replaced."""
+        row: list[object] = [None] * len(AGENT_INFO_COLUMNS)
+        row[0], row[1] = 1, "agent-001"
+        for column, value in values.items():
+            row[AGENT_INFO_COLUMNS.index(column)] = value
+        return row
+
+    def test_string_round_trip(self) -> None:
+        """Chunk texts are embedded as JSON and come back parsed."""
+        chunk = json.dumps({"rows": [self.row(last_keepalive=5)], "labels": []})
+        data = payloads.encode_agent_info_rows_string([chunk, chunk])
+        self.assertEqual(payloads.decode_agent_info_string(data), (json.loads(chunk),) * 2)
+        self.assertEqual(json.loads(data)["set_data_command"], "global sync-agent-info-set")
+
+    def test_string_refused(self) -> None:
+        """An unknown format, other columns, or chunks that are not a list are refused."""
+        base = {"set_data_command": "global sync-agent-info-set", "payload": {},
+                "format": "wazuhcluster-rows-1", "columns": list(AGENT_INFO_COLUMNS),
+                "chunks": []}
+        changes: list[dict[str, object]] = [{"format": "rows-2"}, {"columns": ["id"]},
+                                             {"chunks": {}}]
+        for change in changes:
+            data = json.dumps({**base, **change}).encode()
+            self.assertRaises(PayloadError, payloads.decode_agent_info_string, data)
+        data = json.dumps({**base, "chunks": [{}, {}, {}]}).encode()
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string, data, max_chunks=2)
+
+    def test_valid_rows(self) -> None:
+        """Valid rows come back as they are; labels as (id, [(key, value)])."""
+        rows = [self.row(ip="10.0.0.1", last_keepalive=2**63 - 1),
+                [2, None, *self.row()[2:]]]
+        got = payloads.decode_agent_info_rows(
+            {"rows": rows, "labels": [[2, [["k", "v"], ["a", ""]]]]})
+        self.assertEqual(got, (rows, [(2, [("k", "v"), ("a", "")])]))
+
+    def test_invalid_rows_refused(self) -> None:
+        """Every rule of the 4.7.5 chunk decoder holds for rows."""
+        bad_rows = [
+            self.row(ip=5), self.row(last_keepalive="5"), self.row(status_code=True),
+            self.row(status_code=1.5), self.row(os_name="x" * 8193),
+            self.row(last_keepalive=2**63), self.row(disconnection_time=-(2**63)),
+            [-1, *self.row()[1:]], [2**31, *self.row()[1:]], ["1", *self.row()[1:]],
+            self.row()[:-1], [*self.row(), None], {"id": 1}, "row", None]
+        for row in bad_rows:
+            self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
+                              {"rows": [self.row(), row], "labels": []})
+        chunks: list[object] = [[], {"rows": {}}, {"rows": [self.row()] * 4097}, "x", None]
+        for chunk in chunks:
+            self.assertRaises(PayloadError, payloads.decode_agent_info_rows, chunk)
+
+    def test_invalid_labels_refused(self) -> None:
+        """Labels must be [id, [[key, value], ...]] of an agent the chunk has a row for."""
+        all_labels: list[object] = [
+            {}, [[1]], [[2, []]], [[1, [["k"]]]], [[1, [["k", 5]]]], [[1, [["k", None]]]],
+            [[1, {"k": "v"}]], [[1, [["k", "v" * 8193]]]], [[1, [["k", "v"]] * 1025]],
+            [[1, []], [1, []]]]
+        for labels in all_labels:
+            self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
+                              {"rows": [self.row()], "labels": labels})
+
+    @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                        lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.sampled_from(["rows", "labels"]), inner),
+                        max_leaves=30))
+    def test_arbitrary_json_raises_only_payload_error(self, chunk: object) -> None:
+        """Any parsed JSON either validates or raises PayloadError."""
+        with contextlib.suppress(PayloadError):
+            payloads.decode_agent_info_rows(chunk)

@@ -42,9 +42,11 @@ import attrs
 from wazuhcluster.agents import keys as _keys
 from wazuhcluster.agents.payloads import (
     MAX_GROUPS_PER_AGENT,
+    MAX_ROWS_PER_CHUNK,
     PayloadError,
     check_group_name,
     decode_agent_info_chunk,
+    decode_agent_info_rows,
     decode_groups_chunk,
 )
 from wazuhcluster.agents.schema import (
@@ -64,6 +66,19 @@ GROUPS_SET_ERROR = "An error occurred during the set of the groups"
 #: NOT NULL agent-info columns: an object without them keeps the stored value (wazuh-db
 #: would bind NULL and fail the whole chunk on the constraint).
 _NOT_NULL_INFO_COLUMNS = frozenset({"name", "connection_status", "group_config_status"})
+
+#: Applies one agent-info object: parameters are the set columns, then the id.
+_UPDATE_INFO_STANDARD = "UPDATE agent SET " + ", ".join(
+    f"{c} = COALESCE(?, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = ?"
+    for c in AGENT_INFO_SET_COLUMNS) + ", sync_status = 'synced' WHERE id = ?"
+#: Applies one compact row as received: ``?1`` is the id, then the set columns in order.
+_UPDATE_INFO_ROWS = "UPDATE agent SET " + ", ".join(
+    f"{c} = COALESCE(?{i}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = ?{i}"
+    for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=2)
+) + ", sync_status = 'synced' WHERE id = ?1 AND id > 0"
+#: Inserts one label of an agent if the agent exists (unknown agents are skipped).
+_INSERT_LABEL = ("INSERT OR REPLACE INTO labels (id, key, value) SELECT ?1, ?2, ?3"
+                 " WHERE EXISTS (SELECT 1 FROM agent WHERE id = ?1)")
 
 _EMPTY_GROUPS_PAGE = '[{"data":[]}]'
 #: Room wazuh-db reserves for the ``hash`` member: ``strlen("hash:\"\"") + sizeof(os_sha1)``.
@@ -279,7 +294,8 @@ class AgentDatabase:
 
     # -- agent-info (worker side) --------------------------------------------------------------
 
-    def get_agent_info_sync(self, max_chunk_size: int = WDB_MAX_RESPONSE_SIZE) -> AgentInfoBatch:
+    def get_agent_info_sync(self, max_chunk_size: int = WDB_MAX_RESPONSE_SIZE,
+                            rows: bool = False) -> AgentInfoBatch:
         """Read every agent marked for agent-info sync, as wazuh-db's ``sync-agent-info-get``.
 
         Each chunk is a compact JSON array of agent objects (columns of
@@ -287,32 +303,44 @@ class AgentDatabase:
         omitted, ``labels`` last when the agent has labels) whose size, like wazuh-db's, stays
         below ``max_chunk_size`` bytes; an agent too big for an empty chunk gets a chunk of its
         own. Nothing is marked synced.
+
+        With ``rows=True`` the chunks are in the compact rows form between our nodes
+        (:func:`~wazuhcluster.agents.payloads.encode_agent_info_rows_string`): each is
+        ``{"rows":[[id, name, ...], ...],"labels":[[id, [[key, value], ...]], ...]}`` with the
+        same size bound and at most
+        :data:`~wazuhcluster.agents.payloads.MAX_ROWS_PER_CHUNK` rows.
         """
         conn = self._conn
-        conn.execute("BEGIN")
-        try:
+        if rows:
+            # SQLite builds each row's JSON array (NULL as null): no key names to write.
+            build = f"json_array({', '.join(f'a.{c}' for c in AGENT_INFO_COLUMNS)})"
+        else:
             # SQLite builds each object (json_patch onto {} drops the NULL members), which
             # is several times faster than a dict and json.dumps per agent in Python.
             members = ", ".join(f"'{c}', a.{c}" for c in AGENT_INFO_COLUMNS)
-            rows = conn.execute(
-                f"SELECT a.id, json_patch('{{}}', json_object({members})),"
-                " COALESCE(s.info_seq, 0) FROM agent a"
+            build = f"json_patch('{{}}', json_object({members}))"
+        conn.execute("BEGIN")
+        try:
+            selected = conn.execute(
+                f"SELECT a.id, {build}, COALESCE(s.info_seq, 0) FROM agent a"
                 " LEFT JOIN cluster_sync_seq s ON s.id = a.id"
                 " WHERE a.id > 0 AND a.sync_status = 'syncreq' ORDER BY a.id").fetchall()
-            labels: dict[int, list[dict[str, Any]]] = {}
+            labels: dict[int, list[Any]] = {}
             for agent_id, key, value in conn.execute(
                     "SELECT l.id, l.key, l.value FROM labels l JOIN agent a ON a.id = l.id"
                     " WHERE a.id > 0 AND a.sync_status = 'syncreq' ORDER BY l.id, l.key"):
                 labels.setdefault(agent_id, []).append(
-                    {"id": agent_id, "key": key, "value": value})
+                    [key, value] if rows else {"id": agent_id, "key": key, "value": value})
         finally:
             conn.execute("COMMIT")
+        if rows:
+            return self._rows_batch(selected, labels, max_chunk_size)
 
         chunks: list[str] = []
         versions: list[tuple[int, int]] = []
         parts: list[str] = []
         size = 2
-        for agent_id, text, seq in rows:
+        for agent_id, text, seq in selected:
             agent_labels = labels.get(agent_id)
             if agent_labels:
                 text = text[:-1] + ',"labels":' + _dumps(agent_labels) + "}"
@@ -326,6 +354,36 @@ class AgentDatabase:
         if parts:
             chunks.append("[" + ",".join(parts) + "]")
         return AgentInfoBatch(tuple(chunks), tuple(versions))
+
+    @staticmethod
+    def _rows_batch(selected: list[tuple[int, str, int]], labels: dict[int, list[Any]],
+                    max_chunk_size: int) -> AgentInfoBatch:
+        """Cut rows (and labels) read by :meth:`get_agent_info_sync` into compact chunks."""
+        chunks: list[str] = []
+        parts: list[str] = []
+        chunk_labels: list[Any] = []
+        empty = len('{"rows":[],"labels":[]}')
+        size = empty
+        for agent_id, text, _ in selected:
+            length = len(text) if text.isascii() else len(text.encode("utf-8"))
+            entry = None
+            agent_labels = labels.get(agent_id)
+            if agent_labels:
+                entry = [agent_id, agent_labels]
+                length += len(_dumps(entry).encode("utf-8")) + 1
+            if parts and (size + length + 1 >= max_chunk_size
+                          or len(parts) >= MAX_ROWS_PER_CHUNK):
+                chunks.append('{"rows":[' + ",".join(parts) + '],"labels":'
+                              + _dumps(chunk_labels) + "}")
+                parts, chunk_labels, size = [], [], empty
+            parts.append(text)
+            if entry is not None:
+                chunk_labels.append(entry)
+            size += length + 1
+        if parts:
+            chunks.append('{"rows":[' + ",".join(parts) + '],"labels":'
+                          + _dumps(chunk_labels) + "}")
+        return AgentInfoBatch(tuple(chunks), tuple((r[0], r[2]) for r in selected))
 
     def mark_agent_info_synced(self, versions: Sequence[tuple[int, int]]) -> int:
         """Mark agents synced if unchanged since they were read; returns how many were marked."""
@@ -385,7 +443,7 @@ class AgentDatabase:
 
     # -- agent-info (master side) --------------------------------------------------------------
 
-    def set_agent_info(self, chunks: Sequence[str]) -> AgentInfoSetResult:
+    def set_agent_info(self, chunks: Sequence[Any]) -> AgentInfoSetResult:
         """Apply agent-info chunks from a worker, as wazuh-db's ``sync-agent-info-set``.
 
         For every known agent listed (agent 000 excepted) the agent-info columns are replaced
@@ -396,43 +454,36 @@ class AgentDatabase:
         Unknown agents are ignored and counted. Each chunk is applied atomically; a chunk that
         does not parse or fails in SQLite is rolled back and reported in ``error_messages``.
         All chunks are committed in one transaction.
+
+        A chunk is either the text of a standard chunk or a parsed chunk of the compact rows
+        form (as :func:`~wazuhcluster.agents.payloads.decode_agent_info_string` returns them);
+        both mean the same.
         """
         updated_chunks = 0
         updated_agents = 0
         unknown_agents = 0
         errors: list[str] = []
-        placeholders = ", ".join(
-            f"{c} = COALESCE(?, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = ?"
-            for c in AGENT_INFO_SET_COLUMNS)
-        update_sql = f"UPDATE agent SET {placeholders}, sync_status = 'synced' WHERE id = ?"
-        columns = AGENT_INFO_SET_COLUMNS
         with self._transaction() as conn:
             for chunk in chunks:
                 try:
-                    agents = decode_agent_info_chunk(chunk)
+                    if isinstance(chunk, str):
+                        rows, labels, skipped = self._standard_rows(chunk)
+                        sql = _UPDATE_INFO_STANDARD
+                    else:
+                        rows, labels = decode_agent_info_rows(chunk)
+                        skipped = 0
+                        sql = _UPDATE_INFO_ROWS
                 except PayloadError as e:
                     errors.append(f"Invalid JSON syntax; {e}")
                     continue
-                known = self._existing_ids([a["id"] for a in agents if a["id"] != 0])
-                rows = []
-                label_sets = []
-                for agent in agents:
-                    if agent["id"] not in known:
-                        unknown_agents += 1
-                        continue
-                    labels = agent.pop("labels", None)
-                    get = agent.get
-                    rows.append((*[get(c) for c in columns], agent["id"]))
-                    if labels is not None:
-                        label_sets.append((agent["id"], labels))
                 conn.execute("SAVEPOINT chunk")
                 try:
-                    conn.executemany(update_sql, rows)
-                    for agent_id, labels in label_sets:
+                    updated = conn.executemany(sql, rows).rowcount
+                    for agent_id, pairs in labels:
+                        if agent_id == 0:
+                            continue
                         conn.execute("DELETE FROM labels WHERE id = ?", (agent_id,))
-                        conn.executemany(
-                            "INSERT OR REPLACE INTO labels (id, key, value) VALUES (?, ?, ?)",
-                            [(agent_id, key, value) for _, key, value in labels])
+                        conn.executemany(_INSERT_LABEL, [(agent_id, k, v) for k, v in pairs])
                 except sqlite3.Error as e:
                     conn.execute("ROLLBACK TO chunk")
                     conn.execute("RELEASE chunk")
@@ -440,8 +491,34 @@ class AgentDatabase:
                     continue
                 conn.execute("RELEASE chunk")
                 updated_chunks += 1
-                updated_agents += len(rows)
+                updated_agents += updated
+                unknown_agents += skipped + len(rows) - updated
         return AgentInfoSetResult(updated_chunks, tuple(errors), updated_agents, unknown_agents)
+
+    @staticmethod
+    def _standard_rows(
+        chunk: str,
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, list[tuple[str, str]]]], int]:
+        """Parameters of :data:`_UPDATE_INFO_STANDARD` for one standard chunk.
+
+        :returns: the rows (agent 000 left out), the labels to replace, and how many entries
+            were for agent 000.
+        """
+        columns = AGENT_INFO_SET_COLUMNS
+        rows = []
+        labels = []
+        skipped = 0
+        for agent in decode_agent_info_chunk(chunk):
+            agent_id = agent["id"]
+            if agent_id == 0:
+                skipped += 1
+                continue
+            get = agent.get
+            rows.append((*[get(c) for c in columns], agent_id))
+            agent_labels = get("labels")
+            if agent_labels is not None:
+                labels.append((agent_id, [(key, value) for _, key, value in agent_labels]))
+        return rows, labels, skipped
 
     # -- agent-groups --------------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ Wire behaviour follows Wazuh 4.7.5 (``docs/wazuh-cluster-protocol.md`` §5.5, §
 * ``merged.mg`` files of groups whose files or membership changed are rewritten off the
   reactor.
 
-wazuhcluster extension: ``wzc_ag_mlst`` (the master's agent list, for ``wazuhcluster-control
+wazuhcluster extensions: ``wzc_ag_mlst`` (the master's agent list, for ``wazuhcluster-control
 -a`` on a worker) is served to workers; our master announces it as the ``agents`` capability.
+It also announces ``agent-info-rows``: our workers then send agent-info in the compact rows form
+(``wazuhcluster.agents.payloads``), which the master accepts besides the 4.7.5 form.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from wazuhcluster.agents.listing import (
     parse_list_request,
 )
 from wazuhcluster.agents.payloads import (
+    AGENT_INFO_ROWS_CAPABILITY,
     PayloadError,
     SyncResult,
     decode_agent_info_string,
@@ -124,7 +127,7 @@ class AgentsMaster:
     """
 
     _log = Logger()
-    capabilities = (AGENTS_CAPABILITY,)
+    capabilities = (AGENTS_CAPABILITY, AGENT_INFO_ROWS_CAPABILITY)
 
     def __init__(self, node: MasterNode, db: IAgentDatabase, clock: IReactorTime) -> None:
         self._node = node

@@ -8,6 +8,17 @@ Payloads covered (``docs/wazuh-cluster-protocol.md`` §5.5, §5.6):
 
   where each chunk is the JSON array text wazuh-db answers to ``global sync-agent-info-get``;
   4.13 replaced ``chunks`` by an object (§12): such a string is refused with a clear error;
+* between our own nodes (the master announces :data:`AGENT_INFO_ROWS_CAPABILITY`), the same
+  long string in the compact *rows* form (wazuhcluster extension, never sent to a Wazuh node)::
+
+      {"set_data_command": "global sync-agent-info-set", "payload": {},
+       "format": "wazuhcluster-rows-1", "columns": ["id", "name", ...],
+       "chunks": [{"rows": [[1, "agent", ...], ...], "labels": [[1, [["key", "value"]]]]}, ...]}
+
+  where each row holds the :data:`~wazuhcluster.agents.schema.AGENT_INFO_COLUMNS` in that
+  order (JSON null for NULL), chunks are embedded JSON instead of strings of JSON (no second
+  escaping and parsing), and ``labels`` lists, for the agents of the chunk that have labels,
+  their ``[key, value]`` pairs. It means exactly what the standard chunks mean;
 * the long string a master ships before ``syn_g_m_w`` / ``syn_g_m_w_c``::
 
       {"set_data_command": "global set-agent-groups",
@@ -24,8 +35,11 @@ malformed input raises :class:`PayloadError` and nothing else.
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import attrs
@@ -55,6 +69,12 @@ MAX_LABELS = 1024
 MAX_GROUPS_PER_AGENT = 128
 #: Largest group name (Wazuh's ``MAX_GROUP_NAME``).
 MAX_GROUP_NAME = 255
+#: Capability a master announces when it accepts agent-info in the compact rows form.
+AGENT_INFO_ROWS_CAPABILITY = "agent-info-rows"
+#: ``format`` member of an agent-info long string in the compact rows form.
+AGENT_INFO_ROWS_FORMAT = "wazuhcluster-rows-1"
+#: Most rows one compact chunk may hold.
+MAX_ROWS_PER_CHUNK = 4096
 #: Agent ids are SQLite integers; we accept the 32-bit range wazuh-db binds with ``bind_int``.
 MAX_AGENT_ID = 2**31 - 1
 
@@ -113,6 +133,24 @@ def _loads(data: bytes | str, limit: int, what: str) -> Any:
         raise PayloadError(f"{what} is not valid JSON: {e}") from None
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large JSON text becomes Python objects.
+
+    Parsing 50 000 agent rows allocates ~50 000 lists, which would trigger many collections
+    (full ones scan every object of the process) although none of them can be garbage yet.
+    Only the thread that paused it resumes it, and only if it was running before.
+    """
+    was_enabled = gc.isenabled()
+    if was_enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _dumps_compact(value: Any) -> str:
     """Serialize like cJSON_PrintUnformatted: no whitespace, UTF-8 kept as is."""
     return json.dumps(value, separators=_COMPACT, ensure_ascii=False)
@@ -158,14 +196,41 @@ def decode_agent_info_string(
     """Return the chunks of an agent-info long string.
 
     :raises PayloadError: on malformed JSON, a wrong ``set_data_command``, the 4.13 object
-        form of ``chunks``, or sizes over the limits.
+        form of ``chunks``, an unknown ``format``, or sizes over the limits.
+    In the compact rows form the chunks are returned as parsed JSON (anything), to be
+    validated one by one with :func:`decode_agent_info_rows`.
     """
-    root = _loads(data, max_size, "agent-info string")
+    with _collector_paused():
+        root = _loads(data, max_size, "agent-info string")
     if not isinstance(root, dict):
         raise PayloadError("agent-info string must be a JSON object")
     if root.get("set_data_command") != AGENT_INFO_SET_COMMAND:
         raise PayloadError(f"unexpected set_data_command {root.get('set_data_command')!r}")
+    if "format" in root:
+        if root["format"] != AGENT_INFO_ROWS_FORMAT:
+            raise PayloadError(f"unknown agent-info format {root['format']!r}")
+        if root.get("columns") != list(AGENT_INFO_COLUMNS):
+            raise PayloadError("agent-info rows do not have the expected columns")
+        chunks = root.get("chunks")
+        if not isinstance(chunks, list):
+            raise PayloadError("chunks must be a list")
+        if max_chunks is not None and len(chunks) > max_chunks:
+            raise PayloadError(f"{len(chunks)} chunks exceed the limit of {max_chunks}")
+        return tuple(chunks)
     return _check_chunks(root.get("chunks"), max_chunks)
+
+
+def encode_agent_info_rows_string(chunks: Sequence[str]) -> bytes:
+    """Build the compact rows form of the long string from chunk texts.
+
+    Each chunk text is a JSON object ``{"rows": [...], "labels": [...]}`` (as
+    :meth:`~wazuhcluster.agents.db.AgentDatabase.get_agent_info_sync` builds them with
+    ``rows=True``); it is embedded as is.
+    """
+    head = (f'{{"set_data_command":"{AGENT_INFO_SET_COMMAND}","payload":{{}},'
+            f'"format":"{AGENT_INFO_ROWS_FORMAT}","columns":'
+            f'{_dumps_compact(list(AGENT_INFO_COLUMNS))},"chunks":[')
+    return (head + ",".join(chunks) + "]}").encode("utf-8")
 
 
 def encode_agent_info_chunk(agents: Sequence[dict[str, Any]]) -> str:
@@ -228,6 +293,99 @@ def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
             agent["labels"] = [_check_label(label) for label in labels]
         agents.append(agent)
     return agents
+
+
+_NONE = type(None)
+_MAX_INT = 2**63 - 1
+#: Python type of each column of a compact row, in :data:`AGENT_INFO_COLUMNS` order.
+_ROW_KINDS: tuple[type, ...] = tuple(
+    int if c in AGENT_INFO_INTEGER_COLUMNS else str for c in AGENT_INFO_COLUMNS)
+#: Validation plan per row type signature: getters of the text values and of the integer
+#: values other than the id (``None`` when there is none). Bounded: at most 2**21 signatures
+#: exist, we keep the first few hundred.
+_ROW_PLANS: dict[tuple[type, ...], tuple[Any, Any]] = {}
+_MAX_ROW_PLANS = 512
+
+
+def _getter(positions: list[int]) -> Any:
+    """A function returning the values at ``positions`` of a row as a tuple, or None."""
+    if not positions:
+        return None
+    if len(positions) == 1:
+        return itemgetter(positions[0], positions[0])  # a tuple even for one position
+    return itemgetter(*positions)
+
+
+def _row_plan(signature: tuple[type, ...]) -> tuple[Any, Any]:
+    """The validation plan of a row signature; raises :class:`PayloadError` if invalid."""
+    plan = _ROW_PLANS.get(signature)
+    if plan is not None:
+        return plan
+    if len(signature) != len(_ROW_KINDS) or signature[0] is not int:
+        raise PayloadError("an agent-info row must hold every agent-info column, id first")
+    for column, kind, actual in zip(AGENT_INFO_COLUMNS, _ROW_KINDS, signature, strict=True):
+        if actual is not kind and actual is not _NONE:
+            raise PayloadError(f"invalid value for {column}")
+    plan = (_getter([i for i, t in enumerate(signature) if t is str]),
+            _getter([i for i, t in enumerate(signature) if t is int and i > 0]))
+    if len(_ROW_PLANS) < _MAX_ROW_PLANS:
+        _ROW_PLANS[signature] = plan
+    return plan
+
+
+def decode_agent_info_rows(
+    chunk: Any,
+) -> tuple[list[list[Any]], list[tuple[int, list[tuple[str, str]]]]]:
+    """Validate one chunk of the compact rows form (already parsed JSON).
+
+    :returns: ``(rows, labels)``: the rows as received (each a list of the
+        :data:`AGENT_INFO_COLUMNS` values, id first, ``None`` for NULL), usable directly as
+        SQL parameters; and ``(agent id, [(key, value), ...])`` for the agents whose labels
+        the chunk carries. The rules are those of :func:`decode_agent_info_chunk`.
+    :raises PayloadError: if anything is malformed.
+    """
+    if not isinstance(chunk, dict):
+        raise PayloadError("an agent-info rows chunk must be an object")
+    rows = chunk.get("rows")
+    if not isinstance(rows, list) or len(rows) > MAX_ROWS_PER_CHUNK:
+        raise PayloadError(f"rows must be a list of at most {MAX_ROWS_PER_CHUNK} rows")
+    plans = _ROW_PLANS
+    for row in rows:
+        if type(row) is not list:
+            raise PayloadError("an agent-info row must be a list")
+        signature = tuple(map(type, row))
+        plan = plans.get(signature) or _row_plan(signature)
+        texts, integers = plan
+        agent_id = row[0]
+        if not 0 <= agent_id <= MAX_AGENT_ID:
+            raise PayloadError(f"invalid agent id {agent_id!r}")
+        if texts is not None and max(map(len, texts(row))) > MAX_FIELD_SIZE:
+            raise PayloadError(f"a text value exceeds {MAX_FIELD_SIZE} characters")
+        if integers is not None:
+            values = integers(row)
+            if max(values) > _MAX_INT or min(values) < -_MAX_INT:
+                raise PayloadError("an integer value is out of range")
+    raw_labels = chunk.get("labels", [])
+    if not isinstance(raw_labels, list) or len(raw_labels) > len(rows):
+        raise PayloadError("labels must be a list of at most one entry per row")
+    labels: list[tuple[int, list[tuple[str, str]]]] = []
+    row_ids = {row[0] for row in rows} if raw_labels else set()
+    for entry in raw_labels:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise PayloadError("a labels entry must be [agent id, [[key, value], ...]]")
+        agent_id, pairs = entry
+        if _check_agent_id(agent_id) not in row_ids:
+            raise PayloadError("labels of an agent the chunk has no row for")
+        if not isinstance(pairs, list) or len(pairs) > MAX_LABELS:
+            raise PayloadError(f"labels must be a list of at most {MAX_LABELS} pairs")
+        checked = []
+        for pair in pairs:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise PayloadError("a label must be a [key, value] pair")
+            checked.append((_check_text(pair[0], "label key"),
+                            _check_text(pair[1], "label value")))
+        labels.append((agent_id, checked))
+    return rows, labels
 
 
 # -- agent-groups ----------------------------------------------------------------------------

@@ -117,9 +117,9 @@ class ThreadedAgentDatabase(Service):
 
     # -- IAgentDatabase ------------------------------------------------------------------------
 
-    def get_agent_info_sync(self) -> Deferred[AgentInfoBatch]:
+    def get_agent_info_sync(self, rows: bool = False) -> Deferred[AgentInfoBatch]:
         """See :meth:`AgentDatabase.get_agent_info_sync`."""
-        return self._call(lambda db: db.get_agent_info_sync())
+        return self._call(lambda db: db.get_agent_info_sync(rows=rows))
 
     def mark_agent_info_synced(self, versions: Sequence[tuple[int, int]]) -> Deferred[int]:
         """See :meth:`AgentDatabase.mark_agent_info_synced`."""
@@ -136,7 +136,7 @@ class ThreadedAgentDatabase(Service):
         keepalives = tuple(keepalives)
         return self._call(lambda db: db.record_keepalives(keepalives))
 
-    def set_agent_info(self, chunks: Sequence[str]) -> Deferred[AgentInfoSetResult]:
+    def set_agent_info(self, chunks: Sequence[Any]) -> Deferred[AgentInfoSetResult]:
         """See :meth:`AgentDatabase.set_agent_info`."""
         chunks = tuple(chunks)
         return self._call(lambda db: db.set_agent_info(chunks))

@@ -1,7 +1,8 @@
 """Agents on a worker: agent-info sync toward the master, agent-groups from the master.
 
 Agent-info ("Agent-info sync", every ``sync_agent_info`` seconds): ``syn_a_w_m_p`` → read the
-agents marked for sync → long string (Wazuh 4.7.5 format) → ``syn_a_w_m <id>`` → wait for
+agents marked for sync → long string (Wazuh 4.7.5 format; the compact rows form when the master
+announced ``agent-info-rows``, i.e. is one of ours) → ``syn_a_w_m <id>`` → wait for
 the master's ``syn_m_a_e`` / ``syn_m_a_err``. Unlike Wazuh, rows are marked synced only after a
 ``syn_m_a_e`` without errors, and only if they did not change since they were read
 (:meth:`~wazuhcluster.agents.db.AgentDatabase.mark_agent_info_synced`): a dropped link, an
@@ -37,10 +38,12 @@ from zope.interface import implementer
 from wazuhcluster.agents.db import database_path
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.payloads import (
+    AGENT_INFO_ROWS_CAPABILITY,
     PayloadError,
     SyncResult,
     decode_groups_string,
     decode_sync_result,
+    encode_agent_info_rows_string,
     encode_agent_info_string,
     encode_sync_result,
     master_groups_hash,
@@ -110,6 +113,9 @@ class AgentsWorker:
         self._config = node.config
         self._peer: IPeer | None = None
         self._in_flight: _InFlight | None = None
+        #: Send agent-info in the compact rows form (set on connection from the master's
+        #: capabilities).
+        self.rows_format = False
         self._groups_lock = DeferredLock()
         self.mismatches = 0
         self.last_full_request: float | None = None
@@ -132,8 +138,10 @@ class AgentsWorker:
         }
 
     def connected(self, peer: IPeer, capabilities: frozenset[str]) -> None:
-        """The master link is up."""
+        """The master link is up; agent-info goes in the compact rows form if the master
+        announced that it accepts it (a real Wazuh master gets the 4.7.5 form)."""
         self._peer = peer
+        self.rows_format = AGENT_INFO_ROWS_CAPABILITY in capabilities
 
     def disconnected(self) -> None:
         """The link is gone: a sync in flight ends without marking anything."""
@@ -170,12 +178,14 @@ class AgentsWorker:
             self._log.info("[{tag}] [Agent-info sync] Master didn't grant permission to start "
                            "a new synchronization.", tag=self.tag)
             return
-        batch = await self._db.get_agent_info_sync()
+        rows_format = self.rows_format
+        batch = await self._db.get_agent_info_sync(rows=rows_format)
         if not batch.chunks:
             self._log.info("[{tag}] [Agent-info sync] Finished in {spent:.3f}s. Updated 0 "
                            "chunks.", tag=self.tag, spent=self._clock.seconds() - start)
             return
-        data = await self._node.run(encode_agent_info_string, batch.chunks)
+        encode = encode_agent_info_rows_string if rows_format else encode_agent_info_string
+        data = await self._node.run(encode, batch.chunks)
         string_id = await send_string(peer, data)
         if peer is not self._peer:
             raise ClusterError(3018, "connection with the master lost")
