@@ -20,6 +20,10 @@ Run with ``.venv/bin/python bench/integrity.py``. It prints figures only; nothin
      verified byte-identical (BLAKE2b);
    * meanwhile a local client sends ``echo-c`` to the master's local socket every 10 ms; the
      worst round-trip during each phase is reported.
+
+With ``BENCH_NODE_DEBUG=1`` in the environment the nodes run with ``-d`` (their debug logs
+time each step of an apply and the writing-and-sending of a push; see ``--keep``) and the
+wall-clock times of the 10 000-file phase are printed to line them up.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from twisted.internet.protocol import ProcessProtocol
 
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.homes import make_home
-from wazuhcluster.integrity.items import ClusterItems, load_cluster_items
+from wazuhcluster.integrity.items import load_cluster_items
 from wazuhcluster.integrity.metadata import file_digest, scan_items
 from wazuhcluster.protocol.commands import ECHO_CLIENT
 from wazuhcluster.protocol.handler import ClusterProtocol
@@ -196,7 +200,7 @@ class Node(ProcessProtocol):
     def start(self) -> Node:
         """Spawn the node."""
         args = [TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", self.role, "--home",
-                self.home]
+                self.home, *(["-d"] if os.environ.get("BENCH_NODE_DEBUG") else [])]
         reactor.spawnProcess(self, TWISTD, args, env=dict(os.environ), path=self.home,
                              childFDs={0: "w", 1: "r", 2: "r"})
         return self
@@ -367,14 +371,19 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         worker_dir = os.path.join(worker_home, "etc", "rules", "many")
         mark = probe.mark()
         start = time.perf_counter()
+        wall_start = time.time()
         names = await runner.run(write_many, master_dir, many)
         written = time.perf_counter() - start
+        wall_written = time.time()
         await wait_until("all files on the worker", lambda: count_files(worker_dir) >= many, 120,
                          0.02)
         done = await wait_until("the files to be verified",
                                 lambda: runner.run(same_files, master_dir, worker_dir, names),
                                 60, 0.05)
         many_rtt = probe.worst_since(mark)
+        if os.environ.get("BENCH_NODE_DEBUG"):
+            print(f"  wall clock: writing {wall_start:.3f} - {wall_written:.3f}, verified "
+                  f"{wall_start + done - start:.3f}")
         print(f"  rules change -> worker ({changes} changes): p50 "
               f"{statistics.median(latencies):.3f} s, max {max(latencies):.3f} s, "
               f"min {min(latencies):.3f} s")

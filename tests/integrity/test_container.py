@@ -7,6 +7,7 @@ import json
 import os
 import tracemalloc
 import zlib
+from unittest.mock import patch
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,6 +95,27 @@ class VectorTests(SynchronousTestCase):
         result = write_sync_container(out, home, comparison, max_size=GIB)
         self.assertEqual(out.getvalue(), load_bytes("master_to_worker_sync.zip"))
         self.assertEqual(result.included, ("etc/client.keys", "etc/rules/extra/more_rules.xml"))
+
+    def test_progress_reports_only_final_bytes(self) -> None:
+        """With a progress callback the bytes are the same; every report is a final prefix."""
+        home = make_home(self.mktemp())
+        items = shipped_items()
+        comparison = compare_metadata(
+            scan_items(home, items).files,
+            metadata_from_json(load_json("worker_files_status.json")),
+            items,
+        )
+        out = io.BytesIO()
+        reports: list[tuple[int, bytes]] = []
+        with patch("wazuhcluster.integrity.container.PROGRESS_STEP", 1):
+            write_sync_container(out, home, comparison, max_size=GIB,
+                                 progress=lambda n: reports.append((n, out.getvalue()[:n])))
+        expected = load_bytes("master_to_worker_sync.zip")
+        self.assertEqual(out.getvalue(), expected)
+        self.assertEqual(reports[-1][0], len(expected))
+        self.assertGreater(len(reports), 2)
+        for size, prefix in reports:
+            self.assertEqual(prefix, expected[:size])
 
     def test_reencode_all_items(self) -> None:
         """Re-encoding all_items.zip from its decoded parts gives the same bytes."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from unittest.mock import patch
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
@@ -13,6 +14,7 @@ from zope.interface.verify import verifyObject
 
 from tests.integrity.pairs import IntegrityPair, write_files
 from wazuhcluster.errors import RemoteCommandError
+from wazuhcluster.integrity import master_side
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IWorkerExtension
 from wazuhcluster.protocol.commands import SYN_M_C, SYN_M_C_E, SYN_M_C_R, SYNC_NOW
@@ -152,6 +154,56 @@ class WorkerIntegrityTests(SynchronousTestCase):
         pair.recalculate()
         self.assertTrue(pair.in_sync())
         self.assertEqual(len(calls), 2)
+
+    def test_applied_files_are_not_read_again_by_the_next_check(self) -> None:
+        """The worker's digest cache learns what a push wrote: the next scan hashes nothing."""
+        pair = self.pair
+        write_files(pair.master_config.home, {"etc/lists/new": b"k:v\n",
+                                              "etc/rules/new.xml": b"<x/>"})
+        pair.recalculate()
+        self.assertTrue(pair.in_sync())
+        self.assertIn("etc/lists/new", pair.worker_integrity.last_apply.installed)
+        with patch("wazuhcluster.integrity.metadata.file_digest",
+                   side_effect=AssertionError("hashed again")):
+            pair.recalculate()  # a new cycle: the worker's next check is granted
+            pair.worker_integrity.checks.request()
+            pair.settle()
+        self.assertTrue(pair.in_sync())
+
+    def test_check_waits_for_the_recomputation_the_watcher_scheduled(self) -> None:
+        """Files written while a check is answered go in the same push, not a second round."""
+        pair = self.pair
+
+        class Watcher:
+            pending = True
+
+        pair.integrity.watcher = Watcher()  # type: ignore[assignment]
+        write_files(pair.master_config.home, {"etc/lists/first": b"a:1\n"})
+        pair.recalculate()  # announces; the worker checks; the master waits
+        self.assertFalse(pair.in_sync())
+        write_files(pair.master_config.home, {"etc/lists/second": b"b:2\n"})
+        Watcher.pending = False
+        pair.integrity.recalculation.request()
+        pair.clock.advance(master_side.FRESH_SCAN_POLL)
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+        self.assertEqual(set(pair.worker_integrity.last_apply.created),
+                         {"etc/lists/first", "etc/lists/second"})
+
+    def test_check_waits_at_most_fresh_scan_wait(self) -> None:
+        """A watcher that never settles delays a check by FRESH_SCAN_WAIT, no more."""
+        pair = self.pair
+
+        class Watcher:
+            pending = True
+
+        pair.integrity.watcher = Watcher()  # type: ignore[assignment]
+        write_files(pair.master_config.home, {"etc/lists/first": b"a:1\n"})
+        pair.recalculate()
+        for _ in range(int(master_side.FRESH_SCAN_WAIT / master_side.FRESH_SCAN_POLL) + 2):
+            pair.clock.advance(master_side.FRESH_SCAN_POLL)
+        pair.settle()
+        self.assertTrue(pair.in_sync())
 
     def test_disconnect_ends_waiting_pushes(self) -> None:
         """A push waiting for its container ends quietly when the link goes away."""

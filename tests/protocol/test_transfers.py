@@ -20,6 +20,7 @@ from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.protocol.transfers import (
     CommonResponders,
     FileReceiver,
+    GrowingFile,
     StringStore,
     send_file,
     send_string,
@@ -183,3 +184,124 @@ class SenderTests(SynchronousTestCase):
                                                      SynchronousRunner().run)))
         with open(self.files.claim("queue/cluster/worker1/x.zip"), "rb") as f:
             self.assertEqual(f.read(), data)
+
+
+class _DeferredRunner:
+    """A runner whose calls run only when the test releases them, in any order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Deferred[object], object, tuple[object, ...]]] = []
+
+    def run(self, f: object, *args: object, **kwargs: object) -> Deferred[object]:
+        d: Deferred[object] = Deferred()
+        self.calls.append((d, f, args))
+        return d
+
+    def release_last_first(self) -> int:
+        """Run every pending call, newest first; return how many ran."""
+        calls, self.calls = self.calls, []
+        for d, f, args in reversed(calls):
+            d.callback(f(*args))  # type: ignore[operator]
+        return len(calls)
+
+
+class PipelinedSenderTests(SynchronousTestCase):
+    """send_file keeps two file_upd in flight; the receiver still writes them in order."""
+
+    def setUp(self) -> None:
+        self.home = short_tempdir(self)
+        os.makedirs(os.path.join(self.home, "queue", "cluster", "worker1"))
+        self.rel = b"/queue/cluster/worker1/x.zip"
+
+    def test_appends_stay_in_order_when_the_pool_reorders_them(self) -> None:
+        """Appends released newest-first are still written in arrival order."""
+        runner = _DeferredRunner()
+        files = FileReceiver(self.home, runner.run)
+        files.directory_name = b"worker1"
+        d = Deferred.fromCoroutine(files.new_file(self.rel))
+        runner.release_last_first()
+        self.successResultOf(d)
+        pieces = [b"a" * 10, b"b" * 10, b"c" * 10]
+        updates = [Deferred.fromCoroutine(files.update(self.rel + b" " + p)) for p in pieces]
+        digest = hashlib.sha256(b"".join(pieces)).digest()
+        end = Deferred.fromCoroutine(files.end(self.rel + b" " + digest))
+        while runner.release_last_first():
+            pass
+        for update in updates:
+            self.successResultOf(update)
+        self.assertEqual(self.successResultOf(end).payload, b"File received correctly")
+        with open(files.claim("queue/cluster/worker1/x.zip"), "rb") as f:
+            self.assertEqual(f.read(), b"".join(pieces))
+
+    def test_window_of_two(self) -> None:
+        """The third chunk is read only once the first reply arrived."""
+        source = os.path.join(self.home, "source.bin")
+        data = os.urandom(3 * REQUEST_CHUNK)
+        with open(source, "wb") as f:
+            f.write(data)
+        sent: list[tuple[bytes, Deferred[bytes]]] = []
+
+        class Peer:
+            def request(self, command: bytes, payload: bytes,
+                        timeout: float | None = None) -> Deferred[bytes]:
+                d: Deferred[bytes] = Deferred()
+                sent.append((command, d))
+                return d
+
+        done = Deferred.fromCoroutine(send_file(Peer(), source, self.rel,  # type: ignore[arg-type]
+                                                SynchronousRunner().run))
+        sent[0][1].callback(b"ok")  # new_file
+        self.assertEqual([c for c, _ in sent], [b"new_file", b"file_upd", b"file_upd"])
+        sent[1][1].callback(b"ok")
+        self.assertEqual([c for c, _ in sent][3:], [b"file_upd"])
+        answered = 2
+        while sent[-1][0] != b"file_end":
+            self.assertLessEqual(len(sent) - answered, 2)  # never more than two in flight
+            sent[answered][1].callback(b"ok")
+            answered += 1
+        self.assertEqual(len(sent), 6)  # new_file, four chunks, file_end
+        sent[-1][1].callback(b"File received correctly")
+        self.successResultOf(done)
+
+    def test_growing_file(self) -> None:
+        """Only bytes declared final are sent; the transfer ends when the writer finishes."""
+        source = os.path.join(self.home, "growing.bin")
+        clock = Clock()
+        growing = GrowingFile()
+        received = bytearray()
+        replies: list[bytes] = []
+
+        class Peer:
+            def request(self, command: bytes, payload: bytes,
+                        timeout: float | None = None) -> Deferred[bytes]:
+                replies.append(command)
+                if command == b"file_upd":
+                    received.extend(payload.partition(b" ")[2])
+                if command == b"file_end":
+                    return Deferred.fromCoroutine(_ok(b"File received correctly"))
+                return Deferred.fromCoroutine(_ok(b"ok"))
+
+        step = REQUEST_CHUNK - len(self.rel) - 1
+        first = os.urandom(step + 100)
+        with open(source, "wb") as f:
+            f.write(first + b"NOT FINAL YET")
+        growing.advance(len(first))
+        done = Deferred.fromCoroutine(send_file(
+            Peer(), source, self.rel, SynchronousRunner().run,  # type: ignore[arg-type]
+            growing=growing, clock=clock))
+        self.assertEqual(bytes(received), first[:step])  # a whole chunk was ready
+        clock.advance(1)
+        self.assertEqual(bytes(received), first[:step])  # the rest waits for more
+        with open(source, "r+b") as f:
+            f.seek(len(first))
+            f.write(b"final")
+            f.truncate()
+        growing.finish(len(first) + 5)
+        clock.advance(1)
+        self.successResultOf(done)
+        self.assertEqual(bytes(received), first + b"final")
+        self.assertEqual(replies[-1], b"file_end")
+
+
+async def _ok(value: bytes) -> bytes:
+    return value

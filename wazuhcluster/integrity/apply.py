@@ -37,6 +37,7 @@ import os
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -46,6 +47,7 @@ from wazuhcluster.integrity.compare import Comparison
 from wazuhcluster.integrity.container import (
     ContainerLimits,
     ExtractedContainer,
+    StagedFile,
     extract_container,
 )
 from wazuhcluster.integrity.errors import UnsafePathError
@@ -56,7 +58,7 @@ from wazuhcluster.integrity.items import (
     path_problem,
     validate_peer_path,
 )
-from wazuhcluster.integrity.metadata import FileEntry
+from wazuhcluster.integrity.metadata import CachedDigest, FileEntry
 
 STAGING_PREFIX = "staging-"
 #: Mode of directories created while applying a push.
@@ -79,6 +81,11 @@ class ApplyResult:
     removed_dirs: tuple[str, ...] = ()
     refused: tuple[Refusal, ...] = ()
     failed: tuple[Refusal, ...] = ()
+    #: What each created or updated file now holds (size, mtime, digest of the content
+    #: written), so that the next scan need not read it again.
+    installed: dict[str, CachedDigest] = attrs.field(factory=dict, eq=False)
+    #: Seconds spent in each step of :func:`apply_push` (for the debug log).
+    timings: dict[str, float] = attrs.field(factory=dict, eq=False)
 
     def counts(self) -> dict[str, int]:
         """Return the number of paths in each category (for logs and replies)."""
@@ -166,12 +173,16 @@ def apply_push(
     makes the push durable with two flushes instead of two per file, and every rename
     still happens only after the new content is on disk.
     """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
     staging = make_staging_dir(home, node_name)
     try:
         extracted = extract_container(container_path, staging, items, limits, fsync=fsync)
         comparison = Comparison.from_json(extracted.metadata)
+        timings["extract"] = time.perf_counter() - started
         if barrier is not None:
             barrier()
+        timings["barrier"] = time.perf_counter() - started - timings["extract"]
         result = apply_extracted(
             home,
             items,
@@ -181,8 +192,11 @@ def apply_push(
             fsync=fsync,
             replace_file=replace_file,
         )
+        timings["install"] = time.perf_counter() - started - sum(timings.values())
         if barrier is not None:
             barrier()
+        timings["final_barrier"] = time.perf_counter() - started - sum(timings.values())
+        result.timings.update(timings)
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -212,7 +226,7 @@ def apply_extracted(
     deleted: list[str] = []
     removed_dirs: list[str] = []
 
-    writes: list[tuple[str, ClusterItem, str]] = []
+    writes: list[tuple[str, ClusterItem, StagedFile]] = []
     for path, entry in [*comparison.missing.items(), *comparison.shared.items()]:
         try:
             item = _checked_item(path, entry, items)
@@ -224,7 +238,7 @@ def apply_extracted(
         except _Refused as e:
             refused.append(Refusal(path, e.reason))
             continue
-        writes.append((path, item, staged.path))
+        writes.append((path, item, staged))
     listed = set(comparison.missing) | set(comparison.shared)
     for name in extracted.files:
         if name not in listed:
@@ -243,17 +257,23 @@ def apply_extracted(
             continue
         removals.append((path, item))
 
+    installed: dict[str, CachedDigest] = {}
     home_fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for path, item, staged_path in writes:
-            try:
-                existed = _install(home_fd, path, item, staged_path, fsync, replace_file)
-            except _Refused as e:
-                refused.append(Refusal(path, e.reason))
-            except OSError as e:
-                failed.append(Refusal(path, _describe(e)))
-            else:
-                (updated if existed else created).append(path)
+        parents = _Parents(home_fd)
+        try:
+            for path, item, staged in writes:
+                try:
+                    existed = _install(parents, path, item, staged.path, fsync, replace_file)
+                except _Refused as e:
+                    refused.append(Refusal(path, e.reason))
+                except OSError as e:
+                    failed.append(Refusal(path, _describe(e)))
+                else:
+                    (updated if existed else created).append(path)
+                    installed[path] = CachedDigest(staged.size, staged.mtime_ns, staged.digest)
+        finally:
+            parents.close()
 
         emptied: dict[str, ClusterItem] = {}
         for path, item in removals:
@@ -287,6 +307,7 @@ def apply_extracted(
         removed_dirs=tuple(removed_dirs),
         refused=tuple(refused),
         failed=tuple(failed),
+        installed=installed,
     )
 
 
@@ -336,6 +357,35 @@ def _parent_dir(home_fd: int, path: str, *, create: bool) -> Iterator[int | None
         os.close(fd)
 
 
+class _Parents:
+    """Descriptors of the directories files are installed into, opened once per apply.
+
+    Each is opened like :func:`_parent_dir` (from the home, never following a symbolic
+    link); a push of many files into one directory then costs one walk, not one per file.
+    """
+
+    def __init__(self, home_fd: int) -> None:
+        self._home_fd = home_fd
+        self._fds: dict[str, int] = {}
+
+    def open(self, path: str) -> int:
+        """The directory that will hold ``path`` (created if missing)."""
+        parent = path.rpartition("/")[0]
+        fd = self._fds.get(parent)
+        if fd is None:
+            with _parent_dir(self._home_fd, path, create=True) as dir_fd:
+                assert dir_fd is not None
+                fd = os.dup(dir_fd)
+            self._fds[parent] = fd
+        return fd
+
+    def close(self) -> None:
+        """Close every descriptor."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+
 def _target_exists(dir_fd: int, name: str) -> bool:
     """Return whether ``name`` exists; refuse directories (we only replace files)."""
     try:
@@ -348,7 +398,7 @@ def _target_exists(dir_fd: int, name: str) -> bool:
 
 
 def _install(
-    home_fd: int,
+    parents: _Parents,
     path: str,
     item: ClusterItem,
     staged_path: str,
@@ -357,18 +407,17 @@ def _install(
 ) -> bool:
     """Move one staged file into place; return whether a previous file was replaced."""
     name = path.rsplit("/", 1)[-1]
-    with _parent_dir(home_fd, path, create=True) as dir_fd:
-        assert dir_fd is not None
-        existed = _target_exists(dir_fd, name)
-        os.chmod(staged_path, item.permissions)
-        try:
-            replace_file(staged_path, name, dst_dir_fd=dir_fd)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            _replace_via_copy(dir_fd, name, staged_path, item.permissions, fsync, replace_file)
-        if fsync:
-            os.fsync(dir_fd)
+    dir_fd = parents.open(path)
+    existed = _target_exists(dir_fd, name)
+    os.chmod(staged_path, item.permissions)
+    try:
+        replace_file(staged_path, name, dst_dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        _replace_via_copy(dir_fd, name, staged_path, item.permissions, fsync, replace_file)
+    if fsync:
+        os.fsync(dir_fd)
     return existed
 
 

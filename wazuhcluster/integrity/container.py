@@ -66,10 +66,15 @@ METADATA_NAME = "files_metadata.json"
 
 #: Bytes read from a source file (writer) or from the container (reader) at a time.
 IO_CHUNK_SIZE = 1024 * 1024
+#: How often (in bytes of container) a writer with a progress callback reports final bytes.
+PROGRESS_STEP = 1024 * 1024
 #: Largest piece of decompressed output produced at once by the reader.
 OUTPUT_CHUNK_SIZE = 256 * 1024
 #: Largest piece of container bytes fed to the decompressor at once by the reader.
 FEED_SIZE = 64 * 1024
+#: The first piece fed for each record: most synced files are small, and feeding a whole
+#: FEED_SIZE to a record of a few KiB copies (and gives back) mostly the next records.
+FIRST_FEED_SIZE = 8 * 1024
 
 _MIB = 1024 * 1024
 _GIB = 1024 * _MIB
@@ -171,9 +176,11 @@ class ContainerWriter:
             return AddOutcome.DEFERRED
         start = self._dest.tell()
         header = name.encode() + PATH_SEP
-        for level, strategy in _variants(self._level):
+        for attempt, (level, strategy) in enumerate(_variants(self._level)):
             try:
-                outcome = self._write_record(start, header, open_source, level, strategy)
+                outcome = self._write_record(
+                    start, header, open_source, level, strategy, rewind=attempt > 0
+                )
             except _SourceError as e:
                 # Only errors of the source are absorbed; destination errors propagate.
                 outcome = (
@@ -201,8 +208,14 @@ class ContainerWriter:
         open_source: Callable[[], BinaryIO],
         level: int,
         strategy: int,
+        rewind: bool,
     ) -> AddOutcome | None:
-        """Try one compression variant; ``None`` means "a separator appeared, retry"."""
+        """Try one compression variant; ``None`` means "a separator appeared, retry".
+
+        The container ends at ``start`` when a record is first tried (every outcome but
+        INCLUDED truncates back to it), so only a retry (``rewind``) seeks and truncates:
+        truncating flushes the buffered writer, a system call or two per record.
+        """
         budget = None if self._max_size is None else self._max_size - self._size
         try:
             source = open_source()
@@ -211,8 +224,9 @@ class ContainerWriter:
         with source:
             if self._max_size is not None and _size_of(source) > self._max_size:
                 return AddOutcome.TOO_LARGE
-            self._dest.seek(start)
-            self._dest.truncate()
+            if rewind:
+                self._dest.seek(start)
+                self._dest.truncate()
             self._dest.write(header)
             written = len(header)
             raw = 0
@@ -323,6 +337,8 @@ def write_sync_container(
     max_size: int,
     compress_level: int = 1,
     order: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> SyncContainer:
     """Write a master push: every ``missing``/``shared`` file, then the adjusted metadata.
 
@@ -330,17 +346,33 @@ def write_sync_container(
     sorted). Differences from Wazuh 4.7.5: a file that exists but cannot be read is only
     dropped (Wazuh would move a ``shared`` one to ``extra`` and so delete the worker's
     copy); a vanished file is treated exactly like Wazuh.
+
+    ``progress`` (if given) is called, from the writing thread, with the size up to which
+    ``dest`` holds final bytes (flushed, never truncated again) about every
+    :data:`PROGRESS_STEP` bytes and once at the end with the complete size, so that the
+    container can be sent while it is being written. ``stop`` is polled between files:
+    once it returns True the remaining files are deferred (the reader went away).
     """
     names = list(order) if order is not None else sorted({*comparison.missing, *comparison.shared})
     writer = ContainerWriter(dest, compress_level=compress_level, max_size=max_size)
     outcomes: dict[AddOutcome, list[str]] = {outcome: [] for outcome in AddOutcome}
     adjusted = comparison
+    reported = 0
     for name in names:
-        outcome = writer.add_file(name, os.path.join(home, name))
+        if stop is not None and stop():
+            outcome = AddOutcome.DEFERRED
+        else:
+            outcome = writer.add_file(name, os.path.join(home, name))
         outcomes[outcome].append(name)
         if outcome is not AddOutcome.INCLUDED:
             adjusted = adjusted.without(name, vanished=outcome is AddOutcome.VANISHED)
+        elif progress is not None and dest.tell() - reported >= PROGRESS_STEP:
+            dest.flush()
+            reported = dest.tell()
+            progress(reported)
     writer.finish(adjusted.to_json())
+    if progress is not None:
+        progress(dest.tell())
     return SyncContainer(
         comparison=adjusted,
         included=tuple(outcomes[AddOutcome.INCLUDED]),
@@ -463,6 +495,7 @@ class StagedFile:
     path: str  # absolute path of the staged copy
     size: int
     digest: str  # BLAKE2b-512 hexdigest of the content
+    mtime_ns: int = 0  # of the staged copy (a rename keeps it)
 
 
 @attrs.frozen
@@ -530,8 +563,10 @@ def _inflate(
     """
     inflater = zlib.decompressobj()
     size = 0
+    feed = FIRST_FEED_SIZE
     while not inflater.eof:
-        data = source.chunk()
+        data = source.chunk(feed)
+        feed = FEED_SIZE
         if not data:
             raise ContainerError("truncated record")
         while True:
@@ -591,11 +626,11 @@ class _Input:
         """True when no byte is left."""
         return not self._available() and not self._fill()
 
-    def chunk(self) -> bytes:
-        """Return (and consume) the next buffered bytes (at most FEED_SIZE); b"" at the end."""
+    def chunk(self, limit: int = FEED_SIZE) -> bytes:
+        """Return (and consume) the next buffered bytes (at most ``limit``); b"" at the end."""
         if not self._available() and not self._fill():
             return b""
-        end = min(len(self._buffer), self._pos + FEED_SIZE)
+        end = min(len(self._buffer), self._pos + limit)
         data = bytes(self._buffer[self._pos : end])
         self._pos = end
         self._last = len(data)
@@ -720,9 +755,12 @@ class _StagingSink:
         try:
             if self._fsync:
                 os.fsync(fd)
+            mtime_ns = os.fstat(fd).st_mtime_ns
         finally:
             os.close(fd)
-        self.files[self._name] = StagedFile(self._path, self._size, self._digest.hexdigest())
+        self.files[self._name] = StagedFile(
+            self._path, self._size, self._digest.hexdigest(), mtime_ns
+        )
 
     def close(self) -> None:
         """Release a file left open by an interrupted record."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet import defer, inotify
+from twisted.internet import defer, inotify, task
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
@@ -75,13 +75,16 @@ from wazuhcluster.protocol.commands import (
     Reply,
 )
 from wazuhcluster.protocol.handler import is_connection_closed
-from wazuhcluster.protocol.transfers import send_file
+from wazuhcluster.protocol.transfers import GrowingFile, send_file
 
 if TYPE_CHECKING:
     from wazuhcluster.master.commands import MasterCommands
     from wazuhcluster.master.node import MasterNode
     from wazuhcluster.master.registry import WorkerSession
 
+#: Longest a check waits for a recomputation already under way or scheduled by the watcher.
+FRESH_SCAN_WAIT = 1.5
+FRESH_SCAN_POLL = 0.02
 #: The capability a worker announces to receive ``wzc_syncnow``.
 SYNC_NOW_CAPABILITY = "sync_now"
 Responder = Callable[[bytes], Coroutine[Any, Any, Reply]]
@@ -167,11 +170,27 @@ def compare_for_worker(master: dict[str, FileEntry], worker: dict[str, FileEntry
 
 
 def write_push(path: str, home: str, comparison: Comparison, max_size: int,
-               compress_level: int) -> SyncContainer:
-    """Write the push container for one worker at ``path`` (blocking)."""
+               compress_level: int, growing: GrowingFile | None = None) -> SyncContainer:
+    """Write the push container for one worker at ``path`` (blocking).
+
+    With ``growing``, report the final part of the file as it grows (see
+    :func:`~wazuhcluster.protocol.transfers.send_file`) and stop early once the sender
+    has abandoned it.
+    """
     with open(path, "w+b") as dest:
-        return write_sync_container(dest, home, comparison, max_size=max_size,
-                                    compress_level=compress_level)
+        container = write_sync_container(
+            dest, home, comparison, max_size=max_size, compress_level=compress_level,
+            progress=None if growing is None else growing.advance,
+            stop=None if growing is None else (lambda: growing.abandoned))
+        if growing is not None:
+            growing.finish(dest.tell())
+        return container
+
+
+def create_empty(path: str) -> None:
+    """Create (or empty) the file at ``path``."""
+    with open(path, "wb"):
+        pass
 
 
 def unlink_quietly(path: str) -> None:
@@ -191,6 +210,11 @@ class _CountingPeer:
         self._prefix = len(relpath) + 1
         self.peer_address = peer.peer_address
         self.sent = 0
+
+    @property
+    def last_received(self) -> float:
+        """Forwarded."""
+        return float(self._peer.last_received)
 
     def request(self, command: bytes, payload: bytes,
                 timeout: float | None = None) -> Deferred[bytes]:
@@ -251,6 +275,7 @@ class IntegrityMaster:
         self._checked: set[WorkerSession] = set()
         self._workers: dict[WorkerSession, WorkerIntegrity] = {}
         self.recalculation = Coalescer(self._recalculate, "[Master] [Local integrity]")
+        self.watcher: IntegrityWatcher | None = None  # set by install() when inotify works
         intervals = node.config.intervals
         self._limits = ContainerLimits.for_zip_size(intervals.max_zip_size)
 
@@ -427,6 +452,7 @@ class IntegrityMaster:
                 cancel.addErrback(lambda _: None)
                 raise error from None
             worker_files = await self._node.run(read_worker_metadata, path, self._limits)
+            await self._fresh_local_integrity()
             local = self.local
             if local is None:
                 raise ClusterError(3000, "local integrity not calculated yet")
@@ -451,6 +477,20 @@ class IntegrityMaster:
         finally:
             self._release(state, task_id)
 
+    async def _fresh_local_integrity(self) -> None:
+        """Wait (at most FRESH_SCAN_WAIT s) for a recomputation the watcher is about to run.
+
+        While files are still being written, a check that arrives just before the
+        watcher's recomputation would be answered from a scan that is already stale, and
+        the files found a moment later would need a whole extra round (check, push,
+        apply) after this one.
+        """
+        deadline = self._clock.seconds() + FRESH_SCAN_WAIT
+        while self._clock.seconds() < deadline and (
+                self.recalculation.running or self.recalculation.pending
+                or (self.watcher is not None and self.watcher.pending)):
+            await task.deferLater(self._clock, FRESH_SCAN_POLL, lambda: None)
+
     async def _push(self, state: WorkerIntegrity, comparison: Comparison) -> None:
         """Build the container within the zip limit, send it, and adapt the limit."""
         commands = state.commands
@@ -472,20 +512,38 @@ class IntegrityMaster:
         name = f"{session.name}-{started}-{uuid.uuid4().hex}.zip"
         local_path = os.path.join(self._config.home, "queue", "cluster", session.name, name)
         relpath = f"/queue/cluster/{session.name}/{name}"
+        # The container is sent while it is being written: the writer (on the pool)
+        # reports how far its bytes are final and send_file reads up to there.
+        growing = GrowingFile()
+        write_failed = False
+
+        def writer_failed(failure: Failure) -> Failure:
+            nonlocal write_failed
+            write_failed = True
+            return failure
+
+        await self._node.run(create_empty, local_path)
+        writing: Deferred[SyncContainer] = self._node.run(
+            write_push, local_path, self._config.home, comparison, state.zip_limit,
+            intervals.compress_level, growing)
+        writing.addErrback(writer_failed)
         try:
-            container: SyncContainer = await self._node.run(
-                write_push, local_path, self._config.home, comparison, state.zip_limit,
-                intervals.compress_level)
-            self._report_container(commands.tag, container, state.zip_limit)
-            if container.deferred:
-                state.nudge_pending = True  # the rest goes in the next round, at once
             worker_task = (await peer.request(SYN_M_C, b"")).decode("ascii", "replace")
             state.push_task = worker_task
             counting = _CountingPeer(peer, relpath.encode())
             cancelled = commands.common.cancelled_tasks
             sending = self._clock.seconds()
             await send_file(counting, local_path, relpath.encode(), self._node.run,
-                            is_cancelled=lambda: worker_task in cancelled)
+                            is_cancelled=lambda: worker_task in cancelled or write_failed,
+                            growing=growing, clock=self._clock)
+            container: SyncContainer = await writing
+            self._log.debug("[{tag}] [Integrity sync] Container of {count} files ({size} bytes) "
+                            "written and sent in {seconds:.3f}s.", tag=commands.tag,
+                            count=len(container.included), size=container.size,
+                            seconds=self._clock.seconds() - sending)
+            self._report_container(commands.tag, container, state.zip_limit)
+            if container.deferred:
+                state.nudge_pending = True  # the rest goes in the next round, at once
             was_cancelled = worker_task in cancelled
             cancelled.discard(worker_task)
             self._adapt_limit(state, was_cancelled, counting.sent,
@@ -496,6 +554,10 @@ class IntegrityMaster:
             await peer.request(SYN_M_C_E, f"{worker_task} {relpath[1:]}".encode())
             state.push_task = None
         finally:
+            growing.abandoned = True  # a writer still running stops at the next file
+            writing.addErrback(lambda _: None)
+            if not writing.called:
+                await writing
             await self._node.run(unlink_quietly, local_path)
         now = self._clock.seconds()
         session.status["last_sync_integrity"]["date_end_master"] = now
@@ -670,6 +732,11 @@ class IntegrityWatcher(Service):
         self._first_event = now
         self._timer = self._reactor.callLater(self._delay, self._trigger)
 
+    @property
+    def pending(self) -> bool:
+        """True while a recomputation is scheduled (events seen, debounce running)."""
+        return self._timer is not None and self._timer.active()
+
     def _trigger(self) -> None:
         self._timer = None
         self.triggers += 1
@@ -695,4 +762,6 @@ def install(node: MasterNode, reactor: Any) -> None:
     periodic("local-integrity", node.config.intervals.recalculate_integrity, master.tick,
              reactor).setServiceParent(node)
     if IReactorFDSet.providedBy(reactor) and platform.supportsINotify():
-        IntegrityWatcher(master, reactor).setServiceParent(node)
+        watcher = IntegrityWatcher(master, reactor)
+        watcher.setServiceParent(node)
+        master.watcher = watcher

@@ -350,6 +350,8 @@ class IntegrityWorker:
             report.addErrback(lambda _: None)
             return
         self.last_apply = result
+        # We know what we just wrote: the next check need not read these files again.
+        self._cache = {**self._cache, **result.installed}
         self._log.info("[{tag}] [Integrity sync] Files to create: {created} | Files to update: "
                        "{updated} | Files to delete: {deleted}", tag=self._tag,
                        created=len(result.created), updated=len(result.updated),
@@ -357,6 +359,9 @@ class IntegrityWorker:
         for refusal in (*result.refused, *result.failed)[:20]:
             self._log.warn("[{tag}] [Integrity sync] Not applied: {path}: {reason}",
                            tag=self._tag, path=refusal.path, reason=refusal.reason)
+        self._log.debug("[{tag}] [Integrity sync] Steps: {steps}.", tag=self._tag,
+                        steps=", ".join(f"{step} {seconds:.3f}s"
+                                        for step, seconds in result.timings.items()))
         self._log.info("[{tag}] [Integrity sync] Finished in {seconds:.3f}s.", tag=self._tag,
                        seconds=self._clock.seconds() - started)
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Coroutine
 from typing import IO, Any
 
 import attrs
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -131,6 +133,9 @@ class _IncomingFile:
     handle: IO[bytes]
     digest: Any
     size: int = 0
+    #: Appends run on a thread pool; the lock keeps them (and the close) in arrival order
+    #: when a sender has several ``file_upd`` in flight.
+    lock: DeferredLock = attrs.Factory(DeferredLock)
 
 
 class FileReceiver:
@@ -187,7 +192,7 @@ class FileReceiver:
             self._open.pop(relpath)
             await self._runner(_discard, incoming.handle, incoming.path)
             raise ClusterError(3050, f"file exceeds {self._max_file} bytes")
-        await self._runner(_append, incoming.handle, incoming.digest, data)
+        await incoming.lock.run(self._runner, _append, incoming.handle, incoming.digest, data)
         return Reply(OK, b"File updated")
 
     async def end(self, payload: bytes) -> Reply:
@@ -196,10 +201,12 @@ class FileReceiver:
         incoming = self._open.pop(relpath, None)
         if incoming is None:
             raise ClusterError(3000, "file_end for a file that was not announced")
+        await incoming.lock.acquire()  # every earlier file_upd has been written
+        incoming.lock.release()
         if incoming.digest.digest() != digest:
             await self._runner(_discard, incoming.handle, incoming.path)
             return Reply(ERR, b"File wasn't correctly received. Checksums aren't equal.")
-        await self._runner(_close_synced, incoming.handle)
+        await self._runner(incoming.handle.close)
         self.received[relpath.decode().lstrip("/")] = incoming.path
         return Reply(OK, b"File received correctly")
 
@@ -231,7 +238,14 @@ def _append(handle: IO[bytes], digest: Any, data: bytes) -> None:
 
 
 def _read_and_hash(handle: IO[bytes], digest: Any, size: int) -> bytes:
-    chunk = handle.read(size)
+    parts = []
+    while size > 0:  # an unbuffered read may return less than asked
+        part = handle.read(size)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    chunk = b"".join(parts)
     digest.update(chunk)
     return chunk
 
@@ -240,12 +254,6 @@ def _discard(handle: IO[bytes], path: str) -> None:
     handle.close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _close_synced(handle: IO[bytes]) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
 
 
 class CommonResponders:
@@ -310,23 +318,89 @@ async def send_string(peer: IPeer, data: bytes) -> bytes:
     return string_id
 
 
+class GrowingFile:
+    """A file that another thread is still appending to (e.g. a container being written).
+
+    The writer calls :meth:`advance` with the size up to which the file's content is final
+    (already written to the OS and never truncated again) and :meth:`finish` at the end;
+    :func:`send_file` reads only up to that size and waits for more. Both methods are safe
+    to call from any thread (they only store integers).
+    """
+
+    def __init__(self) -> None:
+        self.ready = 0
+        self.finished = False
+        self.abandoned = False  # set by the sender when it stops early: the writer may stop
+
+    def advance(self, size: int) -> None:
+        """Content up to ``size`` bytes is final."""
+        self.ready = size
+
+    def finish(self, size: int) -> None:
+        """The file is complete at ``size`` bytes."""
+        self.ready = size
+        self.finished = True
+
+
+#: ``file_upd`` requests a sender keeps in flight (the receiver still writes them in order).
+SEND_WINDOW = 2
+#: How long the sender of a growing file waits before looking for more content.
+GROWING_POLL = 0.01
+
+
 async def send_file(peer: IPeer, path: str, relpath: bytes, runner: Runner,
-                    is_cancelled: Callable[[], bool] = lambda: False) -> None:
+                    is_cancelled: Callable[[], bool] = lambda: False, *,
+                    growing: GrowingFile | None = None, clock: IReactorTime | None = None,
+                    window: int = SEND_WINDOW) -> None:
     """Send the file at ``path`` as ``relpath`` with new_file / file_upd / file_end.
 
     The file is read in chunks on the runner: a 1 GiB file is never in memory at once.
+    Up to ``window`` ``file_upd`` requests are in flight, so reading and encrypting the
+    next chunk overlaps with the peer decrypting and writing the previous one (every
+    receiver handles requests of one connection in order). With ``growing`` (and a
+    ``clock`` to wait on), the file is sent while it is being written: only content the
+    writer has declared final is read, and the transfer ends when the writer has finished.
     """
+    if growing is not None and clock is None:
+        raise ValueError("a growing file needs a clock")
     step = REQUEST_CHUNK - len(relpath) - 1
     digest = hashlib.sha256()
-    handle = await runner(open, path, "rb")
+    in_flight: list[Deferred[bytes]] = []
+    # Unbuffered: a buffered reader could read ahead past what a growing file's writer
+    # has declared final and later hand out those stale bytes.
+    handle = await runner(open, path, "rb", buffering=0)
     try:
         await peer.request(NEW_FILE, relpath)
+        offset = 0
         while not is_cancelled():
-            chunk = await runner(_read_and_hash, handle, digest, step)
+            size = step
+            if growing is not None:
+                finished = growing.finished
+                available = growing.ready - offset
+                if available < step and not finished:
+                    if in_flight and in_flight[0].called:
+                        await in_flight.pop(0)
+                        continue
+                    assert clock is not None
+                    await task.deferLater(clock, GROWING_POLL, lambda: None)
+                    continue
+                size = min(step, available)
+                if size <= 0:
+                    break
+            chunk = await runner(_read_and_hash, handle, digest, size)
             if not chunk:
                 break
-            await peer.request(FILE_UPD, relpath + b" " + chunk)
+            offset += len(chunk)
+            in_flight.append(peer.request(FILE_UPD, relpath + b" " + chunk))
+            while len(in_flight) >= max(1, window):
+                await in_flight.pop(0)
+        while in_flight:
+            await in_flight.pop(0)
     finally:
+        if growing is not None:
+            growing.abandoned = True
+        for pending in in_flight:
+            pending.addErrback(lambda _: None)
         await runner(handle.close)
     reply = await peer.request(FILE_END, relpath + b" " + digest.digest())
     if reply != b"File received correctly":
