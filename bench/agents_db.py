@@ -93,7 +93,7 @@ def main(count: int = 50_000) -> None:
     ours = end - start
 
     # Floor: the same rows, plain executemany in one transaction, same UPDATE columns.
-    columns = ("id",) + AGENT_INFO_SET_COLUMNS
+    columns = ("id", *AGENT_INFO_SET_COLUMNS)
     rows = [tuple(r) for r in worker._conn.execute(
         f"SELECT {', '.join(columns)} FROM agent WHERE id > 0 ORDER BY id")]
     floor_db.close()
@@ -102,7 +102,7 @@ def main(count: int = 50_000) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
     sql = ("UPDATE agent SET " + ", ".join(f"{c} = ?" for c in AGENT_INFO_SET_COLUMNS)
            + ", sync_status = 'synced' WHERE id = ?")
-    params = [r[1:] + (r[0],) for r in rows]
+    params = [(*r[1:], r[0]) for r in rows]
     f_start = time.perf_counter()
     conn.execute("BEGIN")
     conn.executemany(sql, params)

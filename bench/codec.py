@@ -130,15 +130,15 @@ def report(label: str, size: int, ours: float, floor: float, codec: float | None
     def fmt(t: float) -> str:
         return f"{1 / t:12,.1f} msg/s {size / t / 1e6:9.1f} MB/s {t * 1e6:12.1f} us/msg"
 
-    print(f"{label:>8}  ours  {fmt(ours)}")  # noqa: T201
+    print(f"{label:>8}  ours  {fmt(ours)}")
     if codec is not None:
-        print(f"{'':>8}  codec {fmt(codec)}   (FernetCodec only, no framing)")  # noqa: T201
-    print(f"{'':>8}  floor {fmt(floor)}   (cryptography Fernet)")  # noqa: T201
+        print(f"{'':>8}  codec {fmt(codec)}   (FernetCodec only, no framing)")
+    print(f"{'':>8}  floor {fmt(floor)}   (cryptography Fernet)")
     line = f"{'':>8}  ratio ours/floor {ours / floor:.3f} ({100 * (ours / floor - 1):+.1f} %)"
     if codec is not None:
         line += (f"; codec/floor {codec / floor:.3f}; "
                  f"framing alone {100 * (ours - codec) / floor:+.1f} % of floor")
-    print(line)  # noqa: T201
+    print(line)
 
 
 def profile(fn: Callable[[bytes], bytes], payload: bytes, iterations: int, title: str) -> None:
@@ -148,7 +148,7 @@ def profile(fn: Callable[[bytes], bytes], payload: bytes, iterations: int, title
     for _ in range(iterations):
         fn(payload)
     profiler.disable()
-    print(f"\n--- profile: {title} ({iterations} iterations) ---")  # noqa: T201
+    print(f"\n--- profile: {title} ({iterations} iterations) ---")
     pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(15)
 
 
@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="also print a cProfile of both paths at 1 KiB")
     args = parser.parse_args(argv)
 
-    print(f"machine: {os.cpu_count()} CPU(s), {cpu_model()}")  # noqa: T201
-    print(f"python {platform.python_version()}, cryptography {cryptography.__version__}")  # noqa: T201
-    print(f"one message = encrypt + frame + parse + reassemble + decrypt; "  # noqa: T201
+    print(f"machine: {os.cpu_count()} CPU(s), {cpu_model()}")
+    print(f"python {platform.python_version()}, cryptography {cryptography.__version__}")
+    print(f"one message = encrypt + frame + parse + reassemble + decrypt; "
           f"best of {RUNS} runs\n")
     ours, codec_only, floor = make_ours(), make_codec_only(), make_floor()
     paths = {"ours": ours, "codec": codec_only, "floor": floor}
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         assert all(fn(payload) == payload for fn in paths.values())
         iterations = calibrate(floor, payload, args.seconds)
         best = best_times(paths, payload, iterations)
-        print(f"{label}: {iterations} iterations per run")  # noqa: T201
+        print(f"{label}: {iterations} iterations per run")
         report(label, size, best["ours"], best["floor"], best["codec"])
     # A divided message (plaintext > 5 MiB: two frames, reassembled). Once, for information.
     size = 6 * MIB
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     assert floor(payload) == payload
     t_floor = time.perf_counter() - start
-    print("6 MiB: 1 iteration (divided message, 2 frames), for information")  # noqa: T201
+    print("6 MiB: 1 iteration (divided message, 2 frames), for information")
     report("6 MiB", size, t_ours, t_floor)
     if args.profile:
         payload = os.urandom(KIB)

@@ -77,7 +77,7 @@ class WorkDirService(Service):
 
 def _lock_owner(lock: FilesystemLock) -> str:
     try:
-        return os.readlink(lock.name)
+        return str(os.readlink(lock.name))
     except OSError:
         return "?"
 

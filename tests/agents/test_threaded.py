@@ -48,7 +48,7 @@ class InlinePool:
         self.jobs += 1
         try:
             result = func(*args, **kwargs)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - reported as a Failure, like ThreadPool
             on_result(False, Failure())
         else:
             on_result(True, result)

@@ -7,8 +7,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -218,7 +218,7 @@ class WireTests(SynchronousTestCase):
     def test_upload_timeout_cancels_the_task_and_frees_the_lock(self) -> None:
         """Without syn_i_w_m_e within timeout_receiving_file: cancel_task 3039, lock freed."""
         pair = IntegrityPair(self)
-        fake, task = self.start_check(pair)
+        fake, _ = self.start_check(pair)
         pair.clock.advance(pair.master_config.intervals.timeout_receiving_file + 1)
         pair.settle()
         self.assertIn(CANCEL_TASK, fake.requests)

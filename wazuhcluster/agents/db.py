@@ -498,7 +498,7 @@ class AgentDatabase:
     @staticmethod
     def _standard_rows(
         chunk: str,
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, list[tuple[str, str]]]], int]:
+    ) -> tuple[list[Any], list[tuple[int, list[tuple[str, str]]]], int]:
         """Parameters of :data:`_UPDATE_INFO_STANDARD` for one standard chunk.
 
         :returns: the rows (agent 000 left out), the labels to replace, and how many entries
@@ -809,7 +809,7 @@ class AgentDatabase:
         row = cursor.fetchone()
         if row is None:
             return None
-        return {d[0]: v for d, v in zip(cursor.description, row)}
+        return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
 
     def agent_labels(self, agent_id: int) -> dict[str, str]:
         """The labels of one agent."""

@@ -289,7 +289,7 @@ def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
         labels = item.get("labels")
         if labels is not None:
             if not isinstance(labels, list) or len(labels) > MAX_LABELS:
-                raise PayloadError("labels must be a list of at most %d objects" % MAX_LABELS)
+                raise PayloadError(f"labels must be a list of at most {MAX_LABELS} objects")
             agent["labels"] = [_check_label(label) for label in labels]
         agents.append(agent)
     return agents
@@ -469,8 +469,7 @@ def decode_groups_chunk(chunk: str) -> GroupsChunk:
             raise PayloadError("an agent-groups entry must be an object")
         groups = item.get("groups")
         if not isinstance(groups, list) or len(groups) > MAX_GROUPS_PER_AGENT:
-            raise PayloadError("groups must be a list of at most %d names"
-                               % MAX_GROUPS_PER_AGENT)
+            raise PayloadError(f"groups must be a list of at most {MAX_GROUPS_PER_AGENT} names")
         assignments.append((_check_agent_id(item.get("id")),
                             tuple(check_group_name(g) for g in groups)))
     last = root[-1] if isinstance(root[-1], dict) else {}

@@ -21,6 +21,7 @@ files) goes through ``node.run``; every network wait has a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -195,10 +196,8 @@ def create_empty(path: str) -> None:
 
 def unlink_quietly(path: str) -> None:
     """Delete a file; a missing one is fine."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 @implementer(IPeer)
@@ -621,7 +620,7 @@ class IntegrityMaster:
         if failure.check(RemoteCommandError):
             return  # the worker reported it (syn_i_w_m_r): nothing to tell it
         d = state.session.peer.request(SYN_M_C_R, task.encode() + b" "
-                                       + error_wire(failure.value))
+                                       + error_wire(failure.value or Exception("sync failed")))
         d.addErrback(lambda f: self._log.debug("[{tag}] [Integrity sync] Could not send "
                                                "syn_m_c_r: {error}", tag=tag,
                                                error=f.getErrorMessage()))
