@@ -15,7 +15,7 @@ from zope.interface.verify import verifyObject
 from tests.integrity import vectors
 from tests.integrity.pairs import IntegrityPair, write_files
 from wazuhcluster.checksums.threaded import SynchronousRunner
-from wazuhcluster.errors import RemoteCommandError
+from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.integrity.container import read_container_bytes
 from wazuhcluster.integrity.master_side import IntegrityWatcher, WorkerIntegrity
 from wazuhcluster.interfaces import IMasterExtension
@@ -197,6 +197,24 @@ class WireTests(SynchronousTestCase):
         d = pair.request(fake.protocol, SYN_I_W_M_E, b"nope queue/cluster/worker-2/x.zip")
         self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3027)
 
+    def test_unknown_task_deletes_the_file_it_names(self) -> None:
+        """As Wazuh, a …_e with an unknown task removes the (received) file it names."""
+        pair = IntegrityPair(self)
+        fake, _ = self.start_check(pair)
+        relpath = b"/queue/cluster/worker-2/worker-2-1.5-ab.zip"
+        source = os.path.join(pair.master_config.home, "source.bin")
+        with open(source, "wb") as f:
+            f.write(b"container")
+        sent = Deferred.fromCoroutine(send_file(fake.protocol, source, relpath,
+                                                SynchronousRunner().run))
+        pair.settle()
+        self.successResultOf(sent)
+        received = os.path.join(pair.master_config.home, relpath[1:].decode())
+        self.assertTrue(os.path.exists(received))
+        d = pair.request(fake.protocol, SYN_I_W_M_E, b"nope " + relpath[1:])
+        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3027)
+        self.assertFalse(os.path.exists(received))
+
     def test_lock_is_force_released_after_max_locked_integrity_time(self) -> None:
         """A lock held longer than max_locked_integrity_time is released at the next ask."""
         pair = IntegrityPair(self, master_json={"intervals": {
@@ -237,6 +255,17 @@ class WireTests(SynchronousTestCase):
         session = pair.master.registry.get("worker-2")
         assert session is not None
         self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": True})
+
+    def test_worker_error_without_task_frees_the_lock(self) -> None:
+        """syn_i_w_m_r None <error> releases the lock too, as in Wazuh (spec §4.1)."""
+        pair = IntegrityPair(self)
+        fake, _ = self.start_check(pair)
+        d = pair.request(fake.protocol, SYN_I_W_M_R, b"None " + ClusterError(3001, "x").to_wire())
+        self.assertEqual(self.successResultOf(d), b"Error received")
+        session = pair.master.registry.get("worker-2")
+        assert session is not None
+        self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": True})
+        self.flushLoggedErrors()
 
     def test_sync_now_only_to_workers_that_announced_it(self) -> None:
         """A Wazuh worker (no capabilities) never receives wzc_sync_now; ours does."""

@@ -305,3 +305,18 @@ class PipelinedSenderTests(SynchronousTestCase):
 
 async def _ok(value: bytes) -> bytes:
     return value
+
+
+class NodeNameFileTests(SynchronousTestCase):
+    """Container names start with the node name, which may use any character Wazuh allows."""
+
+    def test_wazuh_style_container_name_for_an_unusual_node_name(self) -> None:
+        """/queue/cluster/<w:1>/<w:1>-<ts>-<hex>.zip resolves; other odd names do not."""
+        home = short_tempdir(self)
+        receiver = FileReceiver(home, SynchronousRunner().run)
+        receiver.directory_name = b"w:1"
+        path = receiver.resolve(b"/queue/cluster/w:1/w:1-1714560000.12-3f2ae1.zip")
+        self.assertEqual(os.path.basename(path), "w:1-1714560000.12-3f2ae1.zip")
+        for bad in (b"/queue/cluster/w:1/x:y.zip", b"/queue/cluster/w:1/w:1-",
+                    b"/queue/cluster/w:1/w:1-../a"):
+            self.assertRaises(ClusterError, receiver.resolve, bad)

@@ -412,6 +412,10 @@ class IntegrityMaster:
         task_id = raw_task.decode("ascii", "replace")
         waiter = state.tasks.pop(task_id, None)
         if waiter is None:
+            # As Wazuh: the named file goes (but only one this connection received).
+            with contextlib.suppress(ClusterError):
+                unlink_later = commands.files.claim(raw_path.decode("utf-8", "replace"))
+                await self._node.run(unlink_quietly, unlink_later)
             raise ClusterError(3027, task_id[:64])
         try:
             path = commands.files.claim(raw_path.decode("utf-8", "replace"))
@@ -430,6 +434,10 @@ class IntegrityMaster:
         self._log.error("[{tag}] [Integrity sync] Error reported by the worker: {error}",
                         tag=commands.tag, error=str(error))
         waiter = state.tasks.pop(raw_task.decode("ascii", "replace"), None)
+        if waiter is None and state.lock is not None:
+            # "None" or an unknown task: Wazuh releases the integrity lock; so do we, by
+            # failing the task that holds it (its error path frees the lock).
+            waiter = state.tasks.pop(state.lock, None)
         if waiter is not None:
             _fire(waiter, Failure(error))
         return Reply.ok(b"Error received")

@@ -164,10 +164,20 @@ class FileReceiver:
             raise ClusterError(3000, "file transfers are not allowed on this connection yet")
         parts = relpath.split(b"/")
         if (len(parts) != 5 or parts[0] != b"" or parts[1] != b"queue" or parts[2] != b"cluster"
-                or parts[3] != self.directory_name or not _SAFE_NAME.match(parts[4])):
+                or parts[3] != self.directory_name or not self._safe_file_name(parts[4])):
             raise ClusterError(3000, f"file path refused: {relpath[:200]!r}")
         return os.path.join(self._home, "queue", "cluster", self.directory_name.decode(),
                             parts[4].decode())
+
+    def _safe_file_name(self, name: bytes) -> bool:
+        """A plain file name: ``[A-Za-z0-9_][A-Za-z0-9._-]*``, or ``<node>-<that>`` (Wazuh
+        names containers ``<worker>-<ts>-<hex>.zip``; node names may hold other characters,
+        but they were validated as a single path component)."""
+        assert self.directory_name is not None
+        prefix = self.directory_name + b"-"
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+        return _SAFE_NAME.match(name) is not None
 
     async def new_file(self, payload: bytes) -> Reply:
         """``new_file <relpath>``: open the file for writing."""
