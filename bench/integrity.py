@@ -46,7 +46,7 @@ from typing import Any
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import ProcessProtocol
 
 from wazuhcluster.checksums.threaded import ThreadedRunner
@@ -54,6 +54,7 @@ from wazuhcluster.homes import make_home
 from wazuhcluster.integrity.items import load_cluster_items
 from wazuhcluster.integrity.metadata import file_digest, scan_items
 from wazuhcluster.protocol.commands import ECHO_CLIENT
+from wazuhcluster.protocol.crypto import FernetCodec
 from wazuhcluster.protocol.handler import ClusterProtocol
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -333,6 +334,7 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
     runner = ThreadedRunner(reactor, max_threads=2)
     runner.startService()
     probe: EchoProbe | None = None
+    link_probe: EchoProbe | None = None
     try:
         socket_path = os.path.join(master_home, "queue", "cluster", "c-internal.sock")
         await wait_until("the master's local socket", lambda: os.path.exists(socket_path), 20,
@@ -344,8 +346,16 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         await connectProtocol(UNIXClientEndpoint(reactor, socket_path), protocol)
         probe = EchoProbe(protocol)
         probe.start()
+        # The same probe on the cluster link: a third "worker" that only sends keepalives.
+        link = ClusterProtocol(_Quiet(), reactor, codec=FernetCodec(KEY.encode()),
+                               request_timeout=5)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), link)
+        await link.request(b"hello", b"probe wazuh worker 4.7.5")
+        link_probe = EchoProbe(link)
+        link_probe.start()
         await sleep(1.0)
         idle = probe.worst_since(0)
+        link_idle = link_probe.worst_since(0)
 
         rules = os.path.join("etc", "rules", "local_rules.xml")
         latencies = []
@@ -370,6 +380,7 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         master_dir = os.path.join(master_home, "etc", "rules", "many")
         worker_dir = os.path.join(worker_home, "etc", "rules", "many")
         mark = probe.mark()
+        link_mark = link_probe.mark()
         start = time.perf_counter()
         wall_start = time.time()
         names = await runner.run(write_many, master_dir, many)
@@ -381,6 +392,7 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
                                 lambda: runner.run(same_files, master_dir, worker_dir, names),
                                 60, 0.05)
         many_rtt = probe.worst_since(mark)
+        link_many_rtt = link_probe.worst_since(link_mark)
         if os.environ.get("BENCH_NODE_DEBUG"):
             print(f"  wall clock: writing {wall_start:.3f} - {wall_written:.3f}, verified "
                   f"{wall_start + done - start:.3f}")
@@ -394,11 +406,17 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
               f" during the {many}-file sync worst {many_rtt * 1000:.1f} ms "
               f"(p50 {statistics.median(probe.rtts) * 1000:.1f} ms over "
               f"{len(probe.rtts)} probes)")
+        print(f"  cluster-link keepalive (echo-c -> ok-m, Fernet) round-trip to the master every "
+              f"10 ms: idle worst {link_idle * 1000:.1f} ms; during the {many}-file sync worst "
+              f"{link_many_rtt * 1000:.1f} ms (p50 {statistics.median(link_probe.rtts) * 1000:.1f}"
+              f" ms over {len(link_probe.rtts)} probes)")
         rounds = master.log().count("[Integrity sync] Finished in")
         print(f"  master pushes during the run: {rounds}")
     finally:
         if probe is not None:
             probe.stop()
+        if link_probe is not None:
+            link_probe.stop()
         runner.stopService()
         if worker.transport is not None:
             await worker.stop()
