@@ -19,6 +19,17 @@ from wazuhcluster.homes import DEMO_KEY, make_home
 NODES = (("master-node", "master"), ("worker1", "worker"), ("worker2", "worker"))
 
 
+def _wait_for_socket(path: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait until the master serves its local socket (it has bound its port by then)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"wazuhcluster-demo: the master did not start; see "
+                             f"{os.path.dirname(os.path.dirname(os.path.dirname(path)))}"
+                             "/logs/twistd.out")
+        time.sleep(0.05)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the demo cluster until interrupted."""
     parser = argparse.ArgumentParser(prog="wazuhcluster-demo")
@@ -40,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
             [twistd, "-n", "--pidfile=", "wazuhcluster", "--role", role, "--home", home],
             stdout=out, stderr=subprocess.STDOUT))
         if role == "master":
-            time.sleep(1.0)  # demo only: let the master bind before the workers dial
+            _wait_for_socket(os.path.join(home, "queue", "cluster", "c-internal.sock"),
+                             processes[-1])
     print(f"wazuhcluster demo: master on 127.0.0.1:{args.port}, homes under {base}/")
     for (node_name, role), proc in zip(NODES, processes, strict=True):
         print(f"  {role:6}  {node_name:12} pid {proc.pid:<7} "
