@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.agents.memory import AgentsCluster, raw
 from tests.support import short_tempdir
 from wazuhcluster.agents.db import group_hash
-from wazuhcluster.agents.master_side import FULL_PUSH_MIN_INTERVAL
+from wazuhcluster.agents.master_side import FULL_PUSH_MIN_INTERVAL, full_dump_chunks
 from wazuhcluster.agents.worker_side import full_resync_min_interval
 from wazuhcluster.protocol.commands import SYN_W_G_C
 
@@ -171,3 +171,12 @@ class AgentGroupsSyncTests(SynchronousTestCase):
         Deferred.fromCoroutine(c.magents.check_merged())
         with open(os.path.join(home, "etc", "shared", "web", "merged.mg"), "rb") as f:
             self.assertIn(b"<changed/>", f.read())
+
+
+class FullDumpChunkTests(SynchronousTestCase):
+    """The shape of a full push when the master has no assignment at all."""
+
+    def test_empty_dump_is_one_chunk_without_assignments(self) -> None:
+        """Never an empty chunk list (a real 4.7.5 worker indexes chunks[-1])."""
+        self.assertEqual(full_dump_chunks([]), ['[{"data":[]}]'])
+        self.assertEqual(full_dump_chunks(["a", "b"]), ["a", "b"])

@@ -50,6 +50,7 @@ from wazuhcluster.agents.payloads import (
     SyncResult,
     decode_agent_info_string,
     decode_sync_result,
+    encode_groups_chunk,
     encode_groups_string,
     encode_sync_result,
 )
@@ -96,6 +97,17 @@ def _info_status() -> dict[str, Any]:
 
 def _groups_status() -> dict[str, Any]:
     return {"date_start": 0.0, "date_end": 0.0, "n_synced_chunks": 0}
+
+
+def full_dump_chunks(chunks: list[str]) -> list[str]:
+    """The chunks of a full agent-groups push; never an empty list.
+
+    A Wazuh 4.7.5 worker reads ``chunks[-1]`` of a full push and fails on an empty list
+    (seen against the real code), and sending nothing would leave a worker whose agents have
+    stale groups unconverged (Wazuh's loop). One chunk without assignments works for both:
+    Wazuh's worker applies it, ours clears every group the dump does not list.
+    """
+    return chunks or [encode_groups_chunk([])]
 
 
 @attrs.define(eq=False)
@@ -363,7 +375,8 @@ class AgentsMaster:
             state.full_status["date_start"] = start
             self._log.info("[{tag}] [Agent-groups send full] Starting.", tag=tag)
             await self._db.recalculate_group_hashes()
-            chunks = await self._db.get_agent_groups_chunks("all", int(start))
+            chunks = full_dump_chunks(
+                await self._db.get_agent_groups_chunks("all", int(start)))
             data = await self._node.run(encode_groups_string, chunks)
             string_id = await send_string(peer, data)
             await peer.request(SYN_G_M_W_C, string_id)

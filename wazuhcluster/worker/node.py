@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -117,8 +118,12 @@ class WorkerNode(RoleNode):
             return
         self.peer = None
         self.master_capabilities = frozenset()
-        self._log.error("[{tag}] [Main] Disconnected from master: {reason}", tag=self.tag,
-                        reason=reason.getErrorMessage())
+        if reason.check(ConnectionDone):
+            self._log.info("[{tag}] [Main] Disconnected from master: the master closed the "
+                           "connection.", tag=self.tag)
+        else:
+            self._log.error("[{tag}] [Main] Disconnected from master: {reason}", tag=self.tag,
+                            reason=reason.getErrorMessage())
         for extension in self.extensions:
             extension.disconnected()
 
