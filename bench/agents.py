@@ -35,11 +35,12 @@ from twisted.internet.defer import Deferred
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from sqlite_floor import agent_info_rows, floor_seconds
+
 from tests.agents.memory import NOW, AgentsCluster, keys, raw
 from wazuhcluster.agents import db as db_module
 from wazuhcluster.agents import master_side, worker_side
 from wazuhcluster.agents.db import AgentDatabase, Keepalive
-from wazuhcluster.agents.schema import AGENT_INFO_SET_COLUMNS
 from wazuhcluster.homes import make_home
 from wazuhcluster.protocol.crypto import FernetCodec
 
@@ -135,22 +136,9 @@ def one_sync(count: int, rows_format: bool, phases: bool = False) -> dict[str, f
         assert last is not None and last["node_name"] == "worker1"
         [commit] = committed
 
-        columns = ("id", *AGENT_INFO_SET_COLUMNS)
-        rows = [tuple(r) for r in raw(c.wdb)._conn.execute(
-            f"SELECT {', '.join(columns)} FROM agent WHERE id > 0 ORDER BY id")]
+        rows = agent_info_rows(raw(c.wdb)._conn)
         c.close()
-        conn = sqlite3.connect(floor_path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        sql = ("UPDATE agent SET " + ", ".join(f"{col} = ?" for col in AGENT_INFO_SET_COLUMNS)
-               + ", sync_status = 'synced' WHERE id = ?")
-        params = [(*r[1:], r[0]) for r in rows]
-        f_start = time.perf_counter()
-        conn.execute("BEGIN")
-        conn.executemany(sql, params)
-        conn.execute("COMMIT")
-        floor = time.perf_counter() - f_start
-        conn.close()
+        floor = floor_seconds(floor_path, rows)
         return {"commit": commit - start, "marked": end - start, "floor": floor, **acc}
     finally:
         shutil.rmtree(base, ignore_errors=True)

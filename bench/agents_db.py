@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import os
 import resource
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 
+from sqlite_floor import agent_info_rows, floor_seconds
+
 from wazuhcluster.agents.db import AgentDatabase, Keepalive
 from wazuhcluster.agents.keys import KeyEntry
 from wazuhcluster.agents.payloads import decode_agent_info_string, encode_agent_info_string
-from wazuhcluster.agents.schema import AGENT_INFO_SET_COLUMNS
 
 NOW = 1_700_000_000
 
@@ -93,22 +93,9 @@ def main(count: int = 50_000) -> None:
     ours = end - start
 
     # Floor: the same rows, plain executemany in one transaction, same UPDATE columns.
-    columns = ("id", *AGENT_INFO_SET_COLUMNS)
-    rows = [tuple(r) for r in worker._conn.execute(
-        f"SELECT {', '.join(columns)} FROM agent WHERE id > 0 ORDER BY id")]
+    rows = agent_info_rows(worker._conn)
     floor_db.close()
-    conn = sqlite3.connect(os.path.join(tmp, "floor.db"), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    sql = ("UPDATE agent SET " + ", ".join(f"{c} = ?" for c in AGENT_INFO_SET_COLUMNS)
-           + ", sync_status = 'synced' WHERE id = ?")
-    params = [(*r[1:], r[0]) for r in rows]
-    f_start = time.perf_counter()
-    conn.execute("BEGIN")
-    conn.executemany(sql, params)
-    conn.execute("COMMIT")
-    floor = time.perf_counter() - f_start
-    conn.close()
+    floor = floor_seconds(os.path.join(tmp, "floor.db"), rows)
 
     print(f"agents: {count}, chunks: {len(batch.chunks)}, long string: {len(payload)} bytes")
     print(f"agent-info sync (worker read -> encode -> decode -> master commit): {ours:.3f} s")
