@@ -16,9 +16,8 @@ from twisted.test import iosim  # the only import of iosim in the code base
 from wazuhcluster.config import ClusterConfig, load_config
 from wazuhcluster.homes import make_home
 
-SHARED = os.environ.get("WAZUHCLUSTER_SHARED",
-                        os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-VECTORS = os.path.join(SHARED, "testdata", "wazuh-4.7.5")
+#: The Wazuh 4.7.5 test data carried in the repository (origin: tests/data/README.md).
+VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wazuh-4.7.5")
 VECTOR_KEY = b"abcdefghijklmnopqrstuvwxyz012345"
 
 

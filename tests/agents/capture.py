@@ -1,4 +1,4 @@
-"""Access to the captured real Wazuh 4.7.5 session in the shared test data.
+"""Access to the captured real Wazuh 4.7.5 session in the repository's test data.
 
 The decoded summary (``session.decoded.jsonl``) truncates payload previews to 400 characters,
 so full payloads are decrypted here from the raw streams (20-byte ``!2I12s`` headers, Fernet
@@ -13,21 +13,16 @@ import os
 import struct
 
 from cryptography.fernet import Fernet
-from twisted.trial.unittest import SkipTest
 
-#: Where the shared test data lives relative to this repository.
-SESSION_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "testdata",
-                           "wazuh-4.7.5")
+#: Where the captured session lives (tests/data/wazuh-4.7.5, origin in tests/data/README.md).
+SESSION_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "wazuh-4.7.5")
 _KEY = base64.b64encode(b"abcdefghijklmnopqrstuvwxyz012345")
 _HEADER = struct.Struct("!2I12s")
 
 
 def _path(name: str) -> str:
-    """Path of a session file; skips the test when the shared data is not available."""
-    path = os.path.join(SESSION_DIR, name)
-    if not os.path.exists(path):
-        raise SkipTest(f"shared test data not available: {path}")
-    return path
+    """Path of a session file of the captured session."""
+    return os.path.join(SESSION_DIR, name)
 
 
 def decoded_messages() -> list[dict[str, object]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from wazuhcluster.integrity.items import ClusterItems, load_cluster_items, parse_cluster_items
 
 #: Directory holding the integrity vectors (see manifest.json, key "integrity").
-VECTORS = Path(os.environ.get("WAZUHCLUSTER_TESTDATA", "/work/shared/testdata")) / "wazuh-4.7.5"
+VECTORS = Path(__file__).resolve().parent.parent / "data" / "wazuh-4.7.5"
 INTEGRITY = VECTORS / "integrity"
 
 
