@@ -180,3 +180,36 @@ class ILocalExtension(Interface):
 
     def local_responders(commands: Any) -> dict[bytes, Any]:
         """Extra responders for one local client's LocalCommands."""
+
+
+class IDistributedAPI(Interface):
+    """The node's Distributed API (DAPI): runs a Wazuh framework function where it can be
+    answered (locally, on the master, or on the workers that own the agents), as Wazuh 4.7.5
+    does (docs/protocol.md, "Distributed API"). Implemented by ``wazuhcluster.dapi``; used by
+    the REST API, the control CLI and any feature that needs an answer from another node.
+
+    Functions are named as Wazuh names them, module and qualified name joined by a dot, e.g.
+    ``wazuh.agent.get_agents`` or ``wazuh.core.agent.Agent.get_agents_overview``. Only
+    functions registered natively (``register``) ever run: nothing named in a request is
+    imported, evaluated or instantiated.
+    """
+
+    def call(function: str, f_kwargs: Mapping[str, Any] | None = None,
+             request_type: str = "local_master", *, wait_for_complete: bool = False,
+             current_user: str = "", rbac_permissions: Mapping[str, Any] | None = None,
+             broadcasting: bool = False, api_timeout: float | None = None) -> Deferred[Any]:
+        """Run ``function`` where ``request_type`` (``local_any`` | ``local_master`` |
+        ``distributed_master``) says.
+
+        Fires with the decoded result: a ``wazuhcluster.dapi.results.WazuhResult`` or
+        ``AffectedItemsWazuhResult`` (``render()`` gives the API's JSON body). Fails with a
+        ``wazuhcluster.dapi.results.WazuhException`` (code, message, remediation, title,
+        ``dapi_errors``) for an error raised by the function or by the cluster (3020-3023,
+        unknown function, ...).
+        """
+
+    def register(function: str, implementation: Any) -> None:
+        """Add a native function under its Wazuh dotted name. ``implementation`` is
+        ``async def f(ctx: wazuhcluster.dapi.registry.DapiContext, **f_kwargs)`` returning a
+        result object (or raising a WazuhException). Features register theirs when the node
+        is built (e.g. the REST API registers its permission lookup)."""
