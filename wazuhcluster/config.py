@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from wazuhcluster.errors import ConfigError
+from wazuhcluster.settings import load_settings
 
 DEFAULT_KEY_PLACEHOLDER = ""
 _NAME_CHARS = re.compile(r"^[!\"#$%&'\-.0-9:<=>?A-Z\[\\\]^_a-z{|}~]+$")
@@ -112,6 +113,8 @@ class ClusterConfig:
     files: dict[str, Any] = attrs.field(eq=False, repr=False)
     config_path: str
     debug: int = 0
+    #: Sections of HOME/etc/wazuhcluster.yaml (wazuhcluster.settings); each feature reads its own.
+    settings: dict[str, dict[str, Any]] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def master_address(self) -> str:
@@ -238,7 +241,7 @@ def load_config(home: str, *, config_path: str | None = None, role: str | None =
         home=home, role=Role(node_type), name=name, node_name=node_name, key=key.encode(),
         port=port, bind_addr=bind_addr, nodes=nodes, hidden=hidden == "yes",
         intervals=tunables[0], ext=tunables[1], files=tunables[2], config_path=config_path,
-        debug=debug)
+        debug=debug, settings=load_settings(home))
     if len(config.local_socket_path) > MAX_UNIX_PATH:
         raise ConfigError(f"--home {home!r} is too long: the local socket path "
                           f"{config.local_socket_path!r} exceeds {MAX_UNIX_PATH} bytes; "
