@@ -9,7 +9,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from wazuhcluster.config import ClusterConfig
-from wazuhcluster.interfaces import IBlockingRunner, ILocalExtension
+from wazuhcluster.interfaces import (
+    IAgentDatabase,
+    IBlockingRunner,
+    IDistributedAPI,
+    ILocalExtension,
+)
 
 
 class RoleNode(MultiService):
@@ -29,6 +34,8 @@ class RoleNode(MultiService):
         self.clock = clock
         self.runner = runner
         self.local_extensions: list[ILocalExtension] = []  # extra local-socket commands
+        self.agent_db: IAgentDatabase | None = None  # set by the agents feature
+        self.dapi: IDistributedAPI | None = None  # set by the dapi feature
 
     def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Run blocking ``f`` off the reactor."""

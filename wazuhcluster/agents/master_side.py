@@ -514,6 +514,7 @@ def install(node: MasterNode, reactor: Any) -> None:
     db.setServiceParent(node)
     node.services.remove(db)
     node.services.insert(0, db)  # started first, stopped last: every user finds it open
+    node.agent_db = db
     ClientKeysWatcher(db, reactor, os.path.join(config.home, "etc", "client.keys"), "Master",
                       inotify_reactor=reactor).setServiceParent(node)
     agents = AgentsMaster(node, db, reactor)

@@ -333,6 +333,7 @@ def install(node: WorkerNode, reactor: Any) -> None:
     db.setServiceParent(node)
     node.services.remove(db)
     node.services.insert(0, db)  # started first, stopped last: every user finds it open
+    node.agent_db = db
     ClientKeysWatcher(db, reactor, os.path.join(config.home, "etc", "client.keys"),
                       node.tag, inotify_reactor=reactor).setServiceParent(node)
     agents = AgentsWorker(node, db, reactor)
