@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
-
-from wazuhcluster.config import ClusterDisabled, load_config
-from wazuhcluster.errors import ConfigError
 
 
 class Options(usage.Options):
@@ -41,19 +37,17 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """Read the configuration and build the node's service tree."""
+    """Read the configuration, check the home and port, and build the node's service tree.
+
+    Any problem ends ``twistd`` with one line and exit status 1, before it daemonizes.
+    """
     from twisted.internet import reactor  # the one sanctioned global-reactor import
 
-    try:
-        config = load_config(options["home"], config_path=options["config"],
-                             role=options["role"], cluster_json=options["cluster-json"],
-                             debug=options["debug"])
-    except ConfigError as e:
-        raise SystemExit(f"wazuhcluster: configuration error: {e}") from None
-    except ClusterDisabled as e:
-        sys.stderr.write(f"wazuhcluster: cluster disabled ({e}); nothing to do.\n")
-        raise SystemExit(0) from None
-    from wazuhcluster.node import make_node_service
+    from wazuhcluster.startup import build
 
-    service: Any = make_node_service(config, reactor)
+    parent = getattr(options, "parent", None)
+    daemon = parent is not None and not parent.get("nodaemon", False)
+    service: Any = build(options["home"], role=options["role"], config_path=options["config"],
+                         cluster_json=options["cluster-json"], debug=options["debug"],
+                         reactor=reactor, daemon=daemon)
     return service  # type: ignore[no-any-return]

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -41,6 +42,7 @@ from wazuhcluster.integrity.master_side import error_wire, unlink_quietly
 from wazuhcluster.integrity.metadata import CachedDigest, ScanResult, scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IPeer, IWorkerExtension
+from wazuhcluster.ownership import OwnershipDecision, resolve_ownership
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import (
@@ -95,13 +97,17 @@ class IntegrityWorker:
     :param clock: the reactor's time.
     :param barrier: makes staged files durable before they are renamed into place, and
         the renames durable afterwards (``os.sync``; ``None`` in unit tests).
+    :param owner: ``(uid, gid)`` given to received files (see :mod:`wazuhcluster.ownership`),
+        or ``None`` to leave them to the running user.
     """
 
     _log = Logger()
 
     def __init__(self, node: WorkerNode, clock: IReactorTime,
-                 barrier: Callable[[], None] | None = os.sync) -> None:
+                 barrier: Callable[[], None] | None = os.sync,
+                 owner: tuple[int, int] | None = None) -> None:
         self._barrier = barrier
+        self._owner = owner
         self._node = node
         self._clock = clock
         self._config = node.config
@@ -337,7 +343,7 @@ class IntegrityWorker:
             try:
                 result: ApplyResult = await self._node.run(
                     apply_push, self._config.home, self.items, path, self._config.node_name,
-                    limits=self._limits, fsync=False, barrier=self._barrier)
+                    limits=self._limits, fsync=False, barrier=self._barrier, owner=self._owner)
             finally:
                 await self._node.run(unlink_quietly, path)
         except (ClusterError, IntegrityError, OSError) as e:
@@ -366,9 +372,37 @@ class IntegrityWorker:
                        seconds=self._clock.seconds() - started)
 
 
+class _OwnershipNotice(Service):
+    """Says at start-up who will own received files, or why their owner is left alone."""
+
+    name = "ownership-notice"
+    _log = Logger()
+
+    def __init__(self, tag: str, decision: OwnershipDecision) -> None:
+        self._tag = tag
+        self._decision = decision
+
+    def startService(self) -> None:
+        super().startService()
+        owner = self._decision.owner
+        if owner is not None:
+            self._log.info("[{tag}] [Integrity sync] Received files are given to {user}:{group}.",
+                           tag=self._tag, user=owner.user, group=owner.group)
+        else:
+            self._log.warn("[{tag}] [Integrity sync] Ownership not applied: {why}",
+                           tag=self._tag, why=self._decision.warning)
+
+
 def install(node: WorkerNode, reactor: Any) -> None:
-    """Plug the integrity feature into a worker node: extension and "integrity-check" timer."""
-    worker = IntegrityWorker(node, reactor)
+    """Plug the integrity feature into a worker node: extension and "integrity-check" timer.
+
+    :raises ConfigError: ``ownership`` in etc/wazuhcluster.yaml names a missing user or group.
+    """
+    decision = resolve_ownership(node.config.settings)
+    owner = decision.owner
+    worker = IntegrityWorker(node, reactor,
+                             owner=None if owner is None else (owner.uid, owner.gid))
+    _OwnershipNotice(node.tag, decision).setServiceParent(node)
     node.extensions.append(worker)
     periodic("integrity-check", node.config.intervals.sync_integrity, worker.tick,
              reactor).setServiceParent(node)
