@@ -37,7 +37,14 @@ HOME_DIRS = ("etc", "logs", "queue/cluster", "queue/db", "var/run")
 
 
 class StartupError(Exception):
-    """The node cannot start; the message is one line naming the cause and the fix."""
+    """The node cannot start; the message is one line naming the cause and the fix.
+
+    twistd shows the daemon's parent at most 100 characters of ``module.Class: message``:
+    the message starts with the cause (the path or address) so the cut keeps it.
+    """
+
+
+StartupError.__module__ = "wazuhcluster"  # shorter in twistd's 100-character report
 
 
 def unwritable(path: str, error: OSError, what: str = "") -> str:
