@@ -124,3 +124,18 @@ class DaemonStartupTests(TestCase):
         with open(os.path.join(node.home, "twistd.log"), encoding="utf-8") as f:
             self.assertIn("logs/cluster.log (Permission denied)", f.read())
         await self.assert_no_process_left(node)
+
+    async def test_embedded_database_refused_beside_a_live_wazuh_db(self) -> None:
+        """A live ``queue/db/wdb`` in the home: one line pointing at agent_db.backend."""
+        c = Cluster(self)
+        node = c.add_node("worker-1")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wdb:
+            wdb.bind(os.path.join(node.home, "queue", "db", "wdb"))
+            wdb.listen(4)
+            status, err = await self.run_daemon(node)
+        self.assertEqual(status, 1)
+        self.assertEqual(len(err), 1, err)
+        self.assertIn("a live wazuh-db answers on", err[0])
+        self.assertIn("agent_db.backend: wazuh-db", err[0])
+        self.assertFalse(os.path.exists(os.path.join(node.home, "queue", "db",
+                                                     "wazuhcluster-agents.db")))

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from wazuhcluster.agents import merged as _merged
-from wazuhcluster.agents.db import database_path
+from wazuhcluster.agents.db import database_path, refuse_next_to_live_wazuh_db
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.listing import (
     AGENTS_CAPABILITY,
@@ -510,6 +510,7 @@ def install(node: MasterNode, reactor: Any) -> None:
     from wazuhcluster.agents.local_side import AgentsLocal
 
     config = node.config
+    refuse_next_to_live_wazuh_db(config.home)
     db = make_agent_database(reactor, database_path(config.home))
     db.setServiceParent(node)
     node.services.remove(db)
