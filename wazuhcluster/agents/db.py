@@ -41,7 +41,6 @@ from typing import Any, Literal
 import attrs
 
 from wazuhcluster.agents import keys as _keys
-from wazuhcluster.errors import ConfigError
 from wazuhcluster.agents.payloads import (
     MAX_GROUPS_PER_AGENT,
     MAX_ROWS_PER_CHUNK,
@@ -58,6 +57,7 @@ from wazuhcluster.agents.schema import (
     configure_connection,
     create_schema,
 )
+from wazuhcluster.errors import ConfigError
 
 GroupsMode = Literal["override", "append", "empty_only", "remove"]
 GroupsCondition = Literal["sync_status", "all"]
@@ -821,9 +821,13 @@ class AgentDatabase:
     # -- queries -------------------------------------------------------------------------------
 
     def list_agents(self, node_name: str | None = None) -> list[AgentSummary]:
-        """All agents (000 included), optionally only those reporting to ``node_name``."""
-        sql = ("SELECT id, name, ip, connection_status, node_name, last_keepalive, version,"
-               " `group` FROM agent")
+        """All agents (000 included), optionally only those reporting to ``node_name``.
+
+        An agent that never connected shows its registration IP (``any`` included), as Wazuh
+        lists it.
+        """
+        sql = ("SELECT id, name, COALESCE(ip, register_ip), connection_status, node_name,"
+               " last_keepalive, version, `group` FROM agent")
         params: tuple[Any, ...] = ()
         if node_name is not None:
             sql += " WHERE node_name = ?"

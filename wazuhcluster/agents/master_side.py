@@ -42,6 +42,7 @@ from wazuhcluster.agents.listing import (
     AGENTS_CAPABILITY,
     WZC_AG_MLST,
     agents_json,
+    master_listing,
     parse_list_request,
 )
 from wazuhcluster.agents.payloads import (
@@ -427,7 +428,9 @@ class AgentsMaster:
     # -- listing for wazuhcluster-control -a on a worker ----------------------------------
     async def _master_list(self, commands: MasterCommands, payload: bytes) -> Reply:
         node_name = parse_list_request(payload)
-        agents = await self._db.list_agents(node_name)
+        config = self._node.config
+        agents = master_listing(await self._db.list_agents(None), node_name, config.node_name,
+                                config.version)
         return Reply.ok(await self._node.run(agents_json, agents))
 
     # -- merged.mg -------------------------------------------------------------------------------
