@@ -14,8 +14,8 @@ from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.config import ClusterConfig, Role
 from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.localapi.factory import LocalAPIFactory, LocalSocketService
+from wazuhcluster.logfiles import ClusterLogFile, logging_settings
 from wazuhcluster.master.service import make_master_service
-from wazuhcluster.observers import ClusterLogService
 from wazuhcluster.startup import HOME_DIRS, NodeRoot, lock_held_message
 from wazuhcluster.worker.service import make_worker_service
 
@@ -77,12 +77,16 @@ class WorkDirService(Service):
 
 def make_node_service(config: ClusterConfig, reactor: Any, *,
                       runner: IBlockingRunner | None = None,
-                      log_to_file: bool = True) -> NodeRoot:
+                      log_to_file: bool = True, log_format: str | None = None) -> NodeRoot:
     """Build the whole tree for one node: log, pool, role node, local API (in that order)."""
     root = NodeRoot()
     root.setName("wazuhcluster")
     if log_to_file:
-        ClusterLogService(config.log_path, config.debug).setServiceParent(root)
+        fmt, keep_days = logging_settings(config.settings, log_format)
+        path = config.log_path if fmt == "plain" else (
+            os.path.splitext(config.log_path)[0] + ".json")
+        ClusterLogFile(path, config.debug, reactor, log_format=fmt,
+                       keep_days=keep_days).setServiceParent(root)
     WorkDirService(config).setServiceParent(root)
     if runner is None:
         pool = ThreadedRunner(reactor, max_threads=max(1, config.intervals.process_pool_size))

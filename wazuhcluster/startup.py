@@ -143,8 +143,8 @@ class NodeRoot(MultiService):
 
 
 def build(home: str, *, role: str | None, config_path: str | None, cluster_json: str | None,
-          debug: int, reactor: Any, daemon: bool, names: Mapping[str, str] = CLI_NAMES
-          ) -> NodeRoot:
+          debug: int, reactor: Any, daemon: bool, names: Mapping[str, str] = CLI_NAMES,
+          log_format: str | None = None) -> NodeRoot:
     """Configuration, checks and the node's tree; any problem ends in one ``SystemExit`` line.
 
     :param names: how the caller names ``--home``, ``--config``, ``--cluster-json`` (the tac
@@ -155,7 +155,7 @@ def build(home: str, *, role: str | None, config_path: str | None, cluster_json:
                              cluster_json=cluster_json, debug=debug)
         from wazuhcluster.node import make_node_service
 
-        root = make_node_service(config, reactor)
+        root = make_node_service(config, reactor, log_format=log_format)
     except ConfigError as e:
         message = str(e)
         for option, name in names.items():
@@ -181,7 +181,7 @@ def from_environment(role: str, reactor: Any, argv: list[str] | None = None) -> 
                  cluster_json=os.environ.get("WAZUHCLUSTER_CLUSTER_JSON") or None,
                  debug=int(debug_text), reactor=reactor,
                  daemon=not nodaemon_in(sys.argv[1:] if argv is None else argv),
-                 names=TAC_NAMES)
+                 names=TAC_NAMES, log_format=os.environ.get("WAZUHCLUSTER_LOG_FORMAT") or None)
 
 
 def nodaemon_in(argv: list[str]) -> bool:

@@ -11,12 +11,15 @@ from twisted.python import usage
 class Options(usage.Options):
     """Command line of ``twistd wazuhcluster``."""
 
-    synopsis = "--role=(master|worker) --home=DIR [--config=FILE] [--cluster-json=FILE] [-d|-dd]"
+    synopsis = ("--role=(master|worker) --home=DIR [--config=FILE] [--cluster-json=FILE] "
+                "[--log-format=plain|json] [-d|-dd]")
     optParameters = [
         ["role", "r", None, "Node role: master or worker (must agree with <node_type>)."],
         ["home", "H", None, "Wazuh-style home directory (etc/, logs/, queue/, var/)."],
         ["config", "c", None, "File with the <cluster> block (default HOME/etc/ossec.conf)."],
         ["cluster-json", "j", None, "cluster.json whose values override the shipped ones."],
+        ["log-format", None, None, "plain (logs/cluster.log, Wazuh's format) or json "
+                                   "(logs/cluster.json, one object per line)."],
     ]
 
     def __init__(self) -> None:
@@ -30,6 +33,8 @@ class Options(usage.Options):
     opt_d = opt_debug
 
     def postOptions(self) -> None:
+        if self["log-format"] not in (None, "plain", "json"):
+            raise usage.UsageError("--log-format must be 'plain' or 'json'")
         if self["role"] not in (None, "master", "worker"):
             raise usage.UsageError("--role must be 'master' or 'worker'")
         if self["home"] is None:
@@ -49,5 +54,5 @@ def makeService(options: Options) -> IService:
     daemon = parent is not None and not parent.get("nodaemon", False)
     service: Any = build(options["home"], role=options["role"], config_path=options["config"],
                          cluster_json=options["cluster-json"], debug=options["debug"],
-                         reactor=reactor, daemon=daemon)
+                         reactor=reactor, daemon=daemon, log_format=options["log-format"])
     return service  # type: ignore[no-any-return]

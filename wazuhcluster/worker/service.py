@@ -27,6 +27,7 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
         retryPolicy=lambda attempt: node.retry_delay(policy, attempt),
         clock=reactor,
     )
+    node.retry_policy = policy
     link.setName("master-link")
     link.setServiceParent(node)
     node.link = link
