@@ -92,7 +92,7 @@ class WorkerLinkTests(SynchronousTestCase):
         policy = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0, jitter=lambda: 0)
         delays = []
         for expected in (1, 2, 3):
-            _, client, pump = connected_pair(
+            _, _client, pump = connected_pair(
                 lambda: ClusterServerFactory(other).buildProtocol(None),
                 lambda: WorkerClientFactory(self.worker).buildProtocol(None), self.clock)
             for _ in range(3):
