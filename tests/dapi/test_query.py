@@ -103,7 +103,8 @@ class Compilation(SynchronousTestCase):
 
 class Arrays(SynchronousTestCase):
 
-    items: ClassVar[list[dict[str, Any]]] = [{"name": "b", "n": 2, "os": {"platform": "linux"}, "tags": ["x", "y"]},
+    items: ClassVar[list[dict[str, Any]]] = [
+             {"name": "b", "n": 2, "os": {"platform": "linux"}, "tags": ["x", "y"]},
              {"name": "a", "n": 10, "os": {"platform": "windows"}, "tags": ["z"]},
              {"name": "c", "n": 1, "os": {"platform": "linux"}, "tags": []}]
 
