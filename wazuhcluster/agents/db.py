@@ -3,16 +3,16 @@
 :class:`AgentDatabase` owns one ``sqlite3`` connection and must be used from one thread at a
 time (:class:`wazuhcluster.agents.threaded.ThreadedAgentDatabase` runs it on a dedicated
 single-thread pool). Its operations follow the wazuh-db ``global`` commands the cluster uses
-(``docs/wazuh-cluster-protocol.md`` §9.2, §9.3), with these deliberate differences:
+(docs/protocol.md), with these deliberate differences:
 
 * **Agent-info is not marked synced when read.** :meth:`AgentDatabase.get_agent_info_sync`
   returns, with the chunks, the change sequence of every row it read;
   :meth:`AgentDatabase.mark_agent_info_synced` marks a row synced only if its sequence has not
   changed since, so an update that lands while a sync is in flight is sent again next cycle
-  (Wazuh marks rows synced as they are read and loses data when the master fails, §10 item 29).
+  (Wazuh marks rows synced as they are read and loses data when the master fails).
   Suggested worker rule: mark after a ``syn_m_a_e`` with no error messages, otherwise leave
   everything marked (``sync-agent-info-set`` is idempotent).
-* **Setting groups creates missing groups** instead of failing the agent (§10 item 31).
+* **Setting groups creates missing groups** instead of failing the agent.
 * **A full agent-groups resync converges.** Applied with ``full=True``, the dump is taken as the
   whole truth: agents it lists with no groups, and agents it does not list at all, end up with
   no groups (``group`` and ``group_hash`` NULL), so they contribute nothing to the global hash,
@@ -708,7 +708,7 @@ class AgentDatabase:
     ) -> list[str]:
         """Every page of :meth:`sync_agent_groups_get` as the master's chunk list.
 
-        Pages equal to ``[]`` or ``[{"data":[]}]`` are dropped, as the master does (§5.6.1).
+        Pages equal to ``[]`` or ``[{"data":[]}]`` are dropped, as the master does.
         """
         chunks: list[str] = []
         last_id = 0
