@@ -89,6 +89,17 @@ class Compilation(SynchronousTestCase):
         self.assertEqual(self.ids(search="amm"), [3])
         self.assertEqual(self.ids(sort="-lastKeepAlive", limit=2, offset=1), [1, 3])
 
+    def test_big_id_lists_use_few_variables(self) -> None:
+        contiguous = [f"{i:03d}" for i in range(1, 50001)]
+        query = compile_agent_query(now=1000, agent_ids=contiguous)
+        self.assertEqual(len(query.count_params), 2)
+        self.assertEqual(self.ids(agent_ids=contiguous), [1, 2, 3])
+        scattered = [str(i) for i in range(3, 100000, 2)]
+        query = compile_agent_query(now=1000, agent_ids=scattered)
+        self.assertEqual(len(query.count_params), 1)
+        self.assertEqual(self.ids(agent_ids=scattered), [3])
+        self.assertEqual(self.ids(agent_ids=["1", "3", "4"]), [1, 3])
+
     def test_count_ignores_pagination(self) -> None:
         query = compile_agent_query(now=1000, limit=1, q="id>0")
         self.assertEqual(self.conn.execute(query.count_sql, query.count_params).fetchone()[0], 3)

@@ -414,6 +414,38 @@ def check_sort(sort: Sequence[tuple[str, bool]] | None, allowed: Iterable[str]) 
                                              f"Fields: {', '.join(wrong)}")
 
 
+#: Above this many id ranges, an id list travels as one JSON parameter.
+_MAX_ID_RANGES = 200
+
+
+def id_condition(agent_ids: Iterable[Any], params: list[Any], column: str = "id") -> str:
+    """SQL restricting ``column`` to ``agent_ids`` (text or numbers; others ignored), with
+    its parameters appended to ``params``. Runs of consecutive ids become ``BETWEEN`` ranges;
+    a list too scattered for that travels as one JSON array (``json_each``), so the number of
+    SQL variables stays small whatever the list size."""
+    numeric = sorted({int(a) for a in agent_ids if str(a).isdigit()})
+    if not numeric:
+        return "(0)"
+    ranges: list[list[int]] = []
+    for value in numeric:
+        if ranges and value == ranges[-1][1] + 1:
+            ranges[-1][1] = value
+        else:
+            ranges.append([value, value])
+    if len(ranges) > _MAX_ID_RANGES:
+        params.append("[" + ",".join(map(str, numeric)) + "]")
+        return f"({column} IN (SELECT value FROM json_each(?)))"
+    parts = []
+    for low, high in ranges:
+        if low == high:
+            parts.append(f"{column} = ?")
+            params.append(low)
+        else:
+            parts.append(f"{column} BETWEEN ? AND ?")
+            params.extend((low, high))
+    return "(" + " OR ".join(parts) + ")"
+
+
 def compile_agent_query(*, now: int, offset: Any = 0, limit: Any = DATABASE_LIMIT,
                         sort: Any = None, search: Any = None, select: Any = None,
                         filters: Mapping[str, Any] | None = None, q: Any = None,
@@ -450,12 +482,7 @@ def compile_agent_query(*, now: int, offset: Any = 0, limit: Any = DATABASE_LIMI
         if node is not None:
             where.append(builder.node(node))
     if agent_ids is not None:
-        numeric = sorted({int(a) for a in agent_ids if str(a).isdigit()})
-        if numeric:
-            where.append(f"(id IN ({','.join('?' * len(numeric))}))")
-            builder.params.extend(numeric)
-        else:
-            where.append("(0)")
+        where.append(id_condition(agent_ids, builder.params))
     if search_spec is not None:
         value, negation = search_spec
         like = "%" + re.sub("['\"]", "_", value) + "%"

@@ -20,6 +20,7 @@ from wazuhcluster.dapi.functions.common import (
     all_agent_ids,
     database,
     drop_codes,
+    existing_agent_ids,
     home,
     now,
     requested,
@@ -65,10 +66,10 @@ async def get_agents(ctx: DapiContext, agent_list: Any = None, offset: Any = 0,
     wanted = requested(agent_list)
     if wanted is not None and not wanted:
         return result
-    known = set(await all_agent_ids(ctx))
     ids = None
     if wanted is not None:
         ids = [agent_id_text(a) for a in wanted]
+        known = await existing_agent_ids(ctx, ids)
         for agent_id in ids:
             if agent_id not in known:
                 result.add_failed_item(agent_id, WazuhResourceNotFound(1701))
@@ -166,8 +167,11 @@ async def delete_agents(ctx: DapiContext, agent_list: Any = None, purge: bool = 
     wanted = requested(agent_list)
     if wanted is not None and not wanted:
         return result
-    known = set(await all_agent_ids(ctx))
-    targets = set(known if wanted is None else (agent_id_text(a) for a in wanted))
+    if wanted is None:
+        known = targets = set(await all_agent_ids(ctx))
+    else:
+        targets = {agent_id_text(a) for a in wanted}
+        known = await existing_agent_ids(ctx, targets)
     query = compile_agent_query(now=now(ctx), limit=None, select=["id"], filters=filters, q=q)
     items, _total = await run_agent_query(ctx, query, count=False)
     eligible = {i["id"] for i in items}

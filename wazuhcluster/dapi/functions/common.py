@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wazuhcluster.dapi.context import DapiContext
-from wazuhcluster.dapi.query import CompiledQuery, format_agent_row
+from wazuhcluster.dapi.query import CompiledQuery, format_agent_row, id_condition
 from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhInternalError
 
 
@@ -57,6 +57,14 @@ async def all_agent_ids(ctx: DapiContext) -> list[str]:
     """Every agent id of the database (000 included), as ``"001"`` text, ascending."""
     rows = await database(ctx).select("SELECT id FROM agent ORDER BY id")
     return [agent_id_text(r["id"]) for r in rows]
+
+
+async def existing_agent_ids(ctx: DapiContext, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` exist in the database (as ``"001"`` text)."""
+    params: list[Any] = []
+    condition = id_condition(ids, params)
+    rows = await database(ctx).select(f"SELECT id FROM agent WHERE {condition}", params)
+    return {agent_id_text(r["id"]) for r in rows}
 
 
 async def run_agent_query(ctx: DapiContext, query: CompiledQuery,

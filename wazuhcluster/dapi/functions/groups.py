@@ -25,6 +25,7 @@ from wazuhcluster.dapi.functions.common import (
     all_agent_ids,
     database,
     drop_codes,
+    existing_agent_ids,
     group_dirs,
     requested,
     shared_dir,
@@ -222,8 +223,11 @@ async def assign_agents_to_group(ctx: DapiContext, group_list: Any = None, agent
     if group_id not in await _groups(ctx):
         raise WazuhResourceNotFound(1710)
     wanted = requested(agent_list)
-    known = set(await all_agent_ids(ctx))
-    ids = set(known if wanted is None else (agent_id_text(a) for a in wanted))
+    if wanted is None:
+        known = ids = set(await all_agent_ids(ctx))
+    else:
+        ids = {agent_id_text(a) for a in wanted}
+        known = await existing_agent_ids(ctx, ids)
     if "000" in ids:
         ids.discard("000")
         result.add_failed_item("000", WazuhError(1703))
@@ -274,7 +278,7 @@ async def remove_agent_from_group(ctx: DapiContext, group_list: Any = None,
     """Remove one agent from one group."""
     group_id = (requested(group_list) or [""])[0]
     agent_id = agent_id_text((requested(agent_list) or [""])[0])
-    if agent_id not in set(await all_agent_ids(ctx)):
+    if agent_id not in await existing_agent_ids(ctx, [agent_id]):
         raise WazuhResourceNotFound(1701)
     if agent_id == "000":
         raise WazuhError(1703)
@@ -292,7 +296,7 @@ async def remove_agent_from_groups(ctx: DapiContext, agent_list: Any = None,
     agent_id = agent_id_text((requested(agent_list) or [""])[0])
     if agent_id == "000":
         raise WazuhError(1703)
-    if agent_id not in set(await all_agent_ids(ctx)):
+    if agent_id not in await existing_agent_ids(ctx, [agent_id]):
         raise WazuhResourceNotFound(1701)
     wanted = requested(group_list)
     system = await _groups(ctx)
