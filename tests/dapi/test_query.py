@@ -84,6 +84,7 @@ class Compilation(SynchronousTestCase):
         self.assertEqual(self.ids(q="lastKeepAlive>100s"), [2, 3])
         self.assertEqual(self.ids(filters={"node_name": ["n1", "n2"], "status": "active"}), [1, 2])
         self.assertEqual(self.ids(filters={"status": "all"}), [0, 1, 2, 3])
+        self.assertEqual(self.ids(filters={"status": None, "group": "null"}), [0, 3])
         self.assertEqual(self.ids(agent_ids=["002", "003", "x"]), [2, 3])
         self.assertEqual(self.ids(agent_ids=[]), [])
         self.assertEqual(self.ids(search="amm"), [3])

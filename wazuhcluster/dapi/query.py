@@ -11,7 +11,8 @@ The parameters are those of the Wazuh API and framework (4.7.5):
   parentheses; operators ``=``, ``!=``, ``<``, ``>``, ``~`` (contains); the value ``null``
   means no value. Malformed -> 1407, unknown field -> 1408, bad operator -> 1409.
 * ``filters``: ``{field: value | [values]}``; values of one field are or-ed, fields and-ed;
-  ``all`` matches anything; ``older_than`` (a timeframe like ``7d``) selects agents whose
+  ``all`` matches anything, None is ignored, ``"a,b"`` lists alternatives for fields such as
+  ``status``/``node_name``; ``older_than`` (a timeframe like ``7d``) selects agents whose
   last keepalive (or registration, for never-connected agents) is older.
 * ``offset``/``limit``: ``limit`` 1..100000 (0 -> 1406, over the maximum -> 1405, None -> no
   limit); a negative offset -> 1400.
@@ -56,6 +57,10 @@ _HIDDEN_FIELDS = frozenset({"internal_key"})
 _DATE_FIELDS = frozenset({"dateAdd", "lastKeepAlive", "disconnection_time"})
 #: Fields that accept date/timeframe values in ``q`` and ``filters``.
 _DATE_FILTER_FIELDS = frozenset({"dateAdd", "lastKeepAlive"})
+
+#: Filters whose text value may list several values separated by commas.
+_COMMA_LIST_FILTERS = frozenset({"status", "node_name", "group", "name", "ip", "registerIP",
+                                 "group_config_status", "manager", "id"})
 
 _OPERATORS = ("!=", "=", "<", ">", "~")
 _SQL_OPERATORS = {"=": "=", "!=": "!=", "<": "<", ">": ">", "~": "LIKE"}
@@ -290,8 +295,12 @@ def filters_to_node(filters: Mapping[str, Any] | None) -> Node | None:
                                      Condition("status", "=", "never_connected"))))))
             continue
         values = value if isinstance(value, (list, tuple, set)) else [value]
-        alts: list[Node] = [Condition(name, "=", None if v == "null" or v is None else str(v))
-                            for v in values if v != "all"]
+        if name in _COMMA_LIST_FILTERS:
+            # ``cluster_control -a -fs active disconnected`` sends "active,disconnected".
+            values = [p for v in values for p in (v.split(",") if isinstance(v, str) else [v])]
+        # None is an unset filter (the API leaves them out); the text "null" means no value.
+        alts: list[Node] = [Condition(name, "=", None if v == "null" else str(v))
+                            for v in values if v is not None and v != "all"]
         if alts:
             parts.append(alts[0] if len(alts) == 1 else Junction("or", tuple(alts)))
     if not parts:
