@@ -24,6 +24,7 @@ from wazuhcluster.dapi.functions.common import (
     home,
     now,
     requested,
+    require_master,
     run_agent_query,
     sort_ids,
 )
@@ -161,6 +162,7 @@ async def delete_agents(ctx: DapiContext, agent_list: Any = None, purge: bool = 
     000 fails with 1703, unknown ids with 1701, listed agents not matching the filters with
     1731. ``purge=False`` keeps the key lines marked removed (``!name``), as Wazuh does.
     """
+    require_master(ctx)
     result = AffectedItemsWazuhResult(all_msg="All selected agents were deleted",
                                       some_msg="Some agents were not deleted",
                                       none_msg="No agents were deleted")

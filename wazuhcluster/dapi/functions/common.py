@@ -8,7 +8,11 @@ from typing import Any
 
 from wazuhcluster.dapi.context import DapiContext
 from wazuhcluster.dapi.query import CompiledQuery, format_agent_row, id_condition
-from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhInternalError
+from wazuhcluster.dapi.results import (
+    AffectedItemsWazuhResult,
+    WazuhClusterError,
+    WazuhInternalError,
+)
 
 
 def database(ctx: DapiContext) -> Any:
@@ -35,6 +39,13 @@ def home(ctx: DapiContext) -> str:
 def is_master(ctx: DapiContext) -> bool:
     role = getattr(ctx.config, "role", None)
     return getattr(role, "value", role) == "master"
+
+
+def require_master(ctx: DapiContext) -> None:
+    """Functions that change the cluster's shared state (keys, groups, ruleset files) run on
+    the master only: on a worker their changes would be undone by the next sync."""
+    if not is_master(ctx):
+        raise WazuhClusterError(3000, extra_message="this function runs only on the master node")
 
 
 def agent_id_text(value: Any) -> str:
