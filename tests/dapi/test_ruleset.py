@@ -112,6 +112,21 @@ class Rules(Fixture):
             self.assertEqual(result.affected_items, [])
         self.assertFalse(self.env.exists("etc/x.xml"))
 
+    def test_symlink_out_of_the_home_is_refused(self) -> None:
+        outside = os.path.abspath(self.mktemp())
+        with open(outside, "w") as f:
+            f.write("<keep/>")
+        os.symlink(outside, os.path.join(self.env.home, "etc", "rules", "evil.xml"))
+        up = self.env.call(rs.upload_rule_file, filename="evil.xml", content="<a/>",
+                           overwrite=True)
+        self.assertEqual([e.code for e in up.failed_items], [1801])
+        gone = self.env.call(rs.delete_rule_file, filename="evil.xml")
+        self.assertEqual([e.code for e in gone.failed_items], [1801])
+        with open(outside) as f:
+            self.assertEqual(f.read(), "<keep/>")
+        read = self.env.call(rs.get_rule_file, filename="evil.xml", raw=True)
+        self.assertEqual([e.code for e in read.failed_items], [1414])
+
     def test_delete(self) -> None:
         result = self.env.call(rs.delete_rule_file, filename="local_rules.xml")
         self.assertEqual(result.affected_items, ["etc/rules/local_rules.xml"])
