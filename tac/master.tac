@@ -9,8 +9,9 @@
 #   WAZUHCLUSTER_CONFIG        file holding the <cluster> block (default HOME/etc/ossec.conf)
 #   WAZUHCLUSTER_CLUSTER_JSON  cluster.json overriding the shipped values (default: none)
 #   WAZUHCLUSTER_DEBUG         0, 1 (DEBUG) or 2 (DEBUG2) (default 0)
+#   WAZUHCLUSTER_LOG_FORMAT    plain (logs/cluster.log) or json (logs/cluster.json)
 #
-# The tree's ClusterLogService writes HOME/logs/cluster.log; no observer is installed here.
+# The tree's cluster-log service writes HOME/logs/cluster.log; no observer is installed here.
 # Any start-up problem ends twistd with one line naming the variable at fault.
 from twisted.application.service import Application
 from twisted.internet import reactor
