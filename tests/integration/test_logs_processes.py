@@ -51,7 +51,7 @@ class LogProcessTests(TestCase):
         m = c.add_node("master", "master").start()
         await c.wait_ready(m)
         w = c.add_node("worker-1", key=random_key()).start()
-        lines = await c.wait_log(w, r"ERROR: \[Worker worker-1\] \[Main\] Could not connect to "
+        lines = await c.wait_log(w, r"ERROR: \[Worker\] \[Main\] Could not connect to "
                                     r"master: the master dropped the link during hello; a "
                                     r"wrong key is the usual cause", count=2)
         self.assertIn("refused 1 time(s) in a row", lines[0])

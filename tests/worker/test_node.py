@@ -107,7 +107,7 @@ class WorkerLinkTests(SynchronousTestCase):
                  if "dropped the link during hello" in formatEvent(e)]
         self.assertEqual(len(hints), 3, [formatEvent(e) for e in events])
         self.assertIn("a wrong key is the usual cause", hints[0])
-        self.assertIn("[Worker worker1] [Main]", hints[0])
+        self.assertTrue(hints[0].startswith("[Worker] [Main] Could not connect to master: "))
 
     def test_start_logs_one_starting_line(self) -> None:
         """The worker says who it is, where its master is and which version it speaks."""

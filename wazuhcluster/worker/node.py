@@ -101,13 +101,13 @@ class WorkerNode(RoleNode):
         except ClusterError as e:
             self.refusals += 1
             if isinstance(e, ConnectionLostError):
-                self._log.error("[{tag}] [Main] Could not connect to master: the master dropped "
+                self._log.error("[Worker] [Main] Could not connect to master: the master dropped "
                                 "the link during hello; a wrong key is the usual cause "
                                 "(<cluster><key> must be the master's); refused {n} time(s) in "
-                                "a row, retrying more slowly.", tag=self.tag, n=self.refusals)
+                                "a row, retrying more slowly.", n=self.refusals)
             else:
-                self._log.error("[{tag}] [Main] Could not connect to master: {error}.",
-                                tag=self.tag, error=str(e))
+                self._log.error("[Worker] [Main] Could not connect to master: {error}.",
+                                error=str(e))
             peer.disconnect("hello refused")
             raise
         directory = os.path.join(config.home, "queue", "cluster", config.node_name)
