@@ -136,8 +136,8 @@ class NodeRoot(MultiService):
             self._fail(unwritable(getattr(e, "filename", None) or "the home", e))
 
     def _fail(self, message: str) -> None:
-        sys.stderr.write(message + "\n")
         if self.daemon:
+            sys.stderr.write(message + "\n")  # twistd's log holds the whole line
             raise StartupError(message) from None
         raise SystemExit(message) from None
 
