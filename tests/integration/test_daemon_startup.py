@@ -7,8 +7,10 @@ stderr; no process may be left behind.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 from twisted.internet.threads import deferToThread
@@ -139,3 +141,18 @@ class DaemonStartupTests(TestCase):
         self.assertIn("agent_db.backend: wazuh-db", err[0])
         self.assertFalse(os.path.exists(os.path.join(node.home, "queue", "db",
                                                      "wazuhcluster-agents.db")))
+
+    async def test_tac_with_a_bad_home_variable_is_one_line(self) -> None:
+        """``twistd -y tac/worker.tac`` with WAZUHCLUSTER_HOME naming no directory."""
+        tac = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tac", "worker.tac")
+        base = tempfile.mkdtemp(prefix="wzc-tac-")
+        self.addCleanup(shutil.rmtree, base, True)
+        env = dict(os.environ, WAZUHCLUSTER_HOME=os.path.join(base, "missing"))
+        done = await deferToThread(
+            subprocess.run, [TWISTD, f"--pidfile={base}/t.pid", f"--logfile={base}/t.log",
+                             "-y", tac], capture_output=True, text=True, timeout=40, env=env,
+            cwd=base)
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr.strip().splitlines(), [
+            f"wazuhcluster: configuration error: WAZUHCLUSTER_HOME '{base}/missing' is not a "
+            "directory: create it or pass the right path"])
