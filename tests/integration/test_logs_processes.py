@@ -3,8 +3,11 @@ the wrong-key hint."""
 
 from __future__ import annotations
 
+import calendar
+import gzip
 import json
 import os
+import time
 
 from twisted.trial.unittest import TestCase
 
@@ -57,3 +60,22 @@ class LogProcessTests(TestCase):
         self.assertIn("refused 1 time(s) in a row", lines[0])
         self.assertIn("refused 2 time(s) in a row", lines[1])
         self.assertEqual(w.grep(CONNECTED), [])
+
+    async def test_log_of_an_earlier_day_is_archived_at_start(self) -> None:
+        """A cluster.log last written yesterday goes to logs/cluster/YYYY/Mon/cluster.log-DD.gz."""
+        c = Cluster(self)
+        m = c.add_node("master", "master")
+        with open(m.log_path, "w", encoding="utf-8") as f:
+            f.write("2000/01/01 00:00:00 INFO: [Cluster] [Main] yesterday's line\n")
+        yesterday = time.time() - 86400
+        os.utime(m.log_path, (yesterday, yesterday))
+        day = time.localtime(yesterday)
+        archive = os.path.join(m.home, "logs", "cluster", str(day.tm_year),
+                               calendar.month_abbr[day.tm_mon], f"cluster.log-{day.tm_mday:02d}.gz")
+        m.start()
+        await c.wait_ready(m)
+        await c.wait_for("the archive of yesterday's log", lambda: os.path.exists(archive))
+        with gzip.open(archive, "rt", encoding="utf-8") as f:
+            self.assertIn("yesterday's line", f.read())
+        self.assertEqual(m.grep("yesterday's line"), [])
+        self.assertNotEqual(m.grep(r"Starting master"), [])
