@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import shutil
 import stat
 import subprocess
 
@@ -91,3 +92,26 @@ class OwnershipProcessTests(TestCase):
         self.assertIn("ownership.user = 'no-such-user-wzc' is not a user", out[0])
         self.assertIsNotNone(w.end_reason.exitCode)
         self.assertNotEqual(w.end_reason.exitCode, 0)
+
+    async def test_root_without_cap_chown_warns_once_and_still_applies(self) -> None:
+        """Root without CAP_CHOWN (a sandboxing unit): one warning naming the capability, and
+        the files are applied, owned by root."""
+        name = throwaway_user(self)
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise SkipTest("setpriv (util-linux) is needed to drop CAP_CHOWN")
+        c = Cluster(self)
+        m = c.add_node("master", "master", tunables=FAST_INTEGRITY).start()
+        await c.wait_ready(m)
+        w = c.add_node("worker-1", tunables=FAST_INTEGRITY)
+        settings(w, f"ownership:\n  user: {name}\n  group: {name}\n")
+        w.wrapper = [setpriv, "--bounding-set", "-chown", "--inh-caps", "-chown"]
+        w.start()
+        lines = await c.wait_log(w, rf"WARNING: .*Ownership not applied: cannot give files to "
+                                    rf"{name}:{name} \(Operation not permitted; as root this "
+                                    r"needs the CAP_CHOWN capability\)")
+        self.assertEqual(len(lines), 1)
+        write(m, {"etc/rules/local.xml": b"<group name='x'/>\n"})
+        await c.wait_for("the worker to match the master", lambda: tree(w) == tree(m))
+        st = os.stat(os.path.join(w.home, "etc/rules/local.xml"))
+        self.assertEqual(st.st_uid, 0)
