@@ -164,7 +164,7 @@ class UsageTests(SynchronousTestCase):
         out = io.StringIO()
         with redirect_stdout(out):
             main(["-u"])
-        self.assertIn("-a -fs <agent_status>", out.getvalue())
+        self.assertIn("-a -fs active disconnected", out.getvalue())
         out = io.StringIO()
         with redirect_stdout(out):
             main([])

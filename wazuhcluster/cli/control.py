@@ -37,28 +37,17 @@ DEFAULT_HOME = "/var/ossec"
 AGENT_COLUMNS = (("id", "ID"), ("name", "Name"), ("ip", "IP"), ("status", "Status"),
                  ("version", "Version"), ("node_name", "Node name"))
 USAGE = """
-    {0} [-h] [-d] [-fn [FILTER_NODE ...]] [-fs [FILTER_STATUS ...]][-a | -l | -i [HEALTH]]
-    Usage:
-    \t-l                                    # List all nodes present in a cluster
-    \t-l -fn <node_name>                    # List certain nodes that belong to the cluster
-    \t-a                                    # List all agents connected to the cluster
-    \t-a -fn <node_name>                    # Check which agents are reporting to certain nodes
-    \t-a -fs <agent_status>                 # List agents with certain status
-    \t-a -fn <node_name> <agent_status>     # List agents reporting to certain node and with certain status
-    \t-i                                    # Check cluster health
-    \t-i more                               # Check cluster health, detailed
-    \t-i -fn <node_name>                    # Check certain node's health
-
-    Params:
-    \t-l, --list
-    \t-d, --debug
-    \t-h, --help
-    \t-fn, --filter-node
-    \t-fs, --filter-agent-status
-    \t-a, --list-agents
-    \t-i, --health
-    \t--home DIR (default /var/ossec), --json
-"""  # noqa: E501
+Examples ({0}):
+  {0} -l                             the cluster's nodes
+  {0} -l -fn worker1 worker2         only these nodes
+  {0} -a                             every agent, as the master sees it
+  {0} -a -fn worker1                 agents reporting to worker1
+  {0} -a -fs active disconnected     agents with one of these statuses
+  {0} -i                             health: last synchronizations of each worker
+  {0} -i more                        health in detail, with durations
+  {0} -i -fn worker1                 health of worker1 only
+Add --home DIR for a home other than /var/ossec, --json for the node's JSON answer.
+"""
 
 
 class UsageError(Exception):
