@@ -59,3 +59,18 @@ class NodeRootTests(SynchronousTestCase):
         self.assertTrue(nodaemon_in(["-ny", "tac/master.tac"]))
         self.assertTrue(nodaemon_in(["--nodaemon", "-y", "x.tac"]))
         self.assertFalse(nodaemon_in(["--pidfile=/p", "--logfile=/l", "-y", "tac/master.tac"]))
+
+
+class LogFormatOptionTests(SynchronousTestCase):
+    """``twistd wazuhcluster --log-format``."""
+
+    def test_values(self) -> None:
+        from twisted.python import usage
+
+        from wazuhcluster.tap import Options
+
+        options = Options()
+        options.parseOptions(["--home", "/h", "--log-format", "json"])
+        self.assertEqual(options["log-format"], "json")
+        self.assertRaises(usage.UsageError, Options().parseOptions,
+                          ["--home", "/h", "--log-format", "xml"])
