@@ -9,6 +9,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -21,10 +22,23 @@ def throwaway_user(case: TestCase) -> str:
     if os.geteuid() != 0:
         raise SkipTest("creating a throwaway user needs root")
     name = "wzct" + secrets.token_hex(4)
-    subprocess.run(["useradd", "--system", "--no-create-home", "--user-group",
-                    "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
-    case.addCleanup(subprocess.run, ["userdel", name], capture_output=True)
+    _retry(["useradd", "--system", "--no-create-home", "--user-group",
+            "--shell", "/usr/sbin/nologin", name])
+    case.addCleanup(_retry, ["userdel", name])
     return name
+
+
+def _retry(command: list[str]) -> None:
+    """Run a user-database command; retry while another process holds /etc/passwd's lock
+    (the two trial workers may create users at the same moment)."""
+    for _ in range(50):
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if "lock" not in done.stderr:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
 
 
 def settings(node: NodeProcess, text: str) -> None:
