@@ -139,7 +139,10 @@ def summary(all_results: dict[str, list[scenarios.Result]]) -> int:
         for metric, value, unit, target, passed in results:
             verdict = "info" if passed is None else ("PASS" if passed else "FAIL")
             failed += passed is False
-            print(f"{name:10} {metric[:58]:58} {value:>10} {unit:4} {target:>10}  {verdict}")
+            if len(metric) > 58:  # a failure's reason: print it whole
+                print(f"{name:10} {metric}")
+                metric = ""
+            print(f"{name:10} {metric:58} {value:>10} {unit:4} {target:>10}  {verdict}")
     return failed
 
 
