@@ -137,6 +137,7 @@ class WorkerLinkTests(SynchronousTestCase):
         timeout = self.worker_config.intervals.timeout_cluster_request
         for attempt in range(1, limit + 1):
             self.clock.advance(self.worker_config.intervals.keep_alive)
+            self.client.last_received = self.clock.seconds()  # talking, but not answering
             # the pump is not flushed: no answer comes
             d = Deferred.fromCoroutine(self.worker.send_keepalive())
             self.clock.advance(timeout + 1)
@@ -155,6 +156,18 @@ class WorkerLinkTests(SynchronousTestCase):
         self.client.last_received = self.clock.seconds()
         self.successResultOf(Deferred.fromCoroutine(self.worker.send_keepalive()))
         self.assertEqual(self.client.bytes_sent, sent)
+
+    def test_silent_master_dropped_after_one_unanswered_probe(self) -> None:
+        """A master that sends nothing at all is given up after idle + liveness_timeout."""
+        self.connect()
+        ext = self.worker_config.ext
+        self.clock.advance(ext.idle_probe_after)
+        d = Deferred.fromCoroutine(self.worker.send_keepalive())  # no answer: not pumped
+        self.clock.advance(ext.liveness_timeout + 0.1)
+        self.successResultOf(d)
+        self.pump.flush()
+        self.assertIsNone(self.worker.peer)
+        self.assertLess(ext.idle_probe_after + ext.liveness_timeout + 1.0, 10.0)
 
     def test_silent_master_is_probed_early(self) -> None:
         """A master silent for idle_probe_after seconds gets an echo-c before keep_alive."""

@@ -168,10 +168,12 @@ class WorkerNode(RoleNode):
     async def send_keepalive(self) -> None:
         """Keepalive tick: ``echo-c``; disconnect after max_failed_keepalive_attempts.
 
-        The loop ticks often (every min(keep_alive, 5) s); it sends ``echo-c`` when
-        keep_alive seconds have passed since the last one (Wazuh's cadence) or when the
-        master has sent nothing for idle_probe_after seconds (a dead master is noticed in
-        well under a minute instead of Wazuh's ~160 s).
+        The loop ticks every second; it sends ``echo-c`` when keep_alive seconds have passed
+        since the last one (Wazuh's cadence) or when the master has sent nothing for
+        idle_probe_after seconds. An idle probe that gets no answer and sees no other byte
+        from the master within liveness_timeout closes the link at once: a dead or silently
+        cut-off master is noticed in under 10 s by default (Wazuh: ~160 s). A link busy with
+        a sync keeps delivering bytes and is never probed.
         """
         with self._log.failuresHandled("[{tag}] [Keep Alive] Keepalive tick failed",
                                        tag=self.tag):
@@ -185,12 +187,20 @@ class WorkerNode(RoleNode):
                 return
             self._last_keepalive_sent = now
             self._keepalive_in_flight = True
+            timeout = min(10.0, self.config.intervals.timeout_cluster_request)
+            if idle:
+                timeout = min(timeout, self.config.ext.liveness_timeout)
             try:
-                reply = await peer.request(ECHO_CLIENT, b"keepalive",
-                                           timeout=min(10.0, self.config.intervals
-                                                       .timeout_cluster_request))
+                reply = await peer.request(ECHO_CLIENT, b"keepalive", timeout=timeout)
             except ClusterError as e:
                 if peer is not self.peer:
+                    return
+                if idle and peer.last_received < now:
+                    self._log.error("[{tag}] [Keep Alive] Nothing received from the master for "
+                                    "{silent:.1f} s and no answer to a liveness probe ({error});"
+                                    " closing the connection.", tag=self.tag, error=str(e),
+                                    silent=self.clock.seconds() - peer.last_received)
+                    peer.disconnect("master silent")
                     return
                 self.failed_keepalives += 1
                 self._log.error("[{tag}] [Keep Alive] Error sending keepalive ({count}/{limit}):"
