@@ -332,8 +332,8 @@ class DistributedAPI:
         if node_filter or (node_list is not None and node_list != "*"):
             given = node_filter if node_filter else node_list
             return {str(n): [] for n in (given if isinstance(given, list) else [given])}
-        if request.broadcasting or db is None:
-            return {}
+        if request.broadcasting or node_list == "*" or db is None:
+            return {}  # every node
         rows = await db.select("SELECT DISTINCT node_name FROM agent", [])
         return {str(r.get("node_name") or ""): [] for r in rows}
 
