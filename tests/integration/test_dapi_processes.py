@@ -85,7 +85,7 @@ class DapiProcessTests(TestCase):
         agents = await self.overview(c, w1)
         by_id = {a["id"]: a for a in agents}
         self.assertEqual(len(by_id), AGENTS + 1)
-        self.assertIn("000", by_id)
+        self.assertEqual(by_id["000"]["node_name"], "master")
         self.assertEqual({by_id[f"{i:03d}"]["node_name"] for i in range(1, AGENTS + 1)}, {"w2"})
 
         # node_id: w1 -> master -> w2 -> master -> w1.
