@@ -99,7 +99,7 @@ def _default(value: Any) -> Any:
         return value.to_json()
     if isinstance(value, AbstractWazuhResult):
         return {"__wazuh_result__": {"__class__": type_name(value),
-                                     "__object__": value.to_dict()}}
+                                     "__object__": value.to_dict(copy=False)}}
     if isinstance(value, WazuhException):
         return {"__wazuh_exception__": {"__class__": type_name(value),
                                         "__object__": value.to_dict()}}
