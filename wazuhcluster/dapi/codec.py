@@ -79,6 +79,14 @@ class FunctionName:
                                  "__qualname__": self.qualname, "__type__": "function"}}
 
 
+@attrs.frozen
+class RawAnswer:
+    """An answer received from a peer, still encoded: relayed as is when nothing needs to
+    read it (a worker passing the master's answer to its local client)."""
+
+    data: bytes
+
+
 class UnhandledException(Exception):
     """An ``__unhandled_exc__``: a builtin exception of the peer, as data."""
 

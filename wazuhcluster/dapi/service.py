@@ -189,8 +189,9 @@ class DistributedAPI:
         return Deferred.fromCoroutine(go())
 
     # -- the decision ------------------------------------------------------------------------
-    async def handle(self, request: DapiRequest, origin: str) -> Any:
-        """Answer ``request`` (a result, a plain value, or the WazuhException as a value)."""
+    async def handle(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
+        """Answer ``request`` (a result, a plain value, or the WazuhException as a value;
+        with ``raw``, an answer relayed from a peer may stay encoded, as a RawAnswer)."""
         try:
             if (request.request_type == "local_any"
                     or (request.request_type == "local_master" and self.is_master)
@@ -198,9 +199,9 @@ class DistributedAPI:
                 return await self.run_local(request, origin)
             if self.is_master:
                 if request.request_type == "distributed_master":
-                    return await self.route(request, origin)
+                    return await self.route(request, origin, raw)
                 return await self.run_local(request, origin)
-            return await self.ask_master(request)
+            return await self.ask_master(request, raw)
         except WazuhException as e:
             return e
         except ClusterError as e:
@@ -249,15 +250,17 @@ class DistributedAPI:
             self.limiter.release(key)
 
     # -- worker -> master ---------------------------------------------------------------------
-    async def ask_master(self, request: DapiRequest) -> Any:
+    async def ask_master(self, request: DapiRequest, raw: bool = False) -> Any:
         """Worker: send the request to the master and wait for its answer."""
         peer = self._node.peer
         if peer is None:
             raise WazuhClusterError(3023)
-        return await self.send_to(peer, "master", request)
+        return await self.send_to(peer, "master", request, raw)
 
-    async def send_to(self, peer: IPeer, peer_name: str, request: DapiRequest) -> Any:
-        """Send ``dapi "<id> <json>"`` on ``peer`` and wait for ``dapi_res``/``dapi_err``."""
+    async def send_to(self, peer: IPeer, peer_name: str, request: DapiRequest,
+                      raw: bool = False) -> Any:
+        """Send ``dapi "<id> <json>"`` on ``peer`` and wait for ``dapi_res``/``dapi_err``
+        (decoded, unless ``raw``)."""
         request_id = uuid.uuid4().hex
         answer: Deferred[Any] = Deferred()
         self._pending[request_id] = (peer_name, answer)
@@ -271,12 +274,18 @@ class DistributedAPI:
             if not request.wait_for_complete:
                 answer.addTimeout(self.config.intervals.timeout_dapi_request, self._clock)
             try:
-                return await answer
+                value = await answer
             except TimeoutError:
                 raise WazuhClusterError(3021, extra_message=f"no answer from {peer_name}"
                                         ) from None
         finally:
             self._pending.pop(request_id, None)
+        if isinstance(value, codec.RawAnswer) and not raw:
+            try:
+                value = await self._node.run(codec.loads, value.data)
+            except codec.CodecError as e:
+                value = WazuhInternalError(3036, extra_message=str(e)[:500])
+        return value
 
     def answered(self, request_id: str, value: Any) -> bool:
         """A peer answered request ``request_id`` (a decoded value or an exception)."""
@@ -340,7 +349,7 @@ class DistributedAPI:
     def all_node_names(self) -> list[str]:
         return [n["name"] for n in self._node.node_list()]
 
-    async def route(self, request: DapiRequest, origin: str) -> Any:
+    async def route(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
         """Master: run a ``distributed_master`` request on every node concerned; merge."""
         kwargs = request.f_kwargs
         mapping = await self.solver_nodes(request)
@@ -370,7 +379,9 @@ class DistributedAPI:
                 if isinstance(limit, int) and not isinstance(limit, bool):
                     share.f_kwargs["limit"] = offset + limit
             shares.append((node, share))
-        answers = await _gather([self._run_share(node, share, origin) for node, share in shares])
+        raw = raw and len(shares) == 1
+        answers = await _gather([self._run_share(node, share, origin, raw)
+                                 for node, share in shares])
         results: list[Any] = []
         for (node, _share), answer in zip(shares, answers, strict=True):
             if isinstance(answer, WazuhClusterError) and answer.code in (3022, 3023):
@@ -393,14 +404,15 @@ class DistributedAPI:
             _reapply(response, kwargs)
         return response
 
-    async def _run_share(self, node: str, share: DapiRequest, origin: str) -> Any:
+    async def _run_share(self, node: str, share: DapiRequest, origin: str,
+                         raw: bool = False) -> Any:
         try:
             if node == self.config.node_name:
                 return await self.run_local(share, origin)
             session = self._node.registry.get(node)
             if session is None:
                 return WazuhClusterError(3022, extra_message=f"node {node!r} is not connected")
-            return await self.send_to(session.peer, node, share)
+            return await self.send_to(session.peer, node, share, raw)
         except WazuhException as e:
             return e
 

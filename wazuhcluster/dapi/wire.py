@@ -42,7 +42,8 @@ async def deliver(node: Any, peer: IPeer, request_id: bytes | None, answer: Any)
     """Send ``answer`` to ``peer``: long string + ``dapi_res`` (``dapi_err`` if that fails)."""
     prefix = request_id + b" " if request_id is not None else b""
     try:
-        data = (await node.run(codec.dumps, answer)).encode()
+        data = answer.data if isinstance(answer, codec.RawAnswer) else \
+            (await node.run(codec.dumps, answer)).encode()
     except (TypeError, ValueError) as e:
         data = codec.dumps(WazuhInternalError(1000, extra_message=f"unencodable result: {e}")
                            ).encode()
@@ -92,11 +93,8 @@ class _ClusterSide:
         async def dapi_res(payload: bytes) -> Reply:
             request_id, _, string_id = payload.partition(b" ")
             data = strings.take(string_id.strip())
-            try:
-                value = await self._node.run(codec.loads, data)
-            except CodecError as e:
-                value = WazuhInternalError(3036, extra_message=str(e)[:500])
-            if not self._api.answered(request_id.decode("ascii", "replace"), value):
+            if not self._api.answered(request_id.decode("ascii", "replace"),
+                                      codec.RawAnswer(data)):
                 raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
             return Reply.ok(b"Response forwarded to worker")
 
@@ -112,7 +110,7 @@ class _ClusterSide:
     async def _serve(self, peer: IPeer | None, request_id: bytes,
                      request: DapiRequest | WazuhException, origin: str) -> None:
         answer = request if isinstance(request, WazuhException) else \
-            await self._api.handle(request, origin)
+            await self._api.handle(request, origin, raw=True)
         if peer is not None:
             await deliver(self._node, peer, request_id, answer)
 
@@ -216,7 +214,8 @@ class DapiLocal:
             if (not self._is_master and self._node.peer is None
                     and request.request_type != "local_any"):
                 raise ClusterError(3023)
-            spawn(self._answer(commands, self._api.handle(request, str(commands.client_id))))
+            spawn(self._answer(commands, self._api.handle(request, str(commands.client_id),
+                                                          raw=True)))
             return Reply.ok(ADDED)
 
         async def dapi_fwd(payload: bytes) -> Reply:
@@ -237,7 +236,7 @@ class DapiLocal:
             if session is None:
                 work = self._api.run_local(share, origin)
             else:
-                work = self._api.send_to(session.peer, name, share)
+                work = self._api.send_to(session.peer, name, share, raw=True)
             spawn(self._answer(commands, work))
             return Reply.ok(b"Request forwarded to worker node")
 
