@@ -56,6 +56,13 @@ class _Case:
                 await result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 REQUEST = build_request("wazuh.agent.get_agents", {"limit": 500, "offset": 0})
 
 
@@ -149,12 +156,18 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
                             ("at the master's local socket", master)):
             for clients in (1, 20):
                 count = per_client if clients == 1 else max(1, per_client // 10)
+                pids = {"master": master.live_pid, "worker": worker.live_pid,
+                        "client": os.getpid()}
+                before = {k: cpu_seconds(v) for k, v in pids.items()}
                 figures = await run_clients(node, clients, count)
+                cpu = {k: (cpu_seconds(v) - before[k]) * 1000 / figures["n"]
+                       for k, v in pids.items()}
                 rtt = probe.take()
                 print(f"{label}, {clients:2d} client(s): p50 {figures['p50']:.1f} ms, "
                       f"p99 {figures['p99']:.1f} ms, {figures['rps']:.0f} req/s "
                       f"({figures['n']:.0f} requests); keepalive RTT meanwhile p50 "
-                      f"{rtt['p50']:.2f} ms, max {rtt['max']:.2f} ms")
+                      f"{rtt['p50']:.2f} ms, max {rtt['max']:.2f} ms; CPU ms per request: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
         probe.running = False
         await loop
     finally:
