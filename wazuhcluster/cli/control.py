@@ -102,6 +102,8 @@ def check_usage(args: argparse.Namespace) -> None:
         raise UsageError("Wrong arguments: -fn/--filter-node needs at least one node name")
     if args.filter_status is not None and not args.filter_status:
         raise UsageError("Wrong arguments: -fs/--filter-agent-status needs at least one status")
+    if (args.kwargs is not None or args.type != "local_master") and not args.dapi:
+        raise UsageError("Wrong arguments: --kwargs and --type only go with --dapi")
     if args.usage and (args.filter_node or args.filter_status):
         raise UsageError("Wrong arguments: -u takes no filters")
 
