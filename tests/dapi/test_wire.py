@@ -22,7 +22,7 @@ from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import DapiRequest, FunctionName
 from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhException
 from wazuhcluster.dapi.wire import install
-from wazuhcluster.errors import RemoteCommandError
+from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.localapi.client import LocalClientCommands
 from wazuhcluster.localapi.factory import LocalAPIFactory
 from wazuhcluster.master.factory import ClusterServerFactory
@@ -168,12 +168,13 @@ class WireTests(SynchronousTestCase):
                 cancelled.append(ctx.config.node_name)
                 raise
         self.mapi.register("wazuh.test.slow", slow)
-        client, _ = self.local(self.master)
+        client, commands = self.local(self.master)
         client.request(b"dapi", dapi_request("wazuh.test.slow", "local_any"))
         self.flush()
         self.assertFalse(gate.called)
         client.disconnect("caller went away")
         self.flush()
+        self.assertEqual(self.failureResultOf(commands.final, ClusterError).value.code, 3009)
         self.assertEqual(cancelled, ["master-node"])
         self.assertEqual(self.mapi.limiter.active, 0)
 
