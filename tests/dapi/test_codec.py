@@ -118,6 +118,19 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual((request.request_type, request.from_cluster, request.f_kwargs),
                          ("local_master", False, {}))
 
+    def test_wazuh_call_fields(self) -> None:
+        """Requests a Wazuh node may execute say how Wazuh calls the function."""
+        self.assertEqual(codec.request_fields("wazuh.cluster.get_health_nodes"),
+                         {"is_async": True, "local_client_arg": "lc"})
+        self.assertEqual(codec.request_fields("wazuh.agent.get_agents"),
+                         {"is_async": False, "local_client_arg": None})
+        from wazuhcluster.dapi.client import build_request
+        request = json.loads(build_request("wazuh.cluster.get_nodes_info").to_json())
+        self.assertEqual((request["is_async"], request["local_client_arg"]), (True, "lc"))
+        request = json.loads(build_request("wazuh.core.agent.Agent.get_agents_overview")
+                             .to_json())
+        self.assertEqual((request["is_async"], request["local_client_arg"]), (False, None))
+
     def test_invalid(self) -> None:
         for text in ("[]", "{}", '{"f": 3}',
                      '{"f": "wazuh.agent.get_agents", "request_type": "remote"}',

@@ -21,7 +21,7 @@ def build_request(function: str, f_kwargs: Mapping[str, Any] | None = None,
     if request_type not in codec.REQUEST_TYPES:
         raise ValueError(f"request type must be one of {', '.join(codec.REQUEST_TYPES)}")
     return DapiRequest(f=FunctionName.from_dotted(function), f_kwargs=dict(f_kwargs or {}),
-                       request_type=request_type, **fields)
+                       request_type=request_type, **{**codec.request_fields(function), **fields})
 
 
 async def dapi_call(reactor: Any, socket_path: str, request: DapiRequest,

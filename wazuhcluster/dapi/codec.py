@@ -204,7 +204,7 @@ class DapiRequest:
     request_type: str = "local_master"
     wait_for_complete: bool = False
     from_cluster: bool = False
-    is_async: bool = True
+    is_async: bool = False
     local_client_arg: str | None = None
     basic_services: list[str] | None = None
     rbac_permissions: dict[str, Any] = attrs.Factory(lambda: {"rbac_mode": "black"})
@@ -256,7 +256,7 @@ class DapiRequest:
         return cls(f=f, f_kwargs=kwargs, request_type=request_type,
                    wait_for_complete=bool(data.get("wait_for_complete", False)),
                    from_cluster=bool(data.get("from_cluster", False)),
-                   is_async=bool(data.get("is_async", True)),
+                   is_async=bool(data.get("is_async", False)),
                    local_client_arg=lc_arg if isinstance(lc_arg, str) else None,
                    basic_services=[str(s) for s in services]
                    if isinstance(services, list) else None,
@@ -265,6 +265,22 @@ class DapiRequest:
                    broadcasting=bool(data.get("broadcasting", False)),
                    nodes=[str(n) for n in nodes] if isinstance(nodes, list) else [],
                    api_timeout=timeout)
+
+
+#: Framework functions that Wazuh runs as coroutines given a local client (the ``lc`` keyword):
+#: a request for them must say so, or a Wazuh node executing it calls them wrongly.
+WAZUH_ASYNC_FUNCTIONS: dict[str, str | None] = {
+    "wazuh.cluster.get_nodes_info": "lc",
+    "wazuh.cluster.get_health_nodes": "lc",
+    "wazuh.cluster.get_node_ruleset_integrity": "lc",
+}
+
+
+def request_fields(function: str) -> dict[str, Any]:
+    """``is_async`` and ``local_client_arg`` as Wazuh's API sets them for ``function``."""
+    if function in WAZUH_ASYNC_FUNCTIONS:
+        return {"is_async": True, "local_client_arg": WAZUH_ASYNC_FUNCTIONS[function]}
+    return {"is_async": False, "local_client_arg": None}
 
 
 def unknown_function(name: str) -> WazuhInternalError:

@@ -179,7 +179,8 @@ class DistributedAPI:
                               f_kwargs=dict(f_kwargs or {}), request_type=request_type,
                               wait_for_complete=wait_for_complete, current_user=current_user,
                               rbac_permissions=dict(rbac_permissions or {"rbac_mode": "black"}),
-                              broadcasting=broadcasting, api_timeout=api_timeout)
+                              broadcasting=broadcasting, api_timeout=api_timeout,
+                              **codec.request_fields(function))
 
         async def go() -> Any:
             result = await self.handle(request, LOCAL_ORIGIN)
