@@ -130,6 +130,7 @@ class RequestTests(SynchronousTestCase):
         request = json.loads(build_request("wazuh.core.agent.Agent.get_agents_overview")
                              .to_json())
         self.assertEqual((request["is_async"], request["local_client_arg"]), (False, None))
+        self.assertEqual(request["api_timeout"], 10)  # Wazuh nodes expect a number
 
     def test_invalid(self) -> None:
         for text in ("[]", "{}", '{"f": 3}',

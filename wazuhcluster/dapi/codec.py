@@ -35,6 +35,9 @@ from wazuhcluster.dapi.results import (
 )
 
 REQUEST_TYPES = ("local_any", "local_master", "distributed_master")
+#: ``api_timeout`` sent when the caller gave none (the Wazuh API's default request timeout;
+#: Wazuh nodes expect a number).
+DEFAULT_API_TIMEOUT = 10
 
 #: Builtin exception names an ``__unhandled_exc__`` may keep (others decode as "Exception").
 BUILTIN_EXCEPTIONS = frozenset({
@@ -219,7 +222,9 @@ class DapiRequest:
                 "is_async": self.is_async, "local_client_arg": self.local_client_arg,
                 "basic_services": self.basic_services, "rbac_permissions": self.rbac_permissions,
                 "current_user": self.current_user, "broadcasting": self.broadcasting,
-                "nodes": self.nodes, "api_timeout": self.api_timeout}
+                "nodes": self.nodes,
+                "api_timeout": DEFAULT_API_TIMEOUT if self.api_timeout is None
+                else self.api_timeout}
 
     def to_json(self) -> str:
         return dumps(self.to_dict())
