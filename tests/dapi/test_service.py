@@ -210,6 +210,17 @@ class FairnessTests(SynchronousTestCase):
             request("wazuh.cluster.get_status_json", "local_any"), "w2*1"))
         self.assertEqual(self.successResultOf(other), {"enabled": "yes", "running": "yes"})
 
+    def test_cancelled_waiter_leaves_the_queue(self) -> None:
+        limiter = FairLimiter(total=1, per_origin=1)
+        self.successResultOf(limiter.acquire("a"))
+        waiting = limiter.acquire("b")
+        waiting.cancel()
+        self.failureResultOf(waiting)
+        nxt = limiter.acquire("c")
+        limiter.release("a")
+        self.successResultOf(nxt)
+        self.assertEqual(dict(limiter.running), {"c": 1})
+
     def test_origin_keys(self) -> None:
         self.assertEqual(origin_key("w1*42"), "w1")
         self.assertEqual(origin_key("master*x"), "master")

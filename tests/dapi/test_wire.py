@@ -120,6 +120,18 @@ class WireTests(SynchronousTestCase):
         self.flush()
         self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3022)
 
+    def test_worker_not_connected_refuses_at_once(self) -> None:
+        self.link.disconnect("test drops the link")
+        self.flush()
+        client, _ = self.local(self.worker)
+        d = client.request(b"dapi", dapi_request("wazuh.agent.get_agents"))
+        self.flush()
+        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3023)
+        _, final = self.ask(self.worker, b"dapi", dapi_request(
+            "wazuh.cluster.get_node_wrapper", "local_any"))
+        self.assertEqual(codec.loads(self.successResultOf(final)).affected_items[0]["node"],
+                         "worker1")
+
     def test_malformed_request(self) -> None:
         client, _ = self.local(self.master)
         d = client.request(b"dapi", b'{"f": 12')
