@@ -357,6 +357,32 @@ class RoutingTests(SynchronousTestCase):
                 api.answered(rid, AffectedItemsWazuhResult(affected_items=[{"node": rid}]))
             self.assertEqual(self.successResultOf(d).total_affected_items, 3)
 
+    def test_agents_and_node_id(self) -> None:
+        """With node_id too, only that node runs it, listed even without those agents."""
+        solver = Deferred.fromCoroutine(self.env.api.solver_nodes(request(
+            "wazuh.agent.get_agents", "distributed_master", agent_list=["001", "003"],
+            node_id="w2")))
+        self.assertEqual(self.successResultOf(solver), {"w2": []})
+        solver = Deferred.fromCoroutine(self.env.api.solver_nodes(request(
+            "wazuh.agent.get_agents", "distributed_master", agent_list=["003", "005"],
+            node_id="w1")))
+        self.assertEqual(self.successResultOf(solver), {"w1": ["003"]})
+        d = self.env.api.call("wazuh.agent.get_agents", {"agent_list": ["003", "005"],
+                                                         "node_id": "w1"},
+                              "distributed_master")
+        [(rid, req)] = self.w1.requests()
+        self.assertEqual(req.f_kwargs, {"agent_list": ["003"]})
+        self.assertEqual(self.w2.sent, [])
+        self.env.api.answered(rid, AffectedItemsWazuhResult(affected_items=[{"id": "003"}]))
+        self.assertEqual(self.successResultOf(d).affected_items, [{"id": "003"}])
+
+    def test_agents_without_list_go_where_agents_are(self) -> None:
+        """No agents, no nodes named, no broadcast: the nodes that have agents."""
+        solver = Deferred.fromCoroutine(self.env.api.solver_nodes(request(
+            "wazuh.agent.get_agents_summary_status", "distributed_master")))
+        # agent 000 has no node in this database: "unknown", merged into the master's share
+        self.assertEqual(set(self.successResultOf(solver)), {"master-node", "unknown", "w1", "w2"})
+
     def test_worker_lost_mid_request_fails_at_once(self) -> None:
         api = self.env.api
         d = api.call("wazuh.cluster.get_node_wrapper", {"node_list": ["w1", "w2"]},
