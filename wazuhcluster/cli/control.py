@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("-i", "--health", action="store_true", help="show the cluster's health")
     group.add_argument("-a", "--agents", action="store_true",
                        help="list the agents as the master sees them")
+    group.add_argument("--reload", action="store_true",
+                       help="make the node re-read its TLS certificates, CRL and cluster key")
     parser.add_argument("--node", default=None, help="with -a: only agents of this node")
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
     parser.add_argument("--filter-node", "-fn", nargs="*", default=None,
@@ -96,6 +98,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
             from wazuhcluster.cli.agents import master_agents
 
             return await master_agents(reactor, socket_path, args.node, args.json)
+        if args.reload:
+            answer = decode_answer(await local_request(reactor, socket_path, b"wzc_reload", b""))
+            sys.stdout.write(json.dumps(answer) + "\n")
+            return 0
         if args.list:
             kwargs = {"filter_node": args.filter_node, "offset": 0, "limit": None,
                       "sort": None, "search": None, "select": None, "filter_type": "all"}

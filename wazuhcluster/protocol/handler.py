@@ -39,7 +39,7 @@ from wazuhcluster.protocol.chunks import (
     encode_message,
 )
 from wazuhcluster.protocol.commands import ERR, OK, OK_CLIENT, OK_MASTER, REPLY_COMMANDS, Reply
-from wazuhcluster.protocol.crypto import DecryptionError, FernetCodec
+from wazuhcluster.protocol.crypto import DecryptionError, PayloadCodec
 from wazuhcluster.protocol.frames import DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameError
 
 #: Payloads above this size are encrypted/decrypted on the thread pool, if one is given.
@@ -74,7 +74,7 @@ class ClusterProtocol(Protocol):
     _log = Logger()
 
     def __init__(self, handler: ICommandHandler, clock: IReactorTime, *,
-                 codec: FernetCodec | None = None, request_timeout: float = 20.0,
+                 codec: PayloadCodec | None = None, request_timeout: float = 20.0,
                  runner: Runner | None = None, max_frame_payload: int = DEFAULT_MAX_FRAME_PAYLOAD,
                  max_message: int = DEFAULT_MAX_MESSAGE, max_divided: int = DEFAULT_MAX_DIVIDED,
                  partial_frame_timeout: float = 30.0, accept_reply_requests: bool = False,

@@ -99,7 +99,9 @@ class WorkerNode(RoleNode):
         self.failed_keepalives = 0
         self._log.info("[{tag}] [Main] Successfully connected to master.", tag=self.tag)
         try:
-            reply = await peer.request(CAPS, messages.encode_json(list(WORKER_CAPABILITIES)))
+            extra = [c for e in self.extensions for c in getattr(e, "capabilities", ())]
+            reply = await peer.request(CAPS, messages.encode_json(list(WORKER_CAPABILITIES)
+                                                                  + extra))
             self.master_capabilities = messages.parse_capabilities(reply)
         except ClusterError:
             self.master_capabilities = frozenset()  # a real Wazuh master: no extensions
