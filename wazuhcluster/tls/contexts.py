@@ -59,11 +59,30 @@ class LinkInfo:
         self.handshake_done = False
 
 
+def conn_info(conn: SSL.Connection) -> LinkInfo | None:
+    """The LinkInfo of an OpenSSL connection (kept on Twisted's TLS protocol, its app data)."""
+    data = conn.get_app_data()
+    if isinstance(data, LinkInfo):
+        return data
+    info = getattr(data, "wzc_link", None)
+    return info if isinstance(info, LinkInfo) else None
+
+
+def new_connection(context: SSL.Context, tls_protocol: Any) -> SSL.Connection:
+    """An OpenSSL connection for ``tls_protocol``, with a fresh LinkInfo."""
+    connection = SSL.Connection(context, None)
+    info = LinkInfo(tls_protocol)
+    if tls_protocol is not None:
+        tls_protocol.wzc_link = info
+    connection.set_app_data(info)  # Twisted replaces it with tls_protocol
+    return connection
+
+
 def _verify_callback(conn: SSL.Connection, cert: X509, errnum: int, depth: int,
                      ok: int) -> bool:
     if not ok:
-        info = conn.get_app_data()
-        if isinstance(info, LinkInfo) and info.verify_error is None:
+        info = conn_info(conn)
+        if info is not None and info.verify_error is None:
             subject = cert.to_cryptography().subject.rfc4514_string()
             reason = VERIFY_ERRORS.get(errnum, f"verification error {errnum}")
             info.verify_error = f"{reason} ({subject})"
@@ -72,8 +91,8 @@ def _verify_callback(conn: SSL.Connection, cert: X509, errnum: int, depth: int,
 
 def _info_callback(conn: SSL.Connection, where: int, ret: int) -> None:
     if where & SSL.SSL_CB_HANDSHAKE_DONE:
-        info = conn.get_app_data()
-        if isinstance(info, LinkInfo):
+        info = conn_info(conn)
+        if info is not None:
             info.handshake_done = True
 
 
@@ -121,9 +140,7 @@ class ServerCreator:
         self.material = material
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = SSL.Connection(self.context, None)
-        connection.set_app_data(LinkInfo(tlsProtocol))
-        return connection
+        return new_connection(self.context, tlsProtocol)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -155,8 +172,7 @@ class ClientCreator:
         self.material = material
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        connection = SSL.Connection(self.context, None)
-        connection.set_app_data(LinkInfo(tlsProtocol))
+        connection = new_connection(self.context, tlsProtocol)
         if not self.host_is_ip:
             connection.set_tlsext_host_name(self.host.encode("idna"))
         connection.set_connect_state()
@@ -165,8 +181,8 @@ class ClientCreator:
     def _identity(self, conn: SSL.Connection, where: int, ret: int) -> None:
         if not where & SSL.SSL_CB_HANDSHAKE_DONE:
             return
-        info = conn.get_app_data()
-        if not isinstance(info, LinkInfo):
+        info = conn_info(conn)
+        if info is None:
             return
         info.handshake_done = True
         try:

@@ -45,8 +45,7 @@ def looks_like_tls(first: bytes) -> bool:
 
 def link_info(protocol: Any) -> LinkInfo | None:
     """The :class:`LinkInfo` of a TLS protocol, if any."""
-    connection = getattr(protocol, "_tlsConnection", None)
-    info = connection.get_app_data() if connection is not None else None
+    info = getattr(protocol, "wzc_link", None)
     return info if isinstance(info, LinkInfo) else None
 
 
