@@ -314,6 +314,11 @@ class MasterLinkSecurity:
         why = security.revoked_or_expired(cert)
         if why is not None:
             raise ClusterError(CERT_REFUSED, why)
+        version = getattr(getattr(peer, "transport", None), "_tlsConnection", None)
+        self._log.info("[Master] [Main] Worker {worker} from {peer}: {version}, certificate "
+                       "verified (serial {serial:x}).", worker=hello.name,
+                       peer=peer.peer_address, serial=cert.serial_number,
+                       version=version.get_protocol_version_name() if version else "TLS")
 
     def after_reload(self, key_changed: bool) -> None:
         """Close links whose certificate is no longer valid; announce a new key."""
