@@ -221,8 +221,8 @@ class ClusterProtocol(Protocol):
     def _drain_inbox(self) -> None:
         while self._inbox and not self._inbox_busy and self._lost is None:
             message = self._inbox.popleft()
-            if self.codec is None:
-                self._route(message, message.payload)
+            if self.codec is None or getattr(self.codec, "plain_in", False):
+                self._route(message, message.payload)  # no Fernet (local socket, or inside TLS)
             elif self._runner is not None and len(message.payload) > OFFLOAD_THRESHOLD:
                 self._inbox_busy = True
                 self._tcp.pauseProducing()
@@ -340,7 +340,7 @@ class ClusterProtocol(Protocol):
     def _drain_outbox(self) -> None:
         while self._outbox and not self._outbox_busy:
             counter, command, plaintext, done = self._outbox.popleft()
-            if self.codec is None:
+            if self.codec is None or getattr(self.codec, "plain_out", False):
                 self._write(counter, command, len(plaintext), plaintext, done)
             elif self._runner is not None and len(plaintext) > OFFLOAD_THRESHOLD:
                 self._outbox_busy = True

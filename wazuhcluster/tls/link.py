@@ -73,7 +73,9 @@ class TlsTap(Protocol):
         info = link_info(self.transport)
         if (info is None or not info.handshake_done or info.verify_error
                 or reason.check(SSL.Error)):
-            self._report(describe_failure(reason, info, self._side))
+            line = describe_failure(reason, info, self._side)
+            self.inner.link_failure = line  # already logged: the hello need not say it again
+            self._report(line)
         self.inner.connectionLost(reason)
 
     def __getattr__(self, name: str) -> Any:

@@ -85,8 +85,9 @@ class WorkerNode(RoleNode):
             await peer.request(HELLO, payload)
         except ClusterError as e:
             self.refusals += 1
-            self._log.error("[Worker] [Main] Could not connect to master: {error}.",
-                            error=str(e))
+            if getattr(peer, "link_failure", None) is None:  # a TLS failure is logged already
+                self._log.error("[Worker] [Main] Could not connect to master: {error}.",
+                                error=str(e))
             peer.disconnect("hello refused")
             raise
         directory = os.path.join(config.home, "queue", "cluster", config.node_name)
