@@ -55,6 +55,7 @@ class CertsCliTests(SynchronousTestCase):
         self.assertEqual(days, 5)
         code, out, err = run("--dir", self.dir, "revoke", "master")
         self.assertEqual(code, 0, err)
+        self.assertIn("revoked", out)
         with open(os.path.join(self.dir, "crl.pem"), "rb") as f:
             crl = x509.load_pem_x509_crl(f.read())
         self.assertIsNotNone(crl.get_revoked_certificate_by_serial_number(cert.serial_number))
