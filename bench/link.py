@@ -41,7 +41,6 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.errors import ClusterError
@@ -53,7 +52,7 @@ from wazuhcluster.tls import certs
 from wazuhcluster.tls.contexts import ClientCreator, ServerCreator, certificate_matches_name
 from wazuhcluster.tls.feature import peer_certificate
 from wazuhcluster.tls.keyring import KeyRing, LinkCodec
-from wazuhcluster.tls.link import TlsClientEndpoint
+from wazuhcluster.tls.link import CoalescingTLSFactory, TapFactory, TlsClientEndpoint
 from wazuhcluster.tls.settings import TlsMaterial
 
 KEY = b"bench_key_0123456789abcdefghijkl"
@@ -153,7 +152,8 @@ class Bench:
 
         factory: Factory = ServerFactory()
         if config != "plain+fernet":
-            factory = TLSMemoryBIOFactory(ServerCreator(self.master), False, factory)
+            factory = CoalescingTLSFactory(ServerCreator(self.master), False,
+                                           TapFactory(factory, print))
         return await TCP4ServerEndpoint(self.reactor, 0, interface=HOST).listen(factory)
 
     async def connect(self, config: str, port: int) -> ClusterProtocol:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import connected_pair
@@ -112,3 +114,48 @@ class PlainInsideTlsTests(SynchronousTestCase):
         side.peer = proto
         with self.assertRaises(ClusterError):
             accept_plain(proto)
+
+
+class CoalescingTests(SynchronousTestCase):
+    """The TLS records of one socket read reach the cluster protocol as one piece."""
+
+    def test_records_of_one_read_coalesced_and_flushed_on_loss(self) -> None:
+        from wazuhcluster.tls.link import CoalescingTLS, CoalescingTLSFactory, TlsTap
+
+        pki = shared_pki()
+        clock = Clock()
+        chunks: list[bytes] = []
+        lost: list[Any] = []
+
+        class Inner:
+            def makeConnection(self, transport: Any) -> None:
+                pass
+
+            def dataReceived(self, data: bytes) -> None:
+                chunks.append(data)
+
+            def connectionLost(self, reason: Any) -> None:
+                lost.append(reason)
+
+        tap = TlsTap(Inner(), lambda line: None, "master")  # type: ignore[arg-type]
+
+        def make_server() -> CoalescingTLS:
+            return CoalescingTLS(CoalescingTLSFactory(ServerCreator(pki.material("master")),
+                                                      False, Factory()), tap)
+
+        def make_client() -> TLSMemoryBIOProtocol:
+            return TLSMemoryBIOProtocol(
+                TLSMemoryBIOFactory(ClientCreator(pki.material("w1"), "127.0.0.1"), True,
+                                    Factory()), ClusterProtocol(Side(False), clock))
+
+        _, client, pump = connected_pair(make_server, make_client, clock)
+        payload = bytes(range(256)) * 256  # 64 KiB: four TLS records
+        client.write(payload)
+        pump.flush()
+        self.assertEqual(b"".join(chunks), payload)
+        self.assertLess(len(chunks), 4, "records of one read were passed on one by one")
+        tap.hold()
+        tap.dataReceived(b"tail")
+        tap.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(chunks[-1], b"tail")
+        self.assertEqual(len(lost), 1)
