@@ -263,3 +263,40 @@ class SniffTests(SynchronousTestCase):
         for counter in (0, 0x16030000, 0x16030101, 0xFFFFFFFF):
             frame = struct.pack("!II12s", counter, 0x01000000 | 120, b"hello -----")
             self.assertFalse(looks_like_tls(frame[:SNIFF_BYTES]), hex(counter))
+
+
+class SniffingFactoryTests(SynchronousTestCase):
+    """The master's listener: plain peers go straight to the cluster protocol; silent ones
+    are closed after the deadline."""
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from wazuhcluster.tls.link import SniffingFactory
+
+        self.clock = Clock()
+        self.inner = Recorder()
+        self.plain: list[Any] = []
+        wrapped = Factory.forProtocol(lambda: self.inner)
+        factory = SniffingFactory(wrapped, ServerCreator(shared_pki().material("master")),
+                                  self.clock, 5.0, self.plain.append)
+        self.proto = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+
+    def test_plain_hello_passes_through(self) -> None:
+        import struct
+        frame = struct.pack("!II12s", 7, 27, b"hello -----") + b"w3 wazuh worker 4.7.5 ...."
+        self.proto.dataReceived(frame[:5])
+        self.assertEqual(self.inner.data, b"")
+        self.proto.dataReceived(frame[5:])
+        self.assertEqual(self.inner.data, frame)
+        self.assertEqual(self.plain, [self.inner])
+        self.clock.advance(10)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_silent_peer_closed(self) -> None:
+        self.proto.dataReceived(b"\x16\x03")
+        self.clock.advance(5)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.plain, [])
