@@ -71,3 +71,41 @@ class ReloadTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             self.security.reload()
         self.assertIn("needs a restart", str(caught.exception))
+
+
+class AfterReloadTests(SynchronousTestCase):
+    """After a reload, links whose peer certificate is now revoked are closed."""
+
+    def test_worker_closes_link_to_revoked_master(self) -> None:
+        from tests.tls.test_handshake import handshake
+        from wazuhcluster.tls.feature import WorkerLinkSecurity
+
+        pki = shared_pki()
+        out = handshake(pki.material("master"), pki.material("w1"))
+        closed: list[str] = []
+
+        class Peer:
+            transport = out.client
+
+            def disconnect(self, reason: str) -> None:
+                closed.append(reason)
+
+        class Node:
+            peer = Peer()
+            tag = "Worker w1"
+
+        class Security:
+            material = pki.material("w1", revoked=("master",))
+
+            def revoked_or_expired(self, cert: Any) -> str | None:
+                return LinkSecurity.revoked_or_expired(self, cert)  # type: ignore[arg-type]
+
+            clock = Clock()
+
+        extension = WorkerLinkSecurity(Node(), Security())
+        extension.after_reload(False)
+        self.assertEqual(closed, ["the certificate has been revoked"])
+        Security.material = pki.material("w1")
+        closed.clear()
+        extension.after_reload(False)
+        self.assertEqual(closed, [])
