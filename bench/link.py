@@ -2,13 +2,14 @@
 
 Run with ``.venv/bin/python bench/link.py``. It prints figures only and asserts nothing.
 
-Three link configurations, both ends being our ClusterProtocol (one process, one reactor,
-127.0.0.1 only; messages above 256 KiB are encrypted/decrypted on a 2-thread pool as in a node):
+Three link configurations, both ends being our ClusterProtocol, each end in its own process as
+two nodes would be (the receiver is this script started with ``--serve``; 127.0.0.1 only;
+messages above 256 KiB are encrypted/decrypted on a 2-thread pool as in a node):
 
 * ``plain+fernet``: TCP, every payload Fernet-encrypted (Wazuh 4.7's link);
 * ``tls+fernet``:   mutual TLS (TLS 1.3), Fernet inside as well;
-* ``tls``:          mutual TLS, Fernet switched off (what two of our nodes agree on with
-  ``wzc_plain``; here the switch is set directly on both codecs once the link is up).
+* ``tls``:          mutual TLS, Fernet switched off with the ``wzc_plain`` exchange two of our
+  nodes make after ``wzc_caps``.
 
 Measured per configuration (best of ``--runs`` interleaved runs):
 
@@ -32,6 +33,8 @@ import shutil
 import socket
 import ssl
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +43,8 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.stdio import StandardIO
 
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.errors import ClusterError
@@ -50,10 +54,10 @@ from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.protocol.transfers import CommonResponders, FileReceiver, StringStore, send_file
 from wazuhcluster.tls import certs
 from wazuhcluster.tls.contexts import ClientCreator, ServerCreator, certificate_matches_name
-from wazuhcluster.tls.feature import peer_certificate
+from wazuhcluster.tls.feature import WZC_PLAIN, accept_plain, peer_certificate, start_plain
 from wazuhcluster.tls.keyring import KeyRing, LinkCodec
 from wazuhcluster.tls.link import CoalescingTLSFactory, TapFactory, TlsClientEndpoint
-from wazuhcluster.tls.settings import TlsMaterial
+from wazuhcluster.tls.settings import Mode, TlsMaterial, TlsSettings, load_material
 
 KEY = b"bench_key_0123456789abcdefghijkl"
 KIB = 1024
@@ -62,8 +66,12 @@ HOST = "127.0.0.1"
 CONFIGS = ("plain+fernet", "tls+fernet", "tls")
 
 
+async def _reply(reply: Reply | None) -> Reply | None:
+    return reply
+
+
 class Handler:
-    """The receiving side: hello (with the certificate check), echo, file transfer."""
+    """The receiving side: hello (with the certificate check), echo, wzc_plain, files."""
 
     def __init__(self, home: str, runner: Any, clock: Any) -> None:
         self.files = FileReceiver(home, runner, max_file=2 * 1024 * MIB)
@@ -84,84 +92,122 @@ class Handler:
             return Deferred.fromCoroutine(_reply(Reply.ok(b"Client added")))
         if command == ECHO:
             return Deferred.fromCoroutine(_reply(Reply.ok(b"ok")))
+        if command == WZC_PLAIN:
+            accept_plain(self.peer)
+            start_plain(self.peer)
+            return Deferred.fromCoroutine(_reply(None))
         return Deferred.fromCoroutine(self.responders[command](payload))
 
     def peer_lost(self, reason: Any) -> None:
         self.files.close_all()
 
 
-async def _reply(reply: Reply) -> Reply:
-    return reply
-
-
 class Quiet:
-    """The sending side's handler: it is never asked anything."""
+    """The sending side's handler: only the receiver's ``wzc_plain`` comes this way."""
+
+    def __init__(self) -> None:
+        self.peer: Any = None
 
     def connection_made(self, peer: Any) -> None:
-        pass
+        self.peer = peer
 
     def handle(self, command: bytes, payload: bytes) -> Deferred[Any]:
+        if command == WZC_PLAIN:
+            accept_plain(self.peer)
+            return Deferred.fromCoroutine(_reply(None))
         raise ClusterError(3000, "unexpected")
 
     def peer_lost(self, reason: Any) -> None:
         pass
 
 
-def make_pki(directory: str) -> tuple[TlsMaterial, TlsMaterial, str, str]:
-    """Throwaway CA, master and worker certificates; also written as files for the floor."""
+def make_pki(directory: str) -> TlsMaterial:
+    """Throwaway CA, master and worker certificates; the master's side is written to files
+    (for the receiving process and the floor); returns the worker's material."""
     ca, ca_key = certs.make_ca("bench CA", days=2)
     master, master_key = certs.issue(ca, ca_key, "master", ips=[HOST], days=2)
     worker, worker_key = certs.issue(ca, ca_key, "worker1", days=2)
-    paths = {name: os.path.join(directory, name) for name in
-             ("ca.pem", "master.pem", "master.key")}
-    certs.write_public(paths["ca.pem"], certs.cert_pem(ca))
-    certs.write_public(paths["master.pem"], certs.cert_pem(master))
-    certs.write_private(paths["master.key"], master_key)
-    return (TlsMaterial(cas=(ca,), chain=(master,), key=master_key),
-            TlsMaterial(cas=(ca,), chain=(worker,), key=worker_key),
-            paths["ca.pem"], directory)
+    certs.write_public(os.path.join(directory, "ca.pem"), certs.cert_pem(ca))
+    certs.write_public(os.path.join(directory, "master.pem"), certs.cert_pem(master))
+    certs.write_private(os.path.join(directory, "master.key"), master_key)
+    return TlsMaterial(cas=(ca,), chain=(worker,), key=worker_key)
+
+
+def master_material(directory: str) -> TlsMaterial:
+    """The receiving side's material, from the files of :func:`make_pki`."""
+    return load_material(TlsSettings(mode=Mode.REQUIRE, ca=os.path.join(directory, "ca.pem"),
+                                     cert=os.path.join(directory, "master.pem"),
+                                     key=os.path.join(directory, "master.key")))
+
+
+def new_protocol(reactor: Any, handler: Any, config: str, runner: ThreadedRunner
+                 ) -> ClusterProtocol:
+    codec = FernetCodec(KEY) if config == "plain+fernet" else LinkCodec(KeyRing(KEY))
+    return ClusterProtocol(handler, reactor, codec=codec, runner=runner.run,
+                           request_timeout=120, max_message=200 * MIB)
+
+
+async def serve(reactor: Any, config: str, directory: str) -> None:
+    """The receiving process: listen, print the port, serve until stdin closes."""
+    runner = ThreadedRunner(reactor, max_threads=2)
+    runner.startService()
+
+    class ServerFactory(Factory):
+        def buildProtocol(self, addr: Any) -> ClusterProtocol:
+            return new_protocol(reactor, Handler(directory, runner.run, reactor), config,
+                                runner)
+
+    factory: Factory = ServerFactory()
+    if config != "plain+fernet":
+        factory = CoalescingTLSFactory(ServerCreator(master_material(directory)), False,
+                                       TapFactory(factory, print))
+    port = await TCP4ServerEndpoint(reactor, 0, interface=HOST).listen(factory)
+    sys.stdout.write(f"PORT {port.getHost().port}\n")
+    sys.stdout.flush()
+    done: Deferred[None] = Deferred()
+
+    class Stdin(Protocol):
+        def connectionLost(self, reason: Any = None) -> None:
+            done.callback(None)
+
+    StandardIO(Stdin(), reactor=reactor)
+    await done
+    runner.stopService()
+
+
+class Receiver:
+    """A ``--serve`` child process for one configuration."""
+
+    def __init__(self, config: str, directory: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve", config, "--dir", directory],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # the child prints its port at once
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"receiver did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(30)
 
 
 class Bench:
-    def __init__(self, reactor: Any, home: str, runner: ThreadedRunner,
-                 master: TlsMaterial, worker: TlsMaterial) -> None:
+    def __init__(self, reactor: Any, directory: str, runner: ThreadedRunner,
+                 worker: TlsMaterial) -> None:
         self.reactor = reactor
-        self.home = home
+        self.directory = directory
         self.runner = runner
-        self.master = master
         self.worker = worker
-        self.servers: list[ClusterProtocol] = []
-
-    def codec(self, config: str) -> Any:
-        return FernetCodec(KEY) if config == "plain+fernet" else LinkCodec(KeyRing(KEY))
-
-    def protocol(self, handler: Any, config: str) -> ClusterProtocol:
-        return ClusterProtocol(handler, self.reactor, codec=self.codec(config),
-                               runner=self.runner.run, request_timeout=120,
-                               max_message=200 * MIB)
-
-    async def listen(self, config: str) -> Any:
-        bench = self
-
-        class ServerFactory(Factory):
-            def buildProtocol(self, addr: Any) -> ClusterProtocol:
-                proto = bench.protocol(Handler(bench.home, bench.runner.run, bench.reactor),
-                                       config)
-                bench.servers.append(proto)
-                return proto
-
-        factory: Factory = ServerFactory()
-        if config != "plain+fernet":
-            factory = CoalescingTLSFactory(ServerCreator(self.master), False,
-                                           TapFactory(factory, print))
-        return await TCP4ServerEndpoint(self.reactor, 0, interface=HOST).listen(factory)
 
     async def connect(self, config: str, port: int) -> ClusterProtocol:
         bench = self
 
         class ClientFactory(Factory):
             def buildProtocol(self, addr: Any) -> ClusterProtocol:
-                return bench.protocol(Quiet(), config)
+                return new_protocol(bench.reactor, Quiet(), config, bench.runner)
 
         endpoint: Any = TCP4ClientEndpoint(self.reactor, HOST, port)
         if config != "plain+fernet":
@@ -169,25 +215,24 @@ class Bench:
                                          lambda line: print("TLS failure:", line))
         client: ClusterProtocol = await endpoint.connect(ClientFactory())
         await client.request(HELLO, b"worker1 wazuh worker 4.7.5")
-        if config == "tls":
-            for proto in (client, self.servers[-1]):
-                codec = proto.codec
-                assert isinstance(codec, LinkCodec)
-                codec.plain_in = codec.plain_out = True
         return client
 
     async def run(self, config: str, file_path: str) -> dict[str, float]:
-        listener = await self.listen(config)
-        port = listener.getHost().port
+        receiver = Receiver(config, self.directory)
         try:
             hellos = []
             for _ in range(20):
                 start = time.perf_counter()
-                client = await self.connect(config, port)
+                client = await self.connect(config, receiver.port)
                 hellos.append(time.perf_counter() - start)
                 client.disconnect("bench")
                 await client.when_lost
-            client = await self.connect(config, port)
+            client = await self.connect(config, receiver.port)
+            if config == "tls":
+                start_plain(client)
+                await client.request(ECHO, b"")  # answered after the receiver's wzc_plain
+                codec = client.codec
+                assert isinstance(codec, LinkCodec) and codec.plain_in and codec.plain_out
             small = b"x" * KIB
             start = time.perf_counter()
             for _ in range(1000):
@@ -209,20 +254,20 @@ class Bench:
             client.disconnect("bench done")
             await client.when_lost
         finally:
-            await listener.stopListening()
+            receiver.stop()
         return {"hello_ms": statistics.median(hellos) * 1000,
                 "small_per_s": 1000 / small_s,
                 "big_mib_s": 64 / big_s,
                 "file_mib_s": 100 / file_s}
 
 
-def tls_floor(directory: str, ca: str, total: int = 100 * MIB) -> float:
+def tls_floor(directory: str, total: int = 100 * MIB) -> float:
     """MiB/s of a raw TLS 1.3 socket pair over loopback (two threads, Python's ssl)."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(os.path.join(directory, "master.pem"),
                                os.path.join(directory, "master.key"))
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.load_verify_locations(ca)
+    client_ctx.load_verify_locations(os.path.join(directory, "ca.pem"))
     listener = socket.create_server((HOST, 0))
     port = listener.getsockname()[1]
     chunk = os.urandom(MIB)
@@ -257,16 +302,16 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     base = tempfile.mkdtemp(prefix="wzcbench")
     try:
         os.makedirs(os.path.join(base, "queue", "cluster", "bench"))
-        master, worker, ca, directory = make_pki(base)
+        worker = make_pki(base)
         file_path = os.path.join(base, "source.bin")
         with open(file_path, "wb") as f:
             for _ in range(100):
                 f.write(os.urandom(MIB))
-        floors = [tls_floor(directory, ca) for _ in range(args.runs)]
+        floors = [tls_floor(base) for _ in range(args.runs)]
         print(f"raw TLS socket floor: {max(floors):8.1f} MiB/s (best of {args.runs})")
         runner = ThreadedRunner(reactor, max_threads=2)
         runner.startService()
-        bench = Bench(reactor, base, runner, master, worker)
+        bench = Bench(reactor, base, runner, worker)
         all_runs: dict[str, list[dict[str, float]]] = {config: [] for config in CONFIGS}
         for _ in range(args.runs):  # interleaved, so that load from elsewhere hits all alike
             for config in CONFIGS:
@@ -296,5 +341,11 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--serve", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    task.react(lambda reactor: ensureDeferred(main(reactor, arguments)))
+    if arguments.serve:
+        task.react(lambda reactor: ensureDeferred(serve(reactor, arguments.serve,
+                                                        arguments.dir)))
+    else:
+        task.react(lambda reactor: ensureDeferred(main(reactor, arguments)))
