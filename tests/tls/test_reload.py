@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 import yaml
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -47,7 +48,7 @@ class ReloadTests(SynchronousTestCase):
         make_home(self.home, node_name="master", node_type="master", key=NEW_KEY, port=15160)
         certs.write_public(os.path.join(self.certs, "crl.pem"),
                            certs.crl_pem(shared_pki().crl("w2")))
-        answer = self.security.reload()
+        answer = self.successResultOf(Deferred.fromCoroutine(self.security.reload()))
         self.assertEqual(answer, {"tls": "prefer", "key_changed": True, "keys_held": 2})
         self.assertEqual(self.hooks, [True])
         self.assertEqual(self.security.ring.ids(), [key_id(NEW_KEY.encode()), old_id])
@@ -61,16 +62,16 @@ class ReloadTests(SynchronousTestCase):
         before = self.security.material
         with open(os.path.join(self.certs, "crl.pem"), "w") as f:
             f.write("garbage")
-        answer = self.security.reload_logged()
+        answer = self.successResultOf(Deferred.fromCoroutine(self.security.reload_logged()))
         self.assertIn("tls.crl", answer["error"])
         self.assertIs(self.security.material, before)
         self.assertEqual(self.hooks, [])
 
     def test_mode_change_needs_restart(self) -> None:
         self.write_settings(mode="require")
-        with self.assertRaises(ConfigError) as caught:
-            self.security.reload()
-        self.assertIn("needs a restart", str(caught.exception))
+        failure = self.failureResultOf(Deferred.fromCoroutine(self.security.reload()),
+                                       ConfigError)
+        self.assertIn("needs a restart", str(failure.value))
 
 
 class AfterReloadTests(SynchronousTestCase):

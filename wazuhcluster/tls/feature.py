@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from cryptography import x509
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -76,14 +76,17 @@ class LinkSecurity:
     :param config: the node configuration.
     :param clock: the reactor's time.
     :param tag: log tag prefix, e.g. ``Master`` or ``Worker worker1``.
+    :param runner: runs the blocking file reads of a reload off the reactor.
     """
 
     _log = Logger()
 
-    def __init__(self, config: ClusterConfig, clock: IReactorTime, tag: str) -> None:
+    def __init__(self, config: ClusterConfig, clock: IReactorTime, tag: str,
+                 runner: Callable[..., Deferred[Any]] = maybeDeferred) -> None:
         self.config = config
         self.clock = clock
         self.tag = tag
+        self.runner = runner
         self.tls: TlsSettings = parse_settings(config.settings, config.home)
         self.material: TlsMaterial | None = load_material(self.tls) if self.tls.enabled else None
         self.ring = KeyRing(config.key)
@@ -106,10 +109,10 @@ class LinkSecurity:
         return None
 
     # -- reload -----------------------------------------------------------------------------
-    def reload(self) -> dict[str, Any]:
-        """Read certificates, CRL and cluster key again.
+    def read_files(self) -> tuple[TlsSettings, TlsMaterial | None, bytes]:
+        """Read settings, certificates, CRL and cluster key (blocking; changes nothing).
 
-        :raises ConfigError: nothing was changed; the line says why.
+        :raises ConfigError: the line says what is wrong.
         """
         home = self.config.home
         tls = parse_settings(load_settings(home), home)
@@ -121,6 +124,14 @@ class LinkSecurity:
             key = load_config(home, config_path=self.config.config_path).key
         except ClusterDisabled as e:
             raise ConfigError(f"the cluster is now disabled ({e}): restart to stop it") from None
+        return tls, material, key
+
+    async def reload(self) -> dict[str, Any]:
+        """Read certificates, CRL and cluster key again (off the reactor) and use them.
+
+        :raises ConfigError: nothing was changed; the line says why.
+        """
+        tls, material, key = await self.runner(self.read_files)
         for creator in self.creators:
             assert material is not None
             creator.reload(material)
@@ -140,10 +151,10 @@ class LinkSecurity:
         return {"tls": tls.mode.value, "key_changed": key_changed,
                 "keys_held": len(self.ring.keys)}
 
-    def reload_logged(self) -> dict[str, Any]:
+    async def reload_logged(self) -> dict[str, Any]:
         """:meth:`reload`, logging a failure as one line instead of raising it."""
         try:
-            return self.reload()
+            return await self.reload()
         except ConfigError as e:
             self._log.error("[{tag}] [Main] Reload failed, keeping the previous certificates "
                             "and key: {error}", tag=self.tag, error=str(e))
@@ -187,7 +198,8 @@ class ReloadSignalService(Service):
         self._previous = signal.signal(signal.SIGHUP, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._reactor.callFromThread(self._security.reload_logged)
+        self._reactor.callFromThread(
+            lambda: Deferred.fromCoroutine(self._security.reload_logged()))
 
     def stopService(self) -> None:
         if self._previous is not None:
@@ -208,7 +220,7 @@ class ReloadCommand:
         return {WZC_RELOAD: self._reload}
 
     async def _reload(self, payload: bytes) -> Reply:
-        answer = self._security.reload_logged()
+        answer = await self._security.reload_logged()
         if "error" in answer:
             raise ClusterError(3004, answer["error"])
         return Reply.ok(messages.encode_json(answer))
@@ -344,7 +356,7 @@ def install_master(node: Any, reactor: Any, factory: Any) -> Factory:
 
     :raises SystemExit: a bad ``tls`` setting or file (one line).
     """
-    security = _security(node.config, reactor, "Master")
+    security = _security(node.config, reactor, "Master", node.run)
     factory.link_codec = security.link_codec
     extension = MasterLinkSecurity(node, security)
     node.extensions.append(extension)
@@ -424,7 +436,7 @@ def install_worker(node: Any, reactor: Any, factory: Any, endpoint: Any) -> Any:
 
     :raises SystemExit: a bad ``tls`` setting or file (one line).
     """
-    security = _security(node.config, reactor, node.tag)
+    security = _security(node.config, reactor, node.tag, node.run)
     factory.link_codec = security.link_codec
     extension = WorkerLinkSecurity(node, security)
     node.extensions.append(extension)
@@ -447,9 +459,10 @@ def install_worker(node: Any, reactor: Any, factory: Any, endpoint: Any) -> Any:
     return TlsClientEndpoint(endpoint, creator, report)
 
 
-def _security(config: ClusterConfig, clock: IReactorTime, tag: str) -> LinkSecurity:
+def _security(config: ClusterConfig, clock: IReactorTime, tag: str,
+              runner: Callable[..., Deferred[Any]]) -> LinkSecurity:
     try:
-        return LinkSecurity(config, clock, tag)
+        return LinkSecurity(config, clock, tag, runner)
     except ConfigError as e:
         raise SystemExit(f"wazuhcluster: configuration error: {e}") from None
 
