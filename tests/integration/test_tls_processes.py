@@ -6,8 +6,10 @@ private key is stored in the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import struct
 from typing import Any
 
 import yaml
@@ -17,8 +19,11 @@ from tests.integration.harness import Cluster, NodeProcess, random_key
 from tests.integration.test_integrity_processes import FAST_INTEGRITY, tree, write
 from tests.tls.pki import shared_pki
 from wazuhcluster.homes import make_home
+from wazuhcluster.protocol.chunks import encode_message
+from wazuhcluster.protocol.crypto import FernetCodec
 from wazuhcluster.tls import certs
 
+HEADER = struct.Struct("!II12s")
 CONNECTED = r"\[Main\] Successfully connected to master\."
 KEEPALIVE_OK = r"\[Keep Alive\] Successful response from master: keepalive"
 LOST = r"Disconnected from master|Dropping connection|could not decrypt|Could not connect"
@@ -65,9 +70,9 @@ class TlsProcessTests(TestCase):
         return m, nodes
 
     async def test_prefer_mixes_tls_and_plain_workers(self) -> None:
-        """prefer: two TLS workers and one plain (Wazuh-style) worker on the same port all
-        join and all receive the master's files; the TLS links drop Fernet, the plain one
-        keeps it."""
+        """prefer: two TLS workers and one plain worker on the same port all join and all
+        receive the master's files; the TLS links drop Fernet, the plain one keeps it; a peer
+        speaking exactly as a Wazuh 4.7.5 worker joins too."""
         c = Cluster(self)
         m, ws = await self.start(c, "prefer", {"w1": ("prefer", None), "w2": ("require", None),
                                                "w3": (None, None)})
@@ -88,10 +93,24 @@ class TlsProcessTests(TestCase):
         for w in ws.values():
             await c.wait_log(w, KEEPALIVE_OK)
             self.assertEqual(w.grep(LOST), [], w.describe())
+        # A peer speaking exactly as a Wazuh 4.7.5 worker (plain TCP, Fernet, no wzc_caps)
+        # joins the same port while the TLS workers are connected.
+        raw = await c.raw_connect()
+        fernet = FernetCodec(c.key.encode())
+        hello = fernet.encrypt(b"w4 wazuh worker 4.7.5")
+        for frame in encode_message(42, b"hello", len(hello), hello):
+            raw.send(frame)
+        await c.wait_for("the master's answer to a plain hello", lambda: len(raw.received) > 20)
+        counter, length, command = HEADER.unpack(bytes(raw.received[:20]))
+        await c.wait_for("the whole answer", lambda: len(raw.received) >= 20 + length)
+        self.assertEqual((counter, command.rstrip(b"-").strip()), (42, b"ok"))
+        self.assertEqual(fernet.decrypt(bytes(raw.received[20:20 + length])),
+                         b"Client w4 added")
+        await c.wait_listed(m, {"master", "w1", "w2", "w3", "w4"})
 
     async def test_require_refuses_plain_worker(self) -> None:
-        """require: the plain worker is refused with Error 3060 on both sides; the TLS one
-        joins."""
+        """require: the plain worker is refused with Error 3060 on both sides (a Wazuh-style
+        peer gets it as an err it can decrypt); the TLS one joins."""
         c = Cluster(self)
         m, ws = await self.start(c, "require", {"w1": ("require", None), "w3": (None, None)})
         await c.wait_log(ws["w3"], r"Could not connect to master: Error 3060 - TLS is required "
@@ -99,6 +118,18 @@ class TlsProcessTests(TestCase):
         await c.wait_log(m, r"Refused worker w3 from 127\.0\.0\.1: Error 3060")
         await c.wait_listed(m, {"master", "w1"})
         await c.wait_log(ws["w1"], CONNECTED)
+        # A Wazuh 4.7.5-style peer reads the reason too: an err it can decrypt, code 3060.
+        raw = await c.raw_connect()
+        fernet = FernetCodec(c.key.encode())
+        hello = fernet.encrypt(b"w4 wazuh worker 4.7.5")
+        for frame in encode_message(7, b"hello", len(hello), hello):
+            raw.send(frame)
+        await c.wait_for("the master's answer to a plain hello", lambda: len(raw.received) > 20)
+        counter, length, command = HEADER.unpack(bytes(raw.received[:20]))
+        await c.wait_for("the whole answer", lambda: len(raw.received) >= 20 + length)
+        self.assertEqual((counter, command.rstrip(b"-").strip()), (7, b"err"))
+        error = json.loads(fernet.decrypt(bytes(raw.received[20:20 + length])))
+        self.assertEqual(error["__wazuh_exception__"]["__object__"]["code"], 3060)
 
     async def test_worker_with_another_workers_certificate_refused(self) -> None:
         """w2 presenting w1's (valid) certificate is refused with Error 3061; w1 joins."""
