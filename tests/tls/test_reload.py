@@ -110,3 +110,22 @@ class AfterReloadTests(SynchronousTestCase):
         closed.clear()
         extension.after_reload(False)
         self.assertEqual(closed, [])
+
+
+class StartupTests(SynchronousTestCase):
+    """A bad tls setting or file stops start-up with one line."""
+
+    def test_bad_mode_and_missing_file(self) -> None:
+        from wazuhcluster.tls.feature import _security
+
+        config = node_config(short_tempdir(self), node_name="master")
+        for tls, needle in (({"mode": "bogus"}, "tls.mode = 'bogus' is invalid"),
+                            ({"mode": "require", "ca": "nope.pem", "cert": "n.pem",
+                              "key": "n.key"}, "tls.ca")):
+            bad = attrs.evolve(config, settings={"tls": tls})
+            with self.assertRaises(SystemExit) as caught:
+                _security(bad, Clock(), "Master", lambda f, *a: f(*a))
+            text = str(caught.exception)
+            self.assertTrue(text.startswith("wazuhcluster: configuration error: "), text)
+            self.assertIn(needle, text)
+            self.assertNotIn("\n", text)
