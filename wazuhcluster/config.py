@@ -152,7 +152,28 @@ class ClusterDisabled(Exception):
 
 def valid_name(value: str) -> bool:
     """A cluster or node name Wazuh accepts, and safe as a directory name."""
-    return bool(_NAME_CHARS.match(value)) and value not in (".", "..") and len(value) <= 128
+    return name_problem(value) is None
+
+
+def name_problem(value: str) -> str | None:
+    """What is wrong with a cluster or node name, or ``None`` if it is valid."""
+    if not value:
+        return "empty name"
+    if len(value) > 128:
+        return f"too long ({len(value)} characters, at most 128)"
+    if value in (".", ".."):
+        return f"{value!r} is not allowed"
+    if "/" in value:
+        return "contains a path separator '/'"
+    if any(not c.isprintable() for c in value):
+        return "contains a control or non-printable character"
+    if " " in value:
+        return "contains a space"
+    if not _NAME_CHARS.match(value):
+        bad = sorted({c for c in value if not _NAME_CHARS.match(c)})
+        return ("contains characters Wazuh does not allow in a node name: "
+                + " ".join(repr(c) for c in bad[:5]))
+    return None
 
 
 def default_cluster_json() -> dict[str, Any]:

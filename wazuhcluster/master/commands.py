@@ -12,10 +12,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wazuhcluster.config import valid_name
+from wazuhcluster.config import name_problem
 from wazuhcluster.errors import ClusterError, RemoteCommandError, UnknownCommand
 from wazuhcluster.integrity.container import ContainerLimits
 from wazuhcluster.interfaces import ICommandHandler, IPeer
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.master.registry import WorkerSession
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import (
@@ -118,7 +119,8 @@ class MasterCommands:
             await self._validate_hello(hello, peer)
         except ClusterError as e:
             self._log.error("[Master] [Main] Refused worker {worker} from {peer}: {error}",
-                            worker=hello.name, peer=peer.peer_address, error=str(e))
+                            worker=peer_text(hello.name), peer=peer.peer_address,
+                            error=peer_text(str(e), 300))
             raise
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
@@ -141,9 +143,9 @@ class MasterCommands:
 
     async def _validate_hello(self, hello: messages.Hello, peer: IPeer) -> None:
         config = self._config
-        if not valid_name(hello.name):
-            raise ClusterError(3000, "invalid node name: use the characters Wazuh allows in "
-                                     "<node_name>, not '.' or '..'")
+        problem = name_problem(hello.name)
+        if problem is not None:
+            raise ClusterError(3000, f"invalid node name: {problem}")
         if hello.name == config.node_name:
             raise ClusterError(3029, hello.name)
         if hello.cluster != config.name:

@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from wazuhcluster.errors import ClusterError, InternalError, RemoteCommandError, UnknownCommand
 from wazuhcluster.interfaces import ICommandHandler, IPeer
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.protocol.chunks import (
     DEFAULT_MAX_DIVIDED,
     DEFAULT_MAX_MESSAGE,
@@ -272,7 +273,7 @@ class ClusterProtocol(Protocol):
             return
         if command in REPLY_COMMANDS and not self._accept_reply_requests:
             self._log.warn("[{tag}] [Main] Dropped unsolicited {command} frame with unknown "
-                           "counter {counter}", tag=self.tag, command=command.decode(),
+                           "counter {counter}", tag=self.tag, command=peer_text(command, 16),
                            counter=counter)
             return
         self._dispatch(counter, command, payload)

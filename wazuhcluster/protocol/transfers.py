@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IPeer
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.protocol.chunks import REQUEST_CHUNK
 from wazuhcluster.protocol.commands import (
     CANCEL_TASK,
@@ -308,8 +309,8 @@ class CommonResponders:
         if task_id != b"None":
             self.cancelled_tasks.add(task_id.decode("ascii", "replace"))
         self._log.warn("[{tag}] [Main] Peer cancelled task {task}: {error}", tag=self._tag(),
-                       task=task_id.decode("ascii", "replace"),
-                       error=error[:300].decode("utf-8", "replace"))
+                       task=peer_text(task_id, 64),
+                       error=peer_text(error, 300))
         return Reply(OK, b"Request received correctly")
 
 
