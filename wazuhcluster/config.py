@@ -93,6 +93,8 @@ class Extensions:
     duplicate_probe_timeout: float = attrs.field(default=3.0, validator=_positive)
     idle_probe_after: float = attrs.field(default=15.0, validator=_positive)
     reaper_check_interval: float = attrs.field(default=5.0, validator=_positive)
+    sync_retry_initial_delay: float = attrs.field(default=10.0, validator=_positive)
+    sync_retry_max_delay: float = attrs.field(default=60.0, validator=_positive)
 
 
 @attrs.frozen

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -129,9 +128,7 @@ class MasterCommands:
         session = WorkerSession(name=hello.name, version=hello.version,
                                 node_type=hello.node_type, ip=peer.peer_address, peer=peer,
                                 connected_since=now, last_keepalive=now)
-        directory = os.path.join(self._config.home, "queue", "cluster", hello.name)
-        os.makedirs(directory, mode=0o770, exist_ok=True)
-        os.chmod(directory, 0o770)  # whatever the umask (spec §9.1)
+        # queue/cluster/<name>/ is made by the first file this worker sends or we push.
         self.files.directory_name = hello.name.encode()
         peer.set_limits(max_frame_payload=self._config.ext.max_frame_payload,
                         max_message=self._config.ext.max_message_size)

@@ -13,6 +13,7 @@ Hardening over Wazuh 4.7.5:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -145,13 +146,16 @@ class FileReceiver:
     :param home: the node's home (``WAZUH_PATH``).
     :param runner: runs blocking file operations off the reactor.
     :param max_file: the largest file accepted.
+    :param keep_directory: keep the connection's directory when it closes (a worker's own
+        ``queue/cluster/<name>/``); the master removes each worker's when it is empty.
     """
 
     _log = Logger()
 
     def __init__(self, home: str, runner: Runner, max_file: int = 1024 * 1024 * 1024,
-                 max_open: int = 4) -> None:
+                 max_open: int = 4, keep_directory: bool = False) -> None:
         self._home = home
+        self._keep_directory = keep_directory
         self._runner = runner
         self._max_file = max_file
         self._max_open = max_open
@@ -181,19 +185,30 @@ class FileReceiver:
         return _SAFE_NAME.match(name) is not None
 
     async def new_file(self, payload: bytes) -> Reply:
-        """``new_file <relpath>``: open the file for writing."""
+        """``new_file <relpath>``: open the file for writing.
+
+        The connection's directory is created here, by the first file it sends (not at
+        hello: a flood of hellos with new names leaves no directories behind).
+        """
         relpath = payload.strip()
         path = self.resolve(relpath)
         if relpath in self._open:
             await self._runner(self._open.pop(relpath).handle.close)
         if len(self._open) >= self._max_open:
             raise ClusterError(3000, "too many files in transfer on this connection")
-        handle = await self._runner(_open_for_write, path)
+        try:
+            handle = await self._runner(_open_for_write, path)
+        except OSError as e:
+            raise self._write_error(e, path, 0) from None
         self._open[relpath] = _IncomingFile(path, handle, hashlib.sha256())
         return Reply(OK, b"Ready to receive new file")
 
     async def update(self, payload: bytes) -> Reply:
-        """``file_upd <relpath> <bytes>``: append a chunk."""
+        """``file_upd <relpath> <bytes>``: append a chunk.
+
+        A chunk that cannot be written (disk full, I/O error) removes the partial file at
+        once and is answered with an error, so the sender ends its task.
+        """
         relpath, _, data = payload.partition(b" ")
         incoming = self._open.get(relpath)
         if incoming is None:
@@ -203,8 +218,32 @@ class FileReceiver:
             self._open.pop(relpath)
             await self._runner(_discard, incoming.handle, incoming.path)
             raise ClusterError(3050, f"file exceeds {self._max_file} bytes")
-        await incoming.lock.run(self._runner, _append, incoming.handle, incoming.digest, data)
+        try:
+            await incoming.lock.run(self._runner, _append, incoming.handle, incoming.digest,
+                                    data)
+        except OSError as e:
+            if self._open.get(relpath) is incoming:
+                del self._open[relpath]
+            with contextlib.suppress(OSError):
+                await self._runner(_discard, incoming.handle, incoming.path)
+            raise self._write_error(e, incoming.path, incoming.size) from None
         return Reply(OK, b"File updated")
+
+    def _write_error(self, error: OSError, path: str, size: int) -> ClusterError:
+        """One ERROR line for a file we could not write; the error for the peer."""
+        directory = os.path.dirname(path)
+        if error.errno == errno.ENOSPC:
+            self._log.error("[Cluster] [Main] No space left on device in {directory}: a file "
+                            "of at least {size} bytes could not be received; the partial file "
+                            "was removed. Free at least that much space there; the sync is "
+                            "retried by itself.", directory=directory, size=size)
+            return ClusterError(3000, f"no space left on device in {directory} (a file of at "
+                                      f"least {size} bytes could not be received)")
+        self._log.error("[Cluster] [Main] Could not write a received file in {directory}: "
+                        "{error}; the partial file was removed.", directory=directory,
+                        error=error.strerror or str(error))
+        return ClusterError(3000, f"could not write a received file in {directory}: "
+                                  f"{error.strerror or error}")
 
     async def end(self, payload: bytes) -> Reply:
         """``file_end <relpath> <sha256>``: close and verify."""
@@ -232,14 +271,42 @@ class FileReceiver:
             raise ClusterError(3034, relpath[:200])
         return path
 
-    def close_all(self) -> None:
-        """Connection lost: close and remove every partial file (best effort)."""
-        for incoming in self._open.values():
-            self._runner(_discard, incoming.handle, incoming.path)
+    def close_all(self) -> Deferred[None] | None:
+        """Connection lost: close and remove every partial file and every received file
+        nobody claimed, then the connection's directory if that leaves it empty (another
+        connection of the same peer may already be using it). Best effort, off the reactor."""
+        handles = [(incoming.handle, incoming.path) for incoming in self._open.values()]
         self._open.clear()
+        leftovers = list(self.received.values())
+        self.received.clear()
+        if self.directory_name is None:
+            return None
+        directory = os.path.join(self._home, "queue", "cluster", self.directory_name.decode())
+        d: Deferred[None] = self._runner(_clean_up, handles, leftovers,
+                                         None if self._keep_directory else directory)
+        d.addErrback(lambda f: self._log.failure("[Cluster] [Main] Could not clean up {path}",
+                                                 f, path=directory))
+        return d
+
+
+def _clean_up(handles: list[tuple[IO[bytes], str]], leftovers: list[str],
+              directory: str | None) -> None:
+    for handle, path in handles:
+        with contextlib.suppress(OSError):
+            _discard(handle, path)
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if directory is not None:
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            os.rmdir(directory)
 
 
 def _open_for_write(path: str) -> IO[bytes]:
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o770, exist_ok=True)
+        os.chmod(directory, 0o770)  # whatever the umask
     return open(path, "wb")
 
 

@@ -47,6 +47,8 @@ class WorkerNode(RoleNode):
         self._last_keepalive_sent = 0.0
         self._keepalive_in_flight = False
         self.link: ClientService | None = None
+        self.link_address = ""  # host:port of the master, set by the link's endpoint
+        self.last_link_error = "not connected yet"
         self._waiting: list[Deferred[ClusterProtocol]] = []
 
     @property
@@ -69,9 +71,22 @@ class WorkerNode(RoleNode):
             d.addErrback(lambda f: self._log.failure("[Worker] [Main] Handshake failed", f))
 
     def retry_delay(self, policy: Any, attempt: int) -> float:
-        """ClientService retry policy: back off on TCP failures *and* on refused hellos."""
+        """ClientService retry policy: back off on TCP failures *and* on refused hellos.
+
+        Also logs the retry: the master's ``host:port``, why the last attempt or connection
+        ended, and the delay rounded to a tenth of a second.
+        """
         delay: float = policy(max(attempt, self.refusals))
+        self._log.info("[{tag}] [Main] Could not connect to master at {address}: {reason}. "
+                       "Scheduling retry {attempt} in {delay:.1f} s.", tag=self.tag,
+                       address=self.link_address or self.config.master_address,
+                       reason=self.last_link_error, attempt=attempt, delay=delay)
         return delay
+
+    def link_failed(self, address: str, reason: str) -> None:
+        """A connection attempt to ``address`` failed (called by the link's endpoint)."""
+        self.link_address = address
+        self.last_link_error = reason.rstrip(".")
 
     def hello(self, peer: ClusterProtocol) -> Deferred[None]:
         """Introduce ourselves; fails (and closes the connection) if the master refuses."""
@@ -85,6 +100,7 @@ class WorkerNode(RoleNode):
             await peer.request(HELLO, payload)
         except ClusterError as e:
             self.refusals += 1
+            self.last_link_error = f"hello refused ({e})"
             self._log.error("[Worker] [Main] Could not connect to master: {error}.",
                             error=str(e))
             peer.disconnect("hello refused")
@@ -118,6 +134,7 @@ class WorkerNode(RoleNode):
             return
         self.peer = None
         self.master_capabilities = frozenset()
+        self.last_link_error = f"connection lost ({reason.getErrorMessage().rstrip('.')})"
         if reason.check(ConnectionDone):
             self._log.info("[{tag}] [Main] Disconnected from master: the master closed the "
                            "connection.", tag=self.tag)
