@@ -22,8 +22,11 @@ class ClusterServerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
         config = self._node.config
+        commands = MasterCommands(self._node)
+        commands.strings.account = account = self._node.memory.account(
+            reserve=self._node.config.ext.max_frame_payload)
         return ClusterProtocol(
-            MasterCommands(self._node), self._node.clock, codec=self._codec,
+            commands, self._node.clock, codec=self._codec, memory=account,
             request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IPeer
 from wazuhcluster.logsafe import peer_text
+from wazuhcluster.protocol.budget import MemoryAccount
 from wazuhcluster.protocol.chunks import REQUEST_CHUNK
 from wazuhcluster.protocol.commands import (
     CANCEL_TASK,
@@ -66,6 +67,8 @@ class StringStore:
     :param ttl: seconds after which an unconsumed string is dropped.
     """
 
+    _log = Logger()
+
     def __init__(self, clock: IReactorTime, max_string: int = 256 * 1024 * 1024,
                  max_total: int = 512 * 1024 * 1024, ttl: float = 600.0) -> None:
         self._clock = clock
@@ -73,6 +76,9 @@ class StringStore:
         self._max_total = max_total
         self._ttl = ttl
         self._strings: dict[bytes, _String] = {}
+        self._held = 0
+        #: the connection's share of the node's memory budget (set by the factory)
+        self.account: MemoryAccount | None = None
 
     def __len__(self) -> int:
         return len(self._strings)
@@ -102,7 +108,17 @@ class StringStore:
         if entry is None:
             raise ClusterError(3035, string_id.decode("ascii", "replace"))
         room = entry.declared - len(entry.data)
+        added = min(room, len(data))
+        if self.account is not None and added:
+            refused = self.account.refusal("strings", self._held + added)
+            if refused is not None:
+                del self._strings[string_id]
+                self._forget(entry)
+                self._log.warn("[Cluster] [Main] Long string {id} dropped: {reason}",
+                               id=peer_text(string_id, 16), reason=refused)
+                raise ClusterError(3050, f"string dropped: {refused}")
         entry.data += data[:room]
+        self._charge(added)
 
     def cancel(self, payload: bytes) -> bytes:
         """``err_str``: forget one never-written string of that declared length."""
@@ -121,12 +137,26 @@ class StringStore:
         entry = self._strings.pop(string_id.strip(), None)
         if entry is None:
             raise ClusterError(3035, string_id.decode("ascii", "replace"))
+        self._forget(entry)
         return bytes(entry.data)
+
+    def clear(self) -> None:
+        """The connection is gone: drop every string."""
+        self._strings.clear()
+        self._charge(-self._held)
+
+    def _forget(self, entry: _String) -> None:
+        self._charge(-len(entry.data))
+
+    def _charge(self, change: int) -> None:
+        self._held += change
+        if self.account is not None:
+            self.account.set("strings", self._held)
 
     def _expire(self) -> None:
         limit = self._clock.seconds() - self._ttl
         for string_id in [k for k, v in self._strings.items() if v.created < limit]:
-            del self._strings[string_id]
+            self._forget(self._strings.pop(string_id))
 
 
 @attrs.define
