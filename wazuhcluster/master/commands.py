@@ -78,6 +78,7 @@ class MasterCommands:
     def connection_made(self, peer: IPeer) -> None:
         """Bound the unauthenticated phase: small frames, and a deadline for ``hello``."""
         self.peer = peer
+        self._node.hello_gate.enter(peer, peer.peer_address)
         peer.set_limits(max_frame_payload=self._config.ext.pre_hello_max_payload,
                         max_message=self._config.ext.pre_hello_max_payload)
         self._hello_timer = self._node.clock.callLater(
@@ -97,6 +98,8 @@ class MasterCommands:
         """Unregister the worker and cancel its work."""
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
+        if self.peer is not None:
+            self._node.hello_gate.leave(self.peer)
         self.files.close_all()
         if self.session is not None and self._node.registry.leave(self.session):
             self._log.info("[{tag}] [Main] Worker disconnected ({reason}).", tag=self.tag,
@@ -124,6 +127,7 @@ class MasterCommands:
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         self._hello_timer = None
+        self._node.hello_gate.leave(peer)
         now = self._node.clock.seconds()
         session = WorkerSession(name=hello.name, version=hello.version,
                                 node_type=hello.node_type, ip=peer.peer_address, peer=peer,

@@ -20,8 +20,11 @@ class ClusterServerFactory(Factory):
         self._node = node
         self._codec = FernetCodec(node.config.key)
 
-    def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol | None:
         config = self._node.config
+        host = getattr(addr, "host", None)
+        if host is not None and not self._node.hello_gate.admit(host):
+            return None  # Twisted closes the connection at once
         commands = MasterCommands(self._node)
         commands.strings.account = account = self._node.memory.account(
             reserve=self._node.config.ext.max_frame_payload)
