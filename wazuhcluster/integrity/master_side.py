@@ -222,6 +222,11 @@ class _CountingPeer:
         """Forwarded."""
         return float(self._peer.last_received)
 
+    @property
+    def bytes_received(self) -> int:
+        """Forwarded."""
+        return int(self._peer.bytes_received)
+
     def request(self, command: bytes, payload: bytes,
                 timeout: float | None = None) -> Deferred[bytes]:
         """Forward a request, counting file content."""

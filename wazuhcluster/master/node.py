@@ -59,7 +59,9 @@ class MasterNode(RoleNode):
         Wazuh's rule stays: a worker without keepalive for max_allowed_time_without_keepalive
         is dropped. Beyond Wazuh, a worker that sent nothing at all for idle_probe_after
         seconds is probed with ``echo-m`` (real Wazuh workers answer ``ok-c``); no answer
-        within duplicate_probe_timeout drops it, so a dead peer goes in ~20 s, not 120 s.
+        and not one byte within duplicate_probe_timeout drops it, so a dead peer goes in
+        idle_probe_after + duplicate_probe_timeout + one check (7 s by default), not 120 s;
+        a worker busy sending is never dropped (its bytes prove it alive).
         """
         with self._log.failuresHandled("[Master] [Keep alive] Keepalive check failed"):
             limit = self.config.intervals.max_allowed_time_without_keepalive
@@ -78,12 +80,15 @@ class MasterNode(RoleNode):
 
     async def _probe(self, session: WorkerSession) -> None:
         session.probing = True
+        received = session.peer.bytes_received
         try:
             await session.peer.request(ECHO_MASTER, b"keepalive",
                                        timeout=self.config.ext.duplicate_probe_timeout)
         except RemoteCommandError:
             pass  # an error answer still proves the worker is alive
         except ClusterError as e:
+            if session.peer.bytes_received > received:
+                return  # no answer yet, but the worker is sending: busy, not dead
             if self.registry.get(session.name) is session:
                 self._log.error("[Worker {worker}] [Keep alive] No answer to a liveness probe "
                                 "({error}); closing the connection.", worker=session.name,

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IBlockingRunner, IPeer, IWorkerExtension
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
 from wazuhcluster.protocol.handler import ClusterProtocol
@@ -162,12 +163,17 @@ class WorkerNode(RoleNode):
 
     # -- periodic ------------------------------------------------------------------------
     async def send_keepalive(self) -> None:
-        """Keepalive tick: ``echo-c``; disconnect after max_failed_keepalive_attempts.
+        """Keepalive tick: ``echo-c``; disconnect a master that stopped answering.
 
-        The loop ticks often (every min(keep_alive, 5) s); it sends ``echo-c`` when
-        keep_alive seconds have passed since the last one (Wazuh's cadence) or when the
-        master has sent nothing for idle_probe_after seconds (a dead master is noticed in
-        well under a minute instead of Wazuh's ~160 s).
+        The loop ticks every min(keep_alive, reaper_check_interval) s. It sends ``echo-c``
+        when keep_alive seconds have passed since the last one (Wazuh's cadence; after
+        max_failed_keepalive_attempts failures the link is closed), and also as a liveness
+        probe when the master has sent nothing for idle_probe_after seconds. A probe left
+        unanswered for liveness_probe_timeout seconds *with not one byte received
+        meanwhile* closes the link at once: a dead or frozen master is noticed in
+        idle_probe_after + liveness_probe_timeout + one tick (8 s with the defaults)
+        instead of Wazuh's ~160 s, while a master busy sending us a big sync is never
+        taken for dead (its bytes keep arriving even when the answer waits behind them).
         """
         with self._log.failuresHandled("[{tag}] [Keep Alive] Keepalive tick failed",
                                        tag=self.tag):
@@ -175,18 +181,33 @@ class WorkerNode(RoleNode):
             if peer is None or self._keepalive_in_flight:
                 return
             now = self.clock.seconds()
+            ext = self.config.ext
             due = now - self._last_keepalive_sent >= self.config.intervals.keep_alive
-            idle = now - peer.last_received >= self.config.ext.idle_probe_after
+            idle = now - peer.last_received >= ext.idle_probe_after
             if not (due or idle):
                 return
-            self._last_keepalive_sent = now
+            if due:
+                self._last_keepalive_sent = now
             self._keepalive_in_flight = True
+            received = peer.bytes_received
+            timeout = (ext.liveness_probe_timeout if idle and not due
+                       else min(10.0, self.config.intervals.timeout_cluster_request))
             try:
-                reply = await peer.request(ECHO_CLIENT, b"keepalive",
-                                           timeout=min(10.0, self.config.intervals
-                                                       .timeout_cluster_request))
+                reply = await peer.request(ECHO_CLIENT, b"keepalive", timeout=timeout)
             except ClusterError as e:
                 if peer is not self.peer:
+                    return
+                if peer.bytes_received > received:
+                    self._log.debug("[{tag}] [Keep Alive] No answer to echo-c within {timeout}"
+                                    " s, but the master is sending: link busy, not dead.",
+                                    tag=self.tag, timeout=timeout)
+                    return
+                if not due:
+                    self._log.error("[{tag}] [Keep Alive] The master sent nothing for "
+                                    "{seconds:.1f} s and did not answer a liveness probe: "
+                                    "closing the connection.", tag=self.tag,
+                                    seconds=self.clock.seconds() - peer.last_received)
+                    peer.disconnect("master silent")
                     return
                 self.failed_keepalives += 1
                 self._log.error("[{tag}] [Keep Alive] Error sending keepalive ({count}/{limit}):"
@@ -200,5 +221,8 @@ class WorkerNode(RoleNode):
             finally:
                 self._keepalive_in_flight = False
             self.failed_keepalives = 0
-            self._log.info("[{tag}] [Keep Alive] Successful response from master: {reply}",
-                           tag=self.tag, reply=reply[:64].decode("utf-8", "replace"))
+            if due:
+                self._log.info("[{tag}] [Keep Alive] Successful response from master: {reply}",
+                               tag=self.tag, reply=peer_text(reply, 64))
+            else:
+                self._log.debug("[{tag}] [Keep Alive] Liveness probe answered.", tag=self.tag)
