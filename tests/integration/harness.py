@@ -44,6 +44,7 @@ LOCALHOST = "127.0.0.1"
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")
 CONTROL = os.path.join(BIN, "wazuhcluster-control")
+PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
 #: How long any single wait may take before the test fails with diagnostics.
 WAIT = 20.0
 POLL = 0.1
@@ -126,6 +127,8 @@ class NodeProcess(ProcessProtocol):
         self.end_reason: Any = None
         self.output = bytearray()
         self.starts = 0
+        #: open-file limit of the process (run under ``prlimit --nofile``), or None
+        self.nofile: int | None = None
 
     # -- process life -------------------------------------------------------------------
     @property
@@ -153,7 +156,11 @@ class NodeProcess(ProcessProtocol):
         args = [TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", self.role,
                 "--home", self.home, "--cluster-json", self.cluster_json, "-d"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        transport = reactor.spawnProcess(self, TWISTD, args, env=env, path=self.home,
+        executable = TWISTD
+        if self.nofile is not None:  # prlimit execs twistd: same pid
+            executable = PRLIMIT
+            args = [PRLIMIT, f"--nofile={self.nofile}:{self.nofile}", *args]
+        transport = reactor.spawnProcess(self, executable, args, env=env, path=self.home,
                                          childFDs={0: "w", 1: "r", 2: "r"})
         self.pid = transport.pid
         return self

@@ -66,7 +66,12 @@ class HelloGate:
                                "(max_pre_hello_connections): closing the oldest, from "
                                "{address}; {count} closed so far.", total=self.max_total,
                                address=oldest_address, count=self.evicted)
-            oldest.disconnect("too many connections waiting for hello")
+            # closed without one log line each (a flood would write thousands)
+            transport = getattr(oldest, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            else:
+                oldest.disconnect("too many connections waiting for hello")
         return True
 
     def enter(self, connection: Any, address: str) -> None:
