@@ -12,6 +12,7 @@ import json
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import LOCALHOST, Cluster, RawClient, rss_kib, sleep
@@ -23,6 +24,7 @@ from wazuhcluster.protocol.handler import ClusterProtocol
 
 CONNECTED = r"\[Main\] Successfully connected to master\."
 MIB = 1024 * 1024
+_log = Logger()  # figures go to _trial_temp/test.log
 
 
 async def open_raw(c: Cluster, source: str) -> RawClient | None:
@@ -121,8 +123,8 @@ class MemoryAttackTests(TestCase):
         await c.wait_for("the master to close every attacker",
                          lambda: not any(p.connected_ok for p in attackers), timeout=60)
         peak = _peak_kib(m.live_pid)
-        print(f"memory attack: master RSS before {baseline} KiB, peak {peak} KiB, "
-              f"budget {budget // 1024} KiB")
+        _log.info("memory attack: master RSS before {before} KiB, peak {peak} KiB, budget "
+                  "{budget} KiB", before=baseline, peak=peak, budget=budget // 1024)
         # what the peers made the master hold: its peak minus what it used before them
         self.assertLess((peak - baseline) * 1024, budget + 100 * 10**6,
                         f"peak RSS {peak} KiB, now {rss_kib(m.live_pid)} KiB, before the "
