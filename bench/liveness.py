@@ -118,11 +118,11 @@ def agents_sync(count: int) -> None:
             with open(os.path.join(home, "logs", "cluster.log"), "rb") as f:
                 f.seek(marks[role])
                 for line in f.read().decode("utf-8", "replace").splitlines():
-                    if any(t in line for t in ("liveness", "sent nothing", "Disconnected",
-                                               "closing the connection", "Keepalive",
-                                               "keepalive (")):
-                        if "Successful response" not in line and "DEBUG" not in line:
-                            alarms.append(line)
+                    if (any(t in line for t in ("liveness", "sent nothing", "Disconnected",
+                                                "closing the connection", "Keepalive",
+                                                "keepalive ("))
+                            and "Successful response" not in line and "DEBUG" not in line):
+                        alarms.append(line)
         print(f"{count} agents: keepalives recorded on the worker in {recorded:.1f} s; all on "
               f"the master after {synced:.1f} s; liveness alarms meanwhile: {len(alarms)}")
         for line in alarms[:5]:
