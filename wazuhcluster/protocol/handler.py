@@ -192,6 +192,11 @@ class ClusterProtocol(Protocol):
         self._partial_timer = None
         self._inbox.clear()
         self._inbox_bytes = 0
+        # Free what the peer left half-sent now: this object sits in reference cycles
+        # (handler <-> protocol) that only the cyclic GC would break, much later.
+        self._decoder = FrameDecoder(self._decoder.max_payload)
+        self._reassembler = Reassembler(self._reassembler.max_message,
+                                        self._reassembler.max_divided)
         if self.memory is not None:
             self.memory.close()
         pending, self._pending = self._pending, {}
