@@ -160,8 +160,9 @@ class FrameDecoder:
             payload, self._payload, self._header = self._payload, None, None
             # A divided fragment stays a bytearray (the reassembler joins it, once);
             # anything handed on as a frame of its own becomes bytes.
-            frames.append(Frame(counter, command, payload if divided else bytes(payload),
-                                divided))
+            # (a bytearray is a bytes-like payload for every consumer of a fragment)
+            frames.append(Frame(counter, command,
+                                cast(bytes, payload) if divided else bytes(payload), divided))
             if not view and not self._buffer:
                 break
             if len(view) >= HEADER_SIZE:
