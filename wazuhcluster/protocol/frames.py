@@ -13,7 +13,7 @@ and it refuses an announced payload above its limit *before* buffering anything 
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 HEADER = struct.Struct("!II12s")
 HEADER_SIZE = HEADER.size  # 20
