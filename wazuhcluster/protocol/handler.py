@@ -238,6 +238,10 @@ class ClusterProtocol(Protocol):
             self._log.warn("[{tag}] [Main] Dropping connection with {peer}: {reason}",
                            tag=self.tag, peer=self.peer_address, reason=reason)
             self._tcp.abortConnection()
+            if self.memory is not None:
+                # Nothing more is read; what it holds is freed when the connection is lost
+                # (next reactor turn). Other connections must not be refused meanwhile.
+                self.memory.close()
 
     def _drain_inbox(self) -> None:
         while self._inbox and not self._inbox_busy and self._lost is None:
