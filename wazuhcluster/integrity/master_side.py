@@ -59,6 +59,7 @@ from wazuhcluster.integrity.metadata import (
 )
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IMasterExtension, IPeer
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import (
@@ -430,7 +431,7 @@ class IntegrityMaster:
             with contextlib.suppress(ClusterError):
                 unlink_later = commands.files.claim(raw_path.decode("utf-8", "replace"))
                 await self._node.run(unlink_quietly, unlink_later)
-            raise ClusterError(3027, task_id[:64])
+            raise ClusterError(3027, peer_text(task_id, 64))
         try:
             path = commands.files.claim(raw_path.decode("utf-8", "replace"))
         except ClusterError as e:

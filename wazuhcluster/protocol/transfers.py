@@ -106,7 +106,7 @@ class StringStore:
         string_id, _, data = payload.partition(b" ")
         entry = self._strings.get(string_id)
         if entry is None:
-            raise ClusterError(3035, string_id.decode("ascii", "replace"))
+            raise ClusterError(3035, peer_text(string_id, 64))
         room = entry.declared - len(entry.data)
         added = min(room, len(data))
         if self.account is not None and added:
@@ -136,7 +136,7 @@ class StringStore:
         """Consume a complete string; raise 3035 if unknown."""
         entry = self._strings.pop(string_id.strip(), None)
         if entry is None:
-            raise ClusterError(3035, string_id.decode("ascii", "replace"))
+            raise ClusterError(3035, peer_text(string_id, 64))
         self._forget(entry)
         return bytes(entry.data)
 
@@ -298,7 +298,7 @@ class FileReceiver:
         """
         path = self.received.pop(relpath.strip().lstrip("/"), None)
         if path is None:
-            raise ClusterError(3034, relpath[:200])
+            raise ClusterError(3034, peer_text(relpath, 200))
         return path
 
     def close_all(self) -> Deferred[None] | None:
