@@ -2,7 +2,7 @@
 
 Pure code (no reactor, no services): files in, one frozen :class:`ClusterConfig` out, or a
 :class:`~wazuhcluster.errors.ConfigError` whose one-line message names the key, the bad value
-and what is expected. Validation follows Wazuh 4.7.5 (spec §6.1) so that a configuration one
+and what is expected. Validation follows Wazuh 4.7.5 so that a configuration one
 accepts the other accepts too.
 """
 
@@ -92,8 +92,9 @@ class Extensions:
     reconnect_max_delay: float = attrs.field(default=10.0, validator=_positive)
     duplicate_probe_timeout: float = attrs.field(default=3.0, validator=_positive)
     idle_probe_after: float = attrs.field(default=3.0, validator=_positive)
+    liveness_timeout: float = attrs.field(default=5.0, validator=_positive)
     reaper_check_interval: float = attrs.field(default=1.0, validator=_positive)
-    liveness_probe_timeout: float = attrs.field(default=4.0, validator=_positive)
+    max_concurrent_full_group_pushes: int = attrs.field(default=4, validator=_positive)
     sync_retry_initial_delay: float = attrs.field(default=10.0, validator=_positive)
     sync_retry_max_delay: float = attrs.field(default=60.0, validator=_positive)
     memory_budget: int = attrs.field(default=1024 * 1024 * 1024, validator=_positive)

@@ -127,8 +127,10 @@ class NodeProcess(ProcessProtocol):
         self.end_reason: Any = None
         self.output = bytearray()
         self.starts = 0
-        #: open-file limit of the process (run under ``prlimit --nofile``), or None
-        self.nofile: int | None = None
+        #: More ``twistd wazuhcluster`` options for the next start (e.g. --log-format json).
+        self.extra_args: list[str] = []
+        #: A command the next start runs twistd through (e.g. setpriv dropping a capability).
+        self.wrapper: list[str] = []
 
     # -- process life -------------------------------------------------------------------
     @property
@@ -154,13 +156,11 @@ class NodeProcess(ProcessProtocol):
         self.end_reason = None
         self.starts += 1
         args = [TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", self.role,
-                "--home", self.home, "--cluster-json", self.cluster_json, "-d"]
+                "--home", self.home, "--cluster-json", self.cluster_json, "-d",
+                *self.extra_args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        executable = TWISTD
-        if self.nofile is not None:  # prlimit execs twistd: same pid
-            executable = PRLIMIT
-            args = [PRLIMIT, f"--nofile={self.nofile}:{self.nofile}", *args]
-        transport = reactor.spawnProcess(self, executable, args, env=env, path=self.home,
+        args = [*self.wrapper, *args]
+        transport = reactor.spawnProcess(self, args[0], args, env=env, path=self.home,
                                          childFDs={0: "w", 1: "r", 2: "r"})
         self.pid = transport.pid
         return self

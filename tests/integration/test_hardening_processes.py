@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
-from tests.integration.harness import LOCALHOST, Cluster, RawClient, rss_kib, sleep
+from tests.integration.harness import LOCALHOST, PRLIMIT, Cluster, RawClient, rss_kib, sleep
 from tests.protocol.test_handler import RecordingHandler
 from wazuhcluster.protocol.commands import HELLO
 from wazuhcluster.protocol.crypto import FernetCodec
@@ -60,7 +60,7 @@ class FloodTests(TestCase):
         the flood all succeed."""
         c = Cluster(self)
         m = c.add_node("master", "master")
-        m.nofile = 1024
+        m.wrapper = [PRLIMIT, "--nofile=1024:1024"]  # prlimit execs twistd: same pid
         m.start()
         await c.wait_ready(m)
         w1 = c.add_node("worker1").start()

@@ -1,4 +1,4 @@
-"""SQL schema of the embedded agent database (``<home>/queue/db/global.db``).
+"""SQL schema of the embedded agent database (``<home>/queue/db/wazuhcluster-agents.db``).
 
 The tables ``agent``, ``labels``, ``info``, ``group``, ``belongs`` and ``metadata`` have the
 column names, types, constraints and defaults of the ``global.db`` that wazuh-db 4.7.5 creates
@@ -9,7 +9,7 @@ One table is ours: ``cluster_sync_seq`` holds, per agent, the change sequence of
 change that marked the agent for agent-info synchronisation (``info_seq``) and for agent-groups
 synchronisation (``group_seq``). It lets a worker mark exactly the rows it sent as synced once
 the master has confirmed them, instead of marking them when read (see
-``docs/wazuh-cluster-protocol.md`` §10 items 29 and 30).
+docs/protocol.md).
 """
 
 from __future__ import annotations

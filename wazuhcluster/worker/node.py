@@ -15,10 +15,9 @@ from twisted.python.failure import Failure
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IBlockingRunner, IPeer, IWorkerExtension
-from wazuhcluster.logsafe import peer_text
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
-from wazuhcluster.protocol.handler import ClusterProtocol
+from wazuhcluster.protocol.handler import ClusterProtocol, ConnectionLostError
 from wazuhcluster.rolenode import RoleNode
 
 #: What our worker announces to a master that understands ``wzc_caps``.
@@ -50,12 +49,22 @@ class WorkerNode(RoleNode):
         self.link: ClientService | None = None
         self.link_address = ""  # host:port of the master, set by the link's endpoint
         self.last_link_error = "not connected yet"
+        #: The reconnection backoff (set by the composition root with the link).
+        self.retry_policy: Any = None
         self._waiting: list[Deferred[ClusterProtocol]] = []
 
     @property
     def tag(self) -> str:
         """Wazuh log tag of the master link."""
         return f"Worker {self.config.node_name}"
+
+    def startService(self) -> None:
+        config = self.config
+        self._log.info("[{tag}] [Main] Starting worker {node} of cluster {cluster}: master "
+                       "{address}:{port}, version {version}.", tag=self.tag,
+                       node=config.node_name, cluster=config.name,
+                       address=config.master_address, port=config.port, version=config.version)
+        super().startService()
 
     # -- the master link ------------------------------------------------------------------
     def link_made(self, peer: IPeer) -> None:
@@ -73,6 +82,10 @@ class WorkerNode(RoleNode):
 
     def retry_delay(self, policy: Any, attempt: int) -> float:
         """ClientService retry policy: back off on TCP failures *and* on refused hellos.
+
+        ClientService counts attempts from 1 again after each TCP connection, so a master
+        that accepts TCP and then drops the hello (a wrong key) would be retried at the
+        initial delay forever: ``refusals`` counts those, and the delay grows with them.
 
         Also logs the retry: the master's ``host:port``, why the last attempt or connection
         ended, and the delay rounded to a tenth of a second.
@@ -102,8 +115,14 @@ class WorkerNode(RoleNode):
         except ClusterError as e:
             self.refusals += 1
             self.last_link_error = f"hello refused ({e})"
-            self._log.error("[Worker] [Main] Could not connect to master: {error}.",
-                            error=str(e))
+            if isinstance(e, ConnectionLostError):
+                self._log.error("[Worker] [Main] Could not connect to master: the master dropped "
+                                "the link during hello; a wrong key is the usual cause "
+                                "(<cluster><key> must be the master's); refused {n} time(s) in "
+                                "a row, retrying more slowly.", n=self.refusals)
+            else:
+                self._log.error("[Worker] [Main] Could not connect to master: {error}.",
+                                error=str(e))
             peer.disconnect("hello refused")
             raise
         directory = os.path.join(config.home, "queue", "cluster", config.node_name)
@@ -163,17 +182,14 @@ class WorkerNode(RoleNode):
 
     # -- periodic ------------------------------------------------------------------------
     async def send_keepalive(self) -> None:
-        """Keepalive tick: ``echo-c``; disconnect a master that stopped answering.
+        """Keepalive tick: ``echo-c``; disconnect after max_failed_keepalive_attempts.
 
-        The loop ticks every min(keep_alive, reaper_check_interval) s. It sends ``echo-c``
-        when keep_alive seconds have passed since the last one (Wazuh's cadence; after
-        max_failed_keepalive_attempts failures the link is closed), and also as a liveness
-        probe when the master has sent nothing for idle_probe_after seconds. A probe left
-        unanswered for liveness_probe_timeout seconds *with not one byte received
-        meanwhile* closes the link at once: a dead or frozen master is noticed in
-        idle_probe_after + liveness_probe_timeout + one tick (8 s with the defaults)
-        instead of Wazuh's ~160 s, while a master busy sending us a big sync is never
-        taken for dead (its bytes keep arriving even when the answer waits behind them).
+        The loop ticks every second; it sends ``echo-c`` when keep_alive seconds have passed
+        since the last one (Wazuh's cadence) or when the master has sent nothing for
+        idle_probe_after seconds. An idle probe that gets no answer and sees no other byte
+        from the master within liveness_timeout closes the link at once: a dead or silently
+        cut-off master is noticed in under 10 s by default (Wazuh: ~160 s). A link busy with
+        a sync keeps delivering bytes and is never probed.
         """
         with self._log.failuresHandled("[{tag}] [Keep Alive] Keepalive tick failed",
                                        tag=self.tag):
@@ -181,32 +197,25 @@ class WorkerNode(RoleNode):
             if peer is None or self._keepalive_in_flight:
                 return
             now = self.clock.seconds()
-            ext = self.config.ext
             due = now - self._last_keepalive_sent >= self.config.intervals.keep_alive
-            idle = now - peer.last_received >= ext.idle_probe_after
+            idle = now - peer.last_received >= self.config.ext.idle_probe_after
             if not (due or idle):
                 return
-            if due:
-                self._last_keepalive_sent = now
+            self._last_keepalive_sent = now
             self._keepalive_in_flight = True
-            received = peer.bytes_received
-            timeout = (ext.liveness_probe_timeout if idle and not due
-                       else min(10.0, self.config.intervals.timeout_cluster_request))
+            timeout = min(10.0, self.config.intervals.timeout_cluster_request)
+            if idle:
+                timeout = min(timeout, self.config.ext.liveness_timeout)
             try:
                 reply = await peer.request(ECHO_CLIENT, b"keepalive", timeout=timeout)
             except ClusterError as e:
                 if peer is not self.peer:
                     return
-                if peer.bytes_received > received:
-                    self._log.debug("[{tag}] [Keep Alive] No answer to echo-c within {timeout}"
-                                    " s, but the master is sending: link busy, not dead.",
-                                    tag=self.tag, timeout=timeout)
-                    return
-                if not due:
-                    self._log.error("[{tag}] [Keep Alive] The master sent nothing for "
-                                    "{seconds:.1f} s and did not answer a liveness probe: "
-                                    "closing the connection.", tag=self.tag,
-                                    seconds=self.clock.seconds() - peer.last_received)
+                if idle and peer.last_received < now:
+                    self._log.error("[{tag}] [Keep Alive] Nothing received from the master for "
+                                    "{silent:.1f} s and no answer to a liveness probe ({error});"
+                                    " closing the connection.", tag=self.tag, error=str(e),
+                                    silent=self.clock.seconds() - peer.last_received)
                     peer.disconnect("master silent")
                     return
                 self.failed_keepalives += 1
@@ -221,8 +230,5 @@ class WorkerNode(RoleNode):
             finally:
                 self._keepalive_in_flight = False
             self.failed_keepalives = 0
-            if due:
-                self._log.info("[{tag}] [Keep Alive] Successful response from master: {reply}",
-                               tag=self.tag, reply=peer_text(reply, 64))
-            else:
-                self._log.debug("[{tag}] [Keep Alive] Liveness probe answered.", tag=self.tag)
+            self._log.info("[{tag}] [Keep Alive] Successful response from master: {reply}",
+                           tag=self.tag, reply=reply[:64].decode("utf-8", "replace"))
