@@ -3,8 +3,8 @@
 Run with ``.venv/bin/python bench/liveness.py [rounds]``. It prints figures only.
 
 A real ``twistd wazuhcluster`` master and worker on 127.0.0.1 with the shipped defaults
-(``idle_probe_after`` 3 s, ``liveness_probe_timeout`` 4 s, ``duplicate_probe_timeout`` 3 s,
-``reaper_check_interval`` 1 s). Each round:
+(``idle_probe_after`` 3 s, ``liveness_timeout`` 5 s, master check every
+``reaper_check_interval`` 1 s, worker tick 1 s). Each round:
 
 1. SIGSTOP the master; time until the worker's cluster.log says it closed the link
    (worker-side detection), then SIGCONT and time until the worker logs "Successfully
@@ -38,8 +38,8 @@ import time
 from wazuhcluster.homes import make_home
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-WORKER_NOTICED = "closing the connection."  # "The master sent nothing for ..."
-MASTER_NOTICED = "No answer to a liveness probe"
+WORKER_NOTICED = "Nothing received from the master for"
+MASTER_NOTICED = "no answer to a liveness probe"
 CONNECTED = "Successfully connected to master"
 
 
