@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--type", default="local_master",
                         choices=("local_any", "local_master", "distributed_master"),
                         help="with --dapi: where it runs (default local_master)")
+    group.add_argument("--reload", action="store_true",
+                       help="make the node re-read its TLS certificates, CRL and cluster key")
     return parser
 
 
@@ -258,6 +260,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
     try:
         if args.dapi:
             return await run_dapi(reactor, socket_path, args)
+        if args.reload:
+            answer = decode_answer(await local_request(reactor, socket_path, b"wzc_reload", b""))
+            sys.stdout.write(json.dumps(answer) + "\n")
+            return 0
         if args.agents:
             nodes = list(args.filter_node or []) + ([args.node] if args.node else [])
             agents = filter_agents(await fetch_agents(reactor, socket_path), nodes,
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.usage:
         sys.stdout.write(USAGE.format(parser.prog))
         return
-    if not (args.agents or args.list or args.health or args.dapi):
+    if not (args.agents or args.list or args.health or args.dapi or args.reload):
         parser.print_help()
         return
     run_cli(run, args)
