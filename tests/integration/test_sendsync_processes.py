@@ -16,14 +16,14 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import Cluster, NodeProcess
 from wazuhcluster.protocol.frames import Frame, FrameDecoder, command_field, encode_header
-from wazuhcluster.sendsync.daemon import LengthPrefixDecoder, encode
+from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, encode
 
 
 class StandInDaemon(Protocol):
     """Answers every length-prefixed message with ``ok <what it received>``."""
 
     def __init__(self, received: list[bytes]) -> None:
-        self._decoder = LengthPrefixDecoder()
+        self._decoder = LengthPrefixDecoder(1 << 20)
         self._received = received
 
     def dataReceived(self, data: bytes) -> None:

@@ -8,13 +8,8 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from wazuhcluster.sendsync.daemon import (
-    DaemonError,
-    FrameTooLarge,
-    LengthPrefixDecoder,
-    ask_daemon,
-    encode,
-)
+from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, LengthPrefixError, encode
+from wazuhcluster.sendsync.daemon import DaemonError, FrameTooLarge, ask_daemon
 
 
 class DecoderTests(SynchronousTestCase):
@@ -24,17 +19,17 @@ class DecoderTests(SynchronousTestCase):
         self.assertEqual(encode(b"abc"), b"\x03\x00\x00\x00abc")
 
     def test_split_and_joined_messages(self) -> None:
-        decoder = LengthPrefixDecoder()
+        decoder = LengthPrefixDecoder(1024)
         stream = encode(b"first") + encode(b"") + encode(b"third")
         out: list[bytes] = []
         for i in range(len(stream)):  # one byte at a time
             out += decoder.feed(stream[i:i + 1])
         self.assertEqual(out, [b"first", b"", b"third"])
-        self.assertEqual(LengthPrefixDecoder().feed(stream), [b"first", b"", b"third"])
+        self.assertEqual(LengthPrefixDecoder(1024).feed(stream), [b"first", b"", b"third"])
 
     def test_oversized_announcement_refused(self) -> None:
         decoder = LengthPrefixDecoder(max_size=10)
-        self.assertRaises(FrameTooLarge, decoder.feed, b"\xff\xff\xff\xff")
+        self.assertRaises(LengthPrefixError, decoder.feed, b"\xff\xff\xff\xff")
         self.assertEqual(LengthPrefixDecoder(max_size=10).feed(encode(b"x" * 10)), [b"x" * 10])
 
 
