@@ -19,9 +19,12 @@ from wazuhcluster.protocol.commands import SYN_W_G_C
 class AgentGroupsSyncTests(SynchronousTestCase):
     """The master's "Local agent-groups" loop and the worker's "Agent-groups recv"."""
 
+    backend = "embedded"  # a subclass below runs the same tests over wazuh-db
+
     def make(self, agents: int = 10) -> AgentsCluster:
         """A linked master and worker, closed after the test."""
-        cluster = AgentsCluster(short_tempdir(self), agents=agents)
+        cluster = AgentsCluster(short_tempdir(self), agents=agents,
+                                backend=self.backend)
         self.addCleanup(cluster.close)
         return cluster
 
@@ -180,3 +183,8 @@ class FullDumpChunkTests(SynchronousTestCase):
         """Never an empty chunk list (a real 4.7.5 worker indexes chunks[-1])."""
         self.assertEqual(full_dump_chunks([]), ['[{"data":[]}]'])
         self.assertEqual(full_dump_chunks(["a", "b"]), ["a", "b"])
+
+
+# -- the same tests over the wazuh-db backend (drop-in mode), served by a stand-in wazuh-db --
+class AgentGroupsSyncWazuhDbTests(AgentGroupsSyncTests):
+    backend = "wazuh-db"

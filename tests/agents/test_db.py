@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.agents.wdb_standin import BlockingView
+from tests.agents.wdb_standin import MARKS_ON_READ, BlockingView, not_with_wazuh_db
 from wazuhcluster.agents import payloads
 from wazuhcluster.agents.db import (
     GROUPS_SET_ERROR,
@@ -468,17 +468,6 @@ class KeysAndQueriesTests(SynchronousTestCase):
 
 
 # -- the same tests through the wazuh-db backend (drop-in mode) and a stand-in wazuh-db -------
-def _not_with_wazuh_db(test: Any, reason: str) -> Any:
-    """``test``, skipped for the wazuh-db backend with the reason wazuh-db behaves otherwise."""
-    def skipped(self: SynchronousTestCase) -> None:
-        test(self)
-    skipped.skip = f"wazuh-db backend: {reason}"  # type: ignore[attr-defined]
-    skipped.__doc__ = test.__doc__
-    return skipped
-
-
-_MARKS_ON_READ = ("wazuh-db's sync-agent-info-get marks agents synced as it reads them "
-                  "(the embedded database's improvement cannot exist over wazuh-db)")
 _OWN_LIMIT = ("wazuh-db cuts answers at its own 64 KiB limit; paging at that limit is tested "
               "in tests/agents/test_wazuhdb.py")
 
@@ -489,26 +478,26 @@ class HashWazuhDbTests(HashTests):
 
 class AgentInfoWazuhDbTests(AgentInfoTests):
     backend = "wazuh-db"
-    test_reading_does_not_mark_synced = _not_with_wazuh_db(
-        AgentInfoTests.test_reading_does_not_mark_synced, _MARKS_ON_READ)
-    test_update_during_sync_is_not_lost = _not_with_wazuh_db(
-        AgentInfoTests.test_update_during_sync_is_not_lost, _MARKS_ON_READ)
-    test_rows_form_means_the_same_as_standard = _not_with_wazuh_db(
+    test_reading_does_not_mark_synced = not_with_wazuh_db(
+        AgentInfoTests.test_reading_does_not_mark_synced, MARKS_ON_READ)
+    test_update_during_sync_is_not_lost = not_with_wazuh_db(
+        AgentInfoTests.test_update_during_sync_is_not_lost, MARKS_ON_READ)
+    test_rows_form_means_the_same_as_standard = not_with_wazuh_db(
         AgentInfoTests.test_rows_form_means_the_same_as_standard,
-        _MARKS_ON_READ + "; the test reads the same agents twice (the rows form over wazuh-db "
+        MARKS_ON_READ + "; the test reads the same agents twice (the rows form over wazuh-db "
         "is tested in tests/agents/test_wazuhdb.py)")
-    test_chunks_stay_under_wazuh_limit = _not_with_wazuh_db(
+    test_chunks_stay_under_wazuh_limit = not_with_wazuh_db(
         AgentInfoTests.test_chunks_stay_under_wazuh_limit, _OWN_LIMIT)
-    test_rows_chunks_bounded = _not_with_wazuh_db(
+    test_rows_chunks_bounded = not_with_wazuh_db(
         AgentInfoTests.test_rows_chunks_bounded, _OWN_LIMIT)
 
 
 class AgentGroupsWazuhDbTests(AgentGroupsTests):
     backend = "wazuh-db"
-    test_registration_delta = _not_with_wazuh_db(
+    test_registration_delta = not_with_wazuh_db(
         AgentGroupsTests.test_registration_delta,
         "wazuh-db applies the registration delta with its own clock, not the caller's")
-    test_paging_with_last_id = _not_with_wazuh_db(
+    test_paging_with_last_id = not_with_wazuh_db(
         AgentGroupsTests.test_paging_with_last_id, _OWN_LIMIT)
 
 

@@ -263,3 +263,17 @@ class BlockingView:
     def close(self) -> None:
         self.client.stopService()
         self.standin.close()
+
+
+#: Why a test of the embedded database's improvements cannot pass over wazuh-db.
+MARKS_ON_READ = ("wazuh-db's sync-agent-info-get marks agents synced as it reads them "
+                 "(the embedded database's improvement cannot exist over wazuh-db)")
+
+
+def not_with_wazuh_db(test: Any, reason: str) -> Any:
+    """``test``, skipped for the wazuh-db backend with the reason wazuh-db behaves otherwise."""
+    def skipped(self: Any) -> None:
+        test(self)
+    skipped.skip = f"wazuh-db backend: {reason}"  # type: ignore[attr-defined]
+    skipped.__doc__ = test.__doc__
+    return skipped
