@@ -15,6 +15,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.integration.harness import Cluster, NodeProcess
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.localapi.client import local_request
 from wazuhcluster.protocol.frames import Frame, FrameDecoder, command_field, encode_header
 from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, encode
 
@@ -100,3 +102,28 @@ class SendSyncProcessTests(TestCase):
         frame = await one_frame(w1, b"sendsync", {"daemon_name": "analysisd", "message": ""})
         self.assertEqual(frame.command, b"err")
         self.assertIn(b"unknown daemon 'analysisd'", frame.payload)
+
+
+class SendFileProcessTests(TestCase):
+    """``send_file`` from a worker's local client lands in the master's queue/cluster/<w>/."""
+
+    timeout = 60
+
+    async def test_send_file_to_master(self) -> None:
+        c = Cluster(self)
+        m, (w1,) = await c.start_cluster("w1")
+        await c.wait_log(w1, r"Successfully connected to master")
+        source = os.path.join(w1.home, "tmp-report.txt")
+        with open(source, "wb") as f:
+            f.write(b"report \x00\x01" * 1000)
+        answer = json.loads(await local_request(reactor, w1.socket_path, b"send_file",
+                                                f"{source} master".encode(),
+                                                final_timeout=20))
+        self.assertEqual(answer["message"], "File sent")
+        self.assertTrue(answer["path"].startswith("/queue/cluster/w1/send_file-"))
+        with open(m.home + answer["path"], "rb") as f:
+            self.assertEqual(f.read(), b"report \x00\x01" * 1000)
+        with self.assertRaises(ClusterError) as caught:  # no such file: refused at once
+            await local_request(reactor, w1.socket_path, b"send_file",
+                                f"{source}.missing master".encode(), final_timeout=5)
+        self.assertEqual(caught.exception.code, 3034)
