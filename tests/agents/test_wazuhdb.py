@@ -19,7 +19,7 @@ from tests.agents.wdb_standin import loopback_database
 from tests.support import node_config, short_tempdir
 from wazuhcluster.agents.backend import agent_db_settings, make_agent_backend
 from wazuhcluster.agents.db import Keepalive
-from wazuhcluster.agents.keys import KeyEntry
+from wazuhcluster.agents.keys import KeyEntry, format_client_keys
 from wazuhcluster.agents.payloads import decode_agent_info_string, encode_agent_info_rows_string
 from wazuhcluster.agents.schema import WDB_MAX_RESPONSE_SIZE
 from wazuhcluster.agents.threaded import ThreadedAgentDatabase
@@ -27,6 +27,7 @@ from wazuhcluster.agents.wazuhdb import (
     WazuhDbAgentDatabase,
     WazuhDbError,
     WdbProtocol,
+    bind_select,
     sql_literal,
 )
 from wazuhcluster.errors import ConfigError
@@ -255,3 +256,56 @@ class SettingsTests(SynchronousTestCase):
             self.assertIn(key, str(caught.exception))
 
 
+
+
+class DapiOperationTests(_Case):
+    """select, delete_agents and delete_groups over wazuh-db."""
+
+    def test_bind_select(self) -> None:
+        self.assertEqual(bind_select("SELECT * FROM agent WHERE name = ? AND id > ? AND x = '?'",
+                                     ("a'b", 3)),
+                         "SELECT * FROM agent WHERE name = 'a''b' AND id > 3 AND x = '?'")
+        self.assertEqual(bind_select("SELECT ? ;  ", (1.5,)), "SELECT 1.5")
+        for sql, params in (("DELETE FROM agent", ()), ("SELECT 1; DELETE FROM agent", ()),
+                            ("SELECT ?", ()), ("SELECT 1", (1,)), ("SELECT 'x", ()),
+                            ("SELECT ?", ([1],)), ("SELECT ?", (float("nan"),)),
+                            ("  select 1 from agent; drop table agent", ())):
+            self.assertRaises(ValueError, bind_select, sql, params)
+
+    def test_select_pages_when_too_big(self) -> None:
+        db = self.make(agents=1000)
+        db.standin._conn.execute("UPDATE agent SET name = 'n' || id || ?", ("y" * 100,))
+        rows = self.result(db.select("SELECT id, name FROM agent WHERE id > ? ORDER BY id", (0,)))
+        self.assertEqual([r["id"] for r in rows], list(range(1, 1001)))
+        paged = [c for c in db.backend.commands if ") LIMIT " in c]
+        self.assertGreater(len(paged), 1)  # the whole answer was too big for wazuh-db
+
+    def test_select_error_is_wazuh_db_error(self) -> None:
+        db = self.make()
+        self.failureResultOf(db.select("SELECT nope FROM agent"), WazuhDbError)
+
+    def test_delete_agents(self) -> None:
+        db = self.make(agents=3)
+        home = short_tempdir(self)
+        keys = f"{home}/client.keys"
+        with open(keys, "w") as f:
+            f.write(format_client_keys([KeyEntry(i, f"agent{i}", "any", f"{i:064x}")
+                                        for i in (1, 2, 3)]))
+        self.result(db.set_agent_groups([(1, ["web"]), (2, ["web"])]))
+        self.assertEqual(self.result(db.delete_agents([1, 0, 9], keys, purge=False)), [1])
+        with open(keys) as f:
+            self.assertTrue(f.readline().startswith("001 !agent1 "))
+        self.assertIsNone(db.standin.agent_row(1))
+        self.assertIsNotNone(db.standin.agent_row(0))
+        self.assertIn("global delete-agent 1", db.backend.commands)
+
+    def test_delete_groups(self) -> None:
+        db = self.make(agents=3)
+        self.result(db.set_agent_groups([(1, ["web"]), (2, ["web", "db"])]))
+        removed = self.result(db.delete_groups(["web", "missing"], "synced"))
+        self.assertEqual(removed, {"web": [1, 2]})
+        self.assertIn("global delete-group web", db.backend.commands)
+        agents = db.standin.list_agents()
+        self.assertEqual((agents[1].groups, agents[2].groups), (("default",), ("db",)))
+        self.assertEqual(db.standin.agent_row(1)["group_sync_status"], "synced")
+        self.assertEqual(db.standin.list_groups(), ["db", "default"])

@@ -125,6 +125,10 @@ class StandInBackend:
         self.db._conn.execute("DELETE FROM agent WHERE id = ?", (int(args),))
         return "ok"
 
+    def _delete_group(self, args: str) -> str:
+        self.db.delete_groups([args.strip()], "syncreq")
+        return "ok"
+
     def _sql(self, args: str) -> str:
         cursor = self.db._conn.execute(args)
         names = [d[0] for d in cursor.description or ()]

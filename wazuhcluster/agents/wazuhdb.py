@@ -240,7 +240,7 @@ class WazuhDbAgentDatabase(Service):
             if answer.status == "ok":
                 return payloads
 
-    async def select(self, sql: str) -> list[dict[str, Any]]:
+    async def _sql_rows(self, sql: str) -> list[dict[str, Any]]:
         """One ``global sql`` read (small results only)."""
         answer = await self.query(f"global sql {sql}")
         return _rows(answer.payload)
@@ -255,7 +255,7 @@ class WazuhDbAgentDatabase(Service):
             sql = (f"SELECT {columns} FROM agent WHERE id > {after}{condition}"
                    f" ORDER BY id LIMIT {page}")
             try:
-                batch = await self.select(sql)
+                batch = await self._sql_rows(sql)
             except WazuhDbError:
                 if page <= 1:
                     raise
@@ -281,7 +281,7 @@ class WazuhDbAgentDatabase(Service):
         unique = sorted({int(i) for i in ids})
         for start in range(0, len(unique), SQL_PAGE):
             part = ",".join(str(i) for i in unique[start:start + SQL_PAGE])
-            known.update(int(r["id"]) for r in await self.select(
+            known.update(int(r["id"]) for r in await self._sql_rows(
                 f"SELECT id FROM agent WHERE id IN ({part})"))
         return known
 
@@ -393,7 +393,7 @@ class WazuhDbAgentDatabase(Service):
         names: list[str] = []
         after = ""
         while True:
-            batch = await self.select(
+            batch = await self._sql_rows(
                 f"SELECT name FROM `group` WHERE name > {sql_literal(after)} ORDER BY name"
                 f" LIMIT {SQL_PAGE}")
             names.extend(str(r["name"]) for r in batch)
@@ -450,7 +450,7 @@ class WazuhDbAgentDatabase(Service):
         found: set[int] = set()
         for start in range(0, len(ids), SQL_PAGE):
             part = ",".join(str(i) for i in ids[start:start + SQL_PAGE])
-            found.update(int(r["id_agent"]) for r in await self.select(
+            found.update(int(r["id_agent"]) for r in await self._sql_rows(
                 f"SELECT DISTINCT id_agent FROM belongs WHERE id_agent IN ({part})"))
         return found
 
@@ -626,11 +626,90 @@ class WazuhDbAgentDatabase(Service):
         return self._op(self._count_active)
 
     async def _count_active(self) -> dict[str, int]:
-        rows = await self.select(
+        rows = await self._sql_rows(
             "SELECT node_name, COUNT(*) AS n FROM agent WHERE id > 0 AND"
             " connection_status = 'active' GROUP BY node_name")
         return {(r["node_name"] if r.get("node_name") is not None else "unknown"): int(r["n"])
                 for r in rows}
+
+
+    # -- DAPI operations ------------------------------------------------------------------
+    def select(self, sql: str, params: Sequence[str | int | float | None] = ()
+               ) -> Deferred[list[dict[str, Any]]]:
+        """One read-only SELECT through ``global sql`` (parameters bound as literals, since
+        wazuh-db takes none); an answer too big for wazuh-db is read again in pages."""
+        text = bind_select(sql, params)
+        return self._op(self._select_any, text)
+
+    async def _select_any(self, sql: str) -> list[dict[str, Any]]:
+        try:
+            return await self._select_once(sql)
+        except WazuhDbError as e:
+            if not _too_big(e):
+                raise
+        rows: list[dict[str, Any]] = []
+        page, offset = SQL_PAGE, 0
+        while True:
+            try:
+                batch = await self._select_once(
+                    f"SELECT * FROM ({sql}) LIMIT {page} OFFSET {offset}")
+            except WazuhDbError as e:
+                if page <= 1 or not _too_big(e):
+                    raise
+                page //= 2
+                continue
+            rows.extend(batch)
+            offset += len(batch)
+            if len(batch) < page:
+                return rows
+
+    async def _select_once(self, sql: str) -> list[dict[str, Any]]:
+        answer = await self.query(f"global sql {sql}")
+        return _rows(answer.payload)
+
+    def delete_agents(self, agent_ids: Sequence[int], keys_path: str | None = None,
+                      purge: bool = True) -> Deferred[list[int]]:
+        """client.keys first (rewritten off the reactor), then ``global delete-agent <id>``."""
+        ids = sorted({int(i) for i in agent_ids if int(i) > 0})
+        return self._op(self._delete_agents, ids, keys_path, purge)
+
+    async def _delete_agents(self, ids: list[int], keys_path: str | None,
+                             purge: bool) -> list[int]:
+        if not ids:
+            return []
+        if keys_path is not None:
+            await self._run(_rewrite_keys_if_present, keys_path, set(ids), purge)
+        existing = sorted(await self._known_ids(ids))
+        for agent_id in existing:
+            await self.query(f"global delete-agent {agent_id}")
+        return existing
+
+    def delete_groups(self, names: Sequence[str], sync_status: str = "syncreq"
+                      ) -> Deferred[dict[str, list[int]]]:
+        """``global delete-group <name>`` for each existing group; fires with its members."""
+        if sync_status not in ("synced", "syncreq"):
+            raise ValueError(f"invalid sync_status {sync_status!r}")
+        for name in names:
+            check_group_name(name)
+        return self._op(self._delete_groups, list(dict.fromkeys(names)), sync_status)
+
+    async def _delete_groups(self, names: list[str],
+                             sync_status: str) -> dict[str, list[int]]:
+        existing = set(await self._list_groups())
+        removed: dict[str, list[int]] = {}
+        for name in names:
+            if name not in existing:
+                continue
+            members = sorted(int(r["id_agent"]) for r in await self._select_any(
+                "SELECT b.id_agent FROM belongs b JOIN `group` g ON g.id = b.id_group"
+                f" WHERE g.name = {sql_literal(name)}"))
+            await self.query(f"global delete-group {name}")
+            if members:
+                part = ",".join(map(str, members))
+                await self.query(f"global sql UPDATE agent SET group_sync_status ="
+                                 f" {sql_literal(sync_status)} WHERE id IN ({part})")
+            removed[name] = members
+        return removed
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -721,3 +800,67 @@ def _read_keys_if_present(path: str) -> list[_keys.KeyEntry] | None:
     if not os.path.exists(path):
         return None
     return _keys.read_client_keys(path)
+
+
+def _too_big(error: WazuhDbError) -> bool:
+    """wazuh-db refused an answer that does not fit its response buffer."""
+    text = str(error).lower()
+    return "too big" in text or "too long" in text
+
+
+def _rewrite_keys_if_present(path: str, ids: set[int], purge: bool) -> None:
+    import os
+
+    from wazuhcluster.agents.db import _rewrite_client_keys
+
+    if os.path.exists(path):
+        _rewrite_client_keys(path, ids, purge)
+
+
+def bind_select(sql: str, params: Sequence[str | int | float | None]) -> str:
+    """``sql`` with its ``?`` parameters replaced by SQL literals, for ``global sql``.
+
+    :raises ValueError: not a single SELECT statement, a parameter count that does not match,
+        or a parameter without a safe literal.
+    """
+    if not isinstance(sql, str) or sql.lstrip()[:6].upper() != "SELECT":
+        raise ValueError("only SELECT statements are allowed")
+    values = list(params)
+    out: list[str] = []
+    quote: str | None = None
+    used = 0
+    closing = {"'": "'", '"': '"', "`": "`", "[": "]"}
+    for i, ch in enumerate(sql):
+        if quote is not None:
+            out.append(ch)
+            if ch == closing[quote]:
+                quote = None
+            continue
+        if ch in closing:
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            if used >= len(values):
+                raise ValueError("more ? placeholders than parameters")
+            out.append(_param_literal(values[used]))
+            used += 1
+        elif ch == ";":
+            if sql[i + 1:].strip():
+                raise ValueError("only one statement is allowed")
+        elif ch == "\x00":
+            raise ValueError("NUL byte in statement")
+        else:
+            out.append(ch)
+    if quote is not None:
+        raise ValueError("unterminated quoted text")
+    if used != len(values):
+        raise ValueError("more parameters than ? placeholders")
+    return "".join(out).strip()
+
+
+def _param_literal(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("no SQL literal for a non-finite number")
+        return repr(value)
+    return sql_literal(value)
