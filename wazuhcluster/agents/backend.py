@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.application.service import Service
 
-from wazuhcluster.agents.db import database_path
+from wazuhcluster.agents.db import database_path, refuse_next_to_live_wazuh_db
 from wazuhcluster.agents.threaded import make_agent_database
 from wazuhcluster.agents.wazuhdb import WazuhDbAgentDatabase, unix_connector
 from wazuhcluster.errors import ConfigError
@@ -47,4 +47,5 @@ def make_agent_backend(config: Any, reactor: Any, run: Any) -> Service:
                                        timeout=values["timeout"])
         service.setName("agent-db")
         return service
+    refuse_next_to_live_wazuh_db(config.home)  # embedded beside a running wazuh-db: refused
     return make_agent_database(reactor, database_path(config.home))
