@@ -16,13 +16,14 @@ real Unix socket for real-process tests.
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from wazuhcluster.agents.db import GROUPS_SET_ERROR, AgentDatabase, database_path
+from wazuhcluster.agents.db import GROUPS_SET_ERROR, AgentDatabase
 from wazuhcluster.agents.schema import WDB_MAX_RESPONSE_SIZE
 from wazuhcluster.agents.wazuhdb import WazuhDbAgentDatabase, WdbProtocol
 from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, encode
@@ -215,7 +216,7 @@ def loopback_database(clock: Any, home: str) -> WazuhDbAgentDatabase:
     ``.standin`` is the stand-in's own global.db (tests inspect it), ``.backend`` its
     interpreter (``.backend.commands`` lists what was sent).
     """
-    db = AgentDatabase(database_path(home), int(clock.seconds()))
+    db = AgentDatabase(os.path.join(home, "queue", "db", "global.db"), int(clock.seconds()))
     backend = StandInBackend(db, clock)
 
     async def connect() -> WdbProtocol:

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.agents.wdb_standin import StandInBackend, StandInFactory
 from tests.integration.harness import Cluster, NodeProcess
-from wazuhcluster.agents.db import AgentDatabase, Keepalive
+from wazuhcluster.agents.db import AgentDatabase, Keepalive, database_path
 from wazuhcluster.agents.keys import KeyEntry, format_client_keys
 
 TUNABLES: dict[str, Any] = {
@@ -91,6 +91,7 @@ class DropInProcessTests(TestCase):
                       'true, "get_global_hash": true}', mwdb.commands)
         self.assertTrue(any(cmd.startswith('global set-agent-groups {"mode": "override"')
                             for cmd in wwdb.commands))
-        for node in (master, worker):  # the node never created a database of its own
+        for node in (master, worker):  # the node opened no database file of its own
+            self.assertFalse(os.path.exists(database_path(node.home)))
             self.assertFalse(os.path.exists(os.path.join(node.home, "queue", "db",
                                                          "global.db")))
