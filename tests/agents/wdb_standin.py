@@ -4,8 +4,8 @@
 ``global`` commands wazuhcluster sends, the way wazuh-db 4.7.5 answers them: ``ok``/``due``/
 ``err`` answers, ``sync-agent-info-get`` marking rows synced as it reads them and paging by
 repetition, ``set-agent-groups`` refusing groups that do not exist, ``global sql`` rows as JSON
-objects with NULL columns left out and cut at wazuh-db's 64 KiB output buffer. Its data lives in its own
-SQLite file with wazuh-db's global.db schema (``wazuhcluster.agents.db.AgentDatabase``, whose
+objects with NULL columns left out and cut at wazuh-db's 64 KiB output buffer. Its data
+lives in its own SQLite file with wazuh-db's global.db schema (``wazuhcluster.agents.db.AgentDatabase``, whose
 schema is that of a 4.7.5 global.db).
 
 ``loopback_database`` connects a WazuhDbAgentDatabase to a stand-in in memory (answers are

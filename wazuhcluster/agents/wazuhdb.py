@@ -16,7 +16,8 @@ persistent connection to ``queue/db/wdb`` (4-byte little-endian length + text; a
 * other wazuh-db global commands where one exists (``insert-agent``, ``insert-agent-group``,
   ``update-agent-name``, ``delete-agent``);
 * ``global sql <SELECT>`` for reads, paged by agent id so that no answer exceeds wazuh-db's
-  64 KiB output buffer (a result that does not fit arrives cut; the page is then halved), and ``global sql UPDATE`` for the few writes wazuh-db has no command
+  64 KiB output buffer (a result that does not fit arrives cut; the page is then
+  halved), and ``global sql UPDATE`` for the few writes wazuh-db has no command
   for (keepalive fields recorded through the local API, a changed key).
 
 Differences from the embedded database, all inherited from wazuh-db:
