@@ -5,8 +5,8 @@
 ``err`` answers, ``sync-agent-info-get`` marking rows synced as it reads them and paging by
 repetition, ``set-agent-groups`` refusing groups that do not exist, ``global sql`` rows as JSON
 objects with NULL columns left out and cut at wazuh-db's 64 KiB output buffer. Its data
-lives in its own SQLite file with wazuh-db's global.db schema (``wazuhcluster.agents.db.AgentDatabase``, whose
-schema is that of a 4.7.5 global.db).
+lives in its own SQLite file with wazuh-db's global.db schema
+(``wazuhcluster.agents.db.AgentDatabase``, whose schema is that of a 4.7.5 global.db).
 
 ``loopback_database`` connects a WazuhDbAgentDatabase to a stand-in in memory (answers are
 delivered synchronously, so Clock-driven tests stay synchronous); ``StandInFactory`` serves a
