@@ -10,6 +10,7 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.python.lockfile import FilesystemLock
 
+from wazuhcluster.api.plug import add_api
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.config import ClusterConfig, Role
 from wazuhcluster.interfaces import IBlockingRunner
@@ -85,7 +86,8 @@ def _lock_owner(lock: FilesystemLock) -> str:
 def make_node_service(config: ClusterConfig, reactor: Any, *,
                       runner: IBlockingRunner | None = None,
                       log_to_file: bool = True) -> MultiService:
-    """Build the whole tree for one node: log, pool, role node, local API (in that order)."""
+    """Build the whole tree for one node: log, pool, role node, local API, REST API (in that
+    order)."""
     root = MultiService()
     root.setName("wazuhcluster")
     if log_to_file:
@@ -100,4 +102,5 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
     node.setServiceParent(root)
     LocalSocketService(reactor, config.local_socket_path,
                        LocalAPIFactory(node)).setServiceParent(root)
+    add_api(config, node, reactor, root)  # the REST API (service "api"), last
     return root

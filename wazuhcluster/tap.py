@@ -55,5 +55,8 @@ def makeService(options: Options) -> IService:
         raise SystemExit(0) from None
     from wazuhcluster.node import make_node_service
 
-    service: Any = make_node_service(config, reactor)
+    try:
+        service: Any = make_node_service(config, reactor)
+    except ConfigError as e:
+        raise SystemExit(f"wazuhcluster: configuration error: {e}") from None
     return service  # type: ignore[no-any-return]

@@ -1,0 +1,31 @@
+"""How the REST API joins a node's service tree (called by wazuhcluster.node)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+
+from wazuhcluster.api.config import load_api_config
+from wazuhcluster.api.functions import register_functions
+from wazuhcluster.api.service import APIService
+from wazuhcluster.config import ClusterConfig
+from wazuhcluster.settings import section
+
+
+def add_api(config: ClusterConfig, node: Any, reactor: Any, root: MultiService) -> None:
+    """Register the API's DAPI functions on ``node`` and, unless ``api.enabled`` is false in
+    ``etc/wazuhcluster.yaml``, add the ``api`` service under ``root``.
+
+    :raises ConfigError: a bad api.yaml or settings section (one line).
+    """
+    if getattr(node, "dapi", None) is not None:
+        register_functions(node.dapi)
+    settings = section(config.settings, "api", {"enabled": True})
+    if not isinstance(settings["enabled"], bool):
+        from wazuhcluster.errors import ConfigError
+
+        raise ConfigError("etc/wazuhcluster.yaml: api.enabled must be true or false")
+    api_config = load_api_config(config.home)  # checked even when disabled
+    if settings["enabled"]:
+        APIService(api_config, reactor, node).setServiceParent(root)
