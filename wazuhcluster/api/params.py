@@ -16,7 +16,7 @@ NAMES = re.compile(r"^[\w\-.%]+$", re.ASCII)
 FILENAME = re.compile(r"^[\w\-.]{1,255}$", re.ASCII)
 PATHS = re.compile(r"^[\w\-./]+$", re.ASCII)
 SEARCH = re.compile(r"^[^;|&^*>]+$")
-SORT = re.compile(r"^[-+]?[\w.\-]+(,[\w.\-]+)*$")
+SORT = re.compile(r"^\s?[-+]?[\w.\-]+(,[\w.\-]+)*$")  # a "+" sent unencoded reads " "
 SELECT = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
 TIMEFRAME = re.compile(r"^\d+[dhms]?$")
 NODE_NAME = re.compile(r"^[\w\-.]+$")
@@ -70,8 +70,9 @@ def _one(p: Param, raw: str) -> Any:
     if p.kind == "array":
         items = raw.split(",")
         for item in items:
-            if p.pattern is not None and not p.pattern.match(item) and not (
-                    p.choices and item in p.choices):
+            allowed = bool(p.choices) and item in p.choices or (
+                p.pattern is not None and p.pattern.match(item) is not None)
+            if (p.choices or p.pattern is not None) and not allowed:
                 raise bad_request(f"{item!r} does not match the format of {where}")
         return items
     if p.choices and raw not in p.choices:
@@ -111,6 +112,7 @@ def parse_sort(sort: str | None) -> dict[str, Any] | None:
     """``-a,b`` -> ``{"fields": ["a", "b"], "order": "desc"}`` (Wazuh's form)."""
     if sort is None:
         return None
+    sort = sort.strip()
     fields = sort[1:] if sort[0] in "+-" else sort
     return {"fields": fields.split(","), "order": "desc" if sort[0] == "-" else "asc"}
 

@@ -136,7 +136,7 @@ class APIResource(Resource):
         start = self._clock.seconds()
         method = request.method.decode("ascii", "replace")
         split = urlsplit(request.uri.decode("utf-8", "replace"))
-        path = unquote(split.path) or "/"
+        path = split.path or "/"  # matched raw; path values are unquoted after matching
         if len(path) > 1:
             path = path.rstrip("/")
         query = parse_qs(split.query, keep_blank_values=True)
@@ -251,7 +251,7 @@ class APIResource(Resource):
                     role: str) -> E.Reply:
         args = parse_query(ep.params, query)
         for name, raw in raw_path.items():
-            args[name] = path_value(name, raw, ep.path_params.get(name, NAMES))
+            args[name] = path_value(name, unquote(raw), ep.path_params.get(name, NAMES))
         wait = bool(args.get("wait_for_complete"))
 
         async def dapi(function: str, f_kwargs: dict[str, Any], request_type: str, *,
@@ -359,13 +359,15 @@ class APIService(Service):
 
     name = "api"
 
-    def __init__(self, config: APIConfig, reactor: Any, node: Any) -> None:
+    def __init__(self, config: APIConfig, reactor: Any, node: Any,
+                 clock: IReactorTime | None = None) -> None:
         self.config = config
         self._reactor = reactor
         self._node = node
         self._codec: TokenCodec | None = None
         self._log = APILogFile(config.log_path)
-        self.resource = APIResource(config, reactor, lambda: getattr(node, "dapi", None),
+        self.resource = APIResource(config, clock or reactor,
+                                    lambda: getattr(node, "dapi", None),
                                     lambda: self._codec, self._log)
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
