@@ -416,7 +416,11 @@ class EndpointTests(_Base):
         400 before any function runs; unknown paths 404; wrong methods 405."""
         c = await self.start()
         token = await c.login()
-        before = len(self.api.dapi.calls)
+        def framework_calls() -> list[str]:
+            return [x["function"] for x in self.api.dapi.calls
+                    if x["function"].startswith("wazuh.") and "security" not in x["function"]
+                    and "rbac" not in x["function"]]
+
         for path in ("/agents?bogus=1", "/agents?limit=0", "/agents?limit=abc",
                      "/agents?limit=100001", "/agents?offset=-1", "/agents?agents_list=1",
                      "/agents?status=sleeping", "/agents?q=status", "/agents?pretty=maybe",
@@ -430,7 +434,7 @@ class EndpointTests(_Base):
         self.assertIn("agents_list", r.body["detail"])
         r = await c.request("PUT", "/agents/group?agents_list=001", token=token)
         self.assertEqual(r.status, 400)
-        self.assertEqual(len(self.api.dapi.calls), before)
+        self.assertEqual(framework_calls(), [])
         r = await c.request("GET", "/nothing/here", token=token, check=False)
         self.assertEqual(r.status, 404)
         self.assertEqual(json.loads(r.raw)["title"], "Not Found")
