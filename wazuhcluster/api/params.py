@@ -21,7 +21,7 @@ SELECT = re.compile(r"^[\w.\-]+(,[\w.\-]+)*$")
 TIMEFRAME = re.compile(r"^\d+[dhms]?$")
 NODE_NAME = re.compile(r"^[\w\-.]+$")
 #: q: ``field op value`` terms joined by ``;`` (and) or ``,`` (or); ops ``= != < > ~``.
-_TERM = r"[\w.\-]+(?:=|!=|<|>|~)[^;,]*"
+_TERM = r"[\w.\-]+(?:=|!=|<|>|~)[^;,()=<>!~|&]*"
 QUERY = re.compile(rf"^\(?{_TERM}\)?(?:[;,]\(?{_TERM}\)?)*$")
 
 
@@ -70,7 +70,7 @@ def _one(p: Param, raw: str) -> Any:
     if p.kind == "array":
         items = raw.split(",")
         for item in items:
-            allowed = bool(p.choices) and item in p.choices or (
+            allowed = (bool(p.choices) and item in p.choices) or (
                 p.pattern is not None and p.pattern.match(item) is not None)
             if (p.choices or p.pattern is not None) and not allowed:
                 raise bad_request(f"{item!r} does not match the format of {where}")
