@@ -33,8 +33,20 @@ ERRORS: dict[int, str | tuple[str, str]] = {
            "Please, check if path to file/directory is correct and `wazuh` has the appropriate "
            "permissions"),
     1017: 'Some Wazuh daemons are not ready yet in node "{node_name}" ({not_ready_daemons})',
+    1019: "Error trying to create backup file",
     1112: ("Empty files are not supported", "Please, provide another file"),
     1113: ("XML syntax error", "Please, ensure file content has correct XML"),
+    1209: ("Invalid relative directory. A 'rule_dir' tag must be declared in ossec.conf ruleset "
+           "section.",
+           f"Please, visit the official documentation ({_DOCS}/user-manual/reference/ossec-conf/"
+           "ruleset.html) to get more information about the rules"),
+    1210: ("Uploading, updating or deleting default rules is not allowed.",
+           f"Please, visit the official documentation ({_DOCS}/user-manual/ruleset/index.html) "
+           "to get more information about the rules"),
+    1211: ("Invalid relative directory. A 'rule_dir' tag is declared in ossec.conf ruleset "
+           "section, but the directory does not exist.",
+           f"Please, visit the official documentation({_DOCS}/user-manual/reference/ossec-conf/"
+           "ruleset.html) to get more information about the rules"),
     1400: "Invalid offset",
     1401: "Invalid limit",
     1402: ("Invalid sort_ascending field",
@@ -47,17 +59,29 @@ ERRORS: dict[int, str | tuple[str, str]] = {
     1408: "Field does not exist.",
     1409: "Invalid query operator",
     1410: "Selecting more than one field in distinct mode",
+    1411: "TimeFrame is not valid",
     1412: "Date filter not valid. Valid formats are YYYY-MM-DD HH:mm:ss, YYYY-MM-DDTHH:mm:ssZ "
           "or YYYY-MM-DD",
-    1413: ("Error reading rules file", ""),
+    1413: "Error reading rules file",
     1414: ("Error reading rules file",
            "Please, make sure you have read permissions over the file"),
     1415: ("Rules file not found", "Please, use GET /rules/files to list all available rules"),
-    1501: ("Error reading decoders file", ""),
+    1501: "Error reading decoders file",
     1502: ("Error reading decoders file",
            "Please, make sure you have read permissions on the file"),
     1503: ("Decoders file not found",
            "Please, use GET /decoders/files to list all available decoders"),
+    1505: ("Invalid relative directory. A 'decoder_dir' tag must be declared in ossec.conf "
+           "ruleset section.",
+           f"Please, visit the official documentation({_DOCS}/user-manual/reference/ossec-conf/"
+           "ruleset.html) to get more information about the decoders"),
+    1506: ("Uploading, updating or deleting default decoders is not allowed.",
+           f"Please, visit the official documentation({_DOCS}/user-manual/ruleset/index.html) "
+           "to get more information about the decoders"),
+    1507: ("Invalid relative directory. A 'decoder_dir' tag is declared in ossec.conf ruleset "
+           "section, but the directory does not exist.",
+           f"Please, visit the official documentation({_DOCS}/user-manual/reference/ossec-conf/"
+           "ruleset.html) to get more information about the decoders"),
     1701: ("Agent does not exist",
            "Please, use `GET /agents?select=id,name` to find all available agents"),
     1703: ("Action not available for Manager (agent 000)",
@@ -73,15 +97,20 @@ ERRORS: dict[int, str | tuple[str, str]] = {
            "Please, use another group ID"),
     1722: ("Incorrect format for group_id",
            "Characters supported  a-z, A-Z, 0-9, ., _ and -. Max length is 255"),
+    1723: "Hash algorithm not available",
     1724: ("Not a valid select field", "Please, use only allowed select fields"),
     1728: ("Invalid node type",
            "Valid types are `master` and `worker`. Please, visit "
            f"{_DOCS}/user-manual/configuring-cluster/index.html to get more information about "
            "cluster configuration"),
+    1726: ("Wazuh authd is not running",
+           "Please enable authd or check if there is any error"),
     1730: ("Node does not exist",
            "Make sure the name is correct and that the node is up. You can check it using "
            f"`cluster_control -l` ({_DOCS}/user-manual/reference/tools/cluster_control.html"
            "#get-connected-nodes)"),
+    1731: ("Agent is not eligible for the action to be performed",
+           "Please, make sure the agent meets the requirements."),
     1734: ("Error removing agent from group",
            "Agent does not belong to specified group, to assign the agent to a group follow: "
            f"{_DOCS}/user-manual/agents/grouping-agents.html"),
@@ -90,8 +119,9 @@ ERRORS: dict[int, str | tuple[str, str]] = {
     1745: "Agent only belongs to 'default' and it cannot be unassigned from this group.",
     1751: ("Could not assign agent to group",
            "Agent already belongs to specified group, please select another agent"),
+    1752: "Could not force single group for the agent",
     1757: ("Error deleting an agent", "Please check all data fields and try again"),
-    1800: ("Bad format in CDB list {path}", ""),
+    1800: "Bad format in CDB list {path}",
     1801: ("Wrong 'path' parameter", "Please, provide a correct path"),
     1802: ("Lists file not found",
            "Please, use `GET /lists/files` to find all available lists"),
@@ -100,7 +130,7 @@ ERRORS: dict[int, str | tuple[str, str]] = {
     1804: ("Error reading lists file", "Please, make sure you provide a correct filepath"),
     1805: ("File with the same name already exists in a subdirectory.",
            "Please, make sure to use a name which is not repeated. "),
-    1806: ("Error trying to create CDB list file.", ""),
+    1806: "Error trying to create CDB list file.",
     1905: ("File could not be updated, it already exists",
            "Please, provide a different file or set overwrite=True to overwrite actual file"),
     1906: ("File does not exist",
