@@ -17,9 +17,10 @@ from wazuhcluster.interfaces import IDistributedAPI
 class FakeNode:
     """What the API and DAPI functions use of a role node: config, run and dapi."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, agent_db: Any = None, clock: Any = None) -> None:
         self.config = config
-        self.agent_db = None
+        self.agent_db = agent_db
+        self.clock = clock
         self.dapi: FakeDAPI | None = None
 
     def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:

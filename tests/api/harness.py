@@ -90,10 +90,10 @@ class APIHarness:
     (readonly)."""
 
     def __init__(self, testcase: Any, reactor: Any, base: str, *, https: bool = True,
-                 **overrides: Any) -> None:
+                 env: Any = None, **overrides: Any) -> None:
         self.reactor = reactor
         self.clock = Clock()
-        cluster_config = node_config(base)
+        cluster_config = env.config if env is not None else node_config(base)
         self.home = cluster_config.home
         store = UserStore(self.home)
         store.add(*ADMIN, role="administrator")
@@ -101,7 +101,8 @@ class APIHarness:
         config: APIConfig = attrs.evolve(load_api_config(self.home), host="127.0.0.1", port=0,
                                          https=https, **overrides)
         self.config = config
-        self.node = FakeNode(cluster_config)
+        self.node = FakeNode(cluster_config, agent_db=getattr(env, "db", None),
+                             clock=getattr(env, "clock", None))
         self.dapi = FakeDAPI(self.node)
         self.node.dapi = self.dapi
         register_functions(self.dapi)

@@ -280,6 +280,8 @@ class APIResource(Resource):
                                  rbac_permissions={"rbac_mode": "white", "role": role},
                                  broadcasting=broadcasting,
                                  api_timeout=self._config.request_timeout)
+        if isinstance(result, str):  # raw file contents come back as a bare string
+            return {"message": result}
         rendered = result.render() if hasattr(result, "render") else result
         if not isinstance(rendered, dict):
             raise Problem(500, "Wazuh Internal Error",
