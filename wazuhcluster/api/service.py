@@ -127,7 +127,7 @@ class APIResource(Resource):
 
     def render(self, request: Request) -> Any:
         d = ensureDeferred(self._handle(request))
-        d.addErrback(lambda f: log.failure("API request failed", f))
+        d.addErrback(lambda f: log.failure("[API] [Main] Request failed", f))
         return NOT_DONE_YET
 
     # -- the request pipeline --------------------------------------------------------------
@@ -152,7 +152,8 @@ class APIResource(Resource):
             if not self.limiter.allow():
                 raise problems.TOO_MANY_REQUESTS
             if self.logins.is_blocked(address):
-                log.warn("IP blocked due to exceeded number of logins attempts: {address}",
+                log.warn("[API] [Security] IP blocked due to exceeded number of logins attempts: "
+                         "{address}",
                          address=address)
                 raise problems.LOGIN_BLOCKED
             if request.content.overflow:  # type: ignore[union-attr]
@@ -182,7 +183,7 @@ class APIResource(Resource):
             if problems.is_wazuh_exception(exc):
                 status, body = problems.wazuh_problem(exc)
             else:
-                log.failure("Unexpected error answering {method} {path}", Failure(),
+                log.failure("[API] [Main] Unexpected error answering {method} {path}", Failure(),
                             method=method, path=path)
                 status, body = 500, {"title": "Wazuh Internal Error",
                                      "detail": "Unexpected error: see the node's logs",
@@ -381,7 +382,7 @@ class APIService(Service):
         d.addErrback(self._failed)
 
     def _failed(self, failure: Failure) -> None:
-        log.failure("[API] could not start on {host}:{port}", failure,
+        log.failure("[API] [Main] Could not start on {host}:{port}", failure,
                     host=self.config.host, port=self.config.port)
         if not self.listening.called:
             self.listening.errback(failure)
@@ -391,6 +392,7 @@ class APIService(Service):
         self._codec = TokenCodec(private, public)
         site = Site(self.resource)
         site.displayTracebacks = False
+        site.log = lambda request: None  # type: ignore[method-assign]  # api.log has them
         max_body = self.config.max_upload_size
 
         class _Request(APIRequest):
@@ -401,7 +403,7 @@ class APIService(Service):
         if self.config.https:
             created = await self._node.run(ensure_certificate, self.config)
             if created:
-                log.info("[API] created a self-signed certificate {path}",
+                log.info("[API] [Main] Created a self-signed certificate {path}",
                          path=self.config.cert_path)
             options = await self._node.run(self._tls_options)
             endpoint: Any = SSL4ServerEndpoint(self._reactor, self.config.port, options,
@@ -412,7 +414,7 @@ class APIService(Service):
         if not self.running:
             return
         self.port = await endpoint.listen(site)
-        log.info("[API] listening on {scheme}://{host}:{port}",
+        log.info("[API] [Main] Listening on {scheme}://{host}:{port}",
                  scheme="https" if self.config.https else "http", host=self.config.host,
                  port=getattr(self.port.getHost(), "port", self.config.port))
         self.listening.callback(self.port)
