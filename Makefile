@@ -34,6 +34,8 @@ wheel-check: $(STAMP)
 	build/wheel-check/venv/bin/twistd --help | grep -q wazuhcluster
 	build/wheel-check/venv/bin/twistd wazuhcluster --help | grep -q -- --home
 	test -x build/wheel-check/venv/bin/wazuhcluster-control
+	test -x build/wheel-check/venv/bin/wazuhcluster-users
+	build/wheel-check/venv/bin/python -c "from wazuhcluster.api.service import SPEC_PATH; assert open(SPEC_PATH).read().startswith('openapi')"
 	build/wheel-check/venv/bin/python -c "from wazuhcluster.config import default_cluster_json as d; assert d()['files']"
 	@echo "wheel-check: twistd wazuhcluster and console scripts work from a fresh venv"
 

@@ -188,10 +188,10 @@ async def get_healthcheck(c: Call) -> Reply:
           "distributed_master", (NODES_LIST,))
 async def get_nodes_ruleset_sync_status(c: Call) -> Reply:
     master = await c.dapi("wazuh.cluster.get_node_ruleset_integrity", {}, "local_master")
+    hashes = master.get("data", {k: v for k, v in master.items() if k != "error"})
     nodes = c.args["nodes_list"] or "*"
     return await _run(c, "wazuh.cluster.get_ruleset_sync_status", "distributed_master",
-                      {"node_list": nodes, "master_md5": master.get("data", master)},
-                      broadcasting=nodes == "*")
+                      {"node_list": nodes, "master_md5": hashes}, broadcasting=nodes == "*")
 
 
 @endpoint("GET", "/cluster/{node_id}/status", "wazuh.manager.get_status", "distributed_master",
