@@ -71,6 +71,14 @@ class Overview(Fixture):
                             filters={"status": ["active", "never_connected"]}, select=["id"])
         self.assertEqual([i["id"] for i in out["items"]], ["000", "001", "002", "003", "006"])
 
+    def test_cluster_control_filter_form(self) -> None:
+        out = self.env.call(get_agents_overview, limit=None, select=["id"], filters={
+            "status": "disconnected,never_connected", "node_name": "all"})
+        self.assertEqual([i["id"] for i in out["items"]], ["004", "005", "006"])
+        out = self.env.call(get_agents_overview, limit=None, select=["id"], filters={
+            "status": "all", "node_name": "worker1"})
+        self.assertEqual([i["id"] for i in out["items"]], ["004", "005"])
+
     def test_count_only(self) -> None:
         self.assertEqual(self.env.call(get_agents_overview, get_data=False), {"totalItems": 7})
 

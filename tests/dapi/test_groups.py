@@ -142,8 +142,8 @@ class Assignment(Fixture):
                                agent_list=["001", "002"], replace=True, replace_list=["web"])
         self.assertEqual(result.affected_items, ["002"])
         self.assertEqual([e.code for e in result.failed_items], [1752])
-        self.assertEqual(result.all_msg,
-                         "All selected agents were assigned to db and removed from the other groups")
+        self.assertEqual(result.all_msg, "All selected agents were assigned to db and removed"
+                                         " from the other groups")
         self.assertEqual(self.groups_of(2), ["db"])
 
     def test_assign_unknown_group(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,6 +18,7 @@ from wazuhcluster.dapi.results import (
     WazuhResourceNotFound,
     WazuhResult,
     exception_from_dict,
+    json_default,
     merge_sorted,
     result_from_dict,
 )
@@ -219,6 +221,18 @@ class AffectedItemsTests(SynchronousTestCase):
         for change in ({"affected_items": 3}, {"failed_items_values": [[1]]},
                        {"total_affected_items": "x"}, {"dikt": []}):
             self.assertRaises(ValueError, AffectedItemsWazuhResult.from_dict, {**ok, **change})
+
+    def test_json_default(self) -> None:
+        r = _result([])
+        r.affected_items.append({"id": "001", "lastKeepAlive": datetime(2023, 11, 14, 22, 13, 20,
+                                                                        tzinfo=UTC)})
+        r.total_affected_items = 1
+        body = json.loads(json.dumps(r, default=json_default))
+        self.assertEqual(body["data"]["affected_items"][0]["lastKeepAlive"],
+                         "2023-11-14T22:13:20+00:00")
+        naive = datetime(2020, 1, 2)  # noqa: DTZ001 - a naive time is taken as UTC
+        self.assertEqual(json.dumps(naive, default=json_default), '"2020-01-02T00:00:00+00:00"')
+        self.assertRaises(TypeError, json.dumps, object(), default=json_default)
 
     def test_merge_sorted_descending_int_cast(self) -> None:
         out = merge_sorted([[{"v": "9"}, {"v": "3"}], [{"v": "10"}, {"v": "4"}]],

@@ -825,12 +825,12 @@ class AgentDatabase:
             cursor = conn.execute(sql, tuple(params))
             names = [d[0] for d in cursor.description or ()]
             rows = cursor.fetchall()
+        except sqlite3.ProgrammingError as exc:
+            raise ValueError(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
             if "not authorized" in str(exc) or "prohibited" in str(exc):
                 raise ValueError(f"statement refused: {exc}") from exc
             raise
-        except sqlite3.ProgrammingError as exc:
-            raise ValueError(str(exc)) from exc
         finally:
             conn.set_authorizer(None)
         return [{n: v for n, v in zip(names, row, strict=True) if v is not None}

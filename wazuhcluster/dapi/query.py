@@ -11,7 +11,8 @@ The parameters are those of the Wazuh API and framework (4.7.5):
   parentheses; operators ``=``, ``!=``, ``<``, ``>``, ``~`` (contains); the value ``null``
   means no value. Malformed -> 1407, unknown field -> 1408, bad operator -> 1409.
 * ``filters``: ``{field: value | [values]}``; values of one field are or-ed, fields and-ed;
-  ``all`` matches anything; ``older_than`` (a timeframe like ``7d``) selects agents whose
+  ``all`` matches anything, None is ignored, ``"a,b"`` lists alternatives for fields such as
+  ``status``/``node_name``; ``older_than`` (a timeframe like ``7d``) selects agents whose
   last keepalive (or registration, for never-connected agents) is older.
 * ``offset``/``limit``: ``limit`` 1..100000 (0 -> 1406, over the maximum -> 1405, None -> no
   limit); a negative offset -> 1400.
@@ -56,6 +57,10 @@ _HIDDEN_FIELDS = frozenset({"internal_key"})
 _DATE_FIELDS = frozenset({"dateAdd", "lastKeepAlive", "disconnection_time"})
 #: Fields that accept date/timeframe values in ``q`` and ``filters``.
 _DATE_FILTER_FIELDS = frozenset({"dateAdd", "lastKeepAlive"})
+
+#: Filters whose text value may list several values separated by commas.
+_COMMA_LIST_FILTERS = frozenset({"status", "node_name", "group", "name", "ip", "registerIP",
+                                 "group_config_status", "manager", "id"})
 
 _OPERATORS = ("!=", "=", "<", ">", "~")
 _SQL_OPERATORS = {"=": "=", "!=": "!=", "<": "<", ">": ">", "~": "LIKE"}
@@ -290,8 +295,12 @@ def filters_to_node(filters: Mapping[str, Any] | None) -> Node | None:
                                      Condition("status", "=", "never_connected"))))))
             continue
         values = value if isinstance(value, (list, tuple, set)) else [value]
-        alts: list[Node] = [Condition(name, "=", None if v == "null" or v is None else str(v))
-                            for v in values if v != "all"]
+        if name in _COMMA_LIST_FILTERS:
+            # ``cluster_control -a -fs active disconnected`` sends "active,disconnected".
+            values = [p for v in values for p in (v.split(",") if isinstance(v, str) else [v])]
+        # None is an unset filter (the API leaves them out); the text "null" means no value.
+        alts: list[Node] = [Condition(name, "=", None if v == "null" else str(v))
+                            for v in values if v is not None and v != "all"]
         if alts:
             parts.append(alts[0] if len(alts) == 1 else Junction("or", tuple(alts)))
     if not parts:
@@ -414,6 +423,38 @@ def check_sort(sort: Sequence[tuple[str, bool]] | None, allowed: Iterable[str]) 
                                              f"Fields: {', '.join(wrong)}")
 
 
+#: Above this many id ranges, an id list travels as one JSON parameter.
+_MAX_ID_RANGES = 200
+
+
+def id_condition(agent_ids: Iterable[Any], params: list[Any], column: str = "id") -> str:
+    """SQL restricting ``column`` to ``agent_ids`` (text or numbers; others ignored), with
+    its parameters appended to ``params``. Runs of consecutive ids become ``BETWEEN`` ranges;
+    a list too scattered for that travels as one JSON array (``json_each``), so the number of
+    SQL variables stays small whatever the list size."""
+    numeric = sorted({int(a) for a in agent_ids if str(a).isdigit()})
+    if not numeric:
+        return "(0)"
+    ranges: list[list[int]] = []
+    for value in numeric:
+        if ranges and value == ranges[-1][1] + 1:
+            ranges[-1][1] = value
+        else:
+            ranges.append([value, value])
+    if len(ranges) > _MAX_ID_RANGES:
+        params.append("[" + ",".join(map(str, numeric)) + "]")
+        return f"({column} IN (SELECT value FROM json_each(?)))"
+    parts = []
+    for low, high in ranges:
+        if low == high:
+            parts.append(f"{column} = ?")
+            params.append(low)
+        else:
+            parts.append(f"{column} BETWEEN ? AND ?")
+            params.extend((low, high))
+    return "(" + " OR ".join(parts) + ")"
+
+
 def compile_agent_query(*, now: int, offset: Any = 0, limit: Any = DATABASE_LIMIT,
                         sort: Any = None, search: Any = None, select: Any = None,
                         filters: Mapping[str, Any] | None = None, q: Any = None,
@@ -450,12 +491,7 @@ def compile_agent_query(*, now: int, offset: Any = 0, limit: Any = DATABASE_LIMI
         if node is not None:
             where.append(builder.node(node))
     if agent_ids is not None:
-        numeric = sorted({int(a) for a in agent_ids if str(a).isdigit()})
-        if numeric:
-            where.append(f"(id IN ({','.join('?' * len(numeric))}))")
-            builder.params.extend(numeric)
-        else:
-            where.append("(0)")
+        where.append(id_condition(agent_ids, builder.params))
     if search_spec is not None:
         value, negation = search_spec
         like = "%" + re.sub("['\"]", "_", value) + "%"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from copy import deepcopy
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 #: Documentation version used in remediation links.
@@ -676,6 +677,22 @@ def result_from_dict(class_name: str, data: Mapping[str, Any]) -> AbstractWazuhR
     if class_name == "AffectedItemsWazuhResult":
         return AffectedItemsWazuhResult.from_dict(data)
     raise ValueError(f"unknown result class {class_name!r}")
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)`` for API bodies: results render, datetimes
+    become ``2023-11-14T22:13:20+00:00`` (UTC, seconds) as the Wazuh API writes them."""
+    if isinstance(value, AbstractWazuhResult):
+        return value.render()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat(sep="T", timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted_ids(value)
+    raise TypeError(f"Object of type {type_name(value)} is not JSON serializable")
 
 
 # --- ordered merge of affected items ----------------------------------------------------

@@ -20,9 +20,11 @@ from wazuhcluster.dapi.functions.common import (
     all_agent_ids,
     database,
     drop_codes,
+    existing_agent_ids,
     home,
     now,
     requested,
+    require_master,
     run_agent_query,
     sort_ids,
 )
@@ -65,10 +67,10 @@ async def get_agents(ctx: DapiContext, agent_list: Any = None, offset: Any = 0,
     wanted = requested(agent_list)
     if wanted is not None and not wanted:
         return result
-    known = set(await all_agent_ids(ctx))
     ids = None
     if wanted is not None:
         ids = [agent_id_text(a) for a in wanted]
+        known = await existing_agent_ids(ctx, ids)
         for agent_id in ids:
             if agent_id not in known:
                 result.add_failed_item(agent_id, WazuhResourceNotFound(1701))
@@ -160,14 +162,18 @@ async def delete_agents(ctx: DapiContext, agent_list: Any = None, purge: bool = 
     000 fails with 1703, unknown ids with 1701, listed agents not matching the filters with
     1731. ``purge=False`` keeps the key lines marked removed (``!name``), as Wazuh does.
     """
+    require_master(ctx)
     result = AffectedItemsWazuhResult(all_msg="All selected agents were deleted",
                                       some_msg="Some agents were not deleted",
                                       none_msg="No agents were deleted")
     wanted = requested(agent_list)
     if wanted is not None and not wanted:
         return result
-    known = set(await all_agent_ids(ctx))
-    targets = set(known if wanted is None else (agent_id_text(a) for a in wanted))
+    if wanted is None:
+        known = targets = set(await all_agent_ids(ctx))
+    else:
+        targets = {agent_id_text(a) for a in wanted}
+        known = await existing_agent_ids(ctx, targets)
     query = compile_agent_query(now=now(ctx), limit=None, select=["id"], filters=filters, q=q)
     items, _total = await run_agent_query(ctx, query, count=False)
     eligible = {i["id"] for i in items}

@@ -7,8 +7,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wazuhcluster.dapi.context import DapiContext
-from wazuhcluster.dapi.query import CompiledQuery, format_agent_row
-from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhInternalError
+from wazuhcluster.dapi.query import CompiledQuery, format_agent_row, id_condition
+from wazuhcluster.dapi.results import (
+    AffectedItemsWazuhResult,
+    WazuhClusterError,
+    WazuhInternalError,
+)
 
 
 def database(ctx: DapiContext) -> Any:
@@ -37,6 +41,13 @@ def is_master(ctx: DapiContext) -> bool:
     return getattr(role, "value", role) == "master"
 
 
+def require_master(ctx: DapiContext) -> None:
+    """Functions that change the cluster's shared state (keys, groups, ruleset files) run on
+    the master only: on a worker their changes would be undone by the next sync."""
+    if not is_master(ctx):
+        raise WazuhClusterError(3000, extra_message="this function runs only on the master node")
+
+
 def agent_id_text(value: Any) -> str:
     """An agent id as the framework writes it (``"001"``); non-numeric ids kept as given."""
     text = str(value)
@@ -57,6 +68,14 @@ async def all_agent_ids(ctx: DapiContext) -> list[str]:
     """Every agent id of the database (000 included), as ``"001"`` text, ascending."""
     rows = await database(ctx).select("SELECT id FROM agent ORDER BY id")
     return [agent_id_text(r["id"]) for r in rows]
+
+
+async def existing_agent_ids(ctx: DapiContext, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` exist in the database (as ``"001"`` text)."""
+    params: list[Any] = []
+    condition = id_condition(ids, params)
+    rows = await database(ctx).select(f"SELECT id FROM agent WHERE {condition}", params)
+    return {agent_id_text(r["id"]) for r in rows}
 
 
 async def run_agent_query(ctx: DapiContext, query: CompiledQuery,

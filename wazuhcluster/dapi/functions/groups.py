@@ -25,8 +25,10 @@ from wazuhcluster.dapi.functions.common import (
     all_agent_ids,
     database,
     drop_codes,
+    existing_agent_ids,
     group_dirs,
     requested,
+    require_master,
     shared_dir,
     sort_ids,
 )
@@ -146,6 +148,7 @@ async def get_agents_in_group(ctx: DapiContext, group_list: Any = None, offset: 
 async def create_group(ctx: DapiContext, group_id: Any = None, **_: Any) -> WazuhResult:
     """Create ``etc/shared/<group_id>`` with its ``agent.conf`` (from
     ``etc/shared/agent-template.conf`` when present) and the group in the database."""
+    require_master(ctx)
     if not isinstance(group_id, str) or not valid_group_name(group_id):
         raise WazuhError(1722)
     shared = shared_dir(ctx)
@@ -180,6 +183,7 @@ async def delete_groups(ctx: DapiContext, group_list: Any = None,
                         **_: Any) -> AffectedItemsWazuhResult:
     """Delete groups: their directory, and their assignments (agents left without groups go
     back to ``default``). ``default`` fails with 1712, unknown groups with 1710."""
+    require_master(ctx)
     result = AffectedItemsWazuhResult(all_msg="All selected groups were deleted",
                                       some_msg="Some groups were not deleted",
                                       none_msg="No group was deleted")
@@ -211,6 +215,7 @@ async def assign_agents_to_group(ctx: DapiContext, group_list: Any = None, agent
                                  **_: Any) -> AffectedItemsWazuhResult:
     """Add agents to a group (``replace``: make it their only group, allowed only for agents
     whose groups are all in ``replace_list``)."""
+    require_master(ctx)
     group_id = (requested(group_list) or [""])[0]
     extra = " and removed from the other groups" if replace else ""
     result = AffectedItemsWazuhResult(
@@ -222,8 +227,11 @@ async def assign_agents_to_group(ctx: DapiContext, group_list: Any = None, agent
     if group_id not in await _groups(ctx):
         raise WazuhResourceNotFound(1710)
     wanted = requested(agent_list)
-    known = set(await all_agent_ids(ctx))
-    ids = set(known if wanted is None else (agent_id_text(a) for a in wanted))
+    if wanted is None:
+        known = ids = set(await all_agent_ids(ctx))
+    else:
+        ids = {agent_id_text(a) for a in wanted}
+        known = await existing_agent_ids(ctx, ids)
     if "000" in ids:
         ids.discard("000")
         result.add_failed_item("000", WazuhError(1703))
@@ -272,9 +280,10 @@ async def _unset(ctx: DapiContext, agent_id: str, group_id: str) -> str:
 async def remove_agent_from_group(ctx: DapiContext, group_list: Any = None,
                                   agent_list: Any = None, **_: Any) -> WazuhResult:
     """Remove one agent from one group."""
+    require_master(ctx)
     group_id = (requested(group_list) or [""])[0]
     agent_id = agent_id_text((requested(agent_list) or [""])[0])
-    if agent_id not in set(await all_agent_ids(ctx)):
+    if agent_id not in await existing_agent_ids(ctx, [agent_id]):
         raise WazuhResourceNotFound(1701)
     if agent_id == "000":
         raise WazuhError(1703)
@@ -286,13 +295,14 @@ async def remove_agent_from_group(ctx: DapiContext, group_list: Any = None,
 async def remove_agent_from_groups(ctx: DapiContext, agent_list: Any = None,
                                    group_list: Any = None, **_: Any) -> AffectedItemsWazuhResult:
     """Remove one agent from several groups (all its groups when none are named)."""
+    require_master(ctx)
     result = AffectedItemsWazuhResult(all_msg="Specified agent was removed from returned groups",
                                       some_msg="Specified agent was not removed from some groups",
                                       none_msg="Specified agent was not removed from any group")
     agent_id = agent_id_text((requested(agent_list) or [""])[0])
     if agent_id == "000":
         raise WazuhError(1703)
-    if agent_id not in set(await all_agent_ids(ctx)):
+    if agent_id not in await existing_agent_ids(ctx, [agent_id]):
         raise WazuhResourceNotFound(1701)
     wanted = requested(group_list)
     system = await _groups(ctx)

@@ -23,7 +23,7 @@ import attrs
 
 from wazuhcluster.agents.merged import atomic_write
 from wazuhcluster.dapi.context import DapiContext
-from wazuhcluster.dapi.functions.common import home
+from wazuhcluster.dapi.functions.common import home, require_master
 from wazuhcluster.dapi.query import DATABASE_LIMIT, process_array
 from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhError
 
@@ -295,6 +295,7 @@ def _check_content(content: Any, xml: bool) -> str:
 async def _upload(ctx: DapiContext, kind: _Kind, filename: Any = None, content: Any = None,
                   relative_dirname: str | None = None, overwrite: bool = False,
                   **_: Any) -> AffectedItemsWazuhResult:
+    require_master(ctx)
     result = AffectedItemsWazuhResult(all_msg=f"{kind.noun.capitalize()} was successfully uploaded",
                                       none_msg=f"Could not upload {kind.noun}")
     home_dir = home(ctx)
@@ -315,6 +316,7 @@ async def _upload(ctx: DapiContext, kind: _Kind, filename: Any = None, content: 
 
 async def _delete(ctx: DapiContext, kind: _Kind, filename: Any = None,
                   relative_dirname: str | None = None, **_: Any) -> AffectedItemsWazuhResult:
+    require_master(ctx)
     noun = f"{kind.noun.capitalize()} file" if kind is DECODERS else kind.noun.capitalize()
     result = AffectedItemsWazuhResult(all_msg=f"{noun} was successfully deleted",
                                       none_msg=f"Could not delete {noun.lower()}")
@@ -530,6 +532,7 @@ async def upload_list_file(ctx: DapiContext, filename: Any = None, content: Any 
                            overwrite: bool = False, **_: Any) -> AffectedItemsWazuhResult:
     """Write ``etc/lists/<filename>`` (1905 exists without ``overwrite``, 1805 a list of that
     name exists in a subdirectory, 1800 bad format)."""
+    require_master(ctx)
     result = AffectedItemsWazuhResult(all_msg="CDB list file uploaded successfully",
                                       none_msg="Could not upload CDB list file")
     home_dir = home(ctx)
@@ -558,6 +561,7 @@ async def upload_list_file(ctx: DapiContext, filename: Any = None, content: Any 
 async def delete_list_file(ctx: DapiContext, filename: Any = None,
                            **_: Any) -> AffectedItemsWazuhResult:
     """Delete ``etc/lists/<filename>`` and its compiled ``.cdb`` (1906 if missing)."""
+    require_master(ctx)
     result = AffectedItemsWazuhResult(all_msg="CDB list file was successfully deleted",
                                       none_msg="Could not delete CDB list file")
     name = filename[0] if isinstance(filename, list) and filename else filename
