@@ -30,6 +30,7 @@ from wazuhcluster.api.params import NAMES, Param, parse_query, path_value
 from wazuhcluster.api.problems import Problem
 from wazuhcluster.api.tls import ensure_certificate
 from wazuhcluster.api.tokens import InvalidToken, TokenCodec, load_or_create_keypair
+from wazuhcluster.dapi.results import json_default
 
 log = Logger(namespace="wazuhcluster.api")
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "openapi.yaml")
@@ -338,7 +339,7 @@ class APIResource(Resource):
 
 
 def _dumps(body: Any, pretty: bool) -> bytes:
-    return json.dumps(body, indent=3 if pretty else None, default=str).encode("utf-8")
+    return json.dumps(body, indent=3 if pretty else None, default=json_default).encode("utf-8")
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
