@@ -27,6 +27,7 @@ class RealFunctionTests(TestCase):
         self.env.write("etc/rules/local_rules.xml", "<group name='local,'>\n</group>\n")
         self.env.write("etc/decoders/local_decoder.xml", "<decoder name='x'/>\n")
         self.env.write("etc/lists/audit-keys", "a:b\n")
+        self.env.write("etc/shared/ar.conf", "restart-ossec0 - restart.sh - 0\n")
         self.api = APIHarness(self, reactor, short_tempdir(self), env=self.env)
         for name, f in ALL_FUNCTIONS.items():
             self.api.dapi.register(name, f)
@@ -75,6 +76,44 @@ class RealFunctionTests(TestCase):
         self.assertEqual(r.status, 200, r.body)
         r = await c.request("DELETE", "/groups?groups_list=db", token=self.token)
         self.assertEqual(r.status, 200, r.body)
+
+    async def test_group_files_and_configuration(self) -> None:
+        c = await self.start()
+        conf = (b"<agent_config os=\"Linux\">\n  <localfile>\n    <location>/var/log/x.log"
+                b"</location>\n    <log_format>syslog</log_format>\n  </localfile>\n"
+                b"</agent_config>\n")
+        r = await c.request("PUT", "/groups/web/configuration", token=self.token, data=conf,
+                            content_type="application/xml")
+        self.assertEqual((r.status, r.body["message"]),
+                         (200, "Agent configuration was updated successfully"))
+        self.assertEqual(self.env.read("etc/shared/web/agent.conf"), conf.decode())
+        body = await self.get("/groups/web/configuration")
+        self.assertEqual(body["data"]["affected_items"], [
+            {"filters": {"os": "Linux"}, "config": {"localfile": {
+                "location": "/var/log/x.log", "log_format": "syslog"}}}])
+        r = await c.request("PUT", "/groups/web/configuration", token=self.token,
+                            data=b"<agent_config>", content_type="application/xml")
+        self.assertEqual((r.status, r.body["error"]), (400, 1113))
+        r = await c.request("GET", "/groups/nope/configuration", token=self.token)
+        self.assertEqual((r.status, r.body["error"]), (404, 1710))
+        body = await self.get("/groups/web/files?hash=sha256")
+        files = {f["filename"]: f["hash"] for f in body["data"]["affected_items"]}
+        import hashlib
+
+        self.assertEqual(files["agent.conf"], hashlib.sha256(conf).hexdigest())
+        self.assertEqual(files["ar.conf"], hashlib.sha256(b"restart-ossec0 - restart.sh - 0\n")
+                         .hexdigest())
+        r = await c.request("DELETE", "/agents/group?group_id=default&agents_list=001,002,999",
+                            token=self.token)
+        self.assertEqual((r.status, r.body["error"]), (200, 2), r.body)
+        self.assertEqual(r.body["data"]["affected_items"], ["002"])  # 001 only had default
+        codes = sorted(f["error"]["code"] for f in r.body["data"]["failed_items"])
+        self.assertEqual(codes, [1701, 1745])
+        r = await c.request("DELETE", "/agents/group?group_id=web&agents_list=all",
+                            token=self.token)
+        self.assertEqual((r.status, r.body["data"]["affected_items"]), (200, ["002"]), r.body)
+        body = await self.get("/groups/web/agents")
+        self.assertEqual(body["data"]["affected_items"], [])
 
     async def test_ruleset_files(self) -> None:
         c = await self.start()

@@ -80,7 +80,8 @@ FUNCTIONS = {
     "wazuh.agent.delete_groups": items("web"),
     "wazuh.agent.get_agents_in_group": items(AGENT),
     "wazuh.agent.get_group_files": items({"filename": "agent.conf", "hash": "ab"}),
-    "wazuh.agent.get_agent_conf": items({"filters": {}, "config": {"localfile": []}}),
+    "wazuh.agent.get_agent_conf": plain({"data": {"total_affected_items": 1, "affected_items": [
+        {"filters": {}, "config": {"localfile": []}}]}}),
     "wazuh.agent.upload_group_file": plain({"message": "Agent configuration was updated"}),
 }
 for _module, _singular, _list in (("wazuh.rule", "rule", "get_rules_files"),

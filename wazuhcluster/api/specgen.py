@@ -130,7 +130,10 @@ RESPONSES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", "/groups"): items_response(ref("GroupID")),
     ("GET", "/groups/{group_id}/agents"): items_response(ref("AgentSimple")),
     ("GET", "/groups/{group_id}/files"): items_response(ref("GroupFile")),
-    ("GET", "/groups/{group_id}/configuration"): items_response(ref("GroupConfiguration")),
+    ("GET", "/groups/{group_id}/configuration"): data_response({
+        "type": "object", "required": ["affected_items", "total_affected_items"],
+        "properties": {"affected_items": {"type": "array", "items": ref("GroupConfiguration")},
+                       "total_affected_items": INT}}),
     ("PUT", "/groups/{group_id}/configuration"): MESSAGE_ONLY,
     ("GET", "/security/users/me"): items_response(ref("UsersResponse")),
     ("DELETE", "/security/user/authenticate"): MESSAGE_ONLY,
