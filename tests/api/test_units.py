@@ -95,6 +95,23 @@ class ConfigTests(SynchronousTestCase):
         self.assertRegex(str(e.exception), r"^wazuhcluster: configuration error: .*api\.yaml: "
                                            r"access\.max_login_attempts is 'lots'")
 
+    def test_tls_file_errors(self) -> None:
+        from wazuhcluster.api.config import check_tls_files
+
+        config = load_api_config(self.home)
+        check_tls_files(config)  # neither exists: fine, a pair will be made
+        ensure_certificate(config)
+        os.unlink(config.cert_path)
+        with self.assertRaises(ConfigError) as e:
+            check_tls_files(config)
+        self.assertIn("https.cert", str(e.exception))
+        os.unlink(config.key_path)
+        write_api_yaml(self.home, "https:\n  use_ca: true\n")
+        ensure_certificate(load_api_config(self.home))
+        with self.assertRaises(ConfigError) as e:
+            check_tls_files(load_api_config(self.home))
+        self.assertIn("https.ca", str(e.exception))
+
     def test_certificate_made_once(self) -> None:
         config = load_api_config(self.home)
         self.assertTrue(ensure_certificate(config))

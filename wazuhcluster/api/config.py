@@ -147,3 +147,22 @@ def load_api_config(home: str) -> APIConfig:
         cache_enabled=c["cache"]["enabled"], cache_time=float(c["cache"]["time"]),
         max_upload_size=c["max_upload_size"],
         request_timeout=float(c["intervals"]["request_timeout"]))
+
+
+def check_tls_files(config: APIConfig) -> None:
+    """With HTTPS on, the key and certificate must both exist or both be absent (then a
+    self-signed pair is made), and ``use_ca`` needs its CA file.
+
+    :raises ConfigError: one line naming the file and the fix.
+    """
+    if not config.https:
+        return
+    have_key, have_cert = os.path.exists(config.key_path), os.path.exists(config.cert_path)
+    if have_key != have_cert:
+        missing, key = (config.cert_path, "https.cert") if have_key else (config.key_path,
+                                                                          "https.key")
+        raise ConfigError(f"{config.path}: {key} {missing} does not exist while its pair does: "
+                          "restore it, or remove both to have a self-signed pair made")
+    if config.use_ca and not os.path.exists(config.ca_path):
+        raise ConfigError(f"{config.path}: https.ca {config.ca_path} does not exist: put the CA "
+                          "certificate there or set https.use_ca to false")

@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 
-from wazuhcluster.api.config import load_api_config
+from wazuhcluster.api.config import check_tls_files, load_api_config
 from wazuhcluster.api.functions import register_functions
 from wazuhcluster.api.service import APIService
 from wazuhcluster.config import ClusterConfig
@@ -28,4 +28,5 @@ def add_api(config: ClusterConfig, node: Any, reactor: Any, root: MultiService) 
         raise ConfigError("etc/wazuhcluster.yaml: api.enabled must be true or false")
     api_config = load_api_config(config.home)  # checked even when disabled
     if settings["enabled"]:
+        check_tls_files(api_config)
         APIService(api_config, reactor, node).setServiceParent(root)

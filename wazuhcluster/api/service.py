@@ -391,7 +391,7 @@ class APIService(Service):
     async def _start(self) -> None:
         private, public = await self._node.run(load_or_create_keypair, self.config.security_dir)
         self._codec = TokenCodec(private, public)
-        site = Site(self.resource)
+        site = Site(self.resource, timeout=60)  # idle connections closed after a minute
         site.displayTracebacks = False
         site.log = lambda request: None  # type: ignore[method-assign]  # api.log has them
         max_body = self.config.max_upload_size
