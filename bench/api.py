@@ -1,6 +1,15 @@
-"""REST API benchmark with real processes: a master and 10 workers on 127.0.0.1.
+"""REST API benchmark: the API layer in-process, then real processes (a master and 10 workers
+on 127.0.0.1).
 
-Run with ``.venv/bin/python bench/api.py``. It prints figures only; nothing is asserted.
+Run with ``.venv/bin/python bench/api.py`` (``--no-processes`` for the first part only). It
+prints figures only; nothing is asserted.
+
+Part A, in this process: one master home with 50 000 agents in its agent database (threaded
+SQLite, as a node runs it), the API service on 127.0.0.1 with the native framework functions
+run in-process (no cluster hop): ``GET /agents?limit=500`` with 1 and 20 clients, and as the
+floor the same ``wazuh.agent.get_agents`` call without HTTP.
+
+Part B, real processes:
 
 * The master's client.keys holds 50 000 agents (the workers have the same file).
 * ``GET /agents?limit=500`` and ``GET /cluster/healthcheck``, asked at the master and at a
@@ -42,9 +51,19 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from wazuhcluster.agents.db import database_path
 from wazuhcluster.agents.keys import KeyEntry, format_client_keys
+from wazuhcluster.agents.threaded import ThreadedAgentDatabase
+from wazuhcluster.api.config import load_api_config
+from wazuhcluster.api.functions import register_functions
+from wazuhcluster.api.service import APIService
 from wazuhcluster.api.users import UserStore
+from wazuhcluster.checksums.threaded import ThreadedRunner
+from wazuhcluster.config import load_config
+from wazuhcluster.dapi.context import DapiContext
+from wazuhcluster.dapi.functions import ALL_FUNCTIONS
 from wazuhcluster.homes import make_home
+from wazuhcluster.interfaces import IDistributedAPI
 from wazuhcluster.protocol.commands import ECHO_CLIENT
 from wazuhcluster.protocol.crypto import FernetCodec
 from wazuhcluster.protocol.handler import ClusterProtocol
@@ -214,7 +233,91 @@ async def dapi_floor(node: Node, function: str, f_kwargs: dict[str, Any],
     return call
 
 
+@implementer(IDistributedAPI)
+class InProcessDAPI:
+    """Runs registered functions in this process (part A: the API layer without the cluster)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.functions: dict[str, Any] = {}
+
+    def register(self, function: str, implementation: Any) -> None:
+        self.functions[function] = implementation
+
+    def call(self, function: str, f_kwargs: Any = None, request_type: str = "local_master",
+             **caller: Any) -> Deferred[Any]:
+        ctx = DapiContext.for_node(self.node, current_user=caller.get("current_user", ""))
+        return Deferred.fromCoroutine(self.functions[function](ctx, **dict(f_kwargs or {})))
+
+
+class _LocalNode:
+    def __init__(self, config: Any, db: Any, runner: Any) -> None:
+        self.config = config
+        self.agent_db = db
+        self.clock = reactor
+        self.runner = runner
+        self.dapi: InProcessDAPI | None = None
+
+    def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        return self.runner.run(f, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+async def in_process(args: argparse.Namespace) -> None:
+    base = tempfile.mkdtemp(prefix="wzc-bench-api-a-", dir="/tmp")
+    services: list[Any] = []
+    try:
+        api_port = free_port()
+        home = make_home(os.path.join(base, "master"), node_name="master", node_type="master",
+                         key=KEY, port=free_port(), api_port=api_port)
+        with open(os.path.join(home, "api", "configuration", "api.yaml"), "a") as f:
+            f.write("access:\n  max_request_per_minute: 0\n")
+        config = load_config(home)
+        runner = ThreadedRunner(reactor, max_threads=2)
+        runner.startService()
+        services.append(runner)
+        db = ThreadedAgentDatabase(reactor, reactor, database_path(home))
+        db.startService()
+        services.append(db)
+        entries = [KeyEntry(i, f"agent{i}", "any", f"{i:064x}")
+                   for i in range(1, args.agents + 1)]
+        await db.reconcile_keys(entries, int(time.time()))
+        node = _LocalNode(config, db, runner)
+        node.dapi = InProcessDAPI(node)
+        for name, f in ALL_FUNCTIONS.items():
+            node.dapi.register(name, f)
+        register_functions(node.dapi)
+        UserStore(home).add(*ADMIN, role="administrator")
+        service = APIService(load_api_config(home), reactor, node)
+        service.startService()
+        services.append(service)
+        await service.listening
+        client = Client(Node("master", "master", home, api_port))
+        await client.login()
+        print(f"A. API layer in-process: {args.agents} agents, 1 node, no cluster hop")
+        for clients, total in ((1, args.requests), (20, args.requests * 3)):
+            p50, p99, rate = await measure(_getter(client, "/agents?limit=500"), clients, total)
+            print(f"  GET /agents?limit=500  {clients:2} client(s): p50 {p50 * 1000:7.1f} ms  "
+                  f"p99 {p99 * 1000:7.1f} ms  {rate:6.1f} req/s  ({total} requests)")
+
+        async def floor() -> Any:
+            return await node.dapi.call("wazuh.agent.get_agents",  # type: ignore[union-attr]
+                                        {"limit": 500, "offset": 0})
+        p50, p99, rate = await measure(floor, 1, args.requests)
+        print(f"  floor: wazuh.agent.get_agents(limit=500) without HTTP: p50 "
+              f"{p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  {rate:6.1f} calls/s")
+        await client.pool.closeCachedConnections()
+    finally:
+        for s in reversed(services):
+            stopped = s.stopService()
+            if stopped is not None:
+                await stopped
+        shutil.rmtree(base, ignore_errors=True)
+
+
 async def run(args: argparse.Namespace) -> None:
+    await in_process(args)
+    if args.no_processes:
+        return
     base = tempfile.mkdtemp(prefix="wzc-bench-api-", dir="/tmp")
     port = free_port()
     entries = [KeyEntry(i, f"agent{i}", "any", f"{i:064x}") for i in range(1, args.agents + 1)]
@@ -305,6 +408,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200,
                         help="requests per 1-client run (x3 for 20 clients)")
     parser.add_argument("--keep", action="store_true", help="keep the node homes")
+    parser.add_argument("--no-processes", action="store_true", help="part A only")
     args = parser.parse_args()
     task.react(lambda _: Deferred.fromCoroutine(run(args)))
 
