@@ -348,3 +348,48 @@ class DocumentTests(SynchronousTestCase):
         self.assertEqual(e.exception.status, 405)
 
 
+
+
+class LocalOnlyDAPITests(SynchronousTestCase):
+    """The stand-in used when a node has no Distributed API."""
+
+    def test_runs_here_only(self) -> None:
+        from twisted.internet.defer import Deferred
+        from zope.interface.verify import verifyObject
+
+        from wazuhcluster.api.localdapi import LocalOnlyDAPI
+        from wazuhcluster.dapi.results import WazuhResult
+        from wazuhcluster.interfaces import IDistributedAPI
+
+        class Node:
+            def __init__(self, role: str) -> None:
+                self.config = node_config(short_tempdir(self_), role=role,
+                                          node_name="master-node" if role == "master"
+                                          else "worker1")
+                self.agent_db = None
+
+            def run(self, f: Any, *a: Any) -> Any:
+                return f(*a)
+
+        self_ = self
+
+        async def hello(ctx: Any, name: str) -> WazuhResult:
+            return WazuhResult({"data": f"hello {name} from {ctx.config.node_name}"})
+
+        def outcome(d: Deferred[Any]) -> Any:
+            box: list[Any] = []
+            d.addBoth(box.append)
+            return box[0]
+
+        master, worker = LocalOnlyDAPI(Node("master")), LocalOnlyDAPI(Node("worker"))
+        self.assertTrue(verifyObject(IDistributedAPI, master))
+        for dapi in (master, worker):
+            dapi.register("x.hello", hello)
+        self.assertEqual(outcome(master.call("x.hello", {"name": "a"}, "local_master"))["data"],
+                         "hello a from master-node")
+        self.assertEqual(outcome(worker.call("x.hello", {"name": "a"}, "local_any"))["data"],
+                         "hello a from worker1")
+        for dapi, request_type in ((worker, "local_master"), (master, "distributed_master")):
+            failure = outcome(dapi.call("x.hello", {"name": "a"}, request_type))
+            self.assertEqual(failure.value.code, 3000)
+        self.assertEqual(outcome(master.call("x.nope", {}, "local_any")).value.code, 1000)

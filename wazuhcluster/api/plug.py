@@ -19,8 +19,15 @@ def add_api(config: ClusterConfig, node: Any, reactor: Any, root: MultiService) 
 
     :raises ConfigError: a bad api.yaml or settings section (one line).
     """
-    if getattr(node, "dapi", None) is not None:
-        register_functions(node.dapi)
+    if getattr(node, "dapi", None) is None:
+        # The node was built without the Distributed API: answer from this node only.
+        from wazuhcluster.api.localdapi import LocalOnlyDAPI
+        from wazuhcluster.dapi.functions import ALL_FUNCTIONS
+
+        node.dapi = LocalOnlyDAPI(node)
+        for name, implementation in ALL_FUNCTIONS.items():
+            node.dapi.register(name, implementation)
+    register_functions(node.dapi)
     settings = section(config.settings, "api", {"enabled": True})
     if not isinstance(settings["enabled"], bool):
         from wazuhcluster.errors import ConfigError
