@@ -37,3 +37,22 @@ def add_api(config: ClusterConfig, node: Any, reactor: Any, root: MultiService) 
     if settings["enabled"]:
         check_tls_files(api_config)
         APIService(api_config, reactor, node).setServiceParent(root)
+
+
+def api_listen_problem(config: ClusterConfig) -> str | None:
+    """Why the REST API could not listen on its address (checked before twistd forks), or
+    None. Blocking; start-up only."""
+    import socket
+
+    if not section(config.settings, "api", {"enabled": True})["enabled"]:
+        return None
+    api_config = load_api_config(config.home)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((api_config.host, api_config.port))
+        except OSError as e:
+            return (f"wazuhcluster: the REST API cannot listen on {api_config.host}:"
+                    f"{api_config.port} ({e.strerror or e}): stop the process using it or change "
+                    f"host/port in {api_config.path}")
+    return None
