@@ -407,6 +407,7 @@ class APIService(Service):
         self._codec = TokenCodec(private, public)
         site = Site(self.resource, timeout=60)  # idle connections closed after a minute
         site.displayTracebacks = False
+        site.noisy = False  # no "Site starting on" lines: our own line says where we listen
         site.log = lambda request: None  # type: ignore[method-assign]  # api.log has them
         max_body = self.config.max_upload_size
 
