@@ -37,7 +37,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wazuhcluster.agents import merged as _merged
-from wazuhcluster.agents.db import database_path, refuse_next_to_live_wazuh_db
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.listing import (
     AGENTS_CAPABILITY,
@@ -56,9 +55,9 @@ from wazuhcluster.agents.payloads import (
     encode_groups_string,
     encode_sync_result,
 )
-from wazuhcluster.agents.threaded import make_agent_database
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IAgentDatabase, IMasterExtension
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.master.registry import WorkerSession
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol.commands import (
@@ -319,7 +318,7 @@ class AgentsMaster:
             return  # the worker is gone or the lock was forcibly released
         if command == SYN_M_A_ERR:
             self._log.error("[{tag}] [Agent-info sync] {error}", tag=tag,
-                            error=answer.decode("utf-8", "replace"))
+                            error=peer_text(answer, 1000))
         try:
             if not state.lost and commands.peer is not None:
                 await commands.peer.request(command, answer)
@@ -484,12 +483,12 @@ class AgentsMaster:
 
     async def _groups_error(self, commands: MasterCommands, payload: bytes) -> Reply:
         self._log.error("[{tag}] [Agent-groups send] Worker error: {error}", tag=commands.tag,
-                        error=payload[:1000].decode("utf-8", "replace"))
+                        error=peer_text(payload, 1000))
         return Reply.ok(b"Thanks")
 
     async def _full_error(self, commands: MasterCommands, payload: bytes) -> Reply:
         self._log.error("[{tag}] [Agent-groups send full] Worker error: {error}",
-                        tag=commands.tag, error=payload[:1000].decode("utf-8", "replace"))
+                        tag=commands.tag, error=peer_text(payload, 1000))
         return Reply.ok(b"Thanks")
 
     # -- listing for wazuhcluster-control -a on a worker ----------------------------------
@@ -580,8 +579,9 @@ def install(node: MasterNode, reactor: Any) -> None:
     from wazuhcluster.agents.local_side import AgentsLocal
 
     config = node.config
-    refuse_next_to_live_wazuh_db(config.home)
-    db = make_agent_database(reactor, database_path(config.home))
+    from wazuhcluster.agents.backend import make_agent_backend
+
+    db: Any = make_agent_backend(config, reactor, node.run)  # settings agent_db
     db.setServiceParent(node)
     node.services.remove(db)
     node.services.insert(0, db)  # started first, stopped last: every user finds it open

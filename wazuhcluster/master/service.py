@@ -42,9 +42,10 @@ def make_master_service(config: ClusterConfig, reactor: Any,
                         runner: IBlockingRunner) -> MasterNode:
     """Build ``master``: listener and keepalive check (features add their loops)."""
     node = MasterNode(config, reactor, runner)
+    from wazuhcluster.tls.feature import install_master as install_tls
     listener = ClusterListenerService(
         TCP4ServerEndpoint(reactor, config.port, interface=config.bind_addr),
-        ClusterServerFactory(node))
+        install_tls(node, reactor, ClusterServerFactory(node)))
     listener.address = f"{config.bind_addr}:{config.port}"
     listener.setName("cluster-listener")
     listener.setServiceParent(node)
@@ -56,4 +57,6 @@ def make_master_service(config: ClusterConfig, reactor: Any,
     install_agents(node, reactor)
     from wazuhcluster.integrity.master_side import install as install_integrity
     install_integrity(node, reactor)
+    from wazuhcluster.sendsync.extension import install as install_sendsync
+    install_sendsync(node, reactor)
     return node

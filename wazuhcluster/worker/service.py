@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import backoffPolicy
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.periodic import periodic
 from wazuhcluster.worker.factory import WorkerClientFactory
+from wazuhcluster.worker.link import QuietClientService, ReportingEndpoint
 from wazuhcluster.worker.node import WorkerNode
 
 
@@ -21,9 +22,15 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
     node.auto_hello = True
     policy = backoffPolicy(initialDelay=config.ext.reconnect_initial_delay,
                            maxDelay=config.ext.reconnect_max_delay, factor=1.5)
-    link = ClientService(
-        TCP4ClientEndpoint(reactor, config.master_address, config.port, timeout=10),
-        WorkerClientFactory(node),
+    from wazuhcluster.tls.feature import install_worker as install_tls
+    factory = WorkerClientFactory(node)
+    link = QuietClientService(
+        ReportingEndpoint(
+            install_tls(node, reactor, factory,
+                        TCP4ClientEndpoint(reactor, config.master_address, config.port,
+                                           timeout=10)),
+            f"{config.master_address}:{config.port}", node),
+        factory,
         retryPolicy=lambda attempt: node.retry_delay(policy, attempt),
         clock=reactor,
     )
@@ -37,4 +44,6 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
     install_agents(node, reactor)
     from wazuhcluster.integrity.worker_side import install as install_integrity
     install_integrity(node, reactor)
+    from wazuhcluster.sendsync.extension import install as install_sendsync
+    install_sendsync(node, reactor)
     return node
