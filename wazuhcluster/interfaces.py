@@ -28,6 +28,10 @@ class IPeer(Interface):
     def notify(command: bytes, payload: bytes) -> Deferred[None]:
         """Send a frame that expects no reply (used only toward local clients)."""
 
+    def delivering(within: float) -> bool:
+        """True when data we sent is in flight and the peer's TCP acknowledged some of it in the
+        last ``within`` seconds: a slow but live link (False where unknown)."""
+
     def set_limits(max_frame_payload: int | None = None, max_message: int | None = None) -> None:
         """Change the frame and message limits of this connection (after authentication)."""
 

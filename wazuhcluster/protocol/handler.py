@@ -44,6 +44,7 @@ from wazuhcluster.protocol.chunks import (
 from wazuhcluster.protocol.commands import ERR, OK, OK_CLIENT, OK_MASTER, REPLY_COMMANDS, Reply
 from wazuhcluster.protocol.crypto import DecryptionError, PayloadCodec
 from wazuhcluster.protocol.frames import DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameError
+from wazuhcluster.protocol.tcpinfo import acknowledging
 
 #: Payloads above this size are encrypted/decrypted on the thread pool, if one is given.
 OFFLOAD_THRESHOLD = 256 * 1024
@@ -147,6 +148,10 @@ class ClusterProtocol(Protocol):
             self._log.info("[{tag}] [Main] Closing connection with {peer}: {reason}",
                            tag=self.tag, peer=self.peer_address, reason=reason)
             self._tcp.abortConnection()
+
+    def delivering(self, within: float) -> bool:
+        """See IPeer: the peer's TCP is still acknowledging what we send."""
+        return self.transport is not None and acknowledging(self.transport, within)
 
     @property
     def _tcp(self) -> Any:
