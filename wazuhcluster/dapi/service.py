@@ -226,6 +226,7 @@ class DistributedAPI:
                                    broadcasting=request.broadcasting)
         key = origin_key(origin)
         await self.limiter.acquire(key)
+        collected = False
         try:
             self.executed += 1
             work: Deferred[Any] = Deferred.fromCoroutine(_call(implementation, ctx, kwargs))
@@ -241,14 +242,18 @@ class DistributedAPI:
                 return e
             except TypeError as e:
                 return WazuhInternalError(1000, extra_message=f"{name}: {e}")
-            except (CancelledError, GeneratorExit):
+            except CancelledError:
+                raise
+            except GeneratorExit:
+                collected = True  # garbage-collected while suspended: wake nothing up
                 raise
             except Exception as e:  # noqa: BLE001 - any failure of f is its answer
                 self._log.failure("[{tag}] [D API] Error executing {name}", tag=self.tag,
                                   name=name)
                 return WazuhInternalError(1000, extra_message=f"{type(e).__name__}: {e}")
         finally:
-            self.limiter.release(key)
+            if not collected:
+                self.limiter.release(key)
 
     # -- worker -> master ---------------------------------------------------------------------
     async def ask_master(self, request: DapiRequest, raw: bool = False) -> Any:
