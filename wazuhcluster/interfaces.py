@@ -233,6 +233,6 @@ class IDistributedAPI(Interface):
 
     def register(function: str, implementation: Any) -> None:
         """Add a native function under its Wazuh dotted name. ``implementation`` is
-        ``async def f(ctx: wazuhcluster.dapi.registry.DapiContext, **f_kwargs)`` returning a
+        ``async def f(ctx: wazuhcluster.dapi.context.DapiContext, **f_kwargs)`` returning a
         result object (or raising a WazuhException). Features register theirs when the node
         is built (e.g. the REST API registers its permission lookup)."""

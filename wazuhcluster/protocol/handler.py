@@ -24,7 +24,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -165,6 +165,9 @@ class ClusterProtocol(Protocol):
 
     # -- IProtocol -------------------------------------------------------------------
     def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self._tcp):
+            # Requests wait for their replies: no Nagle delay on small frames.
+            self._tcp.setTcpNoDelay(True)
         peer = self._tcp.getPeer()
         self.peer_address = getattr(peer, "host", None) or "local"
         self.handler.connection_made(self)
