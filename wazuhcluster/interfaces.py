@@ -174,6 +174,10 @@ class IAgentDatabase(Interface):
     def count_active_agents_by_node() -> Deferred[dict[str, int]]:
         """Active agents per node, agent 000 excluded."""
 
+    def registration_status(ids: Sequence[int]) -> Deferred[dict[int, tuple[str, int, int]]]:
+        """``(connection_status, disconnection_time, date_add)`` of the listed agents that
+        exist, by id (enrolment's replacement rules)."""
+
 
 class ILocalExtension(Interface):
     """A feature adding commands to the local Unix-socket API."""

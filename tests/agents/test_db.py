@@ -446,6 +446,17 @@ class KeysAndQueriesTests(SynchronousTestCase):
         result = db.reconcile_keys_file(path, _NOW)
         self.assertEqual((result.updated, result.removed), (1, 2))
 
+    def test_registration_status(self) -> None:
+        """Status, disconnection time and registration date of existing agents only."""
+        db = _open(self, range(1, 4))
+        db._conn.execute("UPDATE agent SET connection_status = 'disconnected',"
+                         " disconnection_time = 50 WHERE id = 2")
+        status = db.registration_status([2, 3, 9, 0])
+        self.assertEqual(set(status), {2, 3})
+        self.assertEqual(status[2][:2], ("disconnected", 50))
+        self.assertEqual(status[3][:2], ("never_connected", 0))
+        self.assertIsInstance(status[3][2], int)
+
     def test_list_and_count(self) -> None:
         """Listing filters by node; counting excludes 000 and inactive agents."""
         db = _open(self)

@@ -803,6 +803,20 @@ class AgentDatabase:
             " connection_status = 'active' GROUP BY node_name")
         return {(name if name is not None else "unknown"): count for name, count in rows}
 
+    def registration_status(self, ids: Sequence[int]) -> dict[int, tuple[str, int, int]]:
+        """``(connection_status, disconnection_time, date_add)`` of the listed agents that
+        exist (what authd's replacement rules of ``<force>`` look at)."""
+        wanted = sorted({int(i) for i in ids if int(i) > 0})
+        found: dict[int, tuple[str, int, int]] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for r in self._conn.execute(
+                    "SELECT id, connection_status, COALESCE(disconnection_time, 0), date_add"
+                    f" FROM agent WHERE id IN ({marks})", part):
+                found[r[0]] = (r[1], int(r[2]), int(r[3]))
+        return found
+
     def agent_row(self, agent_id: int) -> dict[str, Any] | None:
         """Every column of one agent, or None (for tests and diagnostics)."""
         cursor = self._conn.execute("SELECT * FROM agent WHERE id = ?", (agent_id,))

@@ -207,6 +207,11 @@ class ThreadedAgentDatabase(Service):
         """See :meth:`AgentDatabase.count_active_agents_by_node`."""
         return self._call(lambda db: db.count_active_agents_by_node())
 
+    def registration_status(self, ids: Sequence[int]) -> Deferred[dict[int, tuple[str, int, int]]]:
+        """See :meth:`AgentDatabase.registration_status`."""
+        ids = tuple(ids)
+        return self._call(lambda db: db.registration_status(ids))
+
 
 class InlinePool:
     """A "pool" that runs each job at once in the calling thread.
