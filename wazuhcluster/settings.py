@@ -24,6 +24,7 @@ KNOWN_SECTIONS: dict[str, str] = {
     "logging": "log format and rotation",
     "dapi": "distributed API limits",
     "sendsync": "daemon sockets reached by sendsync",
+    "enrolment": "agent enrolment limits (connections, waiting for the master)",
 }
 
 

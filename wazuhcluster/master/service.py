@@ -56,4 +56,6 @@ def make_master_service(config: ClusterConfig, reactor: Any,
     install_agents(node, reactor)
     from wazuhcluster.integrity.master_side import install as install_integrity
     install_integrity(node, reactor)
+    from wazuhcluster.enrolment.service import install as install_enrolment
+    install_enrolment(node, reactor)
     return node
