@@ -80,7 +80,7 @@ class RefusalTests(SynchronousTestCase):
     def refusal(self, data: bytes, **kwargs: Any) -> str:
         with self.assertRaises(Refused) as caught:
             parse(data, **kwargs)
-        return caught.exception.message
+        return str(caught.exception.message)
 
     def test_password(self) -> None:
         """Missing, wrong, or unterminated password."""

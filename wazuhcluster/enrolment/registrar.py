@@ -138,16 +138,9 @@ class Registrar:
         refused: dict[int, Outcome] = {}
         for index, op in enumerate(ops):
             if isinstance(op, AddOp) and op.groups:
-                if len(op.groups) > MAX_GROUPS_PER_MULTIGROUP:
-                    refused[index] = Outcome(
-                        code=ERR_INVALID_GROUP[0], message=ERR_INVALID_GROUP[1],
-                        agent_error=f"Maximum multigroup reached: Limit is "
-                                    f"{MAX_GROUPS_PER_MULTIGROUP}")
-                bad = next((g for g in op.groups if g in missing), None)
-                if bad is not None:
-                    refused[index] = Outcome(code=ERR_INVALID_GROUP[0],
-                                             message=ERR_INVALID_GROUP[1],
-                                             agent_error=f"Invalid group: {bad}")
+                refusal = _check_groups(op.groups, missing)
+                if refusal is not None:
+                    refused[index] = refusal
         valid = [op for i, op in enumerate(ops) if i not in refused]
         statuses: dict[int, AgentStatus] = {}
         ids = conflicts(lines, [op for op in valid if isinstance(op, AddOp)])
@@ -205,6 +198,19 @@ class Registrar:
                 self._log.info("[{tag}] [Agent enrolment] Agent key generated for '{name}' "
                                "(id '{id}').", tag=self._tag, name=op.name,
                                id=out.line.id_text)
+
+
+def _check_groups(groups: Sequence[str], missing: set[str]) -> Outcome | None:
+    """authd's group check, in its order: the count limit, then each group's directory."""
+    for position, group in enumerate(groups, start=1):
+        if position > MAX_GROUPS_PER_MULTIGROUP:
+            return Outcome(code=ERR_INVALID_GROUP[0], message=ERR_INVALID_GROUP[1],
+                           agent_error=f"Maximum multigroup reached: Limit is "
+                                       f"{MAX_GROUPS_PER_MULTIGROUP}")
+        if group in missing:
+            return Outcome(code=ERR_INVALID_GROUP[0], message=ERR_INVALID_GROUP[1],
+                           agent_error=f"Invalid group: {group}")
+    return None
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
