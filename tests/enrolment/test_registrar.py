@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tests.agents.test_threaded import InlinePool, InlineReactor
 from wazuhcluster.agents.db import database_path
@@ -20,8 +21,10 @@ from wazuhcluster.enrolment.authconfig import AuthConfig, ForceOptions
 from wazuhcluster.enrolment.keystore import AddOp, KeyLine, Outcome, read_keys
 from wazuhcluster.enrolment.localsock import READ_TIMEOUT, AuthLocalFactory
 from wazuhcluster.enrolment.registrar import Registrar, keys_path
+from wazuhcluster.interfaces import IBlockingRunner
 
 
+@implementer(IBlockingRunner)
 class QueuedRunner:
     """Runs blocking calls only when the test says so (to see batching)."""
 
@@ -112,7 +115,7 @@ class RegistrarTests(RegistrarTestBase):
 
     def test_remove(self) -> None:
         """Removal marks the key (purge off) and deletes the row."""
-        (outcome,) = self.add(AddOp("a1", "any"))
+        self.add(AddOp("a1", "any"))
         d = self.registrar.remove(1)
         self.runner.flush()
         self.assertIsNotNone(self.successResultOf(d).line)
