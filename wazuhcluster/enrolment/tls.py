@@ -16,6 +16,8 @@ import tempfile
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 from wazuhcluster.enrolment.authconfig import AuthConfig
 
@@ -61,6 +63,7 @@ def ensure_manager_certificate(cert_path: str, key_path: str, days: int = 365) -
     return True
 
 
+@implementer(IOpenSSLContextFactory)
 class ServerContextFactory:
     """The registration port's TLS context (built once, at start)."""
 
