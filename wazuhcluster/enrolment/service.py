@@ -273,20 +273,16 @@ class EnrolmentService(MultiService):
         self.factory = EnrolFactory(auth, reactor, self._tag, "v" + config.version.lstrip("v"),
                                     password, self.registrar, self.forwarder)
         self.tls: _Listener | None = None
+        self._prepared = False
 
     def privilegedStartService(self) -> None:
         """Create the certificate if missing, then bind the TLS port (before dropping rights)."""
-        self._add_tls_listener()
+        self._prepare()
         super().privilegedStartService()
 
     def startService(self) -> None:
         """Start listening and say how agents authenticate."""
-        self._add_tls_listener()
-        if self.registrar is not None:
-            path = auth_socket_path(self._home)
-            os.makedirs(os.path.dirname(path), mode=0o770, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # a stale socket of an earlier run
+        self._prepare()
         super().startService()
         if self.tls is None:
             return
@@ -301,6 +297,15 @@ class EnrolmentService(MultiService):
             self._log.info("[{tag}] [Agent enrolment] Accepting connections on port {port}. "
                            "Random password chosen for agent authentication: {password}",
                            tag=self._tag, port=self.auth.port, password=self.factory.password)
+
+    def _prepare(self) -> None:
+        if self.registrar is not None and not self._prepared:
+            path = auth_socket_path(self._home)
+            os.makedirs(os.path.dirname(path), mode=0o770, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a stale socket of an earlier run (the home lock is ours)
+        self._prepared = True
+        self._add_tls_listener()
 
     def _add_tls_listener(self) -> None:
         if self.tls is not None or not self.auth.remote_enrollment:
