@@ -1,4 +1,4 @@
-# tac/master.tac -- a wazuhcluster master node, for twistd -y. Wiring only (STYLE §5.4).
+# tac/master.tac -- a wazuhcluster master node, for twistd -y. Wiring only.
 #
 #   foreground:  WAZUHCLUSTER_HOME=/var/ossec twistd -n --pidfile= -y tac/master.tac
 #   daemon:      WAZUHCLUSTER_HOME=/var/ossec twistd --pidfile=/var/ossec/var/run/wazuhcluster.pid \

@@ -1,4 +1,4 @@
-# tac/worker.tac -- a wazuhcluster worker node, for twistd -y. Wiring only (STYLE §5.4).
+# tac/worker.tac -- a wazuhcluster worker node, for twistd -y. Wiring only.
 #
 #   foreground:  WAZUHCLUSTER_HOME=/var/ossec twistd -n --pidfile= -y tac/worker.tac
 #   daemon:      WAZUHCLUSTER_HOME=/var/ossec twistd --pidfile=/var/ossec/var/run/wazuhcluster.pid \

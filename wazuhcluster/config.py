@@ -2,7 +2,7 @@
 
 Pure code (no reactor, no services): files in, one frozen :class:`ClusterConfig` out, or a
 :class:`~wazuhcluster.errors.ConfigError` whose one-line message names the key, the bad value
-and what is expected. Validation follows Wazuh 4.7.5 (spec §6.1) so that a configuration one
+and what is expected. Validation follows Wazuh 4.7.5 so that a configuration one
 accepts the other accepts too.
 """
 

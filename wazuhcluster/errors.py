@@ -1,7 +1,8 @@
 """Exception hierarchy, and the JSON error objects that travel in ``err`` replies.
 
 Errors cross the wire as ``{"__wazuh_exception__": {"__class__": ..., "__object__": {...}}}``
-(spec §2.7, §2.10). Decoding is data-only: the class name is looked up in a fixed allow-list
+(docs/protocol.md, "Error objects").
+Decoding is data-only: the class name is looked up in a fixed allow-list
 and nothing named in a payload is ever imported, evaluated or called (the 4.7.5 decoder
 ``eval``s and imports names: CVE-2025-24016).
 """
@@ -27,7 +28,7 @@ TITLES: dict[str, str] = {
 _WITH_IDS = frozenset({"WazuhError", "WazuhPermissionError", "WazuhResourceNotFound",
                        "WazuhTooManyRequests", "WazuhNotAcceptable"})
 
-#: Our own wording of the cluster error codes (spec §11); not part of the protocol.
+#: Our own wording of the cluster error codes; not part of the protocol.
 MESSAGES: dict[int, str] = {
     1000: "Internal error",
     1724: "Not a valid select field",
@@ -66,7 +67,7 @@ MESSAGES: dict[int, str] = {
 class ClusterError(Exception):
     """An expected failure with a Wazuh error code; becomes an ``err`` reply.
 
-    :param code: Wazuh error code (spec §11).
+    :param code: Wazuh error code.
     :param extra_message: detail appended to the code's message.
     :param class_name: the Wazuh exception class name used on the wire.
     """

@@ -178,6 +178,23 @@ class IAgentDatabase(Interface):
         """``(connection_status, disconnection_time, date_add)`` of the listed agents that
         exist, by id (enrolment's replacement rules)."""
 
+    def select(sql: str, params: Sequence[str | int | float | None] = ()
+               ) -> Deferred[list[dict[str, Any]]]:
+        """One read-only ``SELECT`` over Wazuh's global.db tables (``agent``, ``group``,
+        ``belongs``, ``labels``) with positional ``?`` parameters; rows as dicts by column
+        name, NULL columns left out (as wazuh-db's ``global sql``). Anything but a single
+        SELECT fails with ValueError. Used by the DAPI's agent and group functions."""
+
+    def delete_agents(agent_ids: Sequence[int], keys_path: str | None = None,
+                      purge: bool = True) -> Deferred[list[int]]:
+        """Remove agents (never 000) from ``client.keys`` (``purge=False`` marks the lines
+        removed) and from the database; fires with the ids deleted from the database."""
+
+    def delete_groups(names: Sequence[str], sync_status: str = "syncreq"
+                      ) -> Deferred[dict[str, list[int]]]:
+        """Delete groups (members left without groups get ``default``; group hashes
+        recomputed); fires with ``{deleted group: ids of its former members}``."""
+
 
 class ILocalExtension(Interface):
     """A feature adding commands to the local Unix-socket API."""

@@ -1,4 +1,4 @@
-"""Log observers writing Wazuh's ``cluster.log`` line format (spec §7).
+"""Log observers writing Wazuh's ``cluster.log`` line format.
 
 ``YYYY/MM/DD HH:MM:SS LEVEL: [tag] [subtag] message``, local time. Our log calls put the two
 bracketed tags at the start of their format strings (``"[{tag}] [Integrity sync] ..."``);

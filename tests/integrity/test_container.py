@@ -195,7 +195,7 @@ class WriterLimitTests(SynchronousTestCase):
 
 
 class SeparatorTests(SynchronousTestCase):
-    """Content that contains the record separator (protocol reference §10 item 18)."""
+    """Content that contains the record separator."""
 
     def test_writer_avoids_separator_in_compressed_data(self) -> None:
         """At level 0 the separator would be stored verbatim; we re-compress instead."""

@@ -257,7 +257,7 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(pair.integrity.health_status(session), {"sync_integrity_free": True})
 
     def test_worker_error_without_task_frees_the_lock(self) -> None:
-        """syn_i_w_m_r None <error> releases the lock too, as in Wazuh (spec §4.1)."""
+        """syn_i_w_m_r None <error> releases the lock too, as in Wazuh."""
         pair = IntegrityPair(self)
         fake, _ = self.start_check(pair)
         d = pair.request(fake.protocol, SYN_I_W_M_R, b"None " + ClusterError(3001, "x").to_wire())

@@ -14,7 +14,7 @@ from wazuhcluster.protocol.transfers import CommonResponders, FileReceiver, Stri
 
 
 class CommonResponderTests(SynchronousTestCase):
-    """echo and cancel_task as Wazuh defines them (spec §3.1, §3.4)."""
+    """echo and cancel_task as Wazuh defines them."""
 
     def setUp(self) -> None:
         files = FileReceiver(short_tempdir(self), SynchronousRunner().run)

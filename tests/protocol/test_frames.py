@@ -99,7 +99,7 @@ class GoldenVectorTests(SynchronousTestCase):
         self.assertEqual(frame[:20].hex(), "000004d3006aab0c6563686f202d2d2d2d2d2d2d")
 
     def test_divided_fragments_decrypt_only_when_joined(self) -> None:
-        """Each fragment alone is not a valid token; the joined token is (spec §10.4)."""
+        """Each fragment alone is not a valid token; the joined token is."""
         stream = read_vector("frames", "large_divided.fernet_det.bin")
         frames = FrameDecoder(max_payload=BIG).feed(stream)
         self.assertEqual([f.divided for f in frames], [True, False])
@@ -150,7 +150,7 @@ class DecoderLimitTests(SynchronousTestCase):
             decoder.feed(struct.pack("!II12s", 1, 0xFFFFFFFF, b"hello ------"))
 
     def test_header_then_payload_in_two_reads_does_not_desync(self) -> None:
-        """A read that ends right after a header keeps the stream in sync (spec §2.9)."""
+        """A read that ends right after a header keeps the stream in sync."""
         wire = encode_frame(Frame(7, b"echo", b"x" * 40))
         decoder = FrameDecoder()
         self.assertEqual(decoder.feed(wire[:20]), [])

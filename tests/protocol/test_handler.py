@@ -177,7 +177,7 @@ class ClusterProtocolTests(SynchronousTestCase):
         self.assertEqual(self.sent(), [])
 
     def test_unsolicited_reply_frames_are_dropped_without_answer(self) -> None:
-        """ok/err with an unknown counter are dropped: no err ping-pong (spec §10.41)."""
+        """ok/err with an unknown counter are dropped: no err ping-pong."""
         self.receive(99, ERR, b"unknown command 'b'x''")
         self.receive(100, OK, b"whatever")
         self.assertEqual(self.sent(), [])

@@ -112,7 +112,7 @@ class FileReceiverTests(SynchronousTestCase):
         self.assertRaises(ClusterError, self.receiver.claim, "queue/cluster/worker1/c.zip")
 
     def test_only_received_files_can_be_claimed(self) -> None:
-        """A …_e command cannot name an arbitrary file (spec §10 item 24)."""
+        """A …_e command cannot name an arbitrary file."""
         self.assertRaises(ClusterError, self.receiver.claim, "etc/client.keys")
 
     def test_checksum_mismatch_removes_the_file(self) -> None:

@@ -3,16 +3,16 @@
 :class:`AgentDatabase` owns one ``sqlite3`` connection and must be used from one thread at a
 time (:class:`wazuhcluster.agents.threaded.ThreadedAgentDatabase` runs it on a dedicated
 single-thread pool). Its operations follow the wazuh-db ``global`` commands the cluster uses
-(``docs/wazuh-cluster-protocol.md`` §9.2, §9.3), with these deliberate differences:
+(docs/protocol.md), with these deliberate differences:
 
 * **Agent-info is not marked synced when read.** :meth:`AgentDatabase.get_agent_info_sync`
   returns, with the chunks, the change sequence of every row it read;
   :meth:`AgentDatabase.mark_agent_info_synced` marks a row synced only if its sequence has not
   changed since, so an update that lands while a sync is in flight is sent again next cycle
-  (Wazuh marks rows synced as they are read and loses data when the master fails, §10 item 29).
+  (Wazuh marks rows synced as they are read and loses data when the master fails).
   Suggested worker rule: mark after a ``syn_m_a_e`` with no error messages, otherwise leave
   everything marked (``sync-agent-info-set`` is idempotent).
-* **Setting groups creates missing groups** instead of failing the agent (§10 item 31).
+* **Setting groups creates missing groups** instead of failing the agent.
 * **A full agent-groups resync converges.** Applied with ``full=True``, the dump is taken as the
   whole truth: agents it lists with no groups, and agents it does not list at all, end up with
   no groups (``group`` and ``group_hash`` NULL), so they contribute nothing to the global hash,
@@ -56,6 +56,9 @@ from wazuhcluster.agents.schema import (
     configure_connection,
     create_schema,
 )
+
+#: Types a parameter of :meth:`AgentDatabase.select` may have.
+SqlParam = str | int | float | None
 
 GroupsMode = Literal["override", "append", "empty_only", "remove"]
 GroupsCondition = Literal["sync_status", "all"]
@@ -705,7 +708,7 @@ class AgentDatabase:
     ) -> list[str]:
         """Every page of :meth:`sync_agent_groups_get` as the master's chunk list.
 
-        Pages equal to ``[]`` or ``[{"data":[]}]`` are dropped, as the master does (§5.6.1).
+        Pages equal to ``[]`` or ``[{"data":[]}]`` are dropped, as the master does.
         """
         chunks: list[str] = []
         last_id = 0
@@ -817,6 +820,86 @@ class AgentDatabase:
                 found[r[0]] = (r[1], int(r[2]), int(r[3]))
         return found
 
+    def select(self, sql: str, params: Sequence[SqlParam] = ()) -> list[dict[str, Any]]:
+        """Run one read-only ``SELECT`` over the Wazuh tables; rows as dicts by column name.
+
+        Columns that are NULL are left out of the row, as wazuh-db's ``global sql`` leaves
+        them out. Only reading is allowed: the statement runs under an SQLite authorizer that
+        denies every action but reading, selecting and calling functions, so anything else
+        (writes, pragmas, attach, several statements) fails with ``ValueError``.
+        """
+        if not isinstance(sql, str) or not sql.lstrip()[:6].upper() == "SELECT":
+            raise ValueError("only SELECT statements are allowed")
+        for value in params:
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise ValueError(f"unsupported SQL parameter type {type(value).__name__}")
+        conn = self._conn
+        conn.set_authorizer(_read_only_authorizer)
+        try:
+            cursor = conn.execute(sql, tuple(params))
+            names = [d[0] for d in cursor.description or ()]
+            rows = cursor.fetchall()
+        except sqlite3.ProgrammingError as exc:
+            raise ValueError(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            if "not authorized" in str(exc) or "prohibited" in str(exc):
+                raise ValueError(f"statement refused: {exc}") from exc
+            raise
+        finally:
+            conn.set_authorizer(None)
+        return [{n: v for n, v in zip(names, row, strict=True) if v is not None}
+                for row in rows]
+
+    def delete_agents(self, agent_ids: Sequence[int], keys_path: str | None = None,
+                      purge: bool = True) -> list[int]:
+        """Remove agents (never 000): from ``client.keys`` at ``keys_path`` first (rewritten
+        atomically; ``purge=False`` keeps each line marked removed with ``!`` before the name,
+        as Wazuh's key store does), then from the database with their labels and group
+        memberships, in one transaction.
+
+        :returns: the ids that existed in the database and were deleted, sorted.
+        """
+        ids = sorted({int(i) for i in agent_ids if int(i) > 0})
+        if not ids:
+            return []
+        if keys_path is not None and os.path.exists(keys_path):
+            _rewrite_client_keys(keys_path, set(ids), purge)
+        with self._transaction() as conn:
+            existing = sorted(self._existing_ids(ids))
+            conn.executemany("DELETE FROM agent WHERE id = ?", [(i,) for i in existing])
+        return existing
+
+    def delete_groups(self, names: Sequence[str],
+                      sync_status: str = "syncreq") -> dict[str, list[int]]:
+        """Delete groups, as wazuh-db's ``delete-group``: their members lose them, a member
+        left with no group gets ``default``, and every member's ``group``/``group_hash`` is
+        recomputed with ``group_sync_status = sync_status``.
+
+        :returns: for each deleted group that existed, the ids of the agents that were in it.
+        """
+        if sync_status not in ("synced", "syncreq"):
+            raise ValueError(f"invalid sync_status {sync_status!r}")
+        removed: dict[str, list[int]] = {}
+        with self._transaction() as conn:
+            for name in dict.fromkeys(names):
+                row = conn.execute("SELECT id FROM `group` WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    continue
+                members = [r[0] for r in conn.execute(
+                    "SELECT id_agent FROM belongs WHERE id_group = ? ORDER BY id_agent", (row[0],))]
+                conn.execute("DELETE FROM belongs WHERE id_group = ?", (row[0],))
+                conn.execute("DELETE FROM `group` WHERE id = ?", (row[0],))
+                for agent_id in members:
+                    has_any = conn.execute("SELECT 1 FROM belongs WHERE id_agent = ? LIMIT 1",
+                                           (agent_id,)).fetchone()
+                    if has_any is None and name != "default":
+                        default = self._group_ids(conn, ["default"])["default"]
+                        conn.execute("INSERT INTO belongs (id_agent, id_group, priority)"
+                                     " VALUES (?, ?, 0)", (agent_id, default))
+                    self._set_group_context(conn, agent_id, sync_status)
+                removed[name] = members
+        return removed
+
     def agent_row(self, agent_id: int) -> dict[str, Any] | None:
         """Every column of one agent, or None (for tests and diagnostics)."""
         cursor = self._conn.execute("SELECT * FROM agent WHERE id = ?", (agent_id,))
@@ -831,6 +914,34 @@ class AgentDatabase:
             "SELECT key, value FROM labels WHERE id = ? ORDER BY key", (agent_id,)).fetchall())
 
 
+_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                           getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+
+
+def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None,
+                          db_name: str | None, trigger: str | None) -> int:
+    """SQLite authorizer allowing only reads (used by :meth:`AgentDatabase.select`)."""
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def _rewrite_client_keys(path: str, ids: set[int], purge: bool) -> None:
+    """Rewrite ``client.keys`` without (``purge``) or with removed-marked lines for ``ids``."""
+    from wazuhcluster.agents.merged import atomic_write
+
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    out: list[str] = []
+    for line in lines:
+        fields = line.split(" ", 3)
+        if (len(fields) == 4 and fields[0].isdigit() and int(fields[0]) in ids
+                and fields[1][:1] not in ("!", "#")):
+            if purge:
+                continue
+            line = f"{fields[0]} !{fields[1]} {fields[2]} {fields[3]}"
+        out.append(line)
+    atomic_write(path, "".join(out).encode("utf-8", "surrogateescape"), 0o640)
+
+
 __all__ = [
     "GROUPS_SET_ERROR",
     "AgentDatabase",
@@ -842,6 +953,7 @@ __all__ = [
     "GroupsSetResult",
     "Keepalive",
     "ReconcileResult",
+    "SqlParam",
     "database_path",
     "global_group_hash_of",
     "group_hash",

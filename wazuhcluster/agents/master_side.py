@@ -1,6 +1,6 @@
 """Agents on the master: agent-info reception, agent-groups push, merged.mg, health.
 
-Wire behaviour follows Wazuh 4.7.5 (``docs/wazuh-cluster-protocol.md`` §5.5, §5.6):
+Wire behaviour follows Wazuh 4.7.5 (docs/protocol.md):
 
 * ``syn_a_w_m_p`` answers ``True`` while the worker's agent-info lock is free; ``syn_a_w_m
   <string id>`` takes the lock, answers ``ok <id>`` at once, and the chunks are written on the

@@ -1,13 +1,13 @@
 """Encoders and data-only decoders of the agent-info and agent-groups payloads (Wazuh 4.7.5).
 
-Payloads covered (``docs/wazuh-cluster-protocol.md`` §5.5, §5.6):
+Payloads covered (docs/protocol.md):
 
 * the long string a worker ships before ``syn_a_w_m``::
 
       {"set_data_command": "global sync-agent-info-set", "payload": {}, "chunks": ["<json>", ...]}
 
   where each chunk is the JSON array text wazuh-db answers to ``global sync-agent-info-get``;
-  4.13 replaced ``chunks`` by an object (§12): such a string is refused with a clear error;
+  4.13 replaced ``chunks`` by an object (after 4.7.5): such a string is refused with a clear error;
 * between our own nodes (the master announces :data:`AGENT_INFO_ROWS_CAPABILITY`), the same
   long string in the compact *rows* form (wazuhcluster extension, never sent to a Wazuh node)::
 
@@ -107,8 +107,8 @@ class GroupsString:
 class GroupsChunk:
     """One decoded agent-groups chunk: assignments and, in the last periodic chunk, the hash.
 
-    ``has_hash`` tells whether the chunk carried a ``hash`` key at all (the comparison of
-    §5.6.2 is skipped without it); ``global_hash`` may be ``None`` when it carried JSON null.
+    ``has_hash`` tells whether the chunk carried a ``hash`` key at all (the checksum
+    comparison is skipped without it); ``global_hash`` may be ``None`` when it carried JSON null.
     """
 
     assignments: tuple[tuple[int, tuple[str, ...]], ...]
@@ -483,7 +483,7 @@ def decode_groups_chunk(chunk: str) -> GroupsChunk:
 
 
 def master_groups_hash(chunks: Sequence[str]) -> tuple[bool, str | None]:
-    """The master's global group hash carried by the last chunk (§5.6.2).
+    """The master's global group hash carried by the last chunk.
 
     :returns: ``(present, hash)``; ``present`` is False when the last chunk has no ``hash``
         key (full-resync chunks), in which case no comparison should be made.

@@ -9,7 +9,7 @@ One table is ours: ``cluster_sync_seq`` holds, per agent, the change sequence of
 change that marked the agent for agent-info synchronisation (``info_seq``) and for agent-groups
 synchronisation (``group_seq``). It lets a worker mark exactly the rows it sent as synced once
 the master has confirmed them, instead of marking them when read (see
-``docs/wazuh-cluster-protocol.md`` §10 items 29 and 30).
+docs/protocol.md).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from wazuhcluster.agents.db import (
     GroupsSetResult,
     Keepalive,
     ReconcileResult,
+    SqlParam,
 )
 from wazuhcluster.agents.keys import KeyEntry
 from wazuhcluster.interfaces import IAgentDatabase
@@ -202,6 +203,23 @@ class ThreadedAgentDatabase(Service):
     def list_agents(self, node_name: str | None = None) -> Deferred[list[AgentSummary]]:
         """See :meth:`AgentDatabase.list_agents`."""
         return self._call(lambda db: db.list_agents(node_name))
+
+    def select(self, sql: str, params: Sequence[SqlParam] = ()) -> Deferred[list[dict[str, Any]]]:
+        """See :meth:`AgentDatabase.select`."""
+        params = tuple(params)
+        return self._call(lambda db: db.select(sql, params))
+
+    def delete_agents(self, agent_ids: Sequence[int], keys_path: str | None = None,
+                      purge: bool = True) -> Deferred[list[int]]:
+        """See :meth:`AgentDatabase.delete_agents`."""
+        agent_ids = tuple(agent_ids)
+        return self._call(lambda db: db.delete_agents(agent_ids, keys_path, purge))
+
+    def delete_groups(self, names: Sequence[str],
+                      sync_status: str = "syncreq") -> Deferred[dict[str, list[int]]]:
+        """See :meth:`AgentDatabase.delete_groups`."""
+        names = tuple(names)
+        return self._call(lambda db: db.delete_groups(names, sync_status))
 
     def count_active_agents_by_node(self) -> Deferred[dict[str, int]]:
         """See :meth:`AgentDatabase.count_active_agents_by_node`."""

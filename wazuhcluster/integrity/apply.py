@@ -1,4 +1,4 @@
-"""Worker side: confined, atomic application of a master push (protocol reference §5.3.7).
+"""Worker side: confined, atomic application of a master push.
 
 :func:`apply_push` extracts a received container into a fresh staging directory
 ``<home>/queue/cluster/<node>/staging-<random>/`` (every entry fsynced), parses its

@@ -1,4 +1,4 @@
-"""Master-side classification of a worker's metadata (protocol reference §5.3.5).
+"""Master-side classification of a worker's metadata.
 
 Given the master's metadata ``M`` and a worker's metadata ``W`` (path -> entry):
 

@@ -1,4 +1,4 @@
-"""Wazuh's file-sync "zip" container (protocol reference §5.3.3): writer and bounded reader.
+"""Wazuh's file-sync "zip" container: writer and bounded reader.
 
 Format (not a ZIP archive)::
 
@@ -16,7 +16,7 @@ file are :attr:`AddOutcome.DEFERRED` to a later round; the metadata record is no
 counted. A record that would not fit is cut off as soon as that is certain and the file is
 truncated back, so nothing of it stays in the container.
 
-Separators inside content (§10 item 18). The reference reader splits the byte stream on
+Separators inside content (a Wazuh 4.7.5 weakness). The reference reader splits the byte stream on
 ``|@@//@@|`` and would cut a record whose compressed bytes contain it (with
 ``compress_level`` 0 any file that contains the separator does; at other levels it needs
 crafted content). We handle it on both sides:

@@ -1,6 +1,6 @@
 """Cluster items: which files under ``WAZUH_PATH`` are synchronised, and path validation.
 
-The ``files`` object of ``cluster.json`` (protocol reference §5.3.1, §6.2) is parsed into
+The ``files`` object of ``cluster.json`` is parsed into
 frozen value objects. :meth:`ClusterItems.item_for` answers "which item does this relative
 path belong to" with the same rules as Wazuh 4.7.5's directory walk:
 

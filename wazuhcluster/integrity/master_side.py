@@ -1,4 +1,4 @@
-"""Master side of the integrity check and sync (spec §5.3.4-§5.3.6), and push on change.
+"""Master side of the integrity check and sync, and push on change.
 
 Pieces, all owned by the master node:
 
@@ -585,7 +585,7 @@ class IntegrityMaster:
 
     def _adapt_limit(self, state: WorkerIntegrity, cancelled: bool, sent: int,
                      elapsed: float) -> None:
-        """Wazuh's adaptive zip limit (spec §5.3.6)."""
+        """Wazuh's adaptive zip limit."""
         intervals = self._config.intervals
         tolerance = intervals.zip_limit_tolerance
         if cancelled:

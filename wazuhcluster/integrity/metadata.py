@@ -2,7 +2,7 @@
 
 :func:`scan_items` walks every item of ``cluster.json`` below ``WAZUH_PATH`` and returns,
 per relative path, a :class:`FileEntry` whose JSON form (:meth:`FileEntry.to_json`) has
-exactly the fields and field order of Wazuh 4.7.5 (protocol reference §5.3.2)::
+exactly the fields and field order of Wazuh 4.7.5::
 
     {"mod_time": <st_mtime float>, "cluster_item_key": "etc/shared/", "merged": false,
      "hash": <BLAKE2b-512 hexdigest>}

@@ -1,4 +1,4 @@
-"""Worker side of the integrity check and sync (spec §5.3.4, §5.3.7), and ``wzc_syncnow``.
+"""Worker side of the integrity check and sync, and ``wzc_syncnow``.
 
 :class:`IntegrityWorker` (an :class:`~wazuhcluster.interfaces.IWorkerExtension`):
 

@@ -116,7 +116,7 @@ class LocalCommands:
         return self._forward(GET_HEALTH, payload)
 
     def _forward(self, command: bytes, payload: bytes) -> Reply:
-        """Worker: ask the master, answer later with ``control_res`` (spec §4.3)."""
+        """Worker: ask the master, answer later with ``control_res``."""
         if self._node.peer is None:
             raise ClusterError(3023)
         d = Deferred.fromCoroutine(self._relay(command, payload))

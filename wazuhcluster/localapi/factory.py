@@ -30,7 +30,7 @@ class LocalAPIFactory(Factory):
     def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
         while True:
             client_id = secrets.randbelow(2**20)
-            if client_id not in self.clients:  # no silent collision (spec §10 item 39)
+            if client_id not in self.clients:  # no silent collision
                 break
         commands = LocalCommands(self._node, client_id, self._forget)
         self.clients[client_id] = commands

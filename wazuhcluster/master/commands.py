@@ -129,7 +129,7 @@ class MasterCommands:
                                 connected_since=now, last_keepalive=now)
         directory = os.path.join(self._config.home, "queue", "cluster", hello.name)
         os.makedirs(directory, mode=0o770, exist_ok=True)
-        os.chmod(directory, 0o770)  # whatever the umask (spec §9.1)
+        os.chmod(directory, 0o770)  # whatever the umask
         self.files.directory_name = hello.name.encode()
         peer.set_limits(max_frame_payload=self._config.ext.max_frame_payload,
                         max_message=self._config.ext.max_message_size)

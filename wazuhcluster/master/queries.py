@@ -1,4 +1,4 @@
-"""get_nodes and get_health answers (spec §5.10), as pure functions of node descriptions."""
+"""get_nodes and get_health answers, as pure functions of node descriptions."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ CONTROL_RES = b"control_res"
 #: wazuhcluster extensions. A peer only ever receives these after announcing support for
 #: them (see docs/protocol.md, "Capabilities"); real Wazuh nodes never see them.
 CAPS = b"wzc_caps"
-SYNC_NOW = b"wzc_syncnow"  # at most 11 bytes fit in the header (spec §2.2)
+SYNC_NOW = b"wzc_syncnow"  # at most 11 bytes fit in the header
 
 
 @attrs.frozen

@@ -6,7 +6,7 @@ field. The command field is the name, one space, then dashes up to 12 bytes; the
 is the *divided* flag (``d`` on every fragment but the last of a divided message).
 
 The decoder is an explicit two-state machine (WAIT_HEADER / WAIT_PAYLOAD), so a read that
-ends exactly after a header never desynchronises the stream (the 4.7.5 bug of spec §2.9),
+ends exactly after a header never desynchronises the stream (a Wazuh 4.7.5 bug),
 and it refuses an announced payload above its limit *before* buffering anything of it.
 """
 

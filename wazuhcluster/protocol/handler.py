@@ -5,11 +5,12 @@ command tables behind :class:`~wazuhcluster.interfaces.ICommandHandler` know com
 
 Differences from Wazuh 4.7.5, on purpose (docs/protocol.md):
 
-* the decoder keeps an explicit header/payload state (no §2.9 desync), refuses oversized
+* the decoder keeps an explicit header/payload state (no desync after a
+  header-only read, unlike Wazuh 4.7.5), refuses oversized
   announcements before buffering, bounds divided messages, and drops a peer whose frame stays
   incomplete for ``partial_frame_timeout`` seconds;
 * a reply-typed frame (``ok``, ``err``, ...) with an unknown counter is dropped with a log line
-  instead of being answered, so the ``err`` ping-pong of §10 item 41 cannot start;
+  instead of being answered, so the ``err`` ping-pong seen in Wazuh 4.7.5 cannot start;
 * a payload that cannot be decrypted drops the connection with one logged reason.
 """
 

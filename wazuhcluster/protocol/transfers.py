@@ -1,4 +1,4 @@
-"""The generic sub-protocols every connection serves (spec §3): echo, long strings, files,
+"""The generic sub-protocols every connection serves: echo, long strings, files,
 task cancellation; and the matching senders.
 
 Hardening over Wazuh 4.7.5:
@@ -7,7 +7,7 @@ Hardening over Wazuh 4.7.5:
   pre-allocation an unauthenticated peer could pin); unconsumed strings expire.
 * ``new_file`` accepts only ``/queue/cluster/<name>/<file>`` where ``<name>`` is the one
   directory this connection may write to and ``<file>`` a plain file name: the peer never
-  chooses a path (spec §10 items 23-24). Writes run off the reactor; sizes are bounded.
+  chooses a path. Writes run off the reactor; sizes are bounded.
 """
 
 from __future__ import annotations
