@@ -93,3 +93,34 @@ class MasterEnrolmentTests(TestCase):
                          {(a.agent_id, a.name, a.key) for a in answers})
         await cluster.wait_for("200 keys on w1", lambda: keys_of(w1.home) == lines, WAIT)
 
+
+
+class SimulatorProcessTests(TestCase):
+    """``wazuhcluster-agents simulate`` against real nodes."""
+
+    timeout = 180
+
+    async def test_thousand_agents_active(self) -> None:
+        """1 000 simulated agents enrol and report keepalives: all active on the master,
+        with the node they report to."""
+        cluster = Cluster(self)
+        auth_port = free_port()
+        master = cluster.add_node("master", "master", auth_port=auth_port).start()
+        await cluster.wait_ready(master)
+        out, err, code = await getProcessOutputAndValue(AGENTS_CLI, [
+            "--home", master.home, "simulate", "--nodes", f"127.0.0.1:{auth_port}",
+            "--homes", master.home, "--count", "1000", "--keepalive", "2",
+            "--duration", "8", "--prefix", "sim"], env=dict(os.environ))
+        text = out.decode()
+        self.assertEqual(code, 0, err.decode() + text)
+        self.assertIn("summary: enrolled 1000, refused 0", text)
+        self.assertIn("enrolled", text.splitlines()[0])  # progress lines come first
+
+        async def active() -> bool:
+            out, _, _ = await getProcessOutputAndValue(
+                AGENTS_CLI, ["--home", master.home, "list", "--json"], env=dict(os.environ))
+            agents = [a for a in json.loads(out) if a["id"] != "000"]
+            return len(agents) == 1000 and all(
+                a["status"] == "active" and a["node_name"] == "master"
+                and a["version"] == "Wazuh v4.7.5" for a in agents)
+        await cluster.wait_for("1000 active agents on the master", active, WAIT)
