@@ -82,6 +82,16 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(outcomes[0].replaced, (1,))
         self.assertEqual([(ln.agent_id, ln.removed) for ln in new], [(1, True), (2, False)])
 
+    def test_ip_replaced_before_name_refused(self) -> None:
+        """As authd: the agent holding the IP is replaced before the name check refuses."""
+        lines = [KeyLine(1, "old-ip", "10.0.0.1", "k1"), KeyLine(2, "a", "any", "k2")]
+        status = {1: AgentStatus("never_connected", 0, NOW - 7200),
+                  2: AgentStatus("active", 0, NOW - 7200)}
+        new, outcomes = plan(lines, AddOp("a", "10.0.0.1"), statuses=status,
+                             force=ForceOptions())
+        self.assertEqual(outcomes[0].agent_error, "Duplicate agent name: a")
+        self.assertEqual([(ln.agent_id, ln.removed) for ln in new], [(1, True), (2, False)])
+
     def test_force_rules(self) -> None:
         """Each replacement condition with its explanation."""
         line = KeyLine(1, "a", "any", "old")
