@@ -7,7 +7,7 @@ handshake and one exchange, no registration work.
 Real ``twistd wazuhcluster`` processes on 127.0.0.1: one master and two workers, each with its
 registration port. The client is this process (Twisted, pyOpenSSL), sharing the machine.
 
-Run: ``.venv/bin/python bench/enrol.py [agents-per-run [master,w1]]``
+Run: ``.venv/bin/python bench/enrol.py [agents-per-run [master,w1 [agents-already-registered]]]``
 """
 
 from __future__ import annotations
@@ -111,12 +111,17 @@ async def keys_everywhere(homes: list[str], wanted: set[str], start: float,
     return None
 
 
-async def main(_: Any, count: int, targets: list[str]) -> None:
+async def main(_: Any, count: int, targets: list[str], existing: int) -> None:
     base = tempfile.mkdtemp(prefix="wzcb", dir="/tmp")
     processes: list[subprocess.Popen[bytes]] = []
     try:
         key, port = random_key(), free_port()
         ports = {n: free_port() for n in ("master", "w1", "w2")}
+        if existing:
+            make_home(os.path.join(base, "master"), node_name="master", node_type="master",
+                      key=key, port=port, auth_port=ports["master"])
+            with open(os.path.join(base, "master", "etc", "client.keys"), "w") as f:
+                f.writelines(f"{i:03d} old-{i} any {i:064x}\n" for i in range(1, existing + 1))
         processes.append(start_node(base, "master", "master", port, key, ports["master"]))
         await wait_port(ports["master"])
         for w in ("w1", "w2"):
@@ -133,7 +138,8 @@ async def main(_: Any, count: int, targets: list[str]) -> None:
              os.path.join(master_home, "etc", "sslmanager.key")]))
         await wait_port(floor_port)
         print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"Python {platform.python_version()}; {count} enrolments per run")
+              f"Python {platform.python_version()}; {count} enrolments per run, "
+              f"{existing} agents registered before")
         for concurrency in (1, 50):
             n = count if concurrency > 1 else max(50, count // 4)
             seconds, _ = await run_batch(floor_port, [f"f{concurrency}-{i}" for i in range(n)],
@@ -170,4 +176,5 @@ if __name__ == "__main__":
         floor_server(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         react(main, [int(sys.argv[1]) if len(sys.argv) > 1 else 1000,
-                     sys.argv[2].split(",") if len(sys.argv) > 2 else ["master", "w1"]])
+                     sys.argv[2].split(",") if len(sys.argv) > 2 else ["master", "w1"],
+                     int(sys.argv[3]) if len(sys.argv) > 3 else 0])

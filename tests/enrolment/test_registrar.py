@@ -113,6 +113,17 @@ class RegistrarTests(RegistrarTestBase):
         (outcome,) = self.add(AddOp("a1", "any", groups=tuple(f"g{i}" for i in range(129))))
         self.assertEqual(outcome.agent_error, "Maximum multigroup reached: Limit is 128")
 
+    def test_external_edit_seen(self) -> None:
+        """An operator's edit of client.keys between batches is read before the next one."""
+        self.add(AddOp("a1", "any"))
+        with open(keys_path(self.home), "a") as f:
+            f.write("040 hand-made any " + "b" * 64 + "\n")
+        (outcome,) = self.add(AddOp("a2", "any"))
+        assert outcome.line is not None
+        self.assertEqual(outcome.line.agent_id, 41)
+        self.assertEqual([ln.name for ln in read_keys(keys_path(self.home))],
+                         ["a1", "hand-made", "a2"])
+
     def test_remove(self) -> None:
         """Removal marks the key (purge off) and deletes the row."""
         self.add(AddOp("a1", "any"))

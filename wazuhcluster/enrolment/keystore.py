@@ -207,47 +207,85 @@ class BatchResult:
     changed: bool
 
 
+class _Keys:
+    """The lines being changed, with indexes of the active agents by id, name and IP."""
+
+    def __init__(self, lines: Sequence[KeyLine]) -> None:
+        self.lines: list[KeyLine | None] = list(lines)
+        self.max_id = max((ln.agent_id for ln in lines), default=0)
+        self.by_id: dict[int, int] = {}
+        self.by_name: dict[str, int] = {}
+        self.by_ip: dict[str, int] = {}
+        for pos, line in enumerate(lines):
+            if not line.removed:
+                self._index(pos, line)
+
+    def _index(self, pos: int, line: KeyLine) -> None:
+        self.by_id.setdefault(line.agent_id, pos)
+        self.by_name.setdefault(line.name, pos)
+        if line.ip != "any":
+            self.by_ip.setdefault(line.ip, pos)
+
+    def find(self, field: str, value: Any) -> KeyLine | None:
+        """The active agent whose ``field`` (agent_id, name, ip) is ``value``."""
+        index: dict[Any, int] = {"agent_id": self.by_id, "name": self.by_name,
+                                 "ip": self.by_ip}[field]  # type: ignore[assignment]
+        pos = index.get(value)
+        return self.lines[pos] if pos is not None else None
+
+    def drop(self, line: KeyLine, purge: bool) -> None:
+        """Remove an active agent: marked removed, or gone from the file when purged."""
+        pos = self.by_id[line.agent_id]
+        self.lines[pos] = None if purge else attrs.evolve(line, removed=True)
+        indexes: tuple[tuple[dict[Any, int], Any], ...] = (
+            (self.by_id, line.agent_id), (self.by_name, line.name), (self.by_ip, line.ip))
+        for index, key in indexes:
+            if index.get(key) == pos:
+                del index[key]
+
+    def add(self, line: KeyLine) -> None:
+        """Append a new active agent."""
+        self.lines.append(line)
+        self.max_id = max(self.max_id, line.agent_id)
+        self._index(len(self.lines) - 1, line)
+
+    def result(self) -> list[KeyLine]:
+        """The lines to write."""
+        return [ln for ln in self.lines if ln is not None]
+
+
 def plan_batch(lines: Sequence[KeyLine], ops: Sequence[AddOp | RemoveOp], *,
                statuses: Mapping[int, AgentStatus], default_force: ForceOptions,
                purge: bool, manager_name: str, now: int | None = None,
                make_key: Callable[[], str] = new_key) -> BatchResult:
     """Apply ``ops`` in order to ``lines``; returns the new lines and one outcome per op.
 
+    Every lookup goes through indexes, so a batch costs one pass over the lines plus a
+    constant per operation.
+
     :param statuses: database status of the agents :func:`conflicts` named.
     :param purge: ``<purge>``: removed agents leave the file (else they stay marked ``!``).
     :param manager_name: the manager's host name, refused as an agent name.
     """
     now = int(time.time()) if now is None else now
-    current = list(lines)
+    keys = _Keys(lines)
     outcomes: list[Outcome] = []
     changed = False
-
-    def drop(index: int, purge_it: bool) -> None:
-        line = current[index]
-        if purge_it:
-            del current[index]
-        else:
-            current[index] = attrs.evolve(line, removed=True)
-
     for op in ops:
         if isinstance(op, RemoveOp):
-            index = next((i for i, ln in enumerate(current)
-                          if ln.agent_id == op.agent_id and not ln.removed), None)
-            if index is None:
+            hit = keys.find("agent_id", op.agent_id)
+            if hit is None:
                 outcomes.append(Outcome(code=ERR_NO_AGENT[0], message=ERR_NO_AGENT[1]))
                 continue
-            removed = current[index]
-            drop(index, op.purge or purge)
+            keys.drop(hit, op.purge or purge)
             changed = True
-            outcomes.append(Outcome(line=removed))
+            outcomes.append(Outcome(line=hit))
             continue
         force = op.force or default_force
-        active = [(i, ln) for i, ln in enumerate(current) if not ln.removed]
         if op.key is not None:
-            same = next((ln for _, ln in active if ln.name == op.name and ln.key == op.key
-                         and ln.ip == op.ip), None)
-            if same is not None:  # the requester retries an enrolment it already made
-                outcomes.append(Outcome(line=same, replayed=True))
+            same = keys.find("name", op.name)
+            if same is not None and same.key == op.key and same.ip == op.ip:
+                outcomes.append(Outcome(line=same, replayed=True))  # a retry of this enrolment
                 continue
         replaced: list[int] = []
         logs: list[str] = []
@@ -257,9 +295,15 @@ def plan_batch(lines: Sequence[KeyLine], ops: Sequence[AddOp | RemoveOp], *,
             checks.append(("agent_id", op.agent_id, ERR_DUPLICATE_ID, "Duplicate ID"))
         if op.ip != "any":
             checks.append(("ip", op.ip, ERR_DUPLICATE_IP, f"Duplicate IP: {op.ip}"))
+        if op.name == manager_name:
+            checks.append(("manager", None, ERR_DUPLICATE_NAME, f"Invalid agent name: {op.name}"))
+        checks.append(("name", op.name, ERR_DUPLICATE_NAME, f"Duplicate agent name: {op.name}"))
         for field, wanted, error, agent_text in checks:
-            hit = next((ln for ln in current
-                        if not ln.removed and getattr(ln, field) == wanted), None)
+            if field == "manager":
+                refusal = Outcome(code=error[0], message=error[1], agent_error=agent_text,
+                                  log="same name as the manager")
+                break
+            hit = keys.find(field, wanted)
             if hit is None:
                 continue
             allowed, why = _may_replace(hit, op, force, statuses.get(hit.agent_id), now)
@@ -268,31 +312,15 @@ def plan_batch(lines: Sequence[KeyLine], ops: Sequence[AddOp | RemoveOp], *,
                 refusal = Outcome(code=error[0], message=error[1], agent_error=agent_text,
                                   log=why)
                 break
-            drop(current.index(hit), purge)
+            keys.drop(hit, purge)
             replaced.append(hit.agent_id)
-        if refusal is None and op.name == manager_name:
-            refusal = Outcome(code=ERR_DUPLICATE_NAME[0], message=ERR_DUPLICATE_NAME[1],
-                              agent_error=f"Invalid agent name: {op.name}",
-                              log="same name as the manager")
-        if refusal is None:
-            hit = next((ln for ln in current if not ln.removed and ln.name == op.name), None)
-            if hit is not None:
-                allowed, why = _may_replace(hit, op, force, statuses.get(hit.agent_id), now)
-                logs.append(why)
-                if not allowed:
-                    refusal = Outcome(code=ERR_DUPLICATE_NAME[0], message=ERR_DUPLICATE_NAME[1],
-                                      agent_error=f"Duplicate agent name: {op.name}", log=why)
-                else:
-                    drop(current.index(hit), purge)
-                    replaced.append(hit.agent_id)
+        changed = changed or bool(replaced)
         if refusal is not None:
-            outcomes.append(refusal)
-            changed = changed or bool(replaced)
+            outcomes.append(attrs.evolve(refusal, replaced=tuple(replaced)))
             continue
-        agent_id = op.agent_id if op.agent_id is not None else (
-            max((ln.agent_id for ln in current), default=0) + 1)
+        agent_id = op.agent_id if op.agent_id is not None else keys.max_id + 1
         line = KeyLine(agent_id, op.name, op.ip, op.key or make_key())
-        current.append(line)
+        keys.add(line)
         changed = True
         outcomes.append(Outcome(line=line, replaced=tuple(replaced), log=" ".join(logs)))
-    return BatchResult(current, outcomes, changed)
+    return BatchResult(keys.result(), outcomes, changed)

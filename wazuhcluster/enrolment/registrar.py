@@ -49,11 +49,32 @@ def keys_path(home: str) -> str:
     return os.path.join(home, "etc", "client.keys")
 
 
-def _prepare(path: str, shared: str, groups: Sequence[str]) -> tuple[list[KeyLine], set[str]]:
-    """Blocking: the current keys and which of ``groups`` have no directory in etc/shared."""
+_Signature = tuple[int, int, int] | None
+
+
+def _signature(path: str) -> _Signature:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _prepare(path: str, shared: str, groups: Sequence[str], known: _Signature
+             ) -> tuple[list[KeyLine] | None, _Signature, set[str]]:
+    """Blocking: the keys (None when the file is still the one last read or written), the
+    file's signature, and which of ``groups`` have no directory in etc/shared."""
     missing = {g for g in groups
                if g in (".", "..") or not os.path.isdir(os.path.join(shared, g))}
-    return read_keys(path), missing
+    signature = _signature(path)
+    if signature is not None and signature == known:
+        return None, signature, missing
+    return read_keys(path), signature, missing
+
+
+def _write(path: str, lines: Sequence[KeyLine]) -> _Signature:
+    write_keys(path, lines)
+    return _signature(path)
 
 
 @attrs.define
@@ -87,6 +108,8 @@ class Registrar:
         self._tag = tag
         self._manager_name = manager_name if manager_name is not None else socket.gethostname()
         self._queue: list[_Pending] = []
+        self._lines: list[KeyLine] = []  # client.keys as last read or written
+        self._known: _Signature = None
         self._running = False
         self.batches = 0
         self.added = 0
@@ -101,7 +124,7 @@ class Registrar:
 
     async def get(self, agent_id: int) -> KeyLine | None:
         """The active agent ``agent_id`` of client.keys, or None."""
-        lines = await self._runner.run(read_keys, self.path)
+        lines: list[KeyLine] = await self._runner.run(read_keys, self.path)
         return next((ln for ln in lines if ln.agent_id == agent_id and not ln.removed), None)
 
     def _submit(self, op: AddOp | RemoveOp) -> Deferred[Outcome]:
@@ -133,7 +156,11 @@ class Registrar:
     async def _apply(self, ops: list[AddOp | RemoveOp]) -> list[Outcome]:
         adds = [op for op in ops if isinstance(op, AddOp)]
         wanted = sorted({g for op in adds for g in (op.groups or ())})
-        lines, missing = await self._runner.run(_prepare, self.path, self._shared, wanted)
+        fresh, self._known, missing = await self._runner.run(
+            _prepare, self.path, self._shared, wanted, self._known)
+        if fresh is not None:  # changed by someone else (an operator, a tool) or first read
+            self._lines = fresh
+        lines = self._lines
         now = int(self._clock.seconds())
         refused: dict[int, Outcome] = {}
         for index, op in enumerate(ops):
@@ -150,7 +177,9 @@ class Registrar:
         result = plan_batch(lines, valid, statuses=statuses, default_force=self._auth.force,
                             purge=self._auth.purge, manager_name=self._manager_name, now=now)
         if result.changed:
-            await self._runner.run(write_keys, self.path, result.lines)
+            self._known = None  # if the write fails, read the file again next time
+            self._known = await self._runner.run(_write, self.path, result.lines)
+            self._lines = result.lines
         self.batches += 1
         planned = iter(result.outcomes)
         outcomes = [refused[i] if i in refused else next(planned) for i in range(len(ops))]
@@ -158,19 +187,22 @@ class Registrar:
                if isinstance(op, AddOp) and out.line is not None and not out.replayed]
         self.added += len(new)
         if result.changed and self._db is not None:
-            await self._update_db(result.lines, new, now)
+            gone = {i for out in outcomes for i in out.replaced}
+            gone |= {out.line.agent_id for op, out in zip(ops, outcomes, strict=True)
+                     if isinstance(op, RemoveOp) and out.line is not None}
+            await self._update_db(new, sorted(gone), now)
         self._report(ops, outcomes)
         return outcomes
 
-    async def _update_db(self, lines: Sequence[KeyLine], new: Sequence[tuple[AddOp, Outcome]],
+    async def _update_db(self, new: Sequence[tuple[AddOp, Outcome]], gone: Sequence[int],
                          now: int) -> None:
         assert self._db is not None
         with self._log.failuresHandled("[{tag}] [Agent enrolment] Could not update the agent "
                                        "database (the client.keys watcher retries)",
                                        tag=self._tag):
-            entries = [KeyEntry(ln.agent_id, ln.name, ln.ip, ln.key)
-                       for ln in lines if not ln.removed and ln.agent_id > 0]
-            await self._db.reconcile_keys(entries, now)
+            entries = [KeyEntry(out.line.agent_id, out.line.name, out.line.ip, out.line.key)
+                       for _, out in new if out.line is not None]
+            await self._db.apply_key_changes(entries, gone, now)
             assignments = [(out.line.agent_id, list(op.groups or ("default",)))
                            for op, out in new if out.line is not None]
             if assignments:
