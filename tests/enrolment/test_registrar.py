@@ -124,6 +124,22 @@ class RegistrarTests(RegistrarTestBase):
         self.assertEqual([ln.name for ln in read_keys(keys_path(self.home))],
                          ["a1", "hand-made", "a2"])
 
+    def test_watcher_told(self) -> None:
+        """The client.keys watcher is held during a batch and released with the written
+        file's signature; with None after a database failure."""
+        calls: list[object] = []
+        watcher = type("W", (), {"hold": lambda self: calls.append("hold"),
+                                 "release": lambda self, sig: calls.append(sig)})()
+        self.registrar._watcher = watcher
+        self.add(AddOp("a1", "any"))
+        st = os.stat(keys_path(self.home))
+        self.assertEqual(calls, ["hold", (st.st_size, st.st_mtime_ns, st.st_ino)])
+        self.db.stopService()
+        calls.clear()
+        self.add(AddOp("a2", "any"))
+        self.assertEqual(calls, ["hold", None])
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+
     def test_remove(self) -> None:
         """Removal marks the key (purge off) and deletes the row."""
         self.add(AddOp("a1", "any"))

@@ -92,13 +92,15 @@ class Registrar:
     :param db: the agent database (None: keys only, for tests of the file rules).
     :param clock: ``now`` for the database and the replacement rules.
     :param tag: the log tag, e.g. ``Master``.
+    :param watcher: the node's client.keys watcher (``hold``/``release``), told about our
+        writes so that it does not reconcile the whole database after each of them.
     """
 
     _log = Logger()
 
     def __init__(self, home: str, auth: AuthConfig, runner: IBlockingRunner,
                  db: IAgentDatabase | None, clock: IReactorTime, tag: str = "Master",
-                 manager_name: str | None = None) -> None:
+                 manager_name: str | None = None, watcher: Any = None) -> None:
         self.path = keys_path(home)
         self._shared = os.path.join(home, "etc", "shared")
         self._auth = auth
@@ -110,6 +112,7 @@ class Registrar:
         self._queue: list[_Pending] = []
         self._lines: list[KeyLine] = []  # client.keys as last read or written
         self._known: _Signature = None
+        self._watcher = watcher
         self._running = False
         self.batches = 0
         self.added = 0
@@ -176,26 +179,37 @@ class Registrar:
             statuses = {i: AgentStatus(*v) for i, v in found.items()}
         result = plan_batch(lines, valid, statuses=statuses, default_force=self._auth.force,
                             purge=self._auth.purge, manager_name=self._manager_name, now=now)
-        if result.changed:
-            self._known = None  # if the write fails, read the file again next time
-            self._known = await self._runner.run(_write, self.path, result.lines)
-            self._lines = result.lines
         self.batches += 1
         planned = iter(result.outcomes)
         outcomes = [refused[i] if i in refused else next(planned) for i in range(len(ops))]
         new = [(op, out) for op, out in zip(ops, outcomes, strict=True)
                if isinstance(op, AddOp) and out.line is not None and not out.replayed]
         self.added += len(new)
-        if result.changed and self._db is not None:
-            gone = {i for out in outcomes for i in out.replaced}
-            gone |= {out.line.agent_id for op, out in zip(ops, outcomes, strict=True)
-                     if isinstance(op, RemoveOp) and out.line is not None}
-            await self._update_db(new, sorted(gone), now)
+        if not result.changed:
+            self._report(ops, outcomes)
+            return outcomes
+        if self._watcher is not None:
+            self._watcher.hold()
+        written: _Signature = None
+        try:
+            self._known = None  # if the write fails, read the file again next time
+            self._known = await self._runner.run(_write, self.path, result.lines)
+            self._lines = result.lines
+            if self._db is not None:
+                gone = {i for out in outcomes for i in out.replaced}
+                gone |= {out.line.agent_id for op, out in zip(ops, outcomes, strict=True)
+                         if isinstance(op, RemoveOp) and out.line is not None}
+                if await self._update_db(new, sorted(gone), now):
+                    written = self._known
+        finally:
+            if self._watcher is not None:
+                self._watcher.release(written)
         self._report(ops, outcomes)
         return outcomes
 
     async def _update_db(self, new: Sequence[tuple[AddOp, Outcome]], gone: Sequence[int],
-                         now: int) -> None:
+                         now: int) -> bool:
+        """Apply the batch to the database; False when that failed."""
         assert self._db is not None
         with self._log.failuresHandled("[{tag}] [Agent enrolment] Could not update the agent "
                                        "database (the client.keys watcher retries)",
@@ -207,6 +221,8 @@ class Registrar:
                            for op, out in new if out.line is not None]
             if assignments:
                 await self._db.set_agent_groups(assignments, "override", "syncreq")
+            return True
+        return False
 
     def _report(self, ops: Sequence[AddOp | RemoveOp], outcomes: Sequence[Outcome]) -> None:
         for op, out in zip(ops, outcomes, strict=True):

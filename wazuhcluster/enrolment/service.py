@@ -251,8 +251,12 @@ class EnrolmentService(MultiService):
         self.registrar: Registrar | None = None
         self.forwarder: Forwarder | None = None
         if config.role is Role.MASTER:
+            try:
+                watcher = node.getServiceNamed("client-keys-watch")
+            except KeyError:
+                watcher = None
             self.registrar = Registrar(config.home, auth, node.runner, node.agent_db, reactor,
-                                       tag=self._tag)
+                                       tag=self._tag, watcher=watcher)
             socket_path = auth_socket_path(config.home)
             local = _Listener(UNIXServerEndpoint(reactor, socket_path, mode=0o660,
                                                  wantPID=False),
