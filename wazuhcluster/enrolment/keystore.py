@@ -159,16 +159,17 @@ def new_key() -> str:
     return secrets.token_hex(32)
 
 
-def conflicts(lines: Sequence[KeyLine], ops: Sequence[AddOp]) -> set[int]:
+def conflicts(lines: Sequence[KeyLine] | KeyIndex, ops: Sequence[AddOp]) -> set[int]:
     """Ids of active agents an add of ``ops`` collides with (for their database status)."""
+    keys = lines if isinstance(lines, KeyIndex) else KeyIndex(lines)
     ids: set[int] = set()
-    for line in lines:
-        if line.removed:
-            continue
-        for op in ops:
-            if line.name == op.name or (op.ip != "any" and line.ip == op.ip) or (
-                    op.agent_id == line.agent_id):
-                ids.add(line.agent_id)
+    for op in ops:
+        for field, value in (("name", op.name), ("ip", op.ip), ("agent_id", op.agent_id)):
+            if value is None or (field == "ip" and value == "any"):
+                continue
+            hit = keys.find(field, value)
+            if hit is not None:
+                ids.add(hit.agent_id)
     return ids
 
 
@@ -202,12 +203,17 @@ def _may_replace(line: KeyLine, op: AddOp, force: ForceOptions,
 class BatchResult:
     """What :func:`plan_batch` produced."""
 
-    lines: list[KeyLine]
+    keys: KeyIndex
     outcomes: list[Outcome]
     changed: bool
 
+    @property
+    def lines(self) -> list[KeyLine]:
+        """The lines to write (one pass over the index)."""
+        return self.keys.result()
 
-class _Keys:
+
+class KeyIndex:
     """The lines being changed, with indexes of the active agents by id, name and IP."""
 
     def __init__(self, lines: Sequence[KeyLine]) -> None:
@@ -254,21 +260,21 @@ class _Keys:
         return [ln for ln in self.lines if ln is not None]
 
 
-def plan_batch(lines: Sequence[KeyLine], ops: Sequence[AddOp | RemoveOp], *,
+def plan_batch(lines: Sequence[KeyLine] | KeyIndex, ops: Sequence[AddOp | RemoveOp], *,
                statuses: Mapping[int, AgentStatus], default_force: ForceOptions,
                purge: bool, manager_name: str, now: int | None = None,
                make_key: Callable[[], str] = new_key) -> BatchResult:
     """Apply ``ops`` in order to ``lines``; returns the new lines and one outcome per op.
 
-    Every lookup goes through indexes, so a batch costs one pass over the lines plus a
-    constant per operation.
+    Given a :class:`KeyIndex`, the batch changes it in place and costs a constant per
+    operation (the registrar keeps one index while the file is unchanged).
 
     :param statuses: database status of the agents :func:`conflicts` named.
     :param purge: ``<purge>``: removed agents leave the file (else they stay marked ``!``).
     :param manager_name: the manager's host name, refused as an agent name.
     """
     now = int(time.time()) if now is None else now
-    keys = _Keys(lines)
+    keys = lines if isinstance(lines, KeyIndex) else KeyIndex(lines)
     outcomes: list[Outcome] = []
     changed = False
     for op in ops:
@@ -323,4 +329,4 @@ def plan_batch(lines: Sequence[KeyLine], ops: Sequence[AddOp | RemoveOp], *,
         keys.add(line)
         changed = True
         outcomes.append(Outcome(line=line, replaced=tuple(replaced), log=" ".join(logs)))
-    return BatchResult(keys.result(), outcomes, changed)
+    return BatchResult(keys, outcomes, changed)

@@ -29,6 +29,7 @@ from wazuhcluster.enrolment.keystore import (
     ERR_INVALID_GROUP,
     AddOp,
     AgentStatus,
+    KeyIndex,
     KeyLine,
     Outcome,
     RemoveOp,
@@ -61,19 +62,19 @@ def _signature(path: str) -> _Signature:
 
 
 def _prepare(path: str, shared: str, groups: Sequence[str], known: _Signature
-             ) -> tuple[list[KeyLine] | None, _Signature, set[str]]:
-    """Blocking: the keys (None when the file is still the one last read or written), the
-    file's signature, and which of ``groups`` have no directory in etc/shared."""
+             ) -> tuple[KeyIndex | None, _Signature, set[str]]:
+    """Blocking: the indexed keys (None when the file is still the one last read or
+    written), the file's signature, and which of ``groups`` have no directory in etc/shared."""
     missing = {g for g in groups
                if g in (".", "..") or not os.path.isdir(os.path.join(shared, g))}
     signature = _signature(path)
     if signature is not None and signature == known:
         return None, signature, missing
-    return read_keys(path), signature, missing
+    return KeyIndex(read_keys(path)), signature, missing
 
 
-def _write(path: str, lines: Sequence[KeyLine]) -> _Signature:
-    write_keys(path, lines)
+def _write(path: str, keys: KeyIndex) -> _Signature:
+    write_keys(path, keys.result())
     return _signature(path)
 
 
@@ -110,7 +111,7 @@ class Registrar:
         self._tag = tag
         self._manager_name = manager_name if manager_name is not None else socket.gethostname()
         self._queue: list[_Pending] = []
-        self._lines: list[KeyLine] = []  # client.keys as last read or written
+        self._keys = KeyIndex([])  # client.keys as last read or written
         self._known: _Signature = None
         self._watcher = watcher
         self._running = False
@@ -162,8 +163,8 @@ class Registrar:
         fresh, self._known, missing = await self._runner.run(
             _prepare, self.path, self._shared, wanted, self._known)
         if fresh is not None:  # changed by someone else (an operator, a tool) or first read
-            self._lines = fresh
-        lines = self._lines
+            self._keys = fresh
+        lines = self._keys
         now = int(self._clock.seconds())
         refused: dict[int, Outcome] = {}
         for index, op in enumerate(ops):
@@ -193,8 +194,7 @@ class Registrar:
         written: _Signature = None
         try:
             self._known = None  # if the write fails, read the file again next time
-            self._known = await self._runner.run(_write, self.path, result.lines)
-            self._lines = result.lines
+            self._known = await self._runner.run(_write, self.path, result.keys)
             if self._db is not None:
                 gone = {i for out in outcomes for i in out.replaced}
                 gone |= {out.line.agent_id for op, out in zip(ops, outcomes, strict=True)
