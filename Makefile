@@ -7,16 +7,22 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test venv wheel-check bench clean
 
+# An editable install: it puts the checkout on sys.path (see package-dir in pyproject.toml),
+# so twistd finds twisted/plugins/wazuhcluster_plugin.py there too.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
-	touch $(STAMP)
+	@echo "Setting up $(VENV) (editable install of this checkout)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
 
 venv: $(STAMP)
 
+# make demo FRESH=1 starts from empty homes; make demo PORT=25160 uses another master port.
+FRESH ?=
+PORT  ?= 15160
 demo: $(STAMP)
-	$(BIN)/wazuhcluster-demo --dir demo
+	$(BIN)/wazuhcluster-demo --dir demo --port $(PORT) $(if $(FRESH),--fresh)
 
 test: $(STAMP) wheel-check
 	set -o pipefail; WAZUHCLUSTER_HYPOTHESIS_PROFILE=$${WAZUHCLUSTER_HYPOTHESIS_PROFILE:-ci} \
@@ -26,15 +32,16 @@ test: $(STAMP) wheel-check
 # `pip install .` into a fresh virtualenv must give a working `twistd wazuhcluster` plugin
 # and the console scripts (the plugin file must be packaged without twisted/__init__.py).
 wheel-check: $(STAMP)
-	rm -rf build/wheel-check && mkdir -p build/wheel-check
-	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w build/wheel-check . \
-	  || $(BIN)/pip wheel --quiet --no-deps -w build/wheel-check .
-	$(PYTHON) -m venv build/wheel-check/venv
-	build/wheel-check/venv/bin/pip install --quiet build/wheel-check/wazuhcluster-*.whl
-	build/wheel-check/venv/bin/twistd --help | grep -q wazuhcluster
-	build/wheel-check/venv/bin/twistd wazuhcluster --help | grep -q -- --home
-	test -x build/wheel-check/venv/bin/wazuhcluster-control
-	build/wheel-check/venv/bin/python -c "from wazuhcluster.config import default_cluster_json as d; assert d()['files']"
+	@rm -rf build/wheel-check && mkdir -p build/wheel-check
+	@$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps \
+	  -w build/wheel-check .
+	@$(PYTHON) -m venv build/wheel-check/venv
+	@build/wheel-check/venv/bin/pip install --quiet --disable-pip-version-check \
+	  build/wheel-check/wazuhcluster-*.whl
+	@build/wheel-check/venv/bin/twistd --help | grep wazuhcluster > /dev/null
+	@build/wheel-check/venv/bin/twistd wazuhcluster --help | grep -- --home > /dev/null
+	@test -x build/wheel-check/venv/bin/wazuhcluster-control
+	@build/wheel-check/venv/bin/python -c "from wazuhcluster.config import default_cluster_json as d; assert d()['files']"
 	@echo "wheel-check: twistd wazuhcluster and console scripts work from a fresh venv"
 
 bench: $(STAMP)

@@ -9,22 +9,14 @@
 #   WAZUHCLUSTER_CONFIG        file holding the <cluster> block (default HOME/etc/ossec.conf)
 #   WAZUHCLUSTER_CLUSTER_JSON  cluster.json overriding the shipped values (default: none)
 #   WAZUHCLUSTER_DEBUG         0, 1 (DEBUG) or 2 (DEBUG2) (default 0)
+#   WAZUHCLUSTER_LOG_FORMAT    plain (logs/cluster.log) or json (logs/cluster.json)
 #
-# The tree's ClusterLogService writes HOME/logs/cluster.log; no observer is installed here.
-import os
-
+# The tree's cluster-log service writes HOME/logs/cluster.log; no observer is installed here.
+# Any start-up problem ends twistd with one line naming the variable at fault.
 from twisted.application.service import Application
 from twisted.internet import reactor
 
-from wazuhcluster.config import load_config
-from wazuhcluster.node import make_node_service
+from wazuhcluster.startup import from_environment
 
-config = load_config(
-    os.environ.get("WAZUHCLUSTER_HOME") or "/var/ossec",
-    config_path=os.environ.get("WAZUHCLUSTER_CONFIG") or None,
-    role="worker",
-    cluster_json=os.environ.get("WAZUHCLUSTER_CLUSTER_JSON") or None,
-    debug=int(os.environ.get("WAZUHCLUSTER_DEBUG") or 0),
-)
 application = Application("wazuhcluster-worker")
-make_node_service(config, reactor).setServiceParent(application)
+from_environment("worker", reactor).setServiceParent(application)

@@ -16,7 +16,6 @@ from twisted.application.service import IService, IServiceCollection
 from twisted.persisted import sob
 from twisted.trial.unittest import SynchronousTestCase
 
-from wazuhcluster.errors import ConfigError
 from wazuhcluster.homes import make_home
 
 TAC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tac")
@@ -109,5 +108,20 @@ class TacTests(SynchronousTestCase):
     def test_role_is_fixed_by_the_tac(self) -> None:
         """master.tac refuses a home whose ossec.conf declares a worker."""
         self.set_env(WAZUHCLUSTER_HOME=self.make_home("worker"))
-        error = self.assertRaises(ConfigError, self.load, "master")
+        error = self.assertRaises(SystemExit, self.load, "master")
         self.assertIn("--role master contradicts", str(error))
+
+    def test_bad_home_is_one_line_naming_the_variable(self) -> None:
+        """A missing WAZUHCLUSTER_HOME directory: one line naming the variable, not --home."""
+        self.set_env(WAZUHCLUSTER_HOME="/nonexistent/wzc-home")
+        error = self.assertRaises(SystemExit, self.load, "worker")
+        message = str(error.code)
+        self.assertIn("WAZUHCLUSTER_HOME '/nonexistent/wzc-home' is not a directory", message)
+        self.assertNotIn("--home", message)
+        self.assertNotIn("\n", message)
+
+    def test_bad_debug_variable(self) -> None:
+        """WAZUHCLUSTER_DEBUG must be 0, 1 or 2."""
+        self.set_env(WAZUHCLUSTER_HOME=self.make_home("master"), WAZUHCLUSTER_DEBUG="x")
+        error = self.assertRaises(SystemExit, self.load, "master")
+        self.assertIn("WAZUHCLUSTER_DEBUG = 'x' is invalid", str(error.code))

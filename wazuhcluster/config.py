@@ -91,8 +91,10 @@ class Extensions:
     reconnect_initial_delay: float = attrs.field(default=1.0, validator=_positive)
     reconnect_max_delay: float = attrs.field(default=10.0, validator=_positive)
     duplicate_probe_timeout: float = attrs.field(default=3.0, validator=_positive)
-    idle_probe_after: float = attrs.field(default=15.0, validator=_positive)
-    reaper_check_interval: float = attrs.field(default=5.0, validator=_positive)
+    idle_probe_after: float = attrs.field(default=3.0, validator=_positive)
+    liveness_timeout: float = attrs.field(default=5.0, validator=_positive)
+    reaper_check_interval: float = attrs.field(default=1.0, validator=_positive)
+    max_concurrent_full_group_pushes: int = attrs.field(default=4, validator=_positive)
 
 
 @attrs.frozen

@@ -101,7 +101,8 @@ if TYPE_CHECKING:
 
 
 class IAgentDatabase(Interface):
-    """The node's agent database (``queue/db/global.db``), used without blocking the reactor.
+    """The node's agent database (embedded: ``queue/db/wazuhcluster-agents.db``), never
+    blocking the reactor.
 
     Every method runs the matching ``wazuhcluster.agents.db.AgentDatabase`` operation on the
     implementation's single database thread, in call order, and returns a Deferred that fires

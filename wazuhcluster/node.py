@@ -7,15 +7,16 @@ import os
 import shutil
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.python.lockfile import FilesystemLock
 
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.config import ClusterConfig, Role
 from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.localapi.factory import LocalAPIFactory, LocalSocketService
+from wazuhcluster.logfiles import ClusterLogFile, logging_settings
 from wazuhcluster.master.service import make_master_service
-from wazuhcluster.observers import ClusterLogService
+from wazuhcluster.startup import HOME_DIRS, NodeRoot, lock_held_message
 from wazuhcluster.worker.service import make_worker_service
 
 
@@ -38,12 +39,11 @@ class WorkDirService(Service):
         if self._lock is not None:
             return
         home = self._config.home
-        for sub in ("etc", "logs", "queue/cluster", "queue/db", "var/run"):
+        for sub in HOME_DIRS:
             os.makedirs(os.path.join(home, sub), mode=0o770, exist_ok=True)
         lock = FilesystemLock(os.path.join(home, "var", "run", "wazuhcluster.lock"))
         if not lock.lock():
-            raise SystemExit(f"wazuhcluster: another wazuhcluster process (pid "
-                             f"{_lock_owner(lock)}) is running with --home {home}: stop it first")
+            raise SystemExit(lock_held_message(lock, home))
         self._lock = lock
 
     def startService(self) -> None:
@@ -75,21 +75,18 @@ class WorkDirService(Service):
             self._lock = None
 
 
-def _lock_owner(lock: FilesystemLock) -> str:
-    try:
-        return str(os.readlink(lock.name))
-    except OSError:
-        return "?"
-
-
 def make_node_service(config: ClusterConfig, reactor: Any, *,
                       runner: IBlockingRunner | None = None,
-                      log_to_file: bool = True) -> MultiService:
+                      log_to_file: bool = True, log_format: str | None = None) -> NodeRoot:
     """Build the whole tree for one node: log, pool, role node, local API (in that order)."""
-    root = MultiService()
+    root = NodeRoot()
     root.setName("wazuhcluster")
     if log_to_file:
-        ClusterLogService(config.log_path, config.debug).setServiceParent(root)
+        fmt, keep_days = logging_settings(config.settings, log_format)
+        path = config.log_path if fmt == "plain" else (
+            os.path.splitext(config.log_path)[0] + ".json")
+        ClusterLogFile(path, config.debug, reactor, log_format=fmt,
+                       keep_days=keep_days).setServiceParent(root)
     WorkDirService(config).setServiceParent(root)
     if runner is None:
         pool = ThreadedRunner(reactor, max_threads=max(1, config.intervals.process_pool_size))

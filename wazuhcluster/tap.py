@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
-from wazuhcluster.config import ClusterDisabled, load_config
-from wazuhcluster.errors import ConfigError
-
 
 class Options(usage.Options):
     """Command line of ``twistd wazuhcluster``."""
 
-    synopsis = "--role=(master|worker) --home=DIR [--config=FILE] [--cluster-json=FILE] [-d|-dd]"
+    synopsis = ("--role=(master|worker) --home=DIR [--config=FILE] [--cluster-json=FILE] "
+                "[--log-format=plain|json] [-d|-dd]")
     optParameters = [
         ["role", "r", None, "Node role: master or worker (must agree with <node_type>)."],
         ["home", "H", None, "Wazuh-style home directory (etc/, logs/, queue/, var/)."],
         ["config", "c", None, "File with the <cluster> block (default HOME/etc/ossec.conf)."],
         ["cluster-json", "j", None, "cluster.json whose values override the shipped ones."],
+        ["log-format", None, None, "plain (logs/cluster.log, Wazuh's format) or json "
+                                   "(logs/cluster.json, one object per line)."],
     ]
 
     def __init__(self) -> None:
@@ -34,6 +33,8 @@ class Options(usage.Options):
     opt_d = opt_debug
 
     def postOptions(self) -> None:
+        if self["log-format"] not in (None, "plain", "json"):
+            raise usage.UsageError("--log-format must be 'plain' or 'json'")
         if self["role"] not in (None, "master", "worker"):
             raise usage.UsageError("--role must be 'master' or 'worker'")
         if self["home"] is None:
@@ -41,19 +42,17 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """Read the configuration and build the node's service tree."""
+    """Read the configuration, check the home and port, and build the node's service tree.
+
+    Any problem ends ``twistd`` with one line and exit status 1, before it daemonizes.
+    """
     from twisted.internet import reactor  # the one sanctioned global-reactor import
 
-    try:
-        config = load_config(options["home"], config_path=options["config"],
-                             role=options["role"], cluster_json=options["cluster-json"],
-                             debug=options["debug"])
-    except ConfigError as e:
-        raise SystemExit(f"wazuhcluster: configuration error: {e}") from None
-    except ClusterDisabled as e:
-        sys.stderr.write(f"wazuhcluster: cluster disabled ({e}); nothing to do.\n")
-        raise SystemExit(0) from None
-    from wazuhcluster.node import make_node_service
+    from wazuhcluster.startup import build
 
-    service: Any = make_node_service(config, reactor)
+    parent = getattr(options, "parent", None)
+    daemon = parent is not None and not parent.get("nodaemon", False)
+    service: Any = build(options["home"], role=options["role"], config_path=options["config"],
+                         cluster_json=options["cluster-json"], debug=options["debug"],
+                         reactor=reactor, daemon=daemon, log_format=options["log-format"])
     return service  # type: ignore[no-any-return]

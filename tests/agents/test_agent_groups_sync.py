@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import fail as defer_fail
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.agents.memory import AgentsCluster, raw
@@ -180,3 +181,61 @@ class FullDumpChunkTests(SynchronousTestCase):
         """Never an empty chunk list (a real 4.7.5 worker indexes chunks[-1])."""
         self.assertEqual(full_dump_chunks([]), ['[{"data":[]}]'])
         self.assertEqual(full_dump_chunks(["a", "b"]), ["a", "b"])
+
+
+class SharedFullDumpTests(SynchronousTestCase):
+    """Full agent-groups dumps are read once for workers that ask together, never reused
+    across a periodic read (which marks what it read as synced)."""
+
+    def make(self) -> AgentsCluster:
+        cluster = AgentsCluster(short_tempdir(self), agents=10)
+        self.addCleanup(cluster.close)
+        return cluster
+
+    def dump(self, c: AgentsCluster) -> tuple[int, bytes]:
+        result: tuple[int, bytes] = self.successResultOf(c.magents._shared_full_dump())
+        return result
+
+    def test_dump_shared_until_the_next_periodic_read(self) -> None:
+        c = self.make()
+        raw(c.mdb).set_agent_groups([(1, ["a"])], "override", "syncreq")
+        first = self.dump(c)
+        self.assertEqual(self.dump(c), first)
+        self.assertEqual(c.magents.full_dumps_read, 1)
+        c.groups_round()  # starts the clock of the start delay
+        c.groups_round()  # a periodic read
+        raw(c.mdb).set_agent_groups([(2, ["b"])], "override", "syncreq")
+        second = self.dump(c)
+        self.assertEqual(c.magents.full_dumps_read, 2)
+        self.assertNotEqual(second, first)
+        self.assertIn(b'\\"b\\"', second[1])
+
+    def test_in_flight_dump_shared(self) -> None:
+        """Callers that ask while the read runs get the same result from one read."""
+        c = self.make()
+        gate: Deferred[None] = Deferred()
+        original = c.mdb.recalculate_group_hashes
+
+        def slow() -> Deferred[int]:
+            return gate.addCallback(lambda _: original())
+        c.mdb.recalculate_group_hashes = slow  # type: ignore[method-assign]
+        first, second = c.magents._shared_full_dump(), c.magents._shared_full_dump()
+        self.assertNoResult(first)
+        gate.callback(None)
+        self.assertEqual(self.successResultOf(first), self.successResultOf(second))
+        self.assertEqual(c.magents.full_dumps_read, 1)
+
+    def test_failed_read_not_reused(self) -> None:
+        c = self.make()
+        original = c.mdb.recalculate_group_hashes
+        c.mdb.recalculate_group_hashes = lambda: defer_fail(OSError("disk"))  # type: ignore
+        self.failureResultOf(c.magents._shared_full_dump(), OSError)
+        c.mdb.recalculate_group_hashes = original  # type: ignore[method-assign]
+        self.dump(c)
+        self.assertEqual(c.magents.full_dumps_read, 2)
+
+    def test_sends_bounded(self) -> None:
+        """At most max_concurrent_full_group_pushes full dumps are being sent at once."""
+        c = self.make()
+        self.assertEqual(c.magents._full_sends.limit,
+                         c.master.config.ext.max_concurrent_full_group_pushes)

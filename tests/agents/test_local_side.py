@@ -215,5 +215,5 @@ class TreeTests(SynchronousTestCase):
             self.assertTrue(node.getServiceNamed("agent-db").running)
             node.stopService()
         self.assertTrue(os.path.exists(os.path.join(base, "master-node", "queue", "db",
-                                                    "global.db")))
+                                                    "wazuhcluster-agents.db")))
         self.assertIsNotNone(master.count_active_agents)

@@ -54,8 +54,8 @@ class SchemaTests(SynchronousTestCase):
         return [tuple(r[1:]) for r in self.conn.execute(f"PRAGMA table_info(`{table}`)")]
 
     def test_path(self) -> None:
-        """The database is ``queue/db/global.db`` under the home."""
-        self.assertTrue(database_path(self.home).endswith("/queue/db/global.db"))
+        """The database has its own name under ``queue/db/``, never wazuh-db's global.db."""
+        self.assertTrue(database_path(self.home).endswith("/queue/db/wazuhcluster-agents.db"))
         self.assertEqual(self.db.path, database_path(self.home))
 
     def test_agent_columns_equal_wazuh(self) -> None:

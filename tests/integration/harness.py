@@ -126,6 +126,10 @@ class NodeProcess(ProcessProtocol):
         self.end_reason: Any = None
         self.output = bytearray()
         self.starts = 0
+        #: More ``twistd wazuhcluster`` options for the next start (e.g. --log-format json).
+        self.extra_args: list[str] = []
+        #: A command the next start runs twistd through (e.g. setpriv dropping a capability).
+        self.wrapper: list[str] = []
 
     # -- process life -------------------------------------------------------------------
     @property
@@ -151,9 +155,11 @@ class NodeProcess(ProcessProtocol):
         self.end_reason = None
         self.starts += 1
         args = [TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", self.role,
-                "--home", self.home, "--cluster-json", self.cluster_json, "-d"]
+                "--home", self.home, "--cluster-json", self.cluster_json, "-d",
+                *self.extra_args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        transport = reactor.spawnProcess(self, TWISTD, args, env=env, path=self.home,
+        args = [*self.wrapper, *args]
+        transport = reactor.spawnProcess(self, args[0], args, env=env, path=self.home,
                                          childFDs={0: "w", 1: "r", 2: "r"})
         self.pid = transport.pid
         return self

@@ -126,6 +126,36 @@ class ApplyPushTests(ApplyTestsBase):
         self.assertEqual(stat.S_IMODE(os.stat(rules).st_mode), 0o660)
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(rules)).st_mode), 0o770)
 
+    def owner_for_test(self) -> tuple[int, int]:
+        """An owner the test process may give: any as root, else its own uid and gid."""
+        return (4242, 4343) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+
+    def test_owner_is_applied_to_files_and_created_directories(self) -> None:
+        """With ``owner`` every installed file and created directory gets that uid:gid."""
+        owner = self.owner_for_test()
+        self.push()
+        result = self.apply(owner=owner)
+        self.assertEqual(result.failed, ())
+        for path in ("etc/client.keys", "etc/rules/extra/more_rules.xml", "etc/rules/extra"):
+            st = os.stat(os.path.join(self.worker, path))
+            self.assertEqual((st.st_uid, st.st_gid), owner, path)
+        mode = stat.S_IMODE(os.stat(os.path.join(self.worker, "etc/client.keys")).st_mode)
+        self.assertEqual(mode, 0o640)
+
+    def test_owner_is_applied_on_the_cross_filesystem_path(self) -> None:
+        """The copy-then-rename fallback gives the copy the owner too."""
+        owner = self.owner_for_test()
+
+        def cross_device(src: str, dst: str, **kwargs: Any) -> None:
+            if "src_dir_fd" not in kwargs:
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            os.replace(src, dst, **kwargs)
+
+        self.push()
+        self.apply(owner=owner, replace_file=cross_device)
+        st = os.stat(os.path.join(self.worker, "etc/client.keys"))
+        self.assertEqual((st.st_uid, st.st_gid), owner)
+
     def test_empty_subdirectories_are_removed(self) -> None:
         """Deleting a group's files removes its emptied directories, not the item dir."""
         write_tree(

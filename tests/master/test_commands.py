@@ -186,10 +186,32 @@ class MasterHelloTests(SynchronousTestCase):
         self.clock.advance(self.config.ext.idle_probe_after + 1)
         self.successResultOf(Deferred.fromCoroutine(self.node.check_keepalives()))
         pump.flush()
-        self.clock.advance(self.config.ext.duplicate_probe_timeout + 0.1)
+        self.clock.advance(self.config.ext.liveness_timeout + 0.1)
         pump.flush()
         self.assertFalse(server.connected_ok)
         self.assertEqual(self.node.registry.names(), set())
+
+    def test_default_detection_under_ten_seconds(self) -> None:
+        """Idle threshold + probe timeout + check period stay under 10 s by default."""
+        ext = self.config.ext
+        self.assertLess(ext.idle_probe_after + ext.liveness_timeout + ext.reaper_check_interval,
+                        10.0)
+
+    def test_busy_worker_not_dropped_for_a_late_probe_answer(self) -> None:
+        """A worker whose bytes keep arriving is kept even if the probe answer is late."""
+        server, client, pump = self.connect(answers_echo=False)
+        self.successResultOf(self.hello(client, pump, b"worker-1 wazuh worker 4.7.5"))
+        self.clock.advance(self.config.ext.idle_probe_after + 1)
+        self.successResultOf(Deferred.fromCoroutine(self.node.check_keepalives()))
+        pump.flush()
+        session = self.node.registry.get("worker-1")
+        assert session is not None
+        self.clock.advance(1)
+        session.peer.last_received = self.clock.seconds()  # e.g. a sync's chunks arriving
+        self.clock.advance(self.config.ext.liveness_timeout)
+        pump.flush()
+        self.assertTrue(server.connected_ok)
+        self.assertEqual(self.node.registry.names(), {"worker-1"})
 
     def test_disconnect_unregisters(self) -> None:
         """When the worker's connection closes, its registration goes away."""

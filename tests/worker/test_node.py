@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -77,6 +79,47 @@ class WorkerLinkTests(SynchronousTestCase):
             self.assertFalse(client.connected_ok)
         self.assertEqual(self.worker.retry_delay(lambda attempt: float(attempt), 0), 3.0)
 
+    def test_wrong_key_is_named_and_slows_down_reconnects(self) -> None:
+        """A master with another key drops the hello: the log names the likely cause and
+        each drop counts as a refusal, so the retry delay grows."""
+        other = MasterNode(node_config(short_tempdir(self),
+                                       key="ZYXWVUTSRQPONMLKJIHGFEDCBA987654"),
+                           self.clock, SynchronousRunner())
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.worker.auto_hello = True
+        policy = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0, jitter=lambda: 0)
+        delays = []
+        for expected in (1, 2, 3):
+            _, _client, pump = connected_pair(
+                lambda: ClusterServerFactory(other).buildProtocol(None),
+                lambda: WorkerClientFactory(self.worker).buildProtocol(None), self.clock)
+            for _ in range(3):
+                pump.flush()
+            self.clock.advance(self.worker_config.intervals.timeout_cluster_request)
+            pump.flush()
+            self.assertEqual(self.worker.refusals, expected)
+            delays.append(self.worker.retry_delay(policy, 1))  # ClientService says attempt 1
+        self.assertEqual(delays, sorted(delays))
+        self.assertLess(delays[0], delays[-1])
+        hints = [formatEvent(e) for e in events
+                 if "dropped the link during hello" in formatEvent(e)]
+        self.assertEqual(len(hints), 3, [formatEvent(e) for e in events])
+        self.assertIn("a wrong key is the usual cause", hints[0])
+        self.assertTrue(hints[0].startswith("[Worker] [Main] Could not connect to master: "))
+
+    def test_start_logs_one_starting_line(self) -> None:
+        """The worker says who it is, where its master is and which version it speaks."""
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.worker.startService()
+        self.addCleanup(self.worker.stopService)
+        lines = [formatEvent(e) for e in events if "Starting worker" in formatEvent(e)]
+        self.assertEqual(lines, ["[Worker worker1] [Main] Starting worker worker1 of cluster "
+                                 "wazuh: master 127.0.0.1:15160, version 4.7.5."])
+
     def test_keepalive_success_resets_failures(self) -> None:
         """A keepalive answered by the master keeps the link and the failure count at 0."""
         self.connect()
@@ -94,6 +137,7 @@ class WorkerLinkTests(SynchronousTestCase):
         timeout = self.worker_config.intervals.timeout_cluster_request
         for attempt in range(1, limit + 1):
             self.clock.advance(self.worker_config.intervals.keep_alive)
+            self.client.last_received = self.clock.seconds()  # talking, but not answering
             # the pump is not flushed: no answer comes
             d = Deferred.fromCoroutine(self.worker.send_keepalive())
             self.clock.advance(timeout + 1)
@@ -112,6 +156,18 @@ class WorkerLinkTests(SynchronousTestCase):
         self.client.last_received = self.clock.seconds()
         self.successResultOf(Deferred.fromCoroutine(self.worker.send_keepalive()))
         self.assertEqual(self.client.bytes_sent, sent)
+
+    def test_silent_master_dropped_after_one_unanswered_probe(self) -> None:
+        """A master that sends nothing at all is given up after idle + liveness_timeout."""
+        self.connect()
+        ext = self.worker_config.ext
+        self.clock.advance(ext.idle_probe_after)
+        d = Deferred.fromCoroutine(self.worker.send_keepalive())  # no answer: not pumped
+        self.clock.advance(ext.liveness_timeout + 0.1)
+        self.successResultOf(d)
+        self.pump.flush()
+        self.assertIsNone(self.worker.peer)
+        self.assertLess(ext.idle_probe_after + ext.liveness_timeout + 1.0, 10.0)
 
     def test_silent_master_is_probed_early(self) -> None:
         """A master silent for idle_probe_after seconds gets an echo-c before keep_alive."""

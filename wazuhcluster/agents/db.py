@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ from wazuhcluster.agents.schema import (
     configure_connection,
     create_schema,
 )
+from wazuhcluster.errors import ConfigError
 
 #: Types a parameter of :meth:`AgentDatabase.select` may have.
 SqlParam = str | int | float | None
@@ -88,9 +90,44 @@ _EMPTY_GROUPS_PAGE = '[{"data":[]}]'
 _HASH_ROOM = 7 + 41
 
 
+#: The embedded agent database's file name under ``queue/db/``. Not ``global.db``: that is
+#: wazuh-db's own file on a real manager, which wazuhcluster never opens.
+DATABASE_NAME = "wazuhcluster-agents.db"
+
+
 def database_path(home: str) -> str:
-    """Where the agent database of the installation rooted at ``home`` lives."""
-    return os.path.join(home, "queue", "db", "global.db")
+    """Where the embedded agent database of the installation rooted at ``home`` lives."""
+    return os.path.join(home, "queue", "db", DATABASE_NAME)
+
+
+def wazuh_db_socket(home: str) -> str:
+    """wazuh-db's socket on a real manager rooted at ``home``."""
+    return os.path.join(home, "queue", "db", "wdb")
+
+
+def refuse_next_to_live_wazuh_db(home: str) -> None:
+    """Stop start-up in embedded mode when a live wazuh-db answers in ``home``.
+
+    The embedded database would then be a second, diverging copy of the agents that
+    wazuh-db owns. Blocking (one local connect): call it while the tree is built, before the
+    reactor runs.
+
+    :raises ConfigError: with the setting that selects the wazuh-db backend.
+    """
+    path = wazuh_db_socket(home)
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return  # a stale socket file: no wazuh-db runs
+    finally:
+        probe.close()
+    raise ConfigError(f"a live wazuh-db answers on {path}: the embedded agent database must not "
+                      "run beside it; set agent_db.backend: wazuh-db in etc/wazuhcluster.yaml "
+                      "(see docs/operations.md, 'Beside a Wazuh manager')")
 
 
 def group_hash(groups_csv: str) -> str:
@@ -787,9 +824,13 @@ class AgentDatabase:
     # -- queries -------------------------------------------------------------------------------
 
     def list_agents(self, node_name: str | None = None) -> list[AgentSummary]:
-        """All agents (000 included), optionally only those reporting to ``node_name``."""
-        sql = ("SELECT id, name, ip, connection_status, node_name, last_keepalive, version,"
-               " `group` FROM agent")
+        """All agents (000 included), optionally only those reporting to ``node_name``.
+
+        An agent that never connected shows its registration IP (``any`` included), as Wazuh
+        lists it.
+        """
+        sql = ("SELECT id, name, COALESCE(ip, register_ip), connection_status, node_name,"
+               " last_keepalive, version, `group` FROM agent")
         params: tuple[Any, ...] = ()
         if node_name is not None:
             sql += " WHERE node_name = ?"

@@ -57,6 +57,25 @@ def agent_dict(agent: AgentSummary) -> dict[str, Any]:
             "groups": list(agent.groups)}
 
 
+def with_manager(agents: Sequence[AgentSummary], node_name: str,
+                 version: str) -> list[AgentSummary]:
+    """Agent 000 (the manager) shown with the master's node name and Wazuh version when the
+    database has none, as a Wazuh master lists it."""
+    def known(value: str | None) -> bool:
+        return value not in (None, "", "unknown")
+    return [attrs.evolve(a, node_name=a.node_name if known(a.node_name) else node_name,
+                         version=a.version if known(a.version) else version)
+            if a.agent_id == 0 else a for a in agents]
+
+
+def master_listing(agents: Sequence[AgentSummary], node_filter: str | None, master_name: str,
+                   version: str) -> list[AgentSummary]:
+    """The master's answer to an agent listing: agent 000 completed (:func:`with_manager`),
+    then only the agents of ``node_filter`` if given."""
+    shown = with_manager(agents, master_name, f"Wazuh v{version}")
+    return shown if node_filter is None else [a for a in shown if a.node_name == node_filter]
+
+
 def agents_json(agents: Sequence[AgentSummary]) -> bytes:
     """The answer of a listing (blocking for big lists: run it off the reactor)."""
     return json.dumps([agent_dict(a) for a in agents]).encode()
@@ -116,6 +135,8 @@ def parse_groups_request(payload: bytes) -> tuple[int, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ClusterError(3036, "set-group request must be an object")
     agent_id, groups = value.get("id"), value.get("groups")
+    if type(agent_id) is int and agent_id == 0:
+        raise ClusterError(3000, "agent 000 is the manager: its groups cannot be set")
     if type(agent_id) is not int or not 0 < agent_id < 2**31:
         raise ClusterError(3036, "set-group request: id must be an agent id (not 000)")
     if not isinstance(groups, list) or not groups or len(groups) > 128:

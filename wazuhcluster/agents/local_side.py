@@ -26,6 +26,7 @@ from wazuhcluster.agents.listing import (
     WZC_AG_LIST,
     WZC_AG_MLST,
     agents_json,
+    master_listing,
     parse_groups_request,
     parse_keepalive_request,
     parse_list_request,
@@ -118,7 +119,9 @@ class AgentsLocal:
     async def _master_list(self, commands: Any, payload: bytes) -> Reply:
         node_name = parse_list_request(payload)  # refuse bad requests before relaying
         if self._is_master:
-            agents = await self._db.list_agents(node_name)
+            config = self._node.config
+            agents = master_listing(await self._db.list_agents(None), node_name,
+                                    config.node_name, config.version)
             return Reply.ok(await self._node.run(agents_json, agents))
         if self._node.peer is None:
             raise ClusterError(3023)

@@ -30,18 +30,20 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wazuhcluster.agents import merged as _merged
-from wazuhcluster.agents.db import database_path
+from wazuhcluster.agents.db import database_path, refuse_next_to_live_wazuh_db
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.listing import (
     AGENTS_CAPABILITY,
     WZC_AG_MLST,
     agents_json,
+    master_listing,
     parse_list_request,
 )
 from wazuhcluster.agents.payloads import (
@@ -99,6 +101,40 @@ def _groups_status() -> dict[str, Any]:
     return {"date_start": 0.0, "date_end": 0.0, "n_synced_chunks": 0}
 
 
+class _Shared:
+    """One result (or failure) handed to every follower, early or late."""
+
+    def __init__(self, source: Deferred[Any]) -> None:
+        self._done = False
+        self._result: Any = None
+        self._waiters: list[Deferred[Any]] = []
+        source.addBoth(self._fire)
+
+    @property
+    def failed(self) -> bool:
+        return self._done and isinstance(self._result, Failure)
+
+    def _fire(self, result: Any) -> None:
+        self._done, self._result = True, result
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            self._deliver(waiter)
+
+    def _deliver(self, waiter: Deferred[Any]) -> None:
+        if isinstance(self._result, Failure):
+            waiter.errback(self._result)
+        else:
+            waiter.callback(self._result)
+
+    def follow(self) -> Deferred[Any]:
+        waiter: Deferred[Any] = Deferred()
+        if self._done:
+            self._deliver(waiter)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+
 def full_dump_chunks(chunks: list[str]) -> list[str]:
     """The chunks of a full agent-groups push; never an empty list.
 
@@ -151,6 +187,12 @@ class AgentsMaster:
         self._membership_changed = True
         self._shared_signature: dict[str, Any] = {}
         self.group_rounds = 0
+        # Full agent-groups dumps: one read shared by the workers that ask together, and a
+        # bound on how many are sent at once (each costs the encrypted copy in flight).
+        self._full_dump: tuple[int, _Shared] | None = None  # (periodic reads before it, dump)
+        self._periodic_reads = 0
+        self._full_sends = DeferredSemaphore(node.config.ext.max_concurrent_full_group_pushes)
+        self.full_dumps_read = 0
 
     # -- IMasterExtension ----------------------------------------------------------------------
     def master_responders(self, commands: MasterCommands) -> dict[bytes, Responder]:
@@ -300,6 +342,7 @@ class AgentsMaster:
             if not len(self._node.registry):
                 return
             self._log.debug("[Master] [Local agent-groups] Starting.")
+            self._periodic_reads += 1
             chunks = await self._db.get_agent_groups_chunks(
                 "sync_status", int(now), set_synced=True, get_global_hash=True)
             self._log.debug("[Master] [Local agent-groups] Obtained {n} chunks of data in "
@@ -374,17 +417,42 @@ class AgentsMaster:
             state.last_full_push = start
             state.full_status["date_start"] = start
             self._log.info("[{tag}] [Agent-groups send full] Starting.", tag=tag)
-            await self._db.recalculate_group_hashes()
-            chunks = full_dump_chunks(
-                await self._db.get_agent_groups_chunks("all", int(start)))
-            data = await self._node.run(encode_groups_string, chunks)
-            string_id = await send_string(peer, data)
-            await peer.request(SYN_G_M_W_C, string_id)
+            count, data = await self._shared_full_dump()
+            await self._full_sends.acquire()
+            try:
+                string_id = await send_string(peer, data)
+                await peer.request(SYN_G_M_W_C, string_id)
+            finally:
+                self._full_sends.release()
             state.full_pushes += 1
             self._log.info("[{tag}] [Agent-groups send full] Sent {n} chunks.", tag=tag,
-                           n=len(chunks))
+                           n=count)
         finally:
             state.full_queued = False
+
+    def _shared_full_dump(self) -> Deferred[tuple[int, bytes]]:
+        """Every assignment as one encoded full push: ``(chunk count, data)``.
+
+        A dump read after the last periodic read is shared: the periodic push marks what it
+        read as synced, so a dump older than that read could undo newer assignments on a
+        worker; a dump at least as new can only miss changes still pending for the next
+        periodic push. With 100 workers asking at once (new agents everywhere), this reads
+        and encodes the table once instead of 100 times.
+        """
+        if self._full_dump is not None:
+            reads, shared = self._full_dump
+            if reads == self._periodic_reads and not shared.failed:
+                return shared.follow()  # a failed read is not shared with later askers
+        shared = _Shared(Deferred.fromCoroutine(self._read_full_dump(self._clock.seconds())))
+        self._full_dump = (self._periodic_reads, shared)
+        return shared.follow()
+
+    async def _read_full_dump(self, started: float) -> tuple[int, bytes]:
+        self.full_dumps_read += 1
+        await self._db.recalculate_group_hashes()
+        chunks = full_dump_chunks(await self._db.get_agent_groups_chunks("all", int(started)))
+        data: bytes = await self._node.run(encode_groups_string, chunks)
+        return len(chunks), data
 
     # -- agent-groups: results from workers -----------------------------------------------
     async def _groups_end(self, commands: MasterCommands, payload: bytes) -> Reply:
@@ -427,7 +495,9 @@ class AgentsMaster:
     # -- listing for wazuhcluster-control -a on a worker ----------------------------------
     async def _master_list(self, commands: MasterCommands, payload: bytes) -> Reply:
         node_name = parse_list_request(payload)
-        agents = await self._db.list_agents(node_name)
+        config = self._node.config
+        agents = master_listing(await self._db.list_agents(None), node_name, config.node_name,
+                                config.version)
         return Reply.ok(await self._node.run(agents_json, agents))
 
     # -- merged.mg -------------------------------------------------------------------------------
@@ -510,6 +580,7 @@ def install(node: MasterNode, reactor: Any) -> None:
     from wazuhcluster.agents.local_side import AgentsLocal
 
     config = node.config
+    refuse_next_to_live_wazuh_db(config.home)
     db = make_agent_database(reactor, database_path(config.home))
     db.setServiceParent(node)
     node.services.remove(db)

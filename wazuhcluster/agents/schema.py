@@ -1,4 +1,4 @@
-"""SQL schema of the embedded agent database (``<home>/queue/db/global.db``).
+"""SQL schema of the embedded agent database (``<home>/queue/db/wazuhcluster-agents.db``).
 
 The tables ``agent``, ``labels``, ``info``, ``group``, ``belongs`` and ``metadata`` have the
 column names, types, constraints and defaults of the ``global.db`` that wazuh-db 4.7.5 creates

@@ -56,7 +56,7 @@ class ThreadedAgentDatabase(Service):
 
         :param reactor: receives results from the database thread.
         :param clock: gives the creation time of a new database.
-        :param path: the ``global.db`` file (see :func:`wazuhcluster.agents.db.database_path`).
+        :param path: the database file (see :func:`wazuhcluster.agents.db.database_path`).
         :param pool: for tests only; by default a private one-thread pool.
         """
         self._reactor = reactor

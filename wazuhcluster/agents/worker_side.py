@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wazuhcluster.agents.db import database_path
+from wazuhcluster.agents.db import database_path, refuse_next_to_live_wazuh_db
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.payloads import (
     AGENT_INFO_ROWS_CAPABILITY,
@@ -329,6 +329,7 @@ def install(node: WorkerNode, reactor: Any) -> None:
     from wazuhcluster.agents.local_side import AgentsLocal
 
     config = node.config
+    refuse_next_to_live_wazuh_db(config.home)
     db = make_agent_database(reactor, database_path(config.home))
     db.setServiceParent(node)
     node.services.remove(db)

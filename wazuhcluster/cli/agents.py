@@ -11,8 +11,6 @@ Examples::
     wazuhcluster-agents --home /var/ossec remove 7 8 --purge              (master only)
     wazuhcluster-agents --home /var/ossec simulate --nodes 10.0.0.2:1515,10.0.0.3:1515 \
         --homes /var/w1,/var/w2 --count 500 --keepalive 10 --duration 120 --churn 5
-
-``wazuhcluster-control -a`` uses :func:`master_agents` from here.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from wazuhcluster.agents.listing import (
     WZC_AG_GRP,
     WZC_AG_KAL,
     WZC_AG_LIST,
-    WZC_AG_MLST,
     KeepaliveRequest,
     encode_groups_request,
     encode_keepalive_request,
@@ -86,19 +83,6 @@ def _print_agents(answer: list[dict[str, Any]], as_json: bool) -> None:
     sys.stdout.write(json.dumps(answer, indent=1) + "\n" if as_json else format_agents(answer))
 
 
-async def master_agents(reactor: Any, socket_path: str, node: str | None,
-                        as_json: bool) -> int:
-    """``wazuhcluster-control -a``: print the master's agent list; return the exit status."""
-    try:
-        answer = decode_answer(await local_request(reactor, socket_path, WZC_AG_MLST,
-                                                   encode_list_request(node)))
-    except ClusterError as e:
-        sys.stderr.write(f"wazuhcluster-control: {e}\n")
-        return 1
-    _print_agents(answer, as_json)
-    return 0
-
-
 async def run(reactor: Any, args: argparse.Namespace) -> int:
     """Perform the subcommand; return the exit status."""
     socket_path = os.path.join(args.home, "queue", "cluster", "c-internal.sock")
@@ -111,6 +95,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
                 reactor, socket_path, WZC_AG_LIST, encode_list_request(args.node)))
             _print_agents(answer, args.json)
         elif args.command == "set-group":
+            if args.agent_id == 0:
+                sys.stderr.write("wazuhcluster-agents: agent 000 is the manager: its groups "
+                                 "cannot be set\n")
+                return 1
             groups = [g for g in args.groups.split(",") if g]
             answer = decode_answer(await local_request(
                 reactor, socket_path, WZC_AG_GRP, encode_groups_request(args.agent_id, groups)))

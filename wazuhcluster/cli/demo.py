@@ -10,6 +10,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,29 +20,59 @@ from wazuhcluster.homes import DEMO_KEY, make_home
 NODES = (("master-node", "master"), ("worker1", "worker"), ("worker2", "worker"))
 
 
-def _wait_for_socket(path: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def _wait_for_socket(path: str, proc: subprocess.Popen[bytes], out_path: str,
+                     timeout: float = 20.0) -> None:
     """Wait until the master serves its local socket (it has bound its port by then)."""
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"wazuhcluster-demo: the master did not start; see "
-                             f"{os.path.dirname(os.path.dirname(os.path.dirname(path)))}"
-                             "/logs/twistd.out")
+            if proc.poll() is None:
+                proc.terminate()
+            raise SystemExit(f"wazuhcluster-demo: the master did not start: "
+                             f"{_last_line(out_path)} (full output: {out_path})")
         time.sleep(0.05)
+
+
+def _last_line(path: str) -> str:
+    """The last non-empty line the process wrote (its one-line reason)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"
+
+
+def _port_problem(port: int) -> str | None:
+    """Why the master could not listen on 127.0.0.1:``port``, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the demo cluster until interrupted."""
     parser = argparse.ArgumentParser(prog="wazuhcluster-demo")
     parser.add_argument("--dir", default="demo", help="where the node homes go (./demo)")
-    parser.add_argument("--port", type=int, default=15160, help="the master's port")
-    parser.add_argument("--fresh", action="store_true", help="delete the homes first")
+    parser.add_argument("--port", type=int, default=15160,
+                        help="the master's port (make demo PORT=N)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the homes of the last run first (make demo FRESH=1)")
     parser.add_argument("--agents", type=int, default=300,
                         help="simulated agents enrolling through the workers (0: none)")
     args = parser.parse_args(argv)
     base = os.path.abspath(args.dir)
+    problem = _port_problem(args.port)
+    if problem is not None:
+        raise SystemExit(f"wazuhcluster-demo: port {args.port} on 127.0.0.1 cannot be used "
+                         f"({problem}): pass --port N (make demo PORT=N)")
     if args.fresh:
         shutil.rmtree(base, ignore_errors=True)
+    reused = os.path.isdir(base)
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     control = os.path.join(os.path.dirname(sys.executable), "wazuhcluster-control")
     processes: list[subprocess.Popen[bytes]] = []
@@ -49,14 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     for node_name, role in NODES:
         home = make_home(os.path.join(base, node_name), node_name=node_name, node_type=role,
                          key=DEMO_KEY, port=args.port, auth_port=auth_ports[node_name])
-        out = open(os.path.join(home, "logs", "twistd.out"), "ab")  # noqa: SIM115
+        out_path = os.path.join(home, "logs", "twistd.out")
+        out = open(out_path, "ab")  # noqa: SIM115
         processes.append(subprocess.Popen(
             [twistd, "-n", "--pidfile=", "wazuhcluster", "--role", role, "--home", home],
             stdout=out, stderr=subprocess.STDOUT))
         if role == "master":
             _wait_for_socket(os.path.join(home, "queue", "cluster", "c-internal.sock"),
-                             processes[-1])
+                             processes[-1], out_path)
     print(f"wazuhcluster demo: master on 127.0.0.1:{args.port}, homes under {base}/")
+    if reused:
+        print("  (reusing the files and agents of the last run: make demo FRESH=1, or --fresh,"
+              " starts clean)")
     for (node_name, role), proc in zip(NODES, processes, strict=True):
         print(f"  {role:6}  {node_name:12} pid {proc.pid:<7} "
               f"log {base}/{node_name}/logs/cluster.log")
@@ -69,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
              "--nodes", ",".join(f"127.0.0.1:{auth_ports[w]}" for w in workers),
              "--homes", ",".join(os.path.join(base, w) for w in workers),
              "--count", str(args.agents), "--keepalive", "10", "--churn", "5",
-             "--duration", "86400", "--prefix", "demo-agent"], stdout=log,
+             "--duration", "86400"], stdout=log,
             stderr=subprocess.STDOUT))
         print(f"  {args.agents} simulated agents enrol through the workers' registration ports "
               f"({', '.join(str(auth_ports[w]) for w in workers)}); log {base}/simulator.log")

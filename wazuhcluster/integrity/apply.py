@@ -27,7 +27,10 @@ Each target is replaced by a single rename, so after a failure or a crash at any
 each file is either the old version or the new one, never a partial write. Per-file
 errors are reported in :attr:`ApplyResult.failed` and the remaining files are processed,
 as Wazuh does. ``merged`` entries are treated as ordinary files. The master's ``mod_time``
-is not applied (nor is it by Wazuh). Ownership is left to the running user.
+is not applied (nor is it by Wazuh). With ``owner`` (a ``(uid, gid)`` pair, see
+:mod:`wazuhcluster.ownership`) each installed file and each directory created for one gets that
+owner and group before it becomes visible, as Wazuh's worker gives them the ``wazuh`` user;
+without it they keep the owner of the running process.
 """
 
 from __future__ import annotations
@@ -161,6 +164,7 @@ def apply_push(
     fsync: bool = True,
     replace_file: ReplaceFunction = os.replace,
     barrier: Callable[[], None] | None = None,
+    owner: tuple[int, int] | None = None,
 ) -> ApplyResult:
     """Extract and apply a master push received as ``container_path``.
 
@@ -191,6 +195,7 @@ def apply_push(
             verify_hashes=verify_hashes,
             fsync=fsync,
             replace_file=replace_file,
+            owner=owner,
         )
         timings["install"] = time.perf_counter() - started - sum(timings.values())
         if barrier is not None:
@@ -211,6 +216,7 @@ def apply_extracted(
     verify_hashes: bool = False,
     fsync: bool = True,
     replace_file: ReplaceFunction = os.replace,
+    owner: tuple[int, int] | None = None,
 ) -> ApplyResult:
     """Apply ``comparison`` using the staged files of ``extracted`` (see module docstring).
 
@@ -260,11 +266,12 @@ def apply_extracted(
     installed: dict[str, CachedDigest] = {}
     home_fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        parents = _Parents(home_fd)
+        parents = _Parents(home_fd, owner)
         try:
             for path, item, staged in writes:
                 try:
-                    existed = _install(parents, path, item, staged.path, fsync, replace_file)
+                    existed = _install(parents, path, item, staged.path, fsync, replace_file,
+                                       owner)
                 except _Refused as e:
                     refused.append(Refusal(path, e.reason))
                 except OSError as e:
@@ -325,7 +332,8 @@ def _checked_item(path: str, entry: FileEntry, items: ClusterItems) -> ClusterIt
 
 
 @contextmanager
-def _parent_dir(home_fd: int, path: str, *, create: bool) -> Iterator[int | None]:
+def _parent_dir(home_fd: int, path: str, *, create: bool,
+                owner: tuple[int, int] | None = None) -> Iterator[int | None]:
     """Open the directory containing ``path`` without following symbolic links.
 
     Yields its descriptor, or ``None`` if a component is missing and ``create`` is false.
@@ -342,6 +350,8 @@ def _parent_dir(home_fd: int, path: str, *, create: bool) -> Iterator[int | None
                     return
                 os.mkdir(component, DIRECTORY_MODE, dir_fd=fd)
                 os.chmod(component, DIRECTORY_MODE, dir_fd=fd)
+                if owner is not None:
+                    os.chown(component, *owner, dir_fd=fd, follow_symlinks=False)
                 next_fd = os.open(component, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 if e.errno not in (errno.ELOOP, errno.ENOTDIR):
@@ -364,8 +374,9 @@ class _Parents:
     link); a push of many files into one directory then costs one walk, not one per file.
     """
 
-    def __init__(self, home_fd: int) -> None:
+    def __init__(self, home_fd: int, owner: tuple[int, int] | None = None) -> None:
         self._home_fd = home_fd
+        self._owner = owner
         self._fds: dict[str, int] = {}
 
     def open(self, path: str) -> int:
@@ -373,7 +384,7 @@ class _Parents:
         parent = path.rpartition("/")[0]
         fd = self._fds.get(parent)
         if fd is None:
-            with _parent_dir(self._home_fd, path, create=True) as dir_fd:
+            with _parent_dir(self._home_fd, path, create=True, owner=self._owner) as dir_fd:
                 assert dir_fd is not None
                 fd = os.dup(dir_fd)
             self._fds[parent] = fd
@@ -404,18 +415,22 @@ def _install(
     staged_path: str,
     fsync: bool,
     replace_file: ReplaceFunction,
+    owner: tuple[int, int] | None = None,
 ) -> bool:
     """Move one staged file into place; return whether a previous file was replaced."""
     name = path.rsplit("/", 1)[-1]
     dir_fd = parents.open(path)
     existed = _target_exists(dir_fd, name)
-    os.chmod(staged_path, item.permissions)
+    if owner is not None:
+        os.chown(staged_path, *owner, follow_symlinks=False)
+    os.chmod(staged_path, item.permissions)  # after chown, which may clear setgid bits
     try:
         replace_file(staged_path, name, dst_dir_fd=dir_fd)
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-        _replace_via_copy(dir_fd, name, staged_path, item.permissions, fsync, replace_file)
+        _replace_via_copy(dir_fd, name, staged_path, item.permissions, fsync, replace_file,
+                          owner)
     if fsync:
         os.fsync(dir_fd)
     return existed
@@ -428,6 +443,7 @@ def _replace_via_copy(
     mode: int,
     fsync: bool,
     replace_file: ReplaceFunction,
+    owner: tuple[int, int] | None = None,
 ) -> None:
     """Cross-filesystem fallback: copy next to the target, then rename in place."""
     temporary = f".{name}.tmp"
@@ -441,6 +457,8 @@ def _replace_via_copy(
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(out, view) :]
+        if owner is not None:
+            os.fchown(out, *owner)
         os.fchmod(out, mode)
         if fsync:
             os.fsync(out)

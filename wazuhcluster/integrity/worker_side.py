@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -41,6 +43,7 @@ from wazuhcluster.integrity.master_side import error_wire, unlink_quietly
 from wazuhcluster.integrity.metadata import CachedDigest, ScanResult, scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IPeer, IWorkerExtension
+from wazuhcluster.ownership import OwnershipDecision, resolve_ownership
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import (
@@ -95,13 +98,18 @@ class IntegrityWorker:
     :param clock: the reactor's time.
     :param barrier: makes staged files durable before they are renamed into place, and
         the renames durable afterwards (``os.sync``; ``None`` in unit tests).
+    :param owner: ``(uid, gid)`` given to received files (see :mod:`wazuhcluster.ownership`),
+        or ``None`` to leave them to the running user.
     """
 
     _log = Logger()
 
     def __init__(self, node: WorkerNode, clock: IReactorTime,
-                 barrier: Callable[[], None] | None = os.sync) -> None:
+                 barrier: Callable[[], None] | None = os.sync,
+                 owner: tuple[int, int] | None = None) -> None:
         self._barrier = barrier
+        #: ``(uid, gid)`` given to received files, or None (see :mod:`wazuhcluster.ownership`).
+        self.owner = owner
         self._node = node
         self._clock = clock
         self._config = node.config
@@ -337,7 +345,7 @@ class IntegrityWorker:
             try:
                 result: ApplyResult = await self._node.run(
                     apply_push, self._config.home, self.items, path, self._config.node_name,
-                    limits=self._limits, fsync=False, barrier=self._barrier)
+                    limits=self._limits, fsync=False, barrier=self._barrier, owner=self.owner)
             finally:
                 await self._node.run(unlink_quietly, path)
         except (ClusterError, IntegrityError, OSError) as e:
@@ -366,9 +374,67 @@ class IntegrityWorker:
                        seconds=self._clock.seconds() - started)
 
 
+class _OwnershipNotice(Service):
+    """Says at start-up who will own received files, or why their owner is left alone.
+
+    It first gives a scratch file in ``queue/cluster/`` that owner: a process without the
+    right to (e.g. root without CAP_CHOWN under a sandboxing unit) would otherwise fail every
+    received file; ownership is then skipped with the reason.
+    """
+
+    name = "ownership-notice"
+    _log = Logger()
+
+    def __init__(self, tag: str, decision: OwnershipDecision, worker: IntegrityWorker,
+                 home: str) -> None:
+        self._tag = tag
+        self._decision = decision
+        self._worker = worker
+        self._home = home
+
+    def startService(self) -> None:
+        super().startService()
+        owner = self._decision.owner
+        why = self._decision.warning
+        if owner is not None:
+            why = probe_chown(os.path.join(self._home, "queue", "cluster"), owner.uid, owner.gid)
+            if why is not None:
+                why = f"cannot give files to {owner.user}:{owner.group} ({why})"
+                self._worker.owner = None
+        if why is None and owner is not None:
+            self._log.info("[{tag}] [Integrity sync] Received files are given to {user}:{group}.",
+                           tag=self._tag, user=owner.user, group=owner.group)
+        else:
+            self._log.warn("[{tag}] [Integrity sync] Ownership not applied: {why}",
+                           tag=self._tag, why=why)
+
+
+def probe_chown(directory: str, uid: int, gid: int) -> str | None:
+    """Try giving a scratch file in ``directory`` to ``uid:gid``; the reason if we cannot."""
+    try:
+        fd, path = tempfile.mkstemp(prefix=".ownership-probe-", dir=directory)
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        os.fchown(fd, uid, gid)
+    except OSError as e:
+        return f"{e.strerror or e}; as root this needs the CAP_CHOWN capability"
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return None
+
+
 def install(node: WorkerNode, reactor: Any) -> None:
-    """Plug the integrity feature into a worker node: extension and "integrity-check" timer."""
-    worker = IntegrityWorker(node, reactor)
+    """Plug the integrity feature into a worker node: extension and "integrity-check" timer.
+
+    :raises ConfigError: ``ownership`` in etc/wazuhcluster.yaml names a missing user or group.
+    """
+    decision = resolve_ownership(node.config.settings)
+    owner = decision.owner
+    worker = IntegrityWorker(node, reactor,
+                             owner=None if owner is None else (owner.uid, owner.gid))
+    _OwnershipNotice(node.tag, decision, worker, node.config.home).setServiceParent(node)
     node.extensions.append(worker)
     periodic("integrity-check", node.config.intervals.sync_integrity, worker.tick,
              reactor).setServiceParent(node)

@@ -47,8 +47,10 @@ class MasterNode(RoleNode):
 
         Wazuh's rule stays: a worker without keepalive for max_allowed_time_without_keepalive
         is dropped. Beyond Wazuh, a worker that sent nothing at all for idle_probe_after
-        seconds is probed with ``echo-m`` (real Wazuh workers answer ``ok-c``); no answer
-        within duplicate_probe_timeout drops it, so a dead peer goes in ~20 s, not 120 s.
+        seconds is probed with ``echo-m`` (real Wazuh workers answer ``ok-c``); no answer and
+        no other byte within liveness_timeout drops it, so a dead or silently cut-off peer
+        goes in under 10 s (3 + 5 + the 1 s check period by default), not 120 s. A link busy
+        with a sync keeps delivering bytes and is never probed.
         """
         with self._log.failuresHandled("[Master] [Keep alive] Keepalive check failed"):
             limit = self.config.intervals.max_allowed_time_without_keepalive
@@ -67,16 +69,19 @@ class MasterNode(RoleNode):
 
     async def _probe(self, session: WorkerSession) -> None:
         session.probing = True
+        sent = self.clock.seconds()
         try:
             await session.peer.request(ECHO_MASTER, b"keepalive",
-                                       timeout=self.config.ext.duplicate_probe_timeout)
+                                       timeout=self.config.ext.liveness_timeout)
         except RemoteCommandError:
             pass  # an error answer still proves the worker is alive
         except ClusterError as e:
-            if self.registry.get(session.name) is session:
-                self._log.error("[Worker {worker}] [Keep alive] No answer to a liveness probe "
-                                "({error}); closing the connection.", worker=session.name,
-                                error=str(e))
+            if (self.registry.get(session.name) is session
+                    and session.peer.last_received < sent):
+                self._log.error("[Worker {worker}] [Keep alive] Nothing received for {silent:.1f}"
+                                " s and no answer to a liveness probe ({error}); closing the "
+                                "connection.", worker=session.name, error=str(e),
+                                silent=self.clock.seconds() - session.peer.last_received)
                 session.peer.disconnect("liveness probe unanswered")
         finally:
             session.probing = False

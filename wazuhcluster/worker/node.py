@@ -17,7 +17,7 @@ from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IBlockingRunner, IPeer, IWorkerExtension
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
-from wazuhcluster.protocol.handler import ClusterProtocol
+from wazuhcluster.protocol.handler import ClusterProtocol, ConnectionLostError
 from wazuhcluster.rolenode import RoleNode
 
 #: What our worker announces to a master that understands ``wzc_caps``.
@@ -47,12 +47,22 @@ class WorkerNode(RoleNode):
         self._last_keepalive_sent = 0.0
         self._keepalive_in_flight = False
         self.link: ClientService | None = None
+        #: The reconnection backoff (set by the composition root with the link).
+        self.retry_policy: Any = None
         self._waiting: list[Deferred[ClusterProtocol]] = []
 
     @property
     def tag(self) -> str:
         """Wazuh log tag of the master link."""
         return f"Worker {self.config.node_name}"
+
+    def startService(self) -> None:
+        config = self.config
+        self._log.info("[{tag}] [Main] Starting worker {node} of cluster {cluster}: master "
+                       "{address}:{port}, version {version}.", tag=self.tag,
+                       node=config.node_name, cluster=config.name,
+                       address=config.master_address, port=config.port, version=config.version)
+        super().startService()
 
     # -- the master link ------------------------------------------------------------------
     def link_made(self, peer: IPeer) -> None:
@@ -69,7 +79,12 @@ class WorkerNode(RoleNode):
             d.addErrback(lambda f: self._log.failure("[Worker] [Main] Handshake failed", f))
 
     def retry_delay(self, policy: Any, attempt: int) -> float:
-        """ClientService retry policy: back off on TCP failures *and* on refused hellos."""
+        """ClientService retry policy: back off on TCP failures *and* on refused hellos.
+
+        ClientService counts attempts from 1 again after each TCP connection, so a master
+        that accepts TCP and then drops the hello (a wrong key) would be retried at the
+        initial delay forever: ``refusals`` counts those, and the delay grows with them.
+        """
         delay: float = policy(max(attempt, self.refusals))
         return delay
 
@@ -85,8 +100,14 @@ class WorkerNode(RoleNode):
             await peer.request(HELLO, payload)
         except ClusterError as e:
             self.refusals += 1
-            self._log.error("[Worker] [Main] Could not connect to master: {error}.",
-                            error=str(e))
+            if isinstance(e, ConnectionLostError):
+                self._log.error("[Worker] [Main] Could not connect to master: the master dropped "
+                                "the link during hello; a wrong key is the usual cause "
+                                "(<cluster><key> must be the master's); refused {n} time(s) in "
+                                "a row, retrying more slowly.", n=self.refusals)
+            else:
+                self._log.error("[Worker] [Main] Could not connect to master: {error}.",
+                                error=str(e))
             peer.disconnect("hello refused")
             raise
         directory = os.path.join(config.home, "queue", "cluster", config.node_name)
@@ -147,10 +168,12 @@ class WorkerNode(RoleNode):
     async def send_keepalive(self) -> None:
         """Keepalive tick: ``echo-c``; disconnect after max_failed_keepalive_attempts.
 
-        The loop ticks often (every min(keep_alive, 5) s); it sends ``echo-c`` when
-        keep_alive seconds have passed since the last one (Wazuh's cadence) or when the
-        master has sent nothing for idle_probe_after seconds (a dead master is noticed in
-        well under a minute instead of Wazuh's ~160 s).
+        The loop ticks every second; it sends ``echo-c`` when keep_alive seconds have passed
+        since the last one (Wazuh's cadence) or when the master has sent nothing for
+        idle_probe_after seconds. An idle probe that gets no answer and sees no other byte
+        from the master within liveness_timeout closes the link at once: a dead or silently
+        cut-off master is noticed in under 10 s by default (Wazuh: ~160 s). A link busy with
+        a sync keeps delivering bytes and is never probed.
         """
         with self._log.failuresHandled("[{tag}] [Keep Alive] Keepalive tick failed",
                                        tag=self.tag):
@@ -164,12 +187,20 @@ class WorkerNode(RoleNode):
                 return
             self._last_keepalive_sent = now
             self._keepalive_in_flight = True
+            timeout = min(10.0, self.config.intervals.timeout_cluster_request)
+            if idle:
+                timeout = min(timeout, self.config.ext.liveness_timeout)
             try:
-                reply = await peer.request(ECHO_CLIENT, b"keepalive",
-                                           timeout=min(10.0, self.config.intervals
-                                                       .timeout_cluster_request))
+                reply = await peer.request(ECHO_CLIENT, b"keepalive", timeout=timeout)
             except ClusterError as e:
                 if peer is not self.peer:
+                    return
+                if idle and peer.last_received < now:
+                    self._log.error("[{tag}] [Keep Alive] Nothing received from the master for "
+                                    "{silent:.1f} s and no answer to a liveness probe ({error});"
+                                    " closing the connection.", tag=self.tag, error=str(e),
+                                    silent=self.clock.seconds() - peer.last_received)
+                    peer.disconnect("master silent")
                     return
                 self.failed_keepalives += 1
                 self._log.error("[{tag}] [Keep Alive] Error sending keepalive ({count}/{limit}):"

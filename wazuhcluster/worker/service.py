@@ -27,10 +27,11 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
         retryPolicy=lambda attempt: node.retry_delay(policy, attempt),
         clock=reactor,
     )
+    node.retry_policy = policy
     link.setName("master-link")
     link.setServiceParent(node)
     node.link = link
-    periodic("keepalive", min(config.intervals.keep_alive, 5.0), node.send_keepalive,
+    periodic("keepalive", min(config.intervals.keep_alive, 1.0), node.send_keepalive,
              reactor).setServiceParent(node)
     from wazuhcluster.agents.worker_side import install as install_agents
     install_agents(node, reactor)

@@ -1,0 +1,297 @@
+"""Real ``twistd wazuhcluster`` nodes on the test bed, and what the scenarios ask of them.
+
+Every node is a child process started inside its namespace (``ip netns exec``), with a home
+under the run's directory. The driver talks to each node through its local Unix socket (path
+sockets are not tied to a network namespace), samples RSS and CPU of every node once a second,
+and waits for *conditions* (a node list, a file's hash, a count of agents) under deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import string
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.python.failure import Failure
+
+from wazuhcluster.agents.listing import (
+    WZC_AG_KAL,
+    WZC_AG_LIST,
+    KeepaliveRequest,
+    encode_keepalive_request,
+    encode_list_request,
+)
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.homes import cluster_block, make_home
+from wazuhcluster.localapi.client import local_request
+from wazuhcluster.protocol.commands import GET_NODES
+
+BIN = os.path.dirname(sys.executable)
+TWISTD = os.path.join(BIN, "twistd")
+GET_NODES_ARGS = {"filter_node": None, "offset": 0, "limit": None, "sort": None,
+                  "search": None, "select": None, "filter_type": "all"}
+
+
+def random_key() -> str:
+    """A valid 32-character cluster key."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+def file_digest(path: str) -> str | None:
+    """SHA-256 of a file, or None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+class Node(ProcessProtocol):
+    """One node process and its home."""
+
+    def __init__(self, name: str, role: str, home: str, prefix: list[str],
+                 cluster_json: str) -> None:
+        self.name = name
+        self.role = role
+        self.home = home
+        self.prefix = prefix
+        self.cluster_json = cluster_json
+        self.pid: int | None = None
+        self.ended: Deferred[Any] = Deferred()
+        self._cpu_last: tuple[float, float] | None = None
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.home, "queue", "cluster", "c-internal.sock")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.home, "logs", "cluster.log")
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and not self.ended.called
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(reason.value)
+
+    def log_lines(self) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+
+    def sample(self) -> tuple[int, float] | None:
+        """(RSS KiB, CPU % since the last sample) of the running process."""
+        if not self.running:
+            return None
+        pid = self._python_pid()
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as f:
+                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, StopIteration, IndexError, ValueError):
+            return None
+        now = time.monotonic()
+        cpu = 0.0
+        if self._cpu_last is not None:
+            cpu = 100.0 * (ticks - self._cpu_last[1]) / max(1e-6, now - self._cpu_last[0])
+        self._cpu_last = (now, ticks)
+        return rss, cpu
+
+    def _python_pid(self) -> int:
+        """``ip netns exec`` execs the program in place, so the pid is the node's own."""
+        assert self.pid is not None
+        return self.pid
+
+
+class BedCluster:
+    """The nodes of one scenario on one bed.
+
+    :param reactor: the reactor.
+    :param bed: the network (NetnsBed or LoopbackBed).
+    :param base: the run's directory (homes go below it).
+    :param tunables: a cluster.json override for every node.
+    """
+
+    def __init__(self, reactor: Any, bed: Any, base: str,
+                 tunables: dict[str, Any] | None = None) -> None:
+        self.reactor = reactor
+        self.bed = bed
+        self.base = base
+        self.key = random_key()
+        self.port = 1516
+        self.tunables = tunables or {}
+        self.nodes: dict[str, Node] = {}
+        self.samples: list[tuple[float, str, int, float]] = []
+        self.events: list[tuple[float, str, str]] = []
+        self.t0 = time.monotonic()
+        self._sampler = LoopingCall(self._sample)
+        self._sampler.clock = reactor
+
+    # -- nodes ------------------------------------------------------------------------
+    def add(self, name: str, role: str, *, master_address: str | None = None,
+            port: int | None = None) -> Node:
+        """Create the node's home; the bed must already hold ``name``."""
+        home = os.path.join(self.base, name)
+        make_home(home, node_name=name, node_type=role, key=self.key, port=self.port)
+        address = self.bed.address(name)
+        master = master_address or self.bed.address("master")
+        with open(os.path.join(home, "etc", "ossec.conf"), "w", encoding="utf-8") as f:
+            f.write(cluster_block(node_name=name, node_type=role, key=self.key,
+                                  port=port or self.port, master_address=master,
+                                  bind_addr=address if role == "master" else "0.0.0.0"))
+        cluster_json = os.path.join(home, "etc", "cluster-bed.json")
+        with open(cluster_json, "w", encoding="utf-8") as f:
+            json.dump(self.tunables, f)
+        node = Node(name, role, home, self.bed.prefix(name), cluster_json)
+        self.nodes[name] = node
+        return node
+
+    def start(self, node: Node) -> None:
+        """Spawn the node inside its namespace."""
+        node.ended = Deferred()
+        node._cpu_last = None
+        args = [*node.prefix, TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", node.role,
+                "--home", node.home, "--cluster-json", node.cluster_json]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log = open(os.path.join(node.home, "logs", "twistd.out"), "ab")  # noqa: SIM115
+        transport = self.reactor.spawnProcess(node, args[0], args, env=env, path=node.home,
+                                              childFDs={0: "w", 1: log.fileno(),
+                                                        2: log.fileno()})
+        log.close()
+        node.pid = transport.pid
+        self.event(node.name, "started")
+
+    async def stop(self, node: Node, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Signal the node and wait until it is reaped (SIGKILL after ``timeout``)."""
+        if not node.running:
+            return
+        assert node.transport is not None
+        node.transport.signalProcess(sig)
+        deadline = time.monotonic() + timeout
+        while not node.ended.called and time.monotonic() < deadline:
+            await self.sleep(0.1)
+        if not node.ended.called:
+            node.transport.signalProcess(signal.SIGKILL)
+        await node.ended
+
+    async def stop_all(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL) and the sampler."""
+        if self._sampler.running:
+            self._sampler.stop()
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):  # best effort at teardown
+                await self.stop(node, timeout=10.0)
+
+    # -- observation ------------------------------------------------------------------
+    def now(self) -> float:
+        """Seconds since the scenario began."""
+        return time.monotonic() - self.t0
+
+    def event(self, node: str, what: str) -> None:
+        """Record a timed event for the CSV."""
+        self.events.append((self.now(), node, what))
+
+    def start_sampling(self) -> None:
+        """RSS/CPU of every node once a second."""
+        self._sampler.start(1.0, now=True)
+
+    def _sample(self) -> None:
+        t = self.now()
+        for node in self.nodes.values():
+            sample = node.sample()
+            if sample is not None:
+                self.samples.append((t, node.name, sample[0], sample[1]))
+
+    def max_rss_mb(self, name: str) -> float:
+        """Highest RSS sampled for ``name``, in MB."""
+        values = [rss for _, n, rss, _ in self.samples if n == name]
+        return max(values, default=0) / 1024
+
+    def error_lines(self) -> dict[str, list[str]]:
+        """ERROR/CRITICAL lines of every node's cluster.log."""
+        return {name: [line for line in node.log_lines()
+                       if " ERROR: " in line or " CRITICAL: " in line]
+                for name, node in self.nodes.items()}
+
+    def sleep(self, seconds: float) -> Deferred[None]:
+        return deferLater(self.reactor, seconds, lambda: None)
+
+    async def wait(self, what: str, predicate: Callable[[], Any | Awaitable[Any]],
+                   timeout: float, poll: float = 0.2) -> float:
+        """Poll until ``predicate`` is truthy; the seconds it took.
+
+        :raises TimeoutError: naming ``what``.
+        """
+        start = time.monotonic()
+        while True:
+            value = predicate()
+            if isinstance(value, Deferred) or hasattr(value, "__await__"):
+                value = await value
+            if value:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            await self.sleep(poll)
+
+    # -- asking nodes -----------------------------------------------------------------
+    async def ask(self, node: Node, command: bytes, payload: Any,
+                  timeout: float = 10.0) -> Any:
+        raw = await local_request(self.reactor, node.socket_path, command,
+                                  json.dumps(payload).encode() if not isinstance(
+                                      payload, bytes) else payload,
+                                  timeout=timeout, final_timeout=timeout)
+        return json.loads(raw)
+
+    async def node_names(self, node: Node) -> set[str] | None:
+        """Names the node lists, or None when it cannot answer now."""
+        try:
+            answer = await self.ask(node, GET_NODES, GET_NODES_ARGS, timeout=3.0)
+        except (ClusterError, OSError, ValueError):
+            return None
+        if not isinstance(answer, dict) or "items" not in answer:
+            return None
+        return {item["name"] for item in answer["items"]}
+
+    async def agents(self, node: Node, only_node: str | None = None) -> list[dict[str, Any]]:
+        """The node's own agent database listing."""
+        answer: list[dict[str, Any]] = await self.ask(
+            node, WZC_AG_LIST, encode_list_request(only_node), timeout=60.0)
+        return answer
+
+    async def keepalive(self, node: Node, ids: list[int], version: str = "Wazuh v4.7.5",
+                        os_name: str = "Ubuntu") -> None:
+        """Record keepalives of ``ids`` at ``node``, as remoted would, in chunks."""
+        for start in range(0, len(ids), 50_000):
+            chunk = tuple(ids[start:start + 50_000])
+            await self.ask(node, WZC_AG_KAL, encode_keepalive_request(
+                KeepaliveRequest(chunk, os_name, "22.04", version)), timeout=120.0)
+
+
+def write_client_keys(path: str, count: int, first: int = 1) -> list[int]:
+    """A client.keys with ``count`` agents (ids from ``first``), written atomically."""
+    ids = list(range(first, first + count))
+    lines = [f"{i:03d} agent-{i} any {secrets.token_hex(32)}\n" for i in ids]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return ids

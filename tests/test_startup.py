@@ -1,0 +1,76 @@
+"""wazuhcluster.startup: one-line start-up failures, in the foreground and in daemon mode."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr
+
+from twisted.application.service import Service
+from twisted.trial.unittest import SynchronousTestCase
+
+from wazuhcluster.startup import NodeRoot, StartupError, nodaemon_in
+
+
+class Failing(Service):
+    """A child whose start fails with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def startService(self) -> None:
+        raise self.error
+
+
+class NodeRootTests(SynchronousTestCase):
+    """How NodeRoot reports a child's start-up failure."""
+
+    def root(self, error: BaseException, daemon: bool) -> NodeRoot:
+        root = NodeRoot()
+        root.daemon = daemon
+        Failing(error).setServiceParent(root)
+        return root
+
+    def test_foreground_os_error_is_one_line_system_exit(self) -> None:
+        error = PermissionError(13, "Permission denied", "/h/logs/cluster.log")
+        with self.assertRaises(SystemExit) as caught:
+            self.root(error, daemon=False).startService()
+        self.assertEqual(caught.exception.code,
+                         "wazuhcluster: cannot write /h/logs/cluster.log (Permission denied): "
+                         "make the home writable by the user running wazuhcluster (see "
+                         "docs/operations.md, 'The home')")
+
+    def test_daemon_failures_become_startup_error(self) -> None:
+        for error in (SystemExit("wazuhcluster: cannot listen on x"),
+                      FileExistsError(17, "File exists", "/h/var/run")):
+            err = io.StringIO()
+            with redirect_stderr(err), self.assertRaises(StartupError) as caught:
+                self.root(error, daemon=True).startService()
+            self.assertTrue(str(caught.exception).startswith("wazuhcluster: "))
+            self.assertEqual(err.getvalue(), str(caught.exception) + "\n")
+        self.assertIn("a file is in the way of a directory", str(caught.exception))
+
+    def test_foreground_system_exit_passes_unchanged(self) -> None:
+        with self.assertRaises(SystemExit) as caught:
+            self.root(SystemExit("wazuhcluster: x"), daemon=False).startService()
+        self.assertEqual(caught.exception.code, "wazuhcluster: x")
+
+    def test_nodaemon_detection(self) -> None:
+        self.assertTrue(nodaemon_in(["-n", "--pidfile=", "-y", "tac/master.tac"]))
+        self.assertTrue(nodaemon_in(["-ny", "tac/master.tac"]))
+        self.assertTrue(nodaemon_in(["--nodaemon", "-y", "x.tac"]))
+        self.assertFalse(nodaemon_in(["--pidfile=/p", "--logfile=/l", "-y", "tac/master.tac"]))
+
+
+class LogFormatOptionTests(SynchronousTestCase):
+    """``twistd wazuhcluster --log-format``."""
+
+    def test_values(self) -> None:
+        from twisted.python import usage
+
+        from wazuhcluster.tap import Options
+
+        options = Options()
+        options.parseOptions(["--home", "/h", "--log-format", "json"])
+        self.assertEqual(options["log-format"], "json")
+        self.assertRaises(usage.UsageError, Options().parseOptions,
+                          ["--home", "/h", "--log-format", "xml"])
