@@ -38,7 +38,9 @@ class MasterEnrolmentTests(TestCase):
     async def start(self, workers: int = 1) -> tuple[Cluster, Any, list[Any]]:
         cluster = Cluster(self)
         self.auth_port = free_port()
-        master = cluster.add_node("master", "master", auth_port=self.auth_port).start()
+        master = cluster.add_node("master", "master", auth_port=self.auth_port, tunables={
+            "intervals": {"master": {"sync_agent_groups": 1, "agent_group_start_delay": 1}}}
+        ).start()
         await cluster.wait_ready(master)
         names = [f"w{i}" for i in range(1, workers + 1)]
         nodes = [cluster.add_node(n).start() for n in names]
@@ -61,6 +63,11 @@ class MasterEnrolmentTests(TestCase):
         self.assertEqual(listed["001"]["groups"], ["default"])
         await cluster.wait_for("the key on w1", lambda: keys_of(w1.home) == keys_of(
             master.home), WAIT)
+
+        async def grouped() -> bool:
+            out, _, _ = await self.cli(w1.home, "list", "--json")
+            return any(a["id"] == "001" and a["groups"] == ["default"] for a in json.loads(out))
+        await cluster.wait_for("the agent's group on w1", grouped, WAIT)
         out, err, code = await self.cli(master.home, "enrol", "agent-1")
         self.assertEqual((code, err.strip()), (1, "ERROR: Duplicate agent name: agent-1"))
         out, err, code = await self.cli(master.home, "remove", "1")
