@@ -6,7 +6,7 @@ import io
 import random
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -55,6 +55,29 @@ class SimulatorTests(SynchronousTestCase):
         self.assertEqual(result.attached["001"], 0)
         self.assertEqual(result.attached["002"], 1)
         self.assertIn("summary: enrolled 6, refused 3", out.getvalue())
+
+    def test_connection_failure_retried(self) -> None:
+        """A refused connection is tried again a second later; at the end it counts."""
+        clock = Clock()
+        calls: list[int] = []
+
+        def flaky(reactor: Any, host: str, port: int, request: bytes,
+                  context: Any = None) -> Deferred[Answer]:
+            calls.append(port)
+            if len(calls) < 3:
+                return fail(ConnectionRefusedError())
+            return succeed(Answer("001", "x", "any", "k"))
+        options = SimulationOptions(nodes=[("h", 1)], count=1, duration=30.0)
+        d = Deferred.fromCoroutine(Simulator(clock, options, out=io.StringIO(),
+                                             enrol_one=flaky).run())
+        clock.pump([1.0] * 2)
+        result = self.successResultOf(d)
+        self.assertEqual((result.enrolled, result.retries), (1, 2))
+        options = SimulationOptions(nodes=[("h", 1)], count=1, duration=3.0)
+        d = Deferred.fromCoroutine(Simulator(clock, options, out=io.StringIO(),
+                                             enrol_one=lambda *a, **k: fail(OSError())).run())
+        clock.pump([1.0] * 3)
+        self.assertEqual(self.successResultOf(d).errors, {"OSError": 1})
 
     def test_rate(self) -> None:
         """With --rate, enrolments are spaced in time."""

@@ -1,7 +1,8 @@
 """An agent simulator: many agents enrol through registration ports, then report keepalives.
 
 Agents enrol round-robin through the given registration ports (a stand-in for a load
-balancer), at most ``rate`` new connections per second and ``concurrency`` at a time. Each
+balancer), at most ``rate`` new connections per second and ``concurrency`` at a time; an agent
+whose connection fails (node not listening yet) tries again every second, as agents do. Each
 agent is then attached to the node it enrolled through and reports a keepalive with its OS and
 version every ``keepalive`` seconds, the way remoted records it in that node's agent database
 (through the node's local socket, so the simulator needs each node's home); ``churn`` percent
@@ -32,6 +33,8 @@ from wazuhcluster.localapi.client import local_request
 OS_NAME = "Ubuntu"
 OS_VERSION = "22.04"
 AGENT_VERSION = "Wazuh v4.7.5"
+#: Seconds before an agent whose connection failed tries again.
+RETRY_DELAY = 1.0
 
 
 @attrs.define
@@ -62,6 +65,7 @@ class SimulationResult:
     keepalives_sent: int = 0
     keepalives_unknown: int = 0
     moves: int = 0
+    retries: int = 0  # connections that failed and were tried again
     attached: dict[str, int] = attrs.Factory(dict)  # agent id -> node index
 
 
@@ -132,28 +136,33 @@ class Simulator:
             if interval:
                 await deferLater(self._reactor, interval, lambda: None)
             await semaphore.acquire()
-            pending.append(Deferred.fromCoroutine(self._enrol_agent(index, semaphore)))
+            pending.append(Deferred.fromCoroutine(self._enrol_agent(index, semaphore, end)))
         for d in pending:
             await d
 
-    async def _enrol_agent(self, index: int, semaphore: DeferredSemaphore) -> None:
+    async def _enrol_agent(self, index: int, semaphore: DeferredSemaphore, end: float) -> None:
         try:
-            await self._enrol_agent_once(index)
+            await self._enrol_agent_once(index, end)
         finally:
             semaphore.release()
 
-    async def _enrol_agent_once(self, index: int) -> None:
+    async def _enrol_agent_once(self, index: int, end: float) -> None:
         options = self.options
         node = index % len(options.nodes)
         host, port = options.nodes[node]
         name = f"{options.prefix}-{index:05d}"
         request = encode_request(name, password=options.password, groups=options.groups)
-        try:
-            answer = await self._enrol(self._reactor, host, port, request,
-                                       context=self._context)
-        except Exception as e:  # noqa: BLE001 - counted as a refusal
-            self._refused(type(e).__name__)
-            return
+        while True:
+            try:
+                answer = await self._enrol(self._reactor, host, port, request,
+                                           context=self._context)
+                break
+            except Exception as e:  # noqa: BLE001 - like an agent: try again a bit later
+                if self._reactor.seconds() + RETRY_DELAY >= end:
+                    self._refused(type(e).__name__)
+                    return
+                self.result.retries += 1
+                await deferLater(self._reactor, RETRY_DELAY, lambda: None)
         if answer.agent_id is None:
             self._refused(answer.error or "no answer")
             return
