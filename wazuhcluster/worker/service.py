@@ -39,4 +39,6 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
     install_integrity(node, reactor)
     from wazuhcluster.enrolment.service import install as install_enrolment
     install_enrolment(node, reactor)
+    from wazuhcluster.sendsync.extension import install as install_sendsync
+    install_sendsync(node, reactor)
     return node
