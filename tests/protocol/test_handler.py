@@ -68,6 +68,17 @@ class ClusterProtocolTests(SynchronousTestCase):
                                         request_timeout=20, max_frame_payload=1024 * 1024)
         self.protocol.makeConnection(self.transport)
 
+    def test_no_delay_on_tcp(self) -> None:
+        """TCP connections send small frames at once (TCP_NODELAY)."""
+        calls: list[bool] = []
+
+        class TCPTransport(StringTransport):
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                calls.append(enabled)
+        protocol = ClusterProtocol(RecordingHandler(), self.clock, codec=self.codec)
+        protocol.makeConnection(TCPTransport())
+        self.assertEqual(calls, [True])
+
     def sent(self) -> list[tuple[int, bytes, bytes]]:
         """Messages written so far (decrypted), clearing the transport."""
         decoder, reassembler, out = FrameDecoder(8 * 1024 * 1024), Reassembler(), []
