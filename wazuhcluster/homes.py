@@ -13,8 +13,11 @@ DEMO_KEY = "demo_key_0123456789abcdefghijklm"  # 32 characters; demo only
 
 def cluster_block(*, node_name: str, node_type: str, key: str, port: int,
                   master_address: str = "127.0.0.1", bind_addr: str = "127.0.0.1",
-                  name: str = "wazuh", auth: str = "") -> str:
-    """An ossec.conf holding one <cluster> block (and ``auth``, an ``<auth>`` block)."""
+                  name: str = "wazuh", auth: str | None = None) -> str:
+    """An ossec.conf holding one <cluster> block and ``auth``, an ``<auth>`` block (default:
+    the agent registration service disabled, so that several nodes share one host)."""
+    if auth is None:
+        auth = auth_block(None)
     return (
         "<ossec_config>\n  <cluster>\n"
         f"    <name>{escape(name)}</name>\n"
