@@ -7,11 +7,12 @@ Both nodes share one :class:`Clock`; their agent databases are real SQLite files
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from tests.agents.wdb_standin import loopback_database
 from tests.support import connected_pair, node_config
 from wazuhcluster.agents.db import AgentDatabase, Keepalive, database_path
 from wazuhcluster.agents.keys import KeyEntry
@@ -41,17 +42,28 @@ TUNABLES: dict[str, Any] = {
 NOW = 1_700_000_000
 
 
-def inline_database(clock: Clock, home: str) -> ThreadedAgentDatabase:
-    """A started agent database that runs every operation inline."""
+#: The agent database backends every agent test runs against.
+BACKENDS = ("embedded", "wazuh-db")
+
+
+def inline_database(clock: Clock, home: str, backend: str = "embedded") -> Any:
+    """A started agent database that runs every operation inline: the embedded one, or the
+    wazuh-db backend talking to a stand-in wazuh-db in memory (``tests.agents.wdb_standin``)."""
+    if backend == "wazuh-db":
+        return loopback_database(clock, home)
     db = ThreadedAgentDatabase(_InlineCalls(), clock, database_path(home),  # type: ignore[arg-type]
                                pool=InlinePool())  # type: ignore[arg-type]
     db.startService()
     return db
 
 
-def raw(db: ThreadedAgentDatabase) -> AgentDatabase:
-    """The blocking database behind an inline service (tests inspect it directly)."""
-    return db._database()
+def raw(db: Any) -> AgentDatabase:
+    """The blocking database behind an inline service (tests inspect it directly); for the
+    wazuh-db backend, the stand-in wazuh-db's own global.db."""
+    standin = getattr(db, "standin", None)
+    if standin is not None:
+        return cast(AgentDatabase, standin)
+    return cast(AgentDatabase, db._database())
 
 
 def keys(count: int) -> list[KeyEntry]:
@@ -96,12 +108,12 @@ class AgentsCluster:
     """
 
     def __init__(self, base: str, agents: int = 10, master_db: Any = None,
-                 worker_name: str = "worker1") -> None:
+                 worker_name: str = "worker1", backend: str = "embedded") -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
         self.master = MasterNode(node_config(base, cluster_json=TUNABLES), self.clock,
                                  SynchronousRunner())
-        self.mdb = inline_database(self.clock, self.master.config.home)
+        self.mdb = inline_database(self.clock, self.master.config.home, backend)
         self.master_db = master_db(self.mdb) if master_db is not None else self.mdb
         self.magents = AgentsMaster(self.master, self.master_db, self.clock)
         self.master.extensions.append(self.magents)
@@ -110,7 +122,7 @@ class AgentsCluster:
         self.worker = WorkerNode(node_config(base, node_name=worker_name, role="worker",
                                              cluster_json=TUNABLES),
                                  self.clock, SynchronousRunner())
-        self.wdb = inline_database(self.clock, self.worker.config.home)
+        self.wdb = inline_database(self.clock, self.worker.config.home, backend)
         self.wagents = AgentsWorker(self.worker, self.wdb, self.clock)
         self.worker.extensions.append(self.wagents)
         for db in (self.mdb, self.wdb):
@@ -141,6 +153,9 @@ class AgentsCluster:
         for db in (self.mdb, self.wdb):
             if db.running:
                 db.stopService()
+            standin = getattr(db, "standin", None)
+            if standin is not None:
+                standin.close()
 
     def keepalive(self, ids: Sequence[int], when: int = NOW, version: str = "v1") -> None:
         """Record keepalives of ``ids`` on the worker."""

@@ -20,9 +20,12 @@ from wazuhcluster.protocol.commands import SYN_W_G_C
 class AgentGroupsSyncTests(SynchronousTestCase):
     """The master's "Local agent-groups" loop and the worker's "Agent-groups recv"."""
 
+    backend = "embedded"  # a subclass below runs the same tests over wazuh-db
+
     def make(self, agents: int = 10) -> AgentsCluster:
         """A linked master and worker, closed after the test."""
-        cluster = AgentsCluster(short_tempdir(self), agents=agents)
+        cluster = AgentsCluster(short_tempdir(self), agents=agents,
+                                backend=self.backend)
         self.addCleanup(cluster.close)
         return cluster
 
@@ -187,8 +190,10 @@ class SharedFullDumpTests(SynchronousTestCase):
     """Full agent-groups dumps are read once for workers that ask together, never reused
     across a periodic read (which marks what it read as synced)."""
 
+    backend = "embedded"  # a subclass below runs the same tests over wazuh-db
+
     def make(self) -> AgentsCluster:
-        cluster = AgentsCluster(short_tempdir(self), agents=10)
+        cluster = AgentsCluster(short_tempdir(self), agents=10, backend=self.backend)
         self.addCleanup(cluster.close)
         return cluster
 
@@ -239,3 +244,13 @@ class SharedFullDumpTests(SynchronousTestCase):
         c = self.make()
         self.assertEqual(c.magents._full_sends.limit,
                          c.master.config.ext.max_concurrent_full_group_pushes)
+
+
+
+# -- the same tests over the wazuh-db backend (drop-in mode), served by a stand-in wazuh-db --
+class AgentGroupsSyncWazuhDbTests(AgentGroupsSyncTests):
+    backend = "wazuh-db"
+
+
+class SharedFullDumpWazuhDbTests(SharedFullDumpTests):
+    backend = "wazuh-db"

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.agents.memory import NOW, AgentsCluster, GatedCalls, raw
+from tests.agents.wdb_standin import MARKS_ON_READ, not_with_wazuh_db
 from tests.support import short_tempdir
 from wazuhcluster.interfaces import IMasterExtension, IWorkerExtension
 from wazuhcluster.protocol.commands import SYN_A_W_M_P, SYN_M_A_ERR
@@ -33,9 +34,12 @@ class _Recording:
 class AgentInfoSyncTests(SynchronousTestCase):
     """The worker's "Agent-info sync" loop against the master's responders."""
 
+    backend = "embedded"  # a subclass below runs the same tests over wazuh-db
+
     def make(self, **kwargs: object) -> AgentsCluster:
         """A linked master and worker, closed after the test."""
-        cluster = AgentsCluster(short_tempdir(self), **kwargs)  # type: ignore[arg-type]
+        cluster = AgentsCluster(short_tempdir(self), backend=self.backend,  # type: ignore[arg-type]
+                                **kwargs)
         self.addCleanup(cluster.close)
         return cluster
 
@@ -175,3 +179,12 @@ class AgentInfoSyncTests(SynchronousTestCase):
         self.assertNotEqual(
             health["nodes"]["worker1"]["status"]["last_sync_agentinfo"]["date_end_master"],
             "n/a")
+
+
+# -- the same tests over the wazuh-db backend (drop-in mode), served by a stand-in wazuh-db --
+class AgentInfoSyncWazuhDbTests(AgentInfoSyncTests):
+    backend = "wazuh-db"
+    test_link_drop_mid_sync_loses_nothing = not_with_wazuh_db(
+        AgentInfoSyncTests.test_link_drop_mid_sync_loses_nothing, MARKS_ON_READ)
+    test_master_error_marks_nothing = not_with_wazuh_db(
+        AgentInfoSyncTests.test_master_error_marks_nothing, MARKS_ON_READ)

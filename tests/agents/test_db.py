@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any, cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.agents.wdb_standin import MARKS_ON_READ, BlockingView, not_with_wazuh_db
 from wazuhcluster.agents import payloads
 from wazuhcluster.agents.db import (
     GROUPS_SET_ERROR,
@@ -27,11 +29,17 @@ def _keys(ids: range) -> list[KeyEntry]:
 
 
 def _open(case: SynchronousTestCase, agents: range = range(1, 6)) -> AgentDatabase:
-    """A fresh database in a temporary home holding the given agents."""
-    db = AgentDatabase.for_home(case.mktemp(), _NOW)
+    """A fresh database in a temporary home holding the given agents: the embedded one, or
+    (``backend = "wazuh-db"`` on the test class) the same operations through a
+    WazuhDbAgentDatabase and a stand-in wazuh-db."""
+    db: Any
+    if getattr(case, "backend", "embedded") == "wazuh-db":
+        db = BlockingView(case.mktemp(), _NOW)
+    else:
+        db = AgentDatabase.for_home(case.mktemp(), _NOW)
     case.addCleanup(db.close)
     db.reconcile_keys(_keys(agents), _NOW - 100)
-    return db
+    return cast(AgentDatabase, db)
 
 
 class HashTests(SynchronousTestCase):
@@ -481,3 +489,41 @@ class KeysAndQueriesTests(SynchronousTestCase):
         summary = db.list_agents("w1")[0]
         self.assertEqual((summary.name, summary.status, summary.last_keepalive),
                          ("agent-001", "active", _NOW))
+
+
+# -- the same tests through the wazuh-db backend (drop-in mode) and a stand-in wazuh-db -------
+_OWN_LIMIT = ("wazuh-db cuts answers at its own 64 KiB limit; paging at that limit is tested "
+              "in tests/agents/test_wazuhdb.py")
+
+
+class HashWazuhDbTests(HashTests):
+    backend = "wazuh-db"
+
+
+class AgentInfoWazuhDbTests(AgentInfoTests):
+    backend = "wazuh-db"
+    test_reading_does_not_mark_synced = not_with_wazuh_db(
+        AgentInfoTests.test_reading_does_not_mark_synced, MARKS_ON_READ)
+    test_update_during_sync_is_not_lost = not_with_wazuh_db(
+        AgentInfoTests.test_update_during_sync_is_not_lost, MARKS_ON_READ)
+    test_rows_form_means_the_same_as_standard = not_with_wazuh_db(
+        AgentInfoTests.test_rows_form_means_the_same_as_standard,
+        MARKS_ON_READ + "; the test reads the same agents twice (the rows form over wazuh-db "
+        "is tested in tests/agents/test_wazuhdb.py)")
+    test_chunks_stay_under_wazuh_limit = not_with_wazuh_db(
+        AgentInfoTests.test_chunks_stay_under_wazuh_limit, _OWN_LIMIT)
+    test_rows_chunks_bounded = not_with_wazuh_db(
+        AgentInfoTests.test_rows_chunks_bounded, _OWN_LIMIT)
+
+
+class AgentGroupsWazuhDbTests(AgentGroupsTests):
+    backend = "wazuh-db"
+    test_registration_delta = not_with_wazuh_db(
+        AgentGroupsTests.test_registration_delta,
+        "wazuh-db applies the registration delta with its own clock, not the caller's")
+    test_paging_with_last_id = not_with_wazuh_db(
+        AgentGroupsTests.test_paging_with_last_id, _OWN_LIMIT)
+
+
+class KeysAndQueriesWazuhDbTests(KeysAndQueriesTests):
+    backend = "wazuh-db"

@@ -41,9 +41,11 @@ from wazuhcluster.worker.service import make_worker_service
 class LocalCommandsTests(SynchronousTestCase):
     """Local clients of a master and of a worker, with the agents feature."""
 
+    backend = "embedded"  # a subclass below runs the same tests over wazuh-db
+
     def setUp(self) -> None:
         """A linked master and worker, each with the agent local commands."""
-        self.c = AgentsCluster(short_tempdir(self), agents=5)
+        self.c = AgentsCluster(short_tempdir(self), agents=5, backend=self.backend)
         self.addCleanup(self.c.close)
         self.c.master.local_extensions.append(
             AgentsLocal(self.c.master, self.c.mdb, self.c.magents.groups_changed))
@@ -130,11 +132,13 @@ class LocalCommandsTests(SynchronousTestCase):
 class KeysWatcherTests(SynchronousTestCase):
     """ClientKeysWatcher reconciles at start and after changes seen by stat()."""
 
+    backend = "embedded"  # a subclass below runs the same tests over wazuh-db
+
     def setUp(self) -> None:
         """A database and a watcher on a temporary client.keys (stat only)."""
         self.clock = Clock()
         self.home = short_tempdir(self)
-        self.db = inline_database(self.clock, self.home)
+        self.db = inline_database(self.clock, self.home, self.backend)
         self.addCleanup(self.db.stopService)
         self.path = os.path.join(self.home, "client.keys")
         self.write(keys(3))
@@ -217,3 +221,12 @@ class TreeTests(SynchronousTestCase):
         self.assertTrue(os.path.exists(os.path.join(base, "master-node", "queue", "db",
                                                     "wazuhcluster-agents.db")))
         self.assertIsNotNone(master.count_active_agents)
+
+
+# -- the same tests over the wazuh-db backend (drop-in mode), served by a stand-in wazuh-db --
+class LocalCommandsWazuhDbTests(LocalCommandsTests):
+    backend = "wazuh-db"
+
+
+class KeysWatcherWazuhDbTests(KeysWatcherTests):
+    backend = "wazuh-db"

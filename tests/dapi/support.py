@@ -32,8 +32,12 @@ class DapiEnv:
         self.home = self.config.home
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.db = inline_database(self.clock, self.home)
+        # backend "wazuh-db" (a class attribute of the test case): a stand-in wazuh-db
+        self.db = inline_database(self.clock, self.home,
+                                  getattr(testcase, "backend", "embedded"))
         testcase.addCleanup(self.db.stopService)
+        if hasattr(self.db, "standin"):
+            testcase.addCleanup(self.db.standin.close)
         self.node = SimpleNamespace(clock=self.clock, config=self.config, agent_db=self.db)
         self.ctx = DapiContext(node=self.node, config=self.config, agent_db=self.db,
                                run=SynchronousRunner().run)

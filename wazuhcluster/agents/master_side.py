@@ -37,7 +37,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wazuhcluster.agents import merged as _merged
-from wazuhcluster.agents.db import database_path, refuse_next_to_live_wazuh_db
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.listing import (
     AGENTS_CAPABILITY,
@@ -56,7 +55,6 @@ from wazuhcluster.agents.payloads import (
     encode_groups_string,
     encode_sync_result,
 )
-from wazuhcluster.agents.threaded import make_agent_database
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IAgentDatabase, IMasterExtension
 from wazuhcluster.master.registry import WorkerSession
@@ -580,8 +578,9 @@ def install(node: MasterNode, reactor: Any) -> None:
     from wazuhcluster.agents.local_side import AgentsLocal
 
     config = node.config
-    refuse_next_to_live_wazuh_db(config.home)
-    db = make_agent_database(reactor, database_path(config.home))
+    from wazuhcluster.agents.backend import make_agent_backend
+
+    db: Any = make_agent_backend(config, reactor, node.run)  # settings agent_db
     db.setServiceParent(node)
     node.services.remove(db)
     node.services.insert(0, db)  # started first, stopped last: every user finds it open

@@ -35,7 +35,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wazuhcluster.agents.db import database_path, refuse_next_to_live_wazuh_db
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.payloads import (
     AGENT_INFO_ROWS_CAPABILITY,
@@ -48,7 +47,6 @@ from wazuhcluster.agents.payloads import (
     encode_sync_result,
     master_groups_hash,
 )
-from wazuhcluster.agents.threaded import make_agent_database
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IAgentDatabase, IPeer, IWorkerExtension
@@ -329,8 +327,9 @@ def install(node: WorkerNode, reactor: Any) -> None:
     from wazuhcluster.agents.local_side import AgentsLocal
 
     config = node.config
-    refuse_next_to_live_wazuh_db(config.home)
-    db = make_agent_database(reactor, database_path(config.home))
+    from wazuhcluster.agents.backend import make_agent_backend
+
+    db: Any = make_agent_backend(config, reactor, node.run)  # settings agent_db
     db.setServiceParent(node)
     node.services.remove(db)
     node.services.insert(0, db)  # started first, stopped last: every user finds it open

@@ -28,6 +28,7 @@ from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.protocol.transfers import StringStore
 
 #: Commands whose final answer arrives later as a request from the node.
+SEND_F_RES = b"send_f_res"
 ASYNC_COMMANDS = frozenset({b"dapi", b"dapi_fwd", b"send_file", b"sendasync"})
 
 Responder = Callable[[bytes], Coroutine[Any, Any, Reply | None]]
@@ -44,6 +45,7 @@ class LocalClientCommands:
         self._responders: dict[bytes, Responder] = {
             NEW_STR: self._new_str, STR_UPD: self._str_upd, CONTROL_RES: self._control_res,
             DAPI_RES: self._dapi_res, DAPI_ERR: self._dapi_err, OK: self._ok, ERR: self._err,
+            SEND_F_RES: self._dapi_res,  # send_file's outcome, delivered like a DAPI answer
         }
 
     def connection_made(self, peer: IPeer) -> None:

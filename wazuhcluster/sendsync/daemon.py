@@ -1,13 +1,11 @@
 """One request to a local daemon's Unix socket: ``uint32 little-endian length + bytes`` each
-way (wazuh-authd, wazuh-remoted, the task manager and wazuh-db all speak it).
-
-``LengthPrefixDecoder`` is the sans-IO codec; ``ask_daemon`` connects with a Twisted endpoint,
-sends one message and fires with the one answer.
+way (wazuh-authd, wazuh-remoted, the task manager and wazuh-db all speak it; the codec is
+``wazuhcluster.protocol.lenprefix``). ``ask_daemon`` connects with a Twisted endpoint, sends
+one message and fires with the one answer.
 """
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -17,7 +15,7 @@ from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-HEADER = struct.Struct("<I")
+from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, LengthPrefixError, encode
 
 #: wazuh-db and the daemons answer at most about 64 KiB; leave room for bigger answers.
 DEFAULT_MAX_ANSWER = 16 * 1024 * 1024
@@ -28,39 +26,7 @@ class DaemonError(Exception):
 
 
 class FrameTooLarge(DaemonError):
-    """The peer announced a message above the limit (refused before any allocation)."""
-
-
-def encode(message: bytes) -> bytes:
-    """One framed message."""
-    return HEADER.pack(len(message)) + message
-
-
-class LengthPrefixDecoder:
-    """Splits a byte stream into length-prefixed messages.
-
-    :param max_size: the largest message accepted; a bigger announced length raises
-        FrameTooLarge before anything is buffered for it.
-    """
-
-    def __init__(self, max_size: int = DEFAULT_MAX_ANSWER) -> None:
-        self.max_size = max_size
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the messages now complete."""
-        self._buffer += data
-        out: list[bytes] = []
-        while len(self._buffer) >= HEADER.size:
-            (length,) = HEADER.unpack_from(self._buffer)
-            if length > self.max_size:
-                raise FrameTooLarge(f"announced {length} bytes, limit {self.max_size}")
-            end = HEADER.size + length
-            if len(self._buffer) < end:
-                break
-            out.append(bytes(self._buffer[HEADER.size:end]))
-            del self._buffer[:end]
-        return out
+    """The daemon announced an answer above the limit (refused before any allocation)."""
 
 
 class _OneShot(Protocol):
@@ -83,8 +49,8 @@ class _OneShot(Protocol):
             return
         try:
             messages = self._decoder.feed(data)
-        except FrameTooLarge as e:
-            self.answer.errback(e)
+        except LengthPrefixError as e:
+            self.answer.errback(FrameTooLarge(str(e)))
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
         if messages:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -117,10 +117,13 @@ class SendSyncRelay:
 
     :param reactor: connects to the sockets and times the answers.
     :param settings: socket paths, timeout and bounds.
+    :param ask: asks one daemon (``ask_daemon``; tests pass a stand-in).
     """
 
-    def __init__(self, reactor: Any, settings: SendSyncSettings) -> None:
+    def __init__(self, reactor: Any, settings: SendSyncSettings,
+                 ask: Callable[..., Awaitable[bytes]] = ask_daemon) -> None:
         self._reactor = reactor
+        self._ask = ask
         self.settings = settings
         self._slots = DeferredSemaphore(settings.max_concurrent)
         self.active = 0  # requests holding a slot
@@ -144,7 +147,7 @@ class SendSyncRelay:
         try:
             path = self.settings.sockets[request.daemon_name]
             try:
-                return await ask_daemon(self._reactor, path, request.message,
+                return await self._ask(self._reactor, path, request.message,
                                         self.settings.timeout)
             except DaemonError as e:
                 raise SendSyncError(f"Error 1000 - Internal error: {request.daemon_name}: "
