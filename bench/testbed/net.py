@@ -1,6 +1,6 @@
 """The test bed's network: one network namespace per node, joined by veth pairs to a bridge.
 
-The bridge lives in a namespace of its own (``wzc-<pid>-<n>-sw``), so the host's own namespace has
+The bridge lives in a namespace of its own (``wzb-<pid>-<n>-sw``), so the host's own namespace has
 no interface and no route on the bed's subnet: nothing the bed does can address anything outside
 the box. Cutting a node's link (``ip link set ... down`` on its bridge port) drops its frames
 silently, which is what a dead switch port or a half-open partition looks like: no RST, no FIN.
@@ -30,7 +30,7 @@ def namespaces_available() -> bool:
     """True when this process may create network namespaces (root with iproute2)."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return False
-    probe = f"wzc-{os.getpid()}-probe"
+    probe = f"wzb-{os.getpid()}-probe"
     if _ip("netns", "add", probe, check=False).returncode != 0:
         return False
     _ip("netns", "del", probe, check=False)
@@ -38,7 +38,7 @@ def namespaces_available() -> bool:
 
 
 class NetnsBed:
-    """Nodes in network namespaces ``wzc-<pid>-<bed>-<i>`` on 10.213.0.0/16 behind one bridge.
+    """Nodes in network namespaces ``wzb-<pid>-<bed>-<i>`` on 10.213.0.0/16 behind one bridge.
 
     Every bed has its own switch namespace, so beds running at once (two test processes) are
     separate networks even though they use the same addresses.
@@ -49,7 +49,7 @@ class NetnsBed:
     def __init__(self) -> None:
         self.nodes: dict[str, int] = {}
         self._created = False
-        self.tag = f"wzc-{os.getpid()}-{next(_beds)}"
+        self.tag = f"wzb-{os.getpid()}-{next(_beds)}"
         self.switch = f"{self.tag}-sw"
 
     def _ns(self, index: int) -> str:
@@ -115,7 +115,7 @@ class NetnsBed:
         for line in listing.splitlines():
             name = line.split()[0] if line.split() else ""
             parts = name.split("-")
-            if (len(parts) >= 3 and parts[0] == "wzc" and parts[1].isdigit()
+            if (len(parts) >= 3 and parts[0] == "wzb" and parts[1].isdigit()
                     and not os.path.exists(f"/proc/{parts[1]}")):
                 _ip("netns", "del", name, check=False)
 
