@@ -16,7 +16,8 @@ persistent connection to ``queue/db/wdb`` (4-byte little-endian length + text; a
 * other wazuh-db global commands where one exists (``insert-agent``, ``insert-agent-group``,
   ``update-agent-name``, ``delete-agent``);
 * ``global sql <SELECT>`` for reads, paged by agent id so that no answer exceeds wazuh-db's
-  64 KiB response limit, and ``global sql UPDATE`` for the few writes wazuh-db has no command
+  64 KiB output buffer (a result that does not fit arrives cut; the page is then
+  halved), and ``global sql UPDATE`` for the few writes wazuh-db has no command
   for (keepalive fields recorded through the local API, a changed key).
 
 Differences from the embedded database, all inherited from wazuh-db:
@@ -76,6 +77,9 @@ from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, LengthPrefixErr
 MAX_ANSWER = 1024 * 1024
 #: Keep each command well under wazuh-db's 64 KiB input buffer.
 MAX_COMMAND = 60 * 1024
+#: wazuh-db writes at most this many bytes of answer (its OS_MAXSTR buffer); a ``global sql``
+#: result that does not fit arrives cut, as invalid JSON.
+WDB_OUTPUT_LIMIT = 65536
 #: Rows asked per ``global sql`` page (halved when wazuh-db says the answer is too big).
 SQL_PAGE = 500
 #: Empty agent-groups pages the master drops.
@@ -242,8 +246,7 @@ class WazuhDbAgentDatabase(Service):
 
     async def _sql_rows(self, sql: str) -> list[dict[str, Any]]:
         """One ``global sql`` read (small results only)."""
-        answer = await self.query(f"global sql {sql}")
-        return _rows(answer.payload)
+        return await self._select_once(sql)
 
     async def select_paged(self, columns: str, where: str = "",
                            page: int = SQL_PAGE) -> list[dict[str, Any]]:
@@ -728,6 +731,11 @@ class WazuhDbAgentDatabase(Service):
 
     async def _select_once(self, sql: str) -> list[dict[str, Any]]:
         answer = await self.query(f"global sql {sql}")
+        if len(answer.payload) + 3 >= WDB_OUTPUT_LIMIT:
+            try:
+                return _rows(answer.payload)
+            except WazuhDbError:  # wazuh-db cuts its output at 64 KiB: cut JSON
+                raise WazuhDbError("global sql answer too big (cut by wazuh-db)") from None
         return _rows(answer.payload)
 
     def delete_agents(self, agent_ids: Sequence[int], keys_path: str | None = None,
