@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -102,26 +103,57 @@ class MasterEnrolmentTests(TestCase):
 
 
 
+class Simulation(ProcessProtocol):
+    """A ``wazuhcluster-agents simulate`` process run in the background."""
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: Deferred[None] = Deferred()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+    @property
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
+
+
+def start_simulation(case: TestCase, home: str, *args: str) -> Simulation:
+    """Start the simulator (it runs for --duration); the test's cleanup stops it."""
+    simulation = Simulation()
+    transport = reactor.spawnProcess(simulation, AGENTS_CLI,
+                                     [AGENTS_CLI, "--home", home, "simulate", *args],
+                                     env=dict(os.environ))
+
+    async def stop() -> None:
+        if not simulation.ended.called:
+            transport.signalProcess("KILL")
+            await simulation.ended
+    case.addCleanup(stop)
+    return simulation
+
+
 class SimulatorProcessTests(TestCase):
     """``wazuhcluster-agents simulate`` against real nodes."""
 
-    timeout = 180
+    timeout = 240
 
     async def test_thousand_agents_active(self) -> None:
         """1 000 simulated agents enrol and report keepalives: all active on the master,
-        with the node they report to."""
+        with the node they report to; progress lines as they go."""
         cluster = Cluster(self)
         auth_port = free_port()
         master = cluster.add_node("master", "master", auth_port=auth_port).start()
         await cluster.wait_ready(master)
-        out, err, code = await getProcessOutputAndValue(AGENTS_CLI, [
-            "--home", master.home, "simulate", "--nodes", f"127.0.0.1:{auth_port}",
-            "--homes", master.home, "--count", "1000", "--keepalive", "2",
-            "--duration", "8", "--prefix", "sim"], env=dict(os.environ))
-        text = out.decode()
-        self.assertEqual(code, 0, err.decode() + text)
-        self.assertIn("summary: enrolled 1000, refused 0", text)
-        self.assertIn("enrolled", text.splitlines()[0])  # progress lines come first
+        simulation = start_simulation(
+            self, master.home, "--nodes", f"127.0.0.1:{auth_port}", "--homes", master.home,
+            "--count", "1000", "--keepalive", "2", "--duration", "600", "--prefix", "sim")
+        await cluster.wait_for("1000 enrolled by the simulator", lambda: (
+            "enrolment: 1000 enrolled, 0 refused" in simulation.text), 120)
+        self.assertIn("enrolled", simulation.text.splitlines()[0])  # a progress line first
 
         async def active() -> bool:
             out, _, _ = await getProcessOutputAndValue(
@@ -130,4 +162,17 @@ class SimulatorProcessTests(TestCase):
             return len(agents) == 1000 and all(
                 a["status"] == "active" and a["node_name"] == "master"
                 and a["version"] == "Wazuh v4.7.5" for a in agents)
-        await cluster.wait_for("1000 active agents on the master", active, WAIT)
+        await cluster.wait_for("1000 active agents on the master", active, 60)
+
+    async def test_summary_and_exit(self) -> None:
+        """The simulator prints its summary and exits by itself after --duration."""
+        cluster = Cluster(self)
+        auth_port = free_port()
+        master = cluster.add_node("master", "master", auth_port=auth_port).start()
+        await cluster.wait_ready(master)
+        out, err, code = await getProcessOutputAndValue(AGENTS_CLI, [
+            "--home", master.home, "simulate", "--nodes", f"127.0.0.1:{auth_port}",
+            "--homes", master.home, "--count", "20", "--keepalive", "1", "--duration", "4",
+            "--prefix", "short"], env=dict(os.environ))
+        self.assertEqual(code, 0, err.decode())
+        self.assertIn("summary: enrolled 20, refused 0", out.decode())
