@@ -61,6 +61,10 @@ MESSAGES: dict[int, str] = {
     3040: "Error while waiting to receive a file",
     3050: "Message exceeds the size limit",
     3051: "Too many divided messages",
+    3060: "TLS is required on the cluster link",
+    3061: "Node name does not match its certificate",
+    3062: "TLS certificate refused",
+    3063: "TLS handshake failed",
 }
 
 

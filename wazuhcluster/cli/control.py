@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("-i", "--health", nargs="?", const="health", default=None,
                        help="show cluster health ('-i more': detailed)")
     group.add_argument("-u", "--usage", action="store_true", help="show usage")
+    group.add_argument("--reload", action="store_true",
+                       help="make the node re-read its TLS certificates, CRL and cluster key")
     return parser
 
 
@@ -215,6 +217,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
     """Perform the request and print the answer; return the exit status."""
     socket_path = os.path.join(args.home, "queue", "cluster", "c-internal.sock")
     try:
+        if args.reload:
+            answer = decode_answer(await local_request(reactor, socket_path, b"wzc_reload", b""))
+            sys.stdout.write(json.dumps(answer) + "\n")
+            return 0
         if args.agents:
             nodes = list(args.filter_node or []) + ([args.node] if args.node else [])
             agents = filter_agents(await fetch_agents(reactor, socket_path), nodes,
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.usage:
         sys.stdout.write(USAGE.format(parser.prog))
         return
-    if not (args.agents or args.list or args.health):
+    if not (args.agents or args.list or args.health or args.reload):
         parser.print_help()
         return
     run_cli(run, args)

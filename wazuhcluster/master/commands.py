@@ -141,6 +141,8 @@ class MasterCommands:
 
     async def _validate_hello(self, hello: messages.Hello, peer: IPeer) -> None:
         config = self._config
+        for check in self._node.hello_checks:
+            check(hello, peer)
         if not valid_name(hello.name):
             raise ClusterError(3000, "invalid node name: use the characters Wazuh allows in "
                                      "<node_name>, not '.' or '..'")

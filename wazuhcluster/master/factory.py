@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 
 from wazuhcluster.master.commands import MasterCommands
 from wazuhcluster.master.node import MasterNode
-from wazuhcluster.protocol.crypto import FernetCodec
+from wazuhcluster.protocol.crypto import FernetCodec, PayloadCodec
 from wazuhcluster.protocol.handler import ClusterProtocol
 
 
@@ -19,11 +21,13 @@ class ClusterServerFactory(Factory):
     def __init__(self, node: MasterNode) -> None:
         self._node = node
         self._codec = FernetCodec(node.config.key)
+        #: The codec of each new connection (the tls feature gives each link its own).
+        self.link_codec: Callable[[], PayloadCodec] = lambda: self._codec
 
     def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
         config = self._node.config
         return ClusterProtocol(
-            MasterCommands(self._node), self._node.clock, codec=self._codec,
+            MasterCommands(self._node), self._node.clock, codec=self.link_codec(),
             request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,

@@ -34,6 +34,8 @@ class MasterNode(RoleNode):
         self.extensions: list[IMasterExtension] = []
         self.started_at = 0.0
         self.count_active_agents: Any = None  # set by the agents feature: name -> Deferred[int]
+        #: Called with (hello, peer) before a worker joins; raise ClusterError to refuse it.
+        self.hello_checks: list[Any] = []
 
     def startService(self) -> None:
         self.started_at = self.clock.seconds()

@@ -42,9 +42,10 @@ def make_master_service(config: ClusterConfig, reactor: Any,
                         runner: IBlockingRunner) -> MasterNode:
     """Build ``master``: listener and keepalive check (features add their loops)."""
     node = MasterNode(config, reactor, runner)
+    from wazuhcluster.tls.feature import install_master as install_tls
     listener = ClusterListenerService(
         TCP4ServerEndpoint(reactor, config.port, interface=config.bind_addr),
-        ClusterServerFactory(node))
+        install_tls(node, reactor, ClusterServerFactory(node)))
     listener.address = f"{config.bind_addr}:{config.port}"
     listener.setName("cluster-listener")
     listener.setServiceParent(node)

@@ -15,6 +15,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -23,6 +24,16 @@ from cryptography.hazmat.primitives.hmac import HMAC
 _VERSION = b"\x80"
 _HMAC_SIZE = 32
 _MIN_TOKEN = 1 + 8 + 16 + 16 + _HMAC_SIZE  # version, time, iv, one block, hmac
+
+
+class PayloadCodec(Protocol):
+    """What the cluster protocol needs from a payload codec (FernetCodec, or a per-link one)."""
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Payload as it goes on the wire."""
+
+    def decrypt(self, token: bytes) -> bytes:
+        """Plaintext of a received payload; :class:`DecryptionError` if invalid."""
 
 
 class DecryptionError(Exception):

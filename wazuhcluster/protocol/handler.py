@@ -40,7 +40,7 @@ from wazuhcluster.protocol.chunks import (
     encode_message,
 )
 from wazuhcluster.protocol.commands import ERR, OK, OK_CLIENT, OK_MASTER, REPLY_COMMANDS, Reply
-from wazuhcluster.protocol.crypto import DecryptionError, FernetCodec
+from wazuhcluster.protocol.crypto import DecryptionError, PayloadCodec
 from wazuhcluster.protocol.frames import DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameError
 
 #: Payloads above this size are encrypted/decrypted on the thread pool, if one is given.
@@ -75,7 +75,7 @@ class ClusterProtocol(Protocol):
     _log = Logger()
 
     def __init__(self, handler: ICommandHandler, clock: IReactorTime, *,
-                 codec: FernetCodec | None = None, request_timeout: float = 20.0,
+                 codec: PayloadCodec | None = None, request_timeout: float = 20.0,
                  runner: Runner | None = None, max_frame_payload: int = DEFAULT_MAX_FRAME_PAYLOAD,
                  max_message: int = DEFAULT_MAX_MESSAGE, max_divided: int = DEFAULT_MAX_DIVIDED,
                  partial_frame_timeout: float = 30.0, accept_reply_requests: bool = False,
@@ -225,8 +225,8 @@ class ClusterProtocol(Protocol):
     def _drain_inbox(self) -> None:
         while self._inbox and not self._inbox_busy and self._lost is None:
             message = self._inbox.popleft()
-            if self.codec is None:
-                self._route(message, message.payload)
+            if self.codec is None or getattr(self.codec, "plain_in", False):
+                self._route(message, message.payload)  # no Fernet (local socket, or inside TLS)
             elif self._runner is not None and len(message.payload) > OFFLOAD_THRESHOLD:
                 self._inbox_busy = True
                 self._tcp.pauseProducing()
@@ -344,7 +344,7 @@ class ClusterProtocol(Protocol):
     def _drain_outbox(self) -> None:
         while self._outbox and not self._outbox_busy:
             counter, command, plaintext, done = self._outbox.popleft()
-            if self.codec is None:
+            if self.codec is None or getattr(self.codec, "plain_out", False):
                 self._write(counter, command, len(plaintext), plaintext, done)
             elif self._runner is not None and len(plaintext) > OFFLOAD_THRESHOLD:
                 self._outbox_busy = True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 
-from wazuhcluster.protocol.crypto import FernetCodec
+from wazuhcluster.protocol.crypto import FernetCodec, PayloadCodec
 from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.worker.commands import WorkerCommands
 from wazuhcluster.worker.node import WorkerNode
@@ -19,11 +21,13 @@ class WorkerClientFactory(Factory):
     def __init__(self, node: WorkerNode) -> None:
         self._node = node
         self._codec = FernetCodec(node.config.key)
+        #: The codec of each new connection (the tls feature gives each link its own).
+        self.link_codec: Callable[[], PayloadCodec] = lambda: self._codec
 
     def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
         config = self._node.config
         return ClusterProtocol(
-            WorkerCommands(self._node), self._node.clock, codec=self._codec,
+            WorkerCommands(self._node), self._node.clock, codec=self.link_codec(),
             request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,

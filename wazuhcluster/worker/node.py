@@ -100,7 +100,9 @@ class WorkerNode(RoleNode):
             await peer.request(HELLO, payload)
         except ClusterError as e:
             self.refusals += 1
-            if isinstance(e, ConnectionLostError):
+            if getattr(peer, "link_failure", None) is not None:
+                pass  # a TLS failure: logged already, with its reason
+            elif isinstance(e, ConnectionLostError):
                 self._log.error("[Worker] [Main] Could not connect to master: the master dropped "
                                 "the link during hello; a wrong key is the usual cause "
                                 "(<cluster><key> must be the master's); refused {n} time(s) in "
@@ -120,7 +122,9 @@ class WorkerNode(RoleNode):
         self.failed_keepalives = 0
         self._log.info("[{tag}] [Main] Successfully connected to master.", tag=self.tag)
         try:
-            reply = await peer.request(CAPS, messages.encode_json(list(WORKER_CAPABILITIES)))
+            extra = [c for e in self.extensions for c in getattr(e, "capabilities", ())]
+            reply = await peer.request(CAPS, messages.encode_json(list(WORKER_CAPABILITIES)
+                                                                  + extra))
             self.master_capabilities = messages.parse_capabilities(reply)
         except ClusterError:
             self.master_capabilities = frozenset()  # a real Wazuh master: no extensions

@@ -21,9 +21,12 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
     node.auto_hello = True
     policy = backoffPolicy(initialDelay=config.ext.reconnect_initial_delay,
                            maxDelay=config.ext.reconnect_max_delay, factor=1.5)
+    from wazuhcluster.tls.feature import install_worker as install_tls
+    factory = WorkerClientFactory(node)
     link = ClientService(
-        TCP4ClientEndpoint(reactor, config.master_address, config.port, timeout=10),
-        WorkerClientFactory(node),
+        install_tls(node, reactor, factory,
+                    TCP4ClientEndpoint(reactor, config.master_address, config.port, timeout=10)),
+        factory,
         retryPolicy=lambda attempt: node.retry_delay(policy, attempt),
         clock=reactor,
     )
