@@ -95,6 +95,12 @@ class Extensions:
     liveness_timeout: float = attrs.field(default=5.0, validator=_positive)
     reaper_check_interval: float = attrs.field(default=1.0, validator=_positive)
     max_concurrent_full_group_pushes: int = attrs.field(default=4, validator=_positive)
+    sync_retry_initial_delay: float = attrs.field(default=10.0, validator=_positive)
+    sync_retry_max_delay: float = attrs.field(default=60.0, validator=_positive)
+    memory_budget: int = attrs.field(default=1024 * 1024 * 1024, validator=_positive)
+    memory_per_connection: int = attrs.field(default=288 * 1024 * 1024, validator=_positive)
+    max_pre_hello_connections: int = attrs.field(default=256, validator=_positive)
+    max_pre_hello_per_address: int = attrs.field(default=16, validator=_positive)
 
 
 @attrs.frozen
@@ -154,7 +160,28 @@ class ClusterDisabled(Exception):
 
 def valid_name(value: str) -> bool:
     """A cluster or node name Wazuh accepts, and safe as a directory name."""
-    return bool(_NAME_CHARS.match(value)) and value not in (".", "..") and len(value) <= 128
+    return name_problem(value) is None
+
+
+def name_problem(value: str) -> str | None:
+    """What is wrong with a cluster or node name, or ``None`` if it is valid."""
+    if not value:
+        return "empty name"
+    if len(value) > 128:
+        return f"too long ({len(value)} characters, at most 128)"
+    if value in (".", ".."):
+        return f"{value!r} is not allowed"
+    if "/" in value:
+        return "contains a path separator '/'"
+    if any(not c.isprintable() for c in value):
+        return "contains a control or non-printable character"
+    if " " in value:
+        return "contains a space"
+    if not _NAME_CHARS.match(value):
+        bad = sorted({c for c in value if not _NAME_CHARS.match(c)})
+        return ("contains characters Wazuh does not allow in a node name: "
+                + " ".join(repr(c) for c in bad[:5]))
+    return None
 
 
 def default_cluster_json() -> dict[str, Any]:
@@ -326,6 +353,7 @@ def _load_tunables(path: str | None) -> tuple[Intervals, Extensions, dict[str, A
         raise ConfigError(f"cluster.json: intervals.communication.min_zip_size = "
                           f"{intervals.min_zip_size} is invalid: expected at most max_zip_size "
                           f"({intervals.max_zip_size})")
+    _check_limits(ext)
     from wazuhcluster.integrity.errors import ItemsConfigError
     from wazuhcluster.integrity.items import parse_cluster_items
 
@@ -346,3 +374,21 @@ def _number(name: str, value: Any) -> Any:
         raise ConfigError(f"cluster.json: {name} = {value!r} is invalid: expected a number "
                           "greater than 0")
     return value
+
+
+def _check_limits(ext: Extensions) -> None:
+    """The memory and connection limits must be consistent with each other."""
+    largest = ext.max_message_size + ext.max_frame_payload
+    if ext.memory_per_connection < largest:
+        raise ConfigError(f"cluster.json: wazuhcluster.memory_per_connection = "
+                          f"{ext.memory_per_connection} is invalid: expected at least "
+                          f"max_message_size + max_frame_payload ({largest}) so that the largest "
+                          "message fits")
+    if ext.memory_budget < ext.memory_per_connection:
+        raise ConfigError(f"cluster.json: wazuhcluster.memory_budget = {ext.memory_budget} is "
+                          f"invalid: expected at least memory_per_connection "
+                          f"({ext.memory_per_connection})")
+    if ext.max_pre_hello_per_address > ext.max_pre_hello_connections:
+        raise ConfigError(f"cluster.json: wazuhcluster.max_pre_hello_per_address = "
+                          f"{ext.max_pre_hello_per_address} is invalid: expected at most "
+                          f"max_pre_hello_connections ({ext.max_pre_hello_connections})")

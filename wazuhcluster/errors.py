@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from wazuhcluster.logsafe import peer_text
+
 #: Exception classes Wazuh uses on the wire, with their default titles.
 TITLES: dict[str, str] = {
     "WazuhException": "Wazuh Exception",
@@ -122,8 +124,13 @@ class UnknownCommand(Exception):
         return f"unknown command '{self.command!r}'".encode()
 
 
+#: A peer's error text is escaped (it reaches logs) and cut to this many characters.
+REMOTE_TEXT_LIMIT = 2000
+
+
 class RemoteCommandError(ClusterError):
-    """The peer answered ``err``; its error object, decoded as plain data."""
+    """The peer answered ``err``; its error object, decoded as plain data (texts escaped by
+    :func:`~wazuhcluster.logsafe.peer_text`, as they end up in log lines)."""
 
     @classmethod
     def from_payload(cls, payload: bytes) -> RemoteCommandError:
@@ -132,7 +139,7 @@ class RemoteCommandError(ClusterError):
         try:
             decoded = json.loads(text)
         except ValueError:
-            return cls(3000, text)
+            return cls(3000, peer_text(text, REMOTE_TEXT_LIMIT))
         if isinstance(decoded, dict):
             exc = decoded.get("__wazuh_exception__")
             if isinstance(exc, dict):
@@ -143,10 +150,12 @@ class RemoteCommandError(ClusterError):
                     extra = obj.get("extra_message")
                     title = obj.get("title")
                     return cls(code if isinstance(code, int) else 3000,
-                               extra if isinstance(extra, str) else None,
+                               peer_text(extra, REMOTE_TEXT_LIMIT)
+                               if isinstance(extra, str) else None,
                                class_name=name if name in TITLES else "WazuhClusterError",
-                               title=title if isinstance(title, str) else None)
-        return cls(3000, text)
+                               title=peer_text(title, REMOTE_TEXT_LIMIT)
+                               if isinstance(title, str) else None)
+        return cls(3000, peer_text(text, REMOTE_TEXT_LIMIT))
 
 
 class ConfigError(Exception):

@@ -16,6 +16,7 @@ class IPeer(Interface):
 
     peer_address = Attribute("str: the peer's address, e.g. '127.0.0.1' or 'local'.")
     last_received = Attribute("float: clock seconds when the peer last sent any byte.")
+    bytes_received = Attribute("int: bytes received from the peer so far (liveness checks).")
 
     def request(command: bytes, payload: bytes, timeout: float | None = None) -> Deferred[bytes]:
         """Send a request; fire with the reply payload.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from typing import Any
 
@@ -49,6 +50,7 @@ class WorkDirService(Service):
     def startService(self) -> None:
         self._acquire()
         home = self._config.home
+        remove_stale_pidfiles(os.path.join(home, "var", "run"))
         self._pidfile = os.path.join(home, "var", "run", f"wazuh-clusterd-{os.getpid()}.pid")
         with open(self._pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -73,6 +75,38 @@ class WorkDirService(Service):
         if self._lock is not None:
             self._lock.unlock()
             self._lock = None
+
+
+def remove_stale_pidfiles(run_dir: str) -> list[str]:
+    """Remove ``wazuh-clusterd-<pid>.pid`` files whose process is gone (a SIGKILLed run);
+    return their names. Called with the home's lock held, so no live node of this home
+    can own one; a pid that is alive (whoever it is) is left alone."""
+    removed = []
+    for entry in os.listdir(run_dir):
+        match = _PIDFILE.match(entry)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        if _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(run_dir, entry))
+            removed.append(entry)
+    return removed
+
+
+_PIDFILE = re.compile(r"^wazuh-clusterd-(\d{1,10})\.pid$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    except OverflowError:
+        return False
+    return True
 
 
 def make_node_service(config: ClusterConfig, reactor: Any, *,

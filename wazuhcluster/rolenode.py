@@ -15,6 +15,7 @@ from wazuhcluster.interfaces import (
     IDistributedAPI,
     ILocalExtension,
 )
+from wazuhcluster.protocol.budget import MemoryBudget
 
 
 class RoleNode(MultiService):
@@ -36,6 +37,8 @@ class RoleNode(MultiService):
         self.local_extensions: list[ILocalExtension] = []  # extra local-socket commands
         self.agent_db: IAgentDatabase | None = None  # set by the agents feature
         self.dapi: IDistributedAPI | None = None  # set by the dapi feature
+        #: bytes peers make this node hold, shared by all connections (cluster and local)
+        self.memory = MemoryBudget(config.ext.memory_budget, config.ext.memory_per_connection)
 
     def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Run blocking ``f`` off the reactor."""

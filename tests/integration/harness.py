@@ -44,6 +44,7 @@ LOCALHOST = "127.0.0.1"
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")
 CONTROL = os.path.join(BIN, "wazuhcluster-control")
+PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
 #: How long any single wait may take before the test fails with diagnostics.
 WAIT = 20.0
 POLL = 0.1

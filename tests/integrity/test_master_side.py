@@ -174,6 +174,7 @@ class WireTests(SynchronousTestCase):
         fake, task = self.start_check(pair)
         planted = os.path.join(pair.master_config.home, "queue", "cluster", "worker-2",
                                "planted.zip")
+        os.makedirs(os.path.dirname(planted), exist_ok=True)
         with open(planted, "wb") as f:
             f.write(b"not yours")
         for path in (b"queue/cluster/worker-2/planted.zip", b"etc/client.keys",

@@ -58,8 +58,6 @@ class MasterHelloTests(SynchronousTestCase):
         d = self.hello(client, pump, b"worker-1 wazuh worker 4.7.5")
         self.assertEqual(self.successResultOf(d), b"Client worker-1 added")
         self.assertEqual(self.node.registry.names(), {"worker-1"})
-        directory = os.path.join(self.config.home, "queue", "cluster", "worker-1")
-        self.assertEqual(os.stat(directory).st_mode & 0o777, 0o770)
 
     def assertRefused(self, payload: bytes, code: int) -> None:
         """The hello ``payload`` is refused with ``code`` and nothing is registered."""

@@ -57,6 +57,7 @@ from wazuhcluster.agents.payloads import (
 )
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IAgentDatabase, IMasterExtension
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.master.registry import WorkerSession
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol.commands import (
@@ -317,7 +318,7 @@ class AgentsMaster:
             return  # the worker is gone or the lock was forcibly released
         if command == SYN_M_A_ERR:
             self._log.error("[{tag}] [Agent-info sync] {error}", tag=tag,
-                            error=answer.decode("utf-8", "replace"))
+                            error=peer_text(answer, 1000))
         try:
             if not state.lost and commands.peer is not None:
                 await commands.peer.request(command, answer)
@@ -482,12 +483,12 @@ class AgentsMaster:
 
     async def _groups_error(self, commands: MasterCommands, payload: bytes) -> Reply:
         self._log.error("[{tag}] [Agent-groups send] Worker error: {error}", tag=commands.tag,
-                        error=payload[:1000].decode("utf-8", "replace"))
+                        error=peer_text(payload, 1000))
         return Reply.ok(b"Thanks")
 
     async def _full_error(self, commands: MasterCommands, payload: bytes) -> Reply:
         self._log.error("[{tag}] [Agent-groups send full] Worker error: {error}",
-                        tag=commands.tag, error=payload[:1000].decode("utf-8", "replace"))
+                        tag=commands.tag, error=peer_text(payload, 1000))
         return Reply.ok(b"Thanks")
 
     # -- listing for wazuhcluster-control -a on a worker ----------------------------------

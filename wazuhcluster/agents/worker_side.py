@@ -50,6 +50,7 @@ from wazuhcluster.agents.payloads import (
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IAgentDatabase, IPeer, IWorkerExtension
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol.commands import (
     SYN_A_W_M,
@@ -223,7 +224,7 @@ class AgentsWorker:
         return Reply.ok(b"Thanks")
 
     async def _agent_info_error(self, payload: bytes) -> Reply:
-        text = payload[:1000].decode("utf-8", "replace")
+        text = peer_text(payload, 1000)
         in_flight = self._in_flight
         if in_flight is not None and not in_flight.result.called:
             in_flight.result.errback(AgentInfoOutcome(f"master error: {text}"))

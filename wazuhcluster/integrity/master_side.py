@@ -59,6 +59,7 @@ from wazuhcluster.integrity.metadata import (
 )
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IMasterExtension, IPeer
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import (
@@ -104,6 +105,12 @@ class WorkerIntegrity:
     push_task: str | None = None  # the worker's task id of the push in progress
     nudge_pending: bool = False  # content changed while locked: send sync_now on release
     rounds: int = 0
+    failures: int = 0  # integrity tasks failed in a row
+    retry_after: float = 0.0  # no permission before this time (backoff after failures)
+
+
+class WorkerReportedError(RemoteCommandError):
+    """An error the worker reported itself (``syn_i_w_m_r``): it needs no ``syn_m_c_r``."""
 
 
 @attrs.frozen
@@ -189,7 +196,8 @@ def write_push(path: str, home: str, comparison: Comparison, max_size: int,
 
 
 def create_empty(path: str) -> None:
-    """Create (or empty) the file at ``path``."""
+    """Create (or empty) the file at ``path`` (and its directory, made on first use)."""
+    os.makedirs(os.path.dirname(path), mode=0o770, exist_ok=True)
     with open(path, "wb"):
         pass
 
@@ -214,6 +222,11 @@ class _CountingPeer:
     def last_received(self) -> float:
         """Forwarded."""
         return float(self._peer.last_received)
+
+    @property
+    def bytes_received(self) -> int:
+        """Forwarded."""
+        return int(self._peer.bytes_received)
 
     def request(self, command: bytes, payload: bytes,
                 timeout: float | None = None) -> Deferred[bytes]:
@@ -380,8 +393,9 @@ class IntegrityMaster:
             if stale is not None:
                 _fire(stale, Failure(ClusterError(3039, "integrity lock expired")))
             state.lock = None
+            state.retry_after = 0.0  # an expired lock is answered at once, as Wazuh does
         granted = (self.local is not None and state.session not in self._checked
-                   and state.lock is None)
+                   and state.lock is None and now >= state.retry_after)
         self._checked.add(state.session)
         self._log.debug("[{tag}] [Integrity check] Permission to synchronize: {granted}",
                         tag=commands.tag, granted=granted)
@@ -402,7 +416,8 @@ class IntegrityMaster:
                                                         "date_end_master": 0.0}
         self._log.info("[{tag}] [Integrity check] Starting.", tag=commands.tag)
         d = Deferred.fromCoroutine(self._integrity_task(state, task_id, waiter, now))
-        d.addErrback(self._integrity_failed, state)
+        d.addCallbacks(self._integrity_succeeded, self._integrity_failed,
+                       callbackArgs=(state,), errbackArgs=(state,))
         return Reply.ok(task_id.encode())
 
     async def _check_file_ready(self, commands: MasterCommands, payload: bytes) -> Reply:
@@ -416,7 +431,7 @@ class IntegrityMaster:
             with contextlib.suppress(ClusterError):
                 unlink_later = commands.files.claim(raw_path.decode("utf-8", "replace"))
                 await self._node.run(unlink_quietly, unlink_later)
-            raise ClusterError(3027, task_id[:64])
+            raise ClusterError(3027, peer_text(task_id, 64))
         try:
             path = commands.files.claim(raw_path.decode("utf-8", "replace"))
         except ClusterError as e:
@@ -430,7 +445,7 @@ class IntegrityMaster:
         """``syn_i_w_m_r <task|None> <error>``: the worker failed; end its task."""
         state = self._state(commands)
         raw_task, raw_error = messages.split_id(payload)
-        error = RemoteCommandError.from_payload(raw_error)
+        error = WorkerReportedError.from_payload(raw_error)
         self._log.error("[{tag}] [Integrity sync] Error reported by the worker: {error}",
                         tag=commands.tag, error=str(error))
         waiter = state.tasks.pop(raw_task.decode("ascii", "replace"), None)
@@ -611,21 +626,34 @@ class IntegrityMaster:
             self._checked.discard(state.session)
             self._sync_now(state.session)
 
+    def _integrity_succeeded(self, ignored: None, state: WorkerIntegrity) -> None:
+        state.failures = 0
+        state.retry_after = 0.0
+
     def _integrity_failed(self, failure: Failure, state: WorkerIntegrity) -> None:
-        """A task failed: log it and tell the worker with ``syn_m_c_r``."""
+        """A task failed: log it, tell the worker with ``syn_m_c_r`` (unless it reported the
+        error itself) and back off: after n failures in a row the next check is allowed
+        only after min(sync_retry_initial_delay * 2**(n-1), sync_retry_max_delay) s."""
         tag = state.commands.tag
         if is_connection_closed(failure) or self._workers.get(state.session) is not state:
             self._log.debug("[{tag}] [Integrity sync] Stopped: {error}", tag=tag,
                             error=failure.getErrorMessage())
             return
+        ext = self._config.ext
+        state.failures += 1
+        delay = min(ext.sync_retry_initial_delay * 2 ** min(state.failures - 1, 30),
+                    ext.sync_retry_max_delay)
+        state.retry_after = self._clock.seconds() + delay
         if failure.check(ClusterError, IntegrityError, OSError):
-            self._log.error("[{tag}] [Integrity sync] Error: {error}", tag=tag,
-                            error=failure.getErrorMessage())
+            self._log.error("[{tag}] [Integrity sync] Error: {error}. Failed {count} time(s) in"
+                            " a row; next attempt in {delay:.0f} s at the earliest.", tag=tag,
+                            error=failure.getErrorMessage(), count=state.failures,
+                            delay=delay)
         else:
             self._log.failure("[{tag}] [Integrity sync] Unexpected error", failure, tag=tag)
         task = state.push_task or "None"
         state.push_task = None
-        if failure.check(RemoteCommandError):
+        if failure.check(WorkerReportedError):
             return  # the worker reported it (syn_i_w_m_r): nothing to tell it
         d = state.session.peer.request(SYN_M_C_R, task.encode() + b" "
                                        + error_wire(failure.value or Exception("sync failed")))

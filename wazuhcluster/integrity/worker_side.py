@@ -43,6 +43,7 @@ from wazuhcluster.integrity.master_side import error_wire, unlink_quietly
 from wazuhcluster.integrity.metadata import CachedDigest, ScanResult, scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IPeer, IWorkerExtension
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.ownership import OwnershipDecision, resolve_ownership
 from wazuhcluster.periodic import periodic
 from wazuhcluster.protocol import messages
@@ -294,7 +295,7 @@ class IntegrityWorker:
         task_id = raw_task.decode("ascii", "replace")
         waiter = self._tasks.pop(task_id, None)
         if waiter is None:
-            raise ClusterError(3027, task_id[:64])
+            raise ClusterError(3027, peer_text(task_id, 64))
         try:
             path = commands.files.claim(raw_path.decode("utf-8", "replace"))
         except ClusterError as e:

@@ -35,8 +35,10 @@ class LocalAPIFactory(Factory):
         commands = LocalCommands(self._node, client_id, self._forget)
         self.clients[client_id] = commands
         config = self._node.config
+        commands.strings.account = account = self._node.memory.account(
+            reserve=self._node.config.ext.max_frame_payload)
         return ClusterProtocol(
-            commands, self._node.clock, codec=None,
+            commands, self._node.clock, codec=None, memory=account,
             request_timeout=config.intervals.timeout_cluster_request,
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,

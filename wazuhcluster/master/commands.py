@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +11,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from wazuhcluster.config import valid_name
+from wazuhcluster.config import name_problem
 from wazuhcluster.errors import ClusterError, RemoteCommandError, UnknownCommand
 from wazuhcluster.integrity.container import ContainerLimits
 from wazuhcluster.interfaces import ICommandHandler, IPeer
+from wazuhcluster.logsafe import peer_text
 from wazuhcluster.master.registry import WorkerSession
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import (
@@ -78,6 +78,7 @@ class MasterCommands:
     def connection_made(self, peer: IPeer) -> None:
         """Bound the unauthenticated phase: small frames, and a deadline for ``hello``."""
         self.peer = peer
+        self._node.hello_gate.enter(peer, peer.peer_address)
         peer.set_limits(max_frame_payload=self._config.ext.pre_hello_max_payload,
                         max_message=self._config.ext.pre_hello_max_payload)
         self._hello_timer = self._node.clock.callLater(
@@ -97,6 +98,8 @@ class MasterCommands:
         """Unregister the worker and cancel its work."""
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
+        if self.peer is not None:
+            self._node.hello_gate.leave(self.peer)
         self.files.close_all()
         if self.session is not None and self._node.registry.leave(self.session):
             self._log.info("[{tag}] [Main] Worker disconnected ({reason}).", tag=self.tag,
@@ -118,18 +121,18 @@ class MasterCommands:
             await self._validate_hello(hello, peer)
         except ClusterError as e:
             self._log.error("[Master] [Main] Refused worker {worker} from {peer}: {error}",
-                            worker=hello.name, peer=peer.peer_address, error=str(e))
+                            worker=peer_text(hello.name), peer=peer.peer_address,
+                            error=peer_text(str(e), 300))
             raise
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         self._hello_timer = None
+        self._node.hello_gate.leave(peer)
         now = self._node.clock.seconds()
         session = WorkerSession(name=hello.name, version=hello.version,
                                 node_type=hello.node_type, ip=peer.peer_address, peer=peer,
                                 connected_since=now, last_keepalive=now)
-        directory = os.path.join(self._config.home, "queue", "cluster", hello.name)
-        os.makedirs(directory, mode=0o770, exist_ok=True)
-        os.chmod(directory, 0o770)  # whatever the umask
+        # queue/cluster/<name>/ is made by the first file this worker sends or we push.
         self.files.directory_name = hello.name.encode()
         peer.set_limits(max_frame_payload=self._config.ext.max_frame_payload,
                         max_message=self._config.ext.max_message_size)
@@ -143,9 +146,9 @@ class MasterCommands:
         config = self._config
         for check in self._node.hello_checks:
             check(hello, peer)
-        if not valid_name(hello.name):
-            raise ClusterError(3000, "invalid node name: use the characters Wazuh allows in "
-                                     "<node_name>, not '.' or '..'")
+        problem = name_problem(hello.name)
+        if problem is not None:
+            raise ClusterError(3000, f"invalid node name: {problem}")
         if hello.name == config.node_name:
             raise ClusterError(3029, hello.name)
         if hello.cluster != config.name:

@@ -24,10 +24,16 @@ class ClusterServerFactory(Factory):
         #: The codec of each new connection (the tls feature gives each link its own).
         self.link_codec: Callable[[], PayloadCodec] = lambda: self._codec
 
-    def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol | None:
         config = self._node.config
+        host = getattr(addr, "host", None)
+        if host is not None and not self._node.hello_gate.admit(host):
+            return None  # Twisted closes the connection at once
+        commands = MasterCommands(self._node)
+        commands.strings.account = account = self._node.memory.account(
+            reserve=self._node.config.ext.max_frame_payload)
         return ClusterProtocol(
-            MasterCommands(self._node), self._node.clock, codec=self.link_codec(),
+            commands, self._node.clock, codec=self.link_codec(), memory=account,
             request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,

@@ -12,6 +12,7 @@ from wazuhcluster.config import ClusterConfig
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.interfaces import IBlockingRunner, IMasterExtension
 from wazuhcluster.master import queries
+from wazuhcluster.master.gate import DESCRIPTORS_BEYOND_PRE_HELLO, HelloGate, descriptor_shortfall
 from wazuhcluster.master.registry import WorkerRegistry, WorkerSession
 from wazuhcluster.protocol.commands import ECHO_MASTER
 from wazuhcluster.rolenode import RoleNode
@@ -36,11 +37,21 @@ class MasterNode(RoleNode):
         self.count_active_agents: Any = None  # set by the agents feature: name -> Deferred[int]
         #: Called with (hello, peer) before a worker joins; raise ClusterError to refuse it.
         self.hello_checks: list[Any] = []
+        self.hello_gate = HelloGate(config.ext.max_pre_hello_connections,
+                                    config.ext.max_pre_hello_per_address)
 
     def startService(self) -> None:
         self.started_at = self.clock.seconds()
         self._log.info("[Master] [Main] Starting master {node} of cluster {cluster}.",
                        node=self.config.node_name, cluster=self.config.name)
+        shortfall = descriptor_shortfall(self.config.ext.max_pre_hello_connections)
+        if shortfall is not None:
+            self._log.warn("[Master] [Main] The open-file limit is {soft}, below the {needed} "
+                           "this master needs (max_pre_hello_connections + {extra} for workers,"
+                           " local clients and files): raise it (LimitNOFILE= in the systemd "
+                           "unit, ulimit -n) or lower max_pre_hello_connections.",
+                           soft=shortfall[0], needed=shortfall[1],
+                           extra=DESCRIPTORS_BEYOND_PRE_HELLO)
         super().startService()
 
     # -- periodic ------------------------------------------------------------------------

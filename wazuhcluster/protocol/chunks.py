@@ -65,12 +65,10 @@ class Reassembler:
                  max_divided: int = DEFAULT_MAX_DIVIDED) -> None:
         self.max_message = max_message
         self.max_divided = max_divided
-        self._open: dict[int, bytearray] = {}
-
-    @property
-    def open_bytes(self) -> int:
-        """Bytes held for divided messages not yet complete."""
-        return sum(len(b) for b in self._open.values())
+        # counter -> (pieces, their total size): pieces are kept as received and joined
+        # once, so a growing message never reallocates (no hidden 2x copies).
+        self._open: dict[int, tuple[list[bytes], list[int]]] = {}
+        self.open_bytes = 0  #: bytes held for divided messages not yet complete
 
     def add(self, frame: Frame) -> Message | None:
         """Take one frame; return the message it completes, if any."""
@@ -80,11 +78,15 @@ class Reassembler:
                 return Message(frame.counter, frame.command, frame.payload)
             if len(self._open) >= self.max_divided:
                 raise FrameError(f"more than {self.max_divided} divided messages open at once")
-            box = self._open[frame.counter] = bytearray()
-        if len(box) + len(frame.payload) > self.max_message:
+            box = self._open[frame.counter] = ([], [0])
+        pieces, size = box
+        if size[0] + len(frame.payload) > self.max_message:
             raise FrameError(f"divided message exceeds the limit of {self.max_message} bytes")
-        box += frame.payload
+        pieces.append(frame.payload)
+        size[0] += len(frame.payload)
+        self.open_bytes += len(frame.payload)
         if frame.divided:
             return None
         del self._open[frame.counter]
-        return Message(frame.counter, frame.command, bytes(box))
+        self.open_bytes -= size[0]
+        return Message(frame.counter, frame.command, b"".join(pieces))

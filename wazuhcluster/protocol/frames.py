@@ -13,7 +13,7 @@ and it refuses an announced payload above its limit *before* buffering anything 
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 HEADER = struct.Struct("!II12s")
 HEADER_SIZE = HEADER.size  # 20
@@ -95,13 +95,17 @@ class FrameDecoder:
 
     def __init__(self, max_payload: int = DEFAULT_MAX_FRAME_PAYLOAD) -> None:
         self.max_payload = max_payload
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # header bytes (fewer than HEADER_SIZE)
         self._header: tuple[int, int, bytes, bool] | None = None  # WAIT_PAYLOAD when set
+        self._payload: bytearray | None = None  # the payload being received, full size
+        self._filled = 0
 
     @property
     def pending_bytes(self) -> int:
         """Bytes received that do not yet form a complete frame."""
-        return len(self._buffer) + (HEADER_SIZE if self._header is not None else 0)
+        if self._payload is not None:  # allocated at its announced size
+            return HEADER_SIZE + len(self._payload)
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data``; return the frames it completes (possibly none)."""
@@ -124,24 +128,43 @@ class FrameDecoder:
             if offset == end:
                 return frames
             data = data[offset:]
-        self._buffer += data
-        while True:
+        view = memoryview(data)
+        while view:
             if self._header is None:
+                # Header bytes only: at most HEADER_SIZE - 1 of them wait here.
+                take = HEADER_SIZE - len(self._buffer)
+                self._buffer += view[:take]
+                view = view[take:]
                 if len(self._buffer) < HEADER_SIZE:
-                    return frames
+                    break
                 counter, length, field = HEADER.unpack_from(self._buffer)
                 if length > self.max_payload:
                     raise FrameError(
                         f"announced payload of {length} bytes exceeds the limit of "
                         f"{self.max_payload} bytes")
                 command, divided = parse_command_field(field)
-                del self._buffer[:HEADER_SIZE]
+                self._buffer = bytearray()
                 self._header = (counter, length, command, divided)
+                # The payload is filled in place: no growing buffer that reallocates
+                # (copies) and keeps its peak size, no second copy at the end.
+                self._payload = bytearray(length)
+                self._filled = 0
             counter, length, command, divided = self._header
-            if len(self._buffer) < length:
-                return frames
-            with memoryview(self._buffer) as view:
-                payload = bytes(view[:length])
-            del self._buffer[:length]
-            self._header = None
-            frames.append(Frame(counter, command, payload, divided))
+            assert self._payload is not None
+            take = min(length - self._filled, len(view))
+            self._payload[self._filled:self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled < length:
+                break
+            payload, self._payload, self._header = self._payload, None, None
+            # A divided fragment stays a bytearray (the reassembler joins it, once);
+            # anything handed on as a frame of its own becomes bytes.
+            # (a bytearray is a bytes-like payload for every consumer of a fragment)
+            frames.append(Frame(counter, command,
+                                cast(bytes, payload) if divided else bytes(payload), divided))
+            if not view and not self._buffer:
+                break
+            if len(view) >= HEADER_SIZE:
+                return frames + self.feed(bytes(view))  # whole frames again: fast path
+        return frames

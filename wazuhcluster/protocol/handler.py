@@ -32,6 +32,8 @@ from zope.interface import implementer
 
 from wazuhcluster.errors import ClusterError, InternalError, RemoteCommandError, UnknownCommand
 from wazuhcluster.interfaces import ICommandHandler, IPeer
+from wazuhcluster.logsafe import peer_text
+from wazuhcluster.protocol.budget import MemoryAccount
 from wazuhcluster.protocol.chunks import (
     DEFAULT_MAX_DIVIDED,
     DEFAULT_MAX_MESSAGE,
@@ -79,7 +81,8 @@ class ClusterProtocol(Protocol):
                  runner: Runner | None = None, max_frame_payload: int = DEFAULT_MAX_FRAME_PAYLOAD,
                  max_message: int = DEFAULT_MAX_MESSAGE, max_divided: int = DEFAULT_MAX_DIVIDED,
                  partial_frame_timeout: float = 30.0, accept_reply_requests: bool = False,
-                 tag: str = "Cluster", trace: bool = False) -> None:
+                 tag: str = "Cluster", trace: bool = False,
+                 memory: MemoryAccount | None = None) -> None:
         self.handler = handler
         self.clock = clock
         self.codec = codec
@@ -97,6 +100,9 @@ class ClusterProtocol(Protocol):
         self._abandoned: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._counter = secrets.randbits(32)
         self._inbox: collections.deque[Message] = collections.deque()
+        self._inbox_bytes = 0
+        #: this connection's share of the node's memory budget (None: unbounded, tests)
+        self.memory = memory
         self._inbox_busy = False
         self._outbox: collections.deque[tuple[int, bytes, bytes, Deferred[None]]] = (
             collections.deque())
@@ -170,9 +176,16 @@ class ClusterProtocol(Protocol):
                 message = self._reassembler.add(frame)
                 if message is not None:
                     self._inbox.append(message)
+                    self._inbox_bytes += len(message.payload)
         except FrameError as e:
             self._drop(f"malformed stream: {e}")
             return
+        if self.memory is not None:
+            refused = self.memory.set("frames", self._decoder.pending_bytes
+                                      + self._reassembler.open_bytes + self._inbox_bytes)
+            if refused is not None:
+                self._drop(f"memory budget exceeded: {refused}")
+                return
         self._watch_partial_frame()
         self._drain_inbox()
 
@@ -182,6 +195,14 @@ class ClusterProtocol(Protocol):
             self._partial_timer.cancel()
         self._partial_timer = None
         self._inbox.clear()
+        self._inbox_bytes = 0
+        # Free what the peer left half-sent now: this object sits in reference cycles
+        # (handler <-> protocol) that only the cyclic GC would break, much later.
+        self._decoder = FrameDecoder(self._decoder.max_payload)
+        self._reassembler = Reassembler(self._reassembler.max_message,
+                                        self._reassembler.max_divided)
+        if self.memory is not None:
+            self.memory.close()
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
             waiter.errback(ConnectionLostError())
@@ -221,10 +242,18 @@ class ClusterProtocol(Protocol):
             self._log.warn("[{tag}] [Main] Dropping connection with {peer}: {reason}",
                            tag=self.tag, peer=self.peer_address, reason=reason)
             self._tcp.abortConnection()
+            if self.memory is not None:
+                # Nothing more is read; what it holds is freed when the connection is lost
+                # (next reactor turn). Other connections must not be refused meanwhile.
+                self.memory.close()
 
     def _drain_inbox(self) -> None:
         while self._inbox and not self._inbox_busy and self._lost is None:
             message = self._inbox.popleft()
+            self._inbox_bytes -= len(message.payload)
+            if self.memory is not None:
+                self.memory.set("frames", self._decoder.pending_bytes
+                                + self._reassembler.open_bytes + self._inbox_bytes)
             if self.codec is None or getattr(self.codec, "plain_in", False):
                 self._route(message, message.payload)  # no Fernet (local socket, or inside TLS)
             elif self._runner is not None and len(message.payload) > OFFLOAD_THRESHOLD:
@@ -276,7 +305,7 @@ class ClusterProtocol(Protocol):
             return
         if command in REPLY_COMMANDS and not self._accept_reply_requests:
             self._log.warn("[{tag}] [Main] Dropped unsolicited {command} frame with unknown "
-                           "counter {counter}", tag=self.tag, command=command.decode(),
+                           "counter {counter}", tag=self.tag, command=peer_text(command, 16),
                            counter=counter)
             return
         self._dispatch(counter, command, payload)

@@ -13,6 +13,7 @@ Hardening over Wazuh 4.7.5:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -28,6 +29,8 @@ from twisted.logger import Logger
 
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IPeer
+from wazuhcluster.logsafe import peer_text
+from wazuhcluster.protocol.budget import MemoryAccount
 from wazuhcluster.protocol.chunks import REQUEST_CHUNK
 from wazuhcluster.protocol.commands import (
     CANCEL_TASK,
@@ -64,6 +67,8 @@ class StringStore:
     :param ttl: seconds after which an unconsumed string is dropped.
     """
 
+    _log = Logger()
+
     def __init__(self, clock: IReactorTime, max_string: int = 256 * 1024 * 1024,
                  max_total: int = 512 * 1024 * 1024, ttl: float = 600.0) -> None:
         self._clock = clock
@@ -71,6 +76,9 @@ class StringStore:
         self._max_total = max_total
         self._ttl = ttl
         self._strings: dict[bytes, _String] = {}
+        self._held = 0
+        #: the connection's share of the node's memory budget (set by the factory)
+        self.account: MemoryAccount | None = None
 
     def __len__(self) -> int:
         return len(self._strings)
@@ -98,9 +106,19 @@ class StringStore:
         string_id, _, data = payload.partition(b" ")
         entry = self._strings.get(string_id)
         if entry is None:
-            raise ClusterError(3035, string_id.decode("ascii", "replace"))
+            raise ClusterError(3035, peer_text(string_id, 64))
         room = entry.declared - len(entry.data)
+        added = min(room, len(data))
+        if self.account is not None and added:
+            refused = self.account.refusal("strings", self._held + added)
+            if refused is not None:
+                del self._strings[string_id]
+                self._forget(entry)
+                self._log.warn("[Cluster] [Main] Long string {id} dropped: {reason}",
+                               id=peer_text(string_id, 16), reason=refused)
+                raise ClusterError(3050, f"string dropped: {refused}")
         entry.data += data[:room]
+        self._charge(added)
 
     def cancel(self, payload: bytes) -> bytes:
         """``err_str``: forget one never-written string of that declared length."""
@@ -118,13 +136,27 @@ class StringStore:
         """Consume a complete string; raise 3035 if unknown."""
         entry = self._strings.pop(string_id.strip(), None)
         if entry is None:
-            raise ClusterError(3035, string_id.decode("ascii", "replace"))
+            raise ClusterError(3035, peer_text(string_id, 64))
+        self._forget(entry)
         return bytes(entry.data)
+
+    def clear(self) -> None:
+        """The connection is gone: drop every string."""
+        self._strings.clear()
+        self._charge(-self._held)
+
+    def _forget(self, entry: _String) -> None:
+        self._charge(-len(entry.data))
+
+    def _charge(self, change: int) -> None:
+        self._held += change
+        if self.account is not None:
+            self.account.set("strings", self._held)
 
     def _expire(self) -> None:
         limit = self._clock.seconds() - self._ttl
         for string_id in [k for k, v in self._strings.items() if v.created < limit]:
-            del self._strings[string_id]
+            self._forget(self._strings.pop(string_id))
 
 
 @attrs.define
@@ -144,13 +176,16 @@ class FileReceiver:
     :param home: the node's home (``WAZUH_PATH``).
     :param runner: runs blocking file operations off the reactor.
     :param max_file: the largest file accepted.
+    :param keep_directory: keep the connection's directory when it closes (a worker's own
+        ``queue/cluster/<name>/``); the master removes each worker's when it is empty.
     """
 
     _log = Logger()
 
     def __init__(self, home: str, runner: Runner, max_file: int = 1024 * 1024 * 1024,
-                 max_open: int = 4) -> None:
+                 max_open: int = 4, keep_directory: bool = False) -> None:
         self._home = home
+        self._keep_directory = keep_directory
         self._runner = runner
         self._max_file = max_file
         self._max_open = max_open
@@ -180,19 +215,30 @@ class FileReceiver:
         return _SAFE_NAME.match(name) is not None
 
     async def new_file(self, payload: bytes) -> Reply:
-        """``new_file <relpath>``: open the file for writing."""
+        """``new_file <relpath>``: open the file for writing.
+
+        The connection's directory is created here, by the first file it sends (not at
+        hello: a flood of hellos with new names leaves no directories behind).
+        """
         relpath = payload.strip()
         path = self.resolve(relpath)
         if relpath in self._open:
             await self._runner(self._open.pop(relpath).handle.close)
         if len(self._open) >= self._max_open:
             raise ClusterError(3000, "too many files in transfer on this connection")
-        handle = await self._runner(_open_for_write, path)
+        try:
+            handle = await self._runner(_open_for_write, path)
+        except OSError as e:
+            raise self._write_error(e, path, 0) from None
         self._open[relpath] = _IncomingFile(path, handle, hashlib.sha256())
         return Reply(OK, b"Ready to receive new file")
 
     async def update(self, payload: bytes) -> Reply:
-        """``file_upd <relpath> <bytes>``: append a chunk."""
+        """``file_upd <relpath> <bytes>``: append a chunk.
+
+        A chunk that cannot be written (disk full, I/O error) removes the partial file at
+        once and is answered with an error, so the sender ends its task.
+        """
         relpath, _, data = payload.partition(b" ")
         incoming = self._open.get(relpath)
         if incoming is None:
@@ -202,8 +248,32 @@ class FileReceiver:
             self._open.pop(relpath)
             await self._runner(_discard, incoming.handle, incoming.path)
             raise ClusterError(3050, f"file exceeds {self._max_file} bytes")
-        await incoming.lock.run(self._runner, _append, incoming.handle, incoming.digest, data)
+        try:
+            await incoming.lock.run(self._runner, _append, incoming.handle, incoming.digest,
+                                    data)
+        except OSError as e:
+            if self._open.get(relpath) is incoming:
+                del self._open[relpath]
+            with contextlib.suppress(OSError):
+                await self._runner(_discard, incoming.handle, incoming.path)
+            raise self._write_error(e, incoming.path, incoming.size) from None
         return Reply(OK, b"File updated")
+
+    def _write_error(self, error: OSError, path: str, size: int) -> ClusterError:
+        """One ERROR line for a file we could not write; the error for the peer."""
+        directory = os.path.dirname(path)
+        if error.errno == errno.ENOSPC:
+            self._log.error("[Cluster] [Main] No space left on device in {directory}: a file "
+                            "of at least {size} bytes could not be received; the partial file "
+                            "was removed. Free at least that much space there; the sync is "
+                            "retried by itself.", directory=directory, size=size)
+            return ClusterError(3000, f"no space left on device in {directory} (a file of at "
+                                      f"least {size} bytes could not be received)")
+        self._log.error("[Cluster] [Main] Could not write a received file in {directory}: "
+                        "{error}; the partial file was removed.", directory=directory,
+                        error=error.strerror or str(error))
+        return ClusterError(3000, f"could not write a received file in {directory}: "
+                                  f"{error.strerror or error}")
 
     async def end(self, payload: bytes) -> Reply:
         """``file_end <relpath> <sha256>``: close and verify."""
@@ -228,17 +298,45 @@ class FileReceiver:
         """
         path = self.received.pop(relpath.strip().lstrip("/"), None)
         if path is None:
-            raise ClusterError(3034, relpath[:200])
+            raise ClusterError(3034, peer_text(relpath, 200))
         return path
 
-    def close_all(self) -> None:
-        """Connection lost: close and remove every partial file (best effort)."""
-        for incoming in self._open.values():
-            self._runner(_discard, incoming.handle, incoming.path)
+    def close_all(self) -> Deferred[None] | None:
+        """Connection lost: close and remove every partial file and every received file
+        nobody claimed, then the connection's directory if that leaves it empty (another
+        connection of the same peer may already be using it). Best effort, off the reactor."""
+        handles = [(incoming.handle, incoming.path) for incoming in self._open.values()]
         self._open.clear()
+        leftovers = list(self.received.values())
+        self.received.clear()
+        if self.directory_name is None:
+            return None
+        directory = os.path.join(self._home, "queue", "cluster", self.directory_name.decode())
+        d: Deferred[None] = self._runner(_clean_up, handles, leftovers,
+                                         None if self._keep_directory else directory)
+        d.addErrback(lambda f: self._log.failure("[Cluster] [Main] Could not clean up {path}",
+                                                 f, path=directory))
+        return d
+
+
+def _clean_up(handles: list[tuple[IO[bytes], str]], leftovers: list[str],
+              directory: str | None) -> None:
+    for handle, path in handles:
+        with contextlib.suppress(OSError):
+            _discard(handle, path)
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if directory is not None:
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            os.rmdir(directory)
 
 
 def _open_for_write(path: str) -> IO[bytes]:
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o770, exist_ok=True)
+        os.chmod(directory, 0o770)  # whatever the umask
     return open(path, "wb")
 
 
@@ -308,8 +406,8 @@ class CommonResponders:
         if task_id != b"None":
             self.cancelled_tasks.add(task_id.decode("ascii", "replace"))
         self._log.warn("[{tag}] [Main] Peer cancelled task {task}: {error}", tag=self._tag(),
-                       task=task_id.decode("ascii", "replace"),
-                       error=error[:300].decode("utf-8", "replace"))
+                       task=peer_text(task_id, 64),
+                       error=peer_text(error, 300))
         return Reply(OK, b"Request received correctly")
 
 

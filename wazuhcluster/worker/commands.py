@@ -36,7 +36,7 @@ class WorkerCommands:
                                    max_total=config.ext.max_pending_strings_bytes)
         # A sync container holds up to max_zip_size of files plus its metadata record.
         self.files = FileReceiver(config.home, node.run, max_file=ContainerLimits.for_zip_size(
-            config.intervals.max_zip_size).max_container_size)
+            config.intervals.max_zip_size).max_container_size, keep_directory=True)
         self.files.directory_name = config.node_name.encode()
         self.common = CommonResponders(self.strings, self.files, lambda: self.tag)
         self._responders: dict[bytes, Responder] = {

@@ -26,8 +26,11 @@ class WorkerClientFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> ClusterProtocol:
         config = self._node.config
+        commands = WorkerCommands(self._node)
+        commands.strings.account = account = self._node.memory.account(
+            reserve=self._node.config.ext.max_frame_payload)
         return ClusterProtocol(
-            WorkerCommands(self._node), self._node.clock, codec=self.link_codec(),
+            commands, self._node.clock, codec=self.link_codec(), memory=account,
             request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
             max_frame_payload=config.ext.max_frame_payload,
             max_message=config.ext.max_message_size,

@@ -47,6 +47,8 @@ class WorkerNode(RoleNode):
         self._last_keepalive_sent = 0.0
         self._keepalive_in_flight = False
         self.link: ClientService | None = None
+        self.link_address = ""  # host:port of the master, set by the link's endpoint
+        self.last_link_error = "not connected yet"
         #: The reconnection backoff (set by the composition root with the link).
         self.retry_policy: Any = None
         self._waiting: list[Deferred[ClusterProtocol]] = []
@@ -84,9 +86,21 @@ class WorkerNode(RoleNode):
         ClientService counts attempts from 1 again after each TCP connection, so a master
         that accepts TCP and then drops the hello (a wrong key) would be retried at the
         initial delay forever: ``refusals`` counts those, and the delay grows with them.
+
+        Also logs the retry: the master's ``host:port``, why the last attempt or connection
+        ended, and the delay rounded to a tenth of a second.
         """
         delay: float = policy(max(attempt, self.refusals))
+        self._log.info("[{tag}] [Main] Could not connect to master at {address}: {reason}. "
+                       "Scheduling retry {attempt} in {delay:.1f} s.", tag=self.tag,
+                       address=self.link_address or self.config.master_address,
+                       reason=self.last_link_error, attempt=attempt, delay=delay)
         return delay
+
+    def link_failed(self, address: str, reason: str) -> None:
+        """A connection attempt to ``address`` failed (called by the link's endpoint)."""
+        self.link_address = address
+        self.last_link_error = reason.rstrip(".")
 
     def hello(self, peer: ClusterProtocol) -> Deferred[None]:
         """Introduce ourselves; fails (and closes the connection) if the master refuses."""
@@ -100,6 +114,7 @@ class WorkerNode(RoleNode):
             await peer.request(HELLO, payload)
         except ClusterError as e:
             self.refusals += 1
+            self.last_link_error = f"hello refused ({e})"
             if getattr(peer, "link_failure", None) is not None:
                 pass  # a TLS failure: logged already, with its reason
             elif isinstance(e, ConnectionLostError):
@@ -143,6 +158,7 @@ class WorkerNode(RoleNode):
             return
         self.peer = None
         self.master_capabilities = frozenset()
+        self.last_link_error = f"connection lost ({reason.getErrorMessage().rstrip('.')})"
         if reason.check(ConnectionDone):
             self._log.info("[{tag}] [Main] Disconnected from master: the master closed the "
                            "connection.", tag=self.tag)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import backoffPolicy
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from wazuhcluster.config import ClusterConfig
 from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.periodic import periodic
 from wazuhcluster.worker.factory import WorkerClientFactory
+from wazuhcluster.worker.link import QuietClientService, ReportingEndpoint
 from wazuhcluster.worker.node import WorkerNode
 
 
@@ -23,9 +24,12 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
                            maxDelay=config.ext.reconnect_max_delay, factor=1.5)
     from wazuhcluster.tls.feature import install_worker as install_tls
     factory = WorkerClientFactory(node)
-    link = ClientService(
-        install_tls(node, reactor, factory,
-                    TCP4ClientEndpoint(reactor, config.master_address, config.port, timeout=10)),
+    link = QuietClientService(
+        ReportingEndpoint(
+            install_tls(node, reactor, factory,
+                        TCP4ClientEndpoint(reactor, config.master_address, config.port,
+                                           timeout=10)),
+            f"{config.master_address}:{config.port}", node),
         factory,
         retryPolicy=lambda attempt: node.retry_delay(policy, attempt),
         clock=reactor,
