@@ -41,6 +41,8 @@ wheel-check: $(STAMP)
 	@build/wheel-check/venv/bin/twistd --help | grep wazuhcluster > /dev/null
 	@build/wheel-check/venv/bin/twistd wazuhcluster --help | grep -- --home > /dev/null
 	@test -x build/wheel-check/venv/bin/wazuhcluster-control
+	@test -x build/wheel-check/venv/bin/wazuhcluster-users
+	@build/wheel-check/venv/bin/python -c "from wazuhcluster.api.service import SPEC_PATH; assert open(SPEC_PATH).read().startswith('openapi')"
 	@test -x build/wheel-check/venv/bin/wazuhcluster-certs
 	@build/wheel-check/venv/bin/python -c "from wazuhcluster.config import default_cluster_json as d; assert d()['files']"
 	@echo "wheel-check: twistd wazuhcluster and console scripts work from a fresh venv"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
@@ -11,6 +13,7 @@ from zope.interface.verify import verifyObject
 
 from tests.support import node_config, short_tempdir
 from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.config import load_config
 from wazuhcluster.node import make_node_service
 from wazuhcluster.tap import Options
 
@@ -50,13 +53,25 @@ class TreeTests(SynchronousTestCase):
         config = node_config(short_tempdir(self))
         root = make_node_service(config, reactor, runner=SynchronousRunner(),
                                  log_to_file=False)
-        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api"])
+        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "api"])
         self.assertLessEqual({"cluster-listener", "keepalive-check"},
                              {s.name for s in root.getServiceNamed("master")})
         root.startService()
         self.addCleanup(root.stopService)
         self.assertEqual([p[0] for p in reactor.tcpServers], [config.port])
         self.assertEqual([p[0] for p in reactor.unixServers], [config.local_socket_path])
+        self.assertEqual([(p[0], p[4]) for p in reactor.sslServers], [(55000, "0.0.0.0")])
+
+    def test_api_can_be_disabled(self) -> None:
+        """``api: {enabled: false}`` in etc/wazuhcluster.yaml leaves the REST API out."""
+        base = short_tempdir(self)
+        home = node_config(base).home
+        with open(os.path.join(home, "etc", "wazuhcluster.yaml"), "w") as f:
+            f.write("api:\n  enabled: false\n")
+        config = load_config(home)
+        root = make_node_service(config, MemoryReactorClock(), runner=SynchronousRunner(),
+                                 log_to_file=False)
+        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api"])
 
     def test_worker_tree(self) -> None:
         """Worker: the master link with the keepalive loop, and the local API."""
@@ -64,7 +79,7 @@ class TreeTests(SynchronousTestCase):
         config = node_config(short_tempdir(self), node_name="worker1", role="worker")
         root = make_node_service(config, reactor)
         self.assertEqual([s.name for s in root], ["cluster-log", "work-dir", "blocking-pool",
-                                                  "worker", "local-api"])
+                                                  "worker", "local-api", "api"])
         self.assertLessEqual({"master-link", "keepalive"},
                              {s.name for s in root.getServiceNamed("worker")})
 

@@ -39,10 +39,12 @@ def auth_block(port: int | None, extra: str = "") -> str:
 
 
 def make_home(path: str, *, node_name: str, node_type: str, key: str, port: int,
-              name: str = "wazuh", auth_port: int | None = None, auth_extra: str = "") -> str:
+              name: str = "wazuh", auth_port: int | None = None, auth_extra: str = "",
+              api_port: int | None = None) -> str:
     """Create ``path`` as a node home with its ossec.conf and the cluster item dirs.
 
-    The agent registration service listens on ``auth_port`` (TLS); None disables it.
+    The agent registration service listens on ``auth_port`` (TLS); None disables it. With
+    ``api_port``, an api.yaml serving the REST API on 127.0.0.1:api_port.
     """
     for sub in ("etc/shared/default", "etc/rules", "etc/decoders", "etc/lists", "logs",
                 "queue/cluster", "queue/db", "var/run", "var/multigroups"):
@@ -50,6 +52,11 @@ def make_home(path: str, *, node_name: str, node_type: str, key: str, port: int,
     with open(os.path.join(path, "etc", "ossec.conf"), "w", encoding="utf-8") as f:
         f.write(cluster_block(node_name=node_name, node_type=node_type, key=key, port=port,
                               name=name, auth=auth_block(auth_port, auth_extra)))
+    if api_port is not None:
+        api_dir = os.path.join(path, "api", "configuration")
+        os.makedirs(api_dir, exist_ok=True)
+        with open(os.path.join(api_dir, "api.yaml"), "w", encoding="utf-8") as f:
+            f.write(f"host: 127.0.0.1\nport: {api_port}\n")
     keys = os.path.join(path, "etc", "client.keys")
     if not os.path.exists(keys):
         open(keys, "w").close()

@@ -50,7 +50,8 @@ _LINE = re.compile(r"^(\S+ \S+) (\w+): \[([^\]]*)\] \[([^\]]*)\] (.*)$", re.DOTA
 ROTATING_SUFFIX = ".rotating-"
 #: Twisted's own lines about our listening ports (``LocalAPIFactory starting on '...'``,
 #: ``(UNIX Port ... Closed)``): debug, not info, in our log.
-_PORT_NOISE = re.compile(r"^(\S+ starting on \S+|\((UNIX |TCP |UDP )?Port \S+ Closed\))$")
+_PORT_NOISE = re.compile(r"^(\S+( \(TLS\))? starting on \S+"
+                         r"|\((UNIX |TCP |UDP )?Port \S+ Closed\))$")
 
 #: Archives a rotated file: (rotated path, archive path, archive root, keep_days, now).
 Archiver = Callable[[str, str, str, int, float], Deferred[None]]

@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.python.lockfile import FilesystemLock
 
+from wazuhcluster.api.plug import add_api
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.config import ClusterConfig, Role
 from wazuhcluster.interfaces import IBlockingRunner
@@ -112,7 +113,8 @@ def _alive(pid: int) -> bool:
 def make_node_service(config: ClusterConfig, reactor: Any, *,
                       runner: IBlockingRunner | None = None,
                       log_to_file: bool = True, log_format: str | None = None) -> NodeRoot:
-    """Build the whole tree for one node: log, pool, role node, local API (in that order)."""
+    """Build the whole tree for one node: log, pool, role node, local API, REST API (in that
+    order)."""
     root = NodeRoot()
     root.setName("wazuhcluster")
     if log_to_file:
@@ -131,4 +133,5 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
     node.setServiceParent(root)
     LocalSocketService(reactor, config.local_socket_path,
                        LocalAPIFactory(node)).setServiceParent(root)
+    add_api(config, node, reactor, root)  # the REST API (service "api"), last
     return root

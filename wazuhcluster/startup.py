@@ -83,6 +83,11 @@ def preflight(config: ClusterConfig, *, log_to_file: bool = True) -> None:
     if held:
         raise SystemExit(lock_held_message(lock, home))
     lock.unlock()
+    from wazuhcluster.api.plug import api_listen_problem
+
+    api_problem = api_listen_problem(config)
+    if api_problem is not None:
+        raise SystemExit(api_problem)
     if config.role is Role.MASTER:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

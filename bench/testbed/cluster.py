@@ -156,6 +156,8 @@ class BedCluster:
             f.write(cluster_block(node_name=name, node_type=role, key=self.key,
                                   port=port or self.port, master_address=master,
                                   bind_addr=address if role == "master" else "0.0.0.0"))
+        with open(os.path.join(home, "etc", "wazuhcluster.yaml"), "w", encoding="utf-8") as f:
+            f.write("api:\n  enabled: false\n")  # the bed measures the cluster, not the REST API
         cluster_json = os.path.join(home, "etc", "cluster-bed.json")
         with open(cluster_json, "w", encoding="utf-8") as f:
             json.dump(self.tunables, f)

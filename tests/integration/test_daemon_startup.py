@@ -65,6 +65,29 @@ class DaemonStartupTests(TestCase):
         self.assertIn(f"cannot listen on 127.0.0.1:{c.port}", err[0])
         await self.assert_no_process_left(node)
 
+    async def test_api_port_busy(self) -> None:
+        c = Cluster(self)
+        node = c.add_node("worker-1")
+        with socket.socket() as busy:
+            busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            busy.bind(("127.0.0.1", node.api_port))
+            busy.listen()
+            status, err = await self.run_daemon(node)
+        self.assertNotEqual(status, 0)
+        self.assertEqual(len(err), 1, err)
+        self.assertIn(f"the REST API cannot listen on 127.0.0.1:{node.api_port}", err[0])
+        await self.assert_no_process_left(node)
+
+    async def test_bad_api_yaml(self) -> None:
+        c = Cluster(self)
+        node = c.add_node("worker-1")
+        with open(os.path.join(node.home, "api", "configuration", "api.yaml"), "a") as f:
+            f.write("access:\n  block_time: soon\n")
+        status, err = await self.run_daemon(node)
+        self.assertNotEqual(status, 0)
+        self.assertEqual(len(err), 1, err)
+        self.assertIn("api.yaml: access.block_time is 'soon'", err[0])
+
     async def test_lock_held(self) -> None:
         c = Cluster(self)
         running = c.add_node("master", "master").start()

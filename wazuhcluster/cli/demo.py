@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from wazuhcluster.api.users import UserStore, random_password
 from wazuhcluster.homes import DEMO_KEY, make_home
 
 NODES = (("master-node", "master"), ("worker1", "worker"), ("worker2", "worker"))
@@ -54,12 +55,28 @@ def _port_problem(port: int) -> str | None:
     return None
 
 
+DEMO_ADMIN = "demo-admin"
+
+
+def _demo_admin(home: str) -> str:
+    """Give the demo administrator a new random password (there is no default one)."""
+    store = UserStore(home)
+    password = random_password()
+    if store.get(DEMO_ADMIN) is None:
+        store.add(DEMO_ADMIN, password, "administrator")
+    else:
+        store.passwd(DEMO_ADMIN, password)
+    return password
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the demo cluster until interrupted."""
     parser = argparse.ArgumentParser(prog="wazuhcluster-demo")
     parser.add_argument("--dir", default="demo", help="where the node homes go (./demo)")
     parser.add_argument("--port", type=int, default=15160,
                         help="the master's port (make demo PORT=N)")
+    parser.add_argument("--api-port", type=int, default=55000,
+                        help="the master's REST API port (workers use the next ones)")
     parser.add_argument("--fresh", action="store_true",
                         help="delete the homes of the last run first (make demo FRESH=1)")
     parser.add_argument("--agents", type=int, default=300,
@@ -77,9 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     control = os.path.join(os.path.dirname(sys.executable), "wazuhcluster-control")
     processes: list[subprocess.Popen[bytes]] = []
     auth_ports = {name: args.port + 10 + i for i, (name, _) in enumerate(NODES)}
-    for node_name, role in NODES:
+    for index, (node_name, role) in enumerate(NODES):
         home = make_home(os.path.join(base, node_name), node_name=node_name, node_type=role,
-                         key=DEMO_KEY, port=args.port, auth_port=auth_ports[node_name])
+                         key=DEMO_KEY, port=args.port, api_port=args.api_port + index,
+                         auth_port=auth_ports[node_name])
+        if role == "master":
+            password = _demo_admin(home)
         out_path = os.path.join(home, "logs", "twistd.out")
         out = open(out_path, "ab")  # noqa: SIM115
         processes.append(subprocess.Popen(
@@ -111,7 +131,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Look at it:\n  {control} --home {base}/worker1 -l\n"
           f"  {control} --home {base}/master-node -a     (agents, their node, status)\n"
           f"  {control} --home {base}/master-node -i\n"
-          f"  tail -f {base}/*/logs/cluster.log\nCtrl-C stops everything.", flush=True)
+          f"  tail -f {base}/*/logs/cluster.log", flush=True)
+    master_api = f"https://127.0.0.1:{args.api_port}"
+    print(f"REST API (self-signed HTTPS) on 127.0.0.1:{args.api_port} (master), "
+          f":{args.api_port + 1} and :{args.api_port + 2} (workers).\n"
+          f"  user: {DEMO_ADMIN}   password: {password}   (a new random one each start)\n"
+          f"  TOKEN=$(curl -sk -u '{DEMO_ADMIN}:{password}' -X POST "
+          f"'{master_api}/security/user/authenticate?raw=true')\n"
+          f"  curl -sk -H \"Authorization: Bearer $TOKEN\" '{master_api}/cluster/nodes?pretty=true'"
+          f"\n  (tokens are per node: log in at a worker's port to ask that worker)\n"
+          f"  more users: wazuhcluster-users --home {base}/master-node add NAME "
+          "--role administrator|readonly\nCtrl-C stops everything.", flush=True)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from wazuhcluster.dapi.functions import agents, groups, ruleset
+from wazuhcluster.dapi.functions import agents, group_files, groups, ruleset
 
-ALL_FUNCTIONS: dict[str, Any] = {**agents.FUNCTIONS, **groups.FUNCTIONS, **ruleset.FUNCTIONS}
+ALL_FUNCTIONS: dict[str, Any] = {**agents.FUNCTIONS, **groups.FUNCTIONS,
+                                  **group_files.FUNCTIONS, **ruleset.FUNCTIONS}
 
 __all__ = ["ALL_FUNCTIONS"]
