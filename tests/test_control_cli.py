@@ -154,10 +154,14 @@ class UsageTests(SynchronousTestCase):
         self.assertIn("-i takes no value or 'more'", self.refused("-i", "detailed"))
         self.assertIn("--node only goes with -a", self.refused("-l", "--node", "w1"))
         self.assertIn("needs at least one node name", self.refused("-a", "-fn"))
+        self.assertIn("only go with --dapi", self.refused("-l", "--kwargs", "{}"))
+        self.assertIn("only go with --dapi", self.refused("-a", "--type", "local_any"))
 
     def test_check_usage_accepts_valid_combinations(self) -> None:
         for argv in (("-a", "-fn", "w1"), ("-a", "-fs", "active"), ("-l", "-fn", "w1"),
-                     ("-i", "-fn", "w1"), ("-i", "more")):
+                     ("-i", "-fn", "w1"), ("-i", "more"),
+                     ("--dapi", "wazuh.agent.get_agents", "--kwargs", '{"limit": 1}', "--type",
+                      "local_any", "--json")):
             check_usage(self.parse(*argv))
 
     def test_usage_and_help_exit_zero(self) -> None:

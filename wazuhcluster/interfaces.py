@@ -28,6 +28,10 @@ class IPeer(Interface):
     def notify(command: bytes, payload: bytes) -> Deferred[None]:
         """Send a frame that expects no reply (used only toward local clients)."""
 
+    def delivering(within: float) -> bool:
+        """True when data we sent is in flight and the peer's TCP acknowledged some of it in the
+        last ``within`` seconds: a slow but live link (False where unknown)."""
+
     def set_limits(max_frame_payload: int | None = None, max_message: int | None = None) -> None:
         """Change the frame and message limits of this connection (after authentication)."""
 
@@ -238,6 +242,6 @@ class IDistributedAPI(Interface):
 
     def register(function: str, implementation: Any) -> None:
         """Add a native function under its Wazuh dotted name. ``implementation`` is
-        ``async def f(ctx: wazuhcluster.dapi.registry.DapiContext, **f_kwargs)`` returning a
+        ``async def f(ctx: wazuhcluster.dapi.context.DapiContext, **f_kwargs)`` returning a
         result object (or raising a WazuhException). Features register theirs when the node
         is built (e.g. the REST API registers its permission lookup)."""

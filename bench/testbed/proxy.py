@@ -35,13 +35,17 @@ class Shaper:
     :param rate: bytes per second (0: unlimited).
     :param stall_at: after this many bytes, hold everything for ``stall_for`` seconds (0: never).
     :param reset_at: after this many bytes, reset the connection (0: never).
+    :param pause: called when more than ``max_queued`` bytes wait (stop reading the source);
+        ``resume`` when they are down to half. A router's queue, not an endless buffer: the
+        sender's TCP then sees the link's real pace (its data stays unacknowledged).
     """
 
     CHUNK = 16384
+    max_queued = 256 * 1024
 
     def __init__(self, clock: IReactorTime, deliver: Any, reset: Any, *, latency: float = 0.0,
                  rate: float = 0.0, stall_at: int = 0, stall_for: float = 0.0,
-                 reset_at: int = 0) -> None:
+                 reset_at: int = 0, pause: Any = None, resume: Any = None) -> None:
         self.clock = clock
         self.deliver = deliver
         self.reset = reset
@@ -56,6 +60,10 @@ class Shaper:
         self._call: IDelayedCall | None = None
         self._stalled = False
         self.closed = False
+        self.queued = 0
+        self.paused = False
+        self._pause = pause
+        self._resume = resume
 
     def feed(self, data: bytes) -> None:
         """Bytes arrived from one side, to be delivered to the other."""
@@ -65,6 +73,10 @@ class Shaper:
         for start in range(0, len(data), self.CHUNK):
             piece = data[start:start + self.CHUNK]
             self._queue.append((now + self.latency, piece))
+        self.queued += len(data)
+        if self.queued > self.max_queued and not self.paused and self._pause is not None:
+            self.paused = True
+            self._pause()
         self._schedule()
 
     def _schedule(self) -> None:
@@ -80,6 +92,10 @@ class Shaper:
         if self.closed or not self._queue:
             return
         _, piece = self._queue.popleft()
+        self.queued -= len(piece)
+        if self.paused and self.queued <= self.max_queued // 2 and self._resume is not None:
+            self.paused = False
+            self._resume()
         if self.reset_at and self.passed + len(piece) >= self.reset_at:
             piece = piece[:self.reset_at - self.passed]
             self.passed += len(piece)
@@ -160,8 +176,14 @@ class _Accepted(_Side):
                 if side.transport is not None:
                     side.transport.abortConnection()  # type: ignore[attr-defined]
 
-        self.shaper = Shaper(f.reactor, upstream.transport.write, reset, **f.shaping)
-        upstream.shaper = Shaper(f.reactor, self.transport.write, reset, **f.shaping)
+        def flow(side: _Side) -> dict[str, Any]:
+            producer = cast(IPushProducer, side.transport)
+            return {"pause": producer.pauseProducing, "resume": producer.resumeProducing}
+
+        self.shaper = Shaper(f.reactor, upstream.transport.write, reset, **f.shaping,
+                             **flow(self))
+        upstream.shaper = Shaper(f.reactor, self.transport.write, reset, **f.shaping,
+                                 **flow(upstream))
         cast(IPushProducer, self.transport).resumeProducing()
 
 

@@ -70,3 +70,16 @@ class ShaperTests(SynchronousTestCase):
         shaper.close()
         clock.advance(2)
         self.assertEqual(delivered, [])
+
+    def test_backpressure_pauses_and_resumes_the_source(self) -> None:
+        """Past max_queued bytes the source is paused; at half it is resumed."""
+        clock = Clock()
+        events: list[str] = []
+        shaper = Shaper(clock, lambda data: None, lambda: None, rate=16384.0,
+                        pause=lambda: events.append("pause"),
+                        resume=lambda: events.append("resume"))
+        shaper.feed(b"x" * (Shaper.max_queued + Shaper.CHUNK))
+        self.assertEqual(events, ["pause"])
+        clock.advance(0)
+        clock.pump([1.0] * (Shaper.max_queued // Shaper.CHUNK // 2 + 1))
+        self.assertEqual(events, ["pause", "resume"])

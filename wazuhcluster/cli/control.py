@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wazuhcluster.cli.runner import decode_answer, run_cli
+from wazuhcluster.dapi.results import WazuhException
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.localapi.client import local_request
 from wazuhcluster.protocol.commands import GET_HEALTH, GET_NODES
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("-i", "--health", nargs="?", const="health", default=None,
                        help="show cluster health ('-i more': detailed)")
     group.add_argument("-u", "--usage", action="store_true", help="show usage")
+    group.add_argument("--dapi", metavar="FUNCTION", default=None,
+                       help="run one DAPI function (Wazuh's dotted name, e.g. "
+                            "wazuh.agent.get_agents) and print its answer")
+    parser.add_argument("--kwargs", default=None, help="with --dapi: its arguments (JSON)")
+    parser.add_argument("--type", default="local_master",
+                        choices=("local_any", "local_master", "distributed_master"),
+                        help="with --dapi: where it runs (default local_master)")
     group.add_argument("--reload", action="store_true",
                        help="make the node re-read its TLS certificates, CRL and cluster key")
     return parser
@@ -96,6 +104,8 @@ def check_usage(args: argparse.Namespace) -> None:
         raise UsageError("Wrong arguments: -fn/--filter-node needs at least one node name")
     if args.filter_status is not None and not args.filter_status:
         raise UsageError("Wrong arguments: -fs/--filter-agent-status needs at least one status")
+    if (args.kwargs is not None or args.type != "local_master") and not args.dapi:
+        raise UsageError("Wrong arguments: --kwargs and --type only go with --dapi")
     if args.usage and (args.filter_node or args.filter_status):
         raise UsageError("Wrong arguments: -u takes no filters")
 
@@ -205,18 +215,51 @@ def format_health(answer: dict[str, Any], cluster_name: str, more: bool = False)
 
 
 async def fetch_agents(reactor: Any, socket_path: str) -> list[dict[str, Any]]:
-    """Every agent as the master sees it (through the node's local socket)."""
-    from wazuhcluster.agents.listing import WZC_AG_MLST, encode_list_request
+    """Every agent as the master sees it: ``Agent.get_agents_overview`` through the DAPI
+    (``local_master``), from any node."""
+    from wazuhcluster.dapi.client import build_request, dapi_call
 
-    answer: list[dict[str, Any]] = decode_answer(await local_request(
-        reactor, socket_path, WZC_AG_MLST, encode_list_request(None)))
-    return answer
+    request = build_request("wazuh.core.agent.Agent.get_agents_overview",
+                            {"filters": {"status": None, "node_name": None}, "limit": None,
+                             "select": ["id", "ip", "name", "status", "node_name", "version"]})
+    answer = await dapi_call(reactor, socket_path, request)
+    agents: list[dict[str, Any]] = answer["items"]
+    return agents
+
+
+async def run_dapi(reactor: Any, socket_path: str, args: argparse.Namespace) -> int:
+    """``--dapi FUNCTION``: one DAPI request; print the decoded answer."""
+    from wazuhcluster.dapi import codec
+    from wazuhcluster.dapi.client import build_request, dapi_call
+    from wazuhcluster.dapi.results import AbstractWazuhResult, WazuhException, json_default
+
+    try:
+        kwargs = json.loads(args.kwargs) if args.kwargs else {}
+        if not isinstance(kwargs, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        sys.stderr.write(f"ERROR: --kwargs must be a JSON object ({e})\n")
+        return 1
+    try:
+        answer = await dapi_call(reactor, socket_path,
+                                 build_request(args.dapi, kwargs, args.type))
+    except WazuhException as e:
+        sys.stderr.write(f"ERROR: {e}\n")
+        return 1
+    if args.json:
+        sys.stdout.write(codec.dumps(answer) + "\n")
+    else:
+        body = answer.render() if isinstance(answer, AbstractWazuhResult) else answer
+        sys.stdout.write(json.dumps(body, indent=2, default=json_default) + "\n")
+    return 0
 
 
 async def run(reactor: Any, args: argparse.Namespace) -> int:
     """Perform the request and print the answer; return the exit status."""
     socket_path = os.path.join(args.home, "queue", "cluster", "c-internal.sock")
     try:
+        if args.dapi:
+            return await run_dapi(reactor, socket_path, args)
         if args.reload:
             answer = decode_answer(await local_request(reactor, socket_path, b"wzc_reload", b""))
             sys.stdout.write(json.dumps(answer) + "\n")
@@ -241,7 +284,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(answer, indent=2) + "\n" if args.json
                              else format_health(answer, config.get("name", ""),
                                                 args.health.lower() == "more"))
-    except (ClusterError, OSError) as e:
+    except (ClusterError, OSError, WazuhException) as e:
         sys.stderr.write(f"ERROR: {e}\n")
         return 1
     return 0
@@ -260,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.usage:
         sys.stdout.write(USAGE.format(parser.prog))
         return
-    if not (args.agents or args.list or args.health or args.reload):
+    if not (args.agents or args.list or args.health or args.dapi or args.reload):
         parser.print_help()
         return
     run_cli(run, args)

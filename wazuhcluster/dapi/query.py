@@ -543,26 +543,53 @@ def compile_agent_query(*, now: int, offset: Any = 0, limit: Any = DATABASE_LIMI
     return CompiledQuery(sql, data_params, count_sql, params, tuple(out_fields))
 
 
+_K_PLAIN, _K_ID, _K_GROUP, _K_DATE, _K_DISCONNECTION, _K_OS = range(6)
+#: Column name -> how format_agent_row treats it (filled on first sight of each name).
+_ROW_KINDS: dict[str, int] = {}
+
+
+def _row_kind(key: str) -> int:
+    if key.startswith("os."):
+        kind = _K_OS
+    elif key == "id":
+        kind = _K_ID
+    elif key == "group":
+        kind = _K_GROUP
+    elif key == "disconnection_time":
+        kind = _K_DISCONNECTION
+    elif key in _DATE_FIELDS:
+        kind = _K_DATE
+    else:
+        kind = _K_PLAIN
+    _ROW_KINDS[key] = kind
+    return kind
+
+
 def format_agent_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """An agent row (keys as API field names) as the framework returns it: id zero-padded,
     ``group`` a list, times as UTC datetimes, ``os.*`` nested under ``os``, a zero
     ``disconnection_time`` left out."""
     item: dict[str, Any] = {}
+    kinds = _ROW_KINDS
     for key, value in row.items():
         if value is None:
             continue
-        if key == "disconnection_time" and value == 0:
-            continue
-        if key == "id":
-            value = str(value).zfill(3)
-        elif key == "group" and isinstance(value, str):
-            value = value.split(",")
-        elif key in _DATE_FIELDS and isinstance(value, (int, float)):
-            value = datetime.fromtimestamp(value, tz=UTC)
-        if key.startswith("os."):
+        kind = kinds.get(key)
+        if kind is None:
+            kind = _row_kind(key)
+        if kind == _K_PLAIN:
+            item[key] = value
+        elif kind == _K_ID:
+            item[key] = str(value).zfill(3)
+        elif kind == _K_GROUP:
+            item[key] = value.split(",") if isinstance(value, str) else value
+        elif kind == _K_OS:
             item.setdefault("os", {})[key[3:]] = value
         else:
-            item[key] = value
+            if kind == _K_DISCONNECTION and value == 0:
+                continue
+            item[key] = (datetime.fromtimestamp(value, tz=UTC)
+                         if isinstance(value, (int, float)) else value)
     return item
 
 

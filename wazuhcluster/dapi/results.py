@@ -447,7 +447,7 @@ class AbstractWazuhResult(MutableMapping[str, Any]):
             data["items"] = sort_items(data["items"], list(fields or []), order == "asc")
         return result
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, copy: bool = True) -> dict[str, Any]:
         raise NotImplementedError
 
     def render(self) -> dict[str, Any]:
@@ -472,9 +472,11 @@ class WazuhResult(AbstractWazuhResult):
         order = [*self.str_priority, mine, theirs]
         return mine if order.index(mine) < order.index(theirs) else theirs
 
-    def to_dict(self) -> dict[str, Any]:
-        """The ``__object__`` of the ``__wazuh_result__`` tag."""
-        return {"str_priority": self.str_priority, "result": deepcopy(self.dikt)}
+    def to_dict(self, copy: bool = True) -> dict[str, Any]:
+        """The ``__object__`` of the ``__wazuh_result__`` tag (``copy=False``: sharing this
+        result's data, for an encoder that only reads it)."""
+        return {"str_priority": self.str_priority,
+                "result": deepcopy(self.dikt) if copy else self.dikt}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WazuhResult:
@@ -579,22 +581,23 @@ class AffectedItemsWazuhResult(AbstractWazuhResult):
             return mine
         return super().merge_str(mine, theirs, key)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, copy: bool = True) -> dict[str, Any]:
         """The ``__object__`` of the ``__wazuh_result__`` tag (failed items as parallel lists
-        of exception objects and id lists)."""
+        of exception objects and id lists; ``copy=False``: sharing this result's data, for an
+        encoder that only reads it)."""
         keys: list[dict[str, Any]] = []
         values: list[list[Any]] = []
         for error, ids in self.failed_items.items():
             keys.append({"__object__": error.to_dict(), "__class__": type_name(error)})
             values.append(sorted_ids(ids))
         return {
-            "affected_items": deepcopy(self.affected_items),
+            "affected_items": deepcopy(self.affected_items) if copy else self.affected_items,
             "sort_fields": self.sort_fields,
             "sort_casting": self.sort_casting,
             "sort_ascending": self.sort_ascending,
             "total_affected_items": self.total_affected_items,
             "total_failed_items": self.total_failed_items,
-            "dikt": deepcopy(self.dikt),
+            "dikt": deepcopy(self.dikt) if copy else self.dikt,
             "all_msg": self.all_msg,
             "some_msg": self.some_msg,
             "none_msg": self.none_msg,

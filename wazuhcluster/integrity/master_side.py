@@ -239,6 +239,10 @@ class _CountingPeer:
         """Forward."""
         return self._peer.notify(command, payload)
 
+    def delivering(self, within: float) -> bool:
+        """Forwarded."""
+        return bool(self._peer.delivering(within))
+
     def set_limits(self, max_frame_payload: int | None = None,
                    max_message: int | None = None) -> None:
         """Forward."""

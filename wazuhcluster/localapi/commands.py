@@ -48,6 +48,8 @@ class LocalCommands:
         self._on_close = on_close
         self.peer: IPeer | None = None
         self._idle: IDelayedCall | None = None
+        #: Called when the client goes away (features cancel the work done for it).
+        self.on_lost: list[Callable[[], None]] = []
         config = node.config
         self.strings = StringStore(node.clock, max_string=config.ext.max_message_size,
                                    max_total=config.ext.max_pending_strings_bytes)
@@ -85,6 +87,9 @@ class LocalCommands:
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._on_close(self.client_id)
+        lost, self.on_lost = self.on_lost, []
+        for callback in lost:
+            callback()
 
     def _touch(self) -> None:
         limit = self._node.config.intervals.max_allowed_time_without_keepalive

@@ -90,7 +90,8 @@ class MasterNode(RoleNode):
             pass  # an error answer still proves the worker is alive
         except ClusterError as e:
             if (self.registry.get(session.name) is session
-                    and session.peer.last_received < sent):
+                    and session.peer.last_received < sent
+                    and not session.peer.delivering(self.config.ext.liveness_timeout)):
                 self._log.error("[Worker {worker}] [Keep alive] Nothing received for {silent:.1f}"
                                 " s and no answer to a liveness probe ({error}); closing the "
                                 "connection.", worker=session.name, error=str(e),

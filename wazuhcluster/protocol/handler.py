@@ -24,7 +24,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -44,6 +44,7 @@ from wazuhcluster.protocol.chunks import (
 from wazuhcluster.protocol.commands import ERR, OK, OK_CLIENT, OK_MASTER, REPLY_COMMANDS, Reply
 from wazuhcluster.protocol.crypto import DecryptionError, PayloadCodec
 from wazuhcluster.protocol.frames import DEFAULT_MAX_FRAME_PAYLOAD, FrameDecoder, FrameError
+from wazuhcluster.protocol.tcpinfo import acknowledging
 
 #: Payloads above this size are encrypted/decrypted on the thread pool, if one is given.
 OFFLOAD_THRESHOLD = 256 * 1024
@@ -148,6 +149,10 @@ class ClusterProtocol(Protocol):
                            tag=self.tag, peer=self.peer_address, reason=reason)
             self._tcp.abortConnection()
 
+    def delivering(self, within: float) -> bool:
+        """See IPeer: the peer's TCP is still acknowledging what we send."""
+        return self.transport is not None and acknowledging(self.transport, within)
+
     @property
     def _tcp(self) -> Any:
         """The transport, as the ITCPTransport/IProducer it is at run time."""
@@ -160,6 +165,9 @@ class ClusterProtocol(Protocol):
 
     # -- IProtocol -------------------------------------------------------------------
     def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self._tcp):
+            # Requests wait for their replies: no Nagle delay on small frames.
+            self._tcp.setTcpNoDelay(True)
         peer = self._tcp.getPeer()
         self.peer_address = getattr(peer, "host", None) or "local"
         set_no_delay = getattr(self._tcp, "setTcpNoDelay", None)

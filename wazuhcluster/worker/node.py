@@ -215,7 +215,8 @@ class WorkerNode(RoleNode):
             except ClusterError as e:
                 if peer is not self.peer:
                     return
-                if idle and peer.last_received < now:
+                if (idle and peer.last_received < now
+                        and not peer.delivering(self.config.ext.liveness_timeout)):
                     self._log.error("[{tag}] [Keep Alive] Nothing received from the master for "
                                     "{silent:.1f} s and no answer to a liveness probe ({error});"
                                     " closing the connection.", tag=self.tag, error=str(e),

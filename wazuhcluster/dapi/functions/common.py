@@ -87,7 +87,33 @@ async def run_agent_query(ctx: DapiContext, query: CompiledQuery,
     if count:
         counted = await db.select(query.count_sql, query.count_params)
         total = int(counted[0].get("total", 0)) if counted else 0
-    return [format_agent_row(r) for r in rows], total
+    if len(rows) > _INLINE_ROWS:  # formatting is CPU work: keep the reactor free
+        items: list[dict[str, Any]] = await ctx.run(_format_rows, ctx, rows, query.select)
+        return items, total
+    return _format_rows(ctx, rows, query.select), total
+
+
+#: Up to this many rows are formatted in the reactor thread (cheaper than a thread hop).
+_INLINE_ROWS = 50
+
+
+def _format_rows(ctx: DapiContext, rows: list[dict[str, Any]], select: tuple[str, ...]
+                 ) -> list[dict[str, Any]]:
+    return [format_agent_row(_manager_row(ctx, r, select)) for r in rows]
+
+
+def _manager_row(ctx: DapiContext, row: dict[str, Any], select: tuple[str, ...]
+                 ) -> dict[str, Any]:
+    """Agent 000 with this node's name and Wazuh version when the database has none (as
+    wazuh-db keeps them for the manager)."""
+    if row.get("id") not in (0, "0", "000"):
+        return row
+    row = dict(row)
+    for key, value in (("node_name", ctx.config.node_name),
+                       ("version", f"Wazuh v{ctx.config.version}")):
+        if key in select and row.get(key) in (None, "", "unknown"):
+            row[key] = value
+    return row
 
 
 def drop_codes(result: AffectedItemsWazuhResult, codes: Iterable[int], given: bool) -> None:

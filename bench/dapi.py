@@ -1,0 +1,180 @@
+"""Benchmark: DAPI round trips for ``wazuh.agent.get_agents`` (limit 500) with 50 000 agents in
+the master's database, asked at a worker (answered by the master over the cluster link) and at
+the master's own local socket (no network hop: the floor).
+
+Real ``twistd wazuhcluster`` processes (a master and one worker, harness of the integration
+tests) on 127.0.0.1. Each request is one new local-socket connection, as Wazuh's API and
+cluster_control make them; the client decodes the tagged JSON answer. For 1 and 20 concurrent
+clients: p50/p99 latency and requests per second. Throughout, a probe worker (this process, a
+real WorkerNode linked to the master over TCP) sends ``echo-c`` every 100 ms: the keepalive
+round trip on a cluster link of the busy master.
+
+Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client]``
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import react
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tests.integration.harness import Cluster, NodeProcess, sleep
+from wazuhcluster.agents.keys import KeyEntry, format_client_keys
+from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.config import load_config
+from wazuhcluster.dapi.client import build_request, dapi_call
+from wazuhcluster.homes import make_home
+from wazuhcluster.worker.factory import WorkerClientFactory
+from wazuhcluster.worker.node import WorkerNode
+
+
+class _Case:
+    """What the harness needs from a test case."""
+
+    failureException = AssertionError
+
+    def __init__(self) -> None:
+        self.cleanups: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def addCleanup(self, f: Any, *args: Any) -> None:
+        self.cleanups.append((f, args))
+
+    async def cleanup(self) -> None:
+        for f, args in reversed(self.cleanups):
+            result = f(*args)
+            if isinstance(result, Deferred) or hasattr(result, "__await__"):
+                await result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+REQUEST = build_request("wazuh.agent.get_agents", {"limit": 500, "offset": 0})
+
+
+async def one(node: NodeProcess) -> float:
+    start = time.perf_counter()
+    result = await dapi_call(reactor, node.socket_path, REQUEST, final_timeout=120)
+    elapsed = time.perf_counter() - start
+    assert len(result.affected_items) == 500, result
+    return elapsed
+
+
+async def run_clients(node: NodeProcess, clients: int, per_client: int) -> dict[str, float]:
+    latencies: list[float] = []
+
+    async def client() -> None:
+        for _ in range(per_client):
+            latencies.append(await one(node))
+    start = time.perf_counter()
+    await gatherResults([Deferred.fromCoroutine(client()) for _ in range(clients)])
+    wall = time.perf_counter() - start
+    latencies.sort()
+    return {"p50": statistics.median(latencies) * 1000,
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+            "rps": len(latencies) / wall, "n": len(latencies)}
+
+
+class Probe:
+    """A worker in this process, linked to the master; times echo-c round trips."""
+
+    def __init__(self, base: str, port: int, key: str) -> None:
+        home = make_home(os.path.join(base, "probe"), node_name="probe", node_type="worker",
+                         key=key, port=port, name="wazuh")
+        self.node = WorkerNode(load_config(home), reactor, SynchronousRunner())
+        self.rtts: list[float] = []
+        self.running = True
+
+    async def connect(self) -> None:
+        protocol = WorkerClientFactory(self.node).buildProtocol(None)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1",
+                                                 self.node.config.port), protocol)
+        await self.node.hello(protocol)
+        self.peer = protocol
+
+    async def loop(self) -> None:
+        while self.running:
+            start = time.perf_counter()
+            await self.peer.request(b"echo-c", b"keepalive")
+            self.rtts.append((time.perf_counter() - start) * 1000)
+            await sleep(0.1)
+
+    def take(self) -> dict[str, float]:
+        rtts, self.rtts = sorted(self.rtts), []
+        return {"p50": statistics.median(rtts), "max": rtts[-1], "n": len(rtts)}
+
+
+async def main(reactor_: Any, agents: int, per_client: int) -> None:
+    case = _Case()
+    try:
+        c = Cluster(case)
+        master = c.add_node("master", "master")
+        entries = [KeyEntry(i, f"agent{i}", "any", f"{i:064x}") for i in range(1, agents + 1)]
+        with open(os.path.join(master.home, "etc", "client.keys"), "w") as f:
+            f.write(format_client_keys(entries))
+        master.start()
+        await c.wait_ready(master, timeout=120)
+        worker = c.add_node("worker1").start()
+        await c.wait_listed(master, {"master", "worker1"}, timeout=60)
+
+        async def loaded() -> bool:
+            try:
+                r = await dapi_call(reactor, master.socket_path, build_request(
+                    "wazuh.agent.get_agents", {"limit": 1}), final_timeout=30)
+            except Exception:  # noqa: BLE001 - not ready yet
+                return False
+            return bool(r.total_affected_items == agents + 1)
+        await c.wait_for(f"the master to hold {agents} agents", loaded, timeout=300)
+
+        probe = Probe(c.base, c.port, c.key)
+        await probe.connect()
+        loop = Deferred.fromCoroutine(probe.loop())
+        await sleep(2)
+        idle = probe.take()
+        print(f"platform: {platform.platform()}, {os.cpu_count()} CPUs, python "
+              f"{platform.python_version()}; {agents} agents; get_agents limit 500")
+        print(f"keepalive RTT idle: p50 {idle['p50']:.2f} ms, max {idle['max']:.2f} ms "
+              f"({idle['n']} probes)")
+        for _ in range(10):  # warm up both paths
+            await one(worker)
+            await one(master)
+        for label, node in (("at worker1 (answered by the master)", worker),
+                            ("at the master's local socket", master)):
+            for clients in (1, 20):
+                count = per_client if clients == 1 else max(1, per_client // 10)
+                pids = {"master": master.live_pid, "worker": worker.live_pid,
+                        "client": os.getpid()}
+                before = {k: cpu_seconds(v) for k, v in pids.items()}
+                figures = await run_clients(node, clients, count)
+                cpu = {k: (cpu_seconds(v) - before[k]) * 1000 / figures["n"]
+                       for k, v in pids.items()}
+                rtt = probe.take()
+                print(f"{label}, {clients:2d} client(s): p50 {figures['p50']:.1f} ms, "
+                      f"p99 {figures['p99']:.1f} ms, {figures['rps']:.0f} req/s "
+                      f"({figures['n']:.0f} requests); keepalive RTT meanwhile p50 "
+                      f"{rtt['p50']:.2f} ms, max {rtt['max']:.2f} ms; CPU ms per request: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+        probe.running = False
+        await loop
+    finally:
+        await case.cleanup()
+
+
+if __name__ == "__main__":
+    n_agents = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    n_requests = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    react(lambda r: Deferred.fromCoroutine(main(r, n_agents, n_requests)))

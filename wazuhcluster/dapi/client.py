@@ -1,0 +1,47 @@
+"""Asking a node's DAPI through its local socket (what the control CLI and local tools use)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.defer import TimeoutError
+
+from wazuhcluster.dapi import codec
+from wazuhcluster.dapi.codec import DapiRequest, FunctionName
+from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhInternalError
+from wazuhcluster.errors import ClusterError, RemoteCommandError
+from wazuhcluster.localapi.client import local_request
+from wazuhcluster.protocol.commands import DAPI
+
+
+def build_request(function: str, f_kwargs: Mapping[str, Any] | None = None,
+                  request_type: str = "local_master", **fields: Any) -> DapiRequest:
+    """A DAPI request for ``function`` (Wazuh's dotted name)."""
+    if request_type not in codec.REQUEST_TYPES:
+        raise ValueError(f"request type must be one of {', '.join(codec.REQUEST_TYPES)}")
+    return DapiRequest(f=FunctionName.from_dotted(function), f_kwargs=dict(f_kwargs or {}),
+                       request_type=request_type, **{**codec.request_fields(function), **fields})
+
+
+async def dapi_call(reactor: Any, socket_path: str, request: DapiRequest,
+                    final_timeout: float = 200.0) -> Any:
+    """Send ``request`` as ``dapi`` and return the decoded answer.
+
+    :raises WazuhException: the error the request was answered with, 3012 when the node is
+        not running, 3020 when no answer came within ``final_timeout``.
+    """
+    try:
+        raw = await local_request(reactor, socket_path, DAPI, request.to_json().encode(),
+                                  final_timeout=final_timeout)
+    except TimeoutError:
+        raise WazuhInternalError(3020, extra_message="no answer to the DAPI request") from None
+    except RemoteCommandError as e:
+        raise codec.error_from_text(e.to_wire().decode()) from None
+    except ClusterError as e:
+        raise WazuhClusterError(e.code, extra_message=e.extra_message) from None
+    answer = codec.loads(raw) if raw[:1] in (b"{", b"[", b'"') or raw[:1].isdigit() \
+        else codec.error_from_text(raw.decode("utf-8", "replace"))
+    if isinstance(answer, WazuhException):
+        raise answer
+    return answer

@@ -1,0 +1,462 @@
+"""The node's Distributed API: where a request runs, how it travels, and its local execution.
+
+Decision (whoever holds the request object): run locally for ``local_any``, for
+``local_master`` on the master, and for ``distributed_master`` once ``from_cluster`` is set;
+a worker sends anything else to the master with ``dapi "<id> <json>"``; the master routes a
+``distributed_master`` request to the nodes that own its agents (or the nodes named by
+``node_id``/``node_list``), runs its own share locally, sends the other shares to the workers
+with ``dapi "<id> <json>"``, OR-merges the answers and re-applies pagination and sorting.
+Answers travel as long strings (``new_str``/``str_upd``) referenced by ``dapi_res "<id>
+<string id>"``; failures of the relay itself by ``dapi_err "<id> <text>"``.
+
+Beyond Wazuh 4.7.5 (one request at a time per queue): requests run concurrently, at most
+``dapi.max_concurrent`` at once and ``dapi.max_concurrent_per_origin`` per origin (a worker,
+the master, or the node's local clients), waiting origins served in turn.
+"""
+
+from __future__ import annotations
+
+import collections
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from wazuhcluster.config import Role
+from wazuhcluster.dapi import codec
+from wazuhcluster.dapi.codec import DapiRequest, FunctionName
+from wazuhcluster.dapi.context import DapiContext
+from wazuhcluster.dapi.query import id_condition, process_array
+from wazuhcluster.dapi.results import (
+    AffectedItemsWazuhResult,
+    WazuhClusterError,
+    WazuhException,
+    WazuhInternalError,
+)
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.interfaces import IDistributedAPI, IPeer
+from wazuhcluster.settings import section
+
+#: Settings of the ``dapi`` section of etc/wazuhcluster.yaml, with their defaults.
+DAPI_SETTINGS: dict[str, Any] = {
+    "max_concurrent": 32,
+    "max_concurrent_per_origin": 8,
+    "request_timeout": 10,
+}
+
+ADDED = b"Added request to API requests queue"
+LOCAL_ORIGIN = "local"
+
+Implementation = Callable[..., Coroutine[Any, Any, Any]]
+
+
+class FairLimiter:
+    """At most ``total`` holders at once and ``per_origin`` per origin; waiters are served
+    one origin after the other (round robin), in arrival order within an origin."""
+
+    def __init__(self, total: int, per_origin: int) -> None:
+        self.total = max(1, total)
+        self.per_origin = max(1, min(per_origin, self.total))
+        self.running: collections.Counter[str] = collections.Counter()
+        self._waiting: collections.OrderedDict[str, collections.deque[Deferred[None]]] = (
+            collections.OrderedDict())
+
+    @property
+    def active(self) -> int:
+        return sum(self.running.values())
+
+    def acquire(self, origin: str) -> Deferred[None]:
+        """Fire when ``origin`` may run one more request."""
+        if self.active < self.total and self.running[origin] < self.per_origin \
+                and not self._waiting.get(origin):
+            self.running[origin] += 1
+            d: Deferred[None] = Deferred()
+            d.callback(None)
+            return d
+
+        def forget(d: Deferred[None]) -> None:
+            queue = self._waiting.get(origin)
+            if queue is not None and d in queue:
+                queue.remove(d)
+                if not queue:
+                    del self._waiting[origin]
+
+        waiter: Deferred[None] = Deferred(forget)
+        self._waiting.setdefault(origin, collections.deque()).append(waiter)
+        return waiter
+
+    def release(self, origin: str) -> None:
+        """One request of ``origin`` ended; start the next waiters that may run."""
+        self.running[origin] -= 1
+        if self.running[origin] <= 0:
+            del self.running[origin]
+        self._wake()
+
+    def _wake(self) -> None:
+        progress = True
+        while progress and self.active < self.total and self._waiting:
+            progress = False
+            for origin in list(self._waiting):
+                if self.active >= self.total:
+                    return
+                if self.running[origin] >= self.per_origin:
+                    continue
+                queue = self._waiting.pop(origin)
+                waiter = queue.popleft()
+                if queue:
+                    self._waiting[origin] = queue  # to the back: the others go first
+                self.running[origin] += 1
+                progress = True
+                waiter.callback(None)
+
+
+def origin_key(origin: str) -> str:
+    """The fairness key of an origin chain: the peer before ``*``, else local clients."""
+    return origin.split("*", 1)[0] if "*" in origin else LOCAL_ORIGIN
+
+
+@implementer(IDistributedAPI)
+class DistributedAPI:
+    """The DAPI of one role node (master or worker).
+
+    :param node: the role node.
+    :param clock: the reactor's time (timeouts).
+    :param functions: native functions, by Wazuh dotted name.
+    """
+
+    _log = Logger()
+
+    def __init__(self, node: Any, clock: IReactorTime,
+                 functions: Mapping[str, Implementation] | None = None) -> None:
+        self._node = node
+        self._clock = clock
+        self.config = node.config
+        settings = section(node.config.settings, "dapi", DAPI_SETTINGS)
+        for key in DAPI_SETTINGS:
+            value = settings[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                from wazuhcluster.errors import ConfigError
+                raise ConfigError(f"etc/wazuhcluster.yaml: dapi.{key} = {value!r} is invalid: "
+                                  "expected a positive number")
+        self.settings = settings
+        self.limiter = FairLimiter(int(settings["max_concurrent"]),
+                                   int(settings["max_concurrent_per_origin"]))
+        self._functions: dict[str, Implementation] = dict(functions or {})
+        #: Requests this node sent to a peer: id -> (peer name, answer).
+        self._pending: dict[str, tuple[str, Deferred[Any]]] = {}
+        self.executed = 0  # requests run locally (for tests and stats)
+
+    @property
+    def is_master(self) -> bool:
+        return bool(self.config.role is Role.MASTER)
+
+    @property
+    def tag(self) -> str:
+        return "Master" if self.is_master else f"Worker {self.config.node_name}"
+
+    # -- IDistributedAPI -------------------------------------------------------------------
+    def register(self, function: str, implementation: Any) -> None:
+        """Add a native function under its Wazuh dotted name."""
+        self._functions[function] = implementation
+
+    def registered(self) -> list[str]:
+        """Names of every native function."""
+        return sorted(self._functions)
+
+    def call(self, function: str, f_kwargs: Mapping[str, Any] | None = None,
+             request_type: str = "local_master", *, wait_for_complete: bool = False,
+             current_user: str = "", rbac_permissions: Mapping[str, Any] | None = None,
+             broadcasting: bool = False, api_timeout: float | None = None) -> Deferred[Any]:
+        """Run ``function`` where ``request_type`` says; fail with the WazuhException."""
+        if request_type not in codec.REQUEST_TYPES:
+            return Deferred.fromCoroutine(_raise(WazuhInternalError(
+                1000, extra_message=f"unknown request_type {request_type!r}")))
+        request = DapiRequest(f=FunctionName.from_dotted(function),
+                              f_kwargs=dict(f_kwargs or {}), request_type=request_type,
+                              wait_for_complete=wait_for_complete, current_user=current_user,
+                              rbac_permissions=dict(rbac_permissions or {"rbac_mode": "black"}),
+                              broadcasting=broadcasting, api_timeout=api_timeout,
+                              **codec.request_fields(function))
+
+        async def go() -> Any:
+            result = await self.handle(request, LOCAL_ORIGIN)
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        return Deferred.fromCoroutine(go())
+
+    # -- the decision ------------------------------------------------------------------------
+    async def handle(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
+        """Answer ``request`` (a result, a plain value, or the WazuhException as a value;
+        with ``raw``, an answer relayed from a peer may stay encoded, as a RawAnswer)."""
+        try:
+            if (request.request_type == "local_any"
+                    or (request.request_type == "local_master" and self.is_master)
+                    or (request.request_type == "distributed_master" and request.from_cluster)):
+                return await self.run_local(request, origin)
+            if self.is_master:
+                if request.request_type == "distributed_master":
+                    return await self.route(request, origin, raw)
+                return await self.run_local(request, origin)
+            return await self.ask_master(request, raw)
+        except WazuhException as e:
+            return e
+        except ClusterError as e:
+            return WazuhClusterError(e.code, extra_message=e.extra_message)
+
+    async def run_local(self, request: DapiRequest, origin: str) -> Any:
+        """Run the native function (bounded per origin, ``api_timeout`` unless
+        ``wait_for_complete``): the exception it raises is the answer."""
+        name = request.f.dotted
+        implementation = self._functions.get(name)
+        if implementation is None:
+            self._log.warn("[{tag}] [D API] Refused request for unknown function {name!r}.",
+                           tag=self.tag, name=name[:200])
+            return codec.unknown_function(name)
+        kwargs = dict(request.f_kwargs)
+        if kwargs.get("agent_list") == "*":
+            del kwargs["agent_list"]
+        ctx = DapiContext.for_node(self._node, current_user=request.current_user,
+                                   rbac_permissions=dict(request.rbac_permissions),
+                                   nodes=tuple(request.nodes),
+                                   broadcasting=request.broadcasting)
+        key = origin_key(origin)
+        await self.limiter.acquire(key)
+        try:
+            self.executed += 1
+            work: Deferred[Any] = Deferred.fromCoroutine(_call(implementation, ctx, kwargs))
+            if not request.wait_for_complete:
+                timeout = max(float(request.api_timeout or 0),
+                              float(self.settings["request_timeout"]))
+                work.addTimeout(timeout, self._clock)
+            try:
+                return await work
+            except TimeoutError:
+                return WazuhInternalError(3021, extra_message=name)
+            except WazuhException as e:
+                return e
+            except TypeError as e:
+                return WazuhInternalError(1000, extra_message=f"{name}: {e}")
+            except (CancelledError, GeneratorExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure of f is its answer
+                self._log.failure("[{tag}] [D API] Error executing {name}", tag=self.tag,
+                                  name=name)
+                return WazuhInternalError(1000, extra_message=f"{type(e).__name__}: {e}")
+        finally:
+            self.limiter.release(key)
+
+    # -- worker -> master ---------------------------------------------------------------------
+    async def ask_master(self, request: DapiRequest, raw: bool = False) -> Any:
+        """Worker: send the request to the master and wait for its answer."""
+        peer = self._node.peer
+        if peer is None:
+            raise WazuhClusterError(3023)
+        return await self.send_to(peer, "master", request, raw)
+
+    async def send_to(self, peer: IPeer, peer_name: str, request: DapiRequest,
+                      raw: bool = False) -> Any:
+        """Send ``dapi "<id> <json>"`` on ``peer`` and wait for ``dapi_res``/``dapi_err``
+        (decoded, unless ``raw``)."""
+        request_id = uuid.uuid4().hex
+        answer: Deferred[Any] = Deferred()
+        self._pending[request_id] = (peer_name, answer)
+        try:
+            try:
+                await peer.request(b"dapi", f"{request_id} {request.to_json()}".encode())
+            except ClusterError as e:
+                if e.code in (3022, 3023):
+                    raise WazuhClusterError(e.code, extra_message=e.extra_message) from None
+                raise WazuhClusterError(3018, extra_message=str(e)) from None
+            if not request.wait_for_complete:
+                answer.addTimeout(self.config.intervals.timeout_dapi_request, self._clock)
+            try:
+                value = await answer
+            except TimeoutError:
+                raise WazuhClusterError(3021, extra_message=f"no answer from {peer_name}"
+                                        ) from None
+        finally:
+            self._pending.pop(request_id, None)
+        if isinstance(value, codec.RawAnswer) and not raw:
+            try:
+                value = await self._node.run(codec.loads, value.data)
+            except codec.CodecError as e:
+                value = WazuhInternalError(3036, extra_message=str(e)[:500])
+        return value
+
+    def answered(self, request_id: str, value: Any) -> bool:
+        """A peer answered request ``request_id`` (a decoded value or an exception)."""
+        entry = self._pending.get(request_id)
+        if entry is None or entry[1].called:
+            return False
+        entry[1].callback(value)
+        return True
+
+    def peer_gone(self, peer_name: str, error: WazuhException) -> None:
+        """Every request waiting on ``peer_name`` fails at once with ``error``."""
+        for _request_id, (name, answer) in list(self._pending.items()):
+            if name == peer_name and not answer.called:
+                answer.callback(error)
+
+    # -- master routing ------------------------------------------------------------------------
+    async def solver_nodes(self, request: DapiRequest) -> dict[str, list[str]]:
+        """Node name -> agent ids the request concerns on it (docs/protocol.md)."""
+        kwargs = request.f_kwargs
+        db = self._node.agent_db
+        agent_key = "agent_id" if "agent_id" in kwargs else (
+            "agent_list" if "agent_list" in kwargs else None)
+        node_filter = kwargs.get("node_id")
+        if agent_key is not None and db is not None:
+            agents = kwargs[agent_key]
+            params: list[Any] = []
+            if agents == "*":
+                sql = "SELECT id, node_name FROM agent"
+                wanted: list[str] = []
+            else:
+                wanted = [str(a) for a in (agents if isinstance(agents, list) else [agents])]
+                numbers = [int(a) for a in wanted if str(a).isdigit()]
+                sql = ("SELECT id, node_name FROM agent WHERE "
+                       + id_condition(numbers, params) if numbers
+                       else "SELECT id, node_name FROM agent WHERE 0")
+            rows = await db.select(sql, params)
+            found: dict[str, str] = {}
+            for row in rows:
+                found[f"{int(row['id']):03d}"] = str(row.get("node_name") or "")
+            mapping: dict[str, list[str]] = {}
+            for agent_id, node in sorted(found.items()):
+                mapping.setdefault(node, []).append(agent_id)
+            missing = [a for a in wanted if _agent_text(a) not in found]
+            if missing:
+                mapping.setdefault(self.config.node_name, []).extend(missing)
+            if node_filter:
+                names = node_filter if isinstance(node_filter, list) else [node_filter]
+                mapping = {n: ids for n, ids in mapping.items() if n in names}
+                for n in names:
+                    mapping.setdefault(str(n), [])
+            return mapping
+        node_list = kwargs.get("node_list")
+        if node_filter or (node_list is not None and node_list != "*"):
+            given = node_filter if node_filter else node_list
+            return {str(n): [] for n in (given if isinstance(given, list) else [given])}
+        if request.broadcasting or node_list == "*" or db is None:
+            return {}  # every node
+        rows = await db.select("SELECT DISTINCT node_name FROM agent", [])
+        return {str(r.get("node_name") or ""): [] for r in rows}
+
+    def all_node_names(self) -> list[str]:
+        return [n["name"] for n in self._node.node_list()]
+
+    async def route(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
+        """Master: run a ``distributed_master`` request on every node concerned; merge."""
+        kwargs = request.f_kwargs
+        mapping = await self.solver_nodes(request)
+        known = self.all_node_names()
+        if not mapping:  # nodes named explicitly are kept: unknown ones become failed items
+            mapping = {n: [] for n in known}
+        own = self.config.node_name
+        merged: dict[str, list[str]] = {}
+        for node, ids in mapping.items():
+            target = own if node in ("unknown", "", "None") else node
+            merged.setdefault(target, []).extend(ids)
+        agent_key = "agent_id" if "agent_id" in kwargs else (
+            "agent_list" if "agent_list" in kwargs else None)
+        several = len(merged) > 1
+        shares: list[tuple[str, DapiRequest]] = []
+        for node, ids in merged.items():
+            share = request.copy(from_cluster=True)
+            share.f_kwargs.pop("node_id", None)
+            share.f_kwargs.pop("node_list", None)
+            if agent_key is not None and ids:
+                single = agent_key == "agent_id" and not isinstance(kwargs[agent_key], list)
+                share.f_kwargs[agent_key] = ids[0] if single and len(ids) == 1 else ids
+            if several:
+                offset = _int(kwargs.get("offset"), 0)
+                limit = kwargs.get("limit")
+                share.f_kwargs["offset"] = 0
+                if isinstance(limit, int) and not isinstance(limit, bool):
+                    share.f_kwargs["limit"] = offset + limit
+            shares.append((node, share))
+        raw = raw and len(shares) == 1
+        answers = await _gather([self._run_share(node, share, origin, raw)
+                                 for node, share in shares])
+        results: list[Any] = []
+        for (node, _share), answer in zip(shares, answers, strict=True):
+            if isinstance(answer, WazuhClusterError) and answer.code in (3022, 3023):
+                failed = AffectedItemsWazuhResult(none_msg="Could not reach some nodes")
+                failed.add_failed_item(id_=node, error=answer)
+                failed.total_affected_items = 0
+                answer = failed
+            results.append(answer)
+        if len(results) == 1:
+            return results[0]
+        response = results[0]
+        for other in results[1:]:
+            try:
+                response = response | other
+            except (TypeError, WazuhException) as e:
+                if isinstance(e, WazuhException):
+                    return e
+                response = other
+        if isinstance(response, AffectedItemsWazuhResult):
+            _reapply(response, kwargs)
+        return response
+
+    async def _run_share(self, node: str, share: DapiRequest, origin: str,
+                         raw: bool = False) -> Any:
+        try:
+            if node == self.config.node_name:
+                return await self.run_local(share, origin)
+            session = self._node.registry.get(node)
+            if session is None:
+                return WazuhClusterError(3022, extra_message=f"node {node!r} is not connected")
+            return await self.send_to(session.peer, node, share, raw)
+        except WazuhException as e:
+            return e
+
+
+def _agent_text(value: Any) -> str:
+    text = str(value)
+    return f"{int(text):03d}" if text.isdigit() else text
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _reapply(result: AffectedItemsWazuhResult, kwargs: Mapping[str, Any]) -> None:
+    """Offset, limit, sort and select of the request applied to the merged items."""
+    sort = kwargs.get("sort")
+    if sort is None and kwargs.get("fields"):
+        sort = {"fields": kwargs.get("fields"), "order": kwargs.get("order", "asc")}
+    try:
+        data = process_array(result.affected_items, offset=kwargs.get("offset", 0) or 0,
+                             limit=kwargs.get("limit"), sort=sort, select=kwargs.get("select"))
+    except WazuhException:
+        return
+    result.affected_items = list(data["items"])
+
+
+async def _call(implementation: Implementation, ctx: DapiContext,
+                kwargs: dict[str, Any]) -> Any:
+    return await implementation(ctx, **kwargs)
+
+
+async def _raise(error: BaseException) -> Any:
+    raise error
+
+
+async def _gather(coroutines: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run coroutines concurrently; cancelling the gather cancels them all."""
+    from twisted.internet.defer import gatherResults
+
+    deferreds = [Deferred.fromCoroutine(c) for c in coroutines]
+    try:
+        return list(await gatherResults(deferreds, consumeErrors=True))
+    except CancelledError:
+        for d in deferreds:
+            d.cancel()
+        raise

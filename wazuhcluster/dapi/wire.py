@@ -1,0 +1,283 @@
+"""The DAPI on the wire: ``dapi``/``dapi_res``/``dapi_err`` on the cluster link (both roles)
+and ``dapi``/``dapi_fwd``/``get_hash`` on the local socket.
+
+An answer (tagged JSON of a result, a plain value or an exception) travels as a long string
+(``new_str``/``str_upd``) then ``dapi_res "<id> <string id>"`` toward a cluster peer, or
+``dapi_res "<string id>"`` toward a local client; a failure of the relay itself as
+``dapi_err "<id> <text>"`` / ``dapi_err "<text>"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from wazuhcluster.config import Role
+from wazuhcluster.dapi import codec
+from wazuhcluster.dapi.codec import CodecError, DapiRequest
+from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhInternalError
+from wazuhcluster.dapi.service import ADDED, DistributedAPI
+from wazuhcluster.errors import ClusterError
+from wazuhcluster.interfaces import ILocalExtension, IMasterExtension, IPeer, IWorkerExtension
+from wazuhcluster.protocol.commands import DAPI, DAPI_ERR, DAPI_FWD, DAPI_RES, GET_HASH, Reply
+from wazuhcluster.protocol.transfers import send_string
+
+Responder = Callable[[bytes], Coroutine[Any, Any, Reply | None]]
+
+#: Directories whose files get_hash reports (relative to the home).
+HASHED_DIRS = ("etc/rules", "etc/decoders", "etc/lists")
+
+_log = Logger()
+
+
+async def deliver(node: Any, peer: IPeer, request_id: bytes | None, answer: Any) -> None:
+    """Send ``answer`` to ``peer``: long string + ``dapi_res`` (``dapi_err`` if that fails)."""
+    prefix = request_id + b" " if request_id is not None else b""
+    try:
+        data = answer.data if isinstance(answer, codec.RawAnswer) else \
+            (await node.run(codec.dumps, answer)).encode()
+    except (TypeError, ValueError) as e:
+        data = codec.dumps(WazuhInternalError(1000, extra_message=f"unencodable result: {e}")
+                           ).encode()
+    try:
+        string_id = await send_string(peer, data)
+        if string_id.startswith(b"Error"):
+            raise ClusterError(3016, string_id.decode("utf-8", "replace"))
+        await peer.request(DAPI_RES, prefix + string_id)
+    except ClusterError as e:
+        with contextlib.suppress(ClusterError):
+            await peer.request(DAPI_ERR, prefix + str(e).encode())
+
+
+def _decode_request(body: bytes) -> DapiRequest | WazuhException:
+    try:
+        return DapiRequest.from_json(body)
+    except (CodecError, UnicodeDecodeError) as e:
+        return WazuhInternalError(3036, extra_message=str(e)[:500])
+
+
+class _ClusterSide:
+    """``dapi``/``dapi_res``/``dapi_err`` on the cluster link, for either role."""
+
+    def __init__(self, api: DistributedAPI, node: Any) -> None:
+        self._api = api
+        self._node = node
+        self._tasks: dict[str, set[Deferred[None]]] = {}
+
+    def responders_for(self, peer_of: Callable[[], IPeer | None], peer_name: Callable[[], str],
+                       strings: Any) -> dict[bytes, Responder]:
+        async def dapi(payload: bytes) -> Reply:
+            request_id, _, body = payload.partition(b" ")
+            if not request_id:
+                raise ClusterError(3036, "dapi needs '<id> <request>'")
+            request = await self._node.run(_decode_request, body)
+            name = peer_name()
+            origin = f"{name}*{request_id.decode('ascii', 'replace')}"
+            task = Deferred.fromCoroutine(self._serve(peer_of(), request_id, request, origin))
+            if not task.called:
+                tasks = self._tasks.setdefault(name, set())
+                tasks.add(task)
+                task.addBoth(_passthrough(lambda: tasks.discard(task)))
+            task.addErrback(_ignore_cancel)
+            task.addErrback(lambda f: _log.failure("[D API] Relay failed", f))
+            return Reply.ok(ADDED)
+
+        async def dapi_res(payload: bytes) -> Reply:
+            request_id, _, string_id = payload.partition(b" ")
+            data = strings.take(string_id.strip())
+            if not self._api.answered(request_id.decode("ascii", "replace"),
+                                      codec.RawAnswer(data)):
+                raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
+            return Reply.ok(b"Response forwarded to worker")
+
+        async def dapi_err(payload: bytes) -> Reply:
+            request_id, _, text = payload.partition(b" ")
+            error = codec.error_from_text(text.decode("utf-8", "replace"))
+            if not self._api.answered(request_id.decode("ascii", "replace"), error):
+                raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
+            return Reply.ok(b"Response received")
+
+        return {DAPI: dapi, DAPI_RES: dapi_res, DAPI_ERR: dapi_err}
+
+    async def _serve(self, peer: IPeer | None, request_id: bytes,
+                     request: DapiRequest | WazuhException, origin: str) -> None:
+        answer = request if isinstance(request, WazuhException) else \
+            await self._api.handle(request, origin, raw=True)
+        if peer is not None:
+            await deliver(self._node, peer, request_id, answer)
+
+    def lost(self, name: str, error: WazuhException) -> None:
+        """The peer ``name`` is gone: its requests are cancelled, ours to it fail now."""
+        self._api.peer_gone(name, error)
+        for task in list(self._tasks.pop(name, set())):
+            task.cancel()
+
+
+@implementer(IMasterExtension)
+class DapiMaster(_ClusterSide):
+    """The DAPI commands of one worker connection on the master."""
+
+    def master_responders(self, commands: Any) -> dict[bytes, Responder]:
+        return self.responders_for(lambda: commands.peer,
+                                   lambda: commands.session.name if commands.session else "",
+                                   commands.strings)
+
+    def worker_lost(self, session: Any) -> None:
+        self.lost(session.name, WazuhClusterError(
+            3022, extra_message=f"node {session.name!r} disconnected"))
+
+    def health_status(self, session: Any) -> dict[str, Any]:
+        return {}
+
+
+@implementer(IWorkerExtension)
+class DapiWorker(_ClusterSide):
+    """The DAPI commands the master sends to this worker."""
+
+    def worker_responders(self, commands: Any) -> dict[bytes, Responder]:
+        return self.responders_for(lambda: commands.peer, lambda: "master", commands.strings)
+
+    def connected(self, peer: IPeer, capabilities: frozenset[str]) -> None:
+        """Nothing to do: requests find the link through the node."""
+
+    def disconnected(self) -> None:
+        self.lost("master", WazuhClusterError(
+            3023, extra_message="connection with the master lost"))
+
+
+def ruleset_hashes(home: str) -> dict[str, str]:
+    """``{relative path: blake2b hex}`` of the user rules, decoders and CDB lists (blocking)."""
+    out: dict[str, str] = {}
+    for sub in HASHED_DIRS:
+        top = os.path.join(home, sub)
+        for root, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                digest = hashlib.blake2b()
+                try:
+                    with open(path, "rb") as f:
+                        while block := f.read(1 << 20):
+                            digest.update(block)
+                except OSError:
+                    continue
+                out[os.path.relpath(path, home)] = digest.hexdigest()
+    return out
+
+
+@implementer(ILocalExtension)
+class DapiLocal:
+    """``dapi``, ``dapi_fwd`` (master) and ``get_hash`` on the local socket."""
+
+    def __init__(self, api: DistributedAPI, node: Any) -> None:
+        self._api = api
+        self._node = node
+
+    @property
+    def _is_master(self) -> bool:
+        return bool(self._node.config.role is Role.MASTER)
+
+    def local_responders(self, commands: Any) -> dict[bytes, Responder]:
+        tasks: set[Deferred[None]] = set()
+
+        def cancel_all() -> None:
+            for task in list(tasks):
+                task.cancel()
+        on_lost = getattr(commands, "on_lost", None)
+        if on_lost is not None:
+            on_lost.append(cancel_all)
+
+        def spawn(work: Coroutine[Any, Any, None]) -> None:
+            task = Deferred.fromCoroutine(work)
+            if not task.called:
+                tasks.add(task)
+                task.addBoth(_passthrough(lambda: tasks.discard(task)))
+            task.addErrback(_ignore_cancel)
+            task.addErrback(lambda f: _log.failure("[{tag}] [D API] Request failed", f,
+                                                   tag=commands.tag))
+
+        async def dapi(payload: bytes) -> Reply:
+            request = await self._node.run(_decode_request, payload)
+            if isinstance(request, WazuhException):
+                raise ClusterError(3036, request.extra_message
+                                   if isinstance(request.extra_message, str) else None)
+            if (not self._is_master and self._node.peer is None
+                    and request.request_type != "local_any"):
+                raise ClusterError(3023)
+            spawn(self._answer(commands, self._api.handle(request, str(commands.client_id),
+                                                          raw=True)))
+            return Reply.ok(ADDED)
+
+        async def dapi_fwd(payload: bytes) -> Reply:
+            if not self._is_master:
+                raise ClusterError(3000, "dapi_fwd is only served by the master")
+            node_name, _, body = payload.partition(b" ")
+            name = node_name.decode("utf-8", "replace")
+            own = name == self._node.config.node_name
+            session = None if own else self._node.registry.get(name)
+            if not own and session is None:
+                raise ClusterError(3022, f"node {name!r} is not connected")
+            request = await self._node.run(_decode_request, body)
+            if isinstance(request, WazuhException):
+                raise ClusterError(3036, request.extra_message
+                                   if isinstance(request.extra_message, str) else None)
+            share = request.copy(from_cluster=True)
+            origin = str(commands.client_id)
+            if session is None:
+                work = self._api.run_local(share, origin)
+            else:
+                work = self._api.send_to(session.peer, name, share, raw=True)
+            spawn(self._answer(commands, work))
+            return Reply.ok(b"Request forwarded to worker node")
+
+        async def get_hash(payload: bytes) -> Reply:
+            hashes = await self._node.run(ruleset_hashes, self._node.config.home)
+            return Reply.ok(codec.dumps(hashes).encode())
+
+        return {DAPI: dapi, DAPI_FWD: dapi_fwd, GET_HASH: get_hash}
+
+    async def _answer(self, commands: Any, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            answer = await work
+        except WazuhException as e:
+            answer = e
+        peer = commands.peer
+        if peer is not None:
+            await deliver(self._node, peer, None, answer)
+
+
+def _passthrough(action: Callable[[], Any]) -> Callable[[Any], Any]:
+    def run(result: Any) -> Any:
+        action()
+        return result
+    return run
+
+
+def _ignore_cancel(failure: Failure) -> None:
+    from twisted.internet.defer import CancelledError
+    failure.trap(CancelledError)
+
+
+def install(node: Any, reactor: Any) -> DistributedAPI:
+    """Give ``node`` its DAPI: the native functions, the cluster-link and local commands."""
+    from wazuhcluster.dapi.functions import ALL_FUNCTIONS
+    from wazuhcluster.dapi.functions.cluster import FUNCTIONS as CLUSTER_FUNCTIONS
+
+    functions: dict[str, Any] = {**ALL_FUNCTIONS, **CLUSTER_FUNCTIONS}
+    api = DistributedAPI(node, reactor, functions)
+    node.dapi = api
+    side: Any = DapiMaster(api, node) if node.config.role is Role.MASTER else DapiWorker(api,
+                                                                                        node)
+    node.extensions.append(side)
+    node.local_extensions.append(DapiLocal(api, node))
+    return api
