@@ -22,7 +22,11 @@ from wazuhcluster.protocol.chunks import REQUEST_CHUNK, Reassembler, encode_mess
 from wazuhcluster.protocol.commands import ERR, OK, Reply
 from wazuhcluster.protocol.crypto import FernetCodec
 from wazuhcluster.protocol.frames import FrameDecoder
-from wazuhcluster.protocol.handler import ClusterProtocol, ConnectionLostError
+from wazuhcluster.protocol.handler import (
+    MAX_TIMEOUT_EXTENSIONS,
+    ClusterProtocol,
+    ConnectionLostError,
+)
 
 
 @implementer(ICommandHandler)
@@ -130,6 +134,28 @@ class ClusterProtocolTests(SynchronousTestCase):
         self.clock.advance(19.9)
         self.assertNoResult(d)
         self.clock.advance(0.2)
+        self.assertEqual(self.failureResultOf(d, ClusterError).value.code, 3020)
+
+    def test_deadline_extended_while_the_link_delivers(self) -> None:
+        """A slow link still acknowledging our bytes extends the deadline; once it stops
+        acknowledging, the request fails with 3020 at the next deadline."""
+        delivering = [True, True, False]
+        self.protocol.delivering = lambda within: delivering.pop(0)  # type: ignore[method-assign]
+        d = self.protocol.request(b"file_upd", b"x")
+        self.clock.advance(20.1)
+        self.clock.advance(20)
+        self.assertNoResult(d)
+        self.clock.advance(20)
+        self.assertEqual(self.failureResultOf(d, ClusterError).value.code, 3020)
+        self.assertEqual(delivering, [])
+
+    def test_deadline_extensions_are_bounded(self) -> None:
+        """A peer that keeps acknowledging without ever answering fails in the end."""
+        self.protocol.delivering = lambda within: True  # type: ignore[method-assign]
+        d = self.protocol.request(b"echo", b"x")
+        self.clock.advance(20 * (MAX_TIMEOUT_EXTENSIONS + 1) - 1)
+        self.assertNoResult(d)
+        self.clock.advance(2)
         self.assertEqual(self.failureResultOf(d, ClusterError).value.code, 3020)
 
     def test_late_reply_is_dropped_not_dispatched(self) -> None:

@@ -38,6 +38,18 @@ class TcpInfoTests(SynchronousTestCase):
         """Nothing in flight: no evidence of a busy link."""
         self.assertFalse(acknowledging(_Tcp(self.client), 5.0))
 
+    def test_full_window_of_a_live_peer_is_delivering(self) -> None:
+        """A peer that does not read (busy or slow) fills its window; its TCP still
+        acknowledges, and our send queue is not empty: the link counts as delivering."""
+        self.client.setblocking(False)
+        try:
+            while True:
+                self.client.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        self.assertTrue(acknowledging(_Tcp(self.client), 5.0))
+        self.assertFalse(acknowledging(_Tcp(self.server), 5.0))  # nothing queued that way
+
     def test_socket_found_through_a_wrapper(self) -> None:
         self.assertIs(_socket_of(_Wrapper(_Tcp(self.client))), self.client)
         self.assertIsNone(_socket_of(_Wrapper(None)))

@@ -50,6 +50,8 @@ from wazuhcluster.protocol.tcpinfo import acknowledging
 OFFLOAD_THRESHOLD = 256 * 1024
 #: How many timed-out counters are remembered so that their late replies are dropped.
 ABANDONED_MEMORY = 4096
+#: How many times a request's deadline is extended while the link still delivers our bytes.
+MAX_TIMEOUT_EXTENSIONS = 10
 
 Runner = Callable[..., Deferred[Any]]
 
@@ -125,7 +127,8 @@ class ClusterProtocol(Protocol):
         self._pending[counter] = waiter
         sent = self._send(counter, command, payload)
         sent.addErrback(self._fail_request, counter)
-        waiter.addTimeout(self.request_timeout if timeout is None else timeout, self.clock)
+        self._arm_timeout(waiter, counter,
+                          self.request_timeout if timeout is None else timeout)
         return waiter.addErrback(self._timeout_to_cluster_error, command)
 
     def notify(self, command: bytes, payload: bytes) -> Deferred[None]:
@@ -353,6 +356,31 @@ class ClusterProtocol(Protocol):
             self._counter = (self._counter + 1) % 2**32
             if self._counter not in self._pending and self._counter not in self._abandoned:
                 return self._counter
+
+    def _arm_timeout(self, waiter: Deferred[bytes], counter: int, timeout: float) -> None:
+        """Fail ``waiter`` with TimeoutError after ``timeout`` seconds, unless our bytes are
+        still being acknowledged by the peer's TCP then (a slow link still carrying this
+        request or the ones queued before it): the deadline is then extended, at most
+        MAX_TIMEOUT_EXTENSIONS times. A dead or cut link acknowledges nothing and times out
+        as before."""
+        timers: list[IDelayedCall] = []
+
+        def expire() -> None:
+            if waiter.called:
+                return
+            if len(timers) <= MAX_TIMEOUT_EXTENSIONS and self.delivering(timeout):
+                timers.append(self.clock.callLater(timeout, expire))
+                return
+            self._abandon(counter)
+            waiter.errback(defer.TimeoutError(f"no answer within {timeout} s"))
+
+        timers.append(self.clock.callLater(timeout, expire))
+
+        def stop_timer(result: Any) -> Any:
+            if timers[-1].active():
+                timers[-1].cancel()
+            return result
+        waiter.addBoth(stop_timer)
 
     def _abandon(self, counter: int) -> None:
         if self._pending.pop(counter, None) is not None:

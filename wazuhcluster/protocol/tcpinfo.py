@@ -9,14 +9,15 @@ ours is in flight and was acknowledged recently" tells a slow link from a dead o
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import struct
+import termios
 from typing import Any
 
 # struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked, sacked,
 # lost, retrans, fackets, last_data_sent, last_ack_sent, last_data_recv, last_ack_recv (ms).
 _TCP_INFO = struct.Struct("8B13I")
-_UNACKED = 8 + 4
 _LAST_ACK_RECV = 8 + 12
 
 
@@ -33,8 +34,13 @@ def _socket_of(transport: Any) -> socket.socket | None:
 
 
 def acknowledging(transport: Any, within: float) -> bool:
-    """True when we have unacknowledged data in flight and the peer's TCP acknowledged
-    something less than ``within`` seconds ago (False where TCP_INFO is not available)."""
+    """True when data of ours waits in the socket's send queue (in flight, or held back by a
+    full receive window) and the peer's TCP acknowledged something (data, a window update, a
+    zero-window probe) less than ``within`` seconds ago. False where TCP_INFO is unavailable.
+
+    A silently cut link acknowledges nothing. A frozen peer process (SIGSTOP) still has its
+    kernel answer window probes while we are sending to it; that case falls to the keepalive
+    rule (max_allowed_time_without_keepalive) instead."""
     sock = _socket_of(transport)
     if sock is None or not hasattr(socket, "TCP_INFO"):
         return False
@@ -44,7 +50,9 @@ def acknowledging(transport: Any, within: float) -> bool:
         return False
     if len(raw) < _TCP_INFO.size:
         return False
-    fields = _TCP_INFO.unpack(raw)
-    unacked: int = fields[_UNACKED]
-    last_ack_recv_ms: int = fields[_LAST_ACK_RECV]
-    return unacked > 0 and last_ack_recv_ms < within * 1000
+    last_ack_recv_ms: int = _TCP_INFO.unpack(raw)[_LAST_ACK_RECV]
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return False
+    return bool(queued > 0 and last_ack_recv_ms < within * 1000)
