@@ -173,9 +173,6 @@ class ClusterProtocol(Protocol):
             self._tcp.setTcpNoDelay(True)
         peer = self._tcp.getPeer()
         self.peer_address = getattr(peer, "host", None) or "local"
-        set_no_delay = getattr(self._tcp, "setTcpNoDelay", None)
-        if set_no_delay is not None:  # small request/answer frames: no Nagle + delayed-ACK wait
-            set_no_delay(True)
         self.handler.connection_made(self)
 
     def dataReceived(self, data: bytes) -> None:
