@@ -14,6 +14,7 @@ It only ever connects to ``--to``, which the test bed sets to a node of its own.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections import deque
 from typing import Any, cast
@@ -23,6 +24,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+
+#: Receive buffer of each proxied socket: what a router port holds, so that the sender's TCP
+#: (not our memory) keeps the data the shaped link has not carried yet.
+ROUTER_BUFFER = 64 * 1024
 
 
 class Shaper:
@@ -169,6 +174,9 @@ class _Accepted(_Side):
     def _linked(self, upstream: _Side) -> None:
         assert self.transport is not None and upstream.transport is not None
         f = self.proxy
+        for side in (self, upstream):  # a router's small buffer, not megabytes of socket memory
+            handle = side.transport.getHandle()  # type: ignore[union-attr]
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ROUTER_BUFFER)
         self.other, upstream.other = upstream, self
 
         def reset() -> None:
