@@ -180,6 +180,15 @@ class IAgentDatabase(Interface):
     def count_active_agents_by_node() -> Deferred[dict[str, int]]:
         """Active agents per node, agent 000 excluded."""
 
+    def apply_key_changes(entries: Sequence[KeyEntry], removed: Sequence[int],
+                          now: int) -> Deferred[ReconcileResult]:
+        """Insert or update the agents of ``entries`` and delete ``removed`` (never 000),
+        without reading the whole table (enrolment's changes to client.keys)."""
+
+    def registration_status(ids: Sequence[int]) -> Deferred[dict[int, tuple[str, int, int]]]:
+        """``(connection_status, disconnection_time, date_add)`` of the listed agents that
+        exist, by id (enrolment's replacement rules)."""
+
     def select(sql: str, params: Sequence[str | int | float | None] = ()
                ) -> Deferred[list[dict[str, Any]]]:
         """One read-only ``SELECT`` over Wazuh's global.db tables (``agent``, ``group``,

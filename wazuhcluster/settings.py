@@ -24,6 +24,7 @@ KNOWN_SECTIONS: dict[str, str] = {
     "logging": "log format and rotation",
     "dapi": "distributed API limits",
     "sendsync": "daemon sockets reached by sendsync",
+    "enrolment": "agent enrolment limits (connections, waiting for the master)",
     "api": "the REST API service (enabled: true|false; the rest is api/configuration/api.yaml)",
     "ownership": "owner and group of files received from the master",
 }

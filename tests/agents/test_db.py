@@ -454,6 +454,30 @@ class KeysAndQueriesTests(SynchronousTestCase):
         result = db.reconcile_keys_file(path, _NOW)
         self.assertEqual((result.updated, result.removed), (1, 2))
 
+    def test_apply_key_changes(self) -> None:
+        """Inserts new agents, updates changed ones, deletes the removed; others untouched."""
+        db = _open(self, range(1, 4))
+        before = db.agent_row(2)
+        result = db.apply_key_changes([KeyEntry(1, "renamed", "10.0.0.1/32", "k"),
+                                       KeyEntry(9, "new", "any", "k9")], [3, 0], _NOW + 5)
+        self.assertEqual((result.inserted, result.updated, result.removed), (1, 1, 1))
+        self.assertEqual((db.agent_row(1) or {})["register_ip"], "10.0.0.1")
+        self.assertEqual((db.agent_row(9) or {})["date_add"], _NOW + 5)
+        self.assertIsNone(db.agent_row(3))
+        self.assertEqual(db.agent_row(2), before)
+        self.assertIsNotNone(db.agent_row(0))
+
+    def test_registration_status(self) -> None:
+        """Status, disconnection time and registration date of existing agents only."""
+        db = _open(self, range(1, 4))
+        db._conn.execute("UPDATE agent SET connection_status = 'disconnected',"
+                         " disconnection_time = 50 WHERE id = 2")
+        status = db.registration_status([2, 3, 9, 0])
+        self.assertEqual(set(status), {2, 3})
+        self.assertEqual(status[2][:2], ("disconnected", 50))
+        self.assertEqual(status[3][:2], ("never_connected", 0))
+        self.assertIsInstance(status[3][2], int)
+
     def test_list_and_count(self) -> None:
         """Listing filters by node; counting excludes 000 and inactive agents."""
         db = _open(self)

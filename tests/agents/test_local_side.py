@@ -180,6 +180,23 @@ class KeysWatcherTests(SynchronousTestCase):
         self.watcher._notified(None, FilePath(self.path), 0)
         self.assertEqual(self.names(), ["agent1"])
 
+    def test_hold_and_release(self) -> None:
+        """While held, changes are ignored; release with the writer's signature skips that
+        file; a later change is reconciled again."""
+        from wazuhcluster.agents.keyswatch import keys_signature
+
+        self.watcher.hold()
+        self.write(keys(4))
+        self.clock.advance(2)
+        self.assertEqual(self.watcher.reconciliations, 1)
+        self.watcher.release(keys_signature(self.path))
+        self.assertEqual(self.watcher.reconciliations, 1)
+        self.watcher.hold()
+        self.write(keys(2))
+        self.watcher.release(None)  # unknown: reconcile as usual
+        self.assertEqual(self.watcher.reconciliations, 2)
+        self.assertEqual(self.names(), ["agent1", "agent2"])
+
 
 class TreeTests(SynchronousTestCase):
     """install() puts agent-db first in both role nodes and the loops after it."""

@@ -79,6 +79,25 @@ class CommandTests(_Case):
                       '"data": [{"id": 1, "groups": ["default"]}]}', sent)
         self.assertIn("global insert-agent-group default", sent)  # created before assigning
 
+    def test_enrolment_operations(self) -> None:
+        """registration_status and apply_key_changes over wazuh-db's commands."""
+        db = self.make(3)
+        db.standin._conn.execute("UPDATE agent SET connection_status = 'disconnected',"
+                                 " disconnection_time = 50 WHERE id = 2")
+        status = self.result(db.registration_status([2, 3, 9]))
+        self.assertEqual(set(status), {2, 3})
+        self.assertEqual(status[2][:2], ("disconnected", 50))
+        result = self.result(db.apply_key_changes(
+            [KeyEntry(1, "renamed", "any", f"{1:064x}"), KeyEntry(7, "new", "any", "k7"),
+             KeyEntry(3, "agent3", "any", f"{3:064x}")], [2, 0], NOW))
+        self.assertEqual((result.inserted, result.updated, result.removed), (1, 1, 1))
+        self.assertEqual(db.standin.agent_row(1)["name"], "renamed")
+        self.assertEqual(db.standin.agent_row(7)["internal_key"], "k7")
+        self.assertIsNone(db.standin.agent_row(2))
+        sent = db.backend.commands
+        self.assertIn("global delete-agent 2", sent)
+        self.assertTrue(any(c.startswith("global insert-agent {") for c in sent))
+
     def test_agent_info_round_trip_between_two_wazuh_dbs(self) -> None:
         worker, master = self.make(), self.make()
         self.result(worker.record_keepalives(

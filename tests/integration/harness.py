@@ -312,12 +312,17 @@ class Cluster:
     # -- nodes --------------------------------------------------------------------------
     def add_node(self, name: str, role: str = "worker", *, key: str | None = None,
                  cluster_name: str = "wazuh", tunables: dict[str, Any] | None = None,
-                 home_name: str | None = None) -> NodeProcess:
-        """Create a home for a node (not started) with FAST_TUNABLES plus ``tunables``."""
+                 home_name: str | None = None, auth_port: int | None = None,
+                 auth_extra: str = "") -> NodeProcess:
+        """Create a home for a node (not started) with FAST_TUNABLES plus ``tunables``.
+
+        ``auth_port``: the agent registration port (TLS); None leaves it disabled.
+        """
         home = os.path.join(self.base, home_name or name)
         api_port = free_port()  # every node serves its REST API on 127.0.0.1 only
         make_home(home, node_name=name, node_type=role, key=key or self.key, port=self.port,
-                  name=cluster_name, api_port=api_port)
+                  name=cluster_name, auth_port=auth_port, auth_extra=auth_extra,
+                  api_port=api_port)
         cluster_json = os.path.join(home, "etc", "cluster-test.json")
         with open(cluster_json, "w", encoding="utf-8") as f:
             json.dump(deep_merge(FAST_TUNABLES, tunables or {}), f)

@@ -847,6 +847,52 @@ class AgentDatabase:
             " connection_status = 'active' GROUP BY node_name")
         return {(name if name is not None else "unknown"): count for name, count in rows}
 
+    def apply_key_changes(self, entries: Sequence[_keys.KeyEntry], removed: Sequence[int],
+                          now: int) -> ReconcileResult:
+        """Apply known changes of ``client.keys`` without reading the whole table: insert the
+        agents of ``entries`` that do not exist (``date_add = now``, no group), update those
+        whose name, IP field or key differ, delete ``removed`` (never 000). One transaction.
+        Enrolment uses it instead of :meth:`reconcile_keys` (whose cost grows with every
+        agent registered)."""
+        entries = [e for e in entries if e.agent_id > 0]
+        drop = sorted({int(i) for i in removed if int(i) > 0})
+        with self._transaction() as conn:
+            stored: dict[int, _keys.StoredAgent] = {}
+            ids = [e.agent_id for e in entries]
+            for start in range(0, len(ids), 500):
+                part = ids[start:start + 500]
+                for r in conn.execute(
+                        "SELECT id, name, register_ip, internal_key FROM agent WHERE id IN"
+                        f" ({','.join('?' * len(part))})", part):
+                    stored[r[0]] = _keys.StoredAgent(r[1], r[2], r[3])
+            insert = [e for e in entries if e.agent_id not in stored]
+            update = [e for e in entries if e.agent_id in stored and (
+                stored[e.agent_id].name, stored[e.agent_id].register_ip,
+                stored[e.agent_id].internal_key) != (e.name, _keys.register_ip(e.ip), e.key)]
+            conn.executemany(
+                "INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, `group`)"
+                " VALUES (?, ?, NULL, ?, ?, ?, NULL)",
+                [(e.agent_id, e.name, _keys.register_ip(e.ip), e.key, now) for e in insert])
+            conn.executemany(
+                "UPDATE agent SET name = ?, register_ip = ?, internal_key = ? WHERE id = ?",
+                [(e.name, _keys.register_ip(e.ip), e.key, e.agent_id) for e in update])
+            deleted = conn.executemany("DELETE FROM agent WHERE id = ?", [(i,) for i in drop])
+        return ReconcileResult(len(insert), len(update), max(deleted.rowcount, 0))
+
+    def registration_status(self, ids: Sequence[int]) -> dict[int, tuple[str, int, int]]:
+        """``(connection_status, disconnection_time, date_add)`` of the listed agents that
+        exist (what authd's replacement rules of ``<force>`` look at)."""
+        wanted = sorted({int(i) for i in ids if int(i) > 0})
+        found: dict[int, tuple[str, int, int]] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for r in self._conn.execute(
+                    "SELECT id, connection_status, COALESCE(disconnection_time, 0), date_add"
+                    f" FROM agent WHERE id IN ({marks})", part):
+                found[r[0]] = (r[1], int(r[2]), int(r[3]))
+        return found
+
     def select(self, sql: str, params: Sequence[SqlParam] = ()) -> list[dict[str, Any]]:
         """Run one read-only ``SELECT`` over the Wazuh tables; rows as dicts by column name.
 

@@ -68,6 +68,7 @@ class ClientKeysWatcher(Service):
         self._notifier: Any = None
         self._running_reconcile: Deferred[None] | None = None
         self._again = False
+        self._held = 0
         self.reconciliations = 0
         self.last_result: ReconcileResult | None = None
 
@@ -131,9 +132,22 @@ class ClientKeysWatcher(Service):
             self.poll()
 
     # -- reconciliation ------------------------------------------------------------------------
+    def hold(self) -> None:
+        """A writer that updates the database itself is about to replace the file: ignore
+        changes until :meth:`release`."""
+        self._held += 1
+
+    def release(self, signature: _Signature) -> None:
+        """The writer is done and the database already agrees with the file whose signature
+        (:func:`keys_signature`) is ``signature`` (None: unknown, reconcile as usual)."""
+        self._held = max(0, self._held - 1)
+        if signature is not None:
+            self._seen = signature
+        self.poll()  # a change by someone else meanwhile is still reconciled
+
     def poll(self) -> None:
         """Reconcile if the file's signature changed since the last reconciliation."""
-        if not self.running:
+        if not self.running or self._held:
             return
         signature = keys_signature(self.path)
         if signature == self._seen:

@@ -225,6 +225,17 @@ class ThreadedAgentDatabase(Service):
         """See :meth:`AgentDatabase.count_active_agents_by_node`."""
         return self._call(lambda db: db.count_active_agents_by_node())
 
+    def apply_key_changes(self, entries: Sequence[KeyEntry], removed: Sequence[int],
+                          now: int) -> Deferred[ReconcileResult]:
+        """See :meth:`AgentDatabase.apply_key_changes`."""
+        entries, removed = tuple(entries), tuple(removed)
+        return self._call(lambda db: db.apply_key_changes(entries, removed, now))
+
+    def registration_status(self, ids: Sequence[int]) -> Deferred[dict[int, tuple[str, int, int]]]:
+        """See :meth:`AgentDatabase.registration_status`."""
+        ids = tuple(ids)
+        return self._call(lambda db: db.registration_status(ids))
+
 
 class InlinePool:
     """A "pool" that runs each job at once in the calling thread.

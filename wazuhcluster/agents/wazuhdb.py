@@ -636,6 +636,69 @@ class WazuhDbAgentDatabase(Service):
                 for r in rows}
 
 
+    # -- enrolment ------------------------------------------------------------------------
+    def registration_status(self, ids: Sequence[int]) -> Deferred[dict[int, tuple[str, int, int]]]:
+        """``(connection_status, disconnection_time, date_add)`` of the listed agents
+        (``global sql``, paged)."""
+        return self._op(self._registration_status, sorted({int(i) for i in ids if int(i) > 0}))
+
+    async def _registration_status(self, ids: list[int]) -> dict[int, tuple[str, int, int]]:
+        found: dict[int, tuple[str, int, int]] = {}
+        for start in range(0, len(ids), SQL_PAGE):
+            part = ",".join(str(i) for i in ids[start:start + SQL_PAGE])
+            for r in await self._sql_rows(
+                    "SELECT id, connection_status, disconnection_time, date_add FROM agent"
+                    f" WHERE id IN ({part})"):
+                found[int(r["id"])] = (str(r.get("connection_status", "never_connected")),
+                                       int(r.get("disconnection_time") or 0),
+                                       int(r.get("date_add") or 0))
+        return found
+
+    def apply_key_changes(self, entries: Sequence[_keys.KeyEntry], removed: Sequence[int],
+                          now: int) -> Deferred[ReconcileResult]:
+        """The given agents only: ``insert-agent`` for new ones, name/IP/key updates for
+        changed ones, ``delete-agent`` for ``removed`` (never 000)."""
+        return self._op(self._apply_key_changes, [e for e in entries if e.agent_id > 0],
+                        sorted({int(i) for i in removed if int(i) > 0}), int(now))
+
+    async def _apply_key_changes(self, entries: list[_keys.KeyEntry], removed: list[int],
+                                 now: int) -> ReconcileResult:
+        ids = sorted({e.agent_id for e in entries})
+        stored: dict[int, _keys.StoredAgent] = {}
+        for start in range(0, len(ids), SQL_PAGE):
+            part = ",".join(str(i) for i in ids[start:start + SQL_PAGE])
+            for r in await self._sql_rows(
+                    "SELECT id, name, register_ip, internal_key FROM agent"
+                    f" WHERE id IN ({part})"):
+                stored[int(r["id"])] = _keys.StoredAgent(str(r.get("name", "")),
+                                                         r.get("register_ip"),
+                                                         r.get("internal_key"))
+        inserted = updated = 0
+        for e in entries:
+            old = stored.get(e.agent_id)
+            if old is None:
+                agent = {"id": e.agent_id, "name": e.name,
+                         "register_ip": _keys.register_ip(e.ip), "internal_key": e.key,
+                         "date_add": now}
+                await self.query(f"global insert-agent {json.dumps(agent)}")
+                inserted += 1
+                continue
+            if (old.name, old.register_ip, old.internal_key) == (
+                    e.name, _keys.register_ip(e.ip), e.key):
+                continue
+            if old.name != e.name:
+                await self.query("global update-agent-name "
+                                 + json.dumps({"id": e.agent_id, "name": e.name}))
+            await self.query(
+                f"global sql UPDATE agent SET register_ip ="
+                f" {sql_literal(_keys.register_ip(e.ip))}, internal_key ="
+                f" {sql_literal(e.key)} WHERE id = {int(e.agent_id)}")
+            updated += 1
+        existing = sorted(await self._known_ids(removed)) if removed else []
+        for agent_id in existing:
+            await self.query(f"global delete-agent {agent_id}")
+        return ReconcileResult(inserted, updated, len(existing))
+
     # -- DAPI operations ------------------------------------------------------------------
     def select(self, sql: str, params: Sequence[str | int | float | None] = ()
                ) -> Deferred[list[dict[str, Any]]]:

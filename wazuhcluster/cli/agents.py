@@ -7,6 +7,10 @@ Examples::
     wazuhcluster-agents --home /var/ossec list --node worker1
     wazuhcluster-agents --home /var/ossec set-group 1 default,web      (master only)
     wazuhcluster-agents --home /var/ossec keepalive 1 2 3 --os-name Ubuntu --version v4.7.5
+    wazuhcluster-agents --home /var/ossec enrol web-01 --group web --node 10.0.0.2:1515
+    wazuhcluster-agents --home /var/ossec remove 7 8 --purge              (master only)
+    wazuhcluster-agents --home /var/ossec simulate --nodes 10.0.0.2:1515,10.0.0.3:1515 \
+        --homes /var/w1,/var/w2 --count 500 --keepalive 10 --duration 120 --churn 5
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     keepalive.add_argument("--os-name", default=None)
     keepalive.add_argument("--os-version", default=None)
     keepalive.add_argument("--version", default=None, help="agent version, e.g. 'Wazuh v4.7.5'")
+    from wazuhcluster.cli.enrolment import add_enrolment_commands
+    add_enrolment_commands(sub)
     return parser
 
 
@@ -80,6 +86,9 @@ def _print_agents(answer: list[dict[str, Any]], as_json: bool) -> None:
 async def run(reactor: Any, args: argparse.Namespace) -> int:
     """Perform the subcommand; return the exit status."""
     socket_path = os.path.join(args.home, "queue", "cluster", "c-internal.sock")
+    if args.command in ("enrol", "remove", "simulate"):
+        from wazuhcluster.cli.enrolment import run_enrolment_command
+        return await run_enrolment_command(reactor, args)
     try:
         if args.command == "list":
             answer = decode_answer(await local_request(

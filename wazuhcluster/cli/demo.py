@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the master's REST API port (workers use the next ones)")
     parser.add_argument("--fresh", action="store_true",
                         help="delete the homes of the last run first (make demo FRESH=1)")
+    parser.add_argument("--agents", type=int, default=300,
+                        help="simulated agents enrolling through the workers (0: none)")
     args = parser.parse_args(argv)
     base = os.path.abspath(args.dir)
     problem = _port_problem(args.port)
@@ -91,9 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
     control = os.path.join(os.path.dirname(sys.executable), "wazuhcluster-control")
     processes: list[subprocess.Popen[bytes]] = []
+    auth_ports = {name: args.port + 10 + i for i, (name, _) in enumerate(NODES)}
     for index, (node_name, role) in enumerate(NODES):
         home = make_home(os.path.join(base, node_name), node_name=node_name, node_type=role,
-                         key=DEMO_KEY, port=args.port, api_port=args.api_port + index)
+                         key=DEMO_KEY, port=args.port, api_port=args.api_port + index,
+                         auth_port=auth_ports[node_name])
         if role == "master":
             password = _demo_admin(home)
         out_path = os.path.join(home, "logs", "twistd.out")
@@ -111,7 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     for (node_name, role), proc in zip(NODES, processes, strict=True):
         print(f"  {role:6}  {node_name:12} pid {proc.pid:<7} "
               f"log {base}/{node_name}/logs/cluster.log")
+    workers = [name for name, role in NODES if role == "worker"]
+    if args.agents > 0:
+        agents_cli = os.path.join(os.path.dirname(sys.executable), "wazuhcluster-agents")
+        log = open(os.path.join(base, "simulator.log"), "ab")  # noqa: SIM115
+        processes.append(subprocess.Popen(
+            [agents_cli, "--home", os.path.join(base, "master-node"), "simulate",
+             "--nodes", ",".join(f"127.0.0.1:{auth_ports[w]}" for w in workers),
+             "--homes", ",".join(os.path.join(base, w) for w in workers),
+             "--count", str(args.agents), "--keepalive", "10", "--churn", "5",
+             "--duration", "86400"], stdout=log,
+            stderr=subprocess.STDOUT))
+        print(f"  {args.agents} simulated agents enrol through the workers' registration ports "
+              f"({', '.join(str(auth_ports[w]) for w in workers)}); log {base}/simulator.log")
     print(f"Look at it:\n  {control} --home {base}/worker1 -l\n"
+          f"  {control} --home {base}/master-node -a     (agents, their node, status)\n"
           f"  {control} --home {base}/master-node -i\n"
           f"  tail -f {base}/*/logs/cluster.log", flush=True)
     master_api = f"https://127.0.0.1:{args.api_port}"
@@ -132,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    while not stopping and all(p.poll() is None for p in processes):
+    nodes = processes[:len(NODES)]  # the simulator may end on its own; the nodes may not
+    while not stopping and all(p.poll() is None for p in nodes):
         time.sleep(0.5)
     for proc in processes:
         if proc.poll() is None:

@@ -57,6 +57,8 @@ def make_master_service(config: ClusterConfig, reactor: Any,
     install_agents(node, reactor)
     from wazuhcluster.integrity.master_side import install as install_integrity
     install_integrity(node, reactor)
+    from wazuhcluster.enrolment.service import install as install_enrolment
+    install_enrolment(node, reactor)
     from wazuhcluster.dapi.wire import install as install_dapi
     install_dapi(node, reactor)
     from wazuhcluster.sendsync.extension import install as install_sendsync

@@ -191,7 +191,13 @@ async def delete_agents(ctx: DapiContext, agent_list: Any = None, purge: bool = 
         for agent_id in not_eligible:
             result.add_failed_item(agent_id, error)
     to_delete = sorted(int(a) for a in targets & known & eligible)
-    if to_delete:
+    registrar = getattr(getattr(ctx.node, "enrolment", None), "registrar", None)
+    if to_delete and registrar is not None:
+        # the registration service owns client.keys on the master: one serialised writer
+        outcomes = [await d for d in [registrar.remove(i, purge) for i in to_delete]]
+        deleted = [o.line.agent_id for o in outcomes if o.line is not None]
+        result.affected_items = sort_ids([agent_id_text(a) for a in deleted])
+    elif to_delete:
         deleted = await database(ctx).delete_agents(
             to_delete, os.path.join(home(ctx), "etc", "client.keys"), purge)
         result.affected_items = sort_ids([agent_id_text(a) for a in deleted])
