@@ -16,6 +16,7 @@ from tests.integrity.pairs import IntegrityPair, write_files
 from wazuhcluster.errors import RemoteCommandError
 from wazuhcluster.integrity import master_side
 from wazuhcluster.integrity.scheduling import Coalescer
+from wazuhcluster.integrity.worker_side import PUSH_PROGRESS_BYTES
 from wazuhcluster.interfaces import IWorkerExtension
 from wazuhcluster.protocol.commands import SYN_M_C, SYN_M_C_E, SYN_M_C_R, SYNC_NOW
 
@@ -132,6 +133,23 @@ class WorkerIntegrityTests(SynchronousTestCase):
         pair = self.pair
         task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
         pair.clock.advance(pair.worker_config.intervals.timeout_receiving_file + 1)
+        pair.settle()
+        self.assertIn(task.decode(), pair.server.handler.common.cancelled_tasks)
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+
+    def test_push_still_arriving_is_not_timed_out(self) -> None:
+        """While the master keeps sending (a big container over a slow link), the wait for the
+        push is extended; once nothing more arrives, it times out with cancel_task."""
+        pair = self.pair
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        timeout = pair.worker_config.intervals.timeout_receiving_file
+        for _ in range(3):
+            pair.clock.advance(timeout - 1)
+            pair.client.bytes_received += PUSH_PROGRESS_BYTES  # chunks arriving meanwhile
+            pair.clock.advance(1)
+            pair.settle()
+            self.assertNotIn(task.decode(), pair.server.handler.common.cancelled_tasks)
+        pair.clock.advance(timeout + 1)
         pair.settle()
         self.assertIn(task.decode(), pair.server.handler.common.cancelled_tasks)
         self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)

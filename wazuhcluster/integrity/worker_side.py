@@ -74,6 +74,11 @@ VERDICT_OK = "ok"
 VERDICT_PUSH = "push"
 VERDICT_ERROR = "error"
 
+#: A push still counts as arriving while the master sends at least this much per period.
+PUSH_PROGRESS_BYTES = 64 * 1024
+#: How many times the wait for a push is extended while it keeps arriving.
+MAX_PUSH_EXTENSIONS = 30
+
 
 class _Disconnected(ClusterError):
     """The master link went away while a push was waiting for its container."""
@@ -327,6 +332,37 @@ class IntegrityWorker:
         return Reply.ok(b"Error received")
 
     # -- applying a push ---------------------------------------------------------------------------
+    def _wait_for_push(self, waiter: Deferred[str], peer: Any,
+                       timeout: float) -> Deferred[str]:
+        """``waiter``, failed with TimeoutError after ``timeout`` seconds without progress.
+
+        Wazuh gives the whole container a fixed time, so over a slow link a big push can never
+        arrive (an endless receive/timeout/retry loop). Here the deadline moves on while the
+        master keeps sending (at least PUSH_PROGRESS_BYTES per period, not just keepalives),
+        at most MAX_PUSH_EXTENSIONS times.
+        """
+        seen = [int(getattr(peer, "bytes_received", 0))]
+        timers: list[Any] = []
+
+        def expire() -> None:
+            if waiter.called:
+                return
+            now = int(getattr(peer, "bytes_received", 0))
+            progressed = now - seen[0] >= PUSH_PROGRESS_BYTES
+            seen[0] = now
+            if progressed and len(timers) <= MAX_PUSH_EXTENSIONS:
+                timers.append(self._clock.callLater(timeout, expire))
+                return
+            waiter.errback(defer.TimeoutError(f"no push within {timeout} s"))
+
+        timers.append(self._clock.callLater(timeout, expire))
+
+        def stop(result: Any) -> Any:
+            if timers[-1].active():
+                timers[-1].cancel()
+            return result
+        return waiter.addBoth(stop)
+
     async def _push_task(self, commands: WorkerCommands, task_id: str,
                          waiter: Deferred[str]) -> None:
         peer = commands.peer
@@ -334,7 +370,7 @@ class IntegrityWorker:
         timeout = self._config.intervals.timeout_receiving_file
         try:
             try:
-                path = await waiter.addTimeout(timeout, self._clock)
+                path = await self._wait_for_push(waiter, peer, timeout)
             except defer.TimeoutError:
                 self._tasks.pop(task_id, None)
                 error = ClusterError(3039, "integrity sync")
