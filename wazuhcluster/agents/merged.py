@@ -28,6 +28,8 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 
+from wazuhcluster.atomicfile import write_atomic
+
 #: File name of a merged group configuration.
 MERGED_NAME = "merged.mg"
 #: Active-response file merged into every group, relative to the Wazuh home.
@@ -140,25 +142,8 @@ def atomic_write(path: str, content: bytes, mode: int = 0o660) -> bool:
             return False
     except FileNotFoundError:
         pass
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o770, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o770, exist_ok=True)
+    write_atomic(path, content, mode)
     return True
 
 

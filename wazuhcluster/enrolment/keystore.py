@@ -12,16 +12,14 @@ them, so their ids are never given again.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from wazuhcluster.atomicfile import write_atomic
 from wazuhcluster.enrolment.authconfig import ForceOptions
 from wazuhcluster.enrolment.messages import key_hash as compute_key_hash
 
@@ -134,24 +132,7 @@ def read_keys(path: str) -> list[KeyLine]:
 
 def write_keys(path: str, lines: Sequence[KeyLine]) -> None:
     """Replace client.keys atomically with ``lines`` (blocking)."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".client.keys.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(render(lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, render(lines).encode("utf-8"), 0o640)
 
 
 def new_key() -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from wazuhcluster import atomicfile
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -122,29 +122,8 @@ def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
 
 
 def write_atomic(path: str, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` (temp file in the same directory, fsync, rename).
-
-    The temp file is created with ``mode`` already set, so a key is never readable by others,
-    not even for a moment.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace ``path`` with ``data`` atomically, ``mode`` set before any byte is written."""
+    atomicfile.write_atomic(path, data, mode)
 
 
 def write_private(path: str, key: PrivateKey) -> None:
