@@ -361,7 +361,8 @@ async def diskfull(c: BedCluster, size_mb: int) -> list[Result]:
                        check=False)  # fills the tmpfs
         big = os.path.join(master.home, "etc", "lists", "bed-incompressible")
         with open(big, "wb") as blob:
-            blob.write(os.urandom(size_mb * 1024 * 1024 // 2))
+            # received container + staged copy + the final file must fit once space is back
+            blob.write(os.urandom(size_mb * 1024 * 1024 // 8))
         with open(os.path.join(master.home, "etc", "rules", "local_rules.xml"), "w") as f:
             f.write("<group name='after'/>\n")
         offset = len(worker.log_lines())
