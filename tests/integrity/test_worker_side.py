@@ -8,7 +8,7 @@ from unittest.mock import patch
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -97,6 +97,35 @@ class WorkerIntegrityTests(SynchronousTestCase):
         self.pair.settle()
         self.assertTrue(self.pair.in_sync())
         self.assertFalse(os.path.exists(os.path.join(home, "etc/rules/dropped.xml")))
+
+    def test_disk_full_check_logged_once_and_recovers(self) -> None:
+        """No room for the check's container: one ERROR line naming the directory however many
+        checks fail, then one line when space is back and the sync goes on."""
+        import errno
+
+        from wazuhcluster.integrity import worker_side
+        pair = self.pair
+        real = worker_side.scan_and_write
+
+        def full(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        worker_side.scan_and_write = full  # type: ignore[assignment]
+        try:
+            for _ in range(3):
+                pair.worker_integrity.checks.request()
+                pair.settle()
+        finally:
+            worker_side.scan_and_write = real  # type: ignore[assignment]
+        lines = [formatEvent(e) for e in self.events
+                 if e.get("log_format") == "[{tag}] [Integrity check] {error}"]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("No space left on device in ", lines[0])
+        self.assertIn(os.path.join("queue", "cluster"), lines[0])
+        pair.recalculate()
+        pair.worker_integrity.checks.request()
+        pair.settle()
+        self.assertEqual(count(self.events, "Space is available again"), 1)
+        self.assertTrue(pair.in_sync())
 
     def test_sync_now_during_a_check_runs_exactly_one_more(self) -> None:
         """Three wzc_syncnow while a check runs: one more check, not three, never two at once."""

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import tempfile
@@ -80,6 +81,15 @@ PUSH_PROGRESS_BYTES = 64 * 1024
 MAX_PUSH_EXTENSIONS = 30
 
 
+class DiskFullError(ClusterError):
+    """No space left to write the integrity-check container."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(3001, f"No space left on device in {directory}: the integrity check "
+                               "needs room for its metadata container there (a few MB); free "
+                               "space and checks resume by themselves")
+
+
 class _Disconnected(ClusterError):
     """The master link went away while a push was waiting for its container."""
 
@@ -117,6 +127,7 @@ class IntegrityWorker:
         #: ``(uid, gid)`` given to received files, or None (see :mod:`wazuhcluster.ownership`).
         self.owner = owner
         self._node = node
+        self._disk_full = False  # the last check failed for lack of space (logged once)
         self._clock = clock
         self._config = node.config
         self.items = parse_cluster_items(node.config.files)
@@ -185,12 +196,22 @@ class IntegrityWorker:
                                        tag=self._tag):
             try:
                 answer = await self._upload(peer, commands)
+            except DiskFullError as e:
+                if not self._disk_full:  # one line, not one per check
+                    self._log.error("[{tag}] [Integrity check] {error}", tag=self._tag,
+                                    error=str(e))
+                self._disk_full = True
+                return
             except ClusterError as e:
                 if isinstance(e, ConnectionLostError):
                     return  # the link went away; the node logged it
                 self._log.error("[{tag}] [Integrity check] Error: {error}", tag=self._tag,
                                 error=str(e))
                 return
+            if self._disk_full:
+                self._disk_full = False
+                self._log.info("[{tag}] [Integrity check] Space is available again.",
+                               tag=self._tag)
             if answer is None:
                 return
             await self._wait_verdict(answer)
@@ -233,6 +254,8 @@ class IntegrityWorker:
                 report.addErrback(lambda _: None)
             if isinstance(e, ClusterError):
                 raise
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise DiskFullError(os.path.dirname(local_path)) from e
             raise ClusterError(3001, str(e)) from e
         self._log.info("[{tag}] [Integrity check] Finished in {seconds:.3f}s.", tag=self._tag,
                        seconds=self._clock.seconds() - started, files=len(result.files))
