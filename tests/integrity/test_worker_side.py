@@ -112,6 +112,8 @@ class WorkerIntegrityTests(SynchronousTestCase):
         worker_side.scan_and_write = full  # type: ignore[assignment]
         try:
             for _ in range(3):
+                pair.clock.advance(61)  # past the master's retry back-off
+                pair.recalculate()
                 pair.worker_integrity.checks.request()
                 pair.settle()
         finally:
@@ -121,6 +123,7 @@ class WorkerIntegrityTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn("No space left on device in ", lines[0])
         self.assertIn(os.path.join("queue", "cluster"), lines[0])
+        pair.clock.advance(61)
         pair.recalculate()
         pair.worker_integrity.checks.request()
         pair.settle()
