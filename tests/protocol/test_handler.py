@@ -23,6 +23,7 @@ from wazuhcluster.protocol.commands import ERR, OK, Reply
 from wazuhcluster.protocol.crypto import FernetCodec
 from wazuhcluster.protocol.frames import FrameDecoder
 from wazuhcluster.protocol.handler import (
+    BUSY_LINK_BYTES,
     MAX_TIMEOUT_EXTENSIONS,
     ClusterProtocol,
     ConnectionLostError,
@@ -137,6 +138,18 @@ class ClusterProtocolTests(SynchronousTestCase):
         self.clock.advance(20)
         self.assertEqual(self.failureResultOf(d, ClusterError).value.code, 3020)
         self.assertEqual(delivering, [])
+
+    def test_deadline_extended_while_the_peer_streams_to_us(self) -> None:
+        """The answer may wait behind a big stream from the peer: bytes arriving extend the
+        deadline; silence then fails it."""
+        self.protocol.delivering = lambda within: False  # type: ignore[method-assign]
+        d = self.protocol.request(b"echo", b"x")
+        self.clock.advance(19)
+        self.protocol.bytes_received += BUSY_LINK_BYTES  # a chunk of a push arriving
+        self.clock.advance(1.1)
+        self.assertNoResult(d)
+        self.clock.advance(20)
+        self.assertEqual(self.failureResultOf(d, ClusterError).value.code, 3020)
 
     def test_deadline_extensions_are_bounded(self) -> None:
         """A peer that keeps acknowledging without ever answering fails in the end."""

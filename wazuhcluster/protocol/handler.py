@@ -52,6 +52,8 @@ OFFLOAD_THRESHOLD = 256 * 1024
 ABANDONED_MEMORY = 4096
 #: How many times a request's deadline is extended while the link still delivers our bytes.
 MAX_TIMEOUT_EXTENSIONS = 10
+#: Bytes from the peer during one request timeout that show the link busy, not dead.
+BUSY_LINK_BYTES = 64 * 1024
 
 Runner = Callable[..., Deferred[Any]]
 
@@ -355,17 +357,21 @@ class ClusterProtocol(Protocol):
                 return self._counter
 
     def _arm_timeout(self, waiter: Deferred[bytes], counter: int, timeout: float) -> None:
-        """Fail ``waiter`` with TimeoutError after ``timeout`` seconds, unless our bytes are
-        still being acknowledged by the peer's TCP then (a slow link still carrying this
-        request or the ones queued before it): the deadline is then extended, at most
-        MAX_TIMEOUT_EXTENSIONS times. A dead or cut link acknowledges nothing and times out
-        as before."""
+        """Fail ``waiter`` with TimeoutError after ``timeout`` seconds, unless the link is busy
+        then: our bytes still being acknowledged by the peer's TCP (a slow link still carrying
+        this request or the ones queued before it), or the peer still sending us data (its
+        answer may be queued behind it: one TCP stream, head-of-line). The deadline is then
+        extended, at most MAX_TIMEOUT_EXTENSIONS times. A dead or cut link does neither and
+        times out as before."""
         timers: list[IDelayedCall] = []
+        seen = [self.bytes_received]
 
         def expire() -> None:
             if waiter.called:
                 return
-            if len(timers) <= MAX_TIMEOUT_EXTENSIONS and self.delivering(timeout):
+            arriving = self.bytes_received - seen[0] >= BUSY_LINK_BYTES
+            seen[0] = self.bytes_received
+            if len(timers) <= MAX_TIMEOUT_EXTENSIONS and (arriving or self.delivering(timeout)):
                 timers.append(self.clock.callLater(timeout, expire))
                 return
             self._abandon(counter)
