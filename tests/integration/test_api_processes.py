@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.api.harness import ADMIN, READER, APIClient
 from tests.integration.harness import BIN, Cluster, NodeProcess
@@ -36,19 +36,6 @@ def write_keys(node: NodeProcess) -> None:
         f.write(format_client_keys(entries))
 
 
-def nodes_have_a_dapi() -> bool:
-    """Whether role nodes are built with the Distributed API (IDistributedAPI)."""
-    import tempfile
-
-    from twisted.internet.testing import MemoryReactorClock
-
-    from tests.support import node_config
-    from wazuhcluster.checksums.threaded import SynchronousRunner
-    from wazuhcluster.master.service import make_master_service
-
-    with tempfile.TemporaryDirectory(dir="/tmp") as base:
-        node = make_master_service(node_config(base), MemoryReactorClock(), SynchronousRunner())
-        return getattr(node, "dapi", None) is not None
 
 
 class APIProcessTests(TestCase):
@@ -101,10 +88,6 @@ class APIProcessTests(TestCase):
         return {a["id"]: a["groups"] for a in json.loads(out)}
 
     async def test_same_answers_and_changes_reach_every_node(self) -> None:
-        if not nodes_have_a_dapi():
-            raise SkipTest("role nodes are built without the Distributed API (IDistributedAPI "
-                           "is implemented by the DAPI feature, not merged yet): a worker's "
-                           "API cannot reach the master")
         c = Cluster(self)
         master = c.add_node("master", "master", tunables=TUNABLES)
         write_keys(master)
