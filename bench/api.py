@@ -220,16 +220,15 @@ def _getter(client: Client, path: str) -> Callable[[], Awaitable[Any]]:
 
 
 async def dapi_floor(node: Node, function: str, f_kwargs: dict[str, Any],
-                     request_type: str) -> Callable[[], Awaitable[Any]] | None:
-    """The same function through the node's DAPI over its local socket, if available."""
-    try:
-        from wazuhcluster.dapi.client import dapi_request  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+                     request_type: str) -> Callable[[], Awaitable[Any]]:
+    """The same function through the node's DAPI over its local socket (no HTTP)."""
+    from wazuhcluster.dapi.client import build_request, dapi_call
+
     socket_path = os.path.join(node.home, "queue", "cluster", "c-internal.sock")
 
     async def call() -> Any:
-        return await dapi_request(reactor, socket_path, function, f_kwargs, request_type)
+        return await dapi_call(reactor, socket_path,
+                               build_request(function, f_kwargs, request_type))
     return call
 
 
@@ -376,13 +375,10 @@ async def run(args: argparse.Namespace) -> None:
                           f"{rate:6.1f} req/s  ({total} requests)")
                 node = master if where == "master" else workers[0]
                 floor = await dapi_floor(node, function, kwargs, request_type)
-                if floor is None:
-                    print(f"  DAPI floor for {function}: no local DAPI client available")
-                else:
-                    p50, p99, rate = await measure(floor, 1, args.requests)
-                    print(f"  DAPI floor {function:30} at {where:8}  1 client : "
-                          f"p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
-                          f"{rate:6.1f} req/s")
+                p50, p99, rate = await measure(floor, 1, args.requests)
+                print(f"  DAPI floor {function:30} at {where:8}  1 client : "
+                      f"p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
+                      f"{rate:6.1f} req/s")
         rtts = sorted(probe.rtts)
         print(f"  cluster-link keepalive round-trip during the run: p50 "
               f"{statistics.median(rtts) * 1000:.1f} ms, worst {rtts[-1] * 1000:.1f} ms "
