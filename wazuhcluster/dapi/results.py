@@ -14,6 +14,7 @@ what API users read: it follows Wazuh's for the codes our functions and the clus
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from copy import deepcopy
 from datetime import UTC, date, datetime
@@ -447,11 +448,13 @@ class AbstractWazuhResult(MutableMapping[str, Any]):
             data["items"] = sort_items(data["items"], list(fields or []), order == "asc")
         return result
 
+    @abstractmethod
     def to_dict(self, copy: bool = True) -> dict[str, Any]:
-        raise NotImplementedError
+        """The ``__object__`` contents of this result on the wire."""
 
+    @abstractmethod
     def render(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The API's JSON body of this result."""
 
 
 class WazuhResult(AbstractWazuhResult):
