@@ -97,9 +97,12 @@ async def scale(c: BedCluster, workers: int, agents: int) -> list[Result]:
         await _scale_phases(c, names, agents, results)
     except TimeoutError as e:
         results.append((str(e), 0, "", "completes", False))
+    await c.ask_status([n for n in c.nodes.values() if n.running])  # worst lag so far
     results.append(_le("master RSS, max", c.max_rss_mb("master"), "MB", 300))
     worst = max((c.max_rss_mb(n) for n in names), default=0.0)
     results.append(_info("largest worker RSS, max", worst, "MB"))
+    results.extend(lag_and_cpu(c, names))
+    results.extend(task_summary(c))
     errors = c.error_lines()
     count = sum(len(lines) for lines in errors.values())
     results.append(("ERROR lines in every cluster.log", count, "", "= 0", count == 0))
@@ -146,6 +149,50 @@ async def _scale_phases(c: BedCluster, names: list[str], agents: int,
     wrong = sum(1 for a in listed if a["id"] != "000" and owner.get(int(a["id"])) != a["node_name"])
     results.append(("agents with the wrong node_name on the master", wrong, "", "= 0",
                     wrong == 0))
+
+
+def lag_and_cpu(c: BedCluster, workers: list[str]) -> list[Result]:
+    """Worst reactor lag of the master (target) and workers; where the CPU went."""
+    results: list[Result] = []
+    if "master" in c.lag_worst:
+        results.append(_le("worst reactor lag on the master", c.lag_worst["master"], "ms", 100))
+        windows = sorted(c.lag.get("master", {}).values())
+        if windows:
+            results.append(_info("  master lag, p99 of 1 s windows",
+                                 windows[min(len(windows) - 1, int(len(windows) * 0.99))],
+                                 "ms"))
+    else:
+        results.append(("worst reactor lag on the master: no status answer", 0, "ms",
+                        "< 100", False))
+    seen = [c.lag_worst[w] for w in workers if w in c.lag_worst]
+    if seen:
+        results.append(_info("worst reactor lag on any worker", max(seen), "ms"))
+    cpu: dict[str, float] = {}
+    for _, node, _, pct in c.samples:
+        cpu[node] = cpu.get(node, 0.0) + pct / 100.0  # one sample a second: CPU seconds
+    span = max((t for t, _, _, _ in c.samples), default=0.0)
+    if span:
+        total = sum(cpu.values())
+        results.append(_info("CPU seconds, master", cpu.get("master", 0.0), "s"))
+        results.append(_info(f"CPU seconds, all {len(cpu)} nodes", total, "s"))
+        results.append(_info(f"CPU seconds available ({os.cpu_count()} cores x {span:.0f} s)",
+                             (os.cpu_count() or 1) * span, "s"))
+    return results
+
+
+def task_summary(c: BedCluster) -> list[Result]:
+    """Median and max of each task's durations on the master and on the workers."""
+    by: dict[tuple[str, str], list[float]] = {}
+    for _, node, _, task, seconds in c.task_rows():
+        side = "master" if node == "master" else "workers"
+        by.setdefault((side, task), []).append(seconds)
+    results: list[Result] = []
+    for (side, task), values in sorted(by.items()):
+        values.sort()
+        results.append(_info(f"  {side} {task}: {len(values)} x, median",
+                             values[len(values) // 2], "s"))
+        results.append(_info(f"  {side} {task}: max", values[-1], "s"))
+    return results
 
 
 # -- partition ----------------------------------------------------------------------------
