@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from bench.testbed import scenarios
-from bench.testbed.cluster import BedCluster
+from bench.testbed.cluster import IDLE_PROBE, BedCluster
 from bench.testbed.net import make_bed
 
 SCENARIOS = ("scale", "partition", "slowlink", "restart", "diskfull")
@@ -169,7 +169,11 @@ def chart(directory: str, c: BedCluster, tasks: list[tuple[float, str, str, str,
     master_lag = [(t, ms) for t, node, ms in lag if node == "master"]
     if master_lag:
         lag_ax.plot(*zip(*master_lag, strict=True), label="master", color="tab:blue")
-    worker_lag = [(t, ms) for t, node, ms in lag if node != "master"]
+    idle_lag = [(t, ms) for t, node, ms in lag if node == IDLE_PROBE]
+    if idle_lag:
+        lag_ax.plot(*zip(*idle_lag, strict=True), color="grey", linewidth=0.8,
+                    label="an idle reactor on the same box")
+    worker_lag = [(t, ms) for t, node, ms in lag if node not in ("master", IDLE_PROBE)]
     if worker_lag:
         lag_ax.scatter(*zip(*worker_lag, strict=True), s=3, color="tab:orange",
                        label="workers (each polled every ~30 s)")

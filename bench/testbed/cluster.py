@@ -16,6 +16,7 @@ import re
 import secrets
 import signal
 import string
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,8 @@ FINISHED = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \w+: \[([^]]+)\] \[([^
                       r"Finished in ([0-9.]+)s")
 #: the DAPI probe: one agent from the master's database (a worker relays it to the master)
 DAPI_PROBE = ("wazuh.agent.get_agents", {"offset": 0, "limit": 1}, "local_master")
+#: the name under which the idle probe's reactor lag is recorded
+IDLE_PROBE = "idle reactor"
 GET_NODES_ARGS = {"filter_node": None, "offset": 0, "limit": None, "sort": None,
                   "search": None, "select": None, "filter_type": "all"}
 
@@ -172,6 +175,7 @@ class BedCluster:
         self._probes.clock = reactor
         self._probing: Deferred[Any] | None = None
         self._probe_round = 0
+        self._idle_probe: subprocess.Popen[bytes] | None = None
 
     # -- nodes ------------------------------------------------------------------------
     def add(self, name: str, role: str, *, master_address: str | None = None,
@@ -232,6 +236,7 @@ class BedCluster:
             await self._probing
         with contextlib.suppress(Exception):  # a last look at the nodes still running
             await self.ask_status([n for n in self.nodes.values() if n.running])
+        self._stop_idle_probe()
         for node in self.nodes.values():
             with contextlib.suppress(Exception):  # best effort at teardown
                 await self.stop(node, timeout=10.0)
@@ -249,6 +254,32 @@ class BedCluster:
         """RSS/CPU of every node once a second; reactor lag and a DAPI probe every 2 s."""
         self._sampler.start(1.0, now=True)
         self._probes.start(2.0, now=False)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self._idle_probe = subprocess.Popen(  # our own idle reactor, no network at all
+            [sys.executable, "-m", "bench.testbed.lagprobe", self._idle_probe_path], cwd=root)
+
+    @property
+    def _idle_probe_path(self) -> str:
+        return os.path.join(self.base, "idle-lag.json")
+
+    def _stop_idle_probe(self) -> None:
+        """Stop the idle probe and keep its windows as the node ``idle reactor``."""
+        if self._idle_probe is None:
+            return
+        self.read_idle_probe()
+        self._idle_probe.terminate()
+        self._idle_probe.wait(10)
+        self._idle_probe = None
+
+    def read_idle_probe(self) -> None:
+        """Load what the idle probe has written so far."""
+        try:
+            with open(self._idle_probe_path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return
+        self.lag_worst[IDLE_PROBE] = float(data["worst_ms"])
+        self.lag[IDLE_PROBE] = {float(end): float(worst) for end, worst in data["windows"]}
 
     def _probe(self) -> None:
         """Ask the master and a few workers in turn (each worker within ~30 s, inside the

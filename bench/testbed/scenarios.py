@@ -16,7 +16,13 @@ import sys
 import time
 from typing import Any
 
-from bench.testbed.cluster import BedCluster, Node, file_digest, write_client_keys
+from bench.testbed.cluster import (
+    IDLE_PROBE,
+    BedCluster,
+    Node,
+    file_digest,
+    write_client_keys,
+)
 
 Result = tuple[str, float, str, str, bool | None]
 #: cluster.json overrides of every bed run: production intervals, except a faster integrity
@@ -98,6 +104,7 @@ async def scale(c: BedCluster, workers: int, agents: int) -> list[Result]:
     except TimeoutError as e:
         results.append((str(e), 0, "", "completes", False))
     await c.ask_status([n for n in c.nodes.values() if n.running])  # worst lag so far
+    c.read_idle_probe()
     results.append(_le("master RSS, max", c.max_rss_mb("master"), "MB", 300))
     worst = max((c.max_rss_mb(n) for n in names), default=0.0)
     results.append(_info("largest worker RSS, max", worst, "MB"))
@@ -164,6 +171,14 @@ def lag_and_cpu(c: BedCluster, workers: list[str]) -> list[Result]:
     else:
         results.append(("worst reactor lag on the master: no status answer", 0, "ms",
                         "< 100", False))
+    if IDLE_PROBE in c.lag_worst:
+        windows = sorted(c.lag.get(IDLE_PROBE, {}).values())
+        results.append(_info("  idle reactor lag on the same box, worst", c.lag_worst[
+            IDLE_PROBE], "ms"))
+        if windows:
+            results.append(_info("  idle reactor lag, p99 of 1 s windows",
+                                 windows[min(len(windows) - 1, int(len(windows) * 0.99))],
+                                 "ms"))
     seen = [c.lag_worst[w] for w in workers if w in c.lag_worst]
     if seen:
         results.append(_info("worst reactor lag on any worker", max(seen), "ms"))
