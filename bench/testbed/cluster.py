@@ -406,6 +406,14 @@ class BedCluster:
             node, WZC_AG_LIST, encode_list_request(only_node), timeout=60.0)
         return answer
 
+    async def agent_counts(self, node: Node) -> dict[str, int]:
+        """The node's own agents (000 excluded) by connection status, counted by the node
+        (DAPI ``get_agents_summary_status``, ``local_any``): no listing crosses the socket."""
+        answer = await dapi_call(self.reactor, node.socket_path, build_request(
+            "wazuh.agent.get_agents_summary_status", {}, "local_any"), final_timeout=60.0)
+        connection: dict[str, int] = answer["data"]["connection"]
+        return connection
+
     async def keepalive(self, node: Node, ids: list[int], version: str = "Wazuh v4.7.5",
                         os_name: str = "Ubuntu") -> None:
         """Record keepalives of ``ids`` at ``node``, as remoted would, in chunks."""

@@ -60,10 +60,10 @@ async def wait_agents(c: BedCluster, node: Node, count: int, timeout: float) -> 
     """Seconds until ``node``'s agent database holds ``count`` agents (000 excluded)."""
     async def complete() -> bool:
         try:
-            agents = await c.agents(node)
+            counts = await c.agent_counts(node)
         except Exception:  # noqa: BLE001 -- not ready yet
             return False
-        return sum(1 for a in agents if a["id"] != "000") >= count
+        return counts["total"] >= count
     return await c.wait(f"{node.name} to hold {count} agents", complete, timeout, poll=1.0)
 
 
@@ -144,10 +144,8 @@ async def _scale_phases(c: BedCluster, names: list[str], agents: int,
     for name in names:
         await c.keepalive(c.nodes[name], share[name])
 
-    async def all_active() -> bool:
-        listed = await c.agents(master)
-        by_node = {a["id"]: a for a in listed}
-        return all(by_node.get(f"{i:03d}", {}).get("status") == "active" for i in ids)
+    async def all_active() -> bool:  # the ids are all the agents there are
+        return (await c.agent_counts(master))["active"] >= len(ids)
     await c.wait(f"{agents} agents active on the master", all_active, 300.0, poll=2.0)
     results.append(_le(f"{agents} keepalives seen active on the master",
                        time.monotonic() - t, "s", 20))
