@@ -108,6 +108,9 @@ async def scale(c: BedCluster, workers: int, agents: int) -> list[Result]:
     results.append(_le("master RSS, max", c.max_rss_mb("master"), "MB", 300))
     worst = max((c.max_rss_mb(n) for n in names), default=0.0)
     results.append(_info("largest worker RSS, max", worst, "MB"))
+    accepted = sum(1 for line in c.nodes["master"].log_lines() if "[Main] Connected from" in line)
+    results.append(_info(f"worker connections accepted by the master (for {workers} workers)",
+                         accepted, ""))
     results.extend(lag_and_cpu(c, names))
     results.extend(task_summary(c))
     errors = c.error_lines()
