@@ -434,3 +434,37 @@ class ConcurrencyBoundTests(SynchronousTestCase):
         self.flushLoggedErrors()
         self.assertEqual(third.requests.count(SYNC_NOW), 1)
         self.assertEqual(self.ask(third), b"True")
+
+    def test_a_slot_freed_is_kept_for_the_worker_in_line(self) -> None:
+        """A newcomer asking between the call-in and the called worker's request does not
+        take its slot (no barging): it waits in line behind it."""
+        first, second, third = self.fakes
+        fourth = self.pair.fake_worker("worker-5", capabilities=["sync_now"])
+        self.ask(first)
+        task = self.start(first)
+        self.ask(second)
+        self.start(second)
+        self.assertEqual(self.ask(third), b"False")
+        self.successResultOf(self.pair.request(first.protocol, SYN_I_W_M_R,
+                                               task + b" " + b'{"message": "test"}'))
+        self.flushLoggedErrors()
+        self.assertEqual(third.requests.count(SYNC_NOW), 1)
+        self.assertEqual(self.ask(fourth), b"False")  # the slot is the third worker's
+        self.assertEqual(self.ask(third), b"True")
+
+    def test_an_unused_call_in_expires_and_the_line_moves_on(self) -> None:
+        """A worker called in that never asks loses its slot after timeout_cluster_request;
+        the next permission request hands it to the next worker in line."""
+        first, second, third = self.fakes
+        fourth = self.pair.fake_worker("worker-5", capabilities=["sync_now"])
+        self.ask(first)
+        task = self.start(first)
+        self.ask(second)
+        self.start(second)
+        self.assertEqual([self.ask(third), self.ask(fourth)], [b"False", b"False"])
+        self.successResultOf(self.pair.request(first.protocol, SYN_I_W_M_R,
+                                               task + b" " + b'{"message": "test"}'))
+        self.flushLoggedErrors()
+        self.assertEqual(third.requests.count(SYNC_NOW), 1)  # ... and it never asks
+        self.pair.clock.advance(self.pair.master_config.intervals.timeout_cluster_request + 1)
+        self.assertEqual(self.ask(fourth), b"True")

@@ -113,6 +113,7 @@ class WorkerIntegrity:
     failures: int = 0  # integrity tasks failed in a row
     retry_after: float = 0.0  # no permission before this time (backoff after failures)
     granted_at: float | None = None  # permission granted, syn_i_w_m not received yet
+    called_at: float | None = None  # a slot is kept for it: called in from the line
 
 
 class WorkerReportedError(RemoteCommandError):
@@ -409,10 +410,15 @@ class IntegrityMaster:
                 _fire(stale, Failure(ClusterError(3039, "integrity lock expired")))
             state.lock = None
             state.retry_after = 0.0  # an expired lock is answered at once, as Wazuh does
+        self._admit_waiting()  # slots freed by expiry are handed out in order first
         granted = (self.local is not None and state.session not in self._checked
                    and state.lock is None and now >= state.retry_after)
-        if granted and self.busy_tasks() >= self._config.ext.max_concurrent_integrity_tasks:
-            # no free slot: not "checked" in this cycle; the worker waits in line
+        called, state.called_at = state.called_at is not None, None
+        if granted and not called and (
+                self._waiting
+                or self.busy_tasks() >= self._config.ext.max_concurrent_integrity_tasks):
+            # no free slot, or others wait in line first: not "checked" in this cycle; the
+            # worker waits in line (a slot freed while it is called in is kept for it)
             granted = False
             self._waiting[state.session] = None
             self._log.debug("[{tag}] [Integrity check] {busy} integrity tasks running; the "
@@ -643,12 +649,14 @@ class IntegrityMaster:
 
     def busy_tasks(self) -> int:
         """Integrity tasks running, or granted and about to start (a grant not followed by
-        ``syn_i_w_m`` within timeout_cluster_request no longer counts)."""
+        ``syn_i_w_m`` within timeout_cluster_request no longer counts, nor does a slot kept
+        for a worker called in from the line that did not ask within that time)."""
         now = self._clock.seconds()
         grace = self._config.intervals.timeout_cluster_request
         return sum(1 for state in self._workers.values()
                    if state.lock is not None
-                   or (state.granted_at is not None and now - state.granted_at < grace))
+                   or (state.granted_at is not None and now - state.granted_at < grace)
+                   or (state.called_at is not None and now - state.called_at < grace))
 
     def _admit_waiting(self) -> None:
         """Send sync_now to the workers first in line, while task slots are free."""
@@ -662,6 +670,7 @@ class IntegrityMaster:
                     or SYNC_NOW_CAPABILITY not in session.capabilities):
                 continue  # gone, busy, or a Wazuh worker that asks again at its tick
             self._checked.discard(session)
+            state.called_at = self._clock.seconds()
             self._sync_now(session)
             free -= 1
 
