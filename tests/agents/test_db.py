@@ -486,6 +486,11 @@ class KeysAndQueriesTests(SynchronousTestCase):
         db._conn.execute("UPDATE agent SET connection_status = 'disconnected' WHERE id = 3")
         self.assertEqual([a.agent_id for a in db.list_agents("w2")], [2, 3])
         self.assertEqual(db.count_active_agents_by_node(), {"w1": 1, "w2": 1})
+        # get_health asks it for every healthcheck: a covering index, not a table scan.
+        plan = " ".join(str(r[-1]) for r in db._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT node_name, COUNT(*) FROM agent WHERE id > 0 AND"
+            " connection_status = 'active' GROUP BY node_name"))
+        self.assertIn("COVERING INDEX agent_status_node", plan)
         summary = db.list_agents("w1")[0]
         self.assertEqual((summary.name, summary.status, summary.last_keepalive),
                          ("agent-001", "active", _NOW))
