@@ -191,6 +191,47 @@ class GroupsApplyResult:
     cleared_agents: int = 0
 
 
+@attrs.define
+class GroupsChunksTally:
+    """The bookkeeping of applying agent-groups chunks, shared by both backends (the
+    embedded database and wazuh-db): :meth:`decode` yields the assignments of each chunk
+    that parses (a chunk that does not is an error and makes the set incomplete), the
+    caller applies them and gives each outcome to :meth:`record`; :meth:`result` sums up."""
+
+    updated_chunks: int = 0
+    unknown_agents: int = 0
+    errors: list[str] = attrs.Factory(list)
+    #: Every agent listed in a chunk that parsed (kept by a full resync).
+    listed: set[int] = attrs.Factory(set)
+    #: Whether every chunk parsed (a full resync clears unlisted agents only then).
+    complete: bool = True
+
+    def decode(self, chunks: Sequence[str]) -> Iterator[tuple[tuple[int, tuple[str, ...]], ...]]:
+        """The assignments of each chunk, in order; bad chunks are recorded and skipped."""
+        for chunk in chunks:
+            try:
+                decoded = decode_groups_chunk(chunk)
+            except PayloadError as e:
+                self.errors.append(f"Invalid JSON syntax; {e}")
+                self.complete = False
+                continue
+            self.listed.update(a for a, _ in decoded.assignments)
+            yield decoded.assignments
+
+    def record(self, result: GroupsSetResult) -> None:
+        """The outcome of one chunk: updated unless some agent failed."""
+        self.unknown_agents += result.unknown_agents
+        if result.failed_agents:
+            self.errors.append(GROUPS_SET_ERROR)
+        else:
+            self.updated_chunks += 1
+
+    def result(self, cleared: int) -> GroupsApplyResult:
+        """The summed outcome (``cleared``: agents a full resync left without groups)."""
+        return GroupsApplyResult(self.updated_chunks, tuple(self.errors), self.unknown_agents,
+                                 cleared)
+
+
 @attrs.frozen
 class GroupsPage:
     """One answer of ``sync-agent-groups-get``: ``status`` is ``"ok"`` or ``"due"``."""
@@ -644,31 +685,15 @@ class AgentDatabase:
         ``id > 0`` not listed in any chunk lose their groups, and all group hashes are
         recalculated afterwards (what the worker does after a full resync).
         """
-        updated_chunks = 0
-        unknown = 0
-        errors: list[str] = []
-        listed: set[int] = set()
-        complete = True
-        for chunk in chunks:
-            try:
-                decoded = decode_groups_chunk(chunk)
-            except PayloadError as e:
-                errors.append(f"Invalid JSON syntax; {e}")
-                complete = False
-                continue
-            listed.update(a for a, _ in decoded.assignments)
-            result = self.set_agent_groups(decoded.assignments, mode, sync_status)
-            unknown += result.unknown_agents
-            if result.failed_agents:
-                errors.append(GROUPS_SET_ERROR)
-            else:
-                updated_chunks += 1
+        tally = GroupsChunksTally()
+        for assignments in tally.decode(chunks):
+            tally.record(self.set_agent_groups(assignments, mode, sync_status))
         cleared = 0
         if full:
-            if complete:
-                cleared = self._clear_groups_except(listed)
+            if tally.complete:
+                cleared = self._clear_groups_except(tally.listed)
             self.recalculate_group_hashes()
-        return GroupsApplyResult(updated_chunks, tuple(errors), unknown, cleared)
+        return tally.result(cleared)
 
     def _clear_groups_except(self, keep: set[int]) -> int:
         """Remove every group assignment of agents (``id > 0``) not in ``keep``."""
@@ -1022,6 +1047,7 @@ __all__ = [
     "AgentInfoSetResult",
     "AgentSummary",
     "GroupsApplyResult",
+    "GroupsChunksTally",
     "GroupsPage",
     "GroupsSetResult",
     "Keepalive",
