@@ -692,6 +692,17 @@ class WazuhDbAgentDatabase(Service):
         text = bind_select(sql, params)
         return self._op(self._select_any, text)
 
+    def count(self, sql: str, params: Sequence[str | int | float | None] = ()
+              ) -> Deferred[int]:
+        """The first column of the first row of a ``SELECT COUNT(...)`` (0 without a row).
+        Not remembered: wazuh-db's database is written by other daemons too, so there is no
+        generation here to key a cache on."""
+        return Deferred.fromCoroutine(self._count(sql, params))
+
+    async def _count(self, sql: str, params: Sequence[str | int | float | None]) -> int:
+        rows = await self.select(sql, params)
+        return int(next(iter(rows[0].values()), 0)) if rows else 0
+
     async def _select_any(self, sql: str) -> list[dict[str, Any]]:
         try:
             return await self._select_once(sql)
