@@ -6,8 +6,9 @@ process, its figures are the master's (and the link's), not stalls of the benchm
 which share one Python thread with anything else in the benchmark process.
 
 Protocol with the parent: the child prints ``ready`` once linked; on SIGUSR1 it prints one JSON
-line ``{"p50": ms, "max": ms, "n": probes}`` for the probes since the previous report (and starts
-a new window); on SIGTERM it prints the same and exits.
+line ``{"p50": ms, "max": ms, "n": probes, "late": ms}`` for the probes since the previous
+report (and starts a new window; ``late``: the worst delay of the probe's own timer, i.e. how
+long the probe process itself waited for a CPU); on SIGTERM it prints the same and exits.
 
 Run by :class:`ProbeProcess` (``bench/dapi.py``, ``bench/api.py``); by hand:
 ``.venv/bin/python bench/probe.py PORT KEY [interval] [name]``.
@@ -27,11 +28,16 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
-def _stats(rtts: list[float]) -> dict[str, float]:
+def _stats(rtts: list[float], late: list[float] | None = None) -> dict[str, float]:
+    """p50/max of the round trips (ms), their number, and the worst lateness (ms) of the
+    probe's own timer: how long this process itself waited for a CPU (0 on an idle
+    machine), the share of a round trip that is not the master's."""
+    worst_late = max(late) if late else float("nan")
     if not rtts:
-        return {"p50": float("nan"), "max": float("nan"), "n": 0}
+        return {"p50": float("nan"), "max": float("nan"), "n": 0, "late": worst_late}
     rtts = sorted(rtts)
-    return {"p50": statistics.median(rtts), "max": rtts[-1], "n": len(rtts)}
+    return {"p50": statistics.median(rtts), "max": rtts[-1], "n": len(rtts),
+            "late": worst_late}
 
 
 def child(port: int, key: str, interval: float, name: str) -> None:
@@ -54,19 +60,25 @@ def child(port: int, key: str, interval: float, name: str) -> None:
             pass
 
     rtts: list[float] = []
+    late: list[float] = []
+    last = [0.0]
     link = ClusterProtocol(Quiet(), reactor, codec=FernetCodec(key.encode()),  # type: ignore[arg-type]
                            request_timeout=30)
 
     def send() -> Deferred[None]:
         start = time.perf_counter()
+        if last[0]:
+            late.append(max(0.0, (start - last[0] - interval) * 1000))
+        last[0] = start
         d = link.request(ECHO_CLIENT, b"keepalive")
         d.addCallback(lambda _: rtts.append((time.perf_counter() - start) * 1000))
         d.addErrback(lambda _: None)
         return d
 
     def report(stop: bool) -> None:
-        print(json.dumps(_stats(rtts)), flush=True)
+        print(json.dumps(_stats(rtts, late)), flush=True)
         del rtts[:]
+        del late[:]
         if stop:
             reactor.stop()  # type: ignore[attr-defined]
 
