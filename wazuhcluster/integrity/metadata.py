@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
@@ -205,16 +205,101 @@ def scan_items(
                     continue
                 hashed += 1
             new_cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest)
-            merged = ".merged" in name
-            files[relative] = FileEntry(
-                mod_time=st.st_mtime,
-                cluster_item_key=item.key,
-                merged=merged,
-                hash=digest,
-                merge_type=MERGE_TYPE_PLACEHOLDER if merged else None,
-                merge_name=absolute if merged else None,
-            )
+            files[relative] = _entry(item, name, absolute, st, digest)
     return ScanResult(files=files, cache=new_cache, skipped=tuple(skipped), hashed=hashed)
+
+
+def _entry(item: ClusterItem, name: str, absolute: str, st: os.stat_result,
+           digest: str) -> FileEntry:
+    merged = ".merged" in name
+    return FileEntry(
+        mod_time=st.st_mtime,
+        cluster_item_key=item.key,
+        merged=merged,
+        hash=digest,
+        merge_type=MERGE_TYPE_PLACEHOLDER if merged else None,
+        merge_name=absolute if merged else None,
+    )
+
+
+def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
+                 paths: Iterable[str | bytes]) -> ScanResult | None:
+    """Update ``previous`` for the named files only (stat and hash each, nothing else).
+
+    ``paths`` are absolute paths under ``home`` that an inotify watch reported changed,
+    created, moved or deleted. The result equals what :func:`scan_items` would return for
+    the tree (same entries, digests and cache; the order of new entries may differ), or
+    ``None`` when a path needs the full scan's judgement: a directory, a symbolic link or
+    anything but a regular file, a directory on the way that is not a real directory, an
+    unsafe or too long name, or a file that cannot be read. Each named file is hashed
+    again even if its size and mtime did not change (the event says its content did).
+    """
+    files = dict(previous.files)
+    cache = dict(previous.cache)
+    touched: set[str] = set()
+    real_dirs: dict[str, bool] = {}
+    hashed = 0
+    root = os.path.abspath(home)
+    for path in paths:
+        absolute = os.path.abspath(os.fsdecode(path))
+        if not absolute.startswith(root + os.sep):
+            continue  # not under the home: nothing of ours
+        relative = absolute[len(root) + 1:]
+        if os.sep != "/":  # pragma: no cover - POSIX only
+            relative = relative.replace(os.sep, "/")
+        touched.add(relative)
+        absolute = os.path.join(home, relative)  # as scan_items spells it (merge_name)
+        item = items.item_for(relative)
+        if item is None:
+            continue  # not a cluster file (excluded, or not covered by any item)
+        directory, _, name = relative.rpartition("/")
+        if not _real_directories(root, directory, real_dirs):
+            return None
+        try:
+            st = os.lstat(absolute)
+        except FileNotFoundError:
+            files.pop(relative, None)
+            cache.pop(relative, None)
+            continue
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        prefix = directory + "/" if directory else ""
+        problem = (path_problem(name) if not prefix or path_problem(directory) is None
+                   else path_problem(relative))
+        if problem is not None or len(relative.encode()) > MAX_PATH_BYTES:
+            return None
+        try:
+            digest = file_digest(absolute)
+        except FileNotFoundError:
+            files.pop(relative, None)
+            cache.pop(relative, None)
+            continue
+        except OSError:
+            return None
+        hashed += 1
+        cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest)
+        files[relative] = _entry(item, name, absolute, st, digest)
+    skipped = tuple(s for s in previous.skipped if s.path not in touched)
+    return ScanResult(files=files, cache=cache, skipped=skipped, hashed=hashed)
+
+
+def _real_directories(root: str, directory: str, known: dict[str, bool]) -> bool:
+    """True if ``root/directory`` and every directory between them is a real directory."""
+    if not directory:
+        return True
+    if directory in known:
+        return known[directory]
+    parent = directory.rpartition("/")[0]
+    ok = _real_directories(root, parent, known)
+    if ok:
+        try:
+            ok = stat.S_ISDIR(os.lstat(os.path.join(root, directory)).st_mode)
+        except OSError:
+            ok = False
+    known[directory] = ok
+    return ok
 
 
 def _item_files(
