@@ -87,9 +87,11 @@ if TYPE_CHECKING:
     from wazuhcluster.master.node import MasterNode
     from wazuhcluster.master.registry import WorkerSession
 
-#: Longest a check waits for a recomputation already under way or scheduled by the watcher.
-FRESH_SCAN_WAIT = 1.5
-FRESH_SCAN_POLL = 0.02
+#: Longest a check waits for a recomputation already under way or scheduled by the watcher
+#: (which looks at a closed file within milliseconds): while files keep being written, each
+#: round pushes what is complete, and the rounds overlap the writing.
+FRESH_SCAN_WAIT = 0.1
+FRESH_SCAN_POLL = 0.005
 #: The capability a worker announces to receive ``wzc_syncnow``.
 SYNC_NOW_CAPABILITY = "sync_now"
 Responder = Callable[[bytes], Coroutine[Any, Any, Reply]]
