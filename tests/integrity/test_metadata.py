@@ -58,6 +58,13 @@ class DigestReuseTests(SynchronousTestCase):
         self.assertEqual(second.hashed, 0)
         self.assertEqual(second.files, self.first.files)
 
+    def test_warm_scan_reuses_unchanged_entries(self) -> None:
+        """Unchanged files keep their entry and cache objects (nothing is rebuilt)."""
+        second = scan_items(self.home, self.items, self.first.cache)
+        for path, entry in second.files.items():
+            self.assertIs(entry, self.first.files[path])
+            self.assertIs(second.cache[path], self.first.cache[path])
+
     def test_same_size_and_mtime_keeps_stale_digest(self) -> None:
         """Content changed with size and mtime kept: the cached digest is reused (as Wazuh)."""
         path = os.path.join(self.home, "etc/lists/audit-keys")

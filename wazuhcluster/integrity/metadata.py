@@ -26,6 +26,7 @@ file that our own workers would refuse.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,6 +41,8 @@ HASH_CHUNK_SIZE = 1024 * 1024
 #: Placeholder ``merge_type`` Wazuh puts on ``.merged`` files.
 MERGE_TYPE_PLACEHOLDER = "TYPE"
 
+_S_IFMT = 0o170000
+_NAME = operator.attrgetter("name")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -111,6 +114,8 @@ class CachedDigest:
     size: int
     mtime_ns: int
     digest: str
+    #: The entry the scan built for the file, reused as long as size and mtime match.
+    entry: FileEntry | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -192,10 +197,15 @@ def scan_items(
     skipped: list[SkippedPath] = []
     hashed = 0
     for item in items.items:
-        for relative, absolute, st in _item_files(home, item, items, skipped):
-            name = relative.rsplit("/", 1)[-1]
-            known = previous.get(relative)
+        key = item.key
+        for relative, absolute, st, known in _item_files(home, item, items, skipped, previous):
             if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
+                entry = known.entry
+                if entry is not None and entry.cluster_item_key == key:
+                    # Nothing changed: the previous objects serve again as they are.
+                    new_cache[relative] = known
+                    files[relative] = entry
+                    continue
                 digest = known.digest
             else:
                 try:
@@ -204,8 +214,9 @@ def scan_items(
                     skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
                     continue
                 hashed += 1
-            new_cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest)
-            files[relative] = _entry(item, name, absolute, st, digest)
+            entry = _entry(item, relative.rsplit("/", 1)[-1], absolute, st, digest)
+            new_cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
+            files[relative] = entry
     return ScanResult(files=files, cache=new_cache, skipped=tuple(skipped), hashed=hashed)
 
 
@@ -279,8 +290,9 @@ def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
         except OSError:
             return None
         hashed += 1
-        cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest)
-        files[relative] = _entry(item, name, absolute, st, digest)
+        entry = _entry(item, name, absolute, st, digest)
+        cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
+        files[relative] = entry
     skipped = tuple(s for s in previous.skipped if s.path not in touched)
     return ScanResult(files=files, cache=cache, skipped=skipped, hashed=hashed)
 
@@ -303,9 +315,18 @@ def _real_directories(root: str, directory: str, known: dict[str, bool]) -> bool
 
 
 def _item_files(
-    home: str, item: ClusterItem, items: ClusterItems, skipped: list[SkippedPath]
-) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Yield ``(relative path, absolute path, lstat)`` of every file the item covers."""
+    home: str, item: ClusterItem, items: ClusterItems, skipped: list[SkippedPath],
+    known: Mapping[str, CachedDigest] | None = None,
+) -> Iterator[tuple[str, str, os.stat_result, CachedDigest | None]]:
+    """Yield ``(relative path, absolute path, lstat, known[relative])`` of every file the
+    item covers.
+
+    A path in ``known`` (the previous scan's cache: the same items included it before) is
+    not checked again for exclusion, ownership and safe naming, which depend on the
+    path alone; its type is.
+    """
+    if known is None:
+        known = {}
     root = os.path.join(home, item.key) if item.key else home
     if item.key:
         # Every directory between the home and the item root must be a real directory.
@@ -330,7 +351,7 @@ def _item_files(
         directory, prefix = pending.pop()
         try:
             with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_NAME)
         except OSError as e:
             skipped.append(SkippedPath(prefix, f"unreadable directory: {e.strerror or e}"))
             continue
@@ -352,6 +373,11 @@ def _item_files(
             except OSError as e:
                 skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
                 continue
+            if (st.st_mode & _S_IFMT) == stat.S_IFREG:
+                cached = known.get(relative)
+                if cached is not None:
+                    yield relative, entry.path, st, cached
+                    continue
             if stat.S_ISDIR(st.st_mode):
                 if item.recursive:
                     subdirectories.append((entry.path, relative + "/"))
@@ -371,6 +397,6 @@ def _item_files(
             if problem is not None:
                 skipped.append(SkippedPath(relative, f"unsafe name: {problem}"))
                 continue
-            yield relative, entry.path, st
+            yield relative, entry.path, st, None
         # Depth-first, in name order (reversed because ``pending`` is a stack).
         pending.extend(reversed(subdirectories))
