@@ -224,3 +224,37 @@ class PropertyTests(SynchronousTestCase):
         frames = list(encode_message(9, b"echo", len(data), data))
         self.assertEqual([len(f) - 20 for f in frames], [FRAGMENT_PAYLOAD, len(data) -
                                                          FRAGMENT_PAYLOAD])
+
+
+class FernetInteropTests(SynchronousTestCase):
+    """Our tokens are cryptography's Fernet tokens, both ways, at every padding length."""
+
+    def test_both_ways_for_every_padding_length(self) -> None:
+        """Sizes 0-48 and around 1 MiB: Fernet decrypts ours and we decrypt Fernet's."""
+        import base64
+        import os
+
+        from cryptography.fernet import Fernet
+
+        fernet = Fernet(base64.urlsafe_b64encode(VECTOR_KEY))
+        ours = FernetCodec(VECTOR_KEY)
+        for size in (*range(49), 1 << 20, (1 << 20) + 1, (1 << 20) - 1):
+            data = os.urandom(size)
+            self.assertEqual(fernet.decrypt(ours.encrypt(data)), data, size)
+            self.assertEqual(ours.decrypt(fernet.encrypt(data)), data, size)
+
+    def test_bad_padding_under_a_valid_signature_is_refused(self) -> None:
+        """A correctly signed token whose last block is not PKCS7 padding: DecryptionError."""
+        import base64
+        import hmac as hmac_module
+
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        iv = bytes(16)
+        for last in (bytes(16), bytes(15) + b"\x11", bytes(14) + b"\x01\x02"):
+            encryptor = Cipher(algorithms.AES(VECTOR_KEY[16:]), modes.CBC(iv)).encryptor()
+            body = b"\x80" + struct.pack(">Q", 0) + iv + encryptor.update(b"x" * 16 + last)
+            signature = hmac_module.new(VECTOR_KEY[:16], body, "sha256").digest()
+            token = base64.urlsafe_b64encode(body + signature)
+            with self.assertRaises(DecryptionError):
+                FernetCodec(VECTOR_KEY).decrypt(token)
