@@ -100,6 +100,33 @@ class IntegrityProcessTests(TestCase):
         self.assertEqual(set(status["last_sync_integrity"]["total_files"]),
                          {"missing", "shared", "extra"})
 
+    async def test_burst_of_1000_edits_ends_with_the_last_content_on_every_worker(
+            self) -> None:
+        """1 000 rewrites of a rules file as fast as they go, and 1 000 more by rename:
+        every worker ends with the last content, carried by the watcher alone (timers at
+        10 minutes)."""
+        slow: dict[str, Any] = {"intervals": {"worker": {"sync_integrity": 600},
+                                              "master": {"recalculate_integrity": 600}}}
+        c = Cluster(self)
+        m, workers = await c.start_cluster("worker-1", "worker-2", "worker-3",
+                                           master_tunables=slow, worker_tunables=slow)
+        for w in workers:
+            await c.wait_log(w, CONNECTED)
+        rules = os.path.join(m.home, "etc/rules/local_rules.xml")
+        for i in range(1000):
+            with open(rules, "wb") as f:
+                f.write(b"<group name='burst'><rule id='%d'/></group>\n" % i)
+        await self.converged(c, m, *workers)
+        with open(os.path.join(workers[2].home, "etc/rules/local_rules.xml"), "rb") as f:
+            self.assertIn(b"id='999'", f.read())
+        for i in range(1000):  # the way editors and deployment tools replace files
+            temporary = rules + ".tmp"
+            with open(temporary, "wb") as f:
+                f.write(b"<group name='renamed'><rule id='%d'/></group>\n" % i)
+            os.rename(temporary, rules)
+        files = await self.converged(c, m, *workers)
+        self.assertEqual(files["etc/rules/local_rules.xml"], file_digest(rules))
+
     async def test_sigkill_during_apply_leaves_no_half_written_file(self) -> None:
         """A worker killed while applying 5 000 files has each file absent or complete;
         after a restart the next round converges.
