@@ -165,7 +165,7 @@ def sync_figures(count: int, runs: int = 3) -> None:
         if not rows_format:
             low, mid = best_median(commits)
             record("agents", f"agent-info {count}, {short}: read -> master commit", low, mid,
-                   " s", "< 1 s", mid < 1.0)
+                   "s", "< 1 s", mid < 1.0)
         low, mid = best_median(ratios)
         limit = 1.5 if rows_format else 2.5
         record("agents", f"agent-info {count}, {short} / sqlite3 floor", low, mid, "x",

@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from verdict import show
+
 BENCHES = ("integrity", "agents", "codec")
 
 
@@ -59,8 +61,8 @@ def main() -> int:
     print(f"{'figure':<58} {'best':>10} {'median':>10}  {'target':<16} verdict")
     for row in rows:
         unit = str(row["unit"])
-        best = f"{row['best']:.3g}{unit}"
-        median = f"{row['median']:.3g}{unit}"
+        best = show(float(row["best"]), unit)
+        median = show(float(row["median"]), unit)
         print(f"{str(row['figure'])[:58]:<58} {best:>10} {median:>10}  "
               f"{row['target']!s:<16} {'met' if row['met'] else 'NOT MET'}")
     met = sum(1 for row in rows if row["met"])

@@ -147,7 +147,7 @@ def local_integrity(base: str) -> dict[str, str]:
         t_warm = min(warm_runs)
         if name == "10 000 x 4 KiB":
             low, mid = best_median(warm_runs)
-            record("integrity", "local integrity 10 000 files, warm", low, mid, " s", "< 0.04 s",
+            record("integrity", "local integrity 10 000 files, warm", low, mid, "s", "< 0.04 s",
                    mid < 0.04)
         print(f"  {name:15} floor {t_floor:.3f} s | cold {t_cold:.3f} s "
               f"({t_cold / t_floor:.2f}x floor) | warm {t_warm:.4f} s")
@@ -204,7 +204,7 @@ async def pool_choice(homes: dict[str, str]) -> None:
                 if label == "thread, warm" and name == "10 000 x 4 KiB":
                     low, mid = best_median([lag * 1000 for lag in lags])
                     record("integrity", "reactor lag during the warm 10 000-file scan", low,
-                           mid, " ms", "< 10 ms", mid < 10)
+                           mid, "ms", "< 10 ms", mid < 10)
         # The transfer cost alone: pickling the 10 000-entry result and loading it back.
         result = scan_items(homes["10 000 x 4 KiB"], items)
         blob = pickle.dumps(result)
@@ -441,16 +441,16 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
               f"{link_many_rtt * 1000:.1f} ms (p50 {statistics.median(link_probe.rtts) * 1000:.1f}"
               f" ms over {len(link_probe.rtts)} probes)")
         p50 = statistics.median(latencies)
-        record("integrity", f"rules edit -> worker, p50 of {changes}", p50, p50, " s",
+        record("integrity", f"rules edit -> worker, p50 of {changes}", p50, p50, "s",
                "< 0.1 s", p50 < 0.1)
         record("integrity", f"rules edit -> worker, max of {changes}", max(latencies),
-               max(latencies), " s", "< 0.15 s", max(latencies) < 0.15)
+               max(latencies), "s", "< 0.15 s", max(latencies) < 0.15)
         ratio = (done - start) / written
         record("integrity", f"{many} new files verified on worker / write time", ratio, ratio,
                "x", "<= 1.5x", ratio <= 1.5)
         worst = max(rules_rtt, many_rtt, link_many_rtt) * 1000
         record("integrity", "master reactor lag (worst echo RTT) in part 3", worst, worst,
-               " ms", "< 50 ms", worst < 50)
+               "ms", "< 50 ms", worst < 50)
         rounds = master.log().count("[Integrity sync] Finished in")
         print(f"  master pushes during the run: {rounds}")
     finally:

@@ -17,7 +17,7 @@ def record(bench: str, figure: str, best: float, median: float, unit: str, targe
            met: bool) -> None:
     """Print and store one figure (``best``/``median`` of the runs; verdict on ``median``)."""
     verdict = "met" if met else "NOT met"
-    print(f"VERDICT {figure}: best {best:.4g} {unit}, median {median:.4g} {unit}; "
+    print(f"VERDICT {figure}: best {show(best, unit)}, median {show(median, unit)}; "
           f"target {target}: {verdict}")
     path = os.environ.get("BENCH_SUMMARY")
     if path:
@@ -25,6 +25,11 @@ def record(bench: str, figure: str, best: float, median: float, unit: str, targe
             f.write(json.dumps({"bench": bench, "figure": figure, "best": best,
                                 "median": median, "unit": unit, "target": target,
                                 "met": met}) + "\n")
+
+
+def show(value: float, unit: str) -> str:
+    """``0.0733 s``, ``2.1x``."""
+    return f"{value:.3g}{unit}" if unit == "x" else f"{value:.3g} {unit}"
 
 
 def best_median(values: Sequence[float]) -> tuple[float, float]:
