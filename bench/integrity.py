@@ -35,7 +35,6 @@ import pickle
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, c
 from twisted.internet.protocol import ProcessProtocol
 from verdict import best_median, record
 
+from tests.integration.harness import free_port
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.homes import make_home
 from wazuhcluster.integrity.items import load_cluster_items
@@ -76,14 +76,6 @@ def machine() -> str:
         pass
     return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}")
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def make_files(home: str, directory: str, count: int, size: int) -> list[str]:
@@ -354,11 +346,9 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
     """Part 3."""
     port = 20000 + os.getpid() % 20000
     master_home = make_home(os.path.join(base, "master"), node_name="master",
-                            node_type="master", key=KEY, port=port,
-                            api_port=free_port())
+                            node_type="master", key=KEY, port=port, api_port=free_port())
     worker_home = make_home(os.path.join(base, "worker-1"), node_name="worker-1",
-                            node_type="worker", key=KEY, port=port,
-                            api_port=free_port())
+                            node_type="worker", key=KEY, port=port, api_port=free_port())
     master = Node("master", "master", master_home).start()
     worker = Node("worker-1", "worker", worker_home)
     runner = ThreadedRunner(reactor, max_threads=2)
