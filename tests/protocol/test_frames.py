@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import struct
 
 from hypothesis import given
@@ -238,7 +239,8 @@ class FernetInteropTests(SynchronousTestCase):
 
         fernet = Fernet(base64.urlsafe_b64encode(VECTOR_KEY))
         ours = FernetCodec(VECTOR_KEY)
-        for size in (*range(49), 1 << 20, (1 << 20) + 1, (1 << 20) - 1):
+        for size in (*range(49), *range(65440, 65560, 7), 1 << 20, (1 << 20) + 1,
+                     (1 << 20) - 1):
             data = os.urandom(size)
             self.assertEqual(fernet.decrypt(ours.encrypt(data)), data, size)
             self.assertEqual(ours.decrypt(fernet.encrypt(data)), data, size)
@@ -251,9 +253,10 @@ class FernetInteropTests(SynchronousTestCase):
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
         iv = bytes(16)
-        for last in (bytes(16), bytes(15) + b"\x11", bytes(14) + b"\x01\x02"):
+        for last, before in itertools.product(
+                (bytes(16), bytes(15) + b"\x11", bytes(14) + b"\x01\x02"), (16, 70000)):
             encryptor = Cipher(algorithms.AES(VECTOR_KEY[16:]), modes.CBC(iv)).encryptor()
-            body = b"\x80" + struct.pack(">Q", 0) + iv + encryptor.update(b"x" * 16 + last)
+            body = b"\x80" + struct.pack(">Q", 0) + iv + encryptor.update(b"x" * before + last)
             signature = hmac_module.new(VECTOR_KEY[:16], body, "sha256").digest()
             token = base64.urlsafe_b64encode(body + signature)
             with self.assertRaises(DecryptionError):

@@ -77,6 +77,14 @@ class FernetCodec:
         size = len(data)
         whole = size - size % 16
         pad = 16 - size % 16
+        if size < _IN_PLACE:  # small: fewer calls beat fewer copies
+            encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
+            basic = b"".join((_VERSION, struct.pack(">Q", now), iv,
+                              encryptor.update(data + _PADDING[pad]), encryptor.finalize()))
+            h = HMAC(self._signing_key, self._sha256)
+            h.update(basic)
+            return binascii.b2a_base64(basic + h.finalize(),
+                                       newline=False).translate(_TO_URLSAFE)
         body = 25 + whole + 16  # version, time, IV, ciphertext
         buf = bytearray(body + _HMAC_SIZE + 15)  # update_into needs a block of slack
         buf[0] = 0x80
@@ -86,7 +94,7 @@ class FernetCodec:
         encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
         if whole:
             encryptor.update_into(memoryview(data)[:whole], out[25:25 + whole + 15])
-        encryptor.update_into(bytes(data[whole:]) + bytes((pad,)) * pad,
+        encryptor.update_into(bytes(data[whole:]) + _PADDING[pad],
                               out[25 + whole:body + 15])
         encryptor.finalize()
         h = HMAC(self._signing_key, self._sha256)
@@ -110,18 +118,28 @@ class FernetCodec:
         if not hmac.compare_digest(h.finalize(), raw[-_HMAC_SIZE:]):
             raise DecryptionError("payload signature does not match the cluster key")
         decryptor = Cipher(self._aes, modes.CBC(raw[9:25])).decryptor()
+        if len(raw) < _IN_PLACE:
+            padded = decryptor.update(view[25:-_HMAC_SIZE]) + decryptor.finalize()
+            pad = padded[-1]
+            if not 1 <= pad <= 16 or padded[-pad:] != _PADDING[pad]:
+                raise DecryptionError("payload padding is invalid")
+            return padded[:-pad]
         # All blocks but the last, then the last one whose PKCS7 padding is checked and
         # cut: the plaintext is copied once at most (not at all when the padding is a
         # whole block, i.e. for plaintexts of a multiple of 16 bytes).
         head = decryptor.update(view[25:-_HMAC_SIZE - 16])
         last = decryptor.update(view[-_HMAC_SIZE - 16:-_HMAC_SIZE]) + decryptor.finalize()
         pad = last[-1]
-        if not 1 <= pad <= 16 or last[16 - pad:] != bytes((pad,)) * pad:
+        if not 1 <= pad <= 16 or last[16 - pad:] != _PADDING[pad]:
             raise DecryptionError("payload padding is invalid")
         if pad == 16:
             return head
         return head + last[:16 - pad]
 
 
+#: From this size on, a payload is encrypted in place and decrypted in two parts.
+_IN_PLACE = 64 * 1024
+#: PKCS7 padding of each length.
+_PADDING = [bytes((n,)) * n for n in range(17)]
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
