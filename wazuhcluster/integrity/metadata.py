@@ -197,15 +197,9 @@ def scan_items(
     skipped: list[SkippedPath] = []
     hashed = 0
     for item in items.items:
-        key = item.key
-        for relative, absolute, st, known in _item_files(home, item, items, skipped, previous):
+        for relative, absolute, st, known in _item_files(home, item, items, skipped, previous,
+                                                         files, new_cache):
             if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
-                entry = known.entry
-                if entry is not None and entry.cluster_item_key == key:
-                    # Nothing changed: the previous objects serve again as they are.
-                    new_cache[relative] = known
-                    files[relative] = entry
-                    continue
                 digest = known.digest
             else:
                 try:
@@ -317,14 +311,22 @@ def _real_directories(root: str, directory: str, known: dict[str, bool]) -> bool
 def _item_files(
     home: str, item: ClusterItem, items: ClusterItems, skipped: list[SkippedPath],
     known: Mapping[str, CachedDigest] | None = None,
+    files: dict[str, FileEntry] | None = None,
+    cache: dict[str, CachedDigest] | None = None,
 ) -> Iterator[tuple[str, str, os.stat_result, CachedDigest | None]]:
     """Yield ``(relative path, absolute path, lstat, known[relative])`` of every file the
     item covers.
 
     A path in ``known`` (the previous scan's cache: the same items included it before) is
     not checked again for exclusion, ownership and safe naming, which depend on the
-    path alone; its type is.
+    path alone; its type is. With ``files`` and ``cache``, a known file whose size and
+    mtime did not change is not yielded: its previous entry and cache record go straight
+    into them.
     """
+    shortcut = files is not None and cache is not None
+    out_files: dict[str, FileEntry] = files if files is not None else {}
+    out_cache: dict[str, CachedDigest] = cache if cache is not None else {}
+    key = item.key
     if known is None:
         known = {}
     root = os.path.join(home, item.key) if item.key else home
@@ -376,6 +378,14 @@ def _item_files(
             if (st.st_mode & _S_IFMT) == stat.S_IFREG:
                 cached = known.get(relative)
                 if cached is not None:
+                    previous = cached.entry
+                    if (shortcut and previous is not None and cached.size == st.st_size
+                            and cached.mtime_ns == st.st_mtime_ns
+                            and previous.cluster_item_key == key):
+                        # Nothing changed: the previous objects serve again as they are.
+                        out_files[relative] = previous
+                        out_cache[relative] = cached
+                        continue
                     yield relative, entry.path, st, cached
                     continue
             if stat.S_ISDIR(st.st_mode):
