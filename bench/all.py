@@ -18,7 +18,9 @@ import time
 
 from verdict import show
 
-BENCHES = ("integrity", "agents", "codec")
+#: (log name, script, arguments)
+BENCHES = (("integrity", "integrity", []), ("integrity-25", "integrity", ["--parts", "4"]),
+           ("agents", "agents", []), ("codec", "codec", []))
 
 
 def load() -> str:
@@ -35,18 +37,20 @@ def main() -> int:
     failed: list[str] = []
     started = load()
     elapsed: dict[str, float] = {}
-    for name in BENCHES:
+    for name, script, arguments in BENCHES:
         with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as summary:
             env = dict(os.environ, BENCH_SUMMARY=summary.name)
             log = os.path.join(logs, f"{name}.log")
-            print(f"running bench/{name}.py (output in {os.path.relpath(log)}) ...", flush=True)
+            print(f"running bench/{script}.py {' '.join(arguments)} (output in "
+                  f"{os.path.relpath(log)}) ...", flush=True)
             t = time.monotonic()
             with open(log, "w", encoding="utf-8") as out:
-                code = subprocess.call([sys.executable, os.path.join(here, f"{name}.py")],
-                                       stdout=out, stderr=subprocess.STDOUT, env=env)
+                code = subprocess.call(
+                    [sys.executable, os.path.join(here, f"{script}.py"), *arguments],
+                    stdout=out, stderr=subprocess.STDOUT, env=env)
             elapsed[name] = time.monotonic() - t
             if code:
-                failed.append(f"bench/{name}.py exited with {code} (see {log})")
+                failed.append(f"bench/{script}.py exited with {code} (see {log})")
             rows.extend(json.loads(line) for line in summary if line.strip())
     cpu = "unknown"
     try:

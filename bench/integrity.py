@@ -454,6 +454,57 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         await master.stop()
 
 
+async def fan_out(base: str, count: int, changes: int) -> None:
+    """Part 4: one rules edit on the master until every one of ``count`` workers has it."""
+    port = 20000 + (os.getpid() + 7919) % 20000
+    master_home = make_home(os.path.join(base, "fan-master"), node_name="master",
+                            node_type="master", key=KEY, port=port, api_port=free_port())
+    master = Node("master", "master", master_home).start()
+    workers = [Node(f"worker-{i}", "worker", make_home(
+        os.path.join(base, f"fan-worker-{i}"), node_name=f"worker-{i}", node_type="worker",
+        key=KEY, port=port, api_port=free_port())) for i in range(1, count + 1)]
+    try:
+        socket_path = os.path.join(master_home, "queue", "cluster", "c-internal.sock")
+        await wait_until("the master's local socket", lambda: os.path.exists(socket_path), 20,
+                         0.05)
+        for worker in workers:
+            worker.start()
+        await wait_until(f"{count} workers to connect", lambda: all(
+            "Successfully connected to master" in w.log() for w in workers), 60 + count, 0.1)
+        rules = os.path.join("etc", "rules", "local_rules.xml")
+        await sleep(2.0)
+        latencies = []
+        for i in range(changes):
+            content = f"<group name='fan'><rule id='{200000 + i}'/></group>\n".encode()
+            start = time.perf_counter()
+            with open(os.path.join(master_home, rules), "wb") as f:
+                f.write(content)
+
+            def everywhere(c: bytes = content) -> bool:
+                for w in workers:
+                    try:
+                        with open(os.path.join(w.home, rules), "rb") as f:
+                            if f.read() != c:
+                                return False
+                    except OSError:
+                        return False
+                return True
+
+            latencies.append(await wait_until("a rules change everywhere", everywhere, 60)
+                             - start)
+            await sleep(0.3)
+        p50 = statistics.median(latencies)
+        print(f"  rules change -> all {count} workers ({changes} changes): p50 {p50:.3f} s, "
+              f"max {max(latencies):.3f} s, min {min(latencies):.3f} s")
+        record("integrity", f"rules edit -> all {count} workers, p50 of {changes}", p50, p50,
+               "s", "< 0.3 s", p50 < 0.3)
+    finally:
+        for worker in workers:
+            if worker.transport is not None:
+                await worker.stop()
+        await master.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
     """Run the three parts."""
     base = tempfile.mkdtemp(prefix="bench-integrity-", dir=args.dir)
@@ -470,6 +521,9 @@ async def main(args: argparse.Namespace) -> None:
         if "3" in args.parts:
             print("3. end to end, real processes (default intervals, push on change)")
             await end_to_end(base, args.changes, args.files)
+        if "4" in args.parts:
+            print(f"4. one master, {args.workers} workers, real processes")
+            await fan_out(base, args.workers, args.changes)
     finally:
         if args.keep:
             print(f"homes kept in {base}")
@@ -482,7 +536,9 @@ if __name__ == "__main__":
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--files", type=int, default=10000)
     parser.add_argument("--dir", default="/tmp")
-    parser.add_argument("--parts", default="123", help="which parts to run, e.g. 3")
+    parser.add_argument("--parts", default="123", help="which parts to run, e.g. 3; part 4 "
+                        "(--workers workers, rules edits only) runs only when named")
+    parser.add_argument("--workers", type=int, default=25, help="workers of part 4")
     parser.add_argument("--keep", action="store_true", help="keep the node homes and logs")
     options = parser.parse_args()
     subprocess.run(["sync"], check=False)
