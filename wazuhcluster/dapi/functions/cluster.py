@@ -68,7 +68,6 @@ def get_node(ctx: DapiContext) -> dict[str, Any]:
 async def get_node_wrapper(ctx: DapiContext, **_: Any) -> AffectedItemsWazuhResult:
     """Basic information about the node this runs on."""
     result = AffectedItemsWazuhResult(all_msg="All selected information was returned",
-                                      some_msg="Some information was not returned",
                                       none_msg="No information was returned")
     result.affected_items.append(get_node(ctx))
     result.total_affected_items = len(result.affected_items)
@@ -78,7 +77,6 @@ async def get_node_wrapper(ctx: DapiContext, **_: Any) -> AffectedItemsWazuhResu
 async def read_config_wrapper(ctx: DapiContext, **_: Any) -> AffectedItemsWazuhResult:
     """The node's ``<cluster>`` configuration (the key redacted)."""
     result = AffectedItemsWazuhResult(all_msg="All selected information was returned",
-                                      some_msg="Some information was not returned",
                                       none_msg="No information was returned")
     result.affected_items.append(ctx.config.public_dict())
     result.total_affected_items = len(result.affected_items)
