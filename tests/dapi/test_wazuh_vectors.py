@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -25,6 +25,7 @@ from wazuhcluster.dapi.results import (
     WazuhError,
     WazuhResourceNotFound,
 )
+from wazuhcluster.errors import ClusterError
 from wazuhcluster.protocol.commands import GET_NODES
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "wazuh-4.7.5", "dapi")
@@ -196,3 +197,26 @@ class ShareKeysTests(SynchronousTestCase):
             self.assertEqual(sent.f_kwargs, {})
             env.api.answered(rid, AffectedItemsWazuhResult(affected_items=[{"node": rid}]))
         self.assertEqual(self.successResultOf(d).total_affected_items, 3)
+
+
+class LinkLostWhileSendingTests(SynchronousTestCase):
+    def test_send_failure_is_a_failed_item_said_once(self) -> None:
+        """Seen with a stalled Wazuh worker: the link closed before the worker took the
+        ``dapi``; the answer was "Error 3018 - Error sending request: Error 3018 - Error
+        sending request: connection lost" instead of a failed item for that node."""
+        env = Env(self)
+        w1, w2 = env.add_worker("w1"), env.add_worker("w2")
+
+        def lost(command: bytes, payload: bytes, timeout: float | None = None
+                 ) -> Deferred[bytes]:
+            return fail(ClusterError(3018, "connection lost"))
+        w2.request = lost  # type: ignore[method-assign]
+        d = env.api.call("wazuh.cluster.get_node_wrapper", {"node_list": ["w1", "w2"]},
+                         "distributed_master")
+        [(rid, _)] = w1.requests()
+        env.api.answered(rid, AffectedItemsWazuhResult(affected_items=[{"node": "w1"}]))
+        merged = self.successResultOf(d)
+        self.assertEqual(merged.affected_items, [{"node": "w1"}])
+        [(error, ids)] = merged.failed_items.items()
+        self.assertEqual((error.code, ids), (3018, {"w2"}))
+        self.assertEqual(str(error), "Error 3018 - Error sending request: connection lost")

@@ -300,7 +300,8 @@ class DistributedAPI:
             except ClusterError as e:
                 if e.code in (3022, 3023):
                     raise WazuhClusterError(e.code, extra_message=e.extra_message) from None
-                raise WazuhClusterError(3018, extra_message=str(e)) from None
+                detail = e.extra_message if e.code == 3018 else str(e)  # said once
+                raise WazuhClusterError(3018, extra_message=detail) from None
             if not request.wait_for_complete:
                 answer.addTimeout(self.config.intervals.timeout_dapi_request, self._clock)
             try:
@@ -415,7 +416,9 @@ class DistributedAPI:
                                  for node, share in shares])
         results: list[Any] = []
         for (node, _share), answer in zip(shares, answers, strict=True):
-            if isinstance(answer, WazuhClusterError) and answer.code in (3022, 3023):
+            # a node not connected, or whose link failed while the request was being
+            # sent (3018), is a failed item of its own: the other nodes' answers stand
+            if isinstance(answer, WazuhClusterError) and answer.code in (3018, 3022, 3023):
                 failed = AffectedItemsWazuhResult(none_msg="Could not reach some nodes")
                 failed.add_failed_item(id_=node, error=answer)
                 failed.total_affected_items = 0
