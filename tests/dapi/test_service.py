@@ -217,7 +217,8 @@ class FairnessTests(SynchronousTestCase):
         self.assertEqual(len(gates), per_origin)
         other = Deferred.fromCoroutine(env.api.handle(
             request("wazuh.cluster.get_status_json", "local_any"), "w2*1"))
-        self.assertEqual(self.successResultOf(other), {"enabled": "yes", "running": "yes"})
+        self.assertEqual(self.successResultOf(other).dikt["data"],
+                         {"enabled": "yes", "running": "yes"})
 
     def test_cancelled_waiter_leaves_the_queue(self) -> None:
         limiter = FairLimiter(total=1, per_origin=1)

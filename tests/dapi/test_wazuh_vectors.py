@@ -220,3 +220,13 @@ class LinkLostWhileSendingTests(SynchronousTestCase):
         [(error, ids)] = merged.failed_items.items()
         self.assertEqual((error.code, ids), (3018, {"w2"}))
         self.assertEqual(str(error), "Error 3018 - Error sending request: connection lost")
+
+
+class StatusJsonTests(SynchronousTestCase):
+    def test_get_status_json_is_wazuhs_wazuh_result(self) -> None:
+        """Seen side by side (the same call answered by a Wazuh master and by ours): Wazuh
+        answers a WazuhResult {"data": {...}}, ours answered the bare dict."""
+        theirs = json.loads(text("get_status_json.result.json"))
+        env = Env(self)
+        ours = result_of(env.api.call("wazuh.cluster.get_status_json", {}, "local_any"))
+        self.assertEqual(json.loads(codec.dumps(ours)), theirs)

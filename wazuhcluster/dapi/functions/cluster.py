@@ -19,6 +19,7 @@ from wazuhcluster.dapi.results import (
     WazuhClusterError,
     WazuhError,
     WazuhResourceNotFound,
+    WazuhResult,
 )
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.protocol.commands import GET_HEALTH, GET_NODES
@@ -114,9 +115,10 @@ async def get_health_nodes(ctx: DapiContext, filter_node: Any = None,
     return result
 
 
-async def get_status_json(ctx: DapiContext, **_: Any) -> dict[str, str]:
-    """Whether the cluster is enabled and running (it is, since this node answers)."""
-    return {"enabled": "yes", "running": "yes"}
+async def get_status_json(ctx: DapiContext, **_: Any) -> WazuhResult:
+    """Whether the cluster is enabled and running (it is, since this node answers), as
+    Wazuh 4.7.5 answers it: a WazuhResult ``{"data": {...}}``."""
+    return WazuhResult({"data": {"enabled": "yes", "running": "yes"}})
 
 
 async def get_node_ruleset_integrity(ctx: DapiContext, **_: Any) -> dict[str, str]:
