@@ -230,3 +230,28 @@ class StatusJsonTests(SynchronousTestCase):
         env = Env(self)
         ours = result_of(env.api.call("wazuh.cluster.get_status_json", {}, "local_any"))
         self.assertEqual(json.loads(codec.dumps(ours)), theirs)
+
+
+class BasicInfoTests(SynchronousTestCase):
+    def test_same_fields_as_wazuh_with_compilation_date(self) -> None:
+        """Seen side by side: Wazuh's item has ``compilation_date`` (its installation date,
+        the current time when it has none), ours had no such field."""
+        theirs = json.loads(text("get_basic_info.result.json"))
+        [item] = theirs["__wazuh_result__"]["__object__"]["affected_items"]
+        env = Env(self)
+        ours = result_of(env.api.call("wazuh.manager.get_basic_info", {}, "local_any"))
+        [mine] = json.loads(codec.dumps(ours))["__wazuh_result__"]["__object__"][
+            "affected_items"]
+        self.assertEqual(list(mine), list(item))
+        encoded = json.loads(codec.dumps(ours))["__wazuh_result__"]["__object__"]
+        for key in ("all_msg", "some_msg", "none_msg"):
+            self.assertEqual(encoded[key], theirs["__wazuh_result__"]["__object__"][key])
+        self.assertEqual(mine["compilation_date"],
+                         {"__wazuh_datetime__": "2023-11-14T22:13:20+00:00"})  # the Clock
+        metadata = os.path.join(env.dapi_env.home, "framework", "wazuh", "core")
+        os.makedirs(metadata)
+        with open(os.path.join(metadata, "wazuh.json"), "w") as f:
+            json.dump({"installation_date": "Thu Apr 25 10:43:27 UTC 2024"}, f)
+        ours = result_of(env.api.call("wazuh.manager.get_basic_info", {}, "local_any"))
+        self.assertEqual(ours.affected_items[0]["compilation_date"].isoformat(),
+                         "2024-04-25T10:43:27+00:00")
