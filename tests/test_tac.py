@@ -16,6 +16,7 @@ from twisted.application.service import IService, IServiceCollection
 from twisted.persisted import sob
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.harness import free_port
 from wazuhcluster.homes import make_home
 
 TAC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tac")
@@ -52,8 +53,10 @@ class TacTests(SynchronousTestCase):
         """
         base = tempfile.mkdtemp(prefix="wzc-tac-")
         self.addCleanup(shutil.rmtree, base, ignore_errors=True)
+        # the REST API on a free port of 127.0.0.1: the default 0.0.0.0:55000 may be taken on
+        # a shared machine, and start-up checks that it can listen there
         return make_home(os.path.join(base, role), node_name=f"{role}-1", node_type=role,
-                         key=KEY, port=15999)
+                         key=KEY, port=15999, api_port=free_port())
 
     def load(self, role: str) -> Any:
         """Execute ``tac/<role>.tac`` as twistd does and return its ``application``."""

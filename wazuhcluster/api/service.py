@@ -215,6 +215,13 @@ class APIResource(Resource):
             self.logins.failed(address)
             raise problems.INVALID_CREDENTIALS
         permissions = await self._dapi_call(GET_PERMISSIONS, {"user_id": name}, "local_master")
+        if not all(k in permissions for k in ("roles", "generation")):
+            # Seen with a real Wazuh 4.7.5 master: its get_permissions answers {"roles": [...]}
+            # from its own RBAC database, with no token generation to put in our tokens.
+            raise problems.Problem(500, "Wazuh Internal Error", (
+                "the master's get_permissions answer has no token generation: logins at a "
+                "worker need a wazuhcluster master (a Wazuh master keeps its users in its "
+                "own RBAC database)"), code=1000)
         token = self._codec().issue(name, list(permissions["roles"]),
                                     int(permissions["generation"]), self._clock.seconds(),
                                     self._config.auth_token_exp_timeout)
