@@ -196,9 +196,9 @@ class StatusPage:
         return data
 
     def _cookie(self, request: Request, name: bytes, value: str, max_age: int | None) -> None:
-        age = f"; Max-Age={max_age}" if max_age is not None else ""
-        request.addCookie(name, value.encode("ascii") + f"; Path=/ui{age}; HttpOnly; Secure; "
-                          "SameSite=Strict".encode())
+        request.addCookie(name, value.encode("ascii"), path=b"/ui",
+                          max_age=None if max_age is None else str(max_age).encode(),
+                          secure=True, httpOnly=True, sameSite="strict")
 
     def _redirect(self, request: Request) -> None:
         request.setHeader(b"location", b"/ui")
