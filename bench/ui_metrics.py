@@ -10,13 +10,15 @@ The phases alternate, ``--rounds`` times each, so that the machine's load hits b
 * **off**: nobody looks at the cluster.
 * **on**: every second, ``GET /metrics`` of each of the three nodes (a Prometheus scraping
   them at a 1 s interval), and ``GET /ui`` of the master every 10 s with a bearer token (a
-  browser keeping the page open: the page reloads itself every 10 s).
+  browser keeping the page open: the page reloads itself every 10 s), from a process of its
+  own (as Prometheus and a browser are; in the probe's process its own work would delay the
+  probe's timestamps).
 
 In each phase, for ``--seconds`` seconds, a probe "worker" connection on the master's
 cluster port sends a keepalive (``echo-c``) every 10 ms: the round-trip p50 and p99 are the
-keepalive RTT figures. Then ``--files`` new files of 2 KiB are written on the master and the
-time until both workers hold all of them is the sync figure (plus the master's own
-"[Integrity sync] Finished in" durations of that round).
+keepalive RTT figures. Then, ``--batches`` times, ``--files`` new files of 2 KiB are written
+on the master; the time until both workers hold all of them and the master's own
+"[Integrity sync] Finished in" durations are the sync figures (medians).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from treq.client import HTTPClient
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import ProcessProtocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from bench.api import (
@@ -120,6 +123,72 @@ class Watcher:
                 loop.stop()
 
 
+async def watch(args: argparse.Namespace) -> None:
+    """``--watch``: the watcher in a process of its own (as a Prometheus and a browser are),
+    until stdin closes; then one JSON line with the scrape and page times."""
+    import json
+
+    from twisted.internet import stdio
+    from twisted.internet.protocol import Protocol
+
+    node = Node("master", "master", args.master_home, args.api_port)
+    ui = Client(node)
+    ui.token = args.token
+    w = Watcher([int(p) for p in args.metrics_ports.split(",")], ui)
+    done: Deferred[None] = Deferred()
+
+    class Stdin(Protocol):
+        def connectionLost(self, reason: Any = None) -> None:
+            done.callback(None)
+
+    stdio.StandardIO(Stdin())
+    w.start()
+    await done
+    w.stop()
+    sys.__stdout__.write(json.dumps({"scrapes": w.scrape_times, "pages": w.ui_times}) + "\n")
+    sys.__stdout__.flush()
+
+
+class WatcherProcess(ProcessProtocol):
+    """``bench/ui_metrics.py --watch ...`` as a child process."""
+
+    def __init__(self, master: Node, metrics_ports: list[int], token: str) -> None:
+        self.output = b""
+        self.ended: Deferred[None] = Deferred()
+        self.args = [sys.executable, os.path.abspath(__file__), "--watch", "--master-home",
+                     master.home, "--api-port", str(master.api_port), "--metrics-ports",
+                     ",".join(map(str, metrics_ports)), "--token", token]
+
+    def start(self) -> None:
+        reactor.spawnProcess(self, sys.executable, self.args, env=dict(os.environ),
+                             childFDs={0: "w", 1: "r", 2: 2})
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+    async def stop(self) -> dict[str, list[float]]:
+        import json
+
+        assert self.transport is not None
+        self.transport.closeStdin()
+        await self.ended
+        result: dict[str, list[float]] = json.loads(self.output.decode().splitlines()[-1])
+        return result
+
+
+def cpu_seconds(nodes: list[Node]) -> float:
+    """User + system CPU seconds used so far by the node processes (/proc/PID/stat)."""
+    total = 0.0
+    for n in nodes:
+        with open(f"/proc/{n.transport.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def count_files(home: str, directory: str) -> int:
     try:
         return len(os.listdir(os.path.join(home, "etc", "shared", directory)))
@@ -128,34 +197,46 @@ def count_files(home: str, directory: str) -> int:
 
 
 async def phase(name: str, index: int, args: argparse.Namespace, link: ClusterProtocol,
-                master: Node, workers: list[Node],
-                watcher: Watcher | None) -> dict[str, Any]:
+                master: Node, workers: list[Node], watcher: WatcherProcess | None,
+                seen: dict[str, list[float]]) -> dict[str, Any]:
     if watcher is not None:
         watcher.start()
     try:
         probe = Probe(link)
+        nodes = [master, *workers]
+        cpu_before, wall_before = cpu_seconds(nodes), time.perf_counter()
         probe.loop.start(0.01)
         await sleep(args.seconds)
         probe.loop.stop()
+        cpu = (cpu_seconds(nodes) - cpu_before) / (time.perf_counter() - wall_before)
         rtts = sorted(probe.rtts)
-        directory = f"uibench-{name}-{index}"
-        log_before = len(master.log())
-        target = os.path.join(master.home, "etc", "shared", directory)
-        os.makedirs(target)
-        start = time.perf_counter()
-        for i in range(args.files):
-            with open(os.path.join(target, f"f{i:05d}.conf"), "wb") as f:
-                f.write(os.urandom(1024).hex().encode())
-        await wait_until(f"{args.files} files on both workers", lambda: all(
-            count_files(w.home, directory) >= args.files for w in workers), 300)
-        sync_wall = time.perf_counter() - start
-        finished = [float(m.group(2)) for m in FINISHED.finditer(master.log()[log_before:])]
+        walls: list[float] = []
+        durations: list[float] = []
+        for batch in range(args.batches):
+            directory = f"uibench-{name}-{index}-{batch}"
+            log_before = len(master.log())
+            target = os.path.join(master.home, "etc", "shared", directory)
+            os.makedirs(target)
+            start = time.perf_counter()
+            for i in range(args.files):
+                with open(os.path.join(target, f"f{i:05d}.conf"), "wb") as f:
+                    f.write(os.urandom(1024).hex().encode())
+            await wait_until(f"{args.files} files on both workers", lambda d=directory: all(
+                count_files(w.home, d) >= args.files for w in workers), 300)
+            walls.append(time.perf_counter() - start)
+            await sleep(0.5)  # the "Finished" lines of both workers
+            durations += [float(m.group(2))
+                          for m in FINISHED.finditer(master.log()[log_before:])]
     finally:
         if watcher is not None:
-            watcher.stop()
+            times = await watcher.stop()
+            for key, values in times.items():
+                seen.setdefault(key, []).extend(values)
     return {"phase": name, "rtt_p50": statistics.median(rtts),
             "rtt_p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))], "probes": len(rtts),
-            "sync_wall": sync_wall, "sync_master": max(finished) if finished else float("nan")}
+            "cpu": cpu,
+            "sync_wall": statistics.median(walls),
+            "sync_master": statistics.median(durations) if durations else float("nan")}
 
 
 def change(off: float, on: float) -> str:
@@ -198,18 +279,21 @@ async def run(args: argparse.Namespace) -> None:
                                request_timeout=5)
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), link)
         await link.request(b"hello", b"probe wazuh worker 4.7.5")
-        watcher = Watcher(metrics_ports, ui)
+        seen: dict[str, list[float]] = {}
         await sleep(3)  # first syncs of the agents
         results = []
         for i in range(args.rounds):
             for name in ("off", "on"):
-                r = await phase(name, i, args, link, master, workers,
-                                watcher if name == "on" else None)
+                watcher = (WatcherProcess(master, metrics_ports, ui.token) if name == "on"
+                           else None)
+                r = await phase(name, i, args, link, master, workers, watcher, seen)
                 results.append(r)
                 print(f"  round {i + 1} {name:3}: keepalive RTT p50 {r['rtt_p50'] * 1000:.2f} ms"
-                      f" p99 {r['rtt_p99'] * 1000:.2f} ms ({r['probes']} probes); "
-                      f"{args.files} files on both workers in {r['sync_wall']:.2f} s (master's "
-                      f"slowest integrity sync {r['sync_master']:.3f} s)", flush=True)
+                      f" p99 {r['rtt_p99'] * 1000:.2f} ms ({r['probes']} probes), nodes' CPU "
+                      f"{r['cpu'] * 100:.1f} % of a core; "
+                      f"{args.files} files on both workers in {r['sync_wall']:.2f} s, master's "
+                      f"integrity sync {r['sync_master']:.3f} s (medians of {args.batches})",
+                      flush=True)
         load = os.getloadavg()
         print(f"\nmaster + 2 workers on 127.0.0.1, {args.agents} agents, {os.cpu_count()} CPUs,"
               f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; Python "
@@ -223,15 +307,18 @@ async def run(args: argparse.Namespace) -> None:
             suffix = "ms" if unit == 1000 else "s"
             print(f"  {label:42} off {off * unit:8.3f} {suffix}  on {on * unit:8.3f} {suffix}  "
                   f"change {change(off, on)}")
-        if watcher.scrape_times:
-            s = sorted(watcher.scrape_times)
+        off_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "off")
+        on_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "on")
+        print(f"  {'CPU of the 3 node processes (% of a core)':42} off {off_cpu * 100:8.2f} %   "
+              f"on {on_cpu * 100:8.2f} %   (+{(on_cpu - off_cpu) * 100:.2f} points)")
+        if seen.get("scrapes"):
+            s = sorted(seen["scrapes"])
             print(f"  one GET /metrics: p50 {statistics.median(s) * 1000:.2f} ms, worst "
                   f"{s[-1] * 1000:.2f} ms ({len(s)} scrapes)")
-        if watcher.ui_times:
-            u = sorted(watcher.ui_times)
+        if seen.get("pages"):
+            u = sorted(seen["pages"])
             print(f"  one GET /ui (HTTPS, token): p50 {statistics.median(u) * 1000:.1f} ms, "
                   f"worst {u[-1] * 1000:.1f} ms ({len(u)} loads)")
-        await watcher.pool.closeCachedConnections()
         await ui.pool.closeCachedConnections()
         link.disconnect("bench over")
     finally:
@@ -250,10 +337,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="keepalive probing per phase")
-    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--files", type=int, default=300, help="files per batch")
+    parser.add_argument("--batches", type=int, default=3, help="file batches per phase")
+    parser.add_argument("--watch", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--master-home", help=argparse.SUPPRESS)
+    parser.add_argument("--api-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--metrics-ports", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help="keep the homes")
     args = parser.parse_args()
-    task.react(lambda _: Deferred.fromCoroutine(run(args)))
+    task.react(lambda _: Deferred.fromCoroutine(watch(args) if args.watch else run(args)))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class UIProcessTests(TestCase):
                              kind="integrity_check") >= 1 for w in workers)
             return s if done else None
         before = await c.wait_for("an integrity check of both workers in the master's metrics",
-                                  both_checked)
+                                  both_checked, 60)
         self.assertEqual(value(before, "wazuhcluster_connected_workers"), 2)
         self.assertGreater(value(before, "wazuhcluster_link_frames_total", direction="in"), 0)
         self.assertGreater(value(before, "wazuhcluster_link_bytes_total", direction="out"), 0)
@@ -128,7 +128,7 @@ class UIProcessTests(TestCase):
                      and value(s, "wazuhcluster_integrity_files_pushed_total",
                                worker="worker1", action="created") > pushed)
             return s if moved else None
-        after = await c.wait_for("worker1's integrity sync in the master's metrics", synced)
+        after = await c.wait_for("worker1's integrity sync in the master's metrics", synced, 60)
         self.assertGreater(value(after, "wazuhcluster_integrity_bytes_pushed_total",
                                  worker="worker1"), sent)
         self.assertGreater(value(after, "wazuhcluster_sync_last_success_timestamp_seconds",
@@ -146,13 +146,13 @@ class UIProcessTests(TestCase):
             s = await scrape(master)
             return s if value(s, "wazuhcluster_agent_info_rows_synced_total",
                               worker="worker1") >= 3 else None
-        await c.wait_for("an agent-info sync in the master's metrics", rows_synced)
+        await c.wait_for("an agent-info sync in the master's metrics", rows_synced, 60)
 
         async def agents_counted() -> Samples | None:
             s = await scrape(master)
             return s if all(value(s, "wazuhcluster_agents", node=w.name, status="active") == 3
                             for w in workers) else None
-        await c.wait_for("the agents by status in the master's metrics", agents_counted, 40)
+        await c.wait_for("the agents by status in the master's metrics", agents_counted, 60)
         for w in workers:
             ws = await scrape(w)
             self.assertEqual(value(ws, "wazuhcluster_master_connected"), 1)
