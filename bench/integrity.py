@@ -49,6 +49,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import ProcessProtocol
 
+from tests.integration.harness import free_port
 from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.homes import make_home
 from wazuhcluster.integrity.items import load_cluster_items
@@ -326,9 +327,9 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
     """Part 3."""
     port = 20000 + os.getpid() % 20000
     master_home = make_home(os.path.join(base, "master"), node_name="master",
-                            node_type="master", key=KEY, port=port)
+                            node_type="master", key=KEY, port=port, api_port=free_port())
     worker_home = make_home(os.path.join(base, "worker-1"), node_name="worker-1",
-                            node_type="worker", key=KEY, port=port)
+                            node_type="worker", key=KEY, port=port, api_port=free_port())
     master = Node("master", "master", master_home).start()
     worker = Node("worker-1", "worker", worker_home)
     runner = ThreadedRunner(reactor, max_threads=2)
