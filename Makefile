@@ -44,6 +44,7 @@ wheel-check: $(STAMP)
 	@test -x build/wheel-check/venv/bin/wazuhcluster-users
 	@build/wheel-check/venv/bin/python -c "from wazuhcluster.api.service import SPEC_PATH; assert open(SPEC_PATH).read().startswith('openapi')"
 	@test -x build/wheel-check/venv/bin/wazuhcluster-certs
+	@build/wheel-check/venv/bin/python -c "import wazuhcluster.ui.plug, wazuhcluster.metrics.plug, prometheus_client"
 	@build/wheel-check/venv/bin/python -c "from wazuhcluster.config import default_cluster_json as d; assert d()['files']"
 	@echo "wheel-check: twistd wazuhcluster and console scripts work from a fresh venv"
 

@@ -196,18 +196,32 @@ def count_files(home: str, directory: str) -> int:
         return 0
 
 
-async def phase(name: str, index: int, args: argparse.Namespace, link: ClusterProtocol,
+async def probe_link(port: int, name: str) -> ClusterProtocol:
+    """A fresh "worker" connection to the master that only sends keepalives."""
+    link = ClusterProtocol(_Quiet(), reactor, codec=FernetCodec(KEY.encode()),
+                           request_timeout=5)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), link)
+    await link.request(b"hello", f"{name} wazuh worker 4.7.5".encode())
+    return link
+
+
+async def phase(name: str, index: int, args: argparse.Namespace,
                 master: Node, workers: list[Node], watcher: WatcherProcess | None,
                 seen: dict[str, list[float]]) -> dict[str, Any]:
     if watcher is not None:
         watcher.start()
     try:
+        link = await probe_link(args.port, f"probe-{name}-{index}")
         probe = Probe(link)
         nodes = [master, *workers]
         cpu_before, wall_before = cpu_seconds(nodes), time.perf_counter()
         probe.loop.start(0.01)
         await sleep(args.seconds)
         probe.loop.stop()
+        link.disconnect("phase over")
+        if not probe.rtts:
+            raise RuntimeError(f"no keepalive answered in phase {name} {index}: see "
+                               f"{master.home}/logs/cluster.log (run with --keep)")
         cpu = (cpu_seconds(nodes) - cpu_before) / (time.perf_counter() - wall_before)
         rtts = sorted(probe.rtts)
         walls: list[float] = []
@@ -275,10 +289,7 @@ async def run(args: argparse.Namespace) -> None:
                          60)
         ui = Client(master)
         await ui.login()
-        link = ClusterProtocol(_Quiet(), reactor, codec=FernetCodec(KEY.encode()),
-                               request_timeout=5)
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), link)
-        await link.request(b"hello", b"probe wazuh worker 4.7.5")
+        args.port = port
         seen: dict[str, list[float]] = {}
         await sleep(3)  # first syncs of the agents
         results = []
@@ -286,7 +297,7 @@ async def run(args: argparse.Namespace) -> None:
             for name in ("off", "on"):
                 watcher = (WatcherProcess(master, metrics_ports, ui.token) if name == "on"
                            else None)
-                r = await phase(name, i, args, link, master, workers, watcher, seen)
+                r = await phase(name, i, args, master, workers, watcher, seen)
                 results.append(r)
                 print(f"  round {i + 1} {name:3}: keepalive RTT p50 {r['rtt_p50'] * 1000:.2f} ms"
                       f" p99 {r['rtt_p99'] * 1000:.2f} ms ({r['probes']} probes), nodes' CPU "
@@ -320,7 +331,6 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  one GET /ui (HTTPS, token): p50 {statistics.median(u) * 1000:.1f} ms, "
                   f"worst {u[-1] * 1000:.1f} ms ({len(u)} loads)")
         await ui.pool.closeCachedConnections()
-        link.disconnect("bench over")
     finally:
         for n in nodes:
             if n.transport is not None:
