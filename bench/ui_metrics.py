@@ -241,6 +241,13 @@ async def phase(name: str, index: int, args: argparse.Namespace,
             await sleep(0.5)  # the "Finished" lines of both workers
             durations += [float(m.group(2))
                           for m in FINISHED.finditer(master.log()[log_before:])]
+        # Back to the same tree for the next phase (a growing tree costs every later scan).
+        for batch in range(args.batches):
+            shutil.rmtree(os.path.join(master.home, "etc", "shared",
+                                       f"uibench-{name}-{index}-{batch}"))
+        await wait_until("the batches gone from both workers", lambda: not any(
+            count_files(w.home, f"uibench-{name}-{index}-{b}")
+            for w in workers for b in range(args.batches)), 300)
     finally:
         if watcher is not None:
             times = await watcher.stop()
