@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -314,6 +315,19 @@ class ServiceTests(SynchronousTestCase):
         self.assertIn(b"wazuhcluster_link_frames_total{direction=\"in\"} 2.0", body)
         self.assertTrue(request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(
             b"text/plain"))
+        # On the node's pool (here a synchronous one): the same text, written later.
+        pooled = DummyRequest([b"metrics"])
+        pooled.path = b"/metrics"
+        ran: list[Any] = []
+
+        def run(f: Any, *args: Any) -> Any:
+            ran.append(f)
+            return succeed(f(*args))
+        self.assertEqual(MetricsResource(m, run).render_GET(pooled), NOT_DONE_YET)
+        self.assertEqual(len(ran), 1)
+        self.assertTrue(pooled.finished)
+        self.assertIn(b"wazuhcluster_link_frames_total{direction=\"in\"} 2.0",
+                      b"".join(pooled.written))
         other = DummyRequest([b""])
         other.path = b"/"
         resource.render_GET(other)

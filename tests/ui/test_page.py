@@ -119,5 +119,19 @@ class StatusFunctionTests(SynchronousTestCase):
         self.assertEqual((data["node"], data["now"], data["nodes"]), ("master-node", 500.0, []))
         self.assertEqual([s["worker"] for s in data["syncs"]], ["w1"])
 
+    def test_many_syncs_keep_the_newest_and_the_slowest(self) -> None:
+        from wazuhcluster.ui.history import SyncRecord
+        from wazuhcluster.ui.status import shown_syncs
+
+        records = [SyncRecord("w", "integrity_check", float(i), float(i) + (50.0 if i == 3
+                                                                            else 0.1), True, {})
+                   for i in range(100)]
+        shown = shown_syncs(records, limit=20)
+        self.assertEqual(len(shown), 20)
+        self.assertEqual(shown[-18:], records[-18:])
+        self.assertIn(records[3], shown)
+        self.assertEqual(shown, sorted(shown, key=lambda r: r.ended))
+        self.assertEqual(shown_syncs(records[:5], limit=20), records[:5])
+
     def test_page_provides_its_interface(self) -> None:
         verifyObject(IWebPage, StatusPage(object(), Clock()))

@@ -10,12 +10,15 @@ from typing import Any
 from wazuhcluster.dapi.context import DapiContext
 from wazuhcluster.dapi.results import WazuhResult
 from wazuhcluster.metrics.registry import AGENTS_SQL
-from wazuhcluster.ui.history import SyncHistory
+from wazuhcluster.ui.history import SyncHistory, SyncRecord
 
 GET_STATUS = "wazuhcluster.ui.get_status"
 #: How much of the end of cluster.log is read for its last ERROR/WARNING lines.
 LOG_TAIL_BYTES = 256 * 1024
 LOG_LINES = 15
+#: At most this many syncs go to the page (the newest, plus the slowest of the hour, so that
+#: the chart keeps its peaks): the page and its JSON stay small with many workers.
+MAX_SYNCS = 2000
 _PROBLEM = re.compile(r"^\S+ \S+ (ERROR|WARNING|CRITICAL): ")
 
 
@@ -68,6 +71,17 @@ def _nodes(health: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
+def shown_syncs(records: list[SyncRecord], limit: int = MAX_SYNCS) -> list[SyncRecord]:
+    """``records`` when they are few; else the newest ``limit - limit // 10`` and the slowest
+    of the others, in time order."""
+    if len(records) <= limit:
+        return records
+    newest = records[-(limit - limit // 10):]
+    older = records[:-(limit - limit // 10)]
+    slowest = sorted(older, key=lambda r: r.duration, reverse=True)[:limit // 10]
+    return sorted(slowest, key=lambda r: r.ended) + newest
+
+
 def make_get_status(history: SyncHistory) -> Any:
     """The DAPI function, bound to the node's sync history."""
 
@@ -85,7 +99,7 @@ def make_get_status(history: SyncHistory) -> Any:
             "cluster": ctx.config.name, "node": ctx.config.node_name,
             "now": node.clock.seconds(), "history_seconds": history.keep,
             "nodes": _nodes(health), "agents": agents,
-            "syncs": [r.to_dict() for r in history.recent()],
+            "syncs": [r.to_dict() for r in shown_syncs(history.recent())],
             "log": log}})
 
     return get_status
