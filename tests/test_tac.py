@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
 
@@ -22,6 +23,13 @@ TAC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "t
 KEY = "tac_test_key_0123456789abcdefghi"  # 32 characters
 ENV_VARS = ("WAZUHCLUSTER_HOME", "WAZUHCLUSTER_CONFIG", "WAZUHCLUSTER_CLUSTER_JSON",
             "WAZUHCLUSTER_DEBUG")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class TacTests(SynchronousTestCase):
@@ -52,8 +60,10 @@ class TacTests(SynchronousTestCase):
         """
         base = tempfile.mkdtemp(prefix="wzc-tac-")
         self.addCleanup(shutil.rmtree, base, ignore_errors=True)
+        # Free 127.0.0.1 ports: the default 0.0.0.0:55000 may be taken on a shared machine
+        # (start-up checks the API's port before building the tree).
         return make_home(os.path.join(base, role), node_name=f"{role}-1", node_type=role,
-                         key=KEY, port=15999)
+                         key=KEY, port=15999, api_port=free_port(), metrics_port=free_port())
 
     def load(self, role: str) -> Any:
         """Execute ``tac/<role>.tac`` as twistd does and return its ``application``."""
@@ -65,7 +75,8 @@ class TacTests(SynchronousTestCase):
         [root] = list(collection)
         self.assertEqual(root.name, "wazuhcluster")
         self.assertEqual([s.name for s in root],
-                         ["cluster-log", "work-dir", "blocking-pool", role, "local-api", "api"])
+                         ["cluster-log", "work-dir", "blocking-pool", role, "local-api",
+                          "metrics", "api"])
         self.assertFalse(IService(application).running)
         self.assertFalse(root.running)
         self.assertFalse(any(s.running for s in root))
