@@ -242,9 +242,15 @@ async def phase(name: str, index: int, args: argparse.Namespace,
             durations += [float(m.group(2))
                           for m in FINISHED.finditer(master.log()[log_before:])]
         # Back to the same tree for the next phase (a growing tree costs every later scan).
-        for batch in range(args.batches):
-            shutil.rmtree(os.path.join(master.home, "etc", "shared",
-                                       f"uibench-{name}-{index}-{batch}"))
+        # (The master may be writing the group's merged.mg meanwhile: retry until gone.)
+        paths = [os.path.join(master.home, "etc", "shared", f"uibench-{name}-{index}-{b}")
+                 for b in range(args.batches)]
+
+        def removed() -> bool:
+            for path in paths:
+                shutil.rmtree(path, ignore_errors=True)
+            return not any(os.path.exists(path) for path in paths)
+        await wait_until("the batches removed on the master", removed, 60)
         await wait_until("the batches gone from both workers", lambda: not any(
             count_files(w.home, f"uibench-{name}-{index}-{b}")
             for w in workers for b in range(args.batches)), 300)
