@@ -15,10 +15,12 @@ The phases alternate, ``--rounds`` times each, so that the machine's load hits b
   probe's timestamps).
 
 In each phase, for ``--seconds`` seconds, a probe "worker" connection on the master's
-cluster port sends a keepalive (``echo-c``) every 10 ms: the round-trip p50 and p99 are the
-keepalive RTT figures. Then, ``--batches`` times, ``--files`` new files of 2 KiB are written
-on the master; the time until both workers hold all of them and the master's own
-"[Integrity sync] Finished in" durations are the sync figures (medians).
+cluster port (``bench/probe.py``, a process of its own, a fresh one per phase) sends a
+keepalive (``echo-c``) every 10 ms: the round-trip p50 and p99 are the keepalive RTT figures.
+Then, ``--batches`` times, ``--files`` new files of 2 KiB are written on the master; the time
+until both workers hold all of them and the master's own "[Integrity sync] Finished in"
+durations are the sync figures (medians). The CPU the node processes used while probing is
+read from /proc.
 """
 
 from __future__ import annotations
@@ -39,26 +41,14 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import ProcessProtocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from bench.api import (
-    ADMIN,
-    KEY,
-    Client,
-    Node,
-    Probe,
-    _Quiet,
-    free_port,
-    sleep,
-    wait_until,
-)
+from bench.api import ADMIN, KEY, Client, Node, free_port, sleep, wait_until
+from bench.probe import ProbeProcess
 from wazuhcluster.agents.keys import KeyEntry, format_client_keys
 from wazuhcluster.api.users import UserStore
 from wazuhcluster.homes import make_home
-from wazuhcluster.protocol.crypto import FernetCodec
-from wazuhcluster.protocol.handler import ClusterProtocol
 
 TARGET = 0.05
 TUNABLES = ('{"intervals": {"worker": {"sync_integrity": 2, "sync_agent_info": 2}, '
@@ -196,34 +186,22 @@ def count_files(home: str, directory: str) -> int:
         return 0
 
 
-async def probe_link(port: int, name: str) -> ClusterProtocol:
-    """A fresh "worker" connection to the master that only sends keepalives."""
-    link = ClusterProtocol(_Quiet(), reactor, codec=FernetCodec(KEY.encode()),
-                           request_timeout=5)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), link)
-    await link.request(b"hello", f"{name} wazuh worker 4.7.5".encode())
-    return link
-
-
 async def phase(name: str, index: int, args: argparse.Namespace,
                 master: Node, workers: list[Node], watcher: WatcherProcess | None,
                 seen: dict[str, list[float]]) -> dict[str, Any]:
     if watcher is not None:
         watcher.start()
     try:
-        link = await probe_link(args.port, f"probe-{name}-{index}")
-        probe = Probe(link)
+        # The probe is a process of its own (bench/probe.py), a fresh one per phase.
+        probe = ProbeProcess(args.port, KEY, 0.01, f"probe-{name}-{index}")
         nodes = [master, *workers]
         cpu_before, wall_before = cpu_seconds(nodes), time.perf_counter()
-        probe.loop.start(0.01)
         await sleep(args.seconds)
-        probe.loop.stop()
-        link.disconnect("phase over")
-        if not probe.rtts:
+        rtt = probe.stop()
+        cpu = (cpu_seconds(nodes) - cpu_before) / (time.perf_counter() - wall_before)
+        if not rtt["n"]:
             raise RuntimeError(f"no keepalive answered in phase {name} {index}: see "
                                f"{master.home}/logs/cluster.log (run with --keep)")
-        cpu = (cpu_seconds(nodes) - cpu_before) / (time.perf_counter() - wall_before)
-        rtts = sorted(probe.rtts)
         walls: list[float] = []
         durations: list[float] = []
         for batch in range(args.batches):
@@ -259,8 +237,8 @@ async def phase(name: str, index: int, args: argparse.Namespace,
             times = await watcher.stop()
             for key, values in times.items():
                 seen.setdefault(key, []).extend(values)
-    return {"phase": name, "rtt_p50": statistics.median(rtts),
-            "rtt_p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))], "probes": len(rtts),
+    return {"phase": name, "rtt_p50": rtt["p50"] / 1000, "rtt_p99": rtt["p99"] / 1000,
+            "probes": int(rtt["n"]),
             "cpu": cpu,
             "sync_wall": statistics.median(walls),
             "sync_master": statistics.median(durations) if durations else float("nan")}
