@@ -346,9 +346,11 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
     """Part 3."""
     port = 20000 + os.getpid() % 20000
     master_home = make_home(os.path.join(base, "master"), node_name="master",
-                            node_type="master", key=KEY, port=port, api_port=free_port())
+                            node_type="master", key=KEY, port=port, api_port=free_port(),
+                            metrics_port=free_port())
     worker_home = make_home(os.path.join(base, "worker-1"), node_name="worker-1",
-                            node_type="worker", key=KEY, port=port, api_port=free_port())
+                            node_type="worker", key=KEY, port=port, api_port=free_port(),
+                            metrics_port=free_port())
     master = Node("master", "master", master_home).start()
     worker = Node("worker-1", "worker", worker_home)
     runner = ThreadedRunner(reactor, max_threads=2)

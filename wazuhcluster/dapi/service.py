@@ -215,7 +215,24 @@ class DistributedAPI:
 
     async def run_local(self, request: DapiRequest, origin: str) -> Any:
         """Run the native function (bounded per origin, ``api_timeout`` unless
-        ``wait_for_complete``): the exception it raises is the answer."""
+        ``wait_for_complete``): the exception it raises is the answer. The node's
+        ``events`` are told the function and the outcome."""
+        answer = await self._run_local(request, origin)
+        events = getattr(self._node, "events", None)
+        if events is not None:
+            name = request.f.dotted
+            if name not in self._functions:
+                name, outcome = "unknown", "unknown_function"  # a bounded label set
+            elif not isinstance(answer, BaseException):
+                outcome = "ok"
+            elif getattr(answer, "code", None) == 3021:
+                outcome = "timeout"
+            else:
+                outcome = "error"
+            events.dapi_request(name, outcome)
+        return answer
+
+    async def _run_local(self, request: DapiRequest, origin: str) -> Any:
         name = request.f.dotted
         implementation = self._functions.get(name)
         if implementation is None:
