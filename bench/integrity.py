@@ -465,7 +465,8 @@ async def fan_out(base: str, count: int, changes: int) -> None:
     master = Node("master", "master", master_home).start()
     workers = [Node(f"worker-{i}", "worker", make_home(
         os.path.join(base, f"fan-worker-{i}"), node_name=f"worker-{i}", node_type="worker",
-        key=KEY, port=port, api_port=free_port(), metrics_port=free_port())) for i in range(1, count + 1)]
+        key=KEY, port=port, api_port=free_port(), metrics_port=free_port()))
+        for i in range(1, count + 1)]
     try:
         socket_path = os.path.join(master_home, "queue", "cluster", "c-internal.sock")
         await wait_until("the master's local socket", lambda: os.path.exists(socket_path), 20,
