@@ -44,3 +44,8 @@ class EventFanout:
         for o in self.observers:
             with self._log.failuresHandled("[Cluster] [Main] Event observer failed"):
                 o.dapi_request(function, outcome)
+
+    def reactor_lag(self, seconds: float) -> None:
+        for o in self.observers:
+            with self._log.failuresHandled("[Cluster] [Main] Event observer failed"):
+                o.reactor_lag(seconds)

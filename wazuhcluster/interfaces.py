@@ -276,6 +276,9 @@ class IClusterEvents(Interface):
         """A DAPI request ran on this node: ``outcome`` is ``ok``, ``error``, ``timeout`` or
         ``unknown_function``."""
 
+    def reactor_lag(seconds: float) -> None:
+        """The node's reactor-lag tick ran ``seconds`` later than it was due."""
+
 
 class IAPIAuth(Interface):
     """What the REST API lends to the pages it serves: its users, tokens and request log."""

@@ -1,4 +1,4 @@
-"""NodeMetrics, the reactor-lag meter, the metrics section of api.yaml and the listener."""
+"""NodeMetrics, the reactor lag it is told, the metrics section of api.yaml and the listener."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ from wazuhcluster.events import EventFanout
 from wazuhcluster.interfaces import IClusterEvents
 from wazuhcluster.master.node import MasterNode
 from wazuhcluster.metrics.config import DEFAULT_PORT, load_metrics_config
-from wazuhcluster.metrics.registry import LagMeter, NodeMetrics
+from wazuhcluster.metrics.registry import NodeMetrics
 from wazuhcluster.metrics.service import MetricsResource, MetricsService
 from wazuhcluster.protocol.handler import ClusterProtocol, drop_label
+from wazuhcluster.status.local import install as install_status
 from wazuhcluster.worker.node import WorkerNode
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -129,18 +130,23 @@ class NodeMetricsTests(SynchronousTestCase):
         worker.peer = object()  # type: ignore[assignment]
         self.assertEqual(v(samples(m), "wazuhcluster_master_connected"), 1)
 
-    def test_lag_meter_on_the_clock(self) -> None:
+    def test_reactor_lag_of_the_node_reaches_the_metrics(self) -> None:
+        """The node's one ReactorLag (wazuhcluster.status) tells ``node.events``; the metrics,
+        an observer there, show each lateness (no second lag loop of their own)."""
         clock = Clock()
-        seen: list[float] = []
-        meter = LagMeter(clock, 0.5, seen.append)
-        meter.tick()
-        clock.advance(0.5)
-        meter.tick()
-        clock.advance(0.8)  # the reactor was 0.3 s late
-        meter.tick()
-        self.assertEqual(len(seen), 2)
-        self.assertAlmostEqual(seen[0], 0.0)
-        self.assertAlmostEqual(seen[1], 0.3)
+        node = MasterNode(node_config(short_tempdir(self)), clock, SynchronousRunner())
+        status = install_status(node, clock)
+        m = NodeMetrics(node, clock)
+        node.events.add(m)
+        status.lag.startService()
+        self.addCleanup(status.lag.stopService)
+        for _ in range(4):
+            clock.advance(0.1)
+        clock.advance(0.35)  # one tick 0.25 s late
+        s = samples(m)
+        self.assertEqual(v(s, "wazuhcluster_reactor_lag_distribution_seconds_count"), 5)
+        self.assertAlmostEqual(v(s, "wazuhcluster_reactor_lag_seconds"), 0.25)
+        self.assertAlmostEqual(status.lag.last, 0.25)
 
 
 @implementer(IClusterEvents)
@@ -159,6 +165,9 @@ class Recorder:
 
     def dapi_request(self, function: str, outcome: str) -> None:
         self.events.append(("dapi", function, outcome))
+
+    def reactor_lag(self, seconds: float) -> None:
+        self.events.append(("lag", seconds))
 
 
 class Broken(Recorder):
@@ -249,18 +258,12 @@ class ServiceTests(SynchronousTestCase):
         config = load_metrics_config(home)
         return MetricsService(config, NodeMetrics(node, reactor), node, reactor)
 
-    def test_listens_where_configured_and_measures_lag(self) -> None:
+    def test_listens_where_configured(self) -> None:
         reactor = MemoryReactorClock()
         service = self.service(reactor)
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(9999, "127.0.0.1")])
-        for _ in range(4):
-            reactor.advance(0.5)
-        reactor.advance(0.75)  # one tick 0.25 s late
-        s = samples(service.metrics)
-        self.assertEqual(v(s, "wazuhcluster_reactor_lag_distribution_seconds_count"), 5)
-        self.assertAlmostEqual(v(s, "wazuhcluster_reactor_lag_seconds"), 0.25)
 
     def test_counts_agents_from_the_database(self) -> None:
         reactor = MemoryReactorClock()

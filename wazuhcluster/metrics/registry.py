@@ -91,8 +91,8 @@ class NodeMetrics:
         self.dropped = Counter("wazuhcluster_dropped_connections",
                                "Cluster connections that ended, by reason.", ["reason"],
                                registry=r)
-        self.reactor_lag = Gauge("wazuhcluster_reactor_lag_seconds",
-                                 "How late the last reactor-lag tick ran.", registry=r)
+        self.reactor_lag_gauge = Gauge("wazuhcluster_reactor_lag_seconds",
+                                       "How late the last reactor-lag tick ran.", registry=r)
         self.reactor_lag_hist = Histogram("wazuhcluster_reactor_lag_distribution_seconds",
                                           "How late the reactor-lag ticks ran.",
                                           buckets=LAG_BUCKETS, registry=r)
@@ -125,6 +125,10 @@ class NodeMetrics:
     def dapi_request(self, function: str, outcome: str) -> None:
         self.dapi_requests.labels(function, outcome).inc()
 
+    def reactor_lag(self, seconds: float) -> None:
+        self.reactor_lag_gauge.set(seconds)
+        self.reactor_lag_hist.observe(seconds)
+
     # -- fed by the metrics service's loops --------------------------------------------------
     def set_agents(self, rows: list[dict[str, Any]]) -> None:
         """Replace the agent counts with ``rows`` of ``{node_name, connection_status, n}``."""
@@ -133,30 +137,6 @@ class NodeMetrics:
             self.agents.labels(str(row.get("node_name") or "unknown"),
                                str(row.get("connection_status") or "unknown")).set(
                 int(row.get("n", 0)))
-
-    def lag(self, seconds: float) -> None:
-        self.reactor_lag.set(seconds)
-        self.reactor_lag_hist.observe(seconds)
-
-
-class LagMeter:
-    """Measures reactor lag: a tick every ``interval`` seconds (a LoopingCall on the injected
-    clock) records how much later than planned it ran."""
-
-    def __init__(self, clock: IReactorTime, interval: float, record: Any) -> None:
-        self._clock = clock
-        self.interval = interval
-        self._record = record
-        self._last: float | None = None
-
-    def reset(self) -> None:
-        self._last = None
-
-    def tick(self) -> None:
-        now = self._clock.seconds()
-        if self._last is not None:
-            self._record(max(0.0, now - self._last - self.interval))
-        self._last = now
 
 
 AGENTS_SQL = ("SELECT node_name, connection_status, COUNT(*) AS n FROM agent WHERE id > 0 "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -15,11 +14,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from wazuhcluster.metrics.config import MetricsConfig
-from wazuhcluster.metrics.registry import AGENTS_SQL, LagMeter, NodeMetrics
+from wazuhcluster.metrics.registry import AGENTS_SQL, NodeMetrics
 from wazuhcluster.periodic import periodic
 
-#: How often the reactor-lag tick runs, and how often agent counts are read from the db.
-LAG_INTERVAL = 0.5
+#: How often agent counts are read from the db. (Reactor lag comes from the node's own
+#: ReactorLag, wazuhcluster.status, through the node's events.)
 AGENTS_INTERVAL = 10.0
 
 
@@ -70,7 +69,7 @@ class MetricsResource(Resource):
 
 class MetricsService(MultiService):
     """Service ``metrics`` of a node: listens on ``metrics.host:metrics.port`` and runs the
-    reactor-lag and agent-count loops. A port that cannot be bound is one ERROR line in
+    agent-count loop. A port that cannot be bound is one ERROR line in
     cluster.log; the node keeps running without its metrics listener."""
 
     name = "metrics"
@@ -85,11 +84,6 @@ class MetricsService(MultiService):
         self._reactor = reactor
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort | None] = Deferred()
-        self.lag = LagMeter(reactor, LAG_INTERVAL, metrics.lag)
-        lag_loop = TimerService(LAG_INTERVAL, self.lag.tick)
-        lag_loop.clock = reactor
-        lag_loop.setName("reactor-lag")
-        lag_loop.setServiceParent(self)
         periodic("agent-counts", AGENTS_INTERVAL, self.count_agents,
                  reactor).setServiceParent(self)
 
@@ -102,7 +96,6 @@ class MetricsService(MultiService):
             self.metrics.set_agents(await db.select(AGENTS_SQL))
 
     def startService(self) -> None:
-        self.lag.reset()
         super().startService()
         endpoint = TCP4ServerEndpoint(self._reactor, self.config.port,
                                       interface=self.config.host)

@@ -81,3 +81,6 @@ class SyncHistory:
 
     def dapi_request(self, function: str, outcome: str) -> None:
         pass
+
+    def reactor_lag(self, seconds: float) -> None:
+        pass
