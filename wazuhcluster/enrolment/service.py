@@ -269,15 +269,18 @@ class EnrolmentService(MultiService):
             local.setName("auth-local-socket")
             local.setServiceParent(self)
             # Our workers send their enrolments in batches (wzc_en_add), see batch.py.
-            self.batch_master = MasterEnrolBatch(self.registrar)
-            node.extensions.append(self.batch_master)
+            if hasattr(node, "extensions"):  # a role node (tests may give a bare stand-in)
+                self.batch_master = MasterEnrolBatch(self.registrar)
+                node.extensions.append(self.batch_master)
         else:
             # Towards our master: batches of enrolments; towards Wazuh's: sendsync.
-            self.batch_worker = WorkerEnrolBatch(node.request_master, reactor)
-            node.extensions.append(self.batch_worker)
+            send = None  # sendsync through the local cluster socket
+            if hasattr(node, "extensions"):
+                self.batch_worker = WorkerEnrolBatch(node.request_master, reactor)
+                node.extensions.append(self.batch_worker)
+                send = self.batch_worker.send
             self.forwarder = Forwarder(reactor, config.local_socket_path, self._tag,
-                                       auth.forward_deadline, auth.max_waiting,
-                                       send=self.batch_worker.send)
+                                       auth.forward_deadline, auth.max_waiting, send=send)
         password, from_file = (None, False)
         if auth.use_password:
             password, from_file = read_password(config.home)
