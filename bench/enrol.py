@@ -1,11 +1,13 @@
 """Benchmark: agent enrolments per second through the master and through a worker (TLS
 included), with 1 and with 50 concurrent agents, and the time until the last key is on every
-worker. The floor is a TLS server in its own process that answers every request at once with
-a fixed ``OSSEC K:`` line (same certificate, same TLS settings, same client): the TLS
+worker. The floor is the cheapest TLS server answering a fixed ``OSSEC K:`` line (its own
+process, blocking stdlib TLS, same certificate and TLS settings, same clients): the TLS
 handshake and one exchange, no registration work.
 
 Real ``twistd wazuhcluster`` processes on 127.0.0.1: one master and two workers, each with its
-registration port. The client is this process (Twisted, pyOpenSSL), sharing the machine.
+registration port. The agents run in separate processes (blocking stdlib TLS clients in
+threads, their start-up not timed), so the figures are the servers', not a Python client's.
+Prints the figures, the verdicts for the issue's targets and the load average.
 
 Run: ``.venv/bin/python bench/enrol.py [agents-per-run [master,w1 [agents-already-registered]]]``
 """
@@ -39,24 +41,29 @@ BIN = os.path.dirname(sys.executable)
 
 
 def floor_server(port: int, cert: str, key: str) -> None:
-    """The floor: TLS with the manager's settings, a fixed answer, no work."""
-    from twisted.internet.endpoints import SSL4ServerEndpoint
-    from twisted.internet.protocol import Factory, Protocol
+    """The floor: the cheapest TLS server answering a fixed string. One thread, blocking
+    stdlib TLS (OpenSSL in C for the whole handshake), the manager's certificate, TLS 1.2 and
+    the default ciphers, one connection at a time: accept, handshake, read, answer, close.
+    A node does this plus the registration work, in Twisted, so it cannot beat this."""
+    import socket
+    import ssl
 
     from wazuhcluster.enrolment.authconfig import AuthConfig
-    from wazuhcluster.enrolment.tls import ServerContextFactory
 
     answer = b"OSSEC K:'001 floor any " + b"0" * 64 + b"'"
-
-    class Answer(Protocol):
-        def dataReceived(self, data: bytes) -> None:
-            self.transport.write(answer)  # type: ignore[union-attr]
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-    context = ServerContextFactory(AuthConfig(ssl_manager_cert=cert, ssl_manager_key=key))
-    SSL4ServerEndpoint(reactor, port, context, interface="127.0.0.1").listen(
-        Factory.forProtocol(Answer))
-    reactor.run()  # type: ignore[attr-defined]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(AuthConfig().ciphers)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", port), backlog=128)
+    while True:
+        conn, _ = listener.accept()
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+                tls.sendall(answer)
+        except OSError:
+            conn.close()
 
 
 def start_node(base: str, name: str, role: str, port: int, key: str,
