@@ -165,6 +165,13 @@ async def run_batch(port: int, names: list[str], concurrency: int) -> tuple[floa
     return await deferToThread(run_batch_blocking, port, names, concurrency)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def keys_everywhere(homes: list[str], wanted: set[str], start: float,
                           timeout: float = 60.0) -> float | None:
     while time.perf_counter() - start < timeout:
@@ -193,6 +200,7 @@ async def main(_: Any, count: int, targets: list[str], existing: int) -> None:
         for w in ("w1", "w2"):
             await wait_port(ports[w])
         await deferLater(reactor, 3.0, lambda: None)  # workers connected and synced
+        nodes = list(processes)  # master, w1, w2
         master_home = os.path.join(base, "master")
         worker_homes = [os.path.join(base, w) for w in ("w1", "w2")]
         floor_port = free_port()
@@ -215,16 +223,22 @@ async def main(_: Any, count: int, targets: list[str], existing: int) -> None:
             for concurrency in (1, 50):
                 n = count if concurrency > 1 else max(50, count // 4)
                 names = [f"{target}-{concurrency}-{i}" for i in range(n)]
+                cpu_before = [cpu_seconds(p.pid) for p in nodes]
                 seconds, answers = await run_batch(ports[target], names, concurrency)
                 done = time.perf_counter()
                 ok = [a for a in answers if a.agent_id is not None]
                 errors = {a.error for a in answers if a.agent_id is None}
                 spread = await keys_everywhere(worker_homes, {a.key for a in ok}, done)
                 spread_text = f"{spread:.2f} s" if spread is not None else "not within 60 s"
+                cpu = [(cpu_seconds(p.pid) - b) * 1000 / max(1, len(ok))
+                       for p, b in zip(nodes, cpu_before, strict=True)]
                 print(f"through {target:6s}, {concurrency:2d} concurrent: "
                       f"{len(ok) / seconds:7.1f} /s ({len(ok)}/{n} in {seconds:.2f} s)"
                       f"; last key on every worker {spread_text} after the last answer"
                       f"{'; errors: ' + ', '.join(sorted(errors))[:200] if errors else ''}")
+                print(f"  node CPU per enrolment (until the keys are everywhere): master "
+                      f"{cpu[0]:.2f} ms, w1 {cpu[1]:.2f} ms, w2 {cpu[2]:.2f} ms, "
+                      f"total {sum(cpu):.2f} ms")
                 if target != "master" and concurrency == 50:
                     rate = len(ok) / seconds
                     verdict = ("MISSED" if rate < 200 else "met" if existing >= 20000
