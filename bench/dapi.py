@@ -5,9 +5,10 @@ the master's own local socket (no network hop: the floor).
 Real ``twistd wazuhcluster`` processes (a master and one worker, harness of the integration
 tests) on 127.0.0.1. Each request is one new local-socket connection, as Wazuh's API and
 cluster_control make them; the client decodes the tagged JSON answer. For 1 and 20 concurrent
-clients: p50/p99 latency and requests per second. Throughout, a probe worker (this process, a
-real WorkerNode linked to the master over TCP) sends ``echo-c`` every 100 ms: the keepalive
-round trip on a cluster link of the busy master.
+clients: p50/p99 latency and requests per second. Throughout, a probe worker (its own process,
+``bench/probe.py``, linked to the master over TCP) sends ``echo-c`` every 100 ms: the keepalive
+round trip on a cluster link of the busy master, not slowed by this process's clients. Ends
+with the issue's targets and a verdict for each.
 
 Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client]``
 """
@@ -23,19 +24,14 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import react
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from bench.probe import ProbeProcess
 from tests.integration.harness import Cluster, NodeProcess, sleep
 from wazuhcluster.agents.keys import KeyEntry, format_client_keys
-from wazuhcluster.checksums.threaded import SynchronousRunner
-from wazuhcluster.config import load_config
 from wazuhcluster.dapi.client import build_request, dapi_call
-from wazuhcluster.homes import make_home
-from wazuhcluster.worker.factory import WorkerClientFactory
-from wazuhcluster.worker.node import WorkerNode
 
 
 class _Case:
@@ -89,35 +85,6 @@ async def run_clients(node: NodeProcess, clients: int, per_client: int) -> dict[
             "rps": len(latencies) / wall, "n": len(latencies)}
 
 
-class Probe:
-    """A worker in this process, linked to the master; times echo-c round trips."""
-
-    def __init__(self, base: str, port: int, key: str) -> None:
-        home = make_home(os.path.join(base, "probe"), node_name="probe", node_type="worker",
-                         key=key, port=port, name="wazuh")
-        self.node = WorkerNode(load_config(home), reactor, SynchronousRunner())
-        self.rtts: list[float] = []
-        self.running = True
-
-    async def connect(self) -> None:
-        protocol = WorkerClientFactory(self.node).buildProtocol(None)
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1",
-                                                 self.node.config.port), protocol)
-        await self.node.hello(protocol)
-        self.peer = protocol
-
-    async def loop(self) -> None:
-        while self.running:
-            start = time.perf_counter()
-            await self.peer.request(b"echo-c", b"keepalive")
-            self.rtts.append((time.perf_counter() - start) * 1000)
-            await sleep(0.1)
-
-    def take(self) -> dict[str, float]:
-        rtts, self.rtts = sorted(self.rtts), []
-        return {"p50": statistics.median(rtts), "max": rtts[-1], "n": len(rtts)}
-
-
 async def main(reactor_: Any, agents: int, per_client: int) -> None:
     case = _Case()
     try:
@@ -140,9 +107,7 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
             return bool(r.total_affected_items == agents + 1)
         await c.wait_for(f"the master to hold {agents} agents", loaded, timeout=300)
 
-        probe = Probe(c.base, c.port, c.key)
-        await probe.connect()
-        loop = Deferred.fromCoroutine(probe.loop())
+        probe = ProbeProcess(c.port, c.key, 0.1)
         await sleep(2)
         idle = probe.take()
         print(f"platform: {platform.platform()}, {os.cpu_count()} CPUs, python "
@@ -152,6 +117,9 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
         for _ in range(10):  # warm up both paths
             await one(worker)
             await one(master)
+        probe.take()
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        worst_rtt = worst_late = 0.0
         for label, node in (("at worker1 (answered by the master)", worker),
                             ("at the master's local socket", master)):
             for clients in (1, 20):
@@ -163,13 +131,29 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
                 cpu = {k: (cpu_seconds(v) - before[k]) * 1000 / figures["n"]
                        for k, v in pids.items()}
                 rtt = probe.take()
+                results[(node.name, clients)] = figures
+                worst_rtt = max(worst_rtt, rtt["max"])
+                worst_late = max(worst_late, rtt["late"])
                 print(f"{label}, {clients:2d} client(s): p50 {figures['p50']:.1f} ms, "
                       f"p99 {figures['p99']:.1f} ms, {figures['rps']:.0f} req/s "
                       f"({figures['n']:.0f} requests); keepalive RTT meanwhile p50 "
-                      f"{rtt['p50']:.2f} ms, max {rtt['max']:.2f} ms; CPU ms per request: "
+                      f"{rtt['p50']:.2f} ms, max {rtt['max']:.2f} ms (probe's own timer "
+                      f"late by up to {rtt['late']:.0f} ms); CPU ms per request: "
                       + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
-        probe.running = False
-        await loop
+        probe.stop()
+        at_worker, at_master = results[("worker1", 1)], results[("master", 1)]
+        ratio = at_worker["p50"] / at_master["p50"]
+        rate = results[("worker1", 20)]["rps"]
+        print("targets (issue 9):")
+        for text, ok in (
+                (f"p50 at a worker {at_worker['p50']:.1f} ms < 20 ms", at_worker["p50"] < 20),
+                (f"worker/master p50 ratio {ratio:.2f} < 2", ratio < 2),
+                (f"{rate:.0f} req/s with 20 clients at a worker >= 200", rate >= 200),
+                (f"keepalive RTT worst {worst_rtt:.1f} ms < 100 ms (the probe's own timer was "
+                 f"late by up to {worst_late:.1f} ms)", worst_rtt < 100)):
+            print(f"  {'MET   ' if ok else 'MISSED'} {text}")
+        load = os.getloadavg()
+        print(f"load average now: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     finally:
         await case.cleanup()
 

@@ -196,6 +196,11 @@ class IAgentDatabase(Interface):
         name, NULL columns left out (as wazuh-db's ``global sql``). Anything but a single
         SELECT fails with ValueError. Used by the DAPI's agent and group functions."""
 
+    def count(sql: str, params: Sequence[str | int | float | None] = ()) -> Deferred[int]:
+        """The first column of the first row of a read-only ``SELECT COUNT(...)`` run as
+        :meth:`select` runs it (0 when there is no row). A backend may remember answers
+        while its data is unchanged (the embedded database does); never a stale one."""
+
     def delete_agents(agent_ids: Sequence[int], keys_path: str | None = None,
                       purge: bool = True) -> Deferred[list[int]]:
         """Remove agents (never 000) from ``client.keys`` (``purge=False`` marks the lines

@@ -117,7 +117,7 @@ class AgentsCluster:
         self.master_db = master_db(self.mdb) if master_db is not None else self.mdb
         self.magents = AgentsMaster(self.master, self.master_db, self.clock)
         self.master.extensions.append(self.magents)
-        self.master.count_active_agents = self.magents.count_active_agents
+        self.master.active_agents_by_node = self.magents.active_agents_by_node
         self.worker_name = worker_name
         self.worker = WorkerNode(node_config(base, node_name=worker_name, role="worker",
                                              cluster_json=TUNABLES),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from typing import Any, cast
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.agents.wdb_standin import MARKS_ON_READ, BlockingView, not_with_wazuh_db
 from wazuhcluster.agents import payloads
 from wazuhcluster.agents.db import (
+    COUNT_CACHE_SIZE,
     GROUPS_SET_ERROR,
     AgentDatabase,
     Keepalive,
@@ -424,6 +426,20 @@ class AgentGroupsTests(SynchronousTestCase):
 class KeysAndQueriesTests(SynchronousTestCase):
     """client.keys reconciliation and CLI queries."""
 
+    def test_count_follows_every_change(self) -> None:
+        """count() answers the COUNT of a SELECT, and a new answer after each change
+        (keepalives, deletions), whichever backend remembers answers."""
+        db = _open(self)
+        active = "SELECT COUNT(*) AS total FROM agent WHERE id > 0 AND connection_status = ?"
+        self.assertEqual(db.count(active, ("active",)), 0)
+        self.assertEqual(db.count(active, ("never_connected",)), 5)
+        db.record_keepalives([Keepalive(1, "w1", _NOW), Keepalive(2, "w1", _NOW)])
+        self.assertEqual(db.count(active, ("active",)), 2)
+        self.assertEqual(db.count(active, ("never_connected",)), 3)
+        db.delete_agents([1])
+        self.assertEqual(db.count(active, ("active",)), 1)
+        self.assertEqual(db.count("SELECT COUNT(*) FROM agent WHERE id > 99"), 0)
+
     def test_reconcile(self) -> None:
         """New agents are inserted, changed ones updated, missing ones removed; 000 stays."""
         db = _open(self, range(1, 4))
@@ -486,6 +502,11 @@ class KeysAndQueriesTests(SynchronousTestCase):
         db._conn.execute("UPDATE agent SET connection_status = 'disconnected' WHERE id = 3")
         self.assertEqual([a.agent_id for a in db.list_agents("w2")], [2, 3])
         self.assertEqual(db.count_active_agents_by_node(), {"w1": 1, "w2": 1})
+        # get_health asks it for every healthcheck: a covering index, not a table scan.
+        plan = " ".join(str(r[-1]) for r in db._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT node_name, COUNT(*) FROM agent WHERE id > 0 AND"
+            " connection_status = 'active' GROUP BY node_name"))
+        self.assertIn("COVERING INDEX agent_status_node", plan)
         summary = db.list_agents("w1")[0]
         self.assertEqual((summary.name, summary.status, summary.last_keepalive),
                          ("agent-001", "active", _NOW))
@@ -494,6 +515,64 @@ class KeysAndQueriesTests(SynchronousTestCase):
 # -- the same tests through the wazuh-db backend (drop-in mode) and a stand-in wazuh-db -------
 _OWN_LIMIT = ("wazuh-db cuts answers at its own 64 KiB limit; paging at that limit is tested "
               "in tests/agents/test_wazuhdb.py")
+
+
+class CountCacheTests(SynchronousTestCase):
+    """The embedded database remembers count() answers until its data changes."""
+
+    QUERY = "SELECT COUNT(*) AS total FROM agent WHERE connection_status = 'never_connected'"
+
+    def counting_selects(self, db: AgentDatabase) -> list[str]:
+        """Record the statements count() actually runs."""
+        ran: list[str] = []
+        select = db.select
+
+        def recording(sql: str, params: Any = ()) -> Any:
+            ran.append(sql)
+            return select(sql, params)
+        db.select = recording  # type: ignore[method-assign]
+        return ran
+
+    def test_remembered_while_unchanged(self) -> None:
+        """The same count twice without a change in between runs the query once."""
+        db = _open(self)
+        ran = self.counting_selects(db)
+        self.assertEqual(db.count(self.QUERY), 5)
+        self.assertEqual(db.count(self.QUERY), 5)
+        self.assertEqual(len(ran), 1)
+
+    def test_forgotten_after_a_write_of_this_connection(self) -> None:
+        """Any row written through the database's connection (even by a statement of no
+        method of ours) makes the next count run again."""
+        db = _open(self)
+        ran = self.counting_selects(db)
+        self.assertEqual(db.count(self.QUERY), 5)
+        db._conn.execute("UPDATE agent SET connection_status = 'active' WHERE id = 3")
+        self.assertEqual(db.count(self.QUERY), 4)
+        self.assertEqual(len(ran), 2)
+        db._conn.execute("UPDATE agent SET name = name WHERE id = 99")  # no row: no change
+        self.assertEqual(db.count(self.QUERY), 4)
+        self.assertEqual(len(ran), 2)
+
+    def test_forgotten_after_a_commit_of_another_connection(self) -> None:
+        """A commit by another connection to the same file (another process) is seen."""
+        db = _open(self)
+        self.assertEqual(db.count(self.QUERY), 5)
+        other = sqlite3.connect(db.path)
+        self.addCleanup(other.close)
+        with other:
+            other.execute("DELETE FROM agent WHERE id IN (4, 5)")
+        self.assertEqual(db.count(self.QUERY), 3)
+
+    def test_bounded(self) -> None:
+        """At most COUNT_CACHE_SIZE answers are kept, the oldest dropped first."""
+        db = _open(self)
+        sql = "SELECT COUNT(*) FROM agent WHERE id > ?"
+        for i in range(COUNT_CACHE_SIZE + 5):
+            db.count(sql, (i,))
+        self.assertEqual(len(db._counts), COUNT_CACHE_SIZE)
+        self.assertNotIn((sql, (0,)), db._counts)
+        self.assertIn((sql, (COUNT_CACHE_SIZE + 4,)), db._counts)
 
 
 class HashWazuhDbTests(HashTests):

@@ -220,7 +220,7 @@ class TreeTests(SynchronousTestCase):
             node.stopService()
         self.assertTrue(os.path.exists(os.path.join(base, "master-node", "queue", "db",
                                                     "wazuhcluster-agents.db")))
-        self.assertIsNotNone(master.count_active_agents)
+        self.assertIsNotNone(master.active_agents_by_node)
 
 
 # -- the same tests over the wazuh-db backend (drop-in mode), served by a stand-in wazuh-db --

@@ -93,13 +93,15 @@ class ThreadedAgentDatabaseTests(SynchronousTestCase):
         self.assertEqual(result, AgentInfoSetResult(1, (), 2, 0))
         self.assertEqual(self.successResultOf(self.service.count_active_agents_by_node()),
                          {"w1": 2})
+        self.assertEqual(self.successResultOf(self.service.count(
+            "SELECT COUNT(*) FROM agent WHERE connection_status = ?", ["active"])), 3)
         self.successResultOf(self.service.set_agent_groups([(1, ["g"])]))
         self.assertIsNotNone(self.successResultOf(self.service.global_group_hash()))
         self.assertEqual(set(self.successResultOf(self.service.registration_status([1, 5]))),
                          {1})
         self.assertEqual(self.successResultOf(self.service.apply_key_changes(
             [KeyEntry(3, "c", "any", "k")], [2], 300)).inserted, 1)
-        self.assertEqual(self.pool.jobs - before, 10)
+        self.assertEqual(self.pool.jobs - before, 11)
 
     def test_errors_become_failures(self) -> None:
         """An exception in the database thread fails the Deferred."""

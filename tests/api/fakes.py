@@ -22,8 +22,11 @@ class FakeNode:
         self.agent_db = agent_db
         self.clock = clock
         self.dapi: FakeDAPI | None = None
+        #: Names of the callables given to ``run`` (work the node would do off the reactor).
+        self.ran: list[str] = []
 
     def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self.ran.append(getattr(f, "__name__", repr(f)))
         return maybeDeferred(f, *args, **kwargs)
 
 

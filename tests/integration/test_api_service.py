@@ -485,6 +485,16 @@ class EndpointTests(_Base):
         r = await c.request("GET", "/agents/summary/status?pretty=true", token=token)
         self.assertIn(b'\n   "data": {', r.raw)
 
+    async def test_json_bodies_encoded_off_the_reactor(self) -> None:
+        """A JSON answer is encoded by the node's runner (a thread in a node), not inline in
+        the reactor thread: 500 agents are milliseconds of CPU."""
+        c = await self.start()
+        token = await c.login()
+        del self.api.node.ran[:]
+        r = await c.request("GET", "/agents/summary/status", token=token)
+        self.assertEqual(r.status, 200)
+        self.assertIn("_dumps", self.api.node.ran)
+
     async def test_oversized_body_refused(self) -> None:
         """A body larger than max_upload_size gets 413 and is not passed on."""
         c = await self.start(max_upload_size=1000)

@@ -245,6 +245,25 @@ class MasterHelloTests(SynchronousTestCase):
         self.assertEqual(worker["status"]["last_sync_integrity"]["date_start_master"], "n/a")
         self.assertIn("last_keep_alive", worker["status"])
 
+    def test_get_health_counts_active_agents_once(self) -> None:
+        """get_health asks the agents feature for the per-node counts once for the whole
+        answer (not once per node) and gives each node its own count."""
+        calls: list[None] = []
+
+        async def counts() -> dict[str, int]:
+            calls.append(None)
+            return {"worker-1": 4, "worker-2": 2, self.config.node_name: 1}
+
+        self.node.active_agents_by_node = counts
+        for name in (b"worker-1", b"worker-2", b"worker-3"):
+            _, client, pump = self.connect()
+            self.successResultOf(self.hello(client, pump, name + b" wazuh worker 4.7.5"))
+        answer = self.successResultOf(Deferred.fromCoroutine(self.node.get_health(None)))
+        self.assertEqual(len(calls), 1)
+        self.assertEqual({n: v["info"]["n_active_agents"] for n, v in answer["nodes"].items()},
+                         {"worker-1": 4, "worker-2": 2, "worker-3": 0,
+                          self.config.node_name: 1})
+
     def test_get_nodes_unknown_filter_type_is_1728(self) -> None:
         """A bad filter_type is refused with Wazuh's error 1728."""
         with self.assertRaises(ClusterError) as ctx:

@@ -67,6 +67,8 @@ GroupsCondition = Literal["sync_status", "all"]
 
 #: The error text wazuh-db answers when ``set-agent-groups`` fails for some agent.
 GROUPS_SET_ERROR = "An error occurred during the set of the groups"
+#: Counts remembered by :meth:`AgentDatabase.count` (query shapes, oldest dropped first).
+COUNT_CACHE_SIZE = 64
 
 #: NOT NULL agent-info columns: an object without them keeps the stored value (wazuh-db
 #: would bind NULL and fail the whole chunk on the constraint).
@@ -191,6 +193,47 @@ class GroupsApplyResult:
     cleared_agents: int = 0
 
 
+@attrs.define
+class GroupsChunksTally:
+    """The bookkeeping of applying agent-groups chunks, shared by both backends (the
+    embedded database and wazuh-db): :meth:`decode` yields the assignments of each chunk
+    that parses (a chunk that does not is an error and makes the set incomplete), the
+    caller applies them and gives each outcome to :meth:`record`; :meth:`result` sums up."""
+
+    updated_chunks: int = 0
+    unknown_agents: int = 0
+    errors: list[str] = attrs.Factory(list)
+    #: Every agent listed in a chunk that parsed (kept by a full resync).
+    listed: set[int] = attrs.Factory(set)
+    #: Whether every chunk parsed (a full resync clears unlisted agents only then).
+    complete: bool = True
+
+    def decode(self, chunks: Sequence[str]) -> Iterator[tuple[tuple[int, tuple[str, ...]], ...]]:
+        """The assignments of each chunk, in order; bad chunks are recorded and skipped."""
+        for chunk in chunks:
+            try:
+                decoded = decode_groups_chunk(chunk)
+            except PayloadError as e:
+                self.errors.append(f"Invalid JSON syntax; {e}")
+                self.complete = False
+                continue
+            self.listed.update(a for a, _ in decoded.assignments)
+            yield decoded.assignments
+
+    def record(self, result: GroupsSetResult) -> None:
+        """The outcome of one chunk: updated unless some agent failed."""
+        self.unknown_agents += result.unknown_agents
+        if result.failed_agents:
+            self.errors.append(GROUPS_SET_ERROR)
+        else:
+            self.updated_chunks += 1
+
+    def result(self, cleared: int) -> GroupsApplyResult:
+        """The summed outcome (``cleared``: agents a full resync left without groups)."""
+        return GroupsApplyResult(self.updated_chunks, tuple(self.errors), self.unknown_agents,
+                                 cleared)
+
+
 @attrs.frozen
 class GroupsPage:
     """One answer of ``sync-agent-groups-get``: ``status`` is ``"ok"`` or ``"due"``."""
@@ -252,6 +295,8 @@ class AgentDatabase:
         create_schema(self._conn, now)
         row = self._conn.execute("SELECT COALESCE(MAX(info_seq), 0) FROM cluster_sync_seq")
         self._seq: int = row.fetchone()[0]
+        #: :meth:`count` answers by (sql, params): (generation when counted, total).
+        self._counts: dict[tuple[str, tuple[SqlParam, ...]], tuple[tuple[int, int], int]] = {}
 
     @classmethod
     def for_home(cls, home: str, now: int) -> AgentDatabase:
@@ -644,31 +689,15 @@ class AgentDatabase:
         ``id > 0`` not listed in any chunk lose their groups, and all group hashes are
         recalculated afterwards (what the worker does after a full resync).
         """
-        updated_chunks = 0
-        unknown = 0
-        errors: list[str] = []
-        listed: set[int] = set()
-        complete = True
-        for chunk in chunks:
-            try:
-                decoded = decode_groups_chunk(chunk)
-            except PayloadError as e:
-                errors.append(f"Invalid JSON syntax; {e}")
-                complete = False
-                continue
-            listed.update(a for a, _ in decoded.assignments)
-            result = self.set_agent_groups(decoded.assignments, mode, sync_status)
-            unknown += result.unknown_agents
-            if result.failed_agents:
-                errors.append(GROUPS_SET_ERROR)
-            else:
-                updated_chunks += 1
+        tally = GroupsChunksTally()
+        for assignments in tally.decode(chunks):
+            tally.record(self.set_agent_groups(assignments, mode, sync_status))
         cleared = 0
         if full:
-            if complete:
-                cleared = self._clear_groups_except(listed)
+            if tally.complete:
+                cleared = self._clear_groups_except(tally.listed)
             self.recalculate_group_hashes()
-        return GroupsApplyResult(updated_chunks, tuple(errors), unknown, cleared)
+        return tally.result(cleared)
 
     def _clear_groups_except(self, keep: set[int]) -> int:
         """Remove every group assignment of agents (``id > 0``) not in ``keep``."""
@@ -923,6 +952,30 @@ class AgentDatabase:
         return [{n: v for n, v in zip(names, row, strict=True) if v is not None}
                 for row in rows]
 
+    def generation(self) -> tuple[int, int]:
+        """Changes when the data may have changed: rows written through this connection
+        (``total_changes``: every INSERT/UPDATE/DELETE that changed a row, committed or
+        not, counts) and commits by any other connection (``PRAGMA data_version``)."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        return self._conn.total_changes, int(version)
+
+    def count(self, sql: str, params: Sequence[SqlParam] = ()) -> int:
+        """The first column of the first row of a read-only ``SELECT COUNT(...)`` (0 when
+        there is no row), as :meth:`select` runs it. Answers are remembered per statement
+        and parameters until the database changes (:meth:`generation`): paging through a
+        search counts it once, not once per page (62 ms for a search over 50 000 agents)."""
+        key = (sql, tuple(params))
+        generation = self.generation()
+        known = self._counts.get(key)
+        if known is not None and known[0] == generation:
+            return known[1]
+        rows = self.select(sql, params)
+        total = int(next(iter(rows[0].values()), 0)) if rows else 0
+        if len(self._counts) >= COUNT_CACHE_SIZE:
+            del self._counts[next(iter(self._counts))]  # the oldest entry
+        self._counts[key] = (generation, total)
+        return total
+
     def delete_agents(self, agent_ids: Sequence[int], keys_path: str | None = None,
                       purge: bool = True) -> list[int]:
         """Remove agents (never 000): from ``client.keys`` at ``keys_path`` first (rewritten
@@ -1022,6 +1075,7 @@ __all__ = [
     "AgentInfoSetResult",
     "AgentSummary",
     "GroupsApplyResult",
+    "GroupsChunksTally",
     "GroupsPage",
     "GroupsSetResult",
     "Keepalive",

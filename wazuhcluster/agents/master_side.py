@@ -233,10 +233,11 @@ class AgentsMaster:
             "last_sync_full_agentgroup": dict(state.full_status),
         }
 
-    async def count_active_agents(self, node_name: str) -> int:
-        """Active agents reporting to ``node_name`` (for get_health's n_active_agents)."""
-        counts = await self._db.count_active_agents_by_node()
-        return counts.get(node_name, 0)
+    async def active_agents_by_node(self) -> dict[str, int]:
+        """Active agents per node name (for get_health's n_active_agents): one query for
+        every node of the answer."""
+        counts: dict[str, int] = await self._db.count_active_agents_by_node()
+        return counts
 
     def state_of(self, session: WorkerSession) -> WorkerAgentsState:
         """The agent-sync state of a registered worker (created on first use)."""
@@ -591,7 +592,7 @@ def install(node: MasterNode, reactor: Any) -> None:
     agents = AgentsMaster(node, db, reactor)
     node.extensions.append(agents)
     node.local_extensions.append(AgentsLocal(node, db, on_groups_changed=agents.groups_changed))
-    node.count_active_agents = agents.count_active_agents
+    node.active_agents_by_node = agents.active_agents_by_node
     periodic("local-agent-groups", config.intervals.sync_agent_groups,
              agents.local_agent_groups, reactor).setServiceParent(node)
     periodic("merged-mg", MERGED_CHECK_INTERVAL, agents.check_merged,

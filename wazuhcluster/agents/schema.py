@@ -100,6 +100,8 @@ CREATE TABLE IF NOT EXISTS agent (
 CREATE INDEX IF NOT EXISTS agent_name ON agent (name);
 CREATE INDEX IF NOT EXISTS agent_ip ON agent (ip);
 CREATE INDEX IF NOT EXISTS agent_group_hash ON agent (group_hash);
+-- get_health's active agents per node: a covering index, no scan of the agent table.
+CREATE INDEX IF NOT EXISTS agent_status_node ON agent (connection_status, node_name);
 
 CREATE TABLE IF NOT EXISTS labels (
     id INTEGER REFERENCES agent (id) ON DELETE CASCADE,

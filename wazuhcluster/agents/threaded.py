@@ -209,6 +209,11 @@ class ThreadedAgentDatabase(Service):
         params = tuple(params)
         return self._call(lambda db: db.select(sql, params))
 
+    def count(self, sql: str, params: Sequence[SqlParam] = ()) -> Deferred[int]:
+        """See :meth:`AgentDatabase.count`."""
+        params = tuple(params)
+        return self._call(lambda db: db.count(sql, params))
+
     def delete_agents(self, agent_ids: Sequence[int], keys_path: str | None = None,
                       purge: bool = True) -> Deferred[list[int]]:
         """See :meth:`AgentDatabase.delete_agents`."""

@@ -52,11 +52,11 @@ from zope.interface import implementer
 
 from wazuhcluster.agents import keys as _keys
 from wazuhcluster.agents.db import (
-    GROUPS_SET_ERROR,
     AgentInfoBatch,
     AgentInfoSetResult,
     AgentSummary,
     GroupsApplyResult,
+    GroupsChunksTally,
     GroupsPage,
     GroupsSetResult,
     Keepalive,
@@ -67,7 +67,6 @@ from wazuhcluster.agents.payloads import (
     PayloadError,
     check_group_name,
     decode_agent_info_rows,
-    decode_groups_chunk,
 )
 from wazuhcluster.agents.schema import AGENT_INFO_COLUMNS, AGENT_INFO_SET_COLUMNS
 from wazuhcluster.interfaces import IAgentDatabase
@@ -465,27 +464,13 @@ class WazuhDbAgentDatabase(Service):
 
     async def _apply_chunks(self, chunks: list[str], mode: str, sync_status: str,
                             full: bool) -> GroupsApplyResult:
-        updated_chunks = unknown = 0
-        errors: list[str] = []
-        listed: set[int] = set()
-        complete = True
-        for chunk in chunks:
-            try:
-                decoded = decode_groups_chunk(chunk)
-            except PayloadError as e:
-                errors.append(f"Invalid JSON syntax; {e}")
-                complete = False
-                continue
-            listed.update(a for a, _ in decoded.assignments)
-            result = await self._set_agent_groups(list(decoded.assignments), mode, sync_status)
-            unknown += result.unknown_agents
-            if result.failed_agents:
-                errors.append(GROUPS_SET_ERROR)
-            else:
-                updated_chunks += 1
+        tally = GroupsChunksTally()
+        for assignments in tally.decode(chunks):
+            tally.record(await self._set_agent_groups(list(assignments), mode, sync_status))
+        listed = tally.listed
         cleared = 0
         if full:
-            if complete:
+            if tally.complete:
                 stale = [int(r["id"]) for r in await self.select_paged(
                     "id", "id > 0 AND (`group` IS NOT NULL OR group_hash IS NOT NULL"
                           " OR id IN (SELECT id_agent FROM belongs))")
@@ -496,7 +481,7 @@ class WazuhDbAgentDatabase(Service):
                     await self.query(f"global set-agent-groups {command}")
                 cleared = len(stale)
             await self._recalculate()
-        return GroupsApplyResult(updated_chunks, tuple(errors), unknown, cleared)
+        return tally.result(cleared)
 
     def sync_agent_groups_get(self, condition: str | None, now: int, last_id: int = 0,
                               set_synced: bool = False, get_global_hash: bool = False,
@@ -706,6 +691,17 @@ class WazuhDbAgentDatabase(Service):
         wazuh-db takes none); an answer too big for wazuh-db is read again in pages."""
         text = bind_select(sql, params)
         return self._op(self._select_any, text)
+
+    def count(self, sql: str, params: Sequence[str | int | float | None] = ()
+              ) -> Deferred[int]:
+        """The first column of the first row of a ``SELECT COUNT(...)`` (0 without a row).
+        Not remembered: wazuh-db's database is written by other daemons too, so there is no
+        generation here to key a cache on."""
+        return Deferred.fromCoroutine(self._count(sql, params))
+
+    async def _count(self, sql: str, params: Sequence[str | int | float | None]) -> int:
+        rows = await self.select(sql, params)
+        return int(next(iter(rows[0].values()), 0)) if rows else 0
 
     async def _select_any(self, sql: str) -> list[dict[str, Any]]:
         try:

@@ -106,6 +106,8 @@ class UnhandledException(Exception):
 
 
 def _default(value: Any) -> Any:
+    if type(value) is datetime:  # first: an agent page holds two per agent
+        return {"__wazuh_datetime__": value.isoformat()}
     if isinstance(value, FunctionName):
         return value.to_json()
     if isinstance(value, AbstractWazuhResult):

@@ -34,7 +34,9 @@ class MasterNode(RoleNode):
         self.registry = WorkerRegistry()
         self.extensions: list[IMasterExtension] = []
         self.started_at = 0.0
-        self.count_active_agents: Any = None  # set by the agents feature: name -> Deferred[int]
+        #: Set by the agents feature: () -> awaitable ``{node name: active agents}``, asked
+        #: once per get_health (one GROUP BY over the agent table, not one per node).
+        self.active_agents_by_node: Any = None
         #: Called with (hello, peer) before a worker joins; raise ClusterError to refuse it.
         self.hello_checks: list[Any] = []
         self.hello_gate = HelloGate(config.ext.max_pre_hello_connections,
@@ -116,10 +118,10 @@ class MasterNode(RoleNode):
 
     async def get_health(self, filter_nodes: Any) -> dict[str, Any]:
         """Answer get_health."""
+        active = await self._active_agents()
         master = {"info": {"name": self.config.node_name, "type": "master",
                            "version": self.config.version, "ip": self.config.master_address,
-                           "n_active_agents": await self._active_agents(
-                               self.config.node_name)}}
+                           "n_active_agents": active.get(self.config.node_name, 0)}}
         workers = []
         for session in sorted(self.registry, key=lambda s: s.name):
             status = dict(session.status)
@@ -130,13 +132,12 @@ class MasterNode(RoleNode):
             rendered["connected_since"] = queries.format_date(session.connected_since)
             workers.append({"info": {"name": session.name, "type": "worker",
                                      "version": session.version, "ip": session.ip,
-                                     "n_active_agents": await self._active_agents(
-                                         session.name)},
+                                     "n_active_agents": active.get(session.name, 0)},
                             "status": rendered})
         return queries.get_health(master, workers, filter_nodes)
 
-    async def _active_agents(self, node: str) -> int:
-        if self.count_active_agents is None:
-            return 0
-        count: int = await self.count_active_agents(node)
-        return count
+    async def _active_agents(self) -> dict[str, int]:
+        if self.active_agents_by_node is None:
+            return {}
+        counts: dict[str, int] = await self.active_agents_by_node()
+        return counts

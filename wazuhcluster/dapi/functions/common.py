@@ -85,8 +85,7 @@ async def run_agent_query(ctx: DapiContext, query: CompiledQuery,
     rows = await db.select(query.sql, query.params)
     total = len(rows)
     if count:
-        counted = await db.select(query.count_sql, query.count_params)
-        total = int(counted[0].get("total", 0)) if counted else 0
+        total = await db.count(query.count_sql, query.count_params)
     if len(rows) > _INLINE_ROWS:  # formatting is CPU work: keep the reactor free
         items: list[dict[str, Any]] = await ctx.run(_format_rows, ctx, rows, query.select)
         return items, total
