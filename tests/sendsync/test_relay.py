@@ -30,7 +30,8 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(dict(s.sockets), {
             "authd": "/h/queue/sockets/auth", "remoted": "/h/queue/sockets/remote",
             "task-manager": "/h/queue/tasks/task", "wazuh-db": "/h/queue/db/wdb"})
-        self.assertEqual((s.timeout, s.max_concurrent, s.max_queued), (30.0, 16, 1024))
+        self.assertEqual((s.timeout, s.max_concurrent, s.max_queued, s.authd_max_concurrent),
+                         (30.0, 16, 1024, 256))
 
     def test_overrides(self) -> None:
         s = SendSyncSettings.from_settings("/h", {"sendsync": {
@@ -45,6 +46,7 @@ class SettingsTests(SynchronousTestCase):
                  ({"sockets": ["x"]}, "sendsync.sockets"),
                  ({"timeout": 0}, "sendsync.timeout"),
                  ({"max_concurrent": "many"}, "sendsync.max_concurrent"),
+                 ({"authd_max_concurrent": 0}, "sendsync.authd_max_concurrent"),
                  ({"other": 1}, "sendsync.other")]
         for section, key in cases:
             with self.assertRaises(ConfigError) as caught:
@@ -88,7 +90,7 @@ class RelayTests(SynchronousTestCase):
         return SendSyncRelay(None, settings, ask=self._ask)
 
     def test_bound_and_order(self) -> None:
-        relay = self._relay(max_concurrent=2, max_queued=2)
+        relay = self._relay(authd_max_concurrent=2, max_queued=2)
         results = [Deferred.fromCoroutine(relay.forward(request())) for _ in range(4)]
         self.assertEqual(len(self.calls), 2)  # two at once, not one (Wazuh) nor four
         self.assertEqual((relay.active, relay.queued), (2, 2))
@@ -106,6 +108,23 @@ class RelayTests(SynchronousTestCase):
             self.successResultOf(r)
         self.assertEqual((relay.active, relay.queued), (0, 0))
         self.assertEqual(self.calls[0][0], "/h/queue/sockets/auth")
+
+    def test_authd_counted_apart(self) -> None:
+        """authd requests have their own bound: enrolments waiting at the master's registrar
+        make one batch, so 16 slots shared with the other daemons capped a batch at 16; and a
+        slow wazuh-db does not hold enrolments back."""
+        relay = self._relay(max_concurrent=1)
+        others = [Deferred.fromCoroutine(relay.forward(request("wazuh-db", "x")))
+                  for _ in range(2)]
+        self.assertEqual(len(self.calls), 1)  # the second wazuh-db request waits
+        enrolments = [Deferred.fromCoroutine(relay.forward(request())) for _ in range(50)]
+        self.assertEqual(len(self.calls), 51)  # all 50 enrolments reach authd at once
+        self.assertEqual((relay.active, relay.queued), (51, 1))
+        for _, _, d in list(self.calls):
+            d.callback(b"x")
+        self.calls[-1][2].callback(b"y")  # the second wazuh-db request, started last
+        for r in others + enrolments:
+            self.successResultOf(r)
 
     def test_daemon_error_becomes_text(self) -> None:
         relay = self._relay()

@@ -13,9 +13,10 @@ watcher (database reconciliation; harmless repetition of what the batch already 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -115,6 +116,7 @@ class Registrar:
         self._known: _Signature = None
         self._watcher = watcher
         self._running = False
+        self._held = 0
         self.batches = 0
         self.added = 0
 
@@ -131,13 +133,28 @@ class Registrar:
         lines: list[KeyLine] = await self._runner.run(read_keys, self.path)
         return next((ln for ln in lines if ln.agent_id == agent_id and not ln.removed), None)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Operations submitted inside wait for the end of the block, then start one batch
+        together (a worker's batch of enrolments is one client.keys rewrite, not two: the
+        first submission would otherwise start a batch of its own)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            self._start()
+
     def _submit(self, op: AddOp | RemoveOp) -> Deferred[Outcome]:
         done: Deferred[Outcome] = Deferred()
         self._queue.append(_Pending(op, done))
-        if not self._running:
+        self._start()
+        return done
+
+    def _start(self) -> None:
+        if not self._running and not self._held and self._queue:
             self._running = True
             Deferred.fromCoroutine(self._drain())
-        return done
 
     async def _drain(self) -> None:
         try:

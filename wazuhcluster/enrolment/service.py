@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from wazuhcluster.config import Role
 from wazuhcluster.enrolment.authconfig import AuthConfig, load_auth_config
+from wazuhcluster.enrolment.batch import MasterEnrolBatch, WorkerEnrolBatch
 from wazuhcluster.enrolment.forward import Forwarder, ForwardResult
 from wazuhcluster.enrolment.keystore import AddOp, Outcome
 from wazuhcluster.enrolment.localsock import AuthLocalFactory
@@ -250,6 +251,8 @@ class EnrolmentService(MultiService):
         self._reactor = reactor
         self.registrar: Registrar | None = None
         self.forwarder: Forwarder | None = None
+        self.batch_master: MasterEnrolBatch | None = None
+        self.batch_worker: WorkerEnrolBatch | None = None
         if config.role is Role.MASTER:
             try:
                 watcher = node.getServiceNamed("client-keys-watch")
@@ -265,9 +268,19 @@ class EnrolmentService(MultiService):
             local.fix = "stop the process using it (another authd?) or remove the socket"
             local.setName("auth-local-socket")
             local.setServiceParent(self)
+            # Our workers send their enrolments in batches (wzc_en_add), see batch.py.
+            if hasattr(node, "extensions"):  # a role node (tests may give a bare stand-in)
+                self.batch_master = MasterEnrolBatch(self.registrar)
+                node.extensions.append(self.batch_master)
         else:
+            # Towards our master: batches of enrolments; towards Wazuh's: sendsync.
+            send = None  # sendsync through the local cluster socket
+            if hasattr(node, "extensions"):
+                self.batch_worker = WorkerEnrolBatch(node.request_master, reactor)
+                node.extensions.append(self.batch_worker)
+                send = self.batch_worker.send
             self.forwarder = Forwarder(reactor, config.local_socket_path, self._tag,
-                                       auth.forward_deadline, auth.max_waiting)
+                                       auth.forward_deadline, auth.max_waiting, send=send)
         password, from_file = (None, False)
         if auth.use_password:
             password, from_file = read_password(config.home)

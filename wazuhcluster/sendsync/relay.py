@@ -1,6 +1,10 @@
 """The master side of sendsync: run ``{"daemon_name", "message"}`` requests against the
 daemon sockets, many at a time but never more than ``max_concurrent`` (Wazuh 4.7.5 runs them
-strictly one after another, so one slow daemon stalls every enrolment).
+strictly one after another, so one slow daemon stalls every enrolment). Requests for authd
+have their own, larger bound (``authd_max_concurrent``): the master's registrar applies every
+enrolment waiting at that moment as one batch (one client.keys rewrite), so letting more of them
+wait there makes the batches bigger, not the work; a bound of 16 capped a batch at 16
+enrolments whatever the number of agents waiting at the workers.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "sockets": {},  # daemon name -> socket path (relative to the home, or absolute)
     "timeout": 30.0,  # seconds to wait for a daemon's answer
     "max_concurrent": 16,  # requests talking to daemons at the same time
+    "authd_max_concurrent": 256,  # the same for authd (enrolments), counted apart
     "max_queued": 1024,  # requests waiting for a slot; more are refused at once
 }
 
@@ -46,6 +51,7 @@ class SendSyncSettings:
     timeout: float
     max_concurrent: int
     max_queued: int
+    authd_max_concurrent: int = 256
 
     @classmethod
     def from_settings(cls, home: str, settings: Mapping[str, Mapping[str, Any]]
@@ -71,7 +77,7 @@ class SendSyncSettings:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigError(f"{where}.timeout must be a positive number of seconds")
         counts = {}
-        for key in ("max_concurrent", "max_queued"):
+        for key in ("max_concurrent", "max_queued", "authd_max_concurrent"):
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{where}.{key} must be a positive integer")
@@ -136,12 +142,13 @@ class SendSyncRelay:
         self._ask = ask
         self.settings = settings
         self._slots = DeferredSemaphore(settings.max_concurrent)
+        self._authd_slots = DeferredSemaphore(settings.authd_max_concurrent)
         self.active = 0  # requests holding a slot
 
     @property
     def queued(self) -> int:
         """Requests waiting for a slot."""
-        return len(self._slots.waiting)
+        return len(self._slots.waiting) + len(self._authd_slots.waiting)
 
     async def forward(self, payload: bytes) -> bytes:
         """Answer one sendsync request with the daemon's raw answer.
@@ -149,10 +156,11 @@ class SendSyncRelay:
         :raises SendSyncError: with the text for the client.
         """
         request = parse_request(payload)
-        if self._slots.tokens == 0 and self.queued >= self.settings.max_queued:
+        slots = self._authd_slots if request.daemon_name == "authd" else self._slots
+        if slots.tokens == 0 and len(slots.waiting) >= self.settings.max_queued:
             raise SendSyncError(f"Error 1000 - Internal error: too many sendsync requests "
                                 f"waiting ({self.settings.max_queued}), try again later")
-        await self._slots.acquire()
+        await slots.acquire()
         self.active += 1
         try:
             path = self.settings.sockets[request.daemon_name]
@@ -163,4 +171,4 @@ class SendSyncRelay:
                 raise SendSyncError(daemon_error_text(path, e)) from None
         finally:
             self.active -= 1
-            self._slots.release()
+            slots.release()
