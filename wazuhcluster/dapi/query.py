@@ -593,6 +593,49 @@ def format_agent_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return item
 
 
+#: One entry per column: (index, name, kind, name under ``os``).
+AgentRowPlan = tuple[tuple[int, str, int, str], ...]
+#: Plans by column names (one per select set; bounded).
+_PLANS: dict[tuple[str, ...], AgentRowPlan] = {}
+
+
+def agent_row_plan(names: Sequence[str]) -> AgentRowPlan:
+    """How :func:`format_agent_tuple` formats rows of these columns (computed once per set of
+    column names)."""
+    key = tuple(names)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = tuple((i, n, _ROW_KINDS.get(n, -1) if n in _ROW_KINDS else _row_kind(n), n[3:])
+                     for i, n in enumerate(key))
+        if len(_PLANS) < 256:
+            _PLANS[key] = plan
+    return plan
+
+
+def format_agent_tuple(plan: AgentRowPlan, row: Sequence[Any]) -> dict[str, Any]:
+    """:func:`format_agent_row` of the row ``{name: value}`` of the plan's columns without
+    its None values, built straight from the SQLite tuple (same keys, same order)."""
+    item: dict[str, Any] = {}
+    for i, key, kind, sub in plan:
+        value = row[i]
+        if value is None:
+            continue
+        if kind == _K_PLAIN:
+            item[key] = value
+        elif kind == _K_ID:
+            item[key] = str(value).zfill(3)
+        elif kind == _K_GROUP:
+            item[key] = value.split(",") if isinstance(value, str) else value
+        elif kind == _K_OS:
+            item.setdefault("os", {})[sub] = value
+        else:
+            if kind == _K_DISCONNECTION and value == 0:
+                continue
+            item[key] = (datetime.fromtimestamp(value, tz=UTC)
+                         if isinstance(value, (int, float)) else value)
+    return item
+
+
 # --- the same on lists ---------------------------------------------------------------------
 
 
