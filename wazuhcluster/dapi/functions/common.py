@@ -10,9 +10,8 @@ from typing import Any
 from wazuhcluster.dapi.context import DapiContext
 from wazuhcluster.dapi.query import (
     CompiledQuery,
-    agent_row_plan,
+    agent_row_formatter,
     format_agent_row,
-    format_agent_tuple,
     id_condition,
 )
 from wazuhcluster.dapi.results import (
@@ -127,11 +126,11 @@ def _shape_tuples(node_name: str, version: str, select: tuple[str, ...], names: 
                   rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """:func:`_format_rows` of the same rows given as SQLite tuples (runs on the database
     thread): the manager's row goes the dict way, every other row straight from its tuple."""
-    plan = agent_row_plan(names)
+    format_row = agent_row_formatter(names)
     if "id" not in names:
-        return [format_agent_tuple(plan, r) for r in rows]
+        return [format_row(r) for r in rows]
     at = names.index("id")
-    return [format_agent_tuple(plan, r) if r[at] not in _MANAGER_IDS else
+    return [format_row(r) if r[at] not in _MANAGER_IDS else
             format_agent_row(_manager_row(node_name, version, {
                 n: v for n, v in zip(names, r, strict=True) if v is not None}, select))
             for r in rows]
