@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -635,7 +635,7 @@ def agent_row_formatter(names: Sequence[str]) -> AgentRowFormatter:
     scope: dict[str, Any] = {"K": key, "SUB": tuple(n[3:] for n in key),
                              "fromtimestamp": datetime.fromtimestamp, "UTC": UTC}
     exec(compile("\n".join(lines), "<agent row formatter>", "exec"), scope)
-    formatter = scope["format_row"]
+    formatter = cast(AgentRowFormatter, scope["format_row"])
     if len(_FORMATTERS) < 256:
         _FORMATTERS[key] = formatter
     return formatter
