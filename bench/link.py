@@ -21,8 +21,18 @@ Measured per configuration (best of ``--runs`` interleaved runs):
   queue/cluster directory (disk writes included).
 
 The floor is a raw TLS 1.3 socket pair (Python's ssl module, one sending and one receiving
-thread, the same certificates): 100 MiB sent with ``sendall`` in 1 MiB pieces and received
-with ``recv_into`` a reused buffer (no Python-level copies).
+thread, the same P-256 certificates, mutual: the client presents the worker's certificate):
+100 MiB sent with ``sendall`` in 1 MiB pieces (the message size of the 1 MiB case) and
+received with ``recv_into`` a reused buffer (no Python-level copies). The cipher suite and
+version it negotiates are printed beside those of our link (both OpenSSL defaults:
+TLS_AES_256_GCM_SHA384 on TLS 1.3).
+
+Every process sets glibc's heap thresholds as a node with TLS on does (``tls/heap.py``), in
+all three configurations (a node without TLS does not: plain+Fernet is given the same help).
+
+Printed: best and median of the runs, the CPU time per MiB of each side in the 1 MiB case
+(less sensitive to other load on the machine than MiB/s), the load average, and a verdict
+against each target of the issue.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from wazuhcluster.protocol.transfers import CommonResponders, FileReceiver, Stri
 from wazuhcluster.tls import certs
 from wazuhcluster.tls.contexts import ClientCreator, ServerCreator, certificate_matches_name
 from wazuhcluster.tls.feature import WZC_PLAIN, accept_plain, peer_certificate, start_plain
+from wazuhcluster.tls.heap import keep_freed_buffers
 from wazuhcluster.tls.keyring import KeyRing, LinkCodec
 from wazuhcluster.tls.link import CoalescingTLSFactory, TapFactory, TlsClientEndpoint
 from wazuhcluster.tls.settings import Mode, TlsMaterial, TlsSettings, load_material
@@ -130,6 +141,8 @@ def make_pki(directory: str) -> TlsMaterial:
     certs.write_public(os.path.join(directory, "ca.pem"), certs.cert_pem(ca))
     certs.write_public(os.path.join(directory, "master.pem"), certs.cert_pem(master))
     certs.write_private(os.path.join(directory, "master.key"), master_key)
+    certs.write_public(os.path.join(directory, "worker.pem"), certs.cert_pem(worker))
+    certs.write_private(os.path.join(directory, "worker.key"), worker_key)
     return TlsMaterial(cas=(ca,), chain=(worker,), key=worker_key)
 
 
@@ -149,6 +162,7 @@ def new_protocol(reactor: Any, handler: Any, config: str, runner: ThreadedRunner
 
 async def serve(reactor: Any, config: str, directory: str) -> None:
     """The receiving process: listen, print the port, serve until stdin closes."""
+    keep_freed_buffers()
     runner = ThreadedRunner(reactor, max_threads=2)
     runner.startService()
 
@@ -157,7 +171,7 @@ async def serve(reactor: Any, config: str, directory: str) -> None:
             return new_protocol(reactor, Handler(directory, runner.run, reactor), config,
                                 runner)
 
-    factory: Factory = ServerFactory()
+    factory: Any = ServerFactory()
     if config != "plain+fernet":
         factory = CoalescingTLSFactory(ServerCreator(master_material(directory)), False,
                                        TapFactory(factory, print))
@@ -217,7 +231,7 @@ class Bench:
         await client.request(HELLO, b"worker1 wazuh worker 4.7.5")
         return client
 
-    async def run(self, config: str, file_path: str) -> dict[str, float]:
+    async def run(self, config: str, file_path: str) -> tuple[dict[str, float], str]:
         receiver = Receiver(config, self.directory)
         try:
             hellos = []
@@ -240,6 +254,7 @@ class Bench:
             small_s = time.perf_counter() - start
             big = os.urandom(MIB)
             start = time.perf_counter()
+            cpu_start = cpu_seconds(os.getpid()), cpu_seconds(receiver.process.pid)
             in_flight: list[Deferred[bytes]] = []
             for _ in range(64):
                 in_flight.append(client.request(ECHO, big))
@@ -248,6 +263,8 @@ class Bench:
             for d in in_flight:
                 await d
             big_s = time.perf_counter() - start
+            cpu_end = cpu_seconds(os.getpid()), cpu_seconds(receiver.process.pid)
+            cipher = link_cipher(client)
             start = time.perf_counter()
             await send_file(client, file_path, b"/queue/cluster/bench/file.bin", self.runner.run)
             file_s = time.perf_counter() - start
@@ -258,47 +275,88 @@ class Bench:
         return {"hello_ms": statistics.median(hellos) * 1000,
                 "small_per_s": 1000 / small_s,
                 "big_mib_s": 64 / big_s,
-                "file_mib_s": 100 / file_s}
+                "big_cpu_sender_ms": (cpu_end[0] - cpu_start[0]) * 1000 / 64,
+                "big_cpu_receiver_ms": (cpu_end[1] - cpu_start[1]) * 1000 / 64,
+                "file_mib_s": 100 / file_s}, cipher
 
 
-def tls_floor(directory: str, total: int = 100 * MIB) -> float:
-    """MiB/s of a raw TLS 1.3 socket pair over loopback (two threads, Python's ssl)."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far, all its threads (scheduler nanoseconds: finer than
+    the 10 ms ticks of /proc/PID/stat)."""
+    total = 0
+    for task_id in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task_id}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return total / 1e9
+
+
+def link_cipher(client: ClusterProtocol) -> str:
+    """The TLS version and cipher suite of a connection ('' without TLS)."""
+    connection = getattr(client.transport, "_tlsConnection", None)
+    if connection is None:
+        return ""
+    return f"{connection.get_protocol_version_name()} {connection.get_cipher_name()}"
+
+
+def tls_floor(directory: str, total: int = 100 * MIB) -> tuple[float, str, float, float]:
+    """MiB/s of a raw mutual-TLS socket pair over loopback (two threads, Python's ssl), its
+    version and cipher suite, and the CPU ms per MiB of the sending and receiving thread."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(os.path.join(directory, "master.pem"),
                                os.path.join(directory, "master.key"))
+    server_ctx.load_verify_locations(os.path.join(directory, "ca.pem"))
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_ctx.load_verify_locations(os.path.join(directory, "ca.pem"))
+    client_ctx.load_cert_chain(os.path.join(directory, "worker.pem"),
+                               os.path.join(directory, "worker.key"))
+    for ctx in (server_ctx, client_ctx):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # as our link: 1.3 preferred
     listener = socket.create_server((HOST, 0))
     port = listener.getsockname()[1]
     chunk = os.urandom(MIB)
 
-    def receive() -> int:
+    def receive() -> tuple[int, float]:
         conn, _ = listener.accept()
         buffer = memoryview(bytearray(MIB))
         with server_ctx.wrap_socket(conn, server_side=True) as tls:
             got = 0
+            cpu = time.thread_time()
             while got < total:
                 n = tls.recv_into(buffer)
                 if not n:
                     break
                 got += n
-            return got
+            return got, time.thread_time() - cpu
 
     with ThreadPoolExecutor(1) as pool:
         received = pool.submit(receive)
         with socket.create_connection((HOST, port)) as raw, \
                 client_ctx.wrap_socket(raw, server_hostname=HOST) as tls:
             start = time.perf_counter()
+            cpu = time.thread_time()
             for _ in range(total // MIB):
                 tls.sendall(chunk)
-            got = received.result()
+            send_cpu = time.thread_time() - cpu
+            got, receive_cpu = received.result()
             elapsed = time.perf_counter() - start
+            version, cipher = tls.version(), tls.cipher()
     listener.close()
     assert got == total
-    return total / MIB / elapsed
+    mib = total / MIB
+    return (mib / elapsed, f"{version} {cipher[0] if cipher else ''}",
+            send_cpu * 1000 / mib, receive_cpu * 1000 / mib)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 async def main(reactor: Any, args: argparse.Namespace) -> None:
+    keep_freed_buffers()
     base = tempfile.mkdtemp(prefix="wzcbench")
     try:
         os.makedirs(os.path.join(base, "queue", "cluster", "bench"))
@@ -307,33 +365,63 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         with open(file_path, "wb") as f:
             for _ in range(100):
                 f.write(os.urandom(MIB))
-        floors = [tls_floor(base) for _ in range(args.runs)]
-        print(f"raw TLS socket floor: {max(floors):8.1f} MiB/s (best of {args.runs})")
+        print(f"load average at start: {load()}")
         runner = ThreadedRunner(reactor, max_threads=2)
         runner.startService()
         bench = Bench(reactor, base, runner, worker)
         all_runs: dict[str, list[dict[str, float]]] = {config: [] for config in CONFIGS}
+        floors: list[float] = []
+        floor_cpu: list[tuple[float, float]] = []
+        ciphers: dict[str, str] = {}
         for _ in range(args.runs):  # interleaved, so that load from elsewhere hits all alike
+            floor, ciphers["floor"], send_cpu, receive_cpu = tls_floor(base)
+            floors.append(floor)
+            floor_cpu.append((send_cpu, receive_cpu))
             for config in CONFIGS:
-                all_runs[config].append(await bench.run(config, file_path))
-        results: dict[str, dict[str, float]] = {}
-        for config, runs in all_runs.items():
-            results[config] = {
-                "hello_ms": min(r["hello_ms"] for r in runs),
-                "small_per_s": max(r["small_per_s"] for r in runs),
-                "big_mib_s": max(r["big_mib_s"] for r in runs),
-                "file_mib_s": max(r["file_mib_s"] for r in runs),
-            }
+                figures, ciphers[config] = await bench.run(config, file_path)
+                all_runs[config].append(figures)
         runner.stopService()
-        print(f"{'config':<14}{'connect+hello':>15}{'1 KiB x1000':>14}{'1 MiB x64':>13}"
-              f"{'100 MiB file':>15}")
-        for config, r in results.items():
-            print(f"{config:<14}{r['hello_ms']:>12.2f} ms{r['small_per_s']:>10.0f} r/s"
-                  f"{r['big_mib_s']:>7.1f} MiB/s{r['file_mib_s']:>8.1f} MiB/s")
-        plain, alone = results["plain+fernet"], results["tls"]
-        print(f"tls / plain+fernet at 1 MiB: {alone['big_mib_s'] / plain['big_mib_s']:.2f}x; "
-              f"floor / tls at 1 MiB: {max(floors) / alone['big_mib_s']:.2f}x; "
-              f"floor / tls file: {max(floors) / alone['file_mib_s']:.2f}x")
+        print(f"load average at end: {load()}")
+        print(f"raw TLS socket floor ({ciphers['floor']}): best {max(floors):.1f} MiB/s, "
+              f"median {statistics.median(floors):.1f} MiB/s ({args.runs} runs); CPU ms per MiB "
+              f"(sender / receiver thread) median "
+              f"{statistics.median(c[0] for c in floor_cpu):.2f} / "
+              f"{statistics.median(c[1] for c in floor_cpu):.2f}")
+        for config in CONFIGS[1:]:
+            print(f"{config} link: {ciphers[config]}")
+        best: dict[str, dict[str, float]] = {}
+        median: dict[str, dict[str, float]] = {}
+        for config, runs in all_runs.items():
+            best[config], median[config] = {}, {}
+            for key in runs[0]:
+                values = [r[key] for r in runs]
+                lower_is_better = key == "hello_ms" or key.startswith("big_cpu")
+                best[config][key] = min(values) if lower_is_better else max(values)
+                median[config][key] = statistics.median(values)
+        print(f"{'config':<14}{'':<7}{'connect+hello':>15}{'1 KiB x1000':>14}{'1 MiB x64':>13}"
+              f"{'100 MiB file':>15}   CPU ms per MiB at 1 MiB (sender / receiver)")
+        for config in CONFIGS:
+            for label, r in (("best", best[config]), ("median", median[config])):
+                print(f"{config:<14}{label:<7}{r['hello_ms']:>12.2f} ms"
+                      f"{r['small_per_s']:>10.0f} r/s{r['big_mib_s']:>7.1f} MiB/s"
+                      f"{r['file_mib_s']:>8.1f} MiB/s   {r['big_cpu_sender_ms']:.2f} / "
+                      f"{r['big_cpu_receiver_ms']:.2f}")
+        floor_best, floor_median = max(floors), statistics.median(floors)
+        for label, table, floor in (("best", best, floor_best), ("median", median, floor_median)):
+            plain, alone = table["plain+fernet"], table["tls"]
+            ratio = alone["big_mib_s"] / plain["big_mib_s"]
+            to_floor = floor / alone["big_mib_s"]
+            print(f"[{label}] tls / plain+fernet at 1 MiB: {ratio:.2f}x (target >= 5x: "
+                  f"{'OK' if ratio >= 5 else 'MISSED'}); floor / tls at 1 MiB: {to_floor:.2f}x "
+                  f"(target <= 1.5x: {'OK' if to_floor <= 1.5 else 'MISSED'}); floor / tls "
+                  f"file: {floor / alone['file_mib_s']:.2f}x; tls connect+hello "
+                  f"{alone['hello_ms']:.2f} ms (target < 20 ms: "
+                  f"{'OK' if alone['hello_ms'] < 20 else 'MISSED'})")
+        busiest_floor = statistics.median(max(c) for c in floor_cpu)
+        busiest_tls = max(median["tls"]["big_cpu_sender_ms"], median["tls"]["big_cpu_receiver_ms"])
+        print(f"CPU per MiB of the busier side at 1 MiB (medians; bounds MiB/s on an idle "
+              f"machine, insensitive to other load): tls {busiest_tls:.2f} ms, floor "
+              f"{busiest_floor:.2f} ms: {busiest_tls / busiest_floor:.2f}x")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

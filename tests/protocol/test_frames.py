@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import struct
 
 from hypothesis import given
@@ -16,6 +17,7 @@ from wazuhcluster.protocol.chunks import (
     REQUEST_CHUNK,
     Reassembler,
     encode_message,
+    encode_message_parts,
 )
 from wazuhcluster.protocol.crypto import DecryptionError, FernetCodec, token_length
 from wazuhcluster.protocol.frames import (
@@ -224,3 +226,47 @@ class PropertyTests(SynchronousTestCase):
         frames = list(encode_message(9, b"echo", len(data), data))
         self.assertEqual([len(f) - 20 for f in frames], [FRAGMENT_PAYLOAD, len(data) -
                                                          FRAGMENT_PAYLOAD])
+
+    @given(messages=st.lists(st.tuples(st.integers(0, 2**32 - 1),
+                                       st.sampled_from([b"echo", b"ok", b"file_upd"]),
+                                       st.binary(max_size=600)), max_size=6),
+           cuts=st.lists(st.integers(0, 4000), max_size=12))
+    def test_pieces_yield_what_their_concatenation_yields(
+            self, messages: list[tuple[int, bytes, bytes]], cuts: list[int]) -> None:
+        """feed_pieces (the TLS layer's records of one read) = feed of the joined bytes, for
+        any cut, also with empty pieces and pieces that hold several frames or frame parts;
+        payloads come out as bytes."""
+        wire = b"".join(b"".join(encode_message(c, cmd, len(p), p)) for c, cmd, p in messages)
+        bounds = sorted({0, len(wire), *(c for c in cuts if c <= len(wire))})
+        pieces = [wire[a:b] for a, b in itertools.pairwise(bounds)] + [b""]
+        whole = FrameDecoder().feed(wire)
+        decoder = FrameDecoder()
+        got = []
+        for start in range(0, len(pieces), 3):  # several calls, each with a few pieces
+            got += decoder.feed_pieces(pieces[start:start + 3])
+        self.assertEqual(got, whole)
+        self.assertEqual([(f.counter, f.command, f.payload) for f in got], messages)
+        self.assertTrue(all(type(f.payload) is bytes for f in got))
+        self.assertEqual(decoder.pending_bytes, 0)
+
+    def test_pending_bytes_count_the_announced_payload(self) -> None:
+        """While a payload arrives, the decoder accounts for its announced size at once."""
+        frame = b"".join(encode_message(1, b"echo", 5000, b"x" * 5000))
+        decoder = FrameDecoder()
+        self.assertEqual(decoder.feed_pieces([frame[:10]]), [])
+        self.assertEqual(decoder.pending_bytes, 10)
+        self.assertEqual(decoder.feed_pieces([frame[10:30], frame[30:100]]), [])
+        self.assertEqual(decoder.pending_bytes, 20 + 5000)
+        [done] = decoder.feed_pieces([frame[100:]])
+        self.assertEqual(done.payload, b"x" * 5000)
+        self.assertEqual(decoder.pending_bytes, 0)
+
+    @given(size=st.sampled_from([0, 1, 1000, REQUEST_CHUNK, REQUEST_CHUNK + 1,
+                                 2 * FRAGMENT_PAYLOAD + 7]))
+    def test_parts_are_the_frames_cut_in_two(self, size: int) -> None:
+        """encode_message_parts yields each frame of encode_message as (header, payload)."""
+        data = bytes(range(256)) * (size // 256) + b"q" * (size % 256)
+        frames = list(encode_message(3, b"file_upd", len(data), data))
+        parts = list(encode_message_parts(3, b"file_upd", len(data), data))
+        self.assertEqual([h + bytes(p) for h, p in parts], frames)
+        self.assertTrue(all(len(h) == 20 and type(p) is bytes for h, p in parts))

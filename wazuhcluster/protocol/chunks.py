@@ -46,6 +46,22 @@ def encode_message(counter: int, command: bytes, plaintext_length: int,
         yield HEADER.pack(counter, len(piece), last if final else divided) + piece
 
 
+def encode_message_parts(counter: int, command: bytes, plaintext_length: int,
+                         wire_payload: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The frames of :func:`encode_message` as (header, payload piece) pairs, for writers that
+    can send two buffers without joining them (the same bytes in the same order)."""
+    if plaintext_length <= REQUEST_CHUNK:
+        yield HEADER.pack(counter, len(wire_payload), command_field(command)), wire_payload
+        return
+    divided = command_field(command, divided=True)
+    last = command_field(command)[:-1] + b"-"
+    view = memoryview(wire_payload)
+    for start in range(0, len(view), FRAGMENT_PAYLOAD):
+        piece = view[start:start + FRAGMENT_PAYLOAD]
+        final = start + FRAGMENT_PAYLOAD >= len(view)
+        yield HEADER.pack(counter, len(piece), last if final else divided), bytes(piece)
+
+
 class Message(NamedTuple):
     """One logical message: all fragments joined, payload still as it travelled."""
 

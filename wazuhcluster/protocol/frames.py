@@ -13,7 +13,8 @@ and it refuses an announced payload above its limit *before* buffering anything 
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, cast
+from collections.abc import Iterable
+from typing import NamedTuple
 
 HEADER = struct.Struct("!II12s")
 HEADER_SIZE = HEADER.size  # 20
@@ -97,74 +98,83 @@ class FrameDecoder:
         self.max_payload = max_payload
         self._buffer = bytearray()  # header bytes (fewer than HEADER_SIZE)
         self._header: tuple[int, int, bytes, bool] | None = None  # WAIT_PAYLOAD when set
-        self._payload: bytearray | None = None  # the payload being received, full size
+        # The payload being received, as the pieces it arrived in: joined once when complete
+        # (one copy; no growing buffer that reallocates and keeps its peak size).
+        self._pieces: list[bytes] = []
         self._filled = 0
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes received that do not yet form a complete frame."""
-        if self._payload is not None:  # allocated at its announced size
-            return HEADER_SIZE + len(self._payload)
+        """Bytes received that do not yet form a complete frame (a payload being received
+        counts at its announced size: the join that completes it allocates that much)."""
+        if self._header is not None:
+            return HEADER_SIZE + self._header[1]
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data``; return the frames it completes (possibly none)."""
+        return self.feed_pieces((data,))
+
+    def feed_pieces(self, pieces: Iterable[bytes]) -> list[Frame]:
+        """Add the bytes of ``pieces`` in order; return the frames they complete.
+
+        The same as feeding their concatenation, without making it: a piece that falls
+        inside a payload is kept as it is until the payload is complete.
+        """
         frames: list[Frame] = []
-        if not self._buffer and self._header is None:
-            # Fast path: whole frames straight from ``data``, no intermediate buffer.
-            offset, end = 0, len(data)
-            while end - offset >= HEADER_SIZE:
-                counter, length, field = HEADER.unpack_from(data, offset)
-                if length > self.max_payload:
-                    raise FrameError(
-                        f"announced payload of {length} bytes exceeds the limit of "
-                        f"{self.max_payload} bytes")
-                command, divided = parse_command_field(field)
-                start = offset + HEADER_SIZE
-                if end - start < length:
-                    break
-                frames.append(Frame(counter, command, data[start:start + length], divided))
-                offset = start + length
-            if offset == end:
-                return frames
-            data = data[offset:]
-        view = memoryview(data)
-        while view:
+        for data in pieces:
+            if data:
+                self._feed(data, frames)
+        return frames
+
+    def _feed(self, data: bytes, frames: list[Frame]) -> None:
+        offset, end = 0, len(data)
+        while offset < end:
+            if not self._buffer and self._header is None:
+                # Fast path: whole frames straight from ``data``, no intermediate buffer.
+                while end - offset >= HEADER_SIZE:
+                    counter, length, field = HEADER.unpack_from(data, offset)
+                    self._check(length)
+                    command, divided = parse_command_field(field)
+                    start = offset + HEADER_SIZE
+                    if end - start < length:
+                        break
+                    frames.append(Frame(counter, command, data[start:start + length], divided))
+                    offset = start + length
+                if offset == end:
+                    return
             if self._header is None:
                 # Header bytes only: at most HEADER_SIZE - 1 of them wait here.
-                take = HEADER_SIZE - len(self._buffer)
-                self._buffer += view[:take]
-                view = view[take:]
+                take = min(HEADER_SIZE - len(self._buffer), end - offset)
+                self._buffer += data[offset:offset + take]
+                offset += take
                 if len(self._buffer) < HEADER_SIZE:
-                    break
+                    return
                 counter, length, field = HEADER.unpack_from(self._buffer)
-                if length > self.max_payload:
-                    raise FrameError(
-                        f"announced payload of {length} bytes exceeds the limit of "
-                        f"{self.max_payload} bytes")
+                self._check(length)
                 command, divided = parse_command_field(field)
                 self._buffer = bytearray()
                 self._header = (counter, length, command, divided)
-                # The payload is filled in place: no growing buffer that reallocates
-                # (copies) and keeps its peak size, no second copy at the end.
-                self._payload = bytearray(length)
+                self._pieces = []
                 self._filled = 0
             counter, length, command, divided = self._header
-            assert self._payload is not None
-            take = min(length - self._filled, len(view))
-            self._payload[self._filled:self._filled + take] = view[:take]
+            take = min(length - self._filled, end - offset)
+            if take == end:  # (offset is 0) the whole piece: kept, not copied
+                self._pieces.append(data)
+            elif take:
+                # Part of a piece: copied, so that a small part never pins a big piece.
+                self._pieces.append(data[offset:offset + take])
             self._filled += take
-            view = view[take:]
+            offset += take
             if self._filled < length:
-                break
-            payload, self._payload, self._header = self._payload, None, None
-            # A divided fragment stays a bytearray (the reassembler joins it, once);
-            # anything handed on as a frame of its own becomes bytes.
-            # (a bytearray is a bytes-like payload for every consumer of a fragment)
-            frames.append(Frame(counter, command,
-                                cast(bytes, payload) if divided else bytes(payload), divided))
-            if not view and not self._buffer:
-                break
-            if len(view) >= HEADER_SIZE:
-                return frames + self.feed(bytes(view))  # whole frames again: fast path
-        return frames
+                return
+            pieces, self._pieces, self._header = self._pieces, [], None
+            payload = (pieces[0] if len(pieces) == 1 and type(pieces[0]) is bytes
+                       else b"".join(pieces))
+            frames.append(Frame(counter, command, payload, divided))
+
+    def _check(self, length: int) -> None:
+        if length > self.max_payload:
+            raise FrameError(
+                f"announced payload of {length} bytes exceeds the limit of "
+                f"{self.max_payload} bytes")

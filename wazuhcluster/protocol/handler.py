@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -40,6 +40,7 @@ from wazuhcluster.protocol.chunks import (
     Message,
     Reassembler,
     encode_message,
+    encode_message_parts,
 )
 from wazuhcluster.protocol.commands import ERR, OK, OK_CLIENT, OK_MASTER, REPLY_COMMANDS, Reply
 from wazuhcluster.protocol.crypto import DecryptionError, PayloadCodec
@@ -48,6 +49,8 @@ from wazuhcluster.protocol.tcpinfo import acknowledging
 
 #: Payloads above this size are encrypted/decrypted on the thread pool, if one is given.
 OFFLOAD_THRESHOLD = 256 * 1024
+#: Frames with at least this many payload bytes are written as header and payload pieces.
+SEQUENCE_WRITE = 64 * 1024
 #: How many timed-out counters are remembered so that their late replies are dropped.
 ABANDONED_MEMORY = 4096
 #: How many times a request's deadline is extended while the link still delivers our bytes.
@@ -178,10 +181,15 @@ class ClusterProtocol(Protocol):
         self.handler.connection_made(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self.bytes_received += len(data)
+        self.pieces_received((data,), len(data))
+
+    def pieces_received(self, pieces: Sequence[bytes], size: int) -> None:
+        """Take the bytes of ``pieces`` (``size`` in all) as one ``dataReceived`` of their
+        concatenation would (the TLS layer hands over the records of one socket read)."""
+        self.bytes_received += size
         self.last_received = self.clock.seconds()
         try:
-            frames = self._decoder.feed(data)
+            frames = self._decoder.feed_pieces(pieces)
             for frame in frames:
                 message = self._reassembler.add(frame)
                 if message is not None:
@@ -437,9 +445,16 @@ class ClusterProtocol(Protocol):
             self._log.debug("[{tag}] [Main] Sending {command} counter={counter} bytes={bytes}",
                             tag=self.tag, command=command.decode("ascii", "replace"),
                             counter=counter, bytes=size, debug2=True)
-        for frame in encode_message(counter, command, size, wire):
-            self.bytes_sent += len(frame)
-            self.transport.write(frame)
+        if len(wire) < SEQUENCE_WRITE:
+            for frame in encode_message(counter, command, size, wire):
+                self.bytes_sent += len(frame)
+                self.transport.write(frame)
+        else:
+            # Header and payload as two pieces: no 1 MiB copy to join them here (the TLS
+            # layer encrypts both pieces in place; TCP joins them in its own buffer anyway).
+            for header, piece in encode_message_parts(counter, command, size, wire):
+                self.bytes_sent += len(header) + len(piece)
+                self.transport.writeSequence((header, piece))
         done.callback(None)
 
 

@@ -37,6 +37,7 @@ from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import Reply
 from wazuhcluster.settings import load_settings
 from wazuhcluster.tls.contexts import ClientCreator, ServerCreator, certificate_matches_name
+from wazuhcluster.tls.heap import keep_freed_buffers
 from wazuhcluster.tls.keyring import KeyRing, LinkCodec
 from wazuhcluster.tls.link import (
     CERT_REFUSED,
@@ -368,6 +369,7 @@ def install_master(node: Any, reactor: Any, factory: Any) -> Factory:
     if not security.tls.enabled:
         return cast(Factory, factory)
     assert security.material is not None
+    keep_freed_buffers()  # MiB-size messages without a page fault per 4 KiB (tls/heap.py)
     creator = ServerCreator(security.material)
     security.creators.append(creator)
     return SniffingFactory(factory, creator, reactor, node.config.ext.hello_timeout,
@@ -447,6 +449,7 @@ def install_worker(node: Any, reactor: Any, factory: Any, endpoint: Any) -> Any:
     if not security.tls.enabled:
         return endpoint
     assert security.material is not None
+    keep_freed_buffers()
     creator = ClientCreator(security.material, node.config.master_address)
     security.creators.append(creator)
     log = Logger()
