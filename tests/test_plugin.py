@@ -54,7 +54,7 @@ class TreeTests(SynchronousTestCase):
         root = make_node_service(config, reactor, runner=SynchronousRunner(),
                                  log_to_file=False)
         self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "api"])
-        self.assertLessEqual({"cluster-listener", "keepalive-check"},
+        self.assertLessEqual({"cluster-listener", "keepalive-check", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("master")})
         root.startService()
         self.addCleanup(root.stopService)
@@ -80,7 +80,7 @@ class TreeTests(SynchronousTestCase):
         root = make_node_service(config, reactor)
         self.assertEqual([s.name for s in root], ["cluster-log", "work-dir", "blocking-pool",
                                                   "worker", "local-api", "api"])
-        self.assertLessEqual({"master-link", "keepalive"},
+        self.assertLessEqual({"master-link", "keepalive", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("worker")})
 
 

@@ -95,6 +95,8 @@ class Extensions:
     liveness_timeout: float = attrs.field(default=5.0, validator=_positive)
     reaper_check_interval: float = attrs.field(default=1.0, validator=_positive)
     max_concurrent_full_group_pushes: int = attrs.field(default=4, validator=_positive)
+    max_concurrent_integrity_tasks: int = attrs.field(default=8, validator=_positive)
+    max_concurrent_agent_info_applies: int = attrs.field(default=2, validator=_positive)
     sync_retry_initial_delay: float = attrs.field(default=10.0, validator=_positive)
     sync_retry_max_delay: float = attrs.field(default=60.0, validator=_positive)
     memory_budget: int = attrs.field(default=1024 * 1024 * 1024, validator=_positive)

@@ -130,6 +130,8 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
         runner = pool
     build_role = make_master_service if config.role is Role.MASTER else make_worker_service
     node = build_role(config, reactor, runner)
+    from wazuhcluster.status.local import install as install_status
+    install_status(node, reactor)  # reactor lag, wzc_status on the local socket
     node.setServiceParent(root)
     LocalSocketService(reactor, config.local_socket_path,
                        LocalAPIFactory(node)).setServiceParent(root)

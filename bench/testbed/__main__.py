@@ -1,7 +1,10 @@
 """``python -m bench.testbed scale|partition|slowlink|restart|diskfull|all [options]``.
 
 Runs each scenario on a fresh bed (network namespaces when run as root, else 127.0.0.x), writes
-``<out>/<scenario>/samples.csv`` (RSS and CPU of every node each second), ``events.csv``,
+``<out>/<scenario>/run.csv`` (everything below in one long table: t_s, node, peer, metric,
+value, unit), ``samples.csv`` (RSS and CPU of every node each second), ``tasks.csv`` (every
+task duration of every node: integrity check/sync, agent-info, agent-groups, local integrity,
+DAPI round trips), ``reactor_lag.csv`` (worst lag of each node per 1 s window), ``events.csv``,
 ``results.csv`` and, when matplotlib is installed, ``resources.png``; prints a summary table
 with pass/fail against the targets. See docs/testbed.md.
 """
@@ -21,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from bench.testbed import scenarios
-from bench.testbed.cluster import BedCluster
+from bench.testbed.cluster import IDLE_PROBE, BedCluster
 from bench.testbed.net import make_bed
 
 SCENARIOS = ("scale", "partition", "slowlink", "restart", "diskfull")
@@ -94,11 +97,44 @@ def write_outputs(directory: str, c: BedCluster, results: list[scenarios.Result]
         w = csv.writer(f)
         w.writerow(["metric", "value", "unit", "target", "passed"])
         w.writerows(results)
-    chart(directory, c)
+    tasks = c.task_rows()
+    lag = c.lag_rows()
+    with open(os.path.join(directory, "tasks.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "node", "peer", "task", "seconds"])
+        w.writerows(tasks)
+    with open(os.path.join(directory, "reactor_lag.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "node", "worst_lag_ms"])
+        w.writerows(lag)
+    with open(os.path.join(directory, "run.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "node", "peer", "metric", "value", "unit"])
+        rows: list[tuple[float, str, str, str, float, str]] = []
+        for t, node, rss, cpu in c.samples:
+            rows.append((round(t, 3), node, "", "rss", rss, "KiB"))
+            rows.append((round(t, 3), node, "", "cpu", round(cpu, 1), "%"))
+        rows.extend((t, node, "", "reactor lag (worst of 1 s)", worst, "ms")
+                    for t, node, worst in lag)
+        rows.extend((t, node, peer, task, seconds, "s") for t, node, peer, task, seconds in tasks)
+        rows.extend((round(t, 3), node, "", f"event: {what}", 1, "")
+                    for t, node, what in c.events)
+        w.writerows(sorted(rows))
+    chart(directory, c, tasks, lag)
 
 
-def chart(directory: str, c: BedCluster) -> None:
-    """resources.png: master and worst-worker RSS and CPU over time (needs matplotlib)."""
+#: task names as the nodes log them, and their colour in the chart
+TASK_COLOURS = {"Integrity check": "tab:blue", "Integrity sync": "tab:orange",
+                "Agent-info sync": "tab:green", "Agent-groups send": "tab:red",
+                "Agent-groups send full": "tab:purple", "Local integrity": "tab:grey",
+                "Agent-groups recv": "tab:red", "Agent-groups recv full": "tab:purple",
+                "DAPI round trip": "black"}
+
+
+def chart(directory: str, c: BedCluster, tasks: list[tuple[float, str, str, str, float]],
+          lag: list[tuple[float, str, float]]) -> None:
+    """resources.png: RSS, CPU and reactor lag of the master and the busiest workers, and
+    every task duration on the master and the workers, over time (needs matplotlib)."""
     try:
         import matplotlib  # type: ignore[import-not-found]
         matplotlib.use("Agg")
@@ -106,7 +142,8 @@ def chart(directory: str, c: BedCluster) -> None:
     except ImportError:
         print(f"  (matplotlib not installed: no chart in {directory})")
         return
-    fig, (rss_ax, cpu_ax) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    fig, (rss_ax, cpu_ax, lag_ax, master_ax, worker_ax) = plt.subplots(
+        5, 1, figsize=(10, 13), sharex=True)
     nodes = sorted({n for _, n, _, _ in c.samples})
     worst = sorted((n for n in nodes if n != "master"),
                    key=lambda n: -c.max_rss_mb(n))[:3]
@@ -122,10 +159,44 @@ def chart(directory: str, c: BedCluster) -> None:
             rss_ax.axvline(t, color="grey", linestyle=":")
             rss_ax.annotate(f"{node}: {what}", (t, rss_ax.get_ylim()[1]), fontsize=7,
                             rotation=90, va="top")
+    together: dict[int, float] = {}
+    for t, _, _, pct in c.samples:
+        together[round(t)] = together.get(round(t), 0.0) + pct
+    if together:
+        cpu_ax.plot(sorted(together), [together[k] for k in sorted(together)],
+                    color="lightgrey", label="all nodes together")
+    cpu_ax.axhline(100 * (os.cpu_count() or 1), color="red", linestyle=":", linewidth=0.8)
+    master_lag = [(t, ms) for t, node, ms in lag if node == "master"]
+    if master_lag:
+        lag_ax.plot(*zip(*master_lag, strict=True), label="master", color="tab:blue")
+    idle_lag = [(t, ms) for t, node, ms in lag if node == IDLE_PROBE]
+    if idle_lag:
+        lag_ax.plot(*zip(*idle_lag, strict=True), color="grey", linewidth=0.8,
+                    label="an idle reactor on the same box")
+    worker_lag = [(t, ms) for t, node, ms in lag if node not in ("master", IDLE_PROBE)]
+    if worker_lag:
+        lag_ax.scatter(*zip(*worker_lag, strict=True), s=3, color="tab:orange",
+                       label="workers (each polled every ~30 s)")
+    lag_ax.axhline(100, color="red", linestyle=":", linewidth=0.8)
+    for ax, side in ((master_ax, "master"), (worker_ax, "workers")):
+        for task, colour in TASK_COLOURS.items():
+            spans = [(t, s) for t, node, _, name, s in tasks if name == task
+                     and (node == "master") == (side == "master")]
+            if spans:
+                ax.scatter(*zip(*spans, strict=True), s=4, color=colour, label=task)
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(f"{side}: task (s)")
+        ax.legend(loc="upper left", fontsize=7, ncol=2, markerscale=3)
     rss_ax.set_ylabel("RSS (MB)")
     cpu_ax.set_ylabel("CPU (%)")
-    cpu_ax.set_xlabel("seconds since the scenario began")
+    lag_ax.set_ylabel("reactor lag (ms)")
+    lag_ax.set_yscale("symlog", linthresh=1)
+    lag_ax.set_ylim(bottom=0)
+    worker_ax.set_xlabel("seconds since the scenario began")
     rss_ax.legend(loc="upper left", fontsize=8)
+    cpu_ax.legend(loc="upper left", fontsize=8)
+    lag_ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(directory, "resources.png"), dpi=90)
     plt.close(fig)

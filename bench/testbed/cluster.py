@@ -12,9 +12,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import string
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,13 +34,22 @@ from wazuhcluster.agents.listing import (
     encode_keepalive_request,
     encode_list_request,
 )
+from wazuhcluster.dapi.client import build_request, dapi_call
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.homes import cluster_block, make_home
 from wazuhcluster.localapi.client import local_request
 from wazuhcluster.protocol.commands import GET_NODES
+from wazuhcluster.status.local import WZC_STATUS
 
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")
+#: a cluster.log line of a finished task: when, the peer tag and task, and the seconds it took
+FINISHED = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \w+: \[([^]]+)\] \[([^]]+)\] "
+                      r"Finished in ([0-9.]+)s")
+#: the DAPI probe: one agent from the master's database (a worker relays it to the master)
+DAPI_PROBE = ("wazuh.agent.get_agents", {"offset": 0, "limit": 1}, "local_master")
+#: the name under which the idle probe's reactor lag is recorded
+IDLE_PROBE = "idle reactor"
 GET_NODES_ARGS = {"filter_node": None, "offset": 0, "limit": None, "sort": None,
                   "search": None, "select": None, "filter_type": "all"}
 
@@ -119,6 +130,16 @@ class Node(ProcessProtocol):
         assert self.pid is not None
         return self.pid
 
+    def task_durations(self) -> list[tuple[float, str, str, float]]:
+        """Every ``Finished in`` line of cluster.log: (epoch s, peer tag, task, seconds)."""
+        rows = []
+        for line in self.log_lines():
+            m = FINISHED.match(line)
+            if m is not None:
+                when = time.mktime(time.strptime(m.group(1), "%Y/%m/%d %H:%M:%S"))
+                rows.append((when, m.group(2), m.group(3), float(m.group(4))))
+        return rows
+
 
 class BedCluster:
     """The nodes of one scenario on one bed.
@@ -141,8 +162,20 @@ class BedCluster:
         self.samples: list[tuple[float, str, int, float]] = []
         self.events: list[tuple[float, str, str]] = []
         self.t0 = time.monotonic()
+        self.wall_t0 = time.time()
         self._sampler = LoopingCall(self._sample)
         self._sampler.clock = reactor
+        #: reactor lag of each node: node -> {window end (epoch s): worst ms}, from wzc_status
+        self.lag: dict[str, dict[float, float]] = {}
+        #: worst reactor lag since start reported by each node's last wzc_status, ms
+        self.lag_worst: dict[str, float] = {}
+        #: DAPI probes: (t_s, node, seconds) of a get_agents round trip through the node
+        self.dapi: list[tuple[float, str, float]] = []
+        self._probes = LoopingCall(self._probe)
+        self._probes.clock = reactor
+        self._probing: Deferred[Any] | None = None
+        self._probe_round = 0
+        self._idle_probe: subprocess.Popen[bytes] | None = None
 
     # -- nodes ------------------------------------------------------------------------
     def add(self, name: str, role: str, *, master_address: str | None = None,
@@ -194,9 +227,16 @@ class BedCluster:
         await node.ended
 
     async def stop_all(self) -> None:
-        """Stop every node (SIGTERM, then SIGKILL) and the sampler."""
+        """Stop every node (SIGTERM, then SIGKILL), the sampler and the probes."""
         if self._sampler.running:
             self._sampler.stop()
+        if self._probes.running:
+            self._probes.stop()
+        if self._probing is not None:
+            await self._probing
+        with contextlib.suppress(Exception):  # a last look at the nodes still running
+            await self.ask_status([n for n in self.nodes.values() if n.running])
+        self._stop_idle_probe()
         for node in self.nodes.values():
             with contextlib.suppress(Exception):  # best effort at teardown
                 await self.stop(node, timeout=10.0)
@@ -211,8 +251,97 @@ class BedCluster:
         self.events.append((self.now(), node, what))
 
     def start_sampling(self) -> None:
-        """RSS/CPU of every node once a second."""
+        """RSS/CPU of every node once a second; reactor lag and a DAPI probe every 2 s."""
         self._sampler.start(1.0, now=True)
+        self._probes.start(2.0, now=False)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self._idle_probe = subprocess.Popen(  # our own idle reactor, no network at all
+            [sys.executable, "-m", "bench.testbed.lagprobe", self._idle_probe_path], cwd=root)
+
+    @property
+    def _idle_probe_path(self) -> str:
+        return os.path.join(self.base, "idle-lag.json")
+
+    def _stop_idle_probe(self) -> None:
+        """Stop the idle probe and keep its windows as the node ``idle reactor``."""
+        if self._idle_probe is None:
+            return
+        self.read_idle_probe()
+        self._idle_probe.terminate()
+        self._idle_probe.wait(10)
+        self._idle_probe = None
+
+    def read_idle_probe(self) -> None:
+        """Load what the idle probe has written so far."""
+        try:
+            with open(self._idle_probe_path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return
+        self.lag_worst[IDLE_PROBE] = float(data["worst_ms"])
+        self.lag[IDLE_PROBE] = {float(end): float(worst) for end, worst in data["windows"]}
+
+    def _probe(self) -> None:
+        """Ask the master and a few workers in turn (each worker within ~30 s, inside the
+        60 s of lag windows a node keeps) for wzc_status; a DAPI probe through the master
+        and one worker. Skipped while the previous round is still running."""
+        if self._probing is not None:
+            return
+        running = [n for n in self.nodes.values() if n.running]
+        workers = [n for n in running if n.role == "worker"]
+        masters = [n for n in running if n.role == "master"]
+        per_round = max(1, -(-len(workers) // 15))
+        start = (self._probe_round * per_round) % max(1, len(workers))
+        batch = masters + (workers + workers)[start:start + min(per_round, len(workers))]
+        dapi_worker = workers[self._probe_round % len(workers)] if workers else None
+        self._probe_round += 1
+
+        async def go() -> None:
+            try:
+                await self.ask_status(batch)
+                for node in [*masters, *([dapi_worker] if dapi_worker else [])]:
+                    await self._dapi_probe(node)
+            finally:
+                self._probing = None
+        self._probing = Deferred.fromCoroutine(go())
+
+    async def ask_status(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            try:
+                answer = await self.ask(node, WZC_STATUS, b"", timeout=5.0)
+            except (ClusterError, OSError, ValueError, TimeoutError):
+                continue
+            lag = answer.get("reactor_lag", {})
+            self.lag_worst[node.name] = float(lag.get("worst_ms", 0.0))
+            windows = self.lag.setdefault(node.name, {})
+            for end, worst in lag.get("windows", []):
+                windows[float(end)] = float(worst)
+
+    async def _dapi_probe(self, node: Node) -> None:
+        function, kwargs, request_type = DAPI_PROBE
+        started = time.monotonic()
+        try:
+            await dapi_call(self.reactor, node.socket_path,
+                            build_request(function, kwargs, request_type), final_timeout=30.0)
+        except Exception:  # noqa: BLE001 -- a failed probe is recorded as missing
+            return
+        self.dapi.append((self.now(), node.name, time.monotonic() - started))
+
+    def task_rows(self) -> list[tuple[float, str, str, str, float]]:
+        """Every task duration of every node: (t_s, node, peer tag, task, seconds); t_s to
+        the second (cluster.log's resolution)."""
+        rows = []
+        for node in self.nodes.values():
+            for when, peer, task, seconds in node.task_durations():
+                rows.append((round(when - self.wall_t0, 3), node.name, peer, task, seconds))
+        rows.extend((round(t, 3), node, node, "DAPI round trip", round(seconds, 4))
+                    for t, node, seconds in self.dapi)
+        return sorted(rows)
+
+    def lag_rows(self) -> list[tuple[float, str, float]]:
+        """(t_s, node, worst reactor lag in ms) of every 1 s window seen."""
+        return sorted((round(end - self.wall_t0, 3), node, worst)
+                      for node, windows in self.lag.items() for end, worst in windows.items())
 
     def _sample(self) -> None:
         t = self.now()
@@ -276,6 +405,14 @@ class BedCluster:
         answer: list[dict[str, Any]] = await self.ask(
             node, WZC_AG_LIST, encode_list_request(only_node), timeout=60.0)
         return answer
+
+    async def agent_counts(self, node: Node) -> dict[str, int]:
+        """The node's own agents (000 excluded) by connection status, counted by the node
+        (DAPI ``get_agents_summary_status``, ``local_any``): no listing crosses the socket."""
+        answer = await dapi_call(self.reactor, node.socket_path, build_request(
+            "wazuh.agent.get_agents_summary_status", {}, "local_any"), final_timeout=60.0)
+        connection: dict[str, int] = answer["data"]["connection"]
+        return connection
 
     async def keepalive(self, node: Node, ids: list[int], version: str = "Wazuh v4.7.5",
                         os_name: str = "Ubuntu") -> None:

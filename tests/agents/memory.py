@@ -108,10 +108,12 @@ class AgentsCluster:
     """
 
     def __init__(self, base: str, agents: int = 10, master_db: Any = None,
-                 worker_name: str = "worker1", backend: str = "embedded") -> None:
+                 worker_name: str = "worker1", backend: str = "embedded",
+                 master_ext: dict[str, Any] | None = None) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.master = MasterNode(node_config(base, cluster_json=TUNABLES), self.clock,
+        master_json = {**TUNABLES, "wazuhcluster": dict(master_ext or {})}
+        self.master = MasterNode(node_config(base, cluster_json=master_json), self.clock,
                                  SynchronousRunner())
         self.mdb = inline_database(self.clock, self.master.config.home, backend)
         self.master_db = master_db(self.mdb) if master_db is not None else self.mdb

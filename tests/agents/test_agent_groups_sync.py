@@ -7,9 +7,11 @@ import os
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import fail as defer_fail
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.agents.memory import AgentsCluster, raw
+from tests.agents.memory import AgentsCluster, GatedCalls, raw
 from tests.support import short_tempdir
 from wazuhcluster.agents.db import group_hash
 from wazuhcluster.agents.master_side import FULL_PUSH_MIN_INTERVAL, full_dump_chunks
@@ -44,6 +46,25 @@ class AgentGroupsSyncTests(SynchronousTestCase):
         Deferred.fromCoroutine(c.magents.local_agent_groups())
         c.flush()
         self.assertEqual(c.magents.group_rounds, 0)
+
+    def test_apply_timeout_is_reported_in_words(self) -> None:
+        """A worker whose database does not apply the chunks within timeout_agent_groups
+        says so in words to its log and to the master (not Twisted's "(40, 'Deferred')")."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        c = self.make()
+        gated = GatedCalls(c.wdb, ["apply_agent_groups_chunks"])
+        c.wagents._db = gated  # the worker's database stalls (e.g. a starved machine)
+        c.groups_round()
+        self.assign(c, 3, ["web"])
+        c.groups_round()
+        self.assertEqual(gated.calls, ["apply_agent_groups_chunks"])
+        c.clock.advance(c.worker.config.intervals.timeout_agent_groups + 1)
+        c.flush()
+        errors = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.error]
+        self.assertTrue(errors)
+        for text in errors:
+            self.assertIn("Timeout applying agent-groups chunks (10 s)", text)
+            self.assertNotIn("Deferred", text)
 
     def test_change_reaches_the_worker_once(self) -> None:
         """A group change is pushed, applied, and the checksums then agree."""

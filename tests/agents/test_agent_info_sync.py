@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tests.agents.memory import NOW, AgentsCluster, GatedCalls, raw
+from tests.agents.memory import (
+    NOW,
+    TUNABLES,
+    AgentsCluster,
+    GatedCalls,
+    inline_database,
+    keys,
+    raw,
+)
 from tests.agents.wdb_standin import MARKS_ON_READ, not_with_wazuh_db
-from tests.support import short_tempdir
+from tests.support import connected_pair, node_config, short_tempdir
+from wazuhcluster.agents.db import Keepalive
+from wazuhcluster.agents.worker_side import AgentsWorker
+from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.interfaces import IMasterExtension, IWorkerExtension
+from wazuhcluster.master.factory import ClusterServerFactory
 from wazuhcluster.protocol.commands import SYN_A_W_M_P, SYN_M_A_ERR
+from wazuhcluster.worker.factory import WorkerClientFactory
+from wazuhcluster.worker.node import WorkerNode
 
 
 class _Recording:
@@ -188,3 +203,62 @@ class AgentInfoSyncWazuhDbTests(AgentInfoSyncTests):
         AgentInfoSyncTests.test_link_drop_mid_sync_loses_nothing, MARKS_ON_READ)
     test_master_error_marks_nothing = not_with_wazuh_db(
         AgentInfoSyncTests.test_master_error_marks_nothing, MARKS_ON_READ)
+
+
+class AgentInfoBoundTests(SynchronousTestCase):
+    """``max_concurrent_agent_info_applies``: workers sending agent-info together are applied
+    a few at a time, and the time waiting in line does not count against timeout_agent_info."""
+
+    def add_worker(self, c: AgentsCluster, name: str) -> tuple[AgentsWorker, Any, Any]:
+        """A second worker linked to the same master; (its agents side, its db, its pump)."""
+        base = os.path.dirname(c.master.config.home)
+        worker = WorkerNode(node_config(base, node_name=name, role="worker",
+                                        cluster_json=TUNABLES), c.clock, SynchronousRunner())
+        db = inline_database(c.clock, worker.config.home)
+        self.addCleanup(db.stopService)
+        raw(db).reconcile_keys(keys(10), NOW - 100)
+        agents = AgentsWorker(worker, db, c.clock)
+        worker.extensions.append(agents)
+        _, client, pump = connected_pair(
+            lambda: ClusterServerFactory(c.master).buildProtocol(None),
+            lambda: WorkerClientFactory(worker).buildProtocol(None), c.clock)
+        d = worker.hello(client)
+        pump.flush()
+        self.successResultOf(d)
+        raw(db).record_keepalives([Keepalive(i, name, NOW + 3, "Ubuntu", "22.04", "v2")
+                                   for i in (5, 6)])
+        return agents, db, pump
+
+    def test_applies_wait_in_line_without_timing_out(self) -> None:
+        """With one slot, the second worker's chunks reach the database only after the
+        first apply ends, and its wait in line is not a timeout."""
+        c = AgentsCluster(short_tempdir(self), master_db=lambda db: GatedCalls(
+            db, ["set_agent_info"]), master_ext={"max_concurrent_agent_info_applies": 1})
+        self.addCleanup(c.close)
+        other, _, pump = self.add_worker(c, "worker2")
+        c.keepalive([1, 2], when=NOW + 5)
+        first = c.sync_agent_info()
+        second = Deferred.fromCoroutine(other.sync_agent_info())
+        for _ in range(6):
+            pump.flush()
+            c.flush()
+        self.assertEqual(c.master_db.calls, ["set_agent_info"])  # the second one waits
+        timeout = c.master.config.intervals.timeout_agent_info
+        c.clock.advance(timeout - 1)
+        c.master_db.open()
+        for _ in range(6):
+            pump.flush()
+            c.flush()
+        self.successResultOf(first)
+        self.assertEqual(c.master_db.calls, ["set_agent_info", "set_agent_info"])
+        c.clock.advance(timeout - 1)  # waited 2 * timeout - 2 s in all: still no timeout
+        c.master_db.open()
+        for _ in range(6):
+            pump.flush()
+            c.flush()
+        self.successResultOf(second)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        rows = [raw(c.mdb).agent_row(i) for i in (1, 5)]
+        self.assertEqual([(r["node_name"], r["connection_status"]) for r in rows if r],
+                         [("worker1", "active"), ("worker2", "active")])
+        self.assertEqual(other.synced_rounds, 1)

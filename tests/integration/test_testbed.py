@@ -8,6 +8,8 @@ figures belong to ``python -m bench.testbed`` (docs/testbed.md).
 
 from __future__ import annotations
 
+import csv
+import os
 import shutil
 import tempfile
 from typing import Any
@@ -16,6 +18,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from bench.testbed import scenarios
+from bench.testbed.__main__ import write_outputs
 from bench.testbed.cluster import BedCluster
 from bench.testbed.net import make_bed
 
@@ -28,6 +31,7 @@ class SmallBedTests(TestCase):
         base = tempfile.mkdtemp(prefix=f"wzcbed-{name}-", dir="/tmp")
         self.addCleanup(shutil.rmtree, base, True)
         c = BedCluster(reactor, bed, base)
+        self.cluster = c
         try:
             results = await scenario(c, *args)
         finally:
@@ -40,6 +44,22 @@ class SmallBedTests(TestCase):
         results = await self.run_scenario("scale", scenarios.scale, 5, 5000)
         self.assertEqual(results["agents with the wrong node_name on the master"][0], 0)
         self.assertEqual(results["ERROR lines in every cluster.log"][0], 0)
+        # the run's CSV has every node's task durations and the reactor lag of the nodes
+        c = self.cluster
+        tasks = {(node == "master", task) for _, node, _, task, _ in c.task_rows()}
+        for side in (True, False):
+            for task in ("Integrity check", "Integrity sync", "Agent-info sync",
+                         "DAPI round trip"):
+                self.assertIn((side, task), tasks)
+        self.assertIn("master", {node for _, node, _ in c.lag_rows()})
+        self.assertIn("worst reactor lag on the master", results)
+        out = tempfile.mkdtemp(prefix="wzcbed-out-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, out, True)
+        write_outputs(out, c, [])
+        with open(os.path.join(out, "run.csv"), encoding="utf-8") as f:
+            metrics = {row["metric"] for row in csv.DictReader(f)}
+        self.assertLessEqual({"rss", "cpu", "reactor lag (worst of 1 s)", "Integrity sync",
+                              "Agent-info sync", "DAPI round trip"}, metrics)
 
     async def test_partition_small(self) -> None:
         """A 15 s silent cut: the worker rejoins, nothing it recorded is lost, no 3028 loop."""

@@ -372,3 +372,99 @@ class WatcherTests(SynchronousTestCase):
         self.assertIn(os.path.join(home, "etc/shared/g1/sub"), directories)
         self.assertIn(os.path.join(home, "etc/"), directories)
         self.assertNotIn(os.path.join(home, "queue/cluster"), directories)
+
+
+class ConcurrencyBoundTests(SynchronousTestCase):
+    """``max_concurrent_integrity_tasks``: a change seen by many workers at once does not
+    make the master run one task per worker together; the rest wait in line."""
+
+    def setUp(self) -> None:
+        self.pair = IntegrityPair(self, master_json={"wazuhcluster": {
+            "max_concurrent_integrity_tasks": 2}})
+        write_files(self.pair.master_config.home, MASTER_FILES)
+        self.pair.recalculate()
+        self.fakes = [self.pair.fake_worker(f"worker-{i}", capabilities=["sync_now"])
+                      for i in (2, 3, 4)]
+
+    def ask(self, fake: Any) -> bytes:
+        answer: bytes = self.successResultOf(self.pair.request(fake.protocol, SYN_I_W_M_P, b""))
+        return answer
+
+    def start(self, fake: Any) -> bytes:
+        task: bytes = self.successResultOf(self.pair.request(fake.protocol, SYN_I_W_M, b""))
+        return task
+
+    def test_third_worker_waits_then_is_called_in(self) -> None:
+        """With two tasks running a third permission is refused; when one task ends the
+        worker in line gets sync_now and then its permission."""
+        first, second, third = self.fakes
+        self.assertEqual([self.ask(first), self.ask(second)], [b"True", b"True"])
+        task = self.start(first)
+        self.start(second)
+        self.assertEqual(self.pair.integrity.busy_tasks(), 2)
+        self.assertEqual(self.ask(third), b"False")
+        self.assertNotIn(SYNC_NOW, third.requests)
+        # the first worker's task ends (here with an error it reports)
+        self.successResultOf(self.pair.request(first.protocol, SYN_I_W_M_R,
+                                               task + b" " + b'{"message": "test"}'))
+        self.flushLoggedErrors()
+        self.assertEqual(third.requests.count(SYNC_NOW), 1)
+        self.assertEqual(self.ask(third), b"True")
+
+    def test_grants_count_before_the_task_starts(self) -> None:
+        """Two granted permissions fill the slots even before syn_i_w_m arrives; a grant
+        never followed by syn_i_w_m frees its slot after timeout_cluster_request."""
+        first, second, third = self.fakes
+        self.assertEqual([self.ask(first), self.ask(second)], [b"True", b"True"])
+        self.assertEqual(self.ask(third), b"False")
+        self.pair.clock.advance(self.pair.master_config.intervals.timeout_cluster_request + 1)
+        self.assertEqual(self.ask(third), b"True")
+
+    def test_a_lost_worker_frees_its_slot(self) -> None:
+        """A worker that disconnects while holding a slot lets the next one in."""
+        first, second, third = self.fakes
+        self.ask(first)
+        self.start(first)
+        self.ask(second)
+        self.start(second)
+        self.assertEqual(self.ask(third), b"False")
+        assert first.protocol is not None
+        first.protocol.transport.loseConnection()
+        self.pair.settle()
+        self.flushLoggedErrors()
+        self.assertEqual(third.requests.count(SYNC_NOW), 1)
+        self.assertEqual(self.ask(third), b"True")
+
+    def test_a_slot_freed_is_kept_for_the_worker_in_line(self) -> None:
+        """A newcomer asking between the call-in and the called worker's request does not
+        take its slot (no barging): it waits in line behind it."""
+        first, second, third = self.fakes
+        fourth = self.pair.fake_worker("worker-5", capabilities=["sync_now"])
+        self.ask(first)
+        task = self.start(first)
+        self.ask(second)
+        self.start(second)
+        self.assertEqual(self.ask(third), b"False")
+        self.successResultOf(self.pair.request(first.protocol, SYN_I_W_M_R,
+                                               task + b" " + b'{"message": "test"}'))
+        self.flushLoggedErrors()
+        self.assertEqual(third.requests.count(SYNC_NOW), 1)
+        self.assertEqual(self.ask(fourth), b"False")  # the slot is the third worker's
+        self.assertEqual(self.ask(third), b"True")
+
+    def test_an_unused_call_in_expires_and_the_line_moves_on(self) -> None:
+        """A worker called in that never asks loses its slot after timeout_cluster_request;
+        the next permission request hands it to the next worker in line."""
+        first, second, third = self.fakes
+        fourth = self.pair.fake_worker("worker-5", capabilities=["sync_now"])
+        self.ask(first)
+        task = self.start(first)
+        self.ask(second)
+        self.start(second)
+        self.assertEqual([self.ask(third), self.ask(fourth)], [b"False", b"False"])
+        self.successResultOf(self.pair.request(first.protocol, SYN_I_W_M_R,
+                                               task + b" " + b'{"message": "test"}'))
+        self.flushLoggedErrors()
+        self.assertEqual(third.requests.count(SYNC_NOW), 1)  # ... and it never asks
+        self.pair.clock.advance(self.pair.master_config.intervals.timeout_cluster_request + 1)
+        self.assertEqual(self.ask(fourth), b"True")

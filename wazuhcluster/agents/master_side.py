@@ -191,6 +191,10 @@ class AgentsMaster:
         self._full_dump: tuple[int, _Shared] | None = None  # (periodic reads before it, dump)
         self._periodic_reads = 0
         self._full_sends = DeferredSemaphore(node.config.ext.max_concurrent_full_group_pushes)
+        # Agent-info applies run a few at a time: 100 workers sending together would all
+        # wait in the database's queue at once and time out there (timeout_agent_info counts
+        # from admission, not from arrival). The worker's own wait covers the line.
+        self._info_applies = DeferredSemaphore(node.config.ext.max_concurrent_agent_info_applies)
         self.full_dumps_read = 0
 
     # -- IMasterExtension ----------------------------------------------------------------------
@@ -293,8 +297,11 @@ class AgentsMaster:
         state.info_status["date_start_master"] = start
         self._log.info("[{tag}] [Agent-info sync] Starting.", tag=tag)
         command, answer = SYN_M_A_ERR, problem.encode()
+        admitted = False
         try:
             if data is not None:
+                await self._info_applies.acquire()
+                admitted = True
                 chunks = await self._node.run(decode_agent_info_string, data)
                 work = self._db.set_agent_info(chunks)
                 work.addTimeout(self._config.intervals.timeout_agent_info, self._clock)
@@ -317,6 +324,9 @@ class AgentsMaster:
                       f"({self._config.intervals.timeout_agent_info} s)").encode()
         except CancelledError:
             return  # the worker is gone or the lock was forcibly released
+        finally:
+            if admitted:
+                self._info_applies.release()
         if command == SYN_M_A_ERR:
             self._log.error("[{tag}] [Agent-info sync] {error}", tag=tag,
                             error=peer_text(answer, 1000))

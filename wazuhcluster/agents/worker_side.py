@@ -265,8 +265,15 @@ class AgentsWorker:
                 result = await work
                 has_hash, master_hash = (False, None) if full else await self._node.run(
                     master_groups_hash, received.chunks)
-            except (PayloadError, TimeoutError) as e:
-                error = str(e) or "timeout applying agent-groups"
+            except TimeoutError:
+                error = (f"Timeout applying agent-groups chunks "
+                         f"({self._config.intervals.timeout_agent_groups:g} s)")
+                self._log.error("[{tag}] [{task}] Error: {error}", tag=self.tag, task=task,
+                                error=error)
+                await self._tell(peer, SYN_WGC_ERR if full else SYN_W_G_ERR, error.encode())
+                return
+            except PayloadError as e:
+                error = str(e) or "invalid agent-groups data"
                 self._log.error("[{tag}] [{task}] Error: {error}", tag=self.tag, task=task,
                                 error=error)
                 await self._tell(peer, SYN_WGC_ERR if full else SYN_W_G_ERR, error.encode())

@@ -14,6 +14,11 @@ Pieces, all owned by the master node:
 * push on change (beyond Wazuh): when a recomputation finds different content, every
   connected worker that announced ``sync_now`` is told to check now (``wzc_syncnow``); a
   worker whose lock is held gets it when the lock is released.
+* a bound on concurrent tasks (``max_concurrent_integrity_tasks``): beyond it a permission
+  request is answered False and the worker waits in line; each task that ends sends
+  ``sync_now`` to the next worker in line (workers without it ask again at their next tick).
+  Without it, a change seen by 100 workers at once makes the master build 100 containers
+  together and starves its reactor (timeouts, liveness failures, reconnections).
 
 Blocking work (scans, reading the worker's container, comparing, writing the push, deleting
 files) goes through ``node.run``; every network wait has a timeout.
@@ -107,6 +112,8 @@ class WorkerIntegrity:
     rounds: int = 0
     failures: int = 0  # integrity tasks failed in a row
     retry_after: float = 0.0  # no permission before this time (backoff after failures)
+    granted_at: float | None = None  # permission granted, syn_i_w_m not received yet
+    called_at: float | None = None  # a slot is kept for it: called in from the line
 
 
 class WorkerReportedError(RemoteCommandError):
@@ -290,6 +297,8 @@ class IntegrityMaster:
         self._digests: dict[str, tuple[str, str]] | None = None
         self._checked: set[WorkerSession] = set()
         self._workers: dict[WorkerSession, WorkerIntegrity] = {}
+        #: workers refused for lack of a free task slot, in the order they asked
+        self._waiting: dict[WorkerSession, None] = {}
         self.recalculation = Coalescer(self._recalculate, "[Master] [Local integrity]")
         self.watcher: IntegrityWatcher | None = None  # set by install() when inotify works
         intervals = node.config.intervals
@@ -308,6 +317,7 @@ class IntegrityMaster:
     def worker_lost(self, session: WorkerSession) -> None:
         """Drop the worker's lock and fail its waiting tasks."""
         self._checked.discard(session)
+        self._waiting.pop(session, None)
         state = self._workers.pop(session, None)
         if state is None:
             return
@@ -315,6 +325,8 @@ class IntegrityMaster:
         for waiter in tasks.values():
             _fire(waiter, Failure(ClusterError(3018, "worker disconnected")))
         state.lock = None
+        state.granted_at = None
+        self._admit_waiting()
 
     def health_status(self, session: WorkerSession) -> dict[str, Any]:
         """``sync_integrity_free`` is live: the lock of the worker's integrity task."""
@@ -398,9 +410,25 @@ class IntegrityMaster:
                 _fire(stale, Failure(ClusterError(3039, "integrity lock expired")))
             state.lock = None
             state.retry_after = 0.0  # an expired lock is answered at once, as Wazuh does
+        self._admit_waiting()  # slots freed by expiry are handed out in order first
         granted = (self.local is not None and state.session not in self._checked
                    and state.lock is None and now >= state.retry_after)
-        self._checked.add(state.session)
+        called, state.called_at = state.called_at is not None, None
+        if granted and not called and (
+                self._waiting
+                or self.busy_tasks() >= self._config.ext.max_concurrent_integrity_tasks):
+            # no free slot, or others wait in line first: not "checked" in this cycle; the
+            # worker waits in line (a slot freed while it is called in is kept for it)
+            granted = False
+            self._waiting[state.session] = None
+            self._log.debug("[{tag}] [Integrity check] {busy} integrity tasks running; the "
+                            "worker waits for a free slot.", tag=commands.tag,
+                            busy=self.busy_tasks())
+        else:
+            self._checked.add(state.session)
+        if granted:
+            state.granted_at = now
+            self._waiting.pop(state.session, None)
         self._log.debug("[{tag}] [Integrity check] Permission to synchronize: {granted}",
                         tag=commands.tag, granted=granted)
         return Reply.ok(b"True" if granted else b"False")
@@ -412,6 +440,7 @@ class IntegrityMaster:
             raise ClusterError(3000, "an integrity check of this worker is already running")
         task_id = str(uuid.uuid4())
         now = self._clock.seconds()
+        state.granted_at = None
         state.lock = task_id
         state.lock_since = now
         waiter: Deferred[str] = Deferred()
@@ -618,8 +647,36 @@ class IntegrityMaster:
             self._log.debug("[{tag}] [Integrity sync] Zip limit raised to {limit} bytes.",
                             tag=state.commands.tag, limit=state.zip_limit)
 
+    def busy_tasks(self) -> int:
+        """Integrity tasks running, or granted and about to start (a grant not followed by
+        ``syn_i_w_m`` within timeout_cluster_request no longer counts, nor does a slot kept
+        for a worker called in from the line that did not ask within that time)."""
+        now = self._clock.seconds()
+        grace = self._config.intervals.timeout_cluster_request
+        return sum(1 for state in self._workers.values()
+                   if state.lock is not None
+                   or (state.granted_at is not None and now - state.granted_at < grace)
+                   or (state.called_at is not None and now - state.called_at < grace))
+
+    def _admit_waiting(self) -> None:
+        """Send sync_now to the workers first in line, while task slots are free."""
+        free = self._config.ext.max_concurrent_integrity_tasks - self.busy_tasks()
+        for session in list(self._waiting):
+            if free <= 0:
+                break
+            del self._waiting[session]
+            state = self._workers.get(session)
+            if (state is None or state.lock is not None
+                    or SYNC_NOW_CAPABILITY not in session.capabilities):
+                continue  # gone, busy, or a Wazuh worker that asks again at its tick
+            self._checked.discard(session)
+            state.called_at = self._clock.seconds()
+            self._sync_now(session)
+            free -= 1
+
     def _release(self, state: WorkerIntegrity, task_id: str) -> None:
-        """Free the lock held by ``task_id``; send a pending sync_now."""
+        """Free the lock held by ``task_id``; send a pending sync_now, then let the next
+        workers in line in."""
         state.tasks.pop(task_id, None)
         if state.lock != task_id:
             return
@@ -628,7 +685,11 @@ class IntegrityMaster:
                 and SYNC_NOW_CAPABILITY in state.session.capabilities):
             state.nudge_pending = False
             self._checked.discard(state.session)
-            self._sync_now(state.session)
+            if self.busy_tasks() < self._config.ext.max_concurrent_integrity_tasks:
+                self._sync_now(state.session)
+            else:
+                self._waiting[state.session] = None
+        self._admit_waiting()
 
     def _integrity_succeeded(self, ignored: None, state: WorkerIntegrity) -> None:
         state.failures = 0
