@@ -48,7 +48,7 @@ wheel-check: $(STAMP)
 	@echo "wheel-check: twistd wazuhcluster and console scripts work from a fresh venv"
 
 bench: $(STAMP)
-	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) demo _trial_temp* build *.egg-info

@@ -36,6 +36,7 @@ from twisted.internet.defer import Deferred
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from sqlite_floor import agent_info_rows, floor_seconds
+from verdict import best_median, record
 
 from tests.agents.memory import NOW, AgentsCluster, keys, raw
 from wazuhcluster.agents import db as db_module
@@ -150,12 +151,25 @@ def sync_figures(count: int, runs: int = 3) -> None:
     for rows_format, form in ((True, "compact rows form (our master)"),
                               (False, "Wazuh 4.7.5 form (as to a real Wazuh master)")):
         print(f"agent-info sync, {form}:")
+        commits: list[float] = []
+        ratios: list[float] = []
         for run in range(1, runs + 1):
             f = one_sync(count, rows_format)
+            commits.append(f["commit"])
+            ratios.append(f["commit"] / f["floor"])
             print(f"  run {run}: worker read -> master commit {f['commit']:.3f} s"
                   f" ({f['commit'] / f['floor']:.2f}x floor); -> worker marked synced"
                   f" {f['marked']:.3f} s ({f['marked'] / f['floor']:.2f}x);"
                   f" floor (plain sqlite3 executemany, one transaction) {f['floor']:.3f} s")
+        short = "compact form" if rows_format else "Wazuh 4.7.5 form"
+        if not rows_format:
+            low, mid = best_median(commits)
+            record("agents", f"agent-info {count}, {short}: read -> master commit", low, mid,
+                   "s", "< 1 s", mid < 1.0)
+        low, mid = best_median(ratios)
+        limit = 1.5 if rows_format else 2.5
+        record("agents", f"agent-info {count}, {short} / sqlite3 floor", low, mid, "x",
+               f"<= {limit}", mid <= limit)
         f = one_sync(count, rows_format, phases=True)
         print(f"  breakdown (instrumented run: commit {f['commit']:.3f} s,"
               f" marked {f['marked']:.3f} s):")

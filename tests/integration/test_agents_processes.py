@@ -74,6 +74,8 @@ class AgentsProcessTests(TestCase):
         for w in workers:
             write_keys(w, total)
             w.start()
+        for w in workers:  # on a loaded machine a worker may take most of WAIT to start
+            await c.wait_ready(w)
         await c.wait_listed(master, {"master", *WORKERS})
         return c, master, workers
 

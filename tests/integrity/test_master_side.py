@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
+import struct
 from typing import Any
 
+from twisted.internet import inotify
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -18,6 +22,7 @@ from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.integrity.container import read_container_bytes
 from wazuhcluster.integrity.master_side import IntegrityWatcher, WorkerIntegrity
+from wazuhcluster.integrity.metadata import file_digest
 from wazuhcluster.interfaces import IMasterExtension
 from wazuhcluster.protocol.commands import (
     CANCEL_TASK,
@@ -39,6 +44,30 @@ MASTER_FILES = {
     "etc/shared/default/agent.conf": b"<agent_config></agent_config>\n",
     "etc/shared/web/merged.mg": b"!1 merged\n",
 }
+
+
+class ManualRunner:
+    """A blocking runner whose calls wait until the test runs them (in order)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Deferred[Any], Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Queue the call."""
+        d: Deferred[Any] = Deferred()
+        self.calls.append((d, f, args, kwargs))
+        return d
+
+    def step(self) -> None:
+        """Run the oldest queued call, if any."""
+        if self.calls:
+            d, f, args, kwargs = self.calls.pop(0)
+            d.callback(f(*args, **kwargs))
+
+    def drain(self) -> None:
+        """Run calls (and those they queue) until none is left."""
+        while self.calls:
+            self.step()
 
 
 def messages_of(events: list[Any], text: str) -> list[Any]:
@@ -343,23 +372,140 @@ class ZipLimitTests(SynchronousTestCase):
 class WatcherTests(SynchronousTestCase):
     """The inotify watcher's debounce, driven by a Clock."""
 
-    def test_burst_of_events_triggers_one_recalculation(self) -> None:
-        """Events 0.1 s apart trigger once, 0.2 s after the last (capped at 1 s)."""
+    def test_unsettled_events_wait_for_quiet(self) -> None:
+        """Writes to a file still open, 0.1 s apart, trigger once 0.2 s after the last
+        (capped at 1 s after the first)."""
         pair = IntegrityPair(self)
         clock = Clock()
         watcher = IntegrityWatcher(pair.integrity, clock, delay=0.2, max_delay=1.0)
+        path = FilePath(os.path.join(pair.master_config.home, "etc/rules/a.xml").encode())
         runs = pair.integrity.recalculation.runs
         for _ in range(3):
-            watcher._event(None, None, 0)
+            watcher._event(None, path, inotify.IN_MODIFY)
             clock.advance(0.1)
         self.assertEqual(watcher.triggers, 0)
         clock.advance(0.2)
         self.assertEqual(watcher.triggers, 1)
         self.assertEqual(pair.integrity.recalculation.runs, runs + 1)
         for _ in range(30):  # continuous churn still triggers within max_delay
-            watcher._event(None, None, 0)
+            watcher._event(None, path, inotify.IN_MODIFY)
             clock.advance(0.1)
         self.assertGreaterEqual(watcher.triggers, 3)
+
+    def test_closed_file_is_rehashed_alone_within_milliseconds(self) -> None:
+        """IN_CLOSE_WRITE triggers a recomputation 2 ms later that hashes only that file."""
+        pair = IntegrityPair(self)
+        home = pair.master_config.home
+        write_files(home, MASTER_FILES)
+        pair.recalculate()
+        clock = Clock()
+        watcher = IntegrityWatcher(pair.integrity, clock)
+        write_files(home, {"etc/rules/local_rules.xml": b"<group name='new'/>\n",
+                           "etc/lists/audit-keys": b"changed without an event\n"})
+        named = os.path.join(home, "etc/rules/local_rules.xml")
+        watcher._event(None, FilePath(named.encode()), inotify.IN_CLOSE_WRITE)
+        clock.advance(0.001)
+        self.assertEqual(watcher.triggers, 0)
+        clock.advance(0.001)
+        self.assertEqual(watcher.triggers, 1)
+        pair.settle()
+        local = pair.integrity.local
+        assert local is not None
+        self.assertEqual(local.hashed, 1)
+        self.assertEqual(local.files["etc/rules/local_rules.xml"].hash, file_digest(named))
+        lists = os.path.join(home, "etc/lists/audit-keys")
+        self.assertNotEqual(local.files["etc/lists/audit-keys"].hash, file_digest(lists))
+        self.successResultOf(Deferred.fromCoroutine(pair.integrity.tick()))  # the timer: all
+        local = pair.integrity.local
+        assert local is not None
+        self.assertEqual(local.files["etc/lists/audit-keys"].hash, file_digest(lists))
+
+    def test_settled_burst_is_coalesced(self) -> None:
+        """200 closed files 1 ms apart: a few recomputations, the first within 50 ms."""
+        pair = IntegrityPair(self)
+        clock = Clock()
+        watcher = IntegrityWatcher(pair.integrity, clock, quick=0.002, quick_max=0.05)
+        base = os.path.join(pair.master_config.home, "etc/rules")
+        for i in range(200):
+            watcher._event(None, FilePath(os.path.join(base, f"{i}.xml").encode()),
+                           inotify.IN_CLOSE_WRITE)
+            clock.advance(0.001)
+            if i == 50:
+                self.assertEqual(watcher.triggers, 1)
+        clock.advance(0.01)
+        self.assertGreaterEqual(watcher.triggers, 4)
+        self.assertLessEqual(watcher.triggers, 5)
+
+    def test_a_closed_file_is_not_held_up_by_writes_elsewhere(self) -> None:
+        """A write to another, still open file does not postpone a closed file's trigger."""
+        pair = IntegrityPair(self)
+        clock = Clock()
+        watcher = IntegrityWatcher(pair.integrity, clock, quick=0.002)
+        base = os.path.join(pair.master_config.home, "etc/rules")
+        watcher._event(None, FilePath(os.path.join(base, "a.xml").encode()),
+                       inotify.IN_CLOSE_WRITE)
+        clock.advance(0.001)
+        watcher._event(None, FilePath(os.path.join(base, "b.xml").encode()), inotify.IN_MODIFY)
+        clock.advance(0.001)
+        self.assertEqual(watcher.triggers, 1)
+
+    def test_directory_events_and_overflow_scan_the_whole_tree(self) -> None:
+        """A new directory (its files unnamed) or lost events: the next run scans all."""
+        pair = IntegrityPair(self)
+        home = pair.master_config.home
+        write_files(home, MASTER_FILES)
+        pair.recalculate()
+        clock = Clock()
+        watcher = IntegrityWatcher(pair.integrity, clock)
+        for n, mask in enumerate((inotify.IN_CREATE | inotify.IN_ISDIR, inotify.IN_Q_OVERFLOW)):
+            write_files(home, {f"etc/rules/sub{n}/a.xml": b"a", f"etc/rules/sub{n}/b.xml": b"b"})
+            watcher._event(None, FilePath(os.path.join(home, f"etc/rules/sub{n}").encode()),
+                           mask)
+            clock.advance(0.01)
+            pair.settle()
+            local = pair.integrity.local
+            assert local is not None
+            self.assertIn(f"etc/rules/sub{n}/b.xml", local.files)
+
+    def test_notifier_reports_queue_overflow(self) -> None:
+        """Twisted drops events of unknown watch descriptors; the overflow reaches us."""
+        from wazuhcluster.integrity.master_side import _Notifier
+
+        lost: list[int] = []
+        notifier = _Notifier(Clock(), lambda n: None, lambda: lost.append(1))
+        self.addCleanup(os.close, notifier._fd)
+        notifier._doRead(struct.pack("=LLLL", 0xFFFFFFFF, inotify.IN_Q_OVERFLOW, 0, 0))
+        self.assertEqual(lost, [1])
+
+    def test_burst_of_1000_edits_ends_with_the_last_content(self) -> None:
+        """1 000 edits, events and scans interleaved at random: the last edit always wins."""
+        pair = IntegrityPair(self)
+        runner = ManualRunner()
+        pair.master.runner = runner
+        home = pair.master_config.home
+        write_files(home, MASTER_FILES)
+        pair.integrity.recalculation.request()
+        runner.drain()
+        clock = Clock()
+        watcher = IntegrityWatcher(pair.integrity, clock)
+        rules = os.path.join(home, "etc/rules/local_rules.xml")
+        rng = random.Random(15)
+        for i in range(1000):
+            with open(rules, "wb") as f:
+                f.write(f"<group name='edit-{i}'/>\n".encode())
+            watcher._event(None, FilePath(rules.encode()), inotify.IN_CLOSE_WRITE)
+            clock.advance(rng.choice((0, 0, 0.001, 0.003, 0.06)))
+            if rng.random() < 0.3:
+                runner.step()
+        clock.advance(1)
+        runner.drain()
+        local = pair.integrity.local
+        assert local is not None
+        self.assertEqual(local.files["etc/rules/local_rules.xml"].hash, file_digest(rules))
+        pair.master.runner = SynchronousRunner()
+        pair.connect()
+        pair.settle()
+        self.assertTrue(pair.in_sync())
 
     def test_item_directories_lists_roots_and_subdirectories(self) -> None:
         """Recursive items are watched with every subdirectory, others only at the root."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,6 +16,7 @@ from wazuhcluster.integrity.metadata import (
     file_digest,
     metadata_from_json,
     metadata_to_json,
+    rescan_paths,
     scan_items,
 )
 
@@ -54,6 +57,13 @@ class DigestReuseTests(SynchronousTestCase):
         second = scan_items(self.home, self.items, self.first.cache)
         self.assertEqual(second.hashed, 0)
         self.assertEqual(second.files, self.first.files)
+
+    def test_warm_scan_reuses_unchanged_entries(self) -> None:
+        """Unchanged files keep their entry and cache objects (nothing is rebuilt)."""
+        second = scan_items(self.home, self.items, self.first.cache)
+        for path, entry in second.files.items():
+            self.assertIs(entry, self.first.files[path])
+            self.assertIs(second.cache[path], self.first.cache[path])
 
     def test_same_size_and_mtime_keeps_stale_digest(self) -> None:
         """Content changed with size and mtime kept: the cached digest is reused (as Wazuh)."""
@@ -177,3 +187,60 @@ class ParseTests(SynchronousTestCase):
             {"mod_time": 5, "cluster_item_key": "etc/", "merged": False, "hash": "ab"}
         )
         self.assertEqual(entry.mod_time, 5.0)
+
+
+class RescanPathsTests(SynchronousTestCase):
+    """Rescanning the files an event named gives what a full scan gives."""
+
+    def setUp(self) -> None:
+        """Lay out the sample tree and scan it once."""
+        self.home = make_home(self.mktemp())
+        self.items = shipped_items()
+        self.first = scan_items(self.home, self.items)
+
+    def test_named_changes_equal_a_full_scan(self) -> None:
+        """Modified, created, deleted, excluded and uncovered files, 50 random rounds."""
+        rng = random.Random(15)
+        result = self.first
+        candidates = [*self.first.files, "etc/rules/new.xml", "etc/shared/default/x.conf",
+                      "etc/lists/new-list", "etc/rules/a.swp", "etc/other/file.txt",
+                      "etc/shared/default/merged.mg"]
+        for _ in range(50):
+            named = rng.sample(candidates, 3)
+            for relative in named:
+                path = os.path.join(self.home, relative)
+                if rng.random() < 0.3:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                else:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with open(path, "wb") as f:
+                        f.write(os.urandom(rng.randrange(1, 64)))
+            rescanned = rescan_paths(self.home, self.items, result,
+                                     [os.path.join(self.home, r).encode() for r in named])
+            assert rescanned is not None
+            full = scan_items(self.home, self.items)
+            self.assertEqual(rescanned.files, full.files)
+            self.assertEqual(rescanned.cache, full.cache)
+            result = rescanned
+
+    def test_only_named_files_are_read(self) -> None:
+        """One named file: one hash; an unnamed change is not seen."""
+        write_tree(self.home, {"etc/lists/audit-keys": (b"changed, unnamed\n", 1e9),
+                               "etc/client.keys": (b"changed, named\n", 1e9)})
+        rescanned = rescan_paths(self.home, self.items, self.first,
+                                 [os.path.join(self.home, "etc/client.keys")])
+        assert rescanned is not None
+        self.assertEqual(rescanned.hashed, 1)
+        self.assertEqual(rescanned.files["etc/lists/audit-keys"],
+                         self.first.files["etc/lists/audit-keys"])
+
+    def test_what_needs_the_full_scan_returns_none(self) -> None:
+        """A directory, a symlink, a symlinked directory on the way: None."""
+        os.makedirs(os.path.join(self.home, "etc/rules/dir"))
+        os.symlink("/etc/passwd", os.path.join(self.home, "etc/rules/link.xml"))
+        os.symlink(os.path.join(self.home, "etc/rules"),
+                   os.path.join(self.home, "etc/shared/linked"))
+        for relative in ("etc/rules/dir", "etc/rules/link.xml", "etc/shared/linked/x.conf"):
+            self.assertIsNone(rescan_paths(self.home, self.items, self.first,
+                                           [os.path.join(self.home, relative)]), relative)

@@ -14,7 +14,9 @@ from zope.interface.verify import verifyObject
 
 from tests.integrity.pairs import IntegrityPair, write_files
 from wazuhcluster.errors import RemoteCommandError
+from wazuhcluster.integrity import apply as apply_module
 from wazuhcluster.integrity import master_side
+from wazuhcluster.integrity.apply import SMALL_PUSH_FILES
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.integrity.worker_side import PUSH_PROGRESS_BYTES
 from wazuhcluster.interfaces import IWorkerExtension
@@ -196,14 +198,36 @@ class WorkerIntegrityTests(SynchronousTestCase):
         self.assertEqual(count(self.events, "Error reported by the worker"), 1)
 
     def test_push_is_made_durable_with_two_barriers(self) -> None:
-        """apply runs with one barrier before the renames and one after."""
+        """A big push runs with one barrier before the renames and one after."""
         pair = self.pair
         calls: list[int] = []
         pair.worker_integrity._barrier = lambda: calls.append(1)
-        write_files(pair.master_config.home, {"etc/lists/new": b"k:v\n"})
+        write_files(pair.master_config.home,
+                    {f"etc/lists/new-{i}": b"k:v\n" for i in range(SMALL_PUSH_FILES + 1)})
         pair.recalculate()
         self.assertTrue(pair.in_sync())
         self.assertEqual(len(calls), 2)
+
+    def test_small_push_is_fsynced_file_by_file_without_a_barrier(self) -> None:
+        """One file: its staged copy and its directory are fsynced; no sync() barrier."""
+        pair = self.pair
+        pair.recalculate()
+        calls: list[int] = []
+        pair.worker_integrity._barrier = lambda: calls.append(1)
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+        self.patch(apply_module.os, "fsync", fsync)
+        write_files(pair.master_config.home, {"etc/lists/new": b"k:v\n"})
+        pair.recalculate()
+        self.assertTrue(pair.in_sync())
+        self.assertEqual(calls, [])
+        lists = os.path.join(pair.worker_config.home, "etc", "lists")
+        self.assertIn(os.path.realpath(lists), [os.path.realpath(p) for p in synced])
+        self.assertTrue(any("staging-" in p for p in synced), synced)
 
     def test_applied_files_are_not_read_again_by_the_next_check(self) -> None:
         """The worker's digest cache learns what a push wrote: the next scan hashes nothing."""

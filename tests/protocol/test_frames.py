@@ -270,3 +270,38 @@ class PropertyTests(SynchronousTestCase):
         parts = list(encode_message_parts(3, b"file_upd", len(data), data))
         self.assertEqual([h + bytes(p) for h, p in parts], frames)
         self.assertTrue(all(len(h) == 20 and type(p) is bytes for h, p in parts))
+
+class FernetInteropTests(SynchronousTestCase):
+    """Our tokens are cryptography's Fernet tokens, both ways, at every padding length."""
+
+    def test_both_ways_for_every_padding_length(self) -> None:
+        """Sizes 0-48 and around 1 MiB: Fernet decrypts ours and we decrypt Fernet's."""
+        import base64
+        import os
+
+        from cryptography.fernet import Fernet
+
+        fernet = Fernet(base64.urlsafe_b64encode(VECTOR_KEY))
+        ours = FernetCodec(VECTOR_KEY)
+        for size in (*range(49), *range(65440, 65560, 7), 1 << 20, (1 << 20) + 1,
+                     (1 << 20) - 1):
+            data = os.urandom(size)
+            self.assertEqual(fernet.decrypt(ours.encrypt(data)), data, size)
+            self.assertEqual(ours.decrypt(fernet.encrypt(data)), data, size)
+
+    def test_bad_padding_under_a_valid_signature_is_refused(self) -> None:
+        """A correctly signed token whose last block is not PKCS7 padding: DecryptionError."""
+        import base64
+        import hmac as hmac_module
+
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        iv = bytes(16)
+        for last, before in itertools.product(
+                (bytes(16), bytes(15) + b"\x11", bytes(14) + b"\x01\x02"), (16, 70000)):
+            encryptor = Cipher(algorithms.AES(VECTOR_KEY[16:]), modes.CBC(iv)).encryptor()
+            body = b"\x80" + struct.pack(">Q", 0) + iv + encryptor.update(b"x" * before + last)
+            signature = hmac_module.new(VECTOR_KEY[:16], body, "sha256").digest()
+            token = base64.urlsafe_b64encode(body + signature)
+            with self.assertRaises(DecryptionError):
+                FernetCodec(VECTOR_KEY).decrypt(token)

@@ -9,8 +9,10 @@ Pieces, all owned by the master node:
   wait for the worker's metadata container, compare, then answer ``syn_m_c_ok`` or push the
   differences (``syn_m_c``, file transfer, ``syn_m_c_e``), with Wazuh's zip limit and its
   adaptive adjustment;
-* :class:`IntegrityWatcher`: inotify on the item directories; a burst of events triggers
-  one recomputation 0.2 s after the last event (at most 1 s after the first);
+* :class:`IntegrityWatcher`: inotify on the item directories; a file closed after writing
+  (or moved, deleted) triggers a recomputation of the named files within a few ms, bursts
+  coalesced (at most 50 ms after the first event); a file still open for writing waits for
+  0.2 s of quiet (at most 1 s);
 * push on change (beyond Wazuh): when a recomputation finds different content, every
   connected worker that announced ``sync_now`` is told to check now (``wzc_syncnow``); a
   worker whose lock is held gets it when the lock is released.
@@ -60,6 +62,7 @@ from wazuhcluster.integrity.metadata import (
     FileEntry,
     ScanResult,
     metadata_from_json,
+    rescan_paths,
     scan_items,
 )
 from wazuhcluster.integrity.scheduling import Coalescer
@@ -89,9 +92,11 @@ if TYPE_CHECKING:
     from wazuhcluster.master.node import MasterNode
     from wazuhcluster.master.registry import WorkerSession
 
-#: Longest a check waits for a recomputation already under way or scheduled by the watcher.
-FRESH_SCAN_WAIT = 1.5
-FRESH_SCAN_POLL = 0.02
+#: Longest a check waits for a recomputation already under way or scheduled by the watcher
+#: (which looks at a closed file within milliseconds): while files keep being written, each
+#: round pushes what is complete, and the rounds overlap the writing.
+FRESH_SCAN_WAIT = 0.1
+FRESH_SCAN_POLL = 0.005
 #: The capability a worker announces to receive ``wzc_syncnow``.
 SYNC_NOW_CAPABILITY = "sync_now"
 Responder = Callable[[bytes], Coroutine[Any, Any, Reply]]
@@ -130,9 +135,18 @@ class LocalScan:
 
 
 def _scan(home: str, items: ClusterItems, previous: dict[str, tuple[str, str]] | None,
-          cache: dict[str, CachedDigest]) -> LocalScan:
-    """Scan the items (reusing digests) and tell whether any content changed."""
-    result = scan_items(home, items, cache)
+          cache: dict[str, CachedDigest], local: ScanResult | None = None,
+          paths: frozenset[bytes] | None = None) -> LocalScan:
+    """Scan the items (reusing digests) and tell whether any content changed.
+
+    With ``local`` and ``paths`` (files the watcher saw change), only those files are
+    looked at (:func:`rescan_paths`), unless one of them needs the full scan.
+    """
+    result = None
+    if local is not None and paths is not None:
+        result = rescan_paths(home, items, local, paths)
+    if result is None:
+        result = scan_items(home, items, cache)
     digests = {path: (entry.hash, entry.cluster_item_key) for path, entry in result.files.items()}
     return LocalScan(result, digests, digests != previous)
 
@@ -300,6 +314,11 @@ class IntegrityMaster:
         #: workers refused for lack of a free task slot, in the order they asked
         self._waiting: dict[WorkerSession, None] = {}
         self.recalculation = Coalescer(self._recalculate, "[Master] [Local integrity]")
+        # Files the watcher saw change since the last recomputation started. The next
+        # recomputation looks at these only, unless ``_full`` is set (timer, directory
+        # events, lost events) or nothing was named (any other request): the whole tree.
+        self._changed: set[bytes] = set()
+        self._full = True
         self.watcher: IntegrityWatcher | None = None  # set by install() when inotify works
         intervals = node.config.intervals
         self._limits = ContainerLimits.for_zip_size(intervals.max_zip_size)
@@ -341,7 +360,21 @@ class IntegrityMaster:
     async def tick(self) -> None:
         """TimerService tick: recompute the local metadata (never raises)."""
         with self._log.failuresHandled("[Master] [Local integrity] Tick failed"):
+            self._full = True  # the timer always scans the whole tree
             await self.recalculation.request()
+
+    def files_changed(self, paths: set[bytes] | None) -> Deferred[None]:
+        """The watcher saw ``paths`` change (None: it cannot tell which): recompute.
+
+        The recomputation that starts next looks at these files only (unless something
+        asked for a full scan meanwhile); changes seen while one runs are kept for the
+        one after it, so the last change is never missed.
+        """
+        if paths is None:
+            self._full = True
+        else:
+            self._changed |= paths
+        return self.recalculation.request()
 
     async def _recalculate(self) -> None:
         with self._log.failuresHandled("[Master] [Local integrity] Error calculating local "
@@ -349,8 +382,17 @@ class IntegrityMaster:
             started = self._clock.seconds()
             self._log.debug("[Master] [Local integrity] Starting.")
             cache = self.local.cache if self.local is not None else {}
-            scan: LocalScan = await self._node.run(_scan, self._config.home, self.items,
-                                                   self._digests, cache)
+            # Taken on the reactor thread before the scan starts: a change reported from
+            # now on belongs to the next recomputation.
+            changed, full = self._changed, self._full
+            self._changed, self._full = set(), False
+            paths = None if full or not changed or self.local is None else frozenset(changed)
+            try:
+                scan: LocalScan = await self._node.run(_scan, self._config.home, self.items,
+                                                       self._digests, cache, self.local, paths)
+            except BaseException:
+                self._full = True  # what this run was to look at: the next one scans all
+                raise
             self.local = scan.result
             self._digests = scan.digests
             self._checked.clear()
@@ -745,27 +787,54 @@ def item_directories(home: str, items: ClusterItems) -> list[str]:
     return sorted(set(found))
 
 
+#: Events after which a file is complete: recompute almost at once.
+SETTLED_EVENTS = (inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
+                  | inotify.IN_DELETE | inotify.IN_ATTRIB)
+#: Events after which the watcher cannot name the changed files: the next recomputation
+#: scans the whole tree (a directory created, moved or deleted, a watch gone, lost events).
+TREE_EVENTS = (inotify.IN_ISDIR | inotify.IN_MOVE_SELF | inotify.IN_DELETE_SELF
+               | inotify.IN_Q_OVERFLOW | inotify.IN_IGNORED | inotify.IN_UNMOUNT)
+#: The kernel's watch descriptor of an IN_Q_OVERFLOW event ((uint32) -1).
+OVERFLOW_WD = 0xFFFFFFFF
+
+
 class IntegrityWatcher(Service):
-    """Recomputes local integrity shortly after files change under an item directory.
+    """Recomputes local integrity as soon as files under an item directory change.
+
+    A file that is complete (closed after writing, moved in or out, deleted, its mode
+    changed) triggers a recomputation ``quick`` seconds after the last such event (at most
+    ``quick_max`` after the first), which looks at the named files only. A file still being
+    written (``IN_MODIFY``/``IN_CREATE`` with no close yet) waits for ``delay`` of quiet (at
+    most ``max_delay`` after the first event), as a writer that keeps its file open gets
+    picked up too. Every event seen after a recomputation started leads to another one, so
+    the last change of a burst is always in the last recomputation.
 
     :param master: the integrity feature whose recomputation to trigger.
     :param reactor: a reactor with file-descriptor support (inotify).
-    :param delay: quiet time after the last event before recomputing.
-    :param max_delay: longest time between the first event of a burst and a recomputation.
+    :param delay: quiet time after the last unsettled event before recomputing.
+    :param max_delay: longest time between the first unsettled event and a recomputation.
+    :param quick: quiet time after the last settled event before recomputing.
+    :param quick_max: longest time between the first settled event and a recomputation.
     """
 
     name = "integrity-watch"
     _log = Logger()
 
     def __init__(self, master: IntegrityMaster, reactor: Any, delay: float = 0.2,
-                 max_delay: float = 1.0) -> None:
+                 max_delay: float = 1.0, quick: float = 0.002,
+                 quick_max: float = 0.05) -> None:
         self._master = master
         self._reactor = reactor
         self._delay = delay
         self._max_delay = max_delay
+        self._quick = quick
+        self._quick_max = quick_max
         self._notifier: inotify.INotify | None = None
         self._timer: IDelayedCall | None = None
+        self._urgent = False  # the timer is set for a settled event
         self._first_event = 0.0
+        self._first_settled = 0.0
+        self._paths: set[bytes] | None = set()  # None: cannot tell which files changed
         self.events = 0
         self.triggers = 0
 
@@ -793,7 +862,7 @@ class IntegrityWatcher(Service):
                                              master.items)
         if not self.running:
             return
-        notifier = _Notifier(self._reactor, self._notifier_lost)
+        notifier = _Notifier(self._reactor, self._notifier_lost, self._overflow)
         notifier.startReading()
         self._notifier = notifier
         mask = (inotify.IN_CREATE | inotify.IN_CLOSE_WRITE | inotify.IN_MODIFY
@@ -810,6 +879,8 @@ class IntegrityWatcher(Service):
                                 path=directory, error=str(e))
         self._log.debug("[Master] [Local integrity] Watching {count} directories for changes.",
                         count=watched)
+        # Anything that changed before the watches were in place: one full scan.
+        self._event(None, None, inotify.IN_Q_OVERFLOW)
 
     def _notifier_lost(self, notifier: inotify.INotify) -> None:
         """Twisted closes the whole notifier when a watched directory is deleted: rewatch."""
@@ -819,40 +890,81 @@ class IntegrityWatcher(Service):
         self._log.debug("[Master] [Local integrity] A watched directory went away; "
                         "watching again.")
         self._reactor.callLater(0, self._watch)
-        self._event(None, None, 0)
+        self._event(None, None, inotify.IN_DELETE_SELF)
 
-    def _event(self, ignored: object, path: object, mask: int) -> None:
-        """Any change: recompute after ``delay`` of quiet (at most ``max_delay`` later)."""
+    def _overflow(self) -> None:
+        """The kernel dropped events: we cannot tell which files changed."""
+        self._log.debug("[Master] [Local integrity] inotify queue overflow; scanning all.")
+        self._event(None, None, inotify.IN_Q_OVERFLOW)
+
+    def _event(self, ignored: object, path: FilePath[bytes] | None, mask: int) -> None:
+        """Any change: note the file and schedule a recomputation."""
         self.events += 1
+        if path is None or mask & TREE_EVENTS:
+            self._paths = None
+        elif self._paths is not None:
+            self._paths.add(path.path)
         now = self._reactor.seconds()
-        if self._timer is not None and self._timer.active():
-            if now - self._first_event + self._delay <= self._max_delay:
-                self._timer.reset(self._delay)
-            return
-        self._first_event = now
-        self._timer = self._reactor.callLater(self._delay, self._trigger)
+        timer = self._timer
+        active = timer is not None and timer.active()
+        if not active:
+            self._first_event = now
+            self._urgent = False
+        if mask & (SETTLED_EVENTS | TREE_EVENTS) or path is None:
+            if not self._urgent:
+                self._first_settled = now
+            self._urgent = True
+            due = min(now + self._quick, self._first_settled + self._quick_max)
+        elif self._urgent:
+            return  # a settled file's recomputation is due soon; this one joins it
+        else:
+            due = min(now + self._delay, self._first_event + self._max_delay)
+        due = max(due, now)
+        if timer is not None and active:
+            timer.reset(due - now)
+        else:
+            self._timer = self._reactor.callLater(due - now, self._trigger)
 
     @property
     def pending(self) -> bool:
-        """True while a recomputation is scheduled (events seen, debounce running)."""
+        """True while a recomputation is scheduled (events seen, not yet handed over)."""
         return self._timer is not None and self._timer.active()
 
     def _trigger(self) -> None:
         self._timer = None
+        self._urgent = False
         self.triggers += 1
-        self._master.recalculation.request()
+        paths, self._paths = self._paths, set()
+        self._master.files_changed(paths)
 
 
 class _Notifier(inotify.INotify):  # type: ignore[misc]
     """INotify that reports when it closes (Twisted closes it on IN_DELETE_SELF)."""
 
-    def __init__(self, reactor: Any, lost: Callable[[inotify.INotify], None]) -> None:
+    def __init__(self, reactor: Any, lost: Callable[[inotify.INotify], None],
+                 overflow: Callable[[], None]) -> None:
         super().__init__(reactor)
         self._lost = lost
+        # Twisted drops events whose watch descriptor it does not know, among them the
+        # kernel's IN_Q_OVERFLOW (wd -1): a pseudo watch point receives it instead.
+        self._watchpoints[OVERFLOW_WD] = _OverflowWatch(overflow)
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self._lost(self)
+
+
+class _OverflowWatch:
+    """Stands in Twisted's watch-point table for the overflow event's descriptor."""
+
+    autoAdd = False
+
+    def __init__(self, overflow: Callable[[], None]) -> None:
+        self._overflow = overflow
+        self.path = FilePath(b"/")
+
+    def _notify(self, path: object, mask: int) -> None:
+        self._overflow()
 
 
 def install(node: MasterNode, reactor: Any) -> None:

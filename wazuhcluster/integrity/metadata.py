@@ -26,9 +26,10 @@ file that our own workers would refuse.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
@@ -40,6 +41,8 @@ HASH_CHUNK_SIZE = 1024 * 1024
 #: Placeholder ``merge_type`` Wazuh puts on ``.merged`` files.
 MERGE_TYPE_PLACEHOLDER = "TYPE"
 
+_S_IFMT = 0o170000
+_NAME = operator.attrgetter("name")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -111,6 +114,8 @@ class CachedDigest:
     size: int
     mtime_ns: int
     digest: str
+    #: The entry the scan built for the file, reused as long as size and mtime match.
+    entry: FileEntry | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -192,9 +197,8 @@ def scan_items(
     skipped: list[SkippedPath] = []
     hashed = 0
     for item in items.items:
-        for relative, absolute, st in _item_files(home, item, items, skipped):
-            name = relative.rsplit("/", 1)[-1]
-            known = previous.get(relative)
+        for relative, absolute, st, known in _item_files(home, item, items, skipped, previous,
+                                                         files, new_cache):
             if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
                 digest = known.digest
             else:
@@ -204,23 +208,127 @@ def scan_items(
                     skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
                     continue
                 hashed += 1
-            new_cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest)
-            merged = ".merged" in name
-            files[relative] = FileEntry(
-                mod_time=st.st_mtime,
-                cluster_item_key=item.key,
-                merged=merged,
-                hash=digest,
-                merge_type=MERGE_TYPE_PLACEHOLDER if merged else None,
-                merge_name=absolute if merged else None,
-            )
+            entry = _entry(item, relative.rsplit("/", 1)[-1], absolute, st, digest)
+            new_cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
+            files[relative] = entry
     return ScanResult(files=files, cache=new_cache, skipped=tuple(skipped), hashed=hashed)
 
 
+def _entry(item: ClusterItem, name: str, absolute: str, st: os.stat_result,
+           digest: str) -> FileEntry:
+    merged = ".merged" in name
+    return FileEntry(
+        mod_time=st.st_mtime,
+        cluster_item_key=item.key,
+        merged=merged,
+        hash=digest,
+        merge_type=MERGE_TYPE_PLACEHOLDER if merged else None,
+        merge_name=absolute if merged else None,
+    )
+
+
+def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
+                 paths: Iterable[str | bytes]) -> ScanResult | None:
+    """Update ``previous`` for the named files only (stat and hash each, nothing else).
+
+    ``paths`` are absolute paths under ``home`` that an inotify watch reported changed,
+    created, moved or deleted. The result equals what :func:`scan_items` would return for
+    the tree (same entries, digests and cache; the order of new entries may differ), or
+    ``None`` when a path needs the full scan's judgement: a directory, a symbolic link or
+    anything but a regular file, a directory on the way that is not a real directory, an
+    unsafe or too long name, or a file that cannot be read. Each named file is hashed
+    again even if its size and mtime did not change (the event says its content did).
+    """
+    files = dict(previous.files)
+    cache = dict(previous.cache)
+    touched: set[str] = set()
+    real_dirs: dict[str, bool] = {}
+    hashed = 0
+    root = os.path.abspath(home)
+    for path in paths:
+        absolute = os.path.abspath(os.fsdecode(path))
+        if not absolute.startswith(root + os.sep):
+            continue  # not under the home: nothing of ours
+        relative = absolute[len(root) + 1:]
+        if os.sep != "/":  # pragma: no cover - POSIX only
+            relative = relative.replace(os.sep, "/")
+        touched.add(relative)
+        absolute = os.path.join(home, relative)  # as scan_items spells it (merge_name)
+        item = items.item_for(relative)
+        if item is None:
+            continue  # not a cluster file (excluded, or not covered by any item)
+        directory, _, name = relative.rpartition("/")
+        if not _real_directories(root, directory, real_dirs):
+            return None
+        try:
+            st = os.lstat(absolute)
+        except FileNotFoundError:
+            files.pop(relative, None)
+            cache.pop(relative, None)
+            continue
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        prefix = directory + "/" if directory else ""
+        problem = (path_problem(name) if not prefix or path_problem(directory) is None
+                   else path_problem(relative))
+        if problem is not None or len(relative.encode()) > MAX_PATH_BYTES:
+            return None
+        try:
+            digest = file_digest(absolute)
+        except FileNotFoundError:
+            files.pop(relative, None)
+            cache.pop(relative, None)
+            continue
+        except OSError:
+            return None
+        hashed += 1
+        entry = _entry(item, name, absolute, st, digest)
+        cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
+        files[relative] = entry
+    skipped = tuple(s for s in previous.skipped if s.path not in touched)
+    return ScanResult(files=files, cache=cache, skipped=skipped, hashed=hashed)
+
+
+def _real_directories(root: str, directory: str, known: dict[str, bool]) -> bool:
+    """True if ``root/directory`` and every directory between them is a real directory."""
+    if not directory:
+        return True
+    if directory in known:
+        return known[directory]
+    parent = directory.rpartition("/")[0]
+    ok = _real_directories(root, parent, known)
+    if ok:
+        try:
+            ok = stat.S_ISDIR(os.lstat(os.path.join(root, directory)).st_mode)
+        except OSError:
+            ok = False
+    known[directory] = ok
+    return ok
+
+
 def _item_files(
-    home: str, item: ClusterItem, items: ClusterItems, skipped: list[SkippedPath]
-) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Yield ``(relative path, absolute path, lstat)`` of every file the item covers."""
+    home: str, item: ClusterItem, items: ClusterItems, skipped: list[SkippedPath],
+    known: Mapping[str, CachedDigest] | None = None,
+    files: dict[str, FileEntry] | None = None,
+    cache: dict[str, CachedDigest] | None = None,
+) -> Iterator[tuple[str, str, os.stat_result, CachedDigest | None]]:
+    """Yield ``(relative path, absolute path, lstat, known[relative])`` of every file the
+    item covers.
+
+    A path in ``known`` (the previous scan's cache: the same items included it before) is
+    not checked again for exclusion, ownership and safe naming, which depend on the
+    path alone; its type is. With ``files`` and ``cache``, a known file whose size and
+    mtime did not change is not yielded: its previous entry and cache record go straight
+    into them.
+    """
+    shortcut = files is not None and cache is not None
+    out_files: dict[str, FileEntry] = files if files is not None else {}
+    out_cache: dict[str, CachedDigest] = cache if cache is not None else {}
+    key = item.key
+    if known is None:
+        known = {}
     root = os.path.join(home, item.key) if item.key else home
     if item.key:
         # Every directory between the home and the item root must be a real directory.
@@ -245,7 +353,7 @@ def _item_files(
         directory, prefix = pending.pop()
         try:
             with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_NAME)
         except OSError as e:
             skipped.append(SkippedPath(prefix, f"unreadable directory: {e.strerror or e}"))
             continue
@@ -267,6 +375,19 @@ def _item_files(
             except OSError as e:
                 skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
                 continue
+            if (st.st_mode & _S_IFMT) == stat.S_IFREG:
+                cached = known.get(relative)
+                if cached is not None:
+                    previous = cached.entry
+                    if (shortcut and previous is not None and cached.size == st.st_size
+                            and cached.mtime_ns == st.st_mtime_ns
+                            and previous.cluster_item_key == key):
+                        # Nothing changed: the previous objects serve again as they are.
+                        out_files[relative] = previous
+                        out_cache[relative] = cached
+                        continue
+                    yield relative, entry.path, st, cached
+                    continue
             if stat.S_ISDIR(st.st_mode):
                 if item.recursive:
                     subdirectories.append((entry.path, relative + "/"))
@@ -286,6 +407,6 @@ def _item_files(
             if problem is not None:
                 skipped.append(SkippedPath(relative, f"unsafe name: {problem}"))
                 continue
-            yield relative, entry.path, st
+            yield relative, entry.path, st, None
         # Depth-first, in name order (reversed because ``pending`` is a stack).
         pending.extend(reversed(subdirectories))

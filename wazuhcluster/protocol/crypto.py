@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hmac import HMAC
 
@@ -60,23 +60,49 @@ class FernetCodec:
             raise ValueError("the cluster key must be exactly 32 bytes")
         self._signing_key = key[:16]
         self._aes = algorithms.AES(key[16:])
-        self._padding = padding.PKCS7(128)
         self._sha256 = hashes.SHA256()
         self._iv_source = iv_source
         self._time_source = time_source
 
     def encrypt(self, data: bytes) -> bytes:
-        """Return the base64url Fernet token of ``data``."""
+        """Return the base64url Fernet token of ``data``.
+
+        The token's bytes (version, time, IV, ciphertext, HMAC) are written into one
+        buffer: AES writes the ciphertext in place and the PKCS7 padding is built for the
+        last block only, so a large payload is not copied on the way (it is read by AES,
+        by the HMAC and by base64, once each).
+        """
         iv = self._iv_source(16)
         now = int(self._time_source())
-        padder = self._padding.padder()
-        padded = padder.update(data) + padder.finalize()
+        size = len(data)
+        whole = size - size % 16
+        pad = 16 - size % 16
+        if size < _IN_PLACE:  # small: fewer calls beat fewer copies
+            encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
+            basic = b"".join((_VERSION, struct.pack(">Q", now), iv,
+                              encryptor.update(data + _PADDING[pad]), encryptor.finalize()))
+            h = HMAC(self._signing_key, self._sha256)
+            h.update(basic)
+            return binascii.b2a_base64(basic + h.finalize(),
+                                       newline=False).translate(_TO_URLSAFE)
+        body = 25 + whole + 16  # version, time, IV, ciphertext
+        buf = bytearray(body + _HMAC_SIZE + 15)  # update_into needs a block of slack
+        buf[0] = 0x80
+        struct.pack_into(">Q", buf, 1, now)
+        buf[9:25] = iv
+        out = memoryview(buf)
         encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
-        ciphertext = encryptor.update(padded) + encryptor.finalize()
-        basic = _VERSION + struct.pack(">Q", now) + iv + ciphertext
+        if whole:
+            encryptor.update_into(memoryview(data)[:whole], out[25:25 + whole + 15])
+        encryptor.update_into(bytes(data[whole:]) + _PADDING[pad],
+                              out[25 + whole:body + 15])
+        encryptor.finalize()
         h = HMAC(self._signing_key, self._sha256)
-        h.update(basic)
-        return binascii.b2a_base64(basic + h.finalize(), newline=False).translate(_TO_URLSAFE)
+        h.update(out[:body])
+        buf[body:body + _HMAC_SIZE] = h.finalize()
+        del out
+        del buf[body + _HMAC_SIZE:]
+        return binascii.b2a_base64(buf, newline=False).translate(_TO_URLSAFE)
 
     def decrypt(self, token: bytes) -> bytes:
         """Return the plaintext of ``token``; raise :class:`DecryptionError` if invalid."""
@@ -92,13 +118,28 @@ class FernetCodec:
         if not hmac.compare_digest(h.finalize(), raw[-_HMAC_SIZE:]):
             raise DecryptionError("payload signature does not match the cluster key")
         decryptor = Cipher(self._aes, modes.CBC(raw[9:25])).decryptor()
-        padded = decryptor.update(view[25:-_HMAC_SIZE]) + decryptor.finalize()
-        unpadder = self._padding.unpadder()
-        try:
-            return unpadder.update(padded) + unpadder.finalize()
-        except ValueError as e:
-            raise DecryptionError("payload padding is invalid") from e
+        if len(raw) < _IN_PLACE:
+            padded = decryptor.update(view[25:-_HMAC_SIZE]) + decryptor.finalize()
+            pad = padded[-1]
+            if not 1 <= pad <= 16 or padded[-pad:] != _PADDING[pad]:
+                raise DecryptionError("payload padding is invalid")
+            return padded[:-pad]
+        # All blocks but the last, then the last one whose PKCS7 padding is checked and
+        # cut: the plaintext is copied once at most (not at all when the padding is a
+        # whole block, i.e. for plaintexts of a multiple of 16 bytes).
+        head = decryptor.update(view[25:-_HMAC_SIZE - 16])
+        last = decryptor.update(view[-_HMAC_SIZE - 16:-_HMAC_SIZE]) + decryptor.finalize()
+        pad = last[-1]
+        if not 1 <= pad <= 16 or last[16 - pad:] != _PADDING[pad]:
+            raise DecryptionError("payload padding is invalid")
+        if pad == 16:
+            return head
+        return head + last[:16 - pad]
 
 
+#: From this size on, a payload is encrypted in place and decrypted in two parts.
+_IN_PLACE = 64 * 1024
+#: PKCS7 padding of each length.
+_PADDING = [bytes((n,)) * n for n in range(17)]
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
