@@ -246,7 +246,8 @@ async def in_process(args: argparse.Namespace) -> None:
     try:
         api_port = free_port()
         home = make_home(os.path.join(base, "master"), node_name="master", node_type="master",
-                         key=KEY, port=free_port(), api_port=api_port)
+                         key=KEY, port=free_port(), api_port=api_port,
+                         metrics_port=free_port())
         with open(os.path.join(home, "api", "configuration", "api.yaml"), "a") as f:
             f.write("access:\n  max_request_per_minute: 0\n")
         config = load_config(home)
@@ -310,7 +311,8 @@ async def run(args: argparse.Namespace) -> None:
         for name, role in names:
             api_port = free_port()
             home = make_home(os.path.join(base, name), node_name=name, node_type=role,
-                             key=KEY, port=port, api_port=api_port)
+                             key=KEY, port=port, api_port=api_port,
+                             metrics_port=free_port())
             with open(os.path.join(home, "api", "configuration", "api.yaml"), "a") as f:
                 f.write("access:\n  max_request_per_minute: 0\n")
             with open(os.path.join(home, "etc", "client.keys"), "w") as f:

@@ -62,7 +62,7 @@ def floor_server(port: int, cert: str, key: str) -> None:
 def start_node(base: str, name: str, role: str, port: int, key: str,
                auth_port: int) -> subprocess.Popen[bytes]:
     home = make_home(os.path.join(base, name), node_name=name, node_type=role, key=key,
-                     port=port, auth_port=auth_port, api_port=free_port())
+                     port=port, auth_port=auth_port, api_port=free_port(), metrics_port=free_port())
     cluster_json = os.path.join(home, "etc", "cluster-bench.json")
     with open(cluster_json, "w") as f:
         json.dump(FAST_TUNABLES, f)

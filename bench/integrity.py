@@ -346,9 +346,11 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
     """Part 3."""
     port = 20000 + os.getpid() % 20000
     master_home = make_home(os.path.join(base, "master"), node_name="master",
-                            node_type="master", key=KEY, port=port, api_port=free_port())
+                            node_type="master", key=KEY, port=port, api_port=free_port(),
+                            metrics_port=free_port())
     worker_home = make_home(os.path.join(base, "worker-1"), node_name="worker-1",
-                            node_type="worker", key=KEY, port=port, api_port=free_port())
+                            node_type="worker", key=KEY, port=port, api_port=free_port(),
+                            metrics_port=free_port())
     master = Node("master", "master", master_home).start()
     worker = Node("worker-1", "worker", worker_home)
     runner = ThreadedRunner(reactor, max_threads=2)
@@ -458,11 +460,13 @@ async def fan_out(base: str, count: int, changes: int) -> None:
     """Part 4: one rules edit on the master until every one of ``count`` workers has it."""
     port = 20000 + (os.getpid() + 7919) % 20000
     master_home = make_home(os.path.join(base, "fan-master"), node_name="master",
-                            node_type="master", key=KEY, port=port, api_port=free_port())
+                            node_type="master", key=KEY, port=port, api_port=free_port(),
+                            metrics_port=free_port())
     master = Node("master", "master", master_home).start()
     workers = [Node(f"worker-{i}", "worker", make_home(
         os.path.join(base, f"fan-worker-{i}"), node_name=f"worker-{i}", node_type="worker",
-        key=KEY, port=port, api_port=free_port())) for i in range(1, count + 1)]
+        key=KEY, port=port, api_port=free_port(), metrics_port=free_port()))
+        for i in range(1, count + 1)]
     try:
         socket_path = os.path.join(master_home, "queue", "cluster", "c-internal.sock")
         await wait_until("the master's local socket", lambda: os.path.exists(socket_path), 20,

@@ -85,7 +85,7 @@ def agents_sync(count: int) -> None:
     key = "".join(secrets.choice(string.ascii_letters) for _ in range(32))
     port = free_port()
     homes = {role: make_home(os.path.join(base, name), node_name=name, node_type=role,
-                             key=key, port=port, api_port=free_port())
+                             key=key, port=port, api_port=free_port(), metrics_port=free_port())
              for role, name in (("master", "master"), ("worker", "worker1"))}
     entries = [KeyEntry(i, f"agent{i}", "any", f"{i:064x}") for i in range(1, count + 1)]
     for home in homes.values():
@@ -141,9 +141,11 @@ def main(rounds: int = 3) -> None:
     key = "".join(secrets.choice(string.ascii_letters) for _ in range(32))
     port = free_port()
     master_home = make_home(os.path.join(base, "master"), node_name="master",
-                            node_type="master", key=key, port=port, api_port=free_port())
+                            node_type="master", key=key, port=port, api_port=free_port(),
+                            metrics_port=free_port())
     worker_home = make_home(os.path.join(base, "worker1"), node_name="worker1",
-                            node_type="worker", key=key, port=port, api_port=free_port())
+                            node_type="worker", key=key, port=port, api_port=free_port(),
+                            metrics_port=free_port())
     master = start(master_home, "master")
     worker = None
     try:

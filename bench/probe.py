@@ -6,9 +6,10 @@ process, its figures are the master's (and the link's), not stalls of the benchm
 which share one Python thread with anything else in the benchmark process.
 
 Protocol with the parent: the child prints ``ready`` once linked; on SIGUSR1 it prints one JSON
-line ``{"p50": ms, "max": ms, "n": probes, "late": ms}`` for the probes since the previous
-report (and starts a new window; ``late``: the worst delay of the probe's own timer, i.e. how
-long the probe process itself waited for a CPU); on SIGTERM it prints the same and exits.
+line ``{"p50": ms, "max": ms, "n": probes, "late": ms, "p99": ms}`` for the probes since the
+previous report (and starts a new window; ``late``: the worst delay of the probe's own timer,
+i.e. how long the probe process itself waited for a CPU); on SIGTERM it prints the same and
+exits.
 
 Run by :class:`ProbeProcess` (``bench/dapi.py``, ``bench/api.py``); by hand:
 ``.venv/bin/python bench/probe.py PORT KEY [interval] [name]``.
@@ -34,10 +35,11 @@ def _stats(rtts: list[float], late: list[float] | None = None) -> dict[str, floa
     machine), the share of a round trip that is not the master's."""
     worst_late = max(late) if late else float("nan")
     if not rtts:
-        return {"p50": float("nan"), "max": float("nan"), "n": 0, "late": worst_late}
+        return {"p50": float("nan"), "max": float("nan"), "n": 0, "late": worst_late,
+                "p99": float("nan")}
     rtts = sorted(rtts)
     return {"p50": statistics.median(rtts), "max": rtts[-1], "n": len(rtts),
-            "late": worst_late}
+            "late": worst_late, "p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]}
 
 
 def child(port: int, key: str, interval: float, name: str) -> None:

@@ -53,12 +53,14 @@ class TreeTests(SynchronousTestCase):
         config = node_config(short_tempdir(self))
         root = make_node_service(config, reactor, runner=SynchronousRunner(),
                                  log_to_file=False)
-        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "api"])
+        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "metrics",
+                                                  "api"])
         self.assertLessEqual({"cluster-listener", "keepalive-check", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("master")})
         root.startService()
         self.addCleanup(root.stopService)
-        self.assertEqual([p[0] for p in reactor.tcpServers], [config.port])
+        self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers],
+                         [(config.port, config.bind_addr), (9465, "127.0.0.1")])
         self.assertEqual([p[0] for p in reactor.unixServers], [config.local_socket_path])
         self.assertEqual([(p[0], p[4]) for p in reactor.sslServers], [(55000, "0.0.0.0")])
 
@@ -71,7 +73,20 @@ class TreeTests(SynchronousTestCase):
         config = load_config(home)
         root = make_node_service(config, MemoryReactorClock(), runner=SynchronousRunner(),
                                  log_to_file=False)
-        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api"])
+        # The metrics listener stands alone: it is there without the API.
+        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "metrics"])
+
+    def test_metrics_can_be_disabled(self) -> None:
+        """``metrics: {enabled: false}`` in api.yaml leaves the metrics listener out (the
+        API, which ignores the section, is still there)."""
+        config = node_config(short_tempdir(self))
+        path = os.path.join(config.home, "api", "configuration", "api.yaml")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("port: 55001\nmetrics:\n  enabled: false\n")
+        root = make_node_service(config, MemoryReactorClock(), runner=SynchronousRunner(),
+                                 log_to_file=False)
+        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "api"])
 
     def test_worker_tree(self) -> None:
         """Worker: the master link with the keepalive loop, and the local API."""
@@ -79,7 +94,7 @@ class TreeTests(SynchronousTestCase):
         config = node_config(short_tempdir(self), node_name="worker1", role="worker")
         root = make_node_service(config, reactor)
         self.assertEqual([s.name for s in root], ["cluster-log", "work-dir", "blocking-pool",
-                                                  "worker", "local-api", "api"])
+                                                  "worker", "local-api", "metrics", "api"])
         self.assertLessEqual({"master-link", "keepalive", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("worker")})
 

@@ -16,6 +16,7 @@ from twisted.application.service import IService, IServiceCollection
 from twisted.persisted import sob
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.harness import free_port
 from wazuhcluster.homes import make_home
 
 TAC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tac")
@@ -52,8 +53,10 @@ class TacTests(SynchronousTestCase):
         """
         base = tempfile.mkdtemp(prefix="wzc-tac-")
         self.addCleanup(shutil.rmtree, base, ignore_errors=True)
+        # Free 127.0.0.1 ports: the default 0.0.0.0:55000 may be taken on a shared machine
+        # (start-up checks the API's port before building the tree).
         return make_home(os.path.join(base, role), node_name=f"{role}-1", node_type=role,
-                         key=KEY, port=15999)
+                         key=KEY, port=15999, api_port=free_port(), metrics_port=free_port())
 
     def load(self, role: str) -> Any:
         """Execute ``tac/<role>.tac`` as twistd does and return its ``application``."""
@@ -65,7 +68,8 @@ class TacTests(SynchronousTestCase):
         [root] = list(collection)
         self.assertEqual(root.name, "wazuhcluster")
         self.assertEqual([s.name for s in root],
-                         ["cluster-log", "work-dir", "blocking-pool", role, "local-api", "api"])
+                         ["cluster-log", "work-dir", "blocking-pool", role, "local-api",
+                          "metrics", "api"])
         self.assertFalse(IService(application).running)
         self.assertFalse(root.running)
         self.assertFalse(any(s.running for s in root))

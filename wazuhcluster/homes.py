@@ -40,11 +40,12 @@ def auth_block(port: int | None, extra: str = "") -> str:
 
 def make_home(path: str, *, node_name: str, node_type: str, key: str, port: int,
               name: str = "wazuh", auth_port: int | None = None, auth_extra: str = "",
-              api_port: int | None = None) -> str:
+              api_port: int | None = None, metrics_port: int | None = None) -> str:
     """Create ``path`` as a node home with its ossec.conf and the cluster item dirs.
 
     The agent registration service listens on ``auth_port`` (TLS); None disables it. With
-    ``api_port``, an api.yaml serving the REST API on 127.0.0.1:api_port.
+    ``api_port``, an api.yaml serving the REST API on 127.0.0.1:api_port (and, with
+    ``metrics_port``, Prometheus metrics on 127.0.0.1:metrics_port).
     """
     for sub in ("etc/shared/default", "etc/rules", "etc/decoders", "etc/lists", "logs",
                 "queue/cluster", "queue/db", "var/run", "var/multigroups"):
@@ -57,6 +58,8 @@ def make_home(path: str, *, node_name: str, node_type: str, key: str, port: int,
         os.makedirs(api_dir, exist_ok=True)
         with open(os.path.join(api_dir, "api.yaml"), "w", encoding="utf-8") as f:
             f.write(f"host: 127.0.0.1\nport: {api_port}\n")
+            if metrics_port is not None:
+                f.write(f"metrics:\n  host: 127.0.0.1\n  port: {metrics_port}\n")
     keys = os.path.join(path, "etc", "client.keys")
     if not os.path.exists(keys):
         open(keys, "w").close()

@@ -266,3 +266,56 @@ class IDistributedAPI(Interface):
         ``async def f(ctx: wazuhcluster.dapi.context.DapiContext, **f_kwargs)`` returning a
         result object (or raising a WazuhException). Features register theirs when the node
         is built (e.g. the REST API registers its permission lookup)."""
+
+
+class IClusterEvents(Interface):
+    """What happens in a node, told to observers (the Prometheus metrics, the status page's
+    sync history). Features call it through ``node.events``; calls are cheap, synchronous and
+    never raise. Times are clock seconds.
+    """
+
+    def sync_done(worker: str, kind: str, started: float, ended: float, ok: bool,
+                  counts: Mapping[str, int]) -> None:
+        """A synchronisation with ``worker`` ended (seen by the master). ``kind``:
+        ``integrity_check``, ``integrity_sync`` or ``agent_info``; ``counts`` may hold
+        ``created``, ``updated``, ``deleted``, ``bytes`` (pushed) and ``rows`` (agent-info
+        rows applied)."""
+
+    def link_traffic(direction: str, frames: int, nbytes: int) -> None:
+        """Frames and bytes that went ``in`` or ``out`` on a cluster link."""
+
+    def connection_dropped(reason: str) -> None:
+        """A cluster connection ended; ``reason`` is a short label (``keepalive``,
+        ``liveness_probe``, ``malformed``, ``peer_closed``, ...)."""
+
+    def dapi_request(function: str, outcome: str) -> None:
+        """A DAPI request ran on this node: ``outcome`` is ``ok``, ``error``, ``timeout`` or
+        ``unknown_function``."""
+
+    def reactor_lag(seconds: float) -> None:
+        """The node's reactor-lag tick ran ``seconds`` later than it was due."""
+
+
+class IAPIAuth(Interface):
+    """What the REST API lends to the pages it serves: its users, tokens and request log."""
+
+    def login(name: str, password: str, address: str) -> Deferred[str]:
+        """Check an API user's password (with the API's failed-login blocking); fire with a
+        new bearer token, or fail with the API's Problem (401, 403)."""
+
+    def authenticate_token(token: str) -> Deferred[tuple[str, str]]:
+        """Fire with ``(user, role)`` for a valid bearer token, or fail with a Problem."""
+
+    def log_request(user: str, address: str, method: str, path: str, status: int,
+                    took: float) -> None:
+        """One line in ``logs/api.log`` (never a query string, a token or a body)."""
+
+
+class IWebPage(Interface):
+    """A page the REST API serves under its own path (``prefix`` and below), e.g. the status
+    page at ``/ui``. Mounted with ``APIResource.mount``."""
+
+    prefix = Attribute("str: the path served, e.g. '/ui'; '/ui/...' goes to the page too.")
+
+    def serve(request: Any, auth: IAPIAuth) -> Deferred[None]:
+        """Answer one twisted.web request completely (status, headers, body, finish)."""

@@ -18,7 +18,9 @@ from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.localapi.factory import LocalAPIFactory, LocalSocketService
 from wazuhcluster.logfiles import ClusterLogFile, logging_settings
 from wazuhcluster.master.service import make_master_service
+from wazuhcluster.metrics.plug import add_metrics
 from wazuhcluster.startup import HOME_DIRS, NodeRoot, lock_held_message
+from wazuhcluster.ui.plug import add_ui
 from wazuhcluster.worker.service import make_worker_service
 
 
@@ -113,8 +115,8 @@ def _alive(pid: int) -> bool:
 def make_node_service(config: ClusterConfig, reactor: Any, *,
                       runner: IBlockingRunner | None = None,
                       log_to_file: bool = True, log_format: str | None = None) -> NodeRoot:
-    """Build the whole tree for one node: log, pool, role node, local API, REST API (in that
-    order)."""
+    """Build the whole tree for one node: log, pool, role node, local API, metrics, REST API
+    and its status page (in that order)."""
     root = NodeRoot()
     root.setName("wazuhcluster")
     if log_to_file:
@@ -135,5 +137,7 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
     node.setServiceParent(root)
     LocalSocketService(reactor, config.local_socket_path,
                        LocalAPIFactory(node)).setServiceParent(root)
-    add_api(config, node, reactor, root)  # the REST API (service "api"), last
+    add_metrics(config, node, reactor, root)  # Prometheus /metrics (service "metrics")
+    add_api(config, node, reactor, root)  # the REST API (service "api")
+    add_ui(node, reactor, root)  # the status page at /ui of the REST API
     return root

@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from wazuhcluster.config import ClusterConfig
+from wazuhcluster.events import EventFanout
 from wazuhcluster.interfaces import (
     IAgentDatabase,
     IBlockingRunner,
@@ -39,6 +40,8 @@ class RoleNode(MultiService):
         self.dapi: IDistributedAPI | None = None  # set by the dapi feature
         #: bytes peers make this node hold, shared by all connections (cluster and local)
         self.memory = MemoryBudget(config.ext.memory_budget, config.ext.memory_per_connection)
+        #: what happens in this node, for observers (metrics, the status page's history)
+        self.events = EventFanout()
 
     def run(self, f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Run blocking ``f`` off the reactor."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -30,7 +29,6 @@ from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, encode
 
 #: wazuh-db's output buffer.
 OS_MAXSTR = 65536
-_LAST_ID = re.compile(r"^last_id (\d+)$")
 
 
 class StandInBackend:
@@ -64,8 +62,8 @@ class StandInBackend:
 
     # -- the cluster's commands --------------------------------------------------------------
     def _sync_agent_info_get(self, args: str) -> str:
-        if args.strip() and not _LAST_ID.match(args.strip()):
-            return "err Invalid arguments"
+        # wazuh-db reads an optional ``last_id N`` and ignores any other argument text
+        # (wazuh-clusterd 4.7.5 sends ``sync-agent-info-get {}``).
         batch = self.db.get_agent_info_sync(max_chunk_size=WDB_MAX_RESPONSE_SIZE)
         if not batch.chunks:
             return "ok []"

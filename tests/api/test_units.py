@@ -328,7 +328,8 @@ class DocumentTests(SynchronousTestCase):
             doc: dict[str, Any] = yaml.safe_load(f)
         self.assertEqual(doc["openapi"], "3.0.0")
         served = {(ep.method, ep.path) for ep in ENDPOINTS} | {
-            ("POST", "/security/user/authenticate"), ("GET", "/api/spec")}
+            ("POST", "/security/user/authenticate"), ("GET", "/api/spec"),
+            ("GET", "/ui"), ("GET", "/ui/data"), ("POST", "/ui/login"), ("POST", "/ui/logout")}
         documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
         self.assertEqual(served, documented)
         names = {p["name"] for p in doc["paths"]["/agents"]["get"]["parameters"]}

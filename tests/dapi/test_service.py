@@ -68,6 +68,10 @@ class Env:
         self.node.peer = None
         self.node.node_list = lambda: [{"name": self.dapi_env.config.node_name}] + [
             {"name": s.name} for s in sorted(self.node.registry, key=lambda s: s.name)]
+        # a worker asks its master for the node names (get_nodes) to fill ``nodes``
+        self.node.request_master = lambda command, payload: succeed(json.dumps(
+            {"items": [{"name": "master-node"}, {"name": self.dapi_env.config.node_name}],
+             "totalItems": 2}).encode())
         self.api = DistributedAPI(self.node, self.clock, {**ALL_FUNCTIONS, **CLUSTER_FUNCTIONS})
         self.peers: dict[str, FakePeer] = {}
 
@@ -213,7 +217,8 @@ class FairnessTests(SynchronousTestCase):
         self.assertEqual(len(gates), per_origin)
         other = Deferred.fromCoroutine(env.api.handle(
             request("wazuh.cluster.get_status_json", "local_any"), "w2*1"))
-        self.assertEqual(self.successResultOf(other), {"enabled": "yes", "running": "yes"})
+        self.assertEqual(self.successResultOf(other).dikt["data"],
+                         {"enabled": "yes", "running": "yes"})
 
     def test_cancelled_waiter_leaves_the_queue(self) -> None:
         limiter = FairLimiter(total=1, per_origin=1)

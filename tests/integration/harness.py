@@ -118,6 +118,7 @@ class NodeProcess(ProcessProtocol):
     """
 
     api_port: int = 0  # the node's REST API port on 127.0.0.1
+    metrics_port: int = 0  # the node's Prometheus metrics port on 127.0.0.1
 
     def __init__(self, name: str, role: str, home: str, cluster_json: str) -> None:
         self.name = name
@@ -320,14 +321,16 @@ class Cluster:
         """
         home = os.path.join(self.base, home_name or name)
         api_port = free_port()  # every node serves its REST API on 127.0.0.1 only
+        metrics_port = free_port()  # and its Prometheus metrics
         make_home(home, node_name=name, node_type=role, key=key or self.key, port=self.port,
                   name=cluster_name, auth_port=auth_port, auth_extra=auth_extra,
-                  api_port=api_port)
+                  api_port=api_port, metrics_port=metrics_port)
         cluster_json = os.path.join(home, "etc", "cluster-test.json")
         with open(cluster_json, "w", encoding="utf-8") as f:
             json.dump(deep_merge(FAST_TUNABLES, tunables or {}), f)
         node = NodeProcess(name, role, home, cluster_json)
         node.api_port = api_port
+        node.metrics_port = metrics_port
         self.nodes.append(node)
         return node
 

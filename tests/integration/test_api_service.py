@@ -137,6 +137,19 @@ class AuthTests(_Base):
         self.assertEqual(self.api.dapi.last("wazuh.rbac.preprocessor.get_permissions")
                          ["request_type"], "local_master")
 
+    async def test_login_through_a_wazuh_master_is_refused_clearly(self) -> None:
+        """A real Wazuh 4.7.5 master answers get_permissions with {"roles": [...]} only: the
+        login ended in "Unexpected error" (KeyError 'generation'); now it says why."""
+        c = await self.start()
+
+        async def wazuh_get_permissions(ctx: Any, **kwargs: Any) -> WazuhResult:
+            return WazuhResult({"roles": []})
+        self.api.dapi.register("wazuh.rbac.preprocessor.get_permissions",
+                               wazuh_get_permissions)
+        r = await c.request("POST", "/security/user/authenticate", auth=ADMIN)
+        self.assertEqual((r.status, r.body["error"]), (500, 1000))
+        self.assertIn("logins at a worker need a wazuhcluster master", r.body["detail"])
+
     async def test_bad_credentials_and_tokens(self) -> None:
         """Wrong password, no token, a garbage token: 401 with Wazuh's details."""
         c = await self.start()

@@ -96,7 +96,8 @@ class SendSyncProcessTests(TestCase):
             frame = await one_frame(node, b"sendsync", {"daemon_name": "remoted",
                                                         "message": {"function": "x"}})
             self.assertEqual(frame.command, b"err")
-            self.assertIn(b"remoted: cannot connect to", frame.payload)
+            self.assertIn(b"Error 1013 - Unable to connect with socket: remote (cannot "
+                          b"connect to", frame.payload)
             self.assertIn(b"queue/sockets/remote", frame.payload)
 
         frame = await one_frame(w1, b"sendsync", {"daemon_name": "analysisd", "message": ""})

@@ -9,7 +9,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from wazuhcluster.protocol.lenprefix import LengthPrefixDecoder, LengthPrefixError, encode
-from wazuhcluster.sendsync.daemon import DaemonError, FrameTooLarge, ask_daemon
+from wazuhcluster.sendsync.daemon import (
+    DaemonError,
+    DaemonUnreachable,
+    FrameTooLarge,
+    ask_daemon,
+)
 
 
 class DecoderTests(SynchronousTestCase):
@@ -81,7 +86,7 @@ class AskDaemonTests(SynchronousTestCase):
         _path, factory, _t, _p = reactor.unixClients[0]
         connector = reactor.connectors[0]
         factory.clientConnectionFailed(connector, ConnectionRefusedError("refused"))
-        error = self.failureResultOf(d, DaemonError)
+        error = self.failureResultOf(d, DaemonUnreachable)  # Wazuh's 1013
         self.assertIn("cannot connect to /x/queue/sockets/auth", str(error.value))
 
     def test_oversized_answer(self) -> None:

@@ -16,7 +16,7 @@ from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import ILocalExtension, IMasterExtension, IWorkerExtension
 from wazuhcluster.protocol.commands import Reply
 from wazuhcluster.protocol.transfers import StringStore
-from wazuhcluster.sendsync.daemon import DaemonError
+from wazuhcluster.sendsync.daemon import DaemonUnreachable
 from wazuhcluster.sendsync.extension import (
     MAX_CLIENT_ANSWER,
     ClientAnswers,
@@ -216,13 +216,14 @@ class MasterTests(SynchronousTestCase):
 
     def test_errors_as_sendsyn_err(self) -> None:
         self._sendsync(b"42 " + REQUEST)
-        self.asked[0][2].errback(DaemonError("cannot connect to /h/queue/sockets/auth: "
-                                             "No such file or directory"))
+        self.asked[0][2].errback(DaemonUnreachable("cannot connect to /h/queue/sockets/auth: "
+                                                   "No such file or directory"))
         self._sendsync(b"43 " + json.dumps({"daemon_name": "x", "message": ""}).encode())
         sent = [s[1:] for s in self.worker_peer.sent]
-        self.assertEqual(sent[0], (b"sendsyn_err", b"42 Error 1000 - Internal error: authd: "
-                                   b"cannot connect to /h/queue/sockets/auth: No such file "
-                                   b"or directory"))
+        # Wazuh 4.7.5's code and words first (what its master answers), our detail after
+        self.assertEqual(sent[0], (b"sendsyn_err", b"42 Error 1013 - Unable to connect with "
+                                   b"socket: auth (cannot connect to /h/queue/sockets/auth: "
+                                   b"No such file or directory)"))
         self.assertEqual(sent[1][0], b"sendsyn_err")
         self.assertTrue(sent[1][1].startswith(b"43 Error 1000 - Internal error: unknown "
                                               b"daemon 'x'"))

@@ -83,11 +83,12 @@ class MemoryTests(SynchronousTestCase):
     def test_daemon_error_arrives_as_err(self) -> None:
         self.client.request(b"sendasync", REQUEST)
         self.flush()
-        self.asked[0][2].errback(DaemonError("cannot connect to x: Connection refused"))
+        self.asked[0][2].errback(DaemonError("the daemon closed the connection without "
+                                             "answering"))
         self.flush()
         self.assertEqual(self.successResultOf(self.client_commands.final),
-                         b"Error 1000 - Internal error: remoted: cannot connect to x: "
-                         b"Connection refused")
+                         b"Error 1014 - Error communicating with socket: remote (the daemon "
+                         b"closed the connection without answering)")
 
     def test_master_link_lost_while_waiting(self) -> None:
         self.client.request(b"sendasync", REQUEST)

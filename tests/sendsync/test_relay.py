@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from wazuhcluster.errors import ConfigError
-from wazuhcluster.sendsync.daemon import DaemonError
+from wazuhcluster.sendsync.daemon import DaemonError, DaemonUnreachable
 from wazuhcluster.sendsync.relay import (
     SendSyncError,
     SendSyncRelay,
@@ -110,9 +110,19 @@ class RelayTests(SynchronousTestCase):
     def test_daemon_error_becomes_text(self) -> None:
         relay = self._relay()
         d = Deferred.fromCoroutine(relay.forward(request("remoted")))
-        self.calls[0][2].errback(DaemonError("cannot connect to /h/queue/sockets/remote: "
-                                             "No such file or directory"))
+        self.calls[0][2].errback(DaemonUnreachable("cannot connect to /h/queue/sockets/"
+                                                   "remote: No such file or directory"))
         text = str(self.failureResultOf(d, SendSyncError).value)
-        self.assertEqual(text, "Error 1000 - Internal error: remoted: cannot connect to "
-                               "/h/queue/sockets/remote: No such file or directory")
+        # what a Wazuh 4.7.5 master answers ("Error 1013 - Unable to connect with socket:
+        # remote"), then our detail
+        self.assertEqual(text, "Error 1013 - Unable to connect with socket: remote (cannot "
+                               "connect to /h/queue/sockets/remote: No such file or "
+                               "directory)")
+        self.assertEqual(relay.active, 0)
+        d = Deferred.fromCoroutine(relay.forward(request("remoted")))
+        self.calls[1][2].errback(DaemonError("no answer from /h/queue/sockets/remote within "
+                                             "5 s"))
+        text = str(self.failureResultOf(d, SendSyncError).value)
+        self.assertEqual(text, "Error 1014 - Error communicating with socket: remote (no "
+                               "answer from /h/queue/sockets/remote within 5 s)")
         self.assertEqual(relay.active, 0)

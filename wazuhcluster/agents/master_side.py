@@ -312,6 +312,12 @@ class AgentsMaster:
                                                        result.error_messages, spent))
                 state.info_status.update(date_end_master=self._clock.seconds(),
                                          n_synced_chunks=result.updated_chunks)
+                events = getattr(self._node, "events", None)
+                if events is not None:
+                    events.sync_done(state.session.name, "agent_info", start,
+                                     self._clock.seconds(), True,
+                                     {"rows": result.updated_agents,
+                                      "chunks": result.updated_chunks})
                 self._log.info("[{tag}] [Agent-info sync] Finished in {spent:.3f}s. Updated "
                                "{n} chunks.", tag=tag, spent=spent, n=result.updated_chunks)
                 for message in result.error_messages:

@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
 }
 #: Wazuh keys that are accepted and not acted on (they concern Wazuh's own daemon).
 IGNORED = frozenset({"drop_privileges", "experimental_features", "upload_configuration",
-                     "rbac_mode"})
+                     "rbac_mode",
+                     "metrics"})  # ours, read by wazuhcluster.metrics.config
 
 
 def api_dir(home: str) -> str:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 from wazuhcluster.api import endpoints as E
 from wazuhcluster.api import problems
@@ -31,6 +32,7 @@ from wazuhcluster.api.problems import Problem
 from wazuhcluster.api.tls import ensure_certificate
 from wazuhcluster.api.tokens import InvalidToken, TokenCodec, load_or_create_keypair
 from wazuhcluster.dapi.results import json_default
+from wazuhcluster.interfaces import IAPIAuth, IWebPage
 
 log = Logger(namespace="wazuhcluster.api")
 SPEC_PATH = os.path.join(os.path.dirname(__file__), "openapi.yaml")
@@ -106,8 +108,10 @@ class APILogFile:
         self._file.write(f"{stamp} {level}: {text}\n")
 
 
+@implementer(IAPIAuth)
 class APIResource(Resource):
-    """The whole API: one leaf resource dispatching on method and path."""
+    """The whole API: one leaf resource dispatching on method and path (and to the pages
+    mounted with ``mount``)."""
 
     isLeaf = True
 
@@ -131,8 +135,23 @@ class APIResource(Resource):
         self._verified: dict[str, dict[str, Any]] = {}
         with open(SPEC_PATH, "rb") as f:
             self._spec = f.read()
+        self._pages: list[IWebPage] = []  # mounted pages (the status page)
+
+    def mount(self, page: IWebPage) -> None:
+        """Serve ``page`` at its prefix and below (e.g. the status page at ``/ui``)."""
+        self._pages.append(page)
 
     def render(self, request: Request) -> Any:
+        path = request.path.decode("utf-8", "replace")
+        for page in self._pages:
+            if path == page.prefix or path.startswith(page.prefix + "/"):
+                if not self.limiter.allow():
+                    request.setResponseCode(429)
+                    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                    return b"Too many requests\n"
+                d = page.serve(request, self)
+                d.addErrback(lambda f: log.failure("[API] [Main] Page request failed", f))
+                return NOT_DONE_YET
         d = ensureDeferred(self._handle(request))
         d.addErrback(lambda f: log.failure("[API] [Main] Request failed", f))
         return NOT_DONE_YET
@@ -215,12 +234,47 @@ class APIResource(Resource):
             self.logins.failed(address)
             raise problems.INVALID_CREDENTIALS
         permissions = await self._dapi_call(GET_PERMISSIONS, {"user_id": name}, "local_master")
+        if not all(k in permissions for k in ("roles", "generation")):
+            # Seen with a real Wazuh 4.7.5 master: its get_permissions answers {"roles": [...]}
+            # from its own RBAC database, with no token generation to put in our tokens.
+            raise problems.Problem(500, "Wazuh Internal Error", (
+                "the master's get_permissions answer has no token generation: logins at a "
+                "worker need a wazuhcluster master (a Wazuh master keeps its users in its "
+                "own RBAC database)"), code=1000)
         token = self._codec().issue(name, list(permissions["roles"]),
                                     int(permissions["generation"]), self._clock.seconds(),
                                     self._config.auth_token_exp_timeout)
         if args["raw"]:
             return name, E.Reply(token, content_type="text/plain")
         return name, E.Reply({"data": {"token": token}, "error": 0})
+
+    # -- IAPIAuth: what mounted pages use -------------------------------------------------
+    def login(self, name: str, password: str, address: str) -> Deferred[str]:
+        """A new token for an API user (failed-login blocking as for the API's login)."""
+        return ensureDeferred(self._page_login(name, password, address))
+
+    async def _page_login(self, name: str, password: str, address: str) -> str:
+        if self.logins.is_blocked(address):
+            raise problems.LOGIN_BLOCKED
+        checked = await self._dapi_call(CHECK_USER, {"user": name, "password": password},
+                                        "local_master")
+        if not checked.get("result"):
+            self.logins.failed(address)
+            raise problems.INVALID_CREDENTIALS
+        permissions = await self._dapi_call(GET_PERMISSIONS, {"user_id": name}, "local_master")
+        return self._codec().issue(name, list(permissions["roles"]),
+                                   int(permissions["generation"]), self._clock.seconds(),
+                                   self._config.auth_token_exp_timeout)
+
+    def authenticate_token(self, token: str) -> Deferred[tuple[str, str]]:
+        """``(user, role)`` of a valid bearer token; fails with a Problem."""
+        return ensureDeferred(self._check_bearer(token))
+
+    def log_request(self, user: str, address: str, method: str, path: str, status: int,
+                    took: float) -> None:
+        """One api.log line for a page request (no query string: it may hold a token)."""
+        self._log.write("INFO", f'{user} {address} "{method} {path}" done in {took:.3f}s: '
+                                f"{status}")
 
     async def _authenticate(self, request: Request) -> tuple[str, str]:
         header = (request.getHeader("authorization") or "").strip()
@@ -229,7 +283,10 @@ class APIResource(Resource):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise problems.NO_TOKEN
-        claims = self._verify(token.strip())
+        return await self._check_bearer(token.strip())
+
+    async def _check_bearer(self, token: str) -> tuple[str, str]:
+        claims = self._verify(token)
         roles = claims.get("rbac_roles")
         if not isinstance(roles, list) or not all(isinstance(r, int) for r in roles):
             raise problems.INVALID_TOKEN

@@ -252,6 +252,9 @@ def document() -> dict[str, Any]:
         "operationId": "get_spec", "summary": "This document", "security": [],
         "responses": {"200": {"description": "OK", "content": {
             "application/yaml": {"schema": STR}}}}}}
+    from wazuhcluster.ui import spec as ui_spec  # the status page at /ui
+
+    paths.update(ui_spec.PATHS)
     return {
         "openapi": "3.0.0",
         "info": {"title": "Wazuh API REST", "version": API_VERSION, "x-revision": API_REVISION,
@@ -267,7 +270,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"},
                                 "jwt": {"type": "http", "scheme": "bearer",
                                         "bearerFormat": "JWT"}},
-            "schemas": SCHEMAS},
+            "schemas": {**SCHEMAS, **ui_spec.SCHEMAS}},
         "paths": paths,
     }
 

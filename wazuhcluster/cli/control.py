@@ -219,8 +219,10 @@ async def fetch_agents(reactor: Any, socket_path: str) -> list[dict[str, Any]]:
     (``local_master``), from any node."""
     from wazuhcluster.dapi.client import build_request, dapi_call
 
+    # The filters as 4.7.5's cluster_control sends them: "all", not null (a Wazuh master
+    # reads a null filter as "column IS NULL" and answers no agent at all).
     request = build_request("wazuh.core.agent.Agent.get_agents_overview",
-                            {"filters": {"status": None, "node_name": None}, "limit": None,
+                            {"filters": {"status": "all", "node_name": "all"}, "limit": None,
                              "select": ["id", "ip", "name", "status", "node_name", "version"]})
     answer = await dapi_call(reactor, socket_path, request)
     agents: list[dict[str, Any]] = answer["items"]

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", default="demo", help="where the node homes go (./demo)")
     parser.add_argument("--port", type=int, default=15160,
                         help="the master's port (make demo PORT=N)")
+    parser.add_argument("--metrics-port", type=int, default=9465,
+                        help="Prometheus /metrics of the master (plain HTTP on 127.0.0.1); the "
+                             "workers use the next ports")
     parser.add_argument("--api-port", type=int, default=55000,
                         help="the master's REST API port (workers use the next ones)")
     parser.add_argument("--fresh", action="store_true",
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     for index, (node_name, role) in enumerate(NODES):
         home = make_home(os.path.join(base, node_name), node_name=node_name, node_type=role,
                          key=DEMO_KEY, port=args.port, api_port=args.api_port + index,
-                         auth_port=auth_ports[node_name])
+                         auth_port=auth_ports[node_name],
+                         metrics_port=args.metrics_port + index)
         if role == "master":
             password = _demo_admin(home)
         out_path = os.path.join(home, "logs", "twistd.out")
@@ -141,7 +145,11 @@ def main(argv: list[str] | None = None) -> None:
           f"  curl -sk -H \"Authorization: Bearer $TOKEN\" '{master_api}/cluster/nodes?pretty=true'"
           f"\n  (tokens are per node: log in at a worker's port to ask that worker)\n"
           f"  more users: wazuhcluster-users --home {base}/master-node add NAME "
-          "--role administrator|readonly\nCtrl-C stops everything.", flush=True)
+          "--role administrator|readonly\n"
+          f"Status page: {master_api}/ui (log in as {DEMO_ADMIN}); Prometheus metrics: "
+          f"http://127.0.0.1:{args.metrics_port}/metrics (workers: "
+          f":{args.metrics_port + 1}, :{args.metrics_port + 2})\nCtrl-C stops everything.",
+          flush=True)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:

@@ -17,6 +17,7 @@ the master, or the node's local clients), waiting origins served in turn.
 from __future__ import annotations
 
 import collections
+import json
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -39,6 +40,7 @@ from wazuhcluster.dapi.results import (
 )
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IDistributedAPI, IPeer
+from wazuhcluster.protocol.commands import GET_NODES
 from wazuhcluster.settings import section
 
 #: Settings of the ``dapi`` section of etc/wazuhcluster.yaml, with their defaults.
@@ -193,6 +195,9 @@ class DistributedAPI:
     async def handle(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
         """Answer ``request`` (a result, a plain value, or the WazuhException as a value;
         with ``raw``, an answer relayed from a peer may stay encoded, as a RawAnswer)."""
+        if (self.is_master and not request.nodes and not request.from_cluster
+                and names_nodes(request)):
+            request = request.copy(nodes=self.all_node_names())  # as Wazuh's API fills it
         try:
             if (request.request_type == "local_any"
                     or (request.request_type == "local_master" and self.is_master)
@@ -210,7 +215,24 @@ class DistributedAPI:
 
     async def run_local(self, request: DapiRequest, origin: str) -> Any:
         """Run the native function (bounded per origin, ``api_timeout`` unless
-        ``wait_for_complete``): the exception it raises is the answer."""
+        ``wait_for_complete``): the exception it raises is the answer. The node's
+        ``events`` are told the function and the outcome."""
+        answer = await self._run_local(request, origin)
+        events = getattr(self._node, "events", None)
+        if events is not None:
+            name = request.f.dotted
+            if name not in self._functions:
+                name, outcome = "unknown", "unknown_function"  # a bounded label set
+            elif not isinstance(answer, BaseException):
+                outcome = "ok"
+            elif getattr(answer, "code", None) == 3021:
+                outcome = "timeout"
+            else:
+                outcome = "error"
+            events.dapi_request(name, outcome)
+        return answer
+
+    async def _run_local(self, request: DapiRequest, origin: str) -> Any:
         name = request.f.dotted
         implementation = self._functions.get(name)
         if implementation is None:
@@ -257,11 +279,30 @@ class DistributedAPI:
 
     # -- worker -> master ---------------------------------------------------------------------
     async def ask_master(self, request: DapiRequest, raw: bool = False) -> Any:
-        """Worker: send the request to the master and wait for its answer."""
+        """Worker: send the request to the master and wait for its answer.
+
+        A request made here that names nodes (or asks a ``wazuh.cluster`` function) carries
+        the cluster's node names in ``nodes``, as Wazuh's API fills it: a Wazuh 4.7.5
+        master only answers for nodes listed there (1730 "Node does not exist" otherwise)."""
         peer = self._node.peer
         if peer is None:
             raise WazuhClusterError(3023)
+        if not request.nodes and not request.from_cluster and names_nodes(request):
+            request = request.copy(nodes=await self._master_node_names())
         return await self.send_to(peer, "master", request, raw)
+
+    async def _master_node_names(self) -> list[str]:
+        """The cluster's node names, as the master answers ``get_nodes``."""
+        try:
+            raw = await self._node.request_master(GET_NODES, json.dumps(GET_NODES_ALL).encode())
+            answer = json.loads(raw)
+            if isinstance(answer, str):  # some answers are a JSON text holding the JSON
+                answer = json.loads(answer)
+            return [str(n["name"]) for n in answer["items"]]
+        except ClusterError as e:
+            raise WazuhClusterError(e.code, extra_message=e.extra_message) from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise WazuhClusterError(3018, extra_message=f"get_nodes answer: {e}") from None
 
     async def send_to(self, peer: IPeer, peer_name: str, request: DapiRequest,
                       raw: bool = False) -> Any:
@@ -276,7 +317,8 @@ class DistributedAPI:
             except ClusterError as e:
                 if e.code in (3022, 3023):
                     raise WazuhClusterError(e.code, extra_message=e.extra_message) from None
-                raise WazuhClusterError(3018, extra_message=str(e)) from None
+                detail = e.extra_message if e.code == 3018 else str(e)  # said once
+                raise WazuhClusterError(3018, extra_message=detail) from None
             if not request.wait_for_complete:
                 answer.addTimeout(self.config.intervals.timeout_dapi_request, self._clock)
             try:
@@ -378,10 +420,11 @@ class DistributedAPI:
             if agent_key is not None and ids:
                 single = agent_key == "agent_id" and not isinstance(kwargs[agent_key], list)
                 share.f_kwargs[agent_key] = ids[0] if single and len(ids) == 1 else ids
-            if several:
+            if several:  # only the keys the caller gave: not every function takes them
                 offset = _int(kwargs.get("offset"), 0)
                 limit = kwargs.get("limit")
-                share.f_kwargs["offset"] = 0
+                if "offset" in kwargs:
+                    share.f_kwargs["offset"] = 0
                 if isinstance(limit, int) and not isinstance(limit, bool):
                     share.f_kwargs["limit"] = offset + limit
             shares.append((node, share))
@@ -390,7 +433,9 @@ class DistributedAPI:
                                  for node, share in shares])
         results: list[Any] = []
         for (node, _share), answer in zip(shares, answers, strict=True):
-            if isinstance(answer, WazuhClusterError) and answer.code in (3022, 3023):
+            # a node not connected, or whose link failed while the request was being
+            # sent (3018), is a failed item of its own: the other nodes' answers stand
+            if isinstance(answer, WazuhClusterError) and answer.code in (3018, 3022, 3023):
                 failed = AffectedItemsWazuhResult(none_msg="Could not reach some nodes")
                 failed.add_failed_item(id_=node, error=answer)
                 failed.total_affected_items = 0
@@ -421,6 +466,18 @@ class DistributedAPI:
             return await self.send_to(session.peer, node, share, raw)
         except WazuhException as e:
             return e
+
+
+#: What ``get_nodes`` is asked with to learn every node's name (cluster_control -l's).
+GET_NODES_ALL = {"filter_node": None, "offset": 0, "limit": None, "sort": None,
+                 "search": None, "select": None, "filter_type": "all"}
+
+
+def names_nodes(request: DapiRequest) -> bool:
+    """Whether Wazuh's API would send ``request`` with the cluster's node names: it names
+    nodes (``node_id``, ``node_list``, ``filter_node``) or is a ``wazuh.cluster`` function."""
+    return (request.f.module == "wazuh.cluster"
+            or any(k in request.f_kwargs for k in ("node_id", "node_list", "filter_node")))
 
 
 def _agent_text(value: Any) -> str:

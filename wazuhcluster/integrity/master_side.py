@@ -563,6 +563,8 @@ class IntegrityMaster:
             state.session.status["last_check_integrity"] = {"date_start_master": started,
                                                             "date_end_master": now}
             state.rounds += 1
+            _events(self._node).sync_done(state.session.name, "integrity_check", started, now,
+                                          True, {})
             if comparison.is_empty:
                 self._log.info("[{tag}] [Integrity check] Finished in {seconds:.3f}s. Sync not "
                                "required.", tag=commands.tag, seconds=now - started)
@@ -658,6 +660,10 @@ class IntegrityMaster:
             await self._node.run(unlink_quietly, local_path)
         now = self._clock.seconds()
         session.status["last_sync_integrity"]["date_end_master"] = now
+        _events(self._node).sync_done(
+            session.name, "integrity_sync", started, now, True,
+            {"created": len(comparison.missing), "updated": len(comparison.shared),
+             "deleted": len(comparison.extra), "bytes": counting.sent})
         self._log.info("[{tag}] [Integrity sync] Finished in {seconds:.3f}s.", tag=commands.tag,
                        seconds=now - started)
 
@@ -748,6 +754,10 @@ class IntegrityMaster:
             return
         ext = self._config.ext
         state.failures += 1
+        started = state.session.status["last_check_integrity"].get("date_start_master", 0.0)
+        _events(self._node).sync_done(state.session.name, "integrity_sync",
+                                      started or self._clock.seconds(), self._clock.seconds(),
+                                      False, {})
         delay = min(ext.sync_retry_initial_delay * 2 ** min(state.failures - 1, 30),
                     ext.sync_retry_max_delay)
         state.retry_after = self._clock.seconds() + delay
@@ -767,6 +777,15 @@ class IntegrityMaster:
         d.addErrback(lambda f: self._log.debug("[{tag}] [Integrity sync] Could not send "
                                                "syn_m_c_r: {error}", tag=tag,
                                                error=f.getErrorMessage()))
+
+
+def _events(node: Any) -> Any:
+    """The node's IClusterEvents (a fan-out with no observers on bare test nodes)."""
+    events = getattr(node, "events", None)
+    if events is None:
+        from wazuhcluster.events import EventFanout
+        events = node.events = EventFanout()
+    return events
 
 
 # -- file-system watcher ------------------

@@ -32,7 +32,7 @@ class ClusterServerFactory(Factory):
         commands = MasterCommands(self._node)
         commands.strings.account = account = self._node.memory.account(
             reserve=self._node.config.ext.max_frame_payload)
-        return ClusterProtocol(
+        protocol = ClusterProtocol(
             commands, self._node.clock, codec=self.link_codec(), memory=account,
             request_timeout=config.intervals.timeout_cluster_request, runner=self._node.run,
             max_frame_payload=config.ext.max_frame_payload,
@@ -40,3 +40,5 @@ class ClusterServerFactory(Factory):
             max_divided=config.ext.max_divided_messages,
             partial_frame_timeout=config.ext.partial_frame_timeout, trace=config.debug >= 2,
             tag="Master")
+        protocol.events = getattr(self._node, "events", None)  # frames, bytes, drops
+        return protocol

@@ -120,6 +120,9 @@ class ClusterProtocol(Protocol):
         self.bytes_received = 0
         self.bytes_sent = 0
         self.last_received = clock.seconds()  # liveness: any byte from the peer counts
+        #: IClusterEvents told of frames, bytes and drops (cluster links; None elsewhere)
+        self.events: Any = None
+        self._drop_reason: str | None = None
 
     # -- IPeer -----------------------------------------------------------------------
     def request(self, command: bytes, payload: bytes,
@@ -155,6 +158,7 @@ class ClusterProtocol(Protocol):
         if self.transport is not None and self._lost is None:
             self._log.info("[{tag}] [Main] Closing connection with {peer}: {reason}",
                            tag=self.tag, peer=self.peer_address, reason=reason)
+            self._drop_reason = self._drop_reason or drop_label(reason)
             self._tcp.abortConnection()
 
     def delivering(self, within: float) -> bool:
@@ -188,6 +192,7 @@ class ClusterProtocol(Protocol):
         concatenation would (the TLS layer hands over the records of one socket read)."""
         self.bytes_received += size
         self.last_received = self.clock.seconds()
+        frames: list[Any] = []
         try:
             frames = self._decoder.feed_pieces(pieces)
             for frame in frames:
@@ -198,6 +203,9 @@ class ClusterProtocol(Protocol):
         except FrameError as e:
             self._drop(f"malformed stream: {e}")
             return
+        finally:
+            if self.events is not None:
+                self.events.link_traffic("in", len(frames), size)
         if self.memory is not None:
             refused = self.memory.set("frames", self._decoder.pending_bytes
                                       + self._reassembler.open_bytes + self._inbox_bytes)
@@ -209,6 +217,9 @@ class ClusterProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = reason
+        if self.events is not None:
+            self.events.connection_dropped(self._drop_reason or (
+                "peer_closed" if reason.check(ConnectionDone) else "connection_lost"))
         if self._partial_timer is not None and self._partial_timer.active():
             self._partial_timer.cancel()
         self._partial_timer = None
@@ -259,6 +270,7 @@ class ClusterProtocol(Protocol):
         if self._lost is None and self.transport is not None:
             self._log.warn("[{tag}] [Main] Dropping connection with {peer}: {reason}",
                            tag=self.tag, peer=self.peer_address, reason=reason)
+            self._drop_reason = self._drop_reason or drop_label(reason)
             self._tcp.abortConnection()
             if self.memory is not None:
                 # Nothing more is read; what it holds is freed when the connection is lost
@@ -445,17 +457,32 @@ class ClusterProtocol(Protocol):
             self._log.debug("[{tag}] [Main] Sending {command} counter={counter} bytes={bytes}",
                             tag=self.tag, command=command.decode("ascii", "replace"),
                             counter=counter, bytes=size, debug2=True)
+        frames = 0
+        sent_before = self.bytes_sent
         if len(wire) < SEQUENCE_WRITE:
             for frame in encode_message(counter, command, size, wire):
                 self.bytes_sent += len(frame)
+                frames += 1
                 self.transport.write(frame)
         else:
             # Header and payload as two pieces: no 1 MiB copy to join them here (the TLS
             # layer encrypts both pieces in place; TCP joins them in its own buffer anyway).
             for header, piece in encode_message_parts(counter, command, size, wire):
                 self.bytes_sent += len(header) + len(piece)
+                frames += 1
                 self.transport.writeSequence((header, piece))
+        if self.events is not None:
+            self.events.link_traffic("out", frames, self.bytes_sent - sent_before)
         done.callback(None)
+
+
+def drop_label(reason: str) -> str:
+    """A short, bounded label for why we closed a connection (a metrics label value): the
+    words before the first ':' or '(' of the logged reason, e.g. ``keepalive_limit_exceeded``,
+    ``malformed_stream``, ``memory_budget_exceeded``."""
+    head = reason.split(":", 1)[0].split("(", 1)[0].strip().lower()
+    words = "".join(c if c.isalnum() else " " for c in head).split()
+    return "_".join(words)[:40] or "other"
 
 
 def is_connection_closed(failure: Failure) -> bool:

@@ -25,6 +25,10 @@ class DaemonError(Exception):
     """A daemon could not be asked (socket missing, refused, closed early, timeout, ...)."""
 
 
+class DaemonUnreachable(DaemonError):
+    """The daemon's socket is missing or refuses connections (Wazuh's error 1013)."""
+
+
 class FrameTooLarge(DaemonError):
     """The daemon announced an answer above the limit (refused before any allocation)."""
 
@@ -75,7 +79,7 @@ async def ask_daemon(reactor: Any, path: str, message: bytes, timeout: float,
     try:
         await connectProtocol(endpoint, protocol)
     except (ConnectError, OSError) as e:
-        raise DaemonError(f"cannot connect to {path}: {_reason(e)}") from None
+        raise DaemonUnreachable(f"cannot connect to {path}: {_reason(e)}") from None
     protocol.answer.addTimeout(timeout, reactor)
     try:
         return await protocol.answer

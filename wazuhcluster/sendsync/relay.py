@@ -14,7 +14,7 @@ import attrs
 from twisted.internet.defer import DeferredSemaphore
 
 from wazuhcluster.errors import ConfigError
-from wazuhcluster.sendsync.daemon import DaemonError, ask_daemon
+from wazuhcluster.sendsync.daemon import DaemonError, DaemonUnreachable, ask_daemon
 from wazuhcluster.settings import section
 
 #: The daemons a sendsync request may name, and their sockets relative to the home.
@@ -112,6 +112,16 @@ def parse_request(payload: bytes) -> DaemonRequest:
     return DaemonRequest(name, text.encode("utf-8"))
 
 
+def daemon_error_text(path: str, error: DaemonError) -> str:
+    """The ``err`` text for a daemon that could not be asked, with Wazuh 4.7.5's codes and
+    words first (1013 socket missing or refusing, 1014 any other failure; Wazuh names the
+    socket by its base name), then our detail in parentheses."""
+    socket = os.path.basename(path)
+    if isinstance(error, DaemonUnreachable):
+        return f"Error 1013 - Unable to connect with socket: {socket} ({error})"
+    return f"Error 1014 - Error communicating with socket: {socket} ({error})"
+
+
 class SendSyncRelay:
     """Runs sendsync requests against the daemon sockets of this node.
 
@@ -150,8 +160,7 @@ class SendSyncRelay:
                 return await self._ask(self._reactor, path, request.message,
                                         self.settings.timeout)
             except DaemonError as e:
-                raise SendSyncError(f"Error 1000 - Internal error: {request.daemon_name}: "
-                                    f"{e}") from None
+                raise SendSyncError(daemon_error_text(path, e)) from None
         finally:
             self.active -= 1
             self._slots.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -22,10 +23,14 @@ class ReactorLag(Service):
     :param clock: the node's clock.
     :param interval: seconds between calls.
     :param window: seconds over which the worst lateness is kept as one entry of ``windows``.
+    :param report: told every lateness measured (the node's ``events.reactor_lag``, which
+        feeds the Prometheus metrics).
     """
 
-    def __init__(self, clock: IReactorTime, interval: float = 0.1, window: float = 1.0) -> None:
+    def __init__(self, clock: IReactorTime, interval: float = 0.1, window: float = 1.0,
+                 report: Callable[[float], None] | None = None) -> None:
         self.clock = clock
+        self.report = report
         self.interval = interval
         self.window = window
         self.last = 0.0
@@ -57,6 +62,8 @@ class ReactorLag(Service):
         lag = max(0.0, now - self._due)
         self.last = lag
         self.worst = max(self.worst, lag)
+        if self.report is not None:
+            self.report(lag)
         if now >= self._window_end:
             # the window ends with this call: a long block is charged to the window it ends
             self.windows.append((round(self._window_end, 3), max(self._window_worst, lag)))

@@ -36,8 +36,9 @@ class StatusCommand:
 
 
 def install(node: Any, clock: Any) -> StatusCommand:
-    """Run a ReactorLag under the role node and answer ``wzc_status`` on its local socket."""
-    lag = ReactorLag(clock)
+    """Run a ReactorLag under the role node (its lateness told to ``node.events``) and answer
+    ``wzc_status`` on its local socket."""
+    lag = ReactorLag(clock, report=node.events.reactor_lag)
     lag.setName("reactor-lag")
     lag.setServiceParent(node)
     command = StatusCommand(node, lag)

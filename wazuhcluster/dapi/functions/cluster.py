@@ -10,15 +10,18 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from wazuhcluster.config import Role
 from wazuhcluster.dapi.context import DapiContext
+from wazuhcluster.dapi.functions.common import now
 from wazuhcluster.dapi.results import (
     AffectedItemsWazuhResult,
     WazuhClusterError,
     WazuhError,
     WazuhResourceNotFound,
+    WazuhResult,
 )
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.protocol.commands import GET_HEALTH, GET_NODES
@@ -68,7 +71,6 @@ def get_node(ctx: DapiContext) -> dict[str, Any]:
 async def get_node_wrapper(ctx: DapiContext, **_: Any) -> AffectedItemsWazuhResult:
     """Basic information about the node this runs on."""
     result = AffectedItemsWazuhResult(all_msg="All selected information was returned",
-                                      some_msg="Some information was not returned",
                                       none_msg="No information was returned")
     result.affected_items.append(get_node(ctx))
     result.total_affected_items = len(result.affected_items)
@@ -78,7 +80,6 @@ async def get_node_wrapper(ctx: DapiContext, **_: Any) -> AffectedItemsWazuhResu
 async def read_config_wrapper(ctx: DapiContext, **_: Any) -> AffectedItemsWazuhResult:
     """The node's ``<cluster>`` configuration (the key redacted)."""
     result = AffectedItemsWazuhResult(all_msg="All selected information was returned",
-                                      some_msg="Some information was not returned",
                                       none_msg="No information was returned")
     result.affected_items.append(ctx.config.public_dict())
     result.total_affected_items = len(result.affected_items)
@@ -116,9 +117,10 @@ async def get_health_nodes(ctx: DapiContext, filter_node: Any = None,
     return result
 
 
-async def get_status_json(ctx: DapiContext, **_: Any) -> dict[str, str]:
-    """Whether the cluster is enabled and running (it is, since this node answers)."""
-    return {"enabled": "yes", "running": "yes"}
+async def get_status_json(ctx: DapiContext, **_: Any) -> WazuhResult:
+    """Whether the cluster is enabled and running (it is, since this node answers), as
+    Wazuh 4.7.5 answers it: a WazuhResult ``{"data": {...}}``."""
+    return WazuhResult({"data": {"enabled": "yes", "running": "yes"}})
 
 
 async def get_node_ruleset_integrity(ctx: DapiContext, **_: Any) -> dict[str, str]:
@@ -178,16 +180,34 @@ async def get_basic_info(ctx: DapiContext, **_: Any) -> AffectedItemsWazuhResult
     where = " in specified node" if ctx.config.node_name else ""
     result = AffectedItemsWazuhResult(all_msg=f"Basic information was successfully read{where}",
                                       some_msg="Could not read basic information in some nodes",
-                                      none_msg="Could not read basic information")
+                                      none_msg=f"Could not read basic information{where}")
     offset = -time.timezone if not time.daylight else -time.altzone
     sign = "+" if offset >= 0 else "-"
+    installed = await ctx.run(installation_date, ctx.config.home)
     result.affected_items.append({
-        "path": ctx.config.home, "version": f"v{ctx.config.version}", "type": "server",
-        "max_agents": "unlimited", "openssl_support": "yes",
+        "path": ctx.config.home, "version": f"v{ctx.config.version}",
+        "compilation_date": installed or datetime.fromtimestamp(now(ctx), UTC),
+        "type": "server", "max_agents": "unlimited", "openssl_support": "yes",
         "tz_offset": f"{sign}{abs(offset) // 3600:02d}{abs(offset) % 3600 // 60:02d}",
         "tz_name": time.tzname[0]})
     result.total_affected_items = len(result.affected_items)
     return result
+
+
+#: Where a Wazuh manager records its installation date (drop-in mode).
+WAZUH_METADATA = os.path.join("framework", "wazuh", "core", "wazuh.json")
+
+
+def installation_date(home: str) -> datetime | None:
+    """The ``installation_date`` of a Wazuh manager installed at ``home`` (its
+    ``wazuh.json``, e.g. "Thu Apr 25 10:43:27 UTC 2024"), or None without one. Wazuh 4.7.5
+    reports it as ``compilation_date`` and the current time when it has none."""
+    try:
+        with open(os.path.join(home, WAZUH_METADATA), encoding="utf-8") as f:
+            text = json.load(f).get("installation_date", "")
+        return datetime.strptime(str(text), "%a %b %d %H:%M:%S %Z %Y").replace(tzinfo=UTC)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 FUNCTIONS: dict[str, Callable[..., Awaitable[Any]]] = {

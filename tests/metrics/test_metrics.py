@@ -1,0 +1,355 @@
+"""NodeMetrics, the reactor lag it is told, the metrics section of api.yaml and the listener."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from tests.protocol.test_handler import RecordingHandler
+from tests.support import node_config, short_tempdir
+from wazuhcluster.api.config import load_api_config
+from wazuhcluster.checksums.threaded import SynchronousRunner
+from wazuhcluster.errors import ConfigError
+from wazuhcluster.events import EventFanout
+from wazuhcluster.interfaces import IClusterEvents
+from wazuhcluster.master.node import MasterNode
+from wazuhcluster.metrics.config import DEFAULT_PORT, load_metrics_config
+from wazuhcluster.metrics.registry import NodeMetrics
+from wazuhcluster.metrics.service import MetricsResource, MetricsService
+from wazuhcluster.protocol.handler import ClusterProtocol, drop_label
+from wazuhcluster.status.local import install as install_status
+from wazuhcluster.worker.node import WorkerNode
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(metrics: NodeMetrics) -> Samples:
+    """The registry as Prometheus scrapes it, parsed by prometheus_client's own parser."""
+    text = generate_latest(metrics.registry).decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def v(s: Samples, name: str, **labels: str) -> float:
+    return s.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def master(testcase: SynchronousTestCase, clock: Clock) -> MasterNode:
+    return MasterNode(node_config(short_tempdir(testcase)), clock, SynchronousRunner())
+
+
+class NodeMetricsTests(SynchronousTestCase):
+    def test_interfaces(self) -> None:
+        clock = Clock()
+        node = master(self, clock)
+        verifyObject(IClusterEvents, NodeMetrics(node, clock))
+        verifyObject(IClusterEvents, EventFanout())
+        verifyObject(IClusterEvents, node.events)
+
+    def test_syncs_move_histograms_counters_and_last_success(self) -> None:
+        clock = Clock()
+        m = NodeMetrics(master(self, clock), clock)
+        m.sync_done("worker1", "integrity_sync", 100.0, 100.25, True,
+                    {"created": 2, "updated": 1, "deleted": 3, "bytes": 4096})
+        m.sync_done("worker1", "integrity_sync", 200.0, 201.0, True,
+                    {"created": 1, "bytes": 10})
+        m.sync_done("worker1", "agent_info", 300.0, 300.5, True, {"rows": 7})
+        m.sync_done("worker2", "integrity_sync", 0.0, 1.0, False, {})
+        s = samples(m)
+        self.assertEqual(v(s, "wazuhcluster_sync_duration_seconds_count", worker="worker1",
+                           kind="integrity_sync"), 2)
+        self.assertEqual(v(s, "wazuhcluster_sync_duration_seconds_sum", worker="worker1",
+                           kind="integrity_sync"), 1.25)
+        self.assertEqual(v(s, "wazuhcluster_sync_duration_seconds_bucket", worker="worker1",
+                           kind="integrity_sync", le="0.25"), 1)
+        self.assertEqual(v(s, "wazuhcluster_sync_last_success_timestamp_seconds",
+                           worker="worker1", kind="integrity_sync"), 201.0)
+        self.assertEqual(v(s, "wazuhcluster_integrity_files_pushed_total", worker="worker1",
+                           action="created"), 3)
+        self.assertEqual(v(s, "wazuhcluster_integrity_files_pushed_total", worker="worker1",
+                           action="deleted"), 3)
+        self.assertEqual(v(s, "wazuhcluster_integrity_bytes_pushed_total", worker="worker1"),
+                         4106)
+        self.assertEqual(v(s, "wazuhcluster_agent_info_rows_synced_total", worker="worker1"), 7)
+        self.assertEqual(v(s, "wazuhcluster_sync_failures_total", worker="worker2",
+                           kind="integrity_sync"), 1)
+        self.assertEqual(v(s, "wazuhcluster_sync_duration_seconds_count", worker="worker2",
+                           kind="integrity_sync"), 0)
+
+    def test_traffic_drops_dapi_agents_and_node_state(self) -> None:
+        clock = Clock()
+        node = master(self, clock)
+        m = NodeMetrics(node, clock)
+        s = samples(m)
+        self.assertEqual(v(s, "wazuhcluster_link_frames_total", direction="in"), 0)
+        self.assertEqual(v(s, "wazuhcluster_connected_workers"), 0)
+        self.assertEqual(v(s, "wazuhcluster_node_info", node="master-node", type="master",
+                           version=node.config.version, cluster="wazuh"), 1)
+        m.link_traffic("in", 3, 300)
+        m.link_traffic("out", 1, 50)
+        m.connection_dropped("keepalive_limit_exceeded")
+        m.dapi_request("wazuh.agent.get_agents", "ok")
+        m.dapi_request("wazuh.agent.get_agents", "timeout")
+        m.set_agents([{"node_name": "worker1", "connection_status": "active", "n": 4},
+                      {"node_name": "master-node", "connection_status": "never_connected",
+                       "n": 2}])
+        m.set_agents([{"node_name": "worker1", "connection_status": "active", "n": 5}])
+        s = samples(m)
+        self.assertEqual(v(s, "wazuhcluster_link_frames_total", direction="in"), 3)
+        self.assertEqual(v(s, "wazuhcluster_link_bytes_total", direction="out"), 50)
+        self.assertEqual(v(s, "wazuhcluster_dropped_connections_total",
+                           reason="keepalive_limit_exceeded"), 1)
+        self.assertEqual(v(s, "wazuhcluster_dapi_requests_total",
+                           function="wazuh.agent.get_agents", outcome="timeout"), 1)
+        self.assertEqual(v(s, "wazuhcluster_agents", node="worker1", status="active"), 5)
+        self.assertNotIn(("wazuhcluster_agents", (("node", "master-node"),
+                                                  ("status", "never_connected"))), s)
+
+    def test_worker_reports_its_master_link(self) -> None:
+        clock = Clock()
+        worker = WorkerNode(node_config(short_tempdir(self), node_name="w1", role="worker"),
+                            clock, SynchronousRunner())
+        m = NodeMetrics(worker, clock)
+        self.assertEqual(v(samples(m), "wazuhcluster_master_connected"), 0)
+        worker.peer = object()  # type: ignore[assignment]
+        self.assertEqual(v(samples(m), "wazuhcluster_master_connected"), 1)
+
+    def test_reactor_lag_of_the_node_reaches_the_metrics(self) -> None:
+        """The node's one ReactorLag (wazuhcluster.status) tells ``node.events``; the metrics,
+        an observer there, show each lateness (no second lag loop of their own)."""
+        clock = Clock()
+        node = MasterNode(node_config(short_tempdir(self)), clock, SynchronousRunner())
+        status = install_status(node, clock)
+        m = NodeMetrics(node, clock)
+        node.events.add(m)
+        status.lag.startService()
+        self.addCleanup(status.lag.stopService)
+        for _ in range(4):
+            clock.advance(0.1)
+        clock.advance(0.35)  # one tick 0.25 s late
+        s = samples(m)
+        self.assertEqual(v(s, "wazuhcluster_reactor_lag_distribution_seconds_count"), 5)
+        self.assertAlmostEqual(v(s, "wazuhcluster_reactor_lag_seconds"), 0.25)
+        self.assertAlmostEqual(status.lag.last, 0.25)
+
+
+@implementer(IClusterEvents)
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def sync_done(self, *args: Any) -> None:
+        self.events.append(("sync", *args))
+
+    def link_traffic(self, direction: str, frames: int, nbytes: int) -> None:
+        self.events.append(("traffic", direction, frames, nbytes))
+
+    def connection_dropped(self, reason: str) -> None:
+        self.events.append(("dropped", reason))
+
+    def dapi_request(self, function: str, outcome: str) -> None:
+        self.events.append(("dapi", function, outcome))
+
+    def reactor_lag(self, seconds: float) -> None:
+        self.events.append(("lag", seconds))
+
+
+class Broken(Recorder):
+    def link_traffic(self, direction: str, frames: int, nbytes: int) -> None:
+        raise RuntimeError("observer bug")
+
+
+class EventTests(SynchronousTestCase):
+    def test_fanout_survives_a_broken_observer(self) -> None:
+        fan = EventFanout()
+        good = Recorder()
+        verifyObject(IClusterEvents, good)
+        fan.add(Broken())
+        fan.add(good)
+        fan.link_traffic("in", 1, 10)
+        self.assertEqual(good.events, [("traffic", "in", 1, 10)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_protocol_counts_frames_bytes_and_drop_reason(self) -> None:
+        clock = Clock()
+        sender, receiver = ClusterProtocol(RecordingHandler(), clock), ClusterProtocol(
+            RecordingHandler(), clock)
+        out, into = Recorder(), Recorder()
+        sender.events, receiver.events = out, into
+        t1, t2 = StringTransport(), StringTransport()
+        sender.makeConnection(t1)
+        receiver.makeConnection(t2)
+        sender.notify(b"hello", b"x" * 100)
+        wire = t1.value()
+        self.assertEqual(out.events, [("traffic", "out", 1, len(wire))])
+        receiver.dataReceived(wire)
+        self.assertEqual(into.events[0], ("traffic", "in", 1, len(wire)))
+        receiver.disconnect("keepalive limit exceeded")
+        receiver.connectionLost()
+        self.assertEqual(into.events[-1], ("dropped", "keepalive_limit_exceeded"))
+        sender.connectionLost()
+        self.assertEqual(out.events[-1], ("dropped", "peer_closed"))
+
+    def test_drop_labels_are_short_words(self) -> None:
+        self.assertEqual(drop_label("malformed stream: bad header"), "malformed_stream")
+        self.assertEqual(drop_label("memory budget exceeded: frames"), "memory_budget_exceeded")
+        self.assertEqual(drop_label("message left incomplete for 30.0 s"),
+                         "message_left_incomplete_for_30_0_s")
+        self.assertEqual(drop_label("???"), "other")
+        self.assertLessEqual(len(drop_label("x" * 500)), 40)
+
+
+def write_api_yaml(testcase: SynchronousTestCase, text: str) -> str:
+    home = node_config(short_tempdir(testcase)).home
+    path = os.path.join(home, "api", "configuration", "api.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return home
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        c = load_metrics_config(node_config(short_tempdir(self)).home)
+        self.assertEqual((c.enabled, c.host, c.port), (True, "127.0.0.1", DEFAULT_PORT))
+
+    def test_values_and_the_api_ignores_the_section(self) -> None:
+        home = write_api_yaml(self, "port: 55001\nmetrics:\n  host: 0.0.0.0\n  port: 9999\n")
+        c = load_metrics_config(home)
+        self.assertEqual((c.host, c.port), ("0.0.0.0", 9999))
+        self.assertEqual(load_api_config(home).port, 55001)
+
+    def test_bad_values_give_one_line_naming_the_key(self) -> None:
+        for text, key in (("metrics:\n  port: 0\n", "metrics.port"),
+                          ("metrics:\n  port: '9465'\n", "metrics.port"),
+                          ("metrics:\n  host: localhost\n", "metrics.host"),
+                          ("metrics:\n  enabled: yes please\n", "metrics.enabled"),
+                          ("metrics:\n  bind: 1\n", "metrics.bind"),
+                          ("metrics: 9465\n", "metrics must be a mapping")):
+            home = write_api_yaml(self, text)
+            with self.assertRaises(ConfigError) as ctx:
+                load_metrics_config(home)
+            message = str(ctx.exception)
+            self.assertIn(key, message)
+            self.assertNotIn("\n", message)
+            self.assertIn("api.yaml", message)
+
+
+class ServiceTests(SynchronousTestCase):
+    def service(self, reactor: Any, text: str = "") -> MetricsService:
+        home = write_api_yaml(self, text or "metrics:\n  port: 9999\n")
+        node = MasterNode(node_config(os.path.dirname(home)), reactor, SynchronousRunner())
+        config = load_metrics_config(home)
+        return MetricsService(config, NodeMetrics(node, reactor), node, reactor)
+
+    def test_listens_where_configured(self) -> None:
+        reactor = MemoryReactorClock()
+        service = self.service(reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(9999, "127.0.0.1")])
+
+    def test_counts_agents_from_the_database(self) -> None:
+        reactor = MemoryReactorClock()
+        service = self.service(reactor)
+
+        class DB:
+            def __init__(self) -> None:
+                self.sql: list[str] = []
+
+            def select(self, sql: str) -> Any:
+                self.sql.append(sql)
+                return succeed([{"node_name": "w1", "connection_status": "active", "n": 3}])
+
+        db = service._node.agent_db = DB()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(v(samples(service.metrics), "wazuhcluster_agents", node="w1",
+                           status="active"), 3)
+        self.assertIn("GROUP BY node_name, connection_status", db.sql[0])
+
+    def test_busy_port_is_one_error_line_and_the_node_runs_on(self) -> None:
+        error = CannotListenError("127.0.0.1", 9999, OSError(98, "Address already in use"))
+        reactor = RaisingMemoryReactor(listenException=error)
+        clock = MemoryReactorClock()
+        home = write_api_yaml(self, "metrics:\n  port: 9999\n")
+        node = MasterNode(node_config(os.path.dirname(home)), clock, SynchronousRunner())
+        config = load_metrics_config(home)
+        service = MetricsService(config, NodeMetrics(node, clock), node, clock)
+        service._reactor = reactor
+        seen: list[Any] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        errors = [e for e in seen if e.get("log_level") == LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        from twisted.logger import formatEvent
+        text = formatEvent(errors[0])
+        self.assertIn("Cannot listen on 127.0.0.1:9999", text)
+        self.assertIn("metrics.port", text)
+        self.assertTrue(service.running)
+        self.assertIsNone(self.successResultOf(service.listening))
+
+    def test_resource_serves_the_text_format(self) -> None:
+        clock = Clock()
+        m = NodeMetrics(master(self, clock), clock)
+        m.link_traffic("in", 2, 20)
+        resource = MetricsResource(m)
+        request = DummyRequest([b"metrics"])
+        request.path = b"/metrics"
+        body = resource.render_GET(request)
+        self.assertIn(b"wazuhcluster_link_frames_total{direction=\"in\"} 2.0", body)
+        self.assertTrue(request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(
+            b"text/plain"))
+        # On the node's pool (here a synchronous one): the same text, written later.
+        pooled = DummyRequest([b"metrics"])
+        pooled.path = b"/metrics"
+        ran: list[Any] = []
+
+        def run(f: Any, *args: Any) -> Any:
+            ran.append(f)
+            return succeed(f(*args))
+        self.assertEqual(MetricsResource(m, run).render_GET(pooled), NOT_DONE_YET)
+        self.assertEqual(len(ran), 1)
+        self.assertTrue(pooled.finished)
+        self.assertIn(b"wazuhcluster_link_frames_total{direction=\"in\"} 2.0",
+                      b"".join(pooled.written))
+        other = DummyRequest([b""])
+        other.path = b"/"
+        resource.render_GET(other)
+        self.assertEqual(other.responseCode, 404)
+
+
+class DapiOutcomeTests(SynchronousTestCase):
+    def test_requests_run_here_are_told_with_their_outcome(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        from tests.dapi.test_service import Env, request, result_of
+
+        env = Env(self)
+        recorder = Recorder()
+        env.node.events = recorder
+        result_of(Deferred.fromCoroutine(env.api.handle(
+            request("wazuh.cluster.get_node_wrapper", "local_any"), "local")))
+        result_of(Deferred.fromCoroutine(env.api.handle(
+            request("os.system", "local_any"), "local")))
+        self.assertEqual(recorder.events, [
+            ("dapi", "wazuh.cluster.get_node_wrapper", "ok"),
+            ("dapi", "unknown", "unknown_function")])

@@ -1,0 +1,137 @@
+"""The sync history ring, the status data function and the page's HTML (escaping, chart)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.api.fakes import FakeNode
+from tests.support import node_config, short_tempdir
+from wazuhcluster.dapi.context import DapiContext
+from wazuhcluster.interfaces import IClusterEvents, IWebPage
+from wazuhcluster.ui.history import SyncHistory
+from wazuhcluster.ui.page import login_page, status_page
+from wazuhcluster.ui.resource import StatusPage
+from wazuhcluster.ui.status import make_get_status, problem_lines
+
+EVIL = "<script>alert('x')</script>\"&"
+
+
+class HistoryTests(SynchronousTestCase):
+    def test_keeps_the_last_hour_in_a_bounded_ring(self) -> None:
+        clock = Clock()
+        history = SyncHistory(clock, keep=3600.0, max_records=3)
+        verifyObject(IClusterEvents, history)
+        for i in range(5):
+            history.sync_done("w1", "integrity_check", float(i), float(i) + 0.5, True, {})
+        self.assertEqual([r.started for r in history.recent()], [2.0, 3.0, 4.0])
+        clock.advance(3600 + 3.6)  # 2.5 and 3.5 are now more than an hour old
+        self.assertEqual([r.started for r in history.recent()], [4.0])
+        history.sync_done("w1", "integrity_sync", clock.seconds() - 2, clock.seconds(), True,
+                          {"created": 1})
+        history.sync_done("w1", "integrity_sync", clock.seconds(), clock.seconds(), False, {})
+        last = history.last("w1", "integrity_sync")
+        assert last is not None
+        self.assertEqual((last.duration, last.counts["created"]), (2.0, 1))
+        self.assertIsNone(history.last("w2", "integrity_sync"))
+
+
+def status_data(now: float = 10_000.0) -> dict[str, Any]:
+    def node(name: str, kind: str) -> dict[str, Any]:
+        return {"name": name, "type": kind, "version": EVIL, "ip": EVIL, "active_agents": 2,
+                "connected_since": EVIL, "last_keep_alive": EVIL,
+                "last_check_integrity": {"start": "n/a", "end": EVIL},
+                "last_sync_integrity": {"start": "n/a", "end": "n/a", "created": 0,
+                                        "updated": 0, "deleted": 0},
+                "last_sync_agentinfo": {"start": "n/a", "end": "n/a", "chunks": 0}}
+    return {"cluster": EVIL, "node": "master", "now": now, "history_seconds": 3600.0,
+            "nodes": [node("master", "master"), node(EVIL, "worker"), node("w2", "worker")],
+            "agents": {EVIL: {"active": 3, EVIL: 1}},
+            "syncs": [{"worker": EVIL, "kind": "integrity_sync", "started": now - 60,
+                       "ended": now - 58.5, "duration": 1.5, "ok": True,
+                       "counts": {"created": 4, "updated": 5, "deleted": 6}},
+                      {"worker": "w2", "kind": "agent_info", "started": now - 10,
+                       "ended": now - 9.99, "duration": 0.01, "ok": True,
+                       "counts": {"rows": 9}}],
+            "log": [f"2026/11/28 10:00:00 ERROR: [Worker {EVIL}] bad"]}
+
+
+class PageTests(SynchronousTestCase):
+    def test_every_peer_string_is_escaped(self) -> None:
+        html = status_page(status_data(), EVIL, "csrf-token", "nonce1", cookie_session=True)
+        self.assertNotIn("<script>", html)
+        self.assertNotIn("alert('x')", html)
+        self.assertIn("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&quot;&amp;", html)
+        self.assertNotIn("<script", html.lower())
+
+    def test_content_chart_refresh_and_logout_form(self) -> None:
+        html = status_page(status_data(), "admin", "csrf-token", "nonce1", cookie_session=True)
+        self.assertIn('<meta http-equiv="refresh" content="10">', html)
+        self.assertIn('<span id="node-count">3</span>', html)
+        self.assertIn('<span id="agent-total">4</span>', html)
+        self.assertIn('<style nonce="nonce1">', html)
+        self.assertIn('<svg xmlns="http://www.w3.org/2000/svg" id="sync-chart"', html)
+        self.assertEqual(html.count("<circle cx="), 2 + 3)  # two syncs, three legend dots
+        self.assertIn("Integrity sync (1)", html)
+        self.assertIn("1.50 s", html)  # the last integrity sync's duration
+        self.assertIn('<td class="n">4</td><td class="n">5</td><td class="n">6</td>', html)
+        self.assertIn('<input type="hidden" name="csrf" value="csrf-token">', html)
+        self.assertNotIn("http://", html.replace("http://www.w3.org/2000/svg", ""))
+        self.assertNotIn("https://", html)  # nothing from a CDN
+        bare = status_page(status_data(), "admin", "c", "n", cookie_session=False)
+        self.assertNotIn("/ui/logout", bare)
+
+    def test_login_form(self) -> None:
+        html = login_page("tok", "n", EVIL)
+        self.assertIn('<form method="post" action="/ui/login" id="login">', html)
+        self.assertIn('value="tok"', html)
+        self.assertNotIn("<script>", html)
+        self.assertNotIn("http-equiv=\"refresh\"", html)
+
+
+class StatusFunctionTests(SynchronousTestCase):
+    def test_problem_lines_are_the_last_errors_and_warnings(self) -> None:
+        path = os.path.join(short_tempdir(self), "cluster.log")
+        with open(path, "w") as f:
+            for i in range(30):
+                f.write(f"2026/11/28 10:00:{i:02d} INFO: [Master] [Main] fine {i}\n")
+                f.write(f"2026/11/28 10:00:{i:02d} ERROR: [Master] [Main] broken {i}\n")
+                f.write(f"2026/11/28 10:00:{i:02d} WARNING: [Master] [Main] odd {i}\n")
+        lines = problem_lines(path, limit=3)
+        self.assertEqual([line.split("] ")[-1] for line in lines],
+                         ["odd 28", "broken 29", "odd 29"])
+        self.assertEqual(problem_lines(path + ".missing"), [])
+
+    def test_status_without_workers(self) -> None:
+        clock = Clock()
+        clock.advance(500)
+        node = FakeNode(node_config(short_tempdir(self)), clock=clock)
+        history = SyncHistory(clock)
+        history.sync_done("w1", "integrity_check", 499.0, 499.5, True, {})
+        ctx = DapiContext.for_node(node)
+        result = self.successResultOf(Deferred.fromCoroutine(make_get_status(history)(ctx)))
+        data = result.render()["data"]
+        self.assertEqual((data["node"], data["now"], data["nodes"]), ("master-node", 500.0, []))
+        self.assertEqual([s["worker"] for s in data["syncs"]], ["w1"])
+
+    def test_many_syncs_keep_the_newest_and_the_slowest(self) -> None:
+        from wazuhcluster.ui.history import SyncRecord
+        from wazuhcluster.ui.status import shown_syncs
+
+        records = [SyncRecord("w", "integrity_check", float(i), float(i) + (50.0 if i == 3
+                                                                            else 0.1), True, {})
+                   for i in range(100)]
+        shown = shown_syncs(records, limit=20)
+        self.assertEqual(len(shown), 20)
+        self.assertEqual(shown[-18:], records[-18:])
+        self.assertIn(records[3], shown)
+        self.assertEqual(shown, sorted(shown, key=lambda r: r.ended))
+        self.assertEqual(shown_syncs(records[:5], limit=20), records[:5])
+
+    def test_page_provides_its_interface(self) -> None:
+        verifyObject(IWebPage, StatusPage(object(), Clock()))

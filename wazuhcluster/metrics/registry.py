@@ -1,0 +1,143 @@
+"""NodeMetrics: one node's Prometheus registry, fed by the node's events (IClusterEvents)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from wazuhcluster.interfaces import IClusterEvents
+
+#: Sync durations span milliseconds (an empty check) to minutes (a big push on a slow link).
+SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                120.0, 300.0)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: connection_status values of the agent table (Wazuh's).
+AGENT_STATUSES = ("active", "disconnected", "never_connected", "pending")
+
+
+class _NodeCollector(Collector):
+    """Values read from the node at scrape time: connected workers (master), the master
+    link (worker) and the node's identity."""
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._node
+        config = node.config
+        info = GaugeMetricFamily("wazuhcluster_node_info", "This node (always 1).",
+                                 labels=["node", "type", "version", "cluster"])
+        info.add_metric([config.node_name, config.role.value, config.version, config.name], 1)
+        yield info
+        registry = getattr(node, "registry", None)
+        if registry is not None:
+            yield GaugeMetricFamily("wazuhcluster_connected_workers",
+                                    "Workers registered with this master.", value=len(registry))
+        else:
+            yield GaugeMetricFamily("wazuhcluster_master_connected",
+                                    "1 while this worker's link to the master is up.",
+                                    value=1 if getattr(node, "peer", None) is not None else 0)
+
+
+@implementer(IClusterEvents)
+class NodeMetrics:
+    """The metrics of one node, in a registry of its own (several nodes may share a process
+    in tests; prometheus_client's global registry is never used).
+
+    :param node: the role node (read at scrape time: registry, peer, config).
+    :param clock: the reactor's time (sync timestamps).
+    """
+
+    def __init__(self, node: Any, clock: IReactorTime) -> None:
+        self._clock = clock
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        r.register(_NodeCollector(node))
+        self.sync_duration = Histogram(
+            "wazuhcluster_sync_duration_seconds",
+            "Duration of the syncs with each worker (seen by the master).",
+            ["worker", "kind"], buckets=SYNC_BUCKETS, registry=r)
+        self.sync_last_success = Gauge(
+            "wazuhcluster_sync_last_success_timestamp_seconds",
+            "Unix time the last successful sync of this kind with the worker ended.",
+            ["worker", "kind"], registry=r)
+        self.sync_failures = Counter(
+            "wazuhcluster_sync_failures", "Syncs that failed.", ["worker", "kind"], registry=r)
+        self.files_pushed = Counter(
+            "wazuhcluster_integrity_files_pushed",
+            "Files the master pushed to a worker, by action.", ["worker", "action"], registry=r)
+        self.bytes_pushed = Counter(
+            "wazuhcluster_integrity_bytes_pushed",
+            "Bytes of integrity containers the master sent to a worker.", ["worker"],
+            registry=r)
+        self.agent_info_rows = Counter(
+            "wazuhcluster_agent_info_rows_synced",
+            "Agent-info rows a worker's syncs applied on the master.", ["worker"], registry=r)
+        self.agents = Gauge(
+            "wazuhcluster_agents", "Agents in this node's database, by node and status.",
+            ["node", "status"], registry=r)
+        self.dapi_requests = Counter(
+            "wazuhcluster_dapi_requests", "DAPI requests run on this node.",
+            ["function", "outcome"], registry=r)
+        self.frames = Counter("wazuhcluster_link_frames", "Cluster frames, in and out.",
+                              ["direction"], registry=r)
+        self.link_bytes = Counter("wazuhcluster_link_bytes", "Cluster link bytes, in and out.",
+                                  ["direction"], registry=r)
+        self.dropped = Counter("wazuhcluster_dropped_connections",
+                               "Cluster connections that ended, by reason.", ["reason"],
+                               registry=r)
+        self.reactor_lag_gauge = Gauge("wazuhcluster_reactor_lag_seconds",
+                                       "How late the last reactor-lag tick ran.", registry=r)
+        self.reactor_lag_hist = Histogram("wazuhcluster_reactor_lag_distribution_seconds",
+                                          "How late the reactor-lag ticks ran.",
+                                          buckets=LAG_BUCKETS, registry=r)
+        for direction in ("in", "out"):  # present (0) before the first frame
+            self.frames.labels(direction)
+            self.link_bytes.labels(direction)
+
+    # -- IClusterEvents ---------------------------------------------------------------------
+    def sync_done(self, worker: str, kind: str, started: float, ended: float, ok: bool,
+                  counts: Mapping[str, int]) -> None:
+        if not ok:
+            self.sync_failures.labels(worker, kind).inc()
+            return
+        self.sync_duration.labels(worker, kind).observe(max(0.0, ended - started))
+        self.sync_last_success.labels(worker, kind).set(ended)
+        if kind == "integrity_sync":
+            for action in ("created", "updated", "deleted"):
+                self.files_pushed.labels(worker, action).inc(counts.get(action, 0))
+            self.bytes_pushed.labels(worker).inc(counts.get("bytes", 0))
+        elif kind == "agent_info":
+            self.agent_info_rows.labels(worker).inc(counts.get("rows", 0))
+
+    def link_traffic(self, direction: str, frames: int, nbytes: int) -> None:
+        self.frames.labels(direction).inc(frames)
+        self.link_bytes.labels(direction).inc(nbytes)
+
+    def connection_dropped(self, reason: str) -> None:
+        self.dropped.labels(reason).inc()
+
+    def dapi_request(self, function: str, outcome: str) -> None:
+        self.dapi_requests.labels(function, outcome).inc()
+
+    def reactor_lag(self, seconds: float) -> None:
+        self.reactor_lag_gauge.set(seconds)
+        self.reactor_lag_hist.observe(seconds)
+
+    # -- fed by the metrics service's loops --------------------------------------------------
+    def set_agents(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the agent counts with ``rows`` of ``{node_name, connection_status, n}``."""
+        self.agents.clear()
+        for row in rows:
+            self.agents.labels(str(row.get("node_name") or "unknown"),
+                               str(row.get("connection_status") or "unknown")).set(
+                int(row.get("n", 0)))
+
+
+AGENTS_SQL = ("SELECT node_name, connection_status, COUNT(*) AS n FROM agent WHERE id > 0 "
+              "GROUP BY node_name, connection_status")
