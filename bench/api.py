@@ -165,6 +165,10 @@ class Client:
         return body
 
 
+#: CPU seconds per call of this process (all its threads) during the last :func:`measure`.
+LAST_CPU = [0.0]
+
+
 async def measure(call: Callable[[], Awaitable[Any]], clients: int,
                   total: int) -> tuple[float, float, float]:
     """(p50 s, p99 s, requests/s) of ``total`` calls made by ``clients`` concurrent loops."""
@@ -179,9 +183,10 @@ async def measure(call: Callable[[], Awaitable[Any]], clients: int,
             latencies.append(time.perf_counter() - start)
 
     await call()  # warm the connection and caches
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await gatherResults([Deferred.fromCoroutine(loop()) for _ in range(clients)])
     elapsed = time.perf_counter() - start
+    LAST_CPU[0] = (time.process_time() - cpu) / max(1, len(latencies))
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return statistics.median(latencies), p99, len(latencies) / elapsed
@@ -271,14 +276,16 @@ async def in_process(args: argparse.Namespace) -> None:
         for clients, total in ((1, args.requests), (20, args.requests * 3)):
             p50, p99, rate = await measure(_getter(client, "/agents?limit=500"), clients, total)
             print(f"  GET /agents?limit=500  {clients:2} client(s): p50 {p50 * 1000:7.1f} ms  "
-                  f"p99 {p99 * 1000:7.1f} ms  {rate:6.1f} req/s  ({total} requests)")
+                  f"p99 {p99 * 1000:7.1f} ms  {rate:6.1f} req/s  ({total} requests)  CPU "
+                  f"{LAST_CPU[0] * 1000:.1f} ms/request (this process: API and clients)")
 
         async def floor() -> Any:
             return await node.dapi.call("wazuh.agent.get_agents",  # type: ignore[union-attr]
                                         {"limit": 500, "offset": 0})
         p50, p99, rate = await measure(floor, 1, args.requests)
         print(f"  floor: wazuh.agent.get_agents(limit=500) without HTTP: p50 "
-              f"{p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  {rate:6.1f} calls/s")
+              f"{p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  {rate:6.1f} calls/s  CPU "
+              f"{LAST_CPU[0] * 1000:.1f} ms/call")
         await client.pool.closeCachedConnections()
     finally:
         for s in reversed(services):

@@ -90,7 +90,7 @@ class IWorkerExtension(Interface):
 
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from wazuhcluster.agents.db import (
         AgentInfoBatch,
@@ -103,6 +103,22 @@ if TYPE_CHECKING:
         ReconcileResult,
     )
     from wazuhcluster.agents.keys import KeyEntry
+
+
+class IAgentPageReader(Interface):
+    """An agent database that reads one page of a listing, its count and its formatting as
+    one job on its own thread (the embedded database; the DAPI's agent listings use it when
+    the node's IAgentDatabase provides it, else :meth:`IAgentDatabase.select` and
+    :meth:`IAgentDatabase.count`)."""
+
+    def select_page(sql: str, params: Sequence[str | int | float | None],
+                    count_sql: str | None, count_params: Sequence[str | int | float | None],
+                    shape: Callable[[list[str], list[tuple[Any, ...]]], Any]
+                    ) -> Deferred[tuple[Any, int]]:
+        """``(shape(column names, row tuples), total)``: the rows of the read-only ``sql``
+        (NULL columns as None) and the first column of ``count_sql`` (the number of rows
+        when None), read as ``select`` and ``count`` read them; ``shape`` runs on the
+        database's thread, so it must only compute."""
 
 
 class IAgentDatabase(Interface):

@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 from wazuhcluster.agents.db import AgentInfoSetResult, Keepalive, database_path
 from wazuhcluster.agents.keys import KeyEntry
 from wazuhcluster.agents.threaded import DatabaseNotRunning, ThreadedAgentDatabase
-from wazuhcluster.interfaces import IAgentDatabase
+from wazuhcluster.interfaces import IAgentDatabase, IAgentPageReader
 
 
 class InlineReactor:
@@ -70,6 +70,10 @@ class ThreadedAgentDatabaseTests(SynchronousTestCase):
     def test_provides_interface(self) -> None:
         """The service provides IAgentDatabase."""
         self.assertTrue(verifyObject(IAgentDatabase, self.service))
+
+    def test_provides_page_reader(self) -> None:
+        """The service reads listing pages as one job (IAgentPageReader)."""
+        self.assertTrue(verifyObject(IAgentPageReader, self.service))
 
     def test_default_pool_has_one_thread(self) -> None:
         """Without an injected pool the service owns a one-thread pool."""

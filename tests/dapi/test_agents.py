@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.agents.memory import raw
 from tests.dapi.support import NOW, DapiEnv
 from wazuhcluster.dapi.functions import ALL_FUNCTIONS
 from wazuhcluster.dapi.functions.agents import (
@@ -231,3 +232,61 @@ class Delete(Fixture):
         self.assertEqual(result.total_failed_items, 0)
         self.assertEqual(result.render()["message"], "All selected agents were deleted")
         self.assertTrue(os.path.exists(os.path.join(self.env.home, "etc", "client.keys")))
+
+
+class PageReader(Fixture):
+    """Agent pages read as one job with rows formatted from SQLite's tuples give exactly the
+    items (keys, values, key order) of the dict path that the wazuh-db backend takes."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.env.set([1], group_="default,web", os_name="Ubuntu", os_major="22",
+                     disconnection_time=0)
+        self.env.set([4], disconnection_time=NOW - 5, os_uname="Linux |x|")
+        # the manager's row without node name nor version: filled from the node's config
+        self.env.set([0], node_name=None, version=None)
+
+    def _both(self, **kwargs: object) -> tuple[list[dict[str, object]], int,
+                                               list[dict[str, object]], int]:
+        from wazuhcluster.dapi.functions import common
+        from wazuhcluster.dapi.query import compile_agent_query
+        from wazuhcluster.interfaces import IAgentPageReader
+        self.assertTrue(IAgentPageReader.providedBy(self.env.db))
+        query = compile_agent_query(now=NOW, **kwargs)  # type: ignore[arg-type]
+        out: list[object] = []
+        from twisted.internet.defer import Deferred
+        Deferred.fromCoroutine(common.run_agent_query(self.env.ctx, query)).addBoth(out.append)
+        fast, fast_total = out[0]  # type: ignore[misc]
+        db = raw(self.env.db)
+        rows = db.select(query.sql, query.params)
+        slow = common._format_rows(self.env.ctx, rows, query.select)
+        return fast, fast_total, slow, db.count(query.count_sql, query.count_params)
+
+    def assertSameItems(self, fast: list[dict[str, object]],
+                        slow: list[dict[str, object]]) -> None:
+        import json
+        self.assertEqual(fast, slow)
+        self.assertEqual(json.dumps(fast, default=str), json.dumps(slow, default=str))
+
+    def test_every_column(self) -> None:
+        fast, fast_total, slow, total = self._both(limit=500)
+        self.assertSameItems(fast, slow)
+        self.assertEqual((fast_total, len(fast)), (total, 7))
+        manager = fast[0]
+        self.assertEqual((manager["node_name"], manager["version"]),
+                         ("master-node", "Wazuh v4.7.5"))
+        self.assertEqual(fast[1]["group"], ["default", "web"])
+        self.assertNotIn("disconnection_time", fast[1])
+        self.assertIsInstance(fast[4]["disconnection_time"], datetime)
+        self.assertEqual(fast[1]["os"]["name"], "Ubuntu")
+
+    def test_select_sets_sort_and_pages(self) -> None:
+        for kwargs in ({"select": ["name", "os.platform", "lastKeepAlive"], "limit": 3},
+                       {"select": ["node_name", "version"], "offset": 0, "limit": 10},
+                       {"select": ["version"], "sort": {"fields": ["name"], "order": "desc"}},
+                       {"q": "status=active", "offset": 1, "limit": 2},
+                       {"search": {"value": "agent", "negation": False}}):
+            with self.subTest(kwargs=kwargs):
+                fast, fast_total, slow, total = self._both(**kwargs)
+                self.assertSameItems(fast, slow)
+                self.assertEqual(fast_total, total)

@@ -233,6 +233,27 @@ class AffectedItemsTests(SynchronousTestCase):
         naive = datetime(2020, 1, 2)  # noqa: DTZ001 - a naive time is taken as UTC
         self.assertEqual(json.dumps(naive, default=json_default), '"2020-01-02T00:00:00+00:00"')
         self.assertRaises(TypeError, json.dumps, object(), default=json_default)
+        # the UTC fast path writes seconds only, as the general path does
+        with_micro = datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC)
+        self.assertEqual(json_default(with_micro), "2023-11-14T22:13:20+00:00")
+        from datetime import timedelta, timezone
+        east = datetime(2023, 11, 15, 0, 13, 20, tzinfo=timezone(timedelta(hours=2)))
+        self.assertEqual(json_default(east), "2023-11-14T22:13:20+00:00")
+
+    def test_api_body_encoding(self) -> None:
+        """The API's shared encoder writes what json.dumps with json_default writes."""
+        from wazuhcluster.api.service import _dumps
+        r = _result([])
+        r.affected_items.append({"id": "001", "os": {"name": "x"}, "lastKeepAlive": datetime(
+            2023, 11, 14, 22, 13, 20, tzinfo=UTC)})
+        r.total_affected_items = 1
+        body = {"data": r, "message": "m", "error": 0}
+        self.assertEqual(_dumps(body, False), json.dumps(body, default=json_default).encode())
+        self.assertEqual(_dumps(body, True),
+                         json.dumps(body, indent=3, default=json_default).encode())
+        loop: dict[str, object] = {}
+        loop["self"] = loop
+        self.assertRaises(ValueError, _dumps, loop, False)
 
     def test_merge_sorted_descending_int_cast(self) -> None:
         out = merge_sorted([[{"v": "9"}, {"v": "3"}], [{"v": "10"}, {"v": "4"}]],

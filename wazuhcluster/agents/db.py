@@ -34,9 +34,9 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -61,6 +61,7 @@ from wazuhcluster.errors import ConfigError
 
 #: Types a parameter of :meth:`AgentDatabase.select` may have.
 SqlParam = str | int | float | None
+_T = TypeVar("_T")
 
 GroupsMode = Literal["override", "append", "empty_only", "remove"]
 GroupsCondition = Literal["sync_status", "all"]
@@ -930,6 +931,14 @@ class AgentDatabase:
         denies every action but reading, selecting and calling functions, so anything else
         (writes, pragmas, attach, several statements) fails with ``ValueError``.
         """
+        names, rows = self.select_tuples(sql, params)
+        return [{n: v for n, v in zip(names, row, strict=True) if v is not None}
+                for row in rows]
+
+    def select_tuples(self, sql: str, params: Sequence[SqlParam] = ()
+                      ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """:meth:`select` without building dicts: the column names and the rows as SQLite
+        gives them (NULL columns as None)."""
         if not isinstance(sql, str) or not sql.lstrip()[:6].upper() == "SELECT":
             raise ValueError("only SELECT statements are allowed")
         for value in params:
@@ -949,8 +958,18 @@ class AgentDatabase:
             raise
         finally:
             conn.set_authorizer(None)
-        return [{n: v for n, v in zip(names, row, strict=True) if v is not None}
-                for row in rows]
+        return names, rows
+
+    def select_page(self, sql: str, params: Sequence[SqlParam],
+                    count_sql: str | None, count_params: Sequence[SqlParam],
+                    shape: Callable[[list[str], list[tuple[Any, ...]]], _T]
+                    ) -> tuple[_T, int]:
+        """One page of a listing as one job: the rows of ``sql`` given to ``shape`` as
+        ``(column names, tuples)``, and the total of ``count_sql`` (the number of rows when
+        it is None), read as :meth:`select` and :meth:`count` read them."""
+        names, rows = self.select_tuples(sql, params)
+        total = len(rows) if count_sql is None else self.count(count_sql, count_params)
+        return shape(names, rows), total
 
     def generation(self) -> tuple[int, int]:
         """Changes when the data may have changed: rows written through this connection

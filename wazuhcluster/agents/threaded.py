@@ -35,7 +35,7 @@ from wazuhcluster.agents.db import (
     SqlParam,
 )
 from wazuhcluster.agents.keys import KeyEntry
-from wazuhcluster.interfaces import IAgentDatabase
+from wazuhcluster.interfaces import IAgentDatabase, IAgentPageReader
 
 _T = TypeVar("_T")
 
@@ -44,7 +44,7 @@ class DatabaseNotRunning(RuntimeError):
     """An operation was requested while the service is not running."""
 
 
-@implementer(IAgentDatabase)
+@implementer(IAgentDatabase, IAgentPageReader)
 class ThreadedAgentDatabase(Service):
     """Runs :class:`AgentDatabase` operations on a dedicated single-thread pool."""
 
@@ -208,6 +208,15 @@ class ThreadedAgentDatabase(Service):
         """See :meth:`AgentDatabase.select`."""
         params = tuple(params)
         return self._call(lambda db: db.select(sql, params))
+
+    def select_page(self, sql: str, params: Sequence[SqlParam], count_sql: str | None,
+                    count_params: Sequence[SqlParam],
+                    shape: Callable[[list[str], list[tuple[Any, ...]]], _T]
+                    ) -> Deferred[tuple[_T, int]]:
+        """See :meth:`AgentDatabase.select_page` (one job on the database thread)."""
+        params, count_params = tuple(params), tuple(count_params)
+        return self._call(lambda db: db.select_page(sql, params, count_sql, count_params,
+                                                    shape))
 
     def count(self, sql: str, params: Sequence[SqlParam] = ()) -> Deferred[int]:
         """See :meth:`AgentDatabase.count`."""

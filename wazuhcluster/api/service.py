@@ -417,8 +417,17 @@ class APIResource(Resource):
         self._finish(request, status, _dumps(body, pretty), "application/problem+json")
 
 
+#: The C encoder, built once, without circular-reference bookkeeping (API bodies are trees).
+_ENCODER = json.JSONEncoder(default=json_default, check_circular=False)
+
+
 def _dumps(body: Any, pretty: bool) -> bytes:
-    return json.dumps(body, indent=3 if pretty else None, default=json_default).encode("utf-8")
+    if pretty:
+        return json.dumps(body, indent=3, default=json_default).encode("utf-8")
+    try:
+        return _ENCODER.encode(body).encode("utf-8")
+    except RecursionError:
+        raise ValueError("Circular reference detected") from None
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:

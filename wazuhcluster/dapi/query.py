@@ -26,9 +26,9 @@ every value travels as a ``?`` parameter and every field is looked up in a fixed
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -591,6 +591,54 @@ def format_agent_row(row: Mapping[str, Any]) -> dict[str, Any]:
             item[key] = (datetime.fromtimestamp(value, tz=UTC)
                          if isinstance(value, (int, float)) else value)
     return item
+
+
+#: Formats one SQLite tuple of a set of columns (see :func:`agent_row_formatter`).
+AgentRowFormatter = Callable[[Sequence[Any]], dict[str, Any]]
+#: Formatters by column names (one per select set; bounded).
+_FORMATTERS: dict[tuple[str, ...], AgentRowFormatter] = {}
+
+
+def agent_row_formatter(names: Sequence[str]) -> AgentRowFormatter:
+    """A function giving :func:`format_agent_row` of the row ``{name: value}`` of these
+    columns without its None values, built straight from the SQLite tuple (same keys, same
+    order). Made once per set of column names: straight-line code with one branch per
+    column, its kind decided here rather than per row. Column names never enter the code:
+    they are read from a constant tuple by position."""
+    key = tuple(names)
+    formatter = _FORMATTERS.get(key)
+    if formatter is not None:
+        return formatter
+    lines = ["def format_row(row):", "    item = {}"]
+    for i, name in enumerate(key):
+        kind = _ROW_KINDS.get(name, -1) if name in _ROW_KINDS else _row_kind(name)
+        lines.append(f"    v = row[{i}]")
+        lines.append("    if v is not None:")
+        if kind == _K_PLAIN:
+            lines.append(f"        item[K[{i}]] = v")
+        elif kind == _K_ID:
+            lines.append(f"        item[K[{i}]] = str(v).zfill(3)")
+        elif kind == _K_GROUP:
+            lines.append(f"        item[K[{i}]] = v.split(',') if isinstance(v, str) else v")
+        elif kind == _K_OS:
+            lines.append(f"        item.setdefault('os', {{}})[SUB[{i}]] = v")
+        else:
+            guard = " and v != 0" if kind == _K_DISCONNECTION else ""
+            lines.append(f"        if isinstance(v, (int, float)){guard}:")
+            lines.append(f"            item[K[{i}]] = fromtimestamp(v, tz=UTC)")
+            if kind == _K_DISCONNECTION:
+                lines.append("        elif not isinstance(v, (int, float)):")
+            else:
+                lines.append("        else:")
+            lines.append(f"            item[K[{i}]] = v")
+    lines.append("    return item")
+    scope: dict[str, Any] = {"K": key, "SUB": tuple(n[3:] for n in key),
+                             "fromtimestamp": datetime.fromtimestamp, "UTC": UTC}
+    exec(compile("\n".join(lines), "<agent row formatter>", "exec"), scope)
+    formatter = cast(AgentRowFormatter, scope["format_row"])
+    if len(_FORMATTERS) < 256:
+        _FORMATTERS[key] = formatter
+    return formatter
 
 
 # --- the same on lists ---------------------------------------------------------------------

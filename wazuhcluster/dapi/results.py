@@ -689,6 +689,8 @@ def result_from_dict(class_name: str, data: Mapping[str, Any]) -> AbstractWazuhR
 def json_default(value: Any) -> Any:
     """``json.dumps(..., default=json_default)`` for API bodies: results render, datetimes
     become ``2023-11-14T22:13:20+00:00`` (UTC, seconds) as the Wazuh API writes them."""
+    if type(value) is datetime and value.tzinfo is UTC:  # first: two per agent, already UTC
+        return value.isoformat(timespec="seconds")
     if isinstance(value, AbstractWazuhResult):
         return value.render()
     if isinstance(value, datetime):

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from wazuhcluster.dapi.context import DapiContext
-from wazuhcluster.dapi.query import CompiledQuery, format_agent_row, id_condition
+from wazuhcluster.dapi.query import (
+    CompiledQuery,
+    agent_row_formatter,
+    format_agent_row,
+    id_condition,
+)
 from wazuhcluster.dapi.results import (
     AffectedItemsWazuhResult,
     WazuhClusterError,
     WazuhInternalError,
 )
+from wazuhcluster.interfaces import IAgentPageReader
 
 
 def database(ctx: DapiContext) -> Any:
@@ -80,36 +87,63 @@ async def existing_agent_ids(ctx: DapiContext, ids: Iterable[str]) -> set[str]:
 
 async def run_agent_query(ctx: DapiContext, query: CompiledQuery,
                           count: bool = True) -> tuple[list[dict[str, Any]], int]:
-    """Run a compiled agent query: formatted items and the total before pagination."""
+    """Run a compiled agent query: formatted items and the total before pagination.
+
+    With a database that reads pages as one job (:class:`IAgentPageReader`, the embedded
+    one), the page, its count and the formatting of its rows run together on the database
+    thread, rows formatted straight from SQLite's tuples; otherwise rows come as dicts and
+    big pages are formatted in the node's pool."""
     db = database(ctx)
+    if IAgentPageReader.providedBy(db):
+        shape = partial(_shape_tuples, ctx.config.node_name, f"Wazuh v{ctx.config.version}",
+                        query.select)
+        items, total = await db.select_page(query.sql, query.params,
+                                            query.count_sql if count else None,
+                                            query.count_params, shape)
+        return items, total
     rows = await db.select(query.sql, query.params)
     total = len(rows)
     if count:
         total = await db.count(query.count_sql, query.count_params)
     if len(rows) > _INLINE_ROWS:  # formatting is CPU work: keep the reactor free
-        items: list[dict[str, Any]] = await ctx.run(_format_rows, ctx, rows, query.select)
+        items = await ctx.run(_format_rows, ctx, rows, query.select)
         return items, total
     return _format_rows(ctx, rows, query.select), total
 
 
 #: Up to this many rows are formatted in the reactor thread (cheaper than a thread hop).
 _INLINE_ROWS = 50
+_MANAGER_IDS = (0, "0", "000")
 
 
 def _format_rows(ctx: DapiContext, rows: list[dict[str, Any]], select: tuple[str, ...]
                  ) -> list[dict[str, Any]]:
-    return [format_agent_row(_manager_row(ctx, r, select)) for r in rows]
+    node_name, version = ctx.config.node_name, f"Wazuh v{ctx.config.version}"
+    return [format_agent_row(_manager_row(node_name, version, r, select)) for r in rows]
 
 
-def _manager_row(ctx: DapiContext, row: dict[str, Any], select: tuple[str, ...]
+def _shape_tuples(node_name: str, version: str, select: tuple[str, ...], names: list[str],
+                  rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """:func:`_format_rows` of the same rows given as SQLite tuples (runs on the database
+    thread): the manager's row goes the dict way, every other row straight from its tuple."""
+    format_row = agent_row_formatter(names)
+    if "id" not in names:
+        return [format_row(r) for r in rows]
+    at = names.index("id")
+    return [format_row(r) if r[at] not in _MANAGER_IDS else
+            format_agent_row(_manager_row(node_name, version, {
+                n: v for n, v in zip(names, r, strict=True) if v is not None}, select))
+            for r in rows]
+
+
+def _manager_row(node_name: str, version: str, row: dict[str, Any], select: tuple[str, ...]
                  ) -> dict[str, Any]:
     """Agent 000 with this node's name and Wazuh version when the database has none (as
     wazuh-db keeps them for the manager)."""
-    if row.get("id") not in (0, "0", "000"):
+    if row.get("id") not in _MANAGER_IDS:
         return row
     row = dict(row)
-    for key, value in (("node_name", ctx.config.node_name),
-                       ("version", f"Wazuh v{ctx.config.version}")):
+    for key, value in (("node_name", node_name), ("version", version)):
         if key in select and row.get(key) in (None, "", "unknown"):
             row[key] = value
     return row
