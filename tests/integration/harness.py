@@ -358,6 +358,18 @@ class Cluster:
                     f"timed out after {timeout:.0f} s waiting for {what}\n{self.describe()}")
             await sleep(POLL)
 
+    async def api_client(self, node: NodeProcess) -> Any:
+        """A tests.api.harness.APIClient for ``node``'s REST API, once it listens, trusting
+        the self-signed certificate the node made at start; its pool closed at cleanup."""
+        from tests.api.harness import APIClient
+        cert = os.path.join(node.home, "api", "configuration", "ssl", "server.crt")
+        await self.wait_for(f"{node.name}'s API certificate", lambda: os.path.exists(cert))
+        await self.wait_log(node, r"\[API\] \[Main\] Listening on")
+        with open(cert, "rb") as f:
+            client = APIClient(reactor, f"https://127.0.0.1:{node.api_port}", f.read())
+        self.case.addCleanup(client.pool.closeCachedConnections)
+        return client
+
     async def wait_log(self, node: NodeProcess, pattern: str, *, since: int = 0,
                        count: int = 1, timeout: float = WAIT) -> list[str]:
         """Wait until ``node``'s cluster.log has ``count`` lines matching ``pattern``."""

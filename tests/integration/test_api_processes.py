@@ -9,7 +9,6 @@ import json
 import os
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -72,12 +71,7 @@ class APIProcessTests(TestCase):
         self.assertNotIn(ADMIN[1], text)
 
     async def client(self, c: Cluster, node: NodeProcess) -> APIClient:
-        cert = os.path.join(node.home, "api", "configuration", "ssl", "server.crt")
-        await c.wait_for(f"{node.name}'s API certificate", lambda: os.path.exists(cert))
-        await c.wait_log(node, r"\[API\] \[Main\] Listening on")
-        with open(cert, "rb") as f:
-            client = APIClient(reactor, f"https://127.0.0.1:{node.api_port}", f.read())
-        self.addCleanup(client.pool.closeCachedConnections)
+        client: APIClient = await c.api_client(node)
         return client
 
     async def groups_of(self, node: NodeProcess) -> dict[str, list[str]]:

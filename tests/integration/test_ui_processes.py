@@ -75,12 +75,7 @@ class UIProcessTests(TestCase):
     timeout = 240
 
     async def api_client(self, c: Cluster, node: NodeProcess) -> APIClient:
-        cert = os.path.join(node.home, "api", "configuration", "ssl", "server.crt")
-        await c.wait_for(f"{node.name}'s API certificate", lambda: os.path.exists(cert))
-        await c.wait_log(node, r"\[API\] \[Main\] Listening on")
-        with open(cert, "rb") as f:
-            client = APIClient(reactor, f"https://127.0.0.1:{node.api_port}", f.read())
-        self.addCleanup(client.pool.closeCachedConnections)
+        client: APIClient = await c.api_client(node)
         return client
 
     async def test_metrics_page_and_browser(self) -> None:
