@@ -48,7 +48,7 @@ wheel-check: $(STAMP)
 	@build/wheel-check/venv/bin/python -c "from wazuhcluster.config import default_cluster_json as d; assert d()['files']"
 	@echo "wheel-check: twistd wazuhcluster and console scripts work from a fresh venv"
 
-# The status page test (tests/integration/test_ui_browser.py) loads /ui in headless Chromium:
+# The status page test (tests/integration/test_ui_processes.py) loads /ui in headless Chromium:
 # install it from the OS packages when it is missing and we may (root); the test fails with a
 # clear message when it still is not there.
 chromium:
