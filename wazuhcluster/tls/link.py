@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.tls.contexts import LinkInfo, describe_failure
+from wazuhcluster.tls.direct import can_go_direct, go_direct
 
 #: Bytes needed to tell a TLS ClientHello from a plain ``hello`` frame.
 SNIFF_BYTES = 11
@@ -92,6 +93,17 @@ class TlsTap(Protocol):
         else:
             self.inner.dataReceived(data)
 
+    def deliver(self, pieces: list[bytes], size: int) -> None:
+        """Pass on the records of one socket read (``size`` bytes in all) as one piece."""
+        if len(pieces) == 1:
+            self.inner.dataReceived(pieces[0])
+            return
+        take = getattr(self.inner, "pieces_received", None)
+        if take is not None:
+            take(pieces, size)
+        else:
+            self.inner.dataReceived(b"".join(pieces))
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.release()
         info = link_info(self.transport)
@@ -119,7 +131,14 @@ class CoalescingTLS(TLSMemoryBIOProtocol):
       plaintext records of one read reach the cluster protocol in one call, as a list of pieces
       when it takes them (``ClusterProtocol.pieces_received``), else joined (Twisted: one
       call per 16 KiB record).
+
+    Once the handshake is done, a link over a reactor TCP connection goes *direct*
+    (:mod:`wazuhcluster.tls.direct`): OpenSSL reads and writes the socket itself and none of
+    the memory-BIO copies above remain. Other transports (tests' in-memory ones) stay in
+    memory-BIO mode.
     """
+
+    _direct = False
 
     def makeConnection(self, transport: Any) -> None:
         if hasattr(transport, "bufferSize"):
@@ -140,6 +159,58 @@ class CoalescingTLS(TLSMemoryBIOProtocol):
             super().dataReceived(data)
         finally:
             tap.release()
+        self._maybe_go_direct()
+
+    # -- direct mode (tls/direct.py) ------------------------------------------------------------
+    def _maybe_go_direct(self) -> None:
+        """Hand the socket to OpenSSL if the handshake is done and nothing is half-way."""
+        if (self._direct or not self._handshakeDone or self._lostTLSConnection or self._aborted
+                or self.disconnecting or self._appSendBuffer):
+            return
+        connection = self._tlsConnection
+        if connection is None or connection.pending() or not can_go_direct(self.transport):
+            return
+        self._flushSendBIO()  # what the handshake left in the memory BIO, to the TCP buffer
+        go_direct(self.transport, self, connection)
+        self._direct = True
+
+    @property
+    def direct(self) -> bool:
+        """True once OpenSSL reads and writes the socket itself."""
+        return self._direct
+
+    def direct_received(self, pieces: list[bytes], size: int) -> None:
+        """Plaintext records of one socket read (direct mode)."""
+        if self._aborted or self._lostTLSConnection:
+            return
+        tap = self.wrappedProtocol
+        if isinstance(tap, TlsTap):
+            tap.deliver(pieces, size)
+        else:
+            for piece in pieces:
+                tap.dataReceived(piece)
+
+    def peer_closed_tls(self) -> None:
+        """The peer's close_notify arrived (direct mode): flush what is buffered, then close
+        (our close_notify goes out just before the socket closes)."""
+        self._tlsShutdownFinished(None)
+
+    def _flushSendBIO(self) -> None:
+        if self._direct:
+            return  # no memory BIO any more
+        self._flush_send_bio()
+
+    def _shutdownTLS(self) -> None:
+        if self._direct:
+            # The transport flushes its plaintext, then sends close_notify and closes.
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        super()._shutdownTLS()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._direct:
+            self._lostTLSConnection = True  # no memory BIO to drain
+        super().connectionLost(reason)
 
     def _write(self, data: bytes) -> None:
         self._write_pieces((data,))
@@ -153,6 +224,9 @@ class CoalescingTLS(TLSMemoryBIOProtocol):
         """Encrypt ``pieces`` in order and write the records; what OpenSSL cannot take yet
         (a TLS 1.2 renegotiation in progress) is buffered as Twisted does."""
         if self._lostTLSConnection:
+            return
+        if self._direct:
+            self.transport.writeSequence(pieces)  # type: ignore[union-attr]
             return
         connection = self._tlsConnection
         pieces = list(pieces)
@@ -176,7 +250,7 @@ class CoalescingTLS(TLSMemoryBIOProtocol):
                     flushed = done
         self._flushSendBIO()
 
-    def _flushSendBIO(self) -> None:
+    def _flush_send_bio(self) -> None:
         connection = self._tlsConnection
         records: list[bytes] = []
         while True:
