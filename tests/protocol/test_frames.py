@@ -249,6 +249,37 @@ class PropertyTests(SynchronousTestCase):
         self.assertTrue(all(type(f.payload) is bytes for f in got))
         self.assertEqual(decoder.pending_bytes, 0)
 
+    @given(messages=st.lists(st.tuples(st.integers(0, 2**32 - 1),
+                                       st.sampled_from([b"echo", b"ok", b"file_upd"]),
+                                       st.binary(max_size=3000)), min_size=1, max_size=6),
+           cuts=st.lists(st.integers(0, 20000), max_size=12))
+    def test_memoryview_pieces_yield_bytes_payloads(
+            self, messages: list[tuple[int, bytes, bytes]], cuts: list[int]) -> None:
+        """Memoryview pieces (the direct TLS link's reads) give the same frames as bytes,
+        with bytes payloads."""
+        wire = b"".join(b"".join(encode_message(c, cmd, len(p), p)) for c, cmd, p in messages)
+        bounds = sorted({0, len(wire), *(c for c in cuts if c <= len(wire))})
+        buffer = bytearray(wire)
+        pieces = [memoryview(buffer)[a:b] for a, b in itertools.pairwise(bounds)]
+        got = FrameDecoder().feed_pieces(pieces)
+        self.assertEqual([(f.counter, f.command, f.payload) for f in got], messages)
+        self.assertTrue(all(type(f.payload) is bytes for f in got))
+
+    def test_large_part_of_a_view_is_kept_small_part_copied(self) -> None:
+        """Of a memoryview piece, a payload part of at least half the piece is kept as a view
+        (no copy); a smaller part is copied, so that it does not pin the whole piece."""
+        frame = b"".join(encode_message(1, b"echo", 5000, b"x" * 5000))
+        decoder = FrameDecoder()
+        decoder.feed_pieces([memoryview(bytearray(frame[:3020]))])  # header + 3 000 bytes
+        self.assertIs(type(decoder._pieces[-1]), memoryview)
+        frames = decoder.feed_pieces([memoryview(bytearray(frame[3020:]))])
+        self.assertEqual(frames[0].payload, b"x" * 5000)
+        other = b"".join(encode_message(2, b"echo", 4000, b"y" * 4000))
+        decoder = FrameDecoder()
+        frames = decoder.feed_pieces([memoryview(bytearray(other + frame[:120]))])
+        self.assertEqual(frames[0].payload, b"y" * 4000)
+        self.assertIs(type(decoder._pieces[-1]), bytes)  # 100 bytes of a 4 140-byte piece
+
     def test_pending_bytes_count_the_announced_payload(self) -> None:
         """While a payload arrives, the decoder accounts for its announced size at once."""
         frame = b"".join(encode_message(1, b"echo", 5000, b"x" * 5000))

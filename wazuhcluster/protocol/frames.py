@@ -100,7 +100,7 @@ class FrameDecoder:
         self._header: tuple[int, int, bytes, bool] | None = None  # WAIT_PAYLOAD when set
         # The payload being received, as the pieces it arrived in: joined once when complete
         # (one copy; no growing buffer that reallocates and keeps its peak size).
-        self._pieces: list[bytes] = []
+        self._pieces: list[bytes | memoryview] = []
         self._filled = 0
 
     @property
@@ -115,11 +115,12 @@ class FrameDecoder:
         """Add ``data``; return the frames it completes (possibly none)."""
         return self.feed_pieces((data,))
 
-    def feed_pieces(self, pieces: Iterable[bytes]) -> list[Frame]:
+    def feed_pieces(self, pieces: Iterable[bytes | memoryview]) -> list[Frame]:
         """Add the bytes of ``pieces`` in order; return the frames they complete.
 
         The same as feeding their concatenation, without making it: a piece that falls
-        inside a payload is kept as it is until the payload is complete.
+        inside a payload is kept as it is until the payload is complete. Pieces may also be
+        memoryviews (the TLS link's reads); frames always get ``bytes`` payloads.
         """
         frames: list[Frame] = []
         for data in pieces:
@@ -127,7 +128,7 @@ class FrameDecoder:
                 self._feed(data, frames)
         return frames
 
-    def _feed(self, data: bytes, frames: list[Frame]) -> None:
+    def _feed(self, data: bytes | memoryview, frames: list[Frame]) -> None:
         offset, end = 0, len(data)
         while offset < end:
             if not self._buffer and self._header is None:
@@ -139,7 +140,9 @@ class FrameDecoder:
                     start = offset + HEADER_SIZE
                     if end - start < length:
                         break
-                    frames.append(Frame(counter, command, data[start:start + length], divided))
+                    payload = data[start:start + length]
+                    frames.append(Frame(counter, command, payload if type(payload) is bytes
+                                        else bytes(payload), divided))
                     offset = start + length
                 if offset == end:
                     return
@@ -162,8 +165,12 @@ class FrameDecoder:
             if take == end:  # (offset is 0) the whole piece: kept, not copied
                 self._pieces.append(data)
             elif take:
-                # Part of a piece: copied, so that a small part never pins a big piece.
-                self._pieces.append(data[offset:offset + take])
+                # Part of a piece: copied, so that a small part never pins a big piece; a
+                # view when the part is at least half of a memoryview piece (the TLS link's
+                # reads: one copy fewer per MiB, at most twice the part pinned).
+                part = data[offset:offset + take]
+                self._pieces.append(part if type(part) is memoryview and take * 2 >= end
+                                    else bytes(part))
             self._filled += take
             offset += take
             if self._filled < length:

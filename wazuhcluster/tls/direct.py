@@ -12,8 +12,9 @@ it is). Right after it, :func:`go_direct` points the OpenSSL connection at the s
 (``SSL_set_fd``; the record layer keeps what it holds) and turns the TCP transport into a
 :class:`DirectTLSMixin` one:
 
-* reading: ``SSL_read`` straight from the socket, record after record, until OpenSSL wants
-  more; the plaintext records of one wake-up reach the cluster protocol as one list of pieces;
+* reading: ``SSL_read`` straight from the socket, record after record into one buffer, until
+  OpenSSL wants more; what one wake-up read reaches the cluster protocol as one piece, a view
+  of that buffer (no copy) when it is well filled;
 * writing: the transport's buffer holds *plaintext* pieces (no join); each ``SSL_write`` takes
   up to :data:`SEND_LIMIT` bytes of a piece and OpenSSL writes the records to the socket. Partial
   writes are off, so a write that the socket cannot take yet is repeated with the same bytes,
@@ -29,10 +30,12 @@ never needs a write nor a write a read, so no read/write cross-waits are needed.
 
 from __future__ import annotations
 
+import contextlib
 from errno import ENOBUFS, EWOULDBLOCK
 from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 from twisted.internet import main, tcp
 
@@ -42,8 +45,10 @@ SEND_LIMIT = 512 * 1024
 WRITE_TURN = 2 * 1024 * 1024
 #: Plaintext bytes of one record (TLS 1.2 and 1.3): one SSL_read returns at most this.
 RECORD = 16 * 1024
-#: The most one doRead delivers before the reactor serves other connections.
-READ_TURN = 1024 * 1024
+#: Bounds of the buffer one doRead decrypts into (a whole number of records); the most one
+#: doRead delivers before the reactor serves other connections.
+READ_MIN = 4 * RECORD
+READ_MAX = 64 * RECORD
 #: Pieces shorter than this are joined with the following ones before SSL_write (a frame
 #: header and a small payload then go as one record instead of two).
 COALESCE = 16 * 1024
@@ -84,6 +89,7 @@ class DirectTLSMixin:
     _wzc_tls: Any  # the CoalescingTLS protocol (the sniffer may sit between it and us)
     _wzc_raw: memoryview
     _wzc_closed_notify: bool
+    _wzc_read_size: int
 
     if TYPE_CHECKING:  # provided by FileDescriptor (not defined here: they would override it)
         def startWriting(self) -> None: ...
@@ -174,10 +180,8 @@ class DirectTLSMixin:
         if self._wzc_closed_notify:
             return
         self._wzc_closed_notify = True
-        try:
+        with contextlib.suppress(SSL.Error):
             self._wzc_conn.shutdown()  # one alert record; the peer's is not waited for
-        except SSL.Error:
-            pass
 
     def _postLoseConnection(self) -> Any:
         self._send_close_notify()
@@ -190,34 +194,47 @@ class DirectTLSMixin:
     # -- reading --------------------------------------------------------------------------
     def doRead(self) -> Any:
         connection = self._wzc_conn
-        pieces: list[bytes] = []
+        ssl = connection._ssl  # type: ignore[attr-defined]
+        capacity = self._wzc_read_size
+        buffer = _alloc("char[]", capacity)  # not zeroed: OpenSSL writes every byte we keep
         size = 0
         outcome: Any = None
-        while True:
+        while size + RECORD <= capacity:
+            got = _lib.SSL_read(ssl, buffer + size, RECORD)  # one record, decrypted in place
+            if got > 0:
+                size += got
+                continue
             try:
-                data = connection.recv(RECORD)
-            except SSL.WantReadError:
-                break
-            except SSL.WantWriteError:
-                break  # not after a TLS 1.3 handshake (no renegotiation either)
+                connection._raise_ssl_error(ssl, got)  # type: ignore[attr-defined]
+            except (SSL.WantReadError, SSL.WantWriteError):
+                break  # (WantWrite: not after a TLS 1.3 handshake, no renegotiation either)
             except SSL.ZeroReturnError:
                 outcome = "close_notify"
                 break
             except SSL.Error as e:
                 outcome = main.CONNECTION_LOST if _is_eof(e) else e
                 break
-            pieces.append(data)
-            size += len(data)
-            if size >= READ_TURN and not connection.pending():
-                break  # the socket wakes us again for the rest
+            break  # pragma: no cover (SSL_read gave 0 without an error)
+        # The next read's buffer: bigger while reads fill it, smaller while they do not.
+        if size + RECORD > capacity:
+            self._wzc_read_size = min(capacity * 2, READ_MAX)
+        elif size * 4 < capacity:
+            self._wzc_read_size = max(capacity // 2, READ_MIN)
         tls = self._wzc_tls
-        if pieces:
-            tls.direct_received(pieces, size)
+        if size:
+            # A view of the buffer when it is at least half full (the decoder keeps whole
+            # pieces of a payload until it is complete, so little memory is pinned for
+            # nothing), a copy of what was read otherwise.
+            data = _ffi.buffer(buffer, size)
+            tls.direct_received([memoryview(data) if size * 2 >= capacity else data[:]],
+                                size)
         if outcome == "close_notify":
             tls.peer_closed_tls()  # as in memory-BIO mode: flush, close_notify, close
             return None
         return outcome
 
+
+_alloc = _ffi.new_allocator(should_clear_after_alloc=False)
 
 _classes: dict[type, type] = {}
 
@@ -266,6 +283,7 @@ def go_direct(transport: Any, tls: Any, connection: SSL.Connection) -> None:
     transport._wzc_tls = tls
     transport._wzc_raw = memoryview(raw)
     transport._wzc_closed_notify = False
+    transport._wzc_read_size = READ_MIN
     if raw:
         transport.startWriting()
 

@@ -93,11 +93,9 @@ class TlsTap(Protocol):
         else:
             self.inner.dataReceived(data)
 
-    def deliver(self, pieces: list[bytes], size: int) -> None:
-        """Pass on the records of one socket read (``size`` bytes in all) as one piece."""
-        if len(pieces) == 1:
-            self.inner.dataReceived(pieces[0])
-            return
+    def deliver(self, pieces: list[Any], size: int) -> None:
+        """Pass on what one socket read gave (``size`` bytes in all; direct mode): pieces may
+        be memoryviews, which only ``ClusterProtocol.pieces_received`` is given as they are."""
         take = getattr(self.inner, "pieces_received", None)
         if take is not None:
             take(pieces, size)
