@@ -49,8 +49,8 @@ RECORD = 16 * 1024
 #: doRead delivers before the reactor serves other connections.
 READ_MIN = 4 * RECORD
 READ_MAX = 64 * RECORD
-#: Pieces shorter than this are joined with the following ones before SSL_write (a frame
-#: header and a small payload then go as one record instead of two).
+#: Pieces shorter than this are joined with (the start of) the following ones before
+#: SSL_write (a frame header and a small payload then go as one record instead of two).
 COALESCE = 16 * 1024
 
 
@@ -165,15 +165,27 @@ class DirectTLSMixin:
         return None
 
     def _coalesce(self) -> None:
+        """Join the short first piece with what follows, up to :data:`COALESCE` bytes: a
+        frame header and the start of its payload go out as one record (of a long piece only
+        its start is copied; the rest stays a view)."""
         queue = self._tempDataBuffer
-        parts = [memoryview(queue[0])[self.offset:]]
+        parts: list[Any] = [memoryview(queue[0])[self.offset:]]
         size = len(parts[0])
         taken = 1
+        rest: list[Any] = []
         while taken < len(queue) and size < COALESCE:
-            parts.append(queue[taken])
-            size += len(queue[taken])
+            piece = queue[taken]
             taken += 1
-        queue[:taken] = [b"".join(parts)]
+            need = COALESCE - size
+            if len(piece) > need:
+                view = memoryview(piece)
+                parts.append(view[:need])
+                rest.append(view[need:])
+                size += need
+                break
+            parts.append(piece)
+            size += len(piece)
+        queue[:taken] = [b"".join(parts), *rest]
         self.offset = 0
 
     def _send_close_notify(self) -> None:
