@@ -7,12 +7,14 @@ direct mode needs a socket, and in-memory transports stay in memory-BIO mode.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -99,6 +101,8 @@ class DirectLinkTests(TestCase):
         await client.wait_for(len(b"ready"))  # the server app says so once connected
         server = servers[0]
         self.addCleanup(self._close, server)
+        self.assert_direct(client)
+        self.assert_direct(server)
         return server, client
 
     async def _close(self, app: App) -> None:
@@ -116,8 +120,6 @@ class DirectLinkTests(TestCase):
         """After the handshake both ends read and write the socket through OpenSSL; a 5 MiB
         write, header+payload sequences and small writes arrive whole and in order."""
         server, client = await self.connect()
-        self.assert_direct(client)
-        self.assert_direct(server)
         big = os.urandom(5 * 1024 * 1024)
         expected = bytearray()
         client.transport.write(big)  # type: ignore[union-attr]
@@ -184,6 +186,30 @@ class DirectLinkTests(TestCase):
         server.transport.resumeProducing()  # type: ignore[union-attr]
         await server.wait_for(16 * 1024 * 1024)
         self.assertEqual(bytes(server.data), b"".join(chunks))
+
+    async def test_eof_without_close_notify_is_a_lost_connection(self) -> None:
+        """The peer's TCP connection ends without a close_notify: what it sent before still
+        arrives, then the link is lost (not closed cleanly)."""
+        server, client = await self.connect()
+        client.transport.write(b"last words")  # type: ignore[union-attr]
+        await server.wait_for(len(b"last words"))
+        tcp = client.transport.transport  # type: ignore[union-attr]
+        tcp.socket.shutdown(socket.SHUT_WR)  # TCP FIN, no TLS alert
+        await server.lost
+        self.assertEqual(bytes(server.data), b"last words")
+        assert server.reason is not None
+        self.assertTrue(server.reason.check(ConnectionLost), server.reason)
+        self.assertEqual(self.reports, [])
+
+    async def test_forged_record_ends_the_link_with_the_tls_error(self) -> None:
+        """Bytes that are no valid record of this TLS session end the link with OpenSSL's
+        error as the reason, as in memory-BIO mode."""
+        server, client = await self.connect()
+        tcp = client.transport.transport  # type: ignore[union-attr]
+        tcp.socket.send(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # application data, bad tag
+        await server.lost
+        assert server.reason is not None
+        self.assertTrue(server.reason.check(SSL.Error), server.reason)
 
     async def test_abort(self) -> None:
         """abortConnection on a direct link ends both sides."""

@@ -203,6 +203,13 @@ class DirectTLSMixin:
         self._send_close_notify()
         return tcp.Connection._closeWriteConnection(self)  # type: ignore[arg-type]
 
+    def connectionLost(self, reason: Any) -> None:
+        # Nothing may reach OpenSSL after this: its BIO names a file descriptor number that
+        # the socket's closing frees for reuse.
+        self._wzc_closed_notify = True
+        self._wzc_raw = memoryview(b"")
+        tcp.Connection.connectionLost(self, reason)  # type: ignore[arg-type]
+
     # -- reading --------------------------------------------------------------------------
     def doRead(self) -> Any:
         connection = self._wzc_conn
