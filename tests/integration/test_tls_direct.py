@@ -67,9 +67,10 @@ class App(Protocol):
 class DirectLinkTests(TestCase):
     """A master-side sniffing listener and a worker-side endpoint over loopback."""
 
-    timeout = 60
+    timeout = 20
 
-    async def connect(self, early: bytes = b"") -> tuple[App, App]:
+    async def connect(self, early: bytes = b"", max_version: int | None = None
+                      ) -> tuple[App, App]:
         pki = shared_pki()
         servers: list[App] = []
         reports: list[str] = []
@@ -95,10 +96,12 @@ class DirectLinkTests(TestCase):
 
         endpoint = TlsClientEndpoint(
             TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
-            ClientCreator(pki.material("w1"), "127.0.0.1"), reports.append)
+            ClientCreator(pki.material("w1"), "127.0.0.1", max_version), reports.append)
         client: App = await endpoint.connect(Client())
         self.addCleanup(self._close, client)
         await client.wait_for(len(b"ready"))  # the server app says so once connected
+        await deferLater(reactor, 0)  # (a TLS 1.2 client gets "ready" with the handshake's
+        # last record: the test would go on inside that read, before the switch at its end)
         server = servers[0]
         self.addCleanup(self._close, server)
         self.assert_direct(client)
@@ -135,6 +138,16 @@ class DirectLinkTests(TestCase):
         await client.wait_for(len(b"ready") + len(back))
         self.assertEqual(bytes(client.data), b"ready" + back)
         self.assertEqual(self.reports, [])
+
+    async def test_tls12_link_goes_direct_too(self) -> None:
+        """A worker limited to TLS 1.2 (the minimum) gets a direct link as well."""
+        server, client = await self.connect(max_version=SSL.TLS1_2_VERSION)
+        version = server.transport._tlsConnection.get_protocol_version_name()  # type: ignore
+        self.assertEqual(version, "TLSv1.2")
+        payload = os.urandom(2 * 1024 * 1024 + 5)
+        client.transport.write(payload)  # type: ignore[union-attr]
+        await server.wait_for(len(payload))
+        self.assertEqual(bytes(server.data), payload)
 
     async def test_early_writes_and_certificate(self) -> None:
         """What the worker writes before the handshake completes arrives after it; the
