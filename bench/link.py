@@ -294,11 +294,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def link_cipher(client: ClusterProtocol) -> str:
-    """The TLS version and cipher suite of a connection ('' without TLS)."""
+    """The TLS version and cipher suite of a connection ('' without TLS), and whether OpenSSL
+    reads and writes the socket itself (tls/direct.py) or Twisted's memory BIOs."""
     connection = getattr(client.transport, "_tlsConnection", None)
     if connection is None:
         return ""
-    return f"{connection.get_protocol_version_name()} {connection.get_cipher_name()}"
+    mode = ("OpenSSL on the socket" if getattr(client.transport, "direct", False)
+            else "memory BIO")
+    return f"{connection.get_protocol_version_name()} {connection.get_cipher_name()} ({mode})"
 
 
 def tls_floor(directory: str, total: int = 100 * MIB) -> tuple[float, str, float, float]:
