@@ -278,6 +278,12 @@ def go_direct(transport: Any, tls: Any, connection: SSL.Connection) -> None:
 
     :param tls: the TLS protocol that receives the plaintext (``direct_received``).
     """
+    # OpenSSL frees the memory BIOs and reads/writes the socket from now on; pyOpenSSL's
+    # bio_read/bio_write then refuse (TypeError) instead of touching freed memory.
+    if _lib.SSL_set_fd(connection._ssl, transport.fileno()) != 1:  # type: ignore[attr-defined]
+        raise SSL.Error("SSL_set_fd failed")
+    connection._into_ssl = None  # type: ignore[attr-defined]
+    connection._from_ssl = None  # type: ignore[attr-defined]
     raw = transport.dataBuffer[transport.offset:] if transport.offset else transport.dataBuffer
     if transport._tempDataBuffer:
         raw = b"".join([bytes(raw), *transport._tempDataBuffer])
@@ -285,12 +291,6 @@ def go_direct(transport: Any, tls: Any, connection: SSL.Connection) -> None:
     transport.offset = 0
     transport._tempDataBuffer = []
     transport._tempDataLen = 0
-    # OpenSSL frees the memory BIOs and reads/writes the socket from now on; pyOpenSSL's
-    # bio_read/bio_write then refuse (TypeError) instead of touching freed memory.
-    if _lib.SSL_set_fd(connection._ssl, transport.fileno()) != 1:  # type: ignore[attr-defined]
-        raise SSL.Error("SSL_set_fd failed")
-    connection._into_ssl = None  # type: ignore[attr-defined]
-    connection._from_ssl = None  # type: ignore[attr-defined]
     # A write the socket cannot take is repeated whole (same bytes, maybe moved): one
     # SSL_write per piece instead of one per record.
     _lib.SSL_clear_mode(connection._ssl,  # type: ignore[attr-defined]
