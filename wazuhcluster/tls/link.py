@@ -177,7 +177,7 @@ class CoalescingTLS(TLSMemoryBIOProtocol):
         """True once OpenSSL reads and writes the socket itself."""
         return self._direct
 
-    def direct_received(self, pieces: list[bytes], size: int) -> None:
+    def direct_received(self, pieces: list[Any], size: int) -> None:
         """Plaintext records of one socket read (direct mode)."""
         if self._aborted or self._lostTLSConnection:
             return
@@ -186,7 +186,7 @@ class CoalescingTLS(TLSMemoryBIOProtocol):
             tap.deliver(pieces, size)
         else:
             for piece in pieces:
-                tap.dataReceived(piece)
+                tap.dataReceived(bytes(piece))
 
     def peer_closed_tls(self) -> None:
         """The peer's close_notify arrived (direct mode): flush what is buffered, then close
