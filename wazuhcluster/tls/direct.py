@@ -266,8 +266,19 @@ def _direct_class(base: type) -> type:
     return cls
 
 
-def can_go_direct(transport: Any) -> bool:
-    """True if ``transport`` is a plain TCP transport of the reactor we can take over."""
+#: What go_direct and DirectTLSMixin use of OpenSSL's bindings and of pyOpenSSL's internals
+#: (checked once: with another pyOpenSSL the link simply stays in memory-BIO mode).
+SUPPORTED = (all(hasattr(_lib, name) for name in (
+    "SSL_set_fd", "SSL_clear_mode", "SSL_set_mode", "SSL_read", "SSL_MODE_ENABLE_PARTIAL_WRITE",
+    "SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER")) and hasattr(SSL.Connection, "_raise_ssl_error"))
+
+
+def can_go_direct(transport: Any, connection: SSL.Connection | None = None) -> bool:
+    """True if ``transport`` is a plain TCP transport of the reactor we can take over (and
+    ``connection``, if given, a pyOpenSSL connection of the kind we know)."""
+    if connection is not None and not (SUPPORTED and hasattr(connection, "_ssl")
+                                       and hasattr(connection, "_into_ssl")):
+        return False
     return (type(transport) in (tcp.Server, tcp.Client) and bool(transport.connected)
             and not transport.disconnecting and not transport._writeDisconnecting)
 

@@ -166,7 +166,8 @@ class CoalescingTLS(TLSMemoryBIOProtocol):
                 or self.disconnecting or self._appSendBuffer):
             return
         connection = self._tlsConnection
-        if connection is None or connection.pending() or not can_go_direct(self.transport):
+        if (connection is None or connection.pending()
+                or not can_go_direct(self.transport, connection)):
             return
         self._flushSendBIO()  # what the handshake left in the memory BIO, to the TCP buffer
         go_direct(self.transport, self, connection)
