@@ -69,12 +69,42 @@ GET_NODES_ARGS = {"filter_node": None, "offset": 0, "limit": None, "sort": None,
                   "search": None, "select": None, "filter_type": "all"}
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago (bind port 0, read, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        port: int = s.getsockname()[1]
+    """A TCP port that was free on 127.0.0.1 a moment ago.
+
+    Picked at random *below* the kernel's ephemeral range and checked by binding it: a port
+    from ``bind(port 0)`` comes from that range, where the kernel may hand it again to any
+    other process's ``bind(0)`` or outgoing connection (other test runs share the machine)
+    before our node binds it ("Address already in use"); below the range only another
+    explicit choice could take it.
+    """
+    low = max(_ephemeral_low(), 12000)
+    for _ in range(200):
+        port = secrets.randbelow(low - 10000) + 10000
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOCALHOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # (a crowded range)
+        s.bind((LOCALHOST, 0))
+        fallback: int = s.getsockname()[1]
+        return fallback
 
 
 def random_key() -> str:
