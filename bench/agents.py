@@ -70,7 +70,7 @@ PHASES: tuple[tuple[Any, str, str], ...] = (
     (FernetCodec, "encrypt", "Fernet encrypt (both ways)"),
     (FernetCodec, "decrypt", "Fernet decrypt (both ways)"),
     (master_side, "decode_agent_info_string", "master: long string parse"),
-    (db_module, "decode_agent_info_chunk", "master: chunk parse + validation"),
+    (db_module, "decode_agent_info_params", "master: chunk parse + validation"),
     (db_module, "decode_agent_info_rows", "master: chunk parse + validation"),
     (AgentDatabase, "set_agent_info", "master: set_agent_info (incl. validation, commit)"),
     (AgentDatabase, "mark_agent_info_synced", "worker: mark synced"),

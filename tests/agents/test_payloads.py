@@ -236,3 +236,93 @@ class RowsFormTests(SynchronousTestCase):
         """Any parsed JSON either validates or raises PayloadError."""
         with contextlib.suppress(PayloadError):
             payloads.decode_agent_info_rows(chunk)
+
+
+def _params_reference(chunk: str) -> object:
+    """What :func:`payloads.decode_agent_info_params` must return, built from
+    :func:`payloads.decode_agent_info_chunk` one object at a time (or ``"refused"``)."""
+    try:
+        agents = payloads.decode_agent_info_chunk(chunk)
+    except PayloadError:
+        return "refused"
+    rows, labels, skipped = [], [], 0
+    for agent in agents:
+        if agent["id"] == 0:
+            skipped += 1
+            continue
+        rows.append((*[agent.get(c) for c in AGENT_INFO_COLUMNS[1:]], agent["id"]))
+        if "labels" in agent:
+            labels.append((agent["id"], [(k, v) for _, k, v in agent["labels"]]))
+    return rows, labels, skipped
+
+
+def _params(chunk: str) -> object:
+    try:
+        return payloads.decode_agent_info_params(chunk)
+    except PayloadError:
+        return "refused"
+
+
+_ANY_VALUE = (st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(-2, 2)
+              | st.text(max_size=3) | st.sampled_from(["x" * 8192, "x" * 8193])
+              | st.lists(st.integers(), max_size=2)
+              | st.lists(st.fixed_dictionaries({"id": st.integers(0, 3), "key": st.text(max_size=2),
+                                                "value": st.text(max_size=2)}), max_size=2)
+              | st.just([{"id": 1, "key": "k"}]))
+_AGENT = st.dictionaries(
+    st.sampled_from([*AGENT_INFO_COLUMNS, "labels", "other"]),
+    st.integers(0, 3) | _ANY_VALUE, max_size=len(AGENT_INFO_COLUMNS) + 2)
+
+
+class StandardParamsTests(SynchronousTestCase):
+    """``decode_agent_info_params`` (column-wise checks) keeps the rules of
+    ``decode_agent_info_chunk`` (object by object)."""
+
+    def test_session_chunk(self) -> None:
+        """The chunk of the captured session gives every agent's columns in order."""
+        [string] = long_strings("w2m")
+        [chunk] = payloads.decode_agent_info_string(string)
+        got = payloads.decode_agent_info_params(chunk)
+        self.assertEqual(got, _params_reference(chunk))
+        rows, labels, skipped = got
+        self.assertEqual(len(rows), 5)
+        self.assertEqual(rows[0][-1], 1)
+        self.assertEqual(rows[0][0], "agent-001")
+        self.assertEqual((labels, skipped), ([], 0))
+
+    def test_refused_like_the_object_decoder(self) -> None:
+        """Every chunk the object decoder refuses is refused, in any position of the chunk."""
+        good = '{"id":2,"name":"a","last_keepalive":5}'
+        for bad in ('{"id":true}', '{"id":-1}', '{"id":"1"}', '{"id":2147483648}', '{}',
+                    '{"id":1,"name":5}', '{"id":1,"last_keepalive":"x"}',
+                    '{"id":1,"status_code":1.5}', '{"id":1,"status_code":true}',
+                    '{"id":1,"last_keepalive":9223372036854775808}',
+                    '{"id":1,"os_name":"' + "x" * 8193 + '"}', '{"id":1,"os_name":["x"]}',
+                    '{"id":1,"os_name":{"a":1}}', '{"id":1,"labels":[{"id":1,"key":"a"}]}',
+                    '{"id":1,"labels":{}}', '[1]', '"x"'):
+            for chunk in (f"[{bad}]", f"[{good},{bad}]", f"[{bad},{good}]"):
+                self.assertEqual(_params(chunk), "refused", chunk)
+                self.assertEqual(_params_reference(chunk), "refused", chunk)
+        self.assertEqual(_params('{"id":1}'), "refused")
+
+    def test_nulls_labels_and_agent_000(self) -> None:
+        """Nulls and absent columns are None, unknown keys dropped, agent 000 counted apart
+        (its labels too), the id last."""
+        chunk = ('[{"id":0,"name":"m","labels":[{"id":0,"key":"k","value":"v"}]},'
+                 '{"name":null,"x":1,"id":3,"os_name":"A","labels":null},'
+                 '{"id":4,"labels":[{"id":4,"key":"k","value":""}],"status_code":7}]')
+        rows, labels, skipped = payloads.decode_agent_info_params(chunk)
+        empty = [None] * (len(AGENT_INFO_COLUMNS) - 1)
+        os_name = AGENT_INFO_COLUMNS.index("os_name") - 1
+        status = AGENT_INFO_COLUMNS.index("status_code") - 1
+        self.assertEqual(rows, [
+            (*empty[:os_name], "A", *empty[os_name + 1:], 3),
+            (*empty[:status], 7, *empty[status + 1:], 4)])
+        self.assertEqual((labels, skipped), ([(4, [("k", "")])], 1))
+        self.assertEqual(payloads.decode_agent_info_params("[]"), ([], [], 0))
+
+    @given(st.lists(_AGENT, max_size=5))
+    def test_same_as_object_decoder(self, agents: list[dict[str, object]]) -> None:
+        """For any chunk both decoders agree (same parameters, or both refuse)."""
+        chunk = json.dumps(agents)
+        self.assertEqual(_params(chunk), _params_reference(chunk))

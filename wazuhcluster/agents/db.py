@@ -46,7 +46,7 @@ from wazuhcluster.agents.payloads import (
     MAX_ROWS_PER_CHUNK,
     PayloadError,
     check_group_name,
-    decode_agent_info_chunk,
+    decode_agent_info_params,
     decode_agent_info_rows,
     decode_groups_chunk,
 )
@@ -549,11 +549,12 @@ class AgentDatabase:
         updated_agents = 0
         unknown_agents = 0
         errors: list[str] = []
+        rows: Sequence[Sequence[Any]]
         with self._transaction() as conn:
             for chunk in chunks:
                 try:
                     if isinstance(chunk, str):
-                        rows, labels, skipped = self._standard_rows(chunk)
+                        rows, labels, skipped = decode_agent_info_params(chunk)
                         sql = _UPDATE_INFO_STANDARD
                     else:
                         rows, labels = decode_agent_info_rows(chunk)
@@ -580,31 +581,6 @@ class AgentDatabase:
                 updated_agents += updated
                 unknown_agents += skipped + len(rows) - updated
         return AgentInfoSetResult(updated_chunks, tuple(errors), updated_agents, unknown_agents)
-
-    @staticmethod
-    def _standard_rows(
-        chunk: str,
-    ) -> tuple[list[Any], list[tuple[int, list[tuple[str, str]]]], int]:
-        """Parameters of :data:`_UPDATE_INFO_STANDARD` for one standard chunk.
-
-        :returns: the rows (agent 000 left out), the labels to replace, and how many entries
-            were for agent 000.
-        """
-        columns = AGENT_INFO_SET_COLUMNS
-        rows = []
-        labels = []
-        skipped = 0
-        for agent in decode_agent_info_chunk(chunk):
-            agent_id = agent["id"]
-            if agent_id == 0:
-                skipped += 1
-                continue
-            get = agent.get
-            rows.append((*[get(c) for c in columns], agent_id))
-            agent_labels = get("labels")
-            if agent_labels is not None:
-                labels.append((agent_id, [(key, value) for _, key, value in agent_labels]))
-        return rows, labels, skipped
 
     # -- agent-groups --------------------------------------------------------------------------
 

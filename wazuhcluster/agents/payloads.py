@@ -297,6 +297,106 @@ def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
 
 _NONE = type(None)
 _MAX_INT = 2**63 - 1
+#: Per key order of an agent object (the keys in order): the getter of its parameters and
+#: the position of ``labels`` (see :func:`decode_agent_info_params`). At most
+#: :data:`_MAX_ROW_PLANS`: when full it is emptied and refilled by the shapes seen next.
+_OBJECT_PLANS: dict[tuple[str, ...], tuple[Any, int | None]] = {}
+#: Types a value of each parameter may have, in :data:`AGENT_INFO_SET_COLUMNS` order.
+_PARAM_KINDS: tuple[frozenset[type], ...] = tuple(
+    frozenset({int if c in AGENT_INFO_INTEGER_COLUMNS else str, type(None)})
+    for c in AGENT_INFO_COLUMNS[1:])
+
+
+def _object_plan(keys: tuple[str, ...]) -> tuple[Any, int | None]:
+    """The parameters getter and labels position of agent objects with ``keys`` in order.
+
+    The getter takes the object's values with one ``None`` appended and yields the
+    :data:`~wazuhcluster.agents.schema.AGENT_INFO_SET_COLUMNS` values in order (the
+    appended ``None`` for an absent column), then the id.
+    """
+    plan = _OBJECT_PLANS.get(keys)
+    if plan is None:
+        where = {key: i for i, key in enumerate(keys)}
+        absent = len(keys)
+        plan = (itemgetter(*[where.get(c, absent) for c in AGENT_INFO_COLUMNS[1:]],
+                           where.get("id", absent)), where.get("labels"))
+        if len(_OBJECT_PLANS) >= _MAX_ROW_PLANS:
+            _OBJECT_PLANS.clear()
+        _OBJECT_PLANS[keys] = plan
+    return plan
+
+
+def decode_agent_info_params(
+    chunk: str,
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, list[tuple[str, str]]]], int]:
+    """Parse and validate one agent-info chunk straight into SQL parameters.
+
+    The rules are those of :func:`decode_agent_info_chunk` (it refuses the same chunks), but
+    the values are checked column by column over the whole chunk: each column's distinct
+    values once (their types, the longest text, the integer range) with C-level set, map
+    and max calls, instead of a Python loop over the members of every object.
+
+    :returns: ``(rows, labels, skipped)``: one tuple per agent other than 000 holding the
+        :data:`~wazuhcluster.agents.schema.AGENT_INFO_SET_COLUMNS` values in order (``None``
+        for absent or null) and then the id; ``(agent id, [(key, value), ...])`` for every
+        such agent whose object had labels; and how many objects were for agent 000.
+    """
+    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-info chunk")
+    if not isinstance(root, list):
+        raise PayloadError("an agent-info chunk must be a JSON array")
+    plans = _OBJECT_PLANS
+    rows: list[tuple[Any, ...]] = []
+    with_labels: list[tuple[Any, ...]] = []
+    for item in root:
+        if type(item) is not dict:
+            raise PayloadError("an agent-info entry must be an object")
+        keys = tuple(item)
+        params, labels_position = plans.get(keys) or _object_plan(keys)
+        row = params((*item.values(), None))
+        rows.append(row)
+        if labels_position is not None:
+            with_labels.append((row[-1], item["labels"]))
+    if not rows:
+        return rows, [], 0
+    *columns, ids = zip(*rows, strict=True)  # every row has the same length
+    for column, kinds, name in zip(columns, _PARAM_KINDS, AGENT_INFO_COLUMNS[1:], strict=True):
+        try:
+            distinct = set(column)
+        except TypeError:  # a list or an object
+            raise PayloadError(f"invalid value for {name}") from None
+        if not kinds.issuperset(map(type, distinct)):
+            raise PayloadError(f"invalid value for {name}")
+        distinct.discard(None)
+        if not distinct:
+            continue
+        if str in kinds:
+            if max(map(len, distinct)) > MAX_FIELD_SIZE:
+                raise PayloadError(f"invalid value for {name}")
+        elif max(distinct) > _MAX_INT or min(distinct) < -_MAX_INT:
+            raise PayloadError(f"invalid value for {name}")
+    try:
+        id_types = set(map(type, ids))
+    except TypeError:
+        raise PayloadError("invalid agent id") from None
+    if id_types != {int} or min(ids) < 0 or max(ids) > MAX_AGENT_ID:
+        raise PayloadError("invalid agent id")
+    labels: list[tuple[int, list[tuple[str, str]]]] = []
+    for agent_id, agent_labels in with_labels:
+        if agent_labels is None:
+            continue
+        if not isinstance(agent_labels, list) or len(agent_labels) > MAX_LABELS:
+            raise PayloadError(f"labels must be a list of at most {MAX_LABELS} objects")
+        pairs = [_check_label(label)[1:] for label in agent_labels]
+        if agent_id:
+            labels.append((agent_id, pairs))
+    skipped = 0
+    if 0 in ids:
+        skipped = len(rows)
+        rows = [row for row in rows if row[-1] != 0]
+        skipped -= len(rows)
+    return rows, labels, skipped
+
+
 #: Python type of each column of a compact row, in :data:`AGENT_INFO_COLUMNS` order.
 _ROW_KINDS: tuple[type, ...] = tuple(
     int if c in AGENT_INFO_INTEGER_COLUMNS else str for c in AGENT_INFO_COLUMNS)
