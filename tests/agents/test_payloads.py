@@ -209,11 +209,15 @@ class RowsFormTests(SynchronousTestCase):
             self.row(ip=5), self.row(last_keepalive="5"), self.row(status_code=True),
             self.row(status_code=1.5), self.row(os_name="x" * 8193),
             self.row(last_keepalive=2**63), self.row(disconnection_time=-(2**63)),
+            self.row(status_code=1.0), self.row(disconnection_time=False), [True, *self.row()[1:]],
             [-1, *self.row()[1:]], [2**31, *self.row()[1:]], ["1", *self.row()[1:]],
             self.row()[:-1], [*self.row(), None], {"id": 1}, "row", None]
         for row in bad_rows:
-            self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
-                              {"rows": [self.row(), row], "labels": []})
+            # next to a valid row holding 1 and 0 where the bad ones hold True, 1.0, False
+            valid = self.row(status_code=1, disconnection_time=0)
+            for rows in ([valid, row], [row, valid]):
+                self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
+                                  {"rows": rows, "labels": []})
         chunks: list[object] = [[], {"rows": {}}, {"rows": [self.row()] * 4097}, "x", None]
         for chunk in chunks:
             self.assertRaises(PayloadError, payloads.decode_agent_info_rows, chunk)
@@ -292,14 +296,15 @@ class StandardParamsTests(SynchronousTestCase):
 
     def test_refused_like_the_object_decoder(self) -> None:
         """Every chunk the object decoder refuses is refused, in any position of the chunk."""
-        good = '{"id":2,"name":"a","last_keepalive":5}'
+        good = '{"id":2,"name":"a","last_keepalive":0,"status_code":1}'
         for bad in ('{"id":true}', '{"id":-1}', '{"id":"1"}', '{"id":2147483648}', '{}',
                     '{"id":1,"name":5}', '{"id":1,"last_keepalive":"x"}',
                     '{"id":1,"status_code":1.5}', '{"id":1,"status_code":true}',
                     '{"id":1,"last_keepalive":9223372036854775808}',
                     '{"id":1,"os_name":"' + "x" * 8193 + '"}', '{"id":1,"os_name":["x"]}',
                     '{"id":1,"os_name":{"a":1}}', '{"id":1,"labels":[{"id":1,"key":"a"}]}',
-                    '{"id":1,"labels":{}}', '[1]', '"x"'):
+                    '{"id":1,"labels":{}}', '[1]', '"x"', '{"id":3,"status_code":true}',
+                    '{"id":3,"status_code":1.0}', '{"id":3,"last_keepalive":false}'):
             for chunk in (f"[{bad}]", f"[{good},{bad}]", f"[{bad},{good}]"):
                 self.assertEqual(_params(chunk), "refused", chunk)
                 self.assertEqual(_params_reference(chunk), "refused", chunk)

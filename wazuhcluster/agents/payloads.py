@@ -326,6 +326,27 @@ def _object_plan(keys: tuple[str, ...]) -> tuple[Any, int | None]:
     return plan
 
 
+def _check_columns(columns: Sequence[Sequence[Any]]) -> None:
+    """Check the values of the agent-info columns after ``id`` (one sequence per column, in
+    :data:`AGENT_INFO_COLUMNS` order): text or null in text columns, at most
+    :data:`MAX_FIELD_SIZE` characters; integer (not bool) or null in integer columns, within
+    the signed 64-bit range."""
+    for column, kinds, name in zip(columns, _PARAM_KINDS, AGENT_INFO_COLUMNS[1:], strict=True):
+        # Types over every value (a set of the values would keep 1 and drop an equal True
+        # or 1.0), lengths and range over the distinct values.
+        if not kinds.issuperset(map(type, column)):
+            raise PayloadError(f"invalid value for {name}")
+        distinct = set(column)
+        distinct.discard(None)
+        if not distinct:
+            continue
+        if str in kinds:
+            if max(map(len, distinct)) > MAX_FIELD_SIZE:
+                raise PayloadError(f"invalid value for {name}")
+        elif max(distinct) > _MAX_INT or min(distinct) < -_MAX_INT:
+            raise PayloadError(f"invalid value for {name}")
+
+
 def decode_agent_info_params(
     chunk: str,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[int, list[tuple[str, str]]]], int]:
@@ -359,26 +380,8 @@ def decode_agent_info_params(
     if not rows:
         return rows, [], 0
     *columns, ids = zip(*rows, strict=True)  # every row has the same length
-    for column, kinds, name in zip(columns, _PARAM_KINDS, AGENT_INFO_COLUMNS[1:], strict=True):
-        try:
-            distinct = set(column)
-        except TypeError:  # a list or an object
-            raise PayloadError(f"invalid value for {name}") from None
-        if not kinds.issuperset(map(type, distinct)):
-            raise PayloadError(f"invalid value for {name}")
-        distinct.discard(None)
-        if not distinct:
-            continue
-        if str in kinds:
-            if max(map(len, distinct)) > MAX_FIELD_SIZE:
-                raise PayloadError(f"invalid value for {name}")
-        elif max(distinct) > _MAX_INT or min(distinct) < -_MAX_INT:
-            raise PayloadError(f"invalid value for {name}")
-    try:
-        id_types = set(map(type, ids))
-    except TypeError:
-        raise PayloadError("invalid agent id") from None
-    if id_types != {int} or min(ids) < 0 or max(ids) > MAX_AGENT_ID:
+    _check_columns(columns)
+    if set(map(type, ids)) != {int} or min(ids) < 0 or max(ids) > MAX_AGENT_ID:
         raise PayloadError("invalid agent id")
     labels: list[tuple[int, list[tuple[str, str]]]] = []
     for agent_id, agent_labels in with_labels:
@@ -449,22 +452,17 @@ def decode_agent_info_rows(
     rows = chunk.get("rows")
     if not isinstance(rows, list) or len(rows) > MAX_ROWS_PER_CHUNK:
         raise PayloadError(f"rows must be a list of at most {MAX_ROWS_PER_CHUNK} rows")
-    plans = _ROW_PLANS
-    for row in rows:
-        if type(row) is not list:
+    if rows:
+        # Column by column over the whole chunk, each column's distinct values once: the
+        # same checks as a loop over every value, with C-level set, map and max calls.
+        if set(map(type, rows)) != {list}:
             raise PayloadError("an agent-info row must be a list")
-        signature = tuple(map(type, row))
-        plan = plans.get(signature) or _row_plan(signature)
-        texts, integers = plan
-        agent_id = row[0]
-        if not 0 <= agent_id <= MAX_AGENT_ID:
-            raise PayloadError(f"invalid agent id {agent_id!r}")
-        if texts is not None and max(map(len, texts(row))) > MAX_FIELD_SIZE:
-            raise PayloadError(f"a text value exceeds {MAX_FIELD_SIZE} characters")
-        if integers is not None:
-            values = integers(row)
-            if max(values) > _MAX_INT or min(values) < -_MAX_INT:
-                raise PayloadError("an integer value is out of range")
+        if set(map(len, rows)) != {len(AGENT_INFO_COLUMNS)}:
+            raise PayloadError("an agent-info row must hold every agent-info column, id first")
+        ids, *columns = zip(*rows, strict=True)
+        if set(map(type, ids)) != {int} or min(ids) < 0 or max(ids) > MAX_AGENT_ID:
+            raise PayloadError("invalid agent id")
+        _check_columns(columns)
     raw_labels = chunk.get("labels", [])
     if not isinstance(raw_labels, list) or len(raw_labels) > len(rows):
         raise PayloadError("labels must be a list of at most one entry per row")
