@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zlib
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -194,6 +195,30 @@ class RowsFormTests(SynchronousTestCase):
             self.assertRaises(PayloadError, payloads.decode_agent_info_string, data)
         data = json.dumps({**base, "chunks": [{}, {}, {}]}).encode()
         self.assertRaises(PayloadError, payloads.decode_agent_info_string, data, max_chunks=2)
+
+    def test_compressed_string(self) -> None:
+        """The zlib form inflates to the rows form; a bomb, a truncated or padded stream, a
+        compressed 4.7.5 string and any bytes after the zlib header are refused cleanly."""
+        chunk = json.dumps({"rows": [self.row(last_keepalive=5)], "labels": []})
+        plain = payloads.encode_agent_info_rows_string([chunk])
+        data = payloads.encode_agent_info_rows_zlib([chunk])
+        self.assertEqual(data[:1], b"x")
+        self.assertEqual(zlib.decompress(data), plain)
+        self.assertEqual(payloads.decode_agent_info_string(data), (json.loads(chunk),))
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string, data,
+                          max_size=len(plain) - 1)
+        bomb = zlib.compress(b" " * (8 * 1024 * 1024), 9)
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string, bomb,
+                          max_size=1024 * 1024)
+        for bad in (data[:-3], data + b"x", b"x", b"x\x9c" + b"\x00" * 20,
+                    zlib.compress(payloads.encode_agent_info_string(["[]"]))):
+            self.assertRaises(PayloadError, payloads.decode_agent_info_string, bad)
+
+    @given(st.binary(max_size=200))
+    def test_bytes_after_zlib_header_raise_only_payload_error(self, data: bytes) -> None:
+        """Anything that looks compressed either decodes or raises PayloadError."""
+        with contextlib.suppress(PayloadError):
+            payloads.decode_agent_info_string(b"x" + data)
 
     def test_valid_rows(self) -> None:
         """Valid rows come back as they are; labels as (id, [(key, value)])."""
