@@ -373,18 +373,26 @@ def _check_columns(columns: Sequence[Sequence[Any]]) -> None:
     :data:`MAX_FIELD_SIZE` characters; integer (not bool) or null in integer columns, within
     the signed 64-bit range."""
     for column, kinds, name in zip(columns, _PARAM_KINDS, AGENT_INFO_COLUMNS[1:], strict=True):
-        # Types over every value (a set of the values would keep 1 and drop an equal True
-        # or 1.0), lengths and range over the distinct values.
+        if str in kinds:
+            # Types and lengths over the distinct values: no value of another JSON type
+            # equals a string, so a set cannot hide one behind a valid text.
+            try:
+                distinct = set(column)
+            except TypeError:  # a list or an object
+                raise PayloadError(f"invalid value for {name}") from None
+            if not kinds.issuperset(map(type, distinct)):
+                raise PayloadError(f"invalid value for {name}")
+            distinct.discard(None)
+            if distinct and max(map(len, distinct)) > MAX_FIELD_SIZE:
+                raise PayloadError(f"invalid value for {name}")
+            continue
+        # Types over every value (a set would keep 1 and drop an equal True or 1.0), the
+        # range over the distinct values.
         if not kinds.issuperset(map(type, column)):
             raise PayloadError(f"invalid value for {name}")
         distinct = set(column)
         distinct.discard(None)
-        if not distinct:
-            continue
-        if str in kinds:
-            if max(map(len, distinct)) > MAX_FIELD_SIZE:
-                raise PayloadError(f"invalid value for {name}")
-        elif max(distinct) > _MAX_INT or min(distinct) < -_MAX_INT:
+        if distinct and (max(distinct) > _MAX_INT or min(distinct) < -_MAX_INT):
             raise PayloadError(f"invalid value for {name}")
 
 
