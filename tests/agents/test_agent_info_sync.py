@@ -114,6 +114,14 @@ class AgentInfoSyncTests(SynchronousTestCase):
         self.patch(master_side, "decode_agent_info_string", recording)
         c = self.make()
         self.assertTrue(c.wagents.rows_zlib)
+        worker_runs: list[str] = []
+        master_runs: list[str] = []
+        for node, names in ((c.worker, worker_runs), (c.master, master_runs)):
+            def run(f: Any, *args: Any, _run: Any = node.run, _names: list[str] = names,
+                    **kwargs: Any) -> Any:
+                _names.append(getattr(f, "__name__", ""))
+                return _run(f, *args, **kwargs)
+            node.run = run  # type: ignore[method-assign]
         c.keepalive([1, 2], when=NOW + 5)
         self.successResultOf(c.sync_agent_info())
         c.wagents.connected(c.wagents._peer, frozenset({"agent-info-rows"}))
@@ -121,6 +129,9 @@ class AgentInfoSyncTests(SynchronousTestCase):
         c.keepalive([2, 3], when=NOW + 9)
         self.successResultOf(c.sync_agent_info())
         compressed, plain = strings
+        self.assertIn("encode_agent_info_rows_zlib", worker_runs)  # deflate off the reactor
+        self.assertIn("encode_agent_info_rows_string", worker_runs)
+        self.assertEqual(master_runs.count("recording"), 2)  # inflate + parse off the reactor
         self.assertEqual(json.loads(zlib.decompress(compressed))["format"], "wazuhcluster-rows-1")
         self.assertEqual(json.loads(plain)["format"], "wazuhcluster-rows-1")
         self.assertEqual([raw(c.mdb).agent_row(i)["last_keepalive"]  # type: ignore[index]
