@@ -48,6 +48,7 @@ from wazuhcluster.agents.payloads import (
     MAX_ROWS_PER_CHUNK,
     PayloadError,
     check_group_name,
+    collector_paused,
     decode_agent_info_params,
     decode_agent_info_rows,
     decode_groups_chunk,
@@ -478,6 +479,12 @@ class AgentDatabase:
         :data:`~wazuhcluster.agents.payloads.MAX_ROWS_PER_CHUNK` rows.
         """
         conn = self._conn
+        with collector_paused():
+            return self._read_agent_info(conn, max_chunk_size, rows)
+
+    def _read_agent_info(self, conn: sqlite3.Connection, max_chunk_size: int,
+                         rows: bool) -> AgentInfoBatch:
+        """:meth:`get_agent_info_sync` with the cyclic garbage collector paused."""
         conn.execute("BEGIN")
         try:
             if rows:
@@ -598,7 +605,7 @@ class AgentDatabase:
         unknown_agents = 0
         errors: list[str] = []
         rows: Sequence[Sequence[Any]]
-        with self._transaction() as conn:
+        with self._transaction() as conn, collector_paused():
             for chunk in chunks:
                 try:
                     if isinstance(chunk, str):

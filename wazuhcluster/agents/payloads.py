@@ -141,11 +141,12 @@ def _loads(data: bytes | str, limit: int, what: str) -> Any:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a large JSON text becomes Python objects.
 
-    Parsing 50 000 agent rows allocates ~50 000 lists, which would trigger many collections
-    (full ones scan every object of the process) although none of them can be garbage yet.
+    Parsing 50 000 agent rows allocates ~50 000 lists (or dicts, or row tuples), which would
+    trigger many collections (full ones scan every object of the process) although none of
+    them can be garbage yet.
     Only the thread that paused it resumes it, and only if it was running before.
     """
     was_enabled = gc.isenabled()
@@ -212,7 +213,7 @@ def decode_agent_info_string(
     compressed = data[:1] == b"\x78"
     if compressed:
         data = _inflate(data, max_size)
-    with _collector_paused():
+    with collector_paused():
         root = _loads(data, max_size, "agent-info string")
     if not isinstance(root, dict):
         raise PayloadError("agent-info string must be a JSON object")
