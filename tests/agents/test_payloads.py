@@ -205,6 +205,9 @@ class RowsFormTests(SynchronousTestCase):
         self.assertEqual(data[:1], b"x")
         self.assertEqual(zlib.decompress(data), plain)
         self.assertEqual(payloads.decode_agent_info_string(data), (json.loads(chunk),))
+        for count in (0, 3):
+            self.assertEqual(zlib.decompress(payloads.encode_agent_info_rows_zlib([chunk] * count)),
+                             payloads.encode_agent_info_rows_string([chunk] * count))
         self.assertRaises(PayloadError, payloads.decode_agent_info_string, data,
                           max_size=len(plain) - 1)
         bomb = zlib.compress(b" " * (8 * 1024 * 1024), 9)

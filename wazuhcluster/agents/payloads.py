@@ -235,6 +235,13 @@ def decode_agent_info_string(
     return _check_chunks(root.get("chunks"), max_chunks)
 
 
+def _rows_head() -> str:
+    """The compact rows form's text up to the first chunk."""
+    return (f'{{"set_data_command":"{AGENT_INFO_SET_COMMAND}","payload":{{}},'
+            f'"format":"{AGENT_INFO_ROWS_FORMAT}","columns":'
+            f'{_dumps_compact(list(AGENT_INFO_COLUMNS))},"chunks":[')
+
+
 def encode_agent_info_rows_string(chunks: Sequence[str]) -> bytes:
     """Build the compact rows form of the long string from chunk texts.
 
@@ -242,22 +249,24 @@ def encode_agent_info_rows_string(chunks: Sequence[str]) -> bytes:
     :meth:`~wazuhcluster.agents.db.AgentDatabase.get_agent_info_sync` builds them with
     ``rows=True``); it is embedded as is.
     """
-    head = (f'{{"set_data_command":"{AGENT_INFO_SET_COMMAND}","payload":{{}},'
-            f'"format":"{AGENT_INFO_ROWS_FORMAT}","columns":'
-            f'{_dumps_compact(list(AGENT_INFO_COLUMNS))},"chunks":[')
-    return (head + ",".join(chunks) + "]}").encode("utf-8")
+    return (_rows_head() + ",".join(chunks) + "]}").encode("utf-8")
 
 
 def encode_agent_info_rows_zlib(chunks: Sequence[str]) -> bytes:
     """The compact rows form of :func:`encode_agent_info_rows_string`, compressed with zlib
     (for a master that announced :data:`AGENT_INFO_ZLIB_CAPABILITY`): a few percent of the
-    bytes to encrypt, frame and decrypt, for less CPU than the encryption it saves."""
-    return _deflate(encode_agent_info_rows_string(chunks))
-
-
-def _deflate(data: bytes) -> bytes:
-    """``data`` compressed as one zlib stream."""
-    return zlib.compress(data, AGENT_INFO_ZLIB_LEVEL)
+    bytes to encrypt, frame and decrypt, for less CPU than the encryption it saves. Chunks
+    are fed to the compressor one by one (the same stream, without joining the whole text
+    first)."""
+    deflater = zlib.compressobj(AGENT_INFO_ZLIB_LEVEL)
+    parts = [deflater.compress(_rows_head().encode("utf-8"))]
+    separator = ""
+    for chunk in chunks:
+        parts.append(deflater.compress((separator + chunk).encode("utf-8")))
+        separator = ","
+    parts.append(deflater.compress(b"]}"))
+    parts.append(deflater.flush())
+    return b"".join(parts)
 
 
 def _inflate(data: bytes, max_size: int) -> bytes:
