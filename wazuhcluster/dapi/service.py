@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from wazuhcluster.agents.schema import NODE_NAMES_SQL
 from wazuhcluster.config import Role
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import DapiRequest, FunctionName
@@ -39,7 +40,7 @@ from wazuhcluster.dapi.results import (
     WazuhInternalError,
 )
 from wazuhcluster.errors import ClusterError
-from wazuhcluster.interfaces import IDistributedAPI, IPeer
+from wazuhcluster.interfaces import IAgentPageReader, IDistributedAPI, IPeer
 from wazuhcluster.protocol.commands import GET_NODES
 from wazuhcluster.settings import section
 
@@ -391,7 +392,10 @@ class DistributedAPI:
             return {str(n): [] for n in (given if isinstance(given, list) else [given])}
         if request.broadcasting or node_list == "*" or db is None:
             return {}  # every node
-        rows = await db.select("SELECT DISTINCT node_name FROM agent", [])
+        # the embedded database walks its (connection_status, node_name) index instead of
+        # reading all of it: same names, same order (NODE_NAMES_SQL)
+        rows = await db.select(NODE_NAMES_SQL if IAgentPageReader.providedBy(db)
+                               else "SELECT DISTINCT node_name FROM agent", [])
         return {str(r.get("node_name") or ""): [] for r in rows}
 
     def all_node_names(self) -> list[str]:
