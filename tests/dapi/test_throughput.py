@@ -214,10 +214,22 @@ class AnswerCacheTests(SynchronousTestCase):
         for offset in range(40):
             raw_answer(self.env, request("wazuh.agent.get_agents", limit=1, offset=offset))
         self.assertEqual(len(self.env.api.answers), 32)
-        self.env.api.answers.max_bytes = 100
+        answers = self.env.api.answers
+        one = answers.size // 32
+        answers.max_total = one * 10 + one // 2  # room for ten of them
+        raw_answer(self.env, request("wazuh.agent.get_agents", limit=1, offset=40))
+        self.assertLess(len(answers), 13)
+        self.assertGreater(len(answers), 8)
+        self.assertLessEqual(answers.size, answers.max_total)
+        # the newest stayed, the oldest went
+        raw_answer(self.env, request("wazuh.agent.get_agents", limit=1, offset=40))
+        self.assertEqual(answers.hits, 1)
+        raw_answer(self.env, request("wazuh.agent.get_agents", limit=1, offset=0))
+        self.assertEqual(answers.hits, 1)
+        answers.max_bytes = 100
         raw_answer(self.env, request("wazuh.agent.get_agents", limit=20))
         raw_answer(self.env, request("wazuh.agent.get_agents", limit=20))
-        self.assertEqual(self.env.api.answers.hits, 0)
+        self.assertEqual(answers.hits, 1)
 
     def test_setting(self) -> None:
         settings = self.env.dapi_env.config.settings

@@ -18,7 +18,8 @@ the same stamp wait for the first one's bytes instead of running the function ag
 
 Only encoded answers are kept (bytes cannot be changed by their users), only successful ones,
 only for the embedded database (the wazuh-db backend has no generation: other daemons write
-its database), and only up to ``max_entries`` answers of at most ``max_bytes`` each.
+its database), and only up to ``max_entries`` answers of at most ``max_bytes`` each and
+:data:`MAX_TOTAL_BYTES` together.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ CACHEABLE = frozenset({
 
 #: Largest answer kept (a 500-agent page is ~120 kB).
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: The most bytes all kept answers may hold together (the oldest go first).
+MAX_TOTAL_BYTES = 32 * 1024 * 1024
 
 Key = tuple[Any, ...]
 
@@ -67,18 +70,25 @@ class AnswerCache:
 
     def __init__(self, db: Callable[[], Any], clock: IReactorTime,
                  run: Callable[..., Deferred[Any]], max_entries: int,
-                 max_bytes: int = MAX_ANSWER_BYTES) -> None:
+                 max_bytes: int = MAX_ANSWER_BYTES,
+                 max_total: int = MAX_TOTAL_BYTES) -> None:
         self._db = db
         self._clock = clock
         self._run = run
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.max_total = max_total
         self._entries: collections.OrderedDict[Key, _Entry] = collections.OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.data is not None)
+
+    @property
+    def size(self) -> int:
+        """Bytes held by the kept answers."""
+        return sum(len(e.data) for e in self._entries.values() if e.data is not None)
 
     @staticmethod
     def key(request: DapiRequest) -> Key | None:
@@ -93,6 +103,17 @@ class AnswerCache:
             return None
         return (name, kwargs, request.current_user, rbac, tuple(request.nodes),
                 request.broadcasting)
+
+    def _trim(self) -> None:
+        """Forget the oldest answers until the kept ones fit in ``max_total`` bytes."""
+        total = self.size
+        for key in list(self._entries):
+            if total <= self.max_total:
+                return
+            entry = self._entries[key]
+            if entry.data is not None:
+                total -= len(entry.data)
+                del self._entries[key]
 
     async def _stamp(self, db: Any) -> tuple[Any, int]:
         generation = await db.generation()
@@ -136,6 +157,7 @@ class AnswerCache:
             if len(data) <= self.max_bytes and await self._stamp(db) == stamp \
                     and self._entries.get(key) is entry:
                 entry.data = data
+                self._trim()
             return RawAnswer(data)
         finally:
             if entry.data is None and self._entries.get(key) is entry:
