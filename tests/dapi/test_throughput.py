@@ -15,6 +15,7 @@ from tests.agents.memory import raw
 from tests.dapi.support import NOW, DapiEnv
 from tests.dapi.test_service import Env, request, result_of
 from wazuhcluster.agents.schema import NODE_NAMES_SQL
+from wazuhcluster.agents.threaded import DatabaseNotRunning
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import DapiRequest, RawAnswer
 from wazuhcluster.dapi.functions import ALL_FUNCTIONS
@@ -209,6 +210,15 @@ class AnswerCacheTests(SynchronousTestCase):
             self.assertNotIsInstance(raw_answer(self.env, node), RawAnswer)
         self.assertEqual(len(self.env.api.answers), 0)
         self.assertEqual(self.env.api.answers.hits, 0)
+
+    def test_database_stopped(self) -> None:
+        """No generation to read: the function runs and reports the error, nothing kept."""
+        raw_answer(self.env, self.page)
+        self.env.dapi_env.db.stopService()
+        answer = raw_answer(self.env, self.page)
+        self.assertIsInstance(answer, WazuhException)
+        self.assertEqual(self.env.api.answers.hits, 0)
+        self.assertEqual(len(self.flushLoggedErrors(DatabaseNotRunning)), 1)
 
     def test_bounded(self) -> None:
         for offset in range(40):

@@ -54,7 +54,7 @@ Key = tuple[Any, ...]
 
 @attrs.define(eq=False)
 class _Entry:
-    stamp: tuple[Any, int]
+    stamp: tuple[Any, int] | None
     data: bytes | None = None
     waiters: list[Deferred[bytes | None]] = attrs.Factory(list)
 
@@ -115,8 +115,13 @@ class AnswerCache:
                 total -= len(entry.data)
                 del self._entries[key]
 
-    async def _stamp(self, db: Any) -> tuple[Any, int]:
-        generation = await db.generation()
+    async def _stamp(self, db: Any) -> tuple[Any, int] | None:
+        """The database's generation and the second, or None when the generation cannot be
+        read (the database stopped: the function reports that itself)."""
+        try:
+            generation = await db.generation()
+        except Exception:  # noqa: BLE001 - no stamp, no cache
+            return None
         return generation, int(self._clock.seconds())
 
     async def answer(self, request: DapiRequest,
@@ -128,6 +133,8 @@ class AnswerCache:
         if key is None or not IAgentPageReader.providedBy(db):
             return await compute()
         stamp = await self._stamp(db)
+        if stamp is None:
+            return await compute()
         entry = self._entries.get(key)
         if entry is not None and entry.stamp == stamp:
             if entry.data is None:  # the same request is being answered: wait for it
