@@ -19,7 +19,11 @@ from wazuhcluster.agents.threaded import DatabaseNotRunning
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import DapiRequest, RawAnswer
 from wazuhcluster.dapi.functions import ALL_FUNCTIONS
-from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhException
+from wazuhcluster.dapi.results import (
+    AffectedItemsWazuhResult,
+    WazuhException,
+    WazuhResourceNotFound,
+)
 from wazuhcluster.dapi.service import DistributedAPI
 from wazuhcluster.dapi.wire import INLINE_REQUEST, decode_request
 from wazuhcluster.errors import ConfigError
@@ -175,6 +179,28 @@ class AnswerCacheTests(SynchronousTestCase):
         self.assertEqual(len(datas), 1)
         self.assertEqual(runs, [1])
         self.assertEqual(self.env.api.answers.hits, 2)
+
+    def test_concurrent_identical_requests_share_an_error(self) -> None:
+        gate: Deferred[None] = Deferred()
+        runs: list[int] = []
+
+        async def fails(ctx: Any, **kwargs: Any) -> Any:
+            runs.append(1)
+            await gate
+            raise WazuhResourceNotFound(1701)
+        self.env.api.register("wazuh.agent.get_agents", fails)
+        answers = [Deferred.fromCoroutine(self.env.api.handle(self.page, f"w1*{i}", raw=True))
+                   for i in range(2)]
+        gate.callback(None)
+        for d in answers:
+            self.assertEqual(self.successResultOf(d).code, 1701)
+        self.assertEqual(runs, [1])
+        self.assertEqual(len(self.env.api.answers), 0)
+        # other timeouts: another request
+        patient = request("wazuh.agent.get_agents", limit=10, offset=5)
+        patient.wait_for_complete = True
+        self.assertNotEqual(self.env.api.answers.key(patient),
+                            self.env.api.answers.key(self.page))
 
     def test_waiters_of_a_cancelled_request_run_their_own(self) -> None:
         gate: Deferred[None] = Deferred()

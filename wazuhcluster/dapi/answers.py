@@ -14,7 +14,9 @@ through its connection and every commit by any other connection changes it) and 
 whole second. An answer is kept only when the stamp read before running the function is the
 stamp read after it: no write and no second boundary came in between, so the bytes are exactly
 what the function gives for that database and that second. Concurrent identical requests with
-the same stamp wait for the first one's bytes instead of running the function again.
+the same stamp wait for the first one's bytes (or its error: a timeout, a missing agent)
+instead of running the function again; when the first one is cancelled or keeps nothing,
+each of them runs it.
 
 Only encoded answers are kept (bytes cannot be changed by their users), only successful ones,
 only for the embedded database (the wazuh-db backend has no generation: other daemons write
@@ -34,6 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import DapiRequest, RawAnswer
+from wazuhcluster.dapi.results import WazuhException
 from wazuhcluster.interfaces import IAgentPageReader
 
 #: Functions whose answer depends only on the request, the agent database and the second.
@@ -56,7 +59,7 @@ Key = tuple[Any, ...]
 class _Entry:
     stamp: tuple[Any, int] | None
     data: bytes | None = None
-    waiters: list[Deferred[bytes | None]] = attrs.Factory(list)
+    waiters: list[Deferred[Any]] = attrs.Factory(list)
 
 
 class AnswerCache:
@@ -102,7 +105,7 @@ class AnswerCache:
         except (TypeError, ValueError):
             return None
         return (name, kwargs, request.current_user, rbac, tuple(request.nodes),
-                request.broadcasting)
+                request.broadcasting, request.wait_for_complete, request.api_timeout)
 
     def _trim(self) -> None:
         """Forget the oldest answers until the kept ones fit in ``max_total`` bytes."""
@@ -138,14 +141,16 @@ class AnswerCache:
         entry = self._entries.get(key)
         if entry is not None and entry.stamp == stamp:
             if entry.data is None:  # the same request is being answered: wait for it
-                waiter: Deferred[bytes | None] = Deferred()
+                waiter: Deferred[Any] = Deferred()
                 entry.waiters.append(waiter)
-                data = await waiter
+                outcome = await waiter
             else:
-                data = entry.data
-            if data is not None:
+                outcome = entry.data
+            if isinstance(outcome, bytes):
                 self.hits += 1
-                return RawAnswer(data)
+                return RawAnswer(outcome)
+            if isinstance(outcome, BaseException):
+                return outcome  # the same request's error (a timeout, a missing agent)
             return await self.answer(request, compute)  # that one kept nothing: run it
         entry = _Entry(stamp)
         self._entries[key] = entry
@@ -153,6 +158,7 @@ class AnswerCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         self.misses += 1
+        answer: Any = None
         try:
             answer = await compute()
             if isinstance(answer, (BaseException, RawAnswer)):
@@ -170,6 +176,8 @@ class AnswerCache:
             if entry.data is None and self._entries.get(key) is entry:
                 del self._entries[key]
             waiters, entry.waiters = entry.waiters, []
+            shared = entry.data if entry.data is not None else (
+                answer if isinstance(answer, WazuhException) else None)
             for waiter in waiters:
                 if not waiter.called:
-                    waiter.callback(entry.data)
+                    waiter.callback(shared)
