@@ -247,6 +247,7 @@ async def phase(name: str, index: int, args: argparse.Namespace,
     return {"phase": name, "rtt_p50": rtt["p50"] / 1000, "rtt_p99": rtt["p99"] / 1000,
             "probes": int(rtt["n"]), "rtts": rtt["rtts"], "load": load,
             "cpu": cpu,
+            "walls": walls, "durations": durations,
             "sync_wall": statistics.median(walls),
             "sync_master": statistics.median(durations) if durations else float("nan")}
 
@@ -353,14 +354,23 @@ async def run(args: argparse.Namespace) -> None:
             f"{r['rtt_p99'] * 1000:.2f}" for r in results if r["phase"] == "off")
             + "; on: " + ", ".join(f"{r['rtt_p99'] * 1000:.2f}" for r in results
                                    if r["phase"] == "on"))
-        print("Sync figures: medians of the phases:")
-        for key, label, unit in (("sync_wall", f"sync of {args.files} files to both workers",
-                                  1), ("sync_master", "master's integrity sync duration", 1)):
-            off = statistics.median(r[key] for r in results if r["phase"] == "off")
-            on = statistics.median(r[key] for r in results if r["phase"] == "on")
-            suffix = "ms" if unit == 1000 else "s"
-            print(f"  {label:42} off {off * unit:8.3f} {suffix}  on {on * unit:8.3f} {suffix}  "
-                  f"change {change(off, on)}")
+        print("Sync figures: medians of every batch of one kind of phase pooled:")
+
+        def batches(key: str, kind: str, rounds: set[int] | None = None) -> list[float]:
+            return [x for r in results if r["phase"] == kind
+                    and (rounds is None or r["round"] in rounds) for x in r[key]]
+        for key, label in (("walls", f"sync of {args.files} files to both workers"),
+                           ("durations", "master's integrity sync duration")):
+            off = statistics.median(batches(key, "off"))
+            on = statistics.median(batches(key, "on"))
+            line = (f"  {label:42} off {off:8.3f} s   on {on:8.3f} s   change {change(off, on)}"
+                    f" ({len(batches(key, 'off'))} / {len(batches(key, 'on'))} values)")
+            if odd:
+                a = statistics.median(batches(key, "off", even))
+                b = statistics.median(batches(key, "off", odd))
+                line += (f"\n  {'':42} noise floor: off phases of even rounds {a:.3f} s vs odd "
+                         f"rounds {b:.3f} s: {abs(a - b) / min(a, b) * 100:.1f} %")
+            print(line)
         off_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "off")
         on_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "on")
         print(f"  {'CPU of the 3 node processes (% of a core)':42} off {off_cpu * 100:8.2f} %   "
