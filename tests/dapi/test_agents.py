@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 import os
 from datetime import UTC, datetime
 
@@ -175,6 +176,24 @@ class Summaries(Fixture):
         self.assertEqual(partial["data"]["connection"]["total"], 1)
         empty = self.env.call(get_agents_summary_status, agent_list=[])
         self.assertEqual(empty["data"]["connection"]["total"], 0)
+
+    def test_status_is_counted_by_the_database(self) -> None:
+        """The summary reads one row per pair of statuses, not one row per agent."""
+        self.env.add_agents(66)  # 60 more agents, never connected, not synced
+        returned: list[int] = []
+        select = self.env.db.select
+
+        def counting(sql: str, params: Any = ()) -> Any:
+            d = select(sql, params)
+            d.addCallback(lambda rows: (returned.append(len(rows)), rows)[1])
+            return d
+        self.patch(self.env.db, "select", counting)
+        result = self.env.call(get_agents_summary_status)
+        self.assertEqual(result["data"]["connection"]["total"], 66)
+        self.assertEqual(result["data"]["connection"]["never_connected"], 61)
+        self.assertEqual(result["data"]["configuration"]["not_synced"], 64)
+        self.assertTrue(returned)
+        self.assertLessEqual(max(returned), 8)
 
     def test_os(self) -> None:
         result = self.env.call(get_agents_summary_os)
