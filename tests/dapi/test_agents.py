@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 

@@ -827,14 +827,16 @@ class AgentDatabase:
         their labels and group memberships.
         """
         with self._transaction() as conn:
-            stored = {
-                r[0]: _keys.StoredAgent(r[1], r[2], r[3]) for r in conn.execute(
+            stored = {  # plain rows: compared as (name, register_ip, internal_key) tuples
+                r[0]: r[1:] for r in conn.execute(
                     "SELECT id, name, register_ip, internal_key FROM agent WHERE id > 0")}
             plan = _keys.plan_reconcile(stored, entries)
+            del stored
             conn.executemany(
                 "INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, `group`)"
                 " VALUES (?, ?, NULL, ?, ?, ?, NULL)",
-                [(e.agent_id, e.name, _keys.register_ip(e.ip), e.key, now) for e in plan.insert])
+                [(i, name, ip[:-3] if ip.endswith("/32") else ip, key, now)
+                 for i, name, ip, key in plan.insert])
             conn.executemany(
                 "UPDATE agent SET name = ?, register_ip = ?, internal_key = ? WHERE id = ?",
                 [(e.name, _keys.register_ip(e.ip), e.key, e.agent_id) for e in plan.update])

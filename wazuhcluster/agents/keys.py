@@ -17,13 +17,16 @@ the plan in one transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import attrs
 
 
-@attrs.frozen
-class KeyEntry:
-    """One active agent of ``client.keys``."""
+class KeyEntry(NamedTuple):
+    """One active agent of ``client.keys``.
+
+    A named tuple, not an attrs class: a worker parses one per agent (200 000 of them at
+    scale) every time the file changes, and a tuple is about three times cheaper to make."""
 
     agent_id: int
     name: str
@@ -31,9 +34,9 @@ class KeyEntry:
     key: str
 
 
-@attrs.frozen
-class StoredAgent:
-    """What the database holds about an agent, as far as ``client.keys`` is concerned."""
+class StoredAgent(NamedTuple):
+    """What the database holds about an agent, as far as ``client.keys`` is concerned
+    (compares equal to the ``(name, register_ip, internal_key)`` row it is read from)."""
 
     name: str
     register_ip: str | None
@@ -66,6 +69,9 @@ def parse_client_keys(text: str) -> list[KeyEntry]:
     the last line wins.
     """
     entries: dict[int, KeyEntry] = {}
+    make = KeyEntry._make
+    in_order = True
+    last = -1
     for line in text.splitlines():
         if not line or line[0] in "# ":
             continue
@@ -78,7 +84,12 @@ def parse_client_keys(text: str) -> list[KeyEntry]:
         agent_id = int(raw_id)
         if agent_id == 0:
             continue
-        entries[agent_id] = KeyEntry(agent_id, name, ip, key.rstrip("\r"))
+        if agent_id <= last:
+            in_order = False
+        last = agent_id
+        entries[agent_id] = make((agent_id, name, ip, key.rstrip("\r")))
+    if in_order:  # the usual file: ids ascending, no duplicate; nothing to sort
+        return list(entries.values())
     return sorted(entries.values(), key=lambda e: e.agent_id)
 
 
@@ -92,27 +103,29 @@ def read_client_keys(path: str) -> list[KeyEntry]:
 
 
 def plan_reconcile(
-    stored: Mapping[int, StoredAgent], entries: Iterable[KeyEntry],
+    stored: Mapping[int, tuple[str, str | None, str | None]], entries: Iterable[KeyEntry],
 ) -> ReconcilePlan:
     """Compute inserts, renames/re-keys and removals. Agent 000 is never touched.
 
-    :param stored: agents currently in the database, by id (agent 000 is ignored if present).
+    :param stored: agents currently in the database, by id, as :class:`StoredAgent` or the
+        plain ``(name, register_ip, internal_key)`` row (agent 000 is ignored if present).
     :param entries: the parsed keys.
     """
     insert: list[KeyEntry] = []
     update: list[KeyEntry] = []
     wanted: set[int] = set()
+    get = stored.get
     for entry in entries:
-        if entry.agent_id == 0:
+        agent_id, name, ip, key = entry
+        if agent_id == 0:
             continue
-        wanted.add(entry.agent_id)
-        current = stored.get(entry.agent_id)
+        wanted.add(agent_id)
+        current = get(agent_id)
         if current is None:
             insert.append(entry)
-        elif (current.name, current.register_ip, current.internal_key) != (
-                entry.name, register_ip(entry.ip), entry.key):
+        elif current != (name, ip[:-3] if ip.endswith("/32") else ip, key):
             update.append(entry)
-    remove = sorted(i for i in stored if i != 0 and i not in wanted)
+    remove = sorted(i for i in stored.keys() - wanted if i != 0)
     return ReconcilePlan(tuple(insert), tuple(update), tuple(remove))
 
 
