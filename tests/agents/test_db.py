@@ -10,6 +10,7 @@ from typing import Any, cast
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.agents.wdb_standin import MARKS_ON_READ, BlockingView, not_with_wazuh_db
+from wazuhcluster.agents import db as agents_db
 from wazuhcluster.agents import payloads
 from wazuhcluster.agents.db import (
     COUNT_CACHE_SIZE,
@@ -459,6 +460,28 @@ class KeysAndQueriesTests(SynchronousTestCase):
         self.assertEqual(db._conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0], 0)
         self.assertEqual(db._conn.execute("SELECT COUNT(*) FROM belongs").fetchone()[0], 0)
         self.assertEqual(db.reconcile_keys(entries, _NOW).inserted, 0)
+
+    def test_bulk_reconcile_keeps_the_indexes(self) -> None:
+        """Many new agents at once: the agent table's indexes are rebuilt in the same
+        transaction (same definitions, used by queries); a failure leaves them as they were."""
+        if getattr(self, "backend", "embedded") != "embedded":
+            return
+        db = _open(self, range(1, 3))
+        schema = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'agent'"
+        before = sorted(db._conn.execute(schema).fetchall())
+        self.patch(agents_db, "BULK_INSERT_ROWS", 10)
+        result = db.reconcile_keys(_keys(range(1, 40)), _NOW)
+        self.assertEqual(result.inserted, 37)
+        self.assertEqual(sorted(db._conn.execute(schema).fetchall()), before)
+        plan = " ".join(str(r) for r in db._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM agent WHERE name = 'agent-020'"))
+        self.assertIn("agent_name", plan)
+        self.assertEqual(db.count("SELECT COUNT(*) FROM agent WHERE name = 'agent-020'"), 1)
+        bad = [*_keys(range(40, 60)), KeyEntry(60, None, "any", "k")]  # type: ignore[arg-type]
+        self.assertRaises(sqlite3.IntegrityError, db.reconcile_keys, _keys(range(1, 40)) + bad,
+                          _NOW)
+        self.assertEqual(sorted(db._conn.execute(schema).fetchall()), before)
+        self.assertEqual(db.count("SELECT COUNT(*) FROM agent WHERE id >= 40"), 0)
 
     def test_reconcile_file(self) -> None:
         """The file form reads client.keys; a missing file changes nothing."""

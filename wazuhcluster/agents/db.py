@@ -70,6 +70,9 @@ GroupsCondition = Literal["sync_status", "all"]
 GROUPS_SET_ERROR = "An error occurred during the set of the groups"
 #: Counts remembered by :meth:`AgentDatabase.count` (query shapes, oldest dropped first).
 COUNT_CACHE_SIZE = 64
+#: A reconciliation inserting at least this many agents (and more than the table holds)
+#: rebuilds the agent table's indexes once instead of updating them per row.
+BULK_INSERT_ROWS = 10_000
 
 #: NOT NULL agent-info columns: an object without them keeps the stored value (wazuh-db
 #: would bind NULL and fail the whole chunk on the constraint).
@@ -831,12 +834,20 @@ class AgentDatabase:
                 r[0]: r[1:] for r in conn.execute(
                     "SELECT id, name, register_ip, internal_key FROM agent WHERE id > 0")}
             plan = _keys.plan_reconcile(stored, entries)
+            rebuild = (len(plan.insert) >= BULK_INSERT_ROWS
+                       and len(plan.insert) > len(stored))
             del stored
+            # Many new rows (a worker's first client.keys: 200 000): building the secondary
+            # indexes once afterwards costs about a quarter less than updating them row by
+            # row. Same transaction: nobody ever sees the table without them.
+            indexes = _drop_indexes(conn, "agent") if rebuild else []
             conn.executemany(
                 "INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, `group`)"
                 " VALUES (?, ?, NULL, ?, ?, ?, NULL)",
                 [(i, name, ip[:-3] if ip.endswith("/32") else ip, key, now)
                  for i, name, ip, key in plan.insert])
+            for sql in indexes:
+                conn.execute(sql)
             conn.executemany(
                 "UPDATE agent SET name = ?, register_ip = ?, internal_key = ? WHERE id = ?",
                 [(e.name, _keys.register_ip(e.ip), e.key, e.agent_id) for e in plan.update])
@@ -1063,6 +1074,16 @@ class AgentDatabase:
 
 _READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                            getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+
+
+def _drop_indexes(conn: sqlite3.Connection, table: str) -> list[str]:
+    """Drop the explicit indexes of ``table`` (inside the caller's transaction); the SQL that
+    creates them again."""
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+                        " AND tbl_name = ? AND sql IS NOT NULL", (table,)).fetchall()
+    for name, _ in rows:
+        conn.execute(f'DROP INDEX "{name}"')
+    return [sql for _, sql in rows]
 
 
 def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None,

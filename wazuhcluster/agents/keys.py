@@ -69,7 +69,7 @@ def parse_client_keys(text: str) -> list[KeyEntry]:
     the last line wins.
     """
     entries: dict[int, KeyEntry] = {}
-    make = KeyEntry._make
+    new = tuple.__new__  # KeyEntry._make without its Python frame: 200 000 calls at scale
     in_order = True
     last = -1
     for line in text.splitlines():
@@ -87,7 +87,7 @@ def parse_client_keys(text: str) -> list[KeyEntry]:
         if agent_id <= last:
             in_order = False
         last = agent_id
-        entries[agent_id] = make((agent_id, name, ip, key.rstrip("\r")))
+        entries[agent_id] = new(KeyEntry, (agent_id, name, ip, key.rstrip("\r")))
     if in_order:  # the usual file: ids ascending, no duplicate; nothing to sort
         return list(entries.values())
     return sorted(entries.values(), key=lambda e: e.agent_id)
