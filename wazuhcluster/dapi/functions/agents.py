@@ -88,8 +88,8 @@ async def get_agents_summary_status(ctx: DapiContext, agent_list: Any = None,
                                     **_: Any) -> WazuhResult:
     """Agents (000 excluded) counted by connection status and group configuration status.
 
-    The database counts (one row per pair of statuses): with 200 000 agents, reading every
-    agent's row to count it cost a node about 0.1 CPU s per call."""
+    The database counts, in one pass over the agents without sorting them: with 200 000
+    agents, reading every agent's row to count it cost a node about 0.1 CPU s per call."""
     connection = {"active": 0, "disconnected": 0, "never_connected": 0, "pending": 0, "total": 0}
     configuration = {"synced": 0, "not synced": 0, "total": 0}
     wanted = requested(agent_list)
@@ -101,18 +101,15 @@ async def get_agents_summary_status(ctx: DapiContext, agent_list: Any = None,
         if not query.count_sql.startswith(_COUNT_PREFIX):
             raise WazuhInternalError(1000, extra_message="unexpected agent count query")
         base = query.count_sql[len(_COUNT_PREFIX):]
+        sums = [f"SUM(status = '{s}') AS \"{s}\"" for s in connection if s != "total"]
+        sums += [f"SUM(group_config_status = '{s}') AS \"{s}\"" for s in configuration
+                 if s != "total"]
         rows = await database(ctx).select(
-            f"SELECT status, group_config_status, COUNT(*) AS n FROM ({base} GROUP BY 1, 2",
-            query.count_params)
-        total = 0
-        for row in rows:
-            n = int(row["n"])
-            total += n
-            if row["status"] in connection:
-                connection[row["status"]] += n
-            if row["group_config_status"] in configuration:
-                configuration[row["group_config_status"]] += n
-        connection["total"] = configuration["total"] = total
+            f"SELECT {', '.join(sums)}, COUNT(*) AS total FROM ({base}", query.count_params)
+        counted = rows[0] if rows else {}
+        for counts in (connection, configuration):
+            for status in counts:
+                counts[status] = int(counted.get(status) or 0)
     configuration["not_synced"] = configuration.pop("not synced")
     return WazuhResult({"data": {"connection": connection, "configuration": configuration}})
 
