@@ -16,7 +16,7 @@ the plan in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import attrs
@@ -62,18 +62,11 @@ def register_ip(ip: str) -> str:
     return ip[:-3] if ip.endswith("/32") else ip
 
 
-def parse_client_keys(text: str) -> list[KeyEntry]:
-    """Parse the content of ``client.keys``; removed and malformed lines are skipped.
-
-    Agent id ``000`` (the manager) and non-numeric ids are skipped. When an id appears twice,
-    the last line wins.
-    """
-    entries: dict[int, KeyEntry] = {}
+def _entries(lines: Iterable[str]) -> Iterator[KeyEntry]:
+    """The active agents of ``client.keys`` lines, in file order (duplicates included)."""
     new = tuple.__new__  # KeyEntry._make without its Python frame: 200 000 calls at scale
-    in_order = True
-    last = -1
-    for line in text.splitlines():
-        if not line or line[0] in "# ":
+    for line in lines:
+        if not line or line[0] in "# \n":
             continue
         fields = line.split(" ", 3)
         if len(fields) < 4:
@@ -84,13 +77,47 @@ def parse_client_keys(text: str) -> list[KeyEntry]:
         agent_id = int(raw_id)
         if agent_id == 0:
             continue
+        yield new(KeyEntry, (agent_id, name, ip, key.rstrip("\r\n")))
+
+
+def parse_client_keys(text: str) -> list[KeyEntry]:
+    """Parse the content of ``client.keys``; removed and malformed lines are skipped.
+
+    Agent id ``000`` (the manager) and non-numeric ids are skipped. When an id appears twice,
+    the last line wins.
+    """
+    entries: dict[int, KeyEntry] = {}
+    in_order = True
+    last = -1
+    for entry in _entries(text.splitlines()):
+        agent_id = entry.agent_id
         if agent_id <= last:
             in_order = False
         last = agent_id
-        entries[agent_id] = new(KeyEntry, (agent_id, name, ip, key.rstrip("\r")))
+        entries[agent_id] = entry
     if in_order:  # the usual file: ids ascending, no duplicate; nothing to sort
         return list(entries.values())
     return sorted(entries.values(), key=lambda e: e.agent_id)
+
+
+class KeysOutOfOrder(Exception):
+    """:func:`iter_sorted_client_keys` met an id not above the one before it."""
+
+
+def iter_sorted_client_keys(lines: Iterable[str]) -> Iterator[KeyEntry]:
+    """The entries of ``client.keys`` lines one by one, for a file whose ids ascend (as every
+    writer of the file keeps them), without holding the file or the entries in memory.
+
+    :raises KeysOutOfOrder: at an id that is not above the previous one (a duplicate or
+        an out-of-order line): the caller then reads the file with
+        :func:`read_client_keys`, whose rules (the last line of an id wins) apply.
+    """
+    last = 0
+    for entry in _entries(lines):
+        if entry.agent_id <= last:
+            raise KeysOutOfOrder(entry.agent_id)
+        last = entry.agent_id
+        yield entry
 
 
 def read_client_keys(path: str) -> list[KeyEntry]:
