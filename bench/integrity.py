@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import pickle
 import platform
@@ -311,12 +312,25 @@ class _Quiet:
 
 
 def count_files(directory: str) -> int:
-    """Files directly in ``directory`` (0 if absent)."""
+    """Files directly in ``directory`` (0 if absent). Runs in a pool thread: listing 10 000
+    entries on the benchmark's reactor thread would delay its own echo probes."""
     try:
-        with os.scandir(directory) as entries:
-            return sum(1 for _ in entries)
+        return len(os.listdir(directory))
     except FileNotFoundError:
         return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def node_lag_windows(protocol: ClusterProtocol) -> list[tuple[float, float]]:
+    """The node's own ReactorLag windows (``wzc_status``): ``(window end, worst ms)``."""
+    status = json.loads(await protocol.request(b"wzc_status", b""))
+    return [(float(end), float(worst)) for end, worst in status["reactor_lag"]["windows"]]
 
 
 def same_files(master: str, worker: str, names: list[str]) -> bool:
@@ -403,16 +417,26 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         worker_dir = os.path.join(worker_home, "etc", "rules", "many")
         mark = probe.mark()
         link_mark = link_probe.mark()
+        master_pid, worker_pid = master.transport.pid, worker.transport.pid
+        cpu_before = cpu_seconds(master_pid), cpu_seconds(worker_pid)
         start = time.perf_counter()
         wall_start = time.time()
         names = await runner.run(write_many, master_dir, many)
         written = time.perf_counter() - start
         wall_written = time.time()
-        await wait_until("all files on the worker", lambda: count_files(worker_dir) >= many, 120,
-                         0.02)
+        await wait_until("all files on the worker",
+                         lambda: runner.run(lambda: count_files(worker_dir) >= many), 120, 0.02)
         done = await wait_until("the files to be verified",
                                 lambda: runner.run(same_files, master_dir, worker_dir, names),
                                 60, 0.05)
+        wall_done = wall_start + done - start
+        cpu_master = cpu_seconds(master_pid) - cpu_before[0]
+        cpu_worker = cpu_seconds(worker_pid) - cpu_before[1]
+        # The master's own ReactorLag (a call every 0.1 s): the worst of the 1 s windows
+        # that overlap the sync (it samples, so it can miss a stall the echo probe sees).
+        windows = await node_lag_windows(protocol)
+        own_lag = max((worst for end, worst in windows
+                       if wall_start < end < wall_done + 1.0), default=0.0)
         many_rtt = probe.worst_since(mark)
         link_many_rtt = link_probe.worst_since(link_mark)
         if os.environ.get("BENCH_NODE_DEBUG"):
@@ -423,6 +447,9 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
               f"min {min(latencies):.3f} s")
         print(f"  {many} new 4 KiB files -> present and verified on the worker: "
               f"{done - start:.2f} s (writing them on the master took {written:.2f} s)")
+        print(f"  CPU during the {many}-file phase: master {cpu_master:.2f} s, worker "
+              f"{cpu_worker:.2f} s ({(cpu_master + cpu_worker) / many * 1e6:.0f} us per file); "
+              f"master's own ReactorLag worst window {own_lag:.1f} ms")
         print(f"  local-socket echo-c round-trip to the master (every 10 ms): idle worst "
               f"{idle * 1000:.1f} ms; during the rules changes worst {rules_rtt * 1000:.1f} ms;"
               f" during the {many}-file sync worst {many_rtt * 1000:.1f} ms "
