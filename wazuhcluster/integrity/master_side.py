@@ -146,6 +146,18 @@ def _scan(home: str, items: ClusterItems, previous: dict[str, tuple[str, str]] |
     result = None
     if local is not None and paths is not None:
         result = rescan_paths(home, items, local, paths)
+        if result is not None and result.touched is not None and previous is not None:
+            # Only the named files can differ from ``local`` (whose digests ``previous``
+            # holds): update a copy instead of rebuilding 10 000 entries per event burst.
+            digests = dict(previous)
+            for path in result.touched:
+                entry = result.files.get(path)
+                if entry is None:
+                    digests.pop(path, None)
+                else:
+                    digests[path] = (entry.hash, entry.cluster_item_key)
+            changed = any(digests.get(path) != previous.get(path) for path in result.touched)
+            return LocalScan(result, digests, changed)
     if result is None:
         result = scan_items(home, items, cache)
     digests = {path: (entry.hash, entry.cluster_item_key) for path, entry in result.files.items()}
