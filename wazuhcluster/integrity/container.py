@@ -46,7 +46,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import io
-import json
 import os
 import stat
 import zlib
@@ -55,6 +54,7 @@ from typing import BinaryIO, Protocol
 
 import attrs
 
+from wazuhcluster.integrity import jsonpieces
 from wazuhcluster.integrity.compare import Comparison
 from wazuhcluster.integrity.errors import ContainerError, UnsafePathError
 from wazuhcluster.integrity.items import ClusterItems, Refusal, path_problem, validate_peer_path
@@ -219,7 +219,7 @@ class ContainerWriter:
         """Write the closing ``files_metadata.json`` record (``json.dumps`` defaults)."""
         if self._finished:
             raise ValueError("container already finished")
-        payload = json.dumps(metadata).encode()
+        payload = jsonpieces.dumps(metadata).encode()  # json.dumps, in GIL-friendly pieces
         start = self._dest.tell()
         for level, strategy in _variants(self._level):
             self._dest.seek(start)
@@ -642,7 +642,7 @@ def _discard(data: bytes) -> None:
 def _parse_json(raw: bytes) -> object:
     """Parse the metadata record."""
     try:
-        return json.loads(raw)
+        return jsonpieces.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise ContainerError(f"files_metadata.json is not valid JSON: {e}") from None
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import struct
 import uuid
@@ -49,6 +48,7 @@ from twisted.python.runtime import platform
 from zope.interface import implementer
 
 from wazuhcluster.errors import ClusterError, InternalError, RemoteCommandError
+from wazuhcluster.integrity import jsonpieces
 from wazuhcluster.integrity.compare import Comparison, compare_metadata
 from wazuhcluster.integrity.container import (
     ContainerLimits,
@@ -186,7 +186,7 @@ def read_worker_metadata(path: str, limits: ContainerLimits) -> dict[str, FileEn
     finally:
         unlink_quietly(path)
     try:
-        value = json.loads(raw) if raw.strip() else {}
+        value = jsonpieces.loads(raw) if raw.strip() else {}
     except (UnicodeDecodeError, ValueError) as e:
         raise ClusterError(3036, f"worker files_metadata.json: {e}") from None
     return metadata_from_json(value)
