@@ -322,9 +322,16 @@ def count_files(directory: str) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (``/proc/PID/stat``)."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (``/proc/PID/stat``)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 async def node_lag_windows(protocol: ClusterProtocol) -> list[tuple[float, float]]:
@@ -421,6 +428,7 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         link_mark = link_probe.mark()
         master_pid, worker_pid = master.transport.pid, worker.transport.pid
         cpu_before = cpu_seconds(master_pid), cpu_seconds(worker_pid)
+        system_before = cpu_split(master_pid)[1], cpu_split(worker_pid)[1]
         start = time.perf_counter()
         wall_start = time.time()
         names, cpu_writer = await runner.run(write_many, master_dir, many)
@@ -434,6 +442,8 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         wall_done = wall_start + done - start
         cpu_master = cpu_seconds(master_pid) - cpu_before[0]
         cpu_worker = cpu_seconds(worker_pid) - cpu_before[1]
+        system = (cpu_split(master_pid)[1] - system_before[0],
+                  cpu_split(worker_pid)[1] - system_before[1])
         # The master's own ReactorLag (a call every 0.1 s): the worst of the 1 s windows
         # that overlap the sync (it samples, so it can miss a stall the echo probe sees).
         windows = await node_lag_windows(protocol)
@@ -457,7 +467,8 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
               f"{cpu_master:.2f} s, worker {cpu_worker:.2f} s (master + worker "
               f"{(cpu_master + cpu_worker) / many * 1e6:.0f} us per file); all CPU / "
               f"{os.cpu_count()} cores / write time = {cpu_floor:.2f}x (a floor for the ratio "
-              f"while the three compete); master's own ReactorLag worst window {own_lag:.1f} ms")
+              f"while the three compete); in the kernel: master {system[0]:.2f} s, worker "
+              f"{system[1]:.2f} s; master's own ReactorLag worst window {own_lag:.1f} ms")
         print(f"  local-socket echo-c round-trip to the master (every 10 ms): idle worst "
               f"{idle * 1000:.1f} ms; during the rules changes worst {rules_rtt * 1000:.1f} ms;"
               f" during the {many}-file sync worst {many_rtt * 1000:.1f} ms "
