@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -21,6 +22,7 @@ from tests.agents.memory import (
 )
 from tests.agents.wdb_standin import MARKS_ON_READ, not_with_wazuh_db
 from tests.support import connected_pair, node_config, short_tempdir
+from wazuhcluster.agents import master_side
 from wazuhcluster.agents.db import Keepalive
 from wazuhcluster.agents.worker_side import AgentsWorker
 from wazuhcluster.checksums.threaded import SynchronousRunner
@@ -96,6 +98,42 @@ class AgentInfoSyncTests(SynchronousTestCase):
         self.assertEqual([type(rows_form), type(standard)], [dict, str])
         self.assertEqual([r[0] for r in rows_form["rows"]], [1, 2])  # type: ignore[index]
         self.assertEqual([a["id"] for a in json.loads(standard)], [2, 3])  # type: ignore[arg-type]
+        self.assertEqual([raw(c.mdb).agent_row(i)["last_keepalive"]  # type: ignore[index]
+                          for i in (1, 2, 3)], [NOW + 5, NOW + 9, NOW + 9])
+        self.assertEqual(c.pending_on_worker(), [])
+
+    def test_compressed_only_for_a_master_that_announced_it(self) -> None:
+        """Our master (``agent-info-rows-zlib``) gets the rows form as one zlib stream; a
+        master with only ``agent-info-rows`` gets it plain; each time the same is stored."""
+        strings: list[bytes] = []
+        decode = master_side.decode_agent_info_string
+
+        def recording(data: bytes) -> Any:
+            strings.append(data)
+            return decode(data)
+        self.patch(master_side, "decode_agent_info_string", recording)
+        c = self.make()
+        self.assertTrue(c.wagents.rows_zlib)
+        worker_runs: list[str] = []
+        master_runs: list[str] = []
+        for node, names in ((c.worker, worker_runs), (c.master, master_runs)):
+            def run(f: Any, *args: Any, _run: Any = node.run, _names: list[str] = names,
+                    **kwargs: Any) -> Any:
+                _names.append(getattr(f, "__name__", ""))
+                return _run(f, *args, **kwargs)
+            node.run = run  # type: ignore[method-assign]
+        c.keepalive([1, 2], when=NOW + 5)
+        self.successResultOf(c.sync_agent_info())
+        c.wagents.connected(c.wagents._peer, frozenset({"agent-info-rows"}))
+        self.assertEqual((c.wagents.rows_format, c.wagents.rows_zlib), (True, False))
+        c.keepalive([2, 3], when=NOW + 9)
+        self.successResultOf(c.sync_agent_info())
+        compressed, plain = strings
+        self.assertIn("encode_agent_info_rows_zlib", worker_runs)  # deflate off the reactor
+        self.assertIn("encode_agent_info_rows_string", worker_runs)
+        self.assertEqual(master_runs.count("recording"), 2)  # inflate + parse off the reactor
+        self.assertEqual(json.loads(zlib.decompress(compressed))["format"], "wazuhcluster-rows-1")
+        self.assertEqual(json.loads(plain)["format"], "wazuhcluster-rows-1")
         self.assertEqual([raw(c.mdb).agent_row(i)["last_keepalive"]  # type: ignore[index]
                           for i in (1, 2, 3)], [NOW + 5, NOW + 9, NOW + 9])
         self.assertEqual(c.pending_on_worker(), [])

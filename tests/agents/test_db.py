@@ -7,7 +7,7 @@ import json
 import sqlite3
 from typing import Any, cast
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.agents.wdb_standin import MARKS_ON_READ, BlockingView, not_with_wazuh_db
 from wazuhcluster.agents import payloads
@@ -216,6 +216,47 @@ class AgentInfoTests(SynchronousTestCase):
         ids = [a["id"] for c in batch.chunks for a in json.loads(c)]
         self.assertEqual(ids, list(range(1, 801)))
         self.assertEqual(len(batch.versions), 800)
+
+    def test_objects_leave_out_nulls_whatever_the_pattern(self) -> None:
+        """Every agent object is json_patch('{}', json_object(all columns)) (NULL members
+        left out), for NULL patterns in the sampled first agents and beyond them, with text
+        that needs escaping; chunks are cut greedily under the bound, as before."""
+        if getattr(self, "backend", "embedded") != "embedded":
+            raise SkipTest(_OWN_LIMIT)
+        worker = _open(self, range(1, 601))
+        worker.record_keepalives([Keepalive(i, "worker-1", _NOW) for i in range(1, 601)])
+        texts = ["x", "\u00e9\u65e5", 'q"b\\s', "c\x01\n\t", "\u2028", "", "{\"a\":1}"]
+        columns = [c for c in AGENT_INFO_COLUMNS[1:]
+                   if c not in ("name", "connection_status", "group_config_status")]
+        for i in range(1, 601):
+            # agents 1-256 (the sample) have few patterns, the later ones many others
+            nulls = {c for k, c in enumerate(columns) if (i if i > 256 else i % 3) >> k & 1}
+            worker._conn.execute(
+                "UPDATE agent SET " + ", ".join(f"{c} = ?" for c in columns) + " WHERE id = ?",
+                [None if c in nulls else (i if c in ("last_keepalive", "status_code",
+                                                     "disconnection_time")
+                                          else texts[(i + k) % len(texts)])
+                 for k, c in enumerate(columns)] + [i])
+        worker._conn.execute("INSERT INTO labels VALUES (300, 'k\u00e9', 'v\"')")
+        batch = worker.get_agent_info_sync(max_chunk_size=4000)
+        members = ", ".join(f"'{c}', {c}" for c in AGENT_INFO_COLUMNS)
+        expected = [t for (t,) in worker._conn.execute(
+            f"SELECT json_patch('{{}}', json_object({members})) FROM agent"
+            " WHERE id > 0 ORDER BY id")]
+        expected[299] = (expected[299][:-1]
+                         + ',"labels":[{"id":300,"key":"k\u00e9","value":"v\\""}]}')
+        got = [json.dumps(a, separators=(",", ":"), ensure_ascii=False)
+               for c in batch.chunks for a in json.loads(c)]
+        self.assertEqual(got, [json.dumps(json.loads(t), separators=(",", ":"),
+                                          ensure_ascii=False) for t in expected])
+        self.assertEqual(",".join(c[1:-1] for c in batch.chunks), ",".join(expected))
+        sizes = [len(c.encode()) for c in batch.chunks]
+        self.assertTrue(all(size < 4000 for size in sizes))
+        for chunk, following in zip(batch.chunks, batch.chunks[1:], strict=False):
+            first = json.dumps(json.loads(following)[0], separators=(",", ":"),
+                               ensure_ascii=False)
+            # greedy: the next chunk's first object would not have fitted
+            self.assertGreaterEqual(len(chunk.encode()) + 1 + len(first.encode()) + 1, 4000)
 
     def rows_chunks(self, db: AgentDatabase | None = None, **kwargs: int) -> tuple[object, ...]:
         """The worker's pending agent-info in the compact rows form, as the master decodes it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zlib
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -195,6 +196,33 @@ class RowsFormTests(SynchronousTestCase):
         data = json.dumps({**base, "chunks": [{}, {}, {}]}).encode()
         self.assertRaises(PayloadError, payloads.decode_agent_info_string, data, max_chunks=2)
 
+    def test_compressed_string(self) -> None:
+        """The zlib form inflates to the rows form; a bomb, a truncated or padded stream, a
+        compressed 4.7.5 string and any bytes after the zlib header are refused cleanly."""
+        chunk = json.dumps({"rows": [self.row(last_keepalive=5)], "labels": []})
+        plain = payloads.encode_agent_info_rows_string([chunk])
+        data = payloads.encode_agent_info_rows_zlib([chunk])
+        self.assertEqual(data[:1], b"x")
+        self.assertEqual(zlib.decompress(data), plain)
+        self.assertEqual(payloads.decode_agent_info_string(data), (json.loads(chunk),))
+        for count in (0, 3):
+            self.assertEqual(zlib.decompress(payloads.encode_agent_info_rows_zlib([chunk] * count)),
+                             payloads.encode_agent_info_rows_string([chunk] * count))
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string, data,
+                          max_size=len(plain) - 1)
+        bomb = zlib.compress(b" " * (8 * 1024 * 1024), 9)
+        self.assertRaises(PayloadError, payloads.decode_agent_info_string, bomb,
+                          max_size=1024 * 1024)
+        for bad in (data[:-3], data + b"x", b"x", b"x\x9c" + b"\x00" * 20,
+                    zlib.compress(payloads.encode_agent_info_string(["[]"]))):
+            self.assertRaises(PayloadError, payloads.decode_agent_info_string, bad)
+
+    @given(st.binary(max_size=200))
+    def test_bytes_after_zlib_header_raise_only_payload_error(self, data: bytes) -> None:
+        """Anything that looks compressed either decodes or raises PayloadError."""
+        with contextlib.suppress(PayloadError):
+            payloads.decode_agent_info_string(b"x" + data)
+
     def test_valid_rows(self) -> None:
         """Valid rows come back as they are; labels as (id, [(key, value)])."""
         rows = [self.row(ip="10.0.0.1", last_keepalive=2**63 - 1),
@@ -209,11 +237,15 @@ class RowsFormTests(SynchronousTestCase):
             self.row(ip=5), self.row(last_keepalive="5"), self.row(status_code=True),
             self.row(status_code=1.5), self.row(os_name="x" * 8193),
             self.row(last_keepalive=2**63), self.row(disconnection_time=-(2**63)),
+            self.row(status_code=1.0), self.row(disconnection_time=False), [True, *self.row()[1:]],
             [-1, *self.row()[1:]], [2**31, *self.row()[1:]], ["1", *self.row()[1:]],
             self.row()[:-1], [*self.row(), None], {"id": 1}, "row", None]
         for row in bad_rows:
-            self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
-                              {"rows": [self.row(), row], "labels": []})
+            # next to a valid row holding 1 and 0 where the bad ones hold True, 1.0, False
+            valid = self.row(status_code=1, disconnection_time=0)
+            for rows in ([valid, row], [row, valid]):
+                self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
+                                  {"rows": rows, "labels": []})
         chunks: list[object] = [[], {"rows": {}}, {"rows": [self.row()] * 4097}, "x", None]
         for chunk in chunks:
             self.assertRaises(PayloadError, payloads.decode_agent_info_rows, chunk)
@@ -236,3 +268,94 @@ class RowsFormTests(SynchronousTestCase):
         """Any parsed JSON either validates or raises PayloadError."""
         with contextlib.suppress(PayloadError):
             payloads.decode_agent_info_rows(chunk)
+
+
+def _params_reference(chunk: str) -> object:
+    """What :func:`payloads.decode_agent_info_params` must return, built from
+    :func:`payloads.decode_agent_info_chunk` one object at a time (or ``"refused"``)."""
+    try:
+        agents = payloads.decode_agent_info_chunk(chunk)
+    except PayloadError:
+        return "refused"
+    rows, labels, skipped = [], [], 0
+    for agent in agents:
+        if agent["id"] == 0:
+            skipped += 1
+            continue
+        rows.append((*[agent.get(c) for c in AGENT_INFO_COLUMNS[1:]], agent["id"]))
+        if "labels" in agent:
+            labels.append((agent["id"], [(k, v) for _, k, v in agent["labels"]]))
+    return rows, labels, skipped
+
+
+def _params(chunk: str) -> object:
+    try:
+        return payloads.decode_agent_info_params(chunk)
+    except PayloadError:
+        return "refused"
+
+
+_ANY_VALUE = (st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(-2, 2)
+              | st.text(max_size=3) | st.sampled_from(["x" * 8192, "x" * 8193])
+              | st.lists(st.integers(), max_size=2)
+              | st.lists(st.fixed_dictionaries({"id": st.integers(0, 3), "key": st.text(max_size=2),
+                                                "value": st.text(max_size=2)}), max_size=2)
+              | st.just([{"id": 1, "key": "k"}]))
+_AGENT = st.dictionaries(
+    st.sampled_from([*AGENT_INFO_COLUMNS, "labels", "other"]),
+    st.integers(0, 3) | _ANY_VALUE, max_size=len(AGENT_INFO_COLUMNS) + 2)
+
+
+class StandardParamsTests(SynchronousTestCase):
+    """``decode_agent_info_params`` (column-wise checks) keeps the rules of
+    ``decode_agent_info_chunk`` (object by object)."""
+
+    def test_session_chunk(self) -> None:
+        """The chunk of the captured session gives every agent's columns in order."""
+        [string] = long_strings("w2m")
+        [chunk] = payloads.decode_agent_info_string(string)
+        got = payloads.decode_agent_info_params(chunk)
+        self.assertEqual(got, _params_reference(chunk))
+        rows, labels, skipped = got
+        self.assertEqual(len(rows), 5)
+        self.assertEqual(rows[0][-1], 1)
+        self.assertEqual(rows[0][0], "agent-001")
+        self.assertEqual((labels, skipped), ([], 0))
+
+    def test_refused_like_the_object_decoder(self) -> None:
+        """Every chunk the object decoder refuses is refused, in any position of the chunk."""
+        good = '{"id":2,"name":"a","last_keepalive":0,"status_code":1}'
+        for bad in ('{"id":true}', '{"id":-1}', '{"id":"1"}', '{"id":2147483648}', '{}',
+                    '{"id":1,"name":5}', '{"id":1,"last_keepalive":"x"}',
+                    '{"id":1,"status_code":1.5}', '{"id":1,"status_code":true}',
+                    '{"id":1,"last_keepalive":9223372036854775808}',
+                    '{"id":1,"os_name":"' + "x" * 8193 + '"}', '{"id":1,"os_name":["x"]}',
+                    '{"id":1,"os_name":{"a":1}}', '{"id":1,"labels":[{"id":1,"key":"a"}]}',
+                    '{"id":1,"labels":{}}', '[1]', '"x"', '{"id":3,"status_code":true}',
+                    '{"id":3,"status_code":1.0}', '{"id":3,"last_keepalive":false}'):
+            for chunk in (f"[{bad}]", f"[{good},{bad}]", f"[{bad},{good}]"):
+                self.assertEqual(_params(chunk), "refused", chunk)
+                self.assertEqual(_params_reference(chunk), "refused", chunk)
+        self.assertEqual(_params('{"id":1}'), "refused")
+
+    def test_nulls_labels_and_agent_000(self) -> None:
+        """Nulls and absent columns are None, unknown keys dropped, agent 000 counted apart
+        (its labels too), the id last."""
+        chunk = ('[{"id":0,"name":"m","labels":[{"id":0,"key":"k","value":"v"}]},'
+                 '{"name":null,"x":1,"id":3,"os_name":"A","labels":null},'
+                 '{"id":4,"labels":[{"id":4,"key":"k","value":""}],"status_code":7}]')
+        rows, labels, skipped = payloads.decode_agent_info_params(chunk)
+        empty = [None] * (len(AGENT_INFO_COLUMNS) - 1)
+        os_name = AGENT_INFO_COLUMNS.index("os_name") - 1
+        status = AGENT_INFO_COLUMNS.index("status_code") - 1
+        self.assertEqual(rows, [
+            (*empty[:os_name], "A", *empty[os_name + 1:], 3),
+            (*empty[:status], 7, *empty[status + 1:], 4)])
+        self.assertEqual((labels, skipped), ([(4, [("k", "")])], 1))
+        self.assertEqual(payloads.decode_agent_info_params("[]"), ([], [], 0))
+
+    @given(st.lists(_AGENT, max_size=5))
+    def test_same_as_object_decoder(self, agents: list[dict[str, object]]) -> None:
+        """For any chunk both decoders agree (same parameters, or both refuse)."""
+        chunk = json.dumps(agents)
+        self.assertEqual(_params(chunk), _params_reference(chunk))

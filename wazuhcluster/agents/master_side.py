@@ -47,6 +47,7 @@ from wazuhcluster.agents.listing import (
 )
 from wazuhcluster.agents.payloads import (
     AGENT_INFO_ROWS_CAPABILITY,
+    AGENT_INFO_ZLIB_CAPABILITY,
     PayloadError,
     SyncResult,
     decode_agent_info_string,
@@ -174,7 +175,7 @@ class AgentsMaster:
     """
 
     _log = Logger()
-    capabilities = (AGENTS_CAPABILITY, AGENT_INFO_ROWS_CAPABILITY)
+    capabilities = (AGENTS_CAPABILITY, AGENT_INFO_ROWS_CAPABILITY, AGENT_INFO_ZLIB_CAPABILITY)
 
     def __init__(self, node: MasterNode, db: IAgentDatabase, clock: IReactorTime) -> None:
         self._node = node

@@ -2,7 +2,8 @@
 
 Agent-info ("Agent-info sync", every ``sync_agent_info`` seconds): ``syn_a_w_m_p`` → read the
 agents marked for sync → long string (Wazuh 4.7.5 format; the compact rows form when the master
-announced ``agent-info-rows``, i.e. is one of ours) → ``syn_a_w_m <id>`` → wait for
+announced ``agent-info-rows``, i.e. is one of ours; compressed with zlib when it also
+announced ``agent-info-rows-zlib``) → ``syn_a_w_m <id>`` → wait for
 the master's ``syn_m_a_e`` / ``syn_m_a_err``. Unlike Wazuh, rows are marked synced only after a
 ``syn_m_a_e`` without errors, and only if they did not change since they were read
 (:meth:`~wazuhcluster.agents.db.AgentDatabase.mark_agent_info_synced`): a dropped link, an
@@ -38,11 +39,13 @@ from zope.interface import implementer
 from wazuhcluster.agents.keyswatch import ClientKeysWatcher
 from wazuhcluster.agents.payloads import (
     AGENT_INFO_ROWS_CAPABILITY,
+    AGENT_INFO_ZLIB_CAPABILITY,
     PayloadError,
     SyncResult,
     decode_groups_string,
     decode_sync_result,
     encode_agent_info_rows_string,
+    encode_agent_info_rows_zlib,
     encode_agent_info_string,
     encode_sync_result,
     master_groups_hash,
@@ -115,6 +118,8 @@ class AgentsWorker:
         #: Send agent-info in the compact rows form (set on connection from the master's
         #: capabilities).
         self.rows_format = False
+        #: Compress the compact rows form with zlib (the master announced it accepts that).
+        self.rows_zlib = False
         self._groups_lock = DeferredLock()
         self.mismatches = 0
         self.last_full_request: float | None = None
@@ -141,6 +146,7 @@ class AgentsWorker:
         announced that it accepts it (a real Wazuh master gets the 4.7.5 form)."""
         self._peer = peer
         self.rows_format = AGENT_INFO_ROWS_CAPABILITY in capabilities
+        self.rows_zlib = AGENT_INFO_ZLIB_CAPABILITY in capabilities
 
     def disconnected(self) -> None:
         """The link is gone: a sync in flight ends without marking anything."""
@@ -183,7 +189,10 @@ class AgentsWorker:
             self._log.info("[{tag}] [Agent-info sync] Finished in {spent:.3f}s. Updated 0 "
                            "chunks.", tag=self.tag, spent=self._clock.seconds() - start)
             return
-        encode = encode_agent_info_rows_string if rows_format else encode_agent_info_string
+        encode = encode_agent_info_string
+        if rows_format:
+            encode = (encode_agent_info_rows_zlib if self.rows_zlib
+                      else encode_agent_info_rows_string)
         data = await self._node.run(encode, batch.chunks)
         string_id = await send_string(peer, data)
         if peer is not self._peer:
