@@ -214,12 +214,14 @@ class WireTests(SynchronousTestCase):
                 cancelled.append(ctx.config.node_name)
                 raise
         self.mapi.register("wazuh.test.slow", slow)
-        client, _ = self.local(self.master)
-        client.request(b"wzc_dapi", dapi_request("wazuh.test.slow", "local_any")
-                       ).addErrback(lambda _: None)
+        client, commands = self.local(self.master)
+        d = client.request(b"wzc_dapi", dapi_request("wazuh.test.slow", "local_any"))
         self.flush()
+        self.assertFalse(gate.called)
         client.disconnect("caller went away")
         self.flush()
+        self.failureResultOf(d, ClusterError)
+        self.failureResultOf(commands.final, ClusterError)  # no final answer comes
         self.assertEqual(cancelled, ["master-node"])
         self.assertEqual(self.mapi.limiter.active, 0)
 
