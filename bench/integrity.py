@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import pickle
 import platform
@@ -311,12 +312,32 @@ class _Quiet:
 
 
 def count_files(directory: str) -> int:
-    """Files directly in ``directory`` (0 if absent)."""
+    """Files directly in ``directory`` (0 if absent). Runs in a pool thread: listing 10 000
+    entries on the benchmark's reactor thread would delay its own echo probes."""
     try:
-        with os.scandir(directory) as entries:
-            return sum(1 for _ in entries)
+        return len(os.listdir(directory))
     except FileNotFoundError:
         return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (``/proc/PID/stat``)."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+async def node_lag_windows(protocol: ClusterProtocol) -> list[tuple[float, float]]:
+    """The node's own ReactorLag windows (``wzc_status``): ``(window end, worst ms)``."""
+    status = json.loads(await protocol.request(b"wzc_status", b""))
+    return [(float(end), float(worst)) for end, worst in status["reactor_lag"]["windows"]]
 
 
 def same_files(master: str, worker: str, names: list[str]) -> bool:
@@ -330,8 +351,10 @@ def same_files(master: str, worker: str, names: list[str]) -> bool:
     return True
 
 
-def write_many(directory: str, count: int) -> list[str]:
-    """Write ``count`` new 4 KiB files (in a pool thread)."""
+def write_many(directory: str, count: int) -> tuple[list[str], float]:
+    """Write ``count`` new 4 KiB files (in a pool thread); return the names and the CPU
+    seconds the writing thread used."""
+    started = time.thread_time()
     os.makedirs(directory, exist_ok=True)
     names = []
     for i in range(count):
@@ -339,7 +362,7 @@ def write_many(directory: str, count: int) -> list[str]:
         with open(os.path.join(directory, name), "wb") as f:
             f.write(os.urandom(4096))
         names.append(name)
-    return names
+    return names, time.thread_time() - started
 
 
 async def end_to_end(base: str, changes: int, many: int) -> None:
@@ -403,16 +426,29 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         worker_dir = os.path.join(worker_home, "etc", "rules", "many")
         mark = probe.mark()
         link_mark = link_probe.mark()
+        master_pid, worker_pid = master.transport.pid, worker.transport.pid
+        cpu_before = cpu_seconds(master_pid), cpu_seconds(worker_pid)
+        system_before = cpu_split(master_pid)[1], cpu_split(worker_pid)[1]
         start = time.perf_counter()
         wall_start = time.time()
-        names = await runner.run(write_many, master_dir, many)
+        names, cpu_writer = await runner.run(write_many, master_dir, many)
         written = time.perf_counter() - start
         wall_written = time.time()
-        await wait_until("all files on the worker", lambda: count_files(worker_dir) >= many, 120,
-                         0.02)
+        await wait_until("all files on the worker",
+                         lambda: runner.run(lambda: count_files(worker_dir) >= many), 120, 0.02)
         done = await wait_until("the files to be verified",
                                 lambda: runner.run(same_files, master_dir, worker_dir, names),
                                 60, 0.05)
+        wall_done = wall_start + done - start
+        cpu_master = cpu_seconds(master_pid) - cpu_before[0]
+        cpu_worker = cpu_seconds(worker_pid) - cpu_before[1]
+        system = (cpu_split(master_pid)[1] - system_before[0],
+                  cpu_split(worker_pid)[1] - system_before[1])
+        # The master's own ReactorLag (a call every 0.1 s): the worst of the 1 s windows
+        # that overlap the sync (it samples, so it can miss a stall the echo probe sees).
+        windows = await node_lag_windows(protocol)
+        own_lag = max((worst for end, worst in windows
+                       if wall_start < end < wall_done + 1.0), default=0.0)
         many_rtt = probe.worst_since(mark)
         link_many_rtt = link_probe.worst_since(link_mark)
         if os.environ.get("BENCH_NODE_DEBUG"):
@@ -423,6 +459,16 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
               f"min {min(latencies):.3f} s")
         print(f"  {many} new 4 KiB files -> present and verified on the worker: "
               f"{done - start:.2f} s (writing them on the master took {written:.2f} s)")
+        # With every process busy, the machine's cores bound the ratio from below: the
+        # writer's, the master's and the worker's CPU seconds cannot take less wall time
+        # than their sum divided by the cores.
+        cpu_floor = (cpu_writer + cpu_master + cpu_worker) / (os.cpu_count() or 1) / written
+        print(f"  CPU during the {many}-file phase: writer {cpu_writer:.2f} s, master "
+              f"{cpu_master:.2f} s, worker {cpu_worker:.2f} s (master + worker "
+              f"{(cpu_master + cpu_worker) / many * 1e6:.0f} us per file); all CPU / "
+              f"{os.cpu_count()} cores / write time = {cpu_floor:.2f}x (a floor for the ratio "
+              f"while the three compete); in the kernel: master {system[0]:.2f} s, worker "
+              f"{system[1]:.2f} s; master's own ReactorLag worst window {own_lag:.1f} ms")
         print(f"  local-socket echo-c round-trip to the master (every 10 ms): idle worst "
               f"{idle * 1000:.1f} ms; during the rules changes worst {rules_rtt * 1000:.1f} ms;"
               f" during the {many}-file sync worst {many_rtt * 1000:.1f} ms "

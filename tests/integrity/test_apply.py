@@ -8,6 +8,7 @@ import os
 import stat
 import zlib
 from typing import Any
+from unittest.mock import patch
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -333,6 +334,35 @@ class AtomicityTests(ApplyTestsBase):
                     )
                 )
             )
+
+    def test_cross_filesystem_copy_is_flushed_before_its_rename_with_barriers(self) -> None:
+        """With barriers (no per-file fsync) the copy made after the first barrier is still
+        fsynced before it is renamed over the target."""
+        events: list[str] = []
+        real_fsync = os.fsync
+
+        def cross_device(src: str, dst: str, **kwargs: Any) -> None:
+            if "src_dir_fd" not in kwargs:
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            events.append("rename " + dst)
+            os.replace(src, dst, **kwargs)
+
+        def fsync(fd: int) -> None:
+            events.append("fsync")
+            real_fsync(fd)
+
+        with patch("wazuhcluster.integrity.apply.os.fsync", fsync), \
+                patch("wazuhcluster.integrity.apply.SMALL_PUSH_FILES", 0):
+            result = self.apply(replace_file=cross_device, fsync=False,
+                                barrier=lambda: events.append("barrier"))
+        self.assertEqual(result.failed, ())
+        renames = [i for i, e in enumerate(events) if e.startswith("rename")]
+        self.assertEqual(len(renames), len(result.created) + len(result.updated))
+        self.assertGreater(len(renames), 0)
+        self.assertEqual(events.count("barrier"), 2)
+        for i in renames:
+            self.assertEqual(events[i - 1], "fsync")
+        self.assertEqual(events[-1], "barrier")
 
     def test_broken_container_changes_nothing(self) -> None:
         """A truncated container raises before any file is touched."""

@@ -18,10 +18,13 @@ from wazuhcluster.integrity.compare import Comparison, compare_metadata
 from wazuhcluster.integrity.container import (
     FILE_SEP,
     PATH_SEP,
+    SMALL_FILE_SIZE,
     AddOutcome,
     ContainerLimits,
     ContainerWriter,
     ExtractedContainer,
+    RecordCache,
+    SyncContainer,
     extract_container,
     read_container_bytes,
     write_metadata_container,
@@ -221,6 +224,82 @@ class SeparatorTests(SynchronousTestCase):
         self.assertIs(writer.add_bytes("etc/shared/y", FILE_SEP[:-1]), AddOutcome.INCLUDED)
 
 
+class SmallFileTests(SynchronousTestCase):
+    """Small files are read whole and compressed in one call; large ones are streamed."""
+
+    def setUp(self) -> None:
+        """Incompressible, text, empty, separator-laden and just-too-big-to-be-small files."""
+        self.home = self.mktemp()
+        self.tree = {f"etc/shared/g/r{i}": (os.urandom(4096), 1.0) for i in range(6)}
+        self.tree["etc/shared/g/text"] = (b"<group name='x'/>\n" * 300, 1.0)
+        self.tree["etc/shared/g/empty"] = (b"", 1.0)
+        self.tree["etc/shared/g/sep"] = (b"a" + FILE_SEP + b"b" + FILE_SEP[:-1], 1.0)
+        self.tree["etc/shared/g/large"] = (os.urandom(SMALL_FILE_SIZE + 1), 1.0)
+        write_tree(self.home, self.tree)
+        self.comparison = Comparison(missing=scan_items(self.home, shipped_items()).files)
+
+    def write(self, level: int, max_size: int, streamed: bool) -> tuple[bytes, SyncContainer]:
+        out = io.BytesIO()
+        with patch("wazuhcluster.integrity.container.SMALL_FILE_SIZE",
+                   -1 if streamed else SMALL_FILE_SIZE):
+            result = write_sync_container(out, self.home, self.comparison, max_size=max_size,
+                                          compress_level=level)
+        return out.getvalue(), result
+
+    def test_same_bytes_and_outcomes_as_the_streaming_path(self) -> None:
+        """Levels 1-9: byte for byte the streaming writer's container, under any limit."""
+        for level in (1, 6, 9):
+            for max_size in (GIB, 20000, 3000):
+                small, small_result = self.write(level, max_size, streamed=False)
+                streamed, streamed_result = self.write(level, max_size, streamed=True)
+                self.assertEqual(small, streamed, (level, max_size))
+                self.assertEqual(small_result, streamed_result)
+        self.assertIn("etc/shared/g/large", small_result.too_large)
+
+    def test_level_zero_and_separators_round_trip_both_ways(self) -> None:
+        """Level 0 (stored data would contain the separator): both paths re-compress."""
+        for streamed in (False, True):
+            data, result = self.write(0, GIB, streamed)
+            self.assertEqual(len(result.included), len(self.tree))
+            files = read_container_bytes(data).files
+            self.assertEqual(reference_split(data)["etc/shared/g/sep"],
+                             self.tree["etc/shared/g/sep"][0])
+            self.assertEqual(files, {name: content for name, (content, _) in self.tree.items()})
+
+    def test_file_that_grows_while_read_is_read_whole(self) -> None:
+        """A file larger than fstat said is still read to its end (streamed if it grew
+        past the small size)."""
+        path = os.path.join(self.home, "etc/shared/g/r0")
+        real_fstat = os.fstat
+
+        def shrunk(fd: int) -> os.stat_result:
+            st = real_fstat(fd)
+            return os.stat_result((*st[:6], 10, *st[7:]))  # st_size 10
+
+        for size in (4096, SMALL_FILE_SIZE + 5):
+            content = os.urandom(size)
+            with open(path, "wb") as f:
+                f.write(content)
+            out = io.BytesIO()
+            writer = ContainerWriter(out)
+            with patch("wazuhcluster.integrity.container.os.fstat", shrunk):
+                self.assertIs(writer.add_file("etc/shared/g/r0", path), AddOutcome.INCLUDED)
+            writer.finish({})
+            self.assertEqual(read_container_bytes(out.getvalue()).files["etc/shared/g/r0"],
+                             content)
+
+    def test_missing_and_unreadable_sources(self) -> None:
+        """A vanished file, a directory and a symbolic link are reported, not raised."""
+        writer = ContainerWriter(io.BytesIO())
+        g = os.path.join(self.home, "etc/shared/g")
+        os.symlink(os.path.join(g, "r1"), os.path.join(g, "link"))
+        self.assertIs(writer.add_file("etc/shared/g/nope", os.path.join(g, "nope")),
+                      AddOutcome.VANISHED)
+        self.assertIs(writer.add_file("etc/shared/g", g), AddOutcome.UNREADABLE)
+        self.assertIs(writer.add_file("etc/shared/g/link", os.path.join(g, "link")),
+                      AddOutcome.UNREADABLE)
+
+
 class ReaderLimitTests(SynchronousTestCase):
     """Bounded, strict decoding."""
 
@@ -382,3 +461,83 @@ class RoundTripProperty(SynchronousTestCase):
             reference_split(out.getvalue()),
             {**files, "files_metadata.json": json.dumps({"names": sorted(files)}).encode()},
         )
+
+
+class RecordCacheTests(SynchronousTestCase):
+    """Records of big files compressed once and shared by later containers."""
+
+    def setUp(self) -> None:
+        self.home = self.mktemp()
+        self.tree = {"etc/client.keys": (os.urandom(12000), 1.0),
+                     "etc/shared/g/small": (b"small file\n", 1.0)}
+        write_tree(self.home, self.tree)
+        self.cache = RecordCache(os.path.join(self.home, "cache"), min_size=1000)
+        files = scan_items(self.home, shipped_items()).files
+        self.comparison = Comparison(missing=files)
+
+    def write(self, max_size: int = GIB, cache: RecordCache | None = None) -> tuple[
+            bytes, SyncContainer]:
+        out = io.BytesIO()
+        result = write_sync_container(out, self.home, self.comparison, max_size=max_size,
+                                      cache=cache)
+        return out.getvalue(), result
+
+    def test_same_bytes_compressed_once(self) -> None:
+        """Containers written with the cache are byte-identical to ones written without, and
+        the big file is compressed only for the first."""
+        plain, _ = self.write()
+        first, _ = self.write(cache=self.cache)
+        self.assertEqual((self.cache.stored, self.cache.hits), (1, 0))
+        with patch("wazuhcluster.integrity.container.zlib.compressobj",
+                   wraps=zlib.compressobj) as compressobj, \
+                patch("wazuhcluster.integrity.container.zlib.compress",
+                      wraps=zlib.compress) as compress:
+            second, result = self.write(cache=self.cache)
+        self.assertEqual((self.cache.stored, self.cache.hits), (1, 1))
+        self.assertEqual(first, plain)
+        self.assertEqual(second, plain)
+        # the small file (read whole, one zlib.compress) and the metadata (streamed); the
+        # big file's record is copied from the cache
+        self.assertEqual((compress.call_count, compressobj.call_count), (1, 1))
+        self.assertEqual(sorted(result.included), sorted(self.tree))
+        self.assertEqual(reference_split(second)["etc/client.keys"],
+                         self.tree["etc/client.keys"][0])
+
+    def test_changed_file_is_compressed_again(self) -> None:
+        """A file rewritten with other content of the same size never gets the old record."""
+        self.write(cache=self.cache)
+        path = os.path.join(self.home, "etc/client.keys")
+        new = os.urandom(12000)
+        with open(path, "r+b") as f:  # in place: same inode, same size
+            f.write(new)
+        os.utime(path, (1.0, 1.0))  # even the same mtime: the ctime still moves
+        data, _ = self.write(cache=self.cache)
+        self.assertEqual(self.cache.hits, 0)
+        self.assertEqual(read_container_bytes(data).files["etc/client.keys"], new)
+
+    def test_limits_apply_to_a_cached_record(self) -> None:
+        """Deferred and too-large outcomes are the same as without the cache."""
+        self.write(cache=self.cache)
+        for limit, outcome in ((12005, "deferred"), (2000, "too_large")):
+            # 12 005: the file (12 000 random bytes) fits, its compressed record does not
+            plain, plain_result = self.write(max_size=limit)
+            cached, cached_result = self.write(max_size=limit, cache=self.cache)
+            self.assertEqual(cached, plain)
+            self.assertEqual(cached_result, plain_result)
+            self.assertIn("etc/client.keys", getattr(cached_result, outcome))
+        self.assertEqual(self.cache.hits, 2)
+
+    def test_missing_cached_copy_falls_back(self) -> None:
+        """A record file removed behind the cache's back: compressed again, same bytes."""
+        plain, _ = self.write(cache=self.cache)
+        for name in os.listdir(self.cache.directory):
+            os.unlink(os.path.join(self.cache.directory, name))
+        again, _ = self.write(cache=self.cache)
+        self.assertEqual(again, plain)
+        self.assertEqual(self.cache.stored, 2)
+
+    def test_bounded(self) -> None:
+        """At most max_entries records are kept on disk, the oldest dropped first."""
+        cache = RecordCache(os.path.join(self.home, "bounded"), min_size=1, max_entries=1)
+        self.write(cache=cache)
+        self.assertEqual(len(os.listdir(cache.directory)), 1)

@@ -477,6 +477,84 @@ class WatcherTests(SynchronousTestCase):
         notifier._doRead(struct.pack("=LLLL", 0xFFFFFFFF, inotify.IN_Q_OVERFLOW, 0, 0))
         self.assertEqual(lost, [1])
 
+    def test_named_rescan_tells_changes_like_a_full_comparison(self) -> None:
+        """A rescan of named files updates the digests and the "changed" verdict exactly
+        as rebuilding them from the whole result does."""
+        from wazuhcluster.integrity.items import load_cluster_items
+        from wazuhcluster.integrity.master_side import _scan
+
+        home = self.mktemp()
+        write_files(home, MASTER_FILES)
+        items = load_cluster_items()
+        first = _scan(home, items, None, {})
+        self.assertTrue(first.changed)
+
+        def full(result: Any) -> dict[str, tuple[str, str]]:
+            return {p: (e.hash, e.cluster_item_key) for p, e in result.files.items()}
+
+        rules = os.path.join(home, "etc/rules")
+        steps: list[tuple[dict[str, bytes], list[str], bool]] = [
+            ({}, ["local_rules.xml"], False),  # an event, same content: no change
+            ({"etc/rules/local_rules.xml": b"<group name='x'/>\n"}, ["local_rules.xml"], True),
+            ({"etc/rules/new.xml": b"<group name='n'/>\n"}, ["new.xml"], True),
+            ({}, ["gone.xml"], False),  # a file that never existed
+        ]
+        previous = first
+        for files, names, changed in [*steps, ({}, [], False)]:
+            write_files(home, files)
+            paths = frozenset(os.path.join(rules, n).encode() for n in names)
+            scan = _scan(home, items, previous.digests, previous.result.cache,
+                         previous.result, paths)
+            self.assertIsNotNone(scan.result.touched)  # the named-files path was taken
+            self.assertEqual(scan.digests, full(scan.result))
+            self.assertEqual(scan.changed, changed)
+            previous = scan
+        os.unlink(os.path.join(rules, "new.xml"))
+        scan = _scan(home, items, previous.digests, previous.result.cache, previous.result,
+                     frozenset([os.path.join(rules, "new.xml").encode()]))
+        self.assertNotIn("etc/rules/new.xml", scan.digests)
+        self.assertEqual(scan.digests, full(scan.result))
+        self.assertTrue(scan.changed)
+
+    def test_notifier_parses_events_like_twisted(self) -> None:
+        """The fast reader names the same files as Twisted's, across split reads, and
+        still lets Twisted add a watch for a new directory."""
+        from wazuhcluster.integrity.master_side import _Notifier
+
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "rules"))
+        seen: list[tuple[bytes | None, int]] = []
+        twisted_seen: list[tuple[bytes | None, int]] = []
+        notifier = _Notifier(Clock(), lambda n: None, lambda: None,
+                             lambda path, mask: seen.append((path, mask)))
+        self.addCleanup(os.close, notifier._fd)
+        directory = FilePath(os.path.abspath(os.path.join(root, "rules")).encode())
+        wd = notifier.watch(directory, autoAdd=True, callbacks=[
+            lambda _, path, mask: twisted_seen.append((path.path, mask))])
+
+        def event(name: bytes, mask: int, wd: int = wd) -> bytes:
+            padded = name + b"\0" * (-len(name) % 16 or (16 if name else 0))
+            return struct.pack("=LLLL", wd, mask, 0, len(padded)) + padded
+
+        data = (event(b"a.xml", inotify.IN_CREATE) + event(b"a.xml", inotify.IN_CLOSE_WRITE)
+                + event(b"", inotify.IN_ATTRIB) + event(b"x", inotify.IN_MODIFY, wd=999)
+                + event(b"b" * 40, inotify.IN_MOVED_TO))
+        for cut in (7, 40, 61):  # reads may end anywhere
+            notifier._doRead(data[:cut])
+            data = data[cut:]
+        notifier._doRead(data)
+        base = directory.path
+        self.assertEqual(seen, [(base + b"/a.xml", inotify.IN_CREATE),
+                                (base + b"/a.xml", inotify.IN_CLOSE_WRITE),
+                                (base, inotify.IN_ATTRIB),
+                                (base + b"/" + b"b" * 40, inotify.IN_MOVED_TO)])
+        self.assertEqual(notifier._buffer, b"")
+        # a new directory under an autoAdd watch: Twisted's own handling (a new watch)
+        os.makedirs(os.path.join(root, "rules", "sub"))
+        notifier._doRead(event(b"sub", inotify.IN_CREATE | inotify.IN_ISDIR))
+        self.assertEqual(twisted_seen, [(base + b"/sub", inotify.IN_CREATE | inotify.IN_ISDIR)])
+        self.assertIsNotNone(notifier._isWatched(directory.child(b"sub")))
+
     def test_burst_of_1000_edits_ends_with_the_last_content(self) -> None:
         """1 000 edits, events and scans interleaved at random: the last edit always wins."""
         pair = IntegrityPair(self)

@@ -263,6 +263,32 @@ class PipelinedSenderTests(SynchronousTestCase):
         sent[-1][1].callback(b"File received correctly")
         self.successResultOf(done)
 
+    def test_smaller_chunks(self) -> None:
+        """With ``chunk_size``, no file_upd payload is longer, and the content arrives whole."""
+        source = os.path.join(self.home, "source.bin")
+        data = os.urandom(5 * 1000 + 17)
+        with open(source, "wb") as f:
+            f.write(data)
+        payloads: list[bytes] = []
+
+        class Peer:
+            def request(self, command: bytes, payload: bytes,
+                        timeout: float | None = None) -> Deferred[bytes]:
+                if command == b"file_upd":
+                    payloads.append(payload)
+                answer = b"File received correctly" if command == b"file_end" else b"ok"
+                return Deferred.fromCoroutine(_ok(answer))
+
+        self.successResultOf(Deferred.fromCoroutine(send_file(
+            Peer(), source, self.rel, SynchronousRunner().run,  # type: ignore[arg-type]
+            chunk_size=1000)))
+        self.assertEqual(len(payloads), 6)
+        self.assertTrue(all(len(p) <= 1000 for p in payloads))
+        self.assertEqual(b"".join(p.partition(b" ")[2] for p in payloads), data)
+        self.failureResultOf(Deferred.fromCoroutine(send_file(
+            Peer(), source, self.rel, SynchronousRunner().run,  # type: ignore[arg-type]
+            chunk_size=len(self.rel) + 1)), ValueError)
+
     def test_growing_file(self) -> None:
         """Only bytes declared final are sent; the transfer ends when the writer finishes."""
         source = os.path.join(self.home, "growing.bin")

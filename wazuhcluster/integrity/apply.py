@@ -480,8 +480,9 @@ def _replace_via_copy(
         if owner is not None:
             os.fchown(out, *owner)
         os.fchmod(out, mode)
-        if fsync:
-            os.fsync(out)
+        # Always: with ``barrier`` (fsync False) the barrier before the renames ran before
+        # this copy existed, so nothing else makes its content durable before the rename.
+        os.fsync(out)
     except BaseException:
         os.close(out)
         os.unlink(temporary, dir_fd=dir_fd)

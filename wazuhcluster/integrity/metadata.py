@@ -132,13 +132,16 @@ class ScanResult:
 
     ``files`` is the metadata dictionary (path -> entry, items in ``cluster.json`` order,
     names sorted within each directory); ``cache`` is what to pass to the next scan;
-    ``hashed`` counts the files that were actually read this time.
+    ``hashed`` counts the files that were actually read this time. ``touched`` (from
+    :func:`rescan_paths` only) names the only paths whose entries may differ from the
+    previous result; ``None`` after a full scan.
     """
 
     files: dict[str, FileEntry]
     cache: dict[str, CachedDigest]
     skipped: tuple[SkippedPath, ...]
     hashed: int
+    touched: frozenset[str] | None = None
 
 
 def metadata_to_json(files: Mapping[str, FileEntry]) -> dict[str, object]:
@@ -288,7 +291,8 @@ def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
         cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
         files[relative] = entry
     skipped = tuple(s for s in previous.skipped if s.path not in touched)
-    return ScanResult(files=files, cache=cache, skipped=skipped, hashed=hashed)
+    return ScanResult(files=files, cache=cache, skipped=skipped, hashed=hashed,
+                      touched=frozenset(touched))
 
 
 def _real_directories(root: str, directory: str, known: dict[str, bool]) -> bool:

@@ -463,7 +463,7 @@ GROWING_POLL = 0.01
 async def send_file(peer: IPeer, path: str, relpath: bytes, runner: Runner,
                     is_cancelled: Callable[[], bool] = lambda: False, *,
                     growing: GrowingFile | None = None, clock: IReactorTime | None = None,
-                    window: int = SEND_WINDOW) -> None:
+                    window: int = SEND_WINDOW, chunk_size: int = REQUEST_CHUNK) -> None:
     """Send the file at ``path`` as ``relpath`` with new_file / file_upd / file_end.
 
     The file is read in chunks on the runner: a 1 GiB file is never in memory at once.
@@ -472,10 +472,14 @@ async def send_file(peer: IPeer, path: str, relpath: bytes, runner: Runner,
     receiver handles requests of one connection in order). With ``growing`` (and a
     ``clock`` to wait on), the file is sent while it is being written: only content the
     writer has declared final is read, and the transfer ends when the writer has finished.
+    ``chunk_size`` bounds each ``file_upd`` payload (at most ``REQUEST_CHUNK``; receivers append
+    chunks of any size).
     """
     if growing is not None and clock is None:
         raise ValueError("a growing file needs a clock")
-    step = REQUEST_CHUNK - len(relpath) - 1
+    step = min(chunk_size, REQUEST_CHUNK) - len(relpath) - 1
+    if step <= 0:
+        raise ValueError("chunk too small for the file name")
     digest = hashlib.sha256()
     in_flight: list[Deferred[bytes]] = []
     # Unbuffered: a buffered reader could read ahead past what a growing file's writer
