@@ -44,17 +44,22 @@ import attrs
 
 from wazuhcluster.agents import keys as _keys
 from wazuhcluster.agents.payloads import (
+    MAX_AGENT_ID,
+    MAX_FIELD_SIZE,
     MAX_GROUPS_PER_AGENT,
     MAX_ROWS_PER_CHUNK,
     PayloadError,
+    RowsChunkText,
     check_group_name,
     collector_paused,
     decode_agent_info_params,
     decode_agent_info_rows,
     decode_groups_chunk,
+    parse_rows_chunk,
 )
 from wazuhcluster.agents.schema import (
     AGENT_INFO_COLUMNS,
+    AGENT_INFO_INTEGER_COLUMNS,
     AGENT_INFO_SET_COLUMNS,
     WDB_MAX_RESPONSE_SIZE,
     configure_connection,
@@ -87,6 +92,42 @@ _UPDATE_INFO_ROWS = "UPDATE agent SET " + ", ".join(
     f"{c} = COALESCE(?{i}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = ?{i}"
     for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=2)
 ) + ", sync_status = 'synced' WHERE id = ?1 AND id > 0"
+#: The rows-form chunk applied in SQL (:meth:`AgentDatabase.set_agent_info`), step 1: each
+#: row's values taken out by SQLite into ``temp.info_rows`` (``c0`` the id, then the set
+#: columns), with ``plain``: the row is an array of every column holding no nested array or
+#: object and no ``true``/``false`` (a text scan, which may also flag a harmless row: that
+#: chunk then takes the Python path). ``?1`` is the chunk's text.
+_ROWS_FILL = (
+    "WITH j(t, v) AS MATERIALIZED (SELECT type, value FROM json_each(?1, '$.rows'))"
+    " INSERT INTO temp.info_rows SELECT t = 'array' AND json_array_length(v) = "
+    f"{len(AGENT_INFO_COLUMNS)} AND instr(substr(v, 2), '[') = 0 AND instr(v, '{{') = 0"
+    " AND instr(v, 'true') = 0 AND instr(v, 'false') = 0, "
+    + ", ".join(f"v ->> {i}" for i in range(len(AGENT_INFO_COLUMNS))) + " FROM j")
+#: Step 2: how many rows break a rule of
+#: :func:`~wazuhcluster.agents.payloads.decode_agent_info_rows` (types per column, text
+#: lengths, integer ranges, the id), plus repeated ids (which the Python path applies in
+#: order); with ``plain`` set, an SQL integer or text is exactly a JSON integer or string.
+_ROWS_VIOLATIONS = (
+    "SELECT (SELECT count(*) FROM temp.info_rows WHERE NOT coalesce(plain AND typeof(c0) ="
+    f" 'integer' AND c0 BETWEEN 0 AND {MAX_AGENT_ID} AND "
+    + " AND ".join(
+        f"(c{i} IS NULL OR (typeof(c{i}) = 'integer' AND c{i} BETWEEN -{2**63 - 1} AND"
+        f" {2**63 - 1}))" if c in AGENT_INFO_INTEGER_COLUMNS
+        else f"(c{i} IS NULL OR (typeof(c{i}) = 'text' AND length(c{i}) <= {MAX_FIELD_SIZE}))"
+        for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1))
+    + ", 0)) + (SELECT count(*) - count(DISTINCT c0) FROM temp.info_rows)")
+#: Step 3: the same UPDATE as :data:`_UPDATE_INFO_ROWS`, set-based.
+_ROWS_UPDATE = "UPDATE agent SET " + ", ".join(
+    f"{c} = COALESCE(r.c{i}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = r.c{i}"
+    for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1)
+) + ", sync_status = 'synced' FROM temp.info_rows r WHERE agent.id = r.c0 AND agent.id > 0"
+#: The chunk's shape: an object whose ``rows`` is an array of at most
+#: :data:`~wazuhcluster.agents.payloads.MAX_ROWS_PER_CHUNK` and without labels (a chunk with
+#: labels takes the Python path).
+_ROWS_SHAPE = (f"SELECT json_type(?1) = 'object' AND json_type(?1, '$.rows') = 'array' AND"
+               f" json_array_length(?1, '$.rows') <= {MAX_ROWS_PER_CHUNK} AND"
+               " coalesce(json_type(?1, '$.labels') = 'array'"
+               " AND json_array_length(?1, '$.labels') = 0, json_type(?1, '$.labels') IS NULL)")
 #: Inserts one label of an agent if the agent exists (unknown agents are skipped).
 _INSERT_LABEL = ("INSERT OR REPLACE INTO labels (id, key, value) SELECT ?1, ?2, ?3"
                  " WHERE EXISTS (SELECT 1 FROM agent WHERE id = ?1)")
@@ -352,6 +393,10 @@ class AgentSummary:
     groups: tuple[str, ...]
 
 
+class _NotPlain(Exception):
+    """A rows-form chunk the SQL path leaves to the Python path."""
+
+
 @attrs.frozen
 class ReconcileResult:
     """What :meth:`AgentDatabase.reconcile_keys` changed."""
@@ -378,6 +423,8 @@ class AgentDatabase:
         create_schema(self._conn, now)
         row = self._conn.execute("SELECT COALESCE(MAX(info_seq), 0) FROM cluster_sync_seq")
         self._seq: int = row.fetchone()[0]
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS info_rows (plain, " + ", ".join(
+            f"c{i}" for i in range(len(AGENT_INFO_COLUMNS))) + ")")
         #: :meth:`count` answers by (sql, params): (generation when counted, total).
         self._counts: dict[tuple[str, tuple[SqlParam, ...]], tuple[tuple[int, int], int]] = {}
 
@@ -608,6 +655,14 @@ class AgentDatabase:
         with self._transaction() as conn, collector_paused():
             for chunk in chunks:
                 try:
+                    if isinstance(chunk, RowsChunkText):
+                        applied = self._apply_rows_in_sql(conn, chunk.text)
+                        if applied is not None:
+                            updated_chunks += 1
+                            updated_agents += applied[0]
+                            unknown_agents += applied[1] - applied[0]
+                            continue
+                        chunk = parse_rows_chunk(chunk)
                     if isinstance(chunk, str):
                         rows, labels, skipped = decode_agent_info_params(chunk)
                         sql = _UPDATE_INFO_STANDARD
@@ -636,6 +691,30 @@ class AgentDatabase:
                 updated_agents += updated
                 unknown_agents += skipped + len(rows) - updated
         return AgentInfoSetResult(updated_chunks, tuple(errors), updated_agents, unknown_agents)
+
+    def _apply_rows_in_sql(self, conn: sqlite3.Connection, text: str) -> tuple[int, int] | None:
+        """Check and apply one rows-form chunk in SQL: SQLite parses the JSON in C, so no
+        Python object is made per value. Returns ``(updated, rows)``, or ``None`` with
+        nothing written when the chunk breaks a rule (or might: labels, a text scan that
+        flags a row): the caller then takes the Python path, which applies the chunk or
+        refuses it with its usual message."""
+        conn.execute("SAVEPOINT chunk")
+        try:
+            if not conn.execute(_ROWS_SHAPE, (text,)).fetchone()[0]:
+                raise _NotPlain
+            conn.execute(_ROWS_FILL, (text,))
+            rows: int = conn.execute("SELECT count(*) FROM temp.info_rows").fetchone()[0]
+            if conn.execute(_ROWS_VIOLATIONS).fetchone()[0]:
+                raise _NotPlain
+            updated: int = conn.execute(_ROWS_UPDATE).rowcount
+        except (_NotPlain, sqlite3.Error):
+            conn.execute("ROLLBACK TO chunk")
+            conn.execute("RELEASE chunk")
+            conn.execute("DELETE FROM temp.info_rows")
+            return None
+        conn.execute("DELETE FROM temp.info_rows")
+        conn.execute("RELEASE chunk")
+        return updated, rows
 
     # -- agent-groups --------------------------------------------------------------------------
 
