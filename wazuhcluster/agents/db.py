@@ -95,13 +95,14 @@ _UPDATE_INFO_ROWS = "UPDATE agent SET " + ", ".join(
 #: The rows-form chunk applied in SQL (:meth:`AgentDatabase.set_agent_info`), step 1: each
 #: row's values taken out by SQLite into ``temp.info_rows`` (``c0`` the id, then the set
 #: columns), with ``plain``: the row is an array of every column holding no nested array or
-#: object and no ``true``/``false`` (a text scan, which may also flag a harmless row: that
-#: chunk then takes the Python path). ``?1`` is the chunk's text.
+#: object, no ``true``/``false`` and no ``\u`` escape (SQLite cuts a text at an escaped
+#: NUL and keeps a lone surrogate); a text scan, which may also flag a harmless row: that
+#: chunk then takes the Python path. ``?1`` is the chunk's text.
 _ROWS_FILL = (
     "WITH j(t, v) AS MATERIALIZED (SELECT type, value FROM json_each(?1, '$.rows'))"
     " INSERT INTO temp.info_rows SELECT t = 'array' AND json_array_length(v) = "
     f"{len(AGENT_INFO_COLUMNS)} AND instr(substr(v, 2), '[') = 0 AND instr(v, '{{') = 0"
-    " AND instr(v, 'true') = 0 AND instr(v, 'false') = 0, "
+    " AND instr(v, 'true') = 0 AND instr(v, 'false') = 0 AND instr(v, '\\u') = 0, "
     + ", ".join(f"v ->> {i}" for i in range(len(AGENT_INFO_COLUMNS))) + " FROM j")
 #: Step 2: how many rows break a rule of
 #: :func:`~wazuhcluster.agents.payloads.decode_agent_info_rows` (types per column, text

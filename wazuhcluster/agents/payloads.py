@@ -268,15 +268,16 @@ def _rows_head() -> str:
 
 #: Chunks of a rows-form string cut out by SQLite: each chunk's JSON type and, for objects,
 #: text (SQLite writes it again from its parse, without whitespace, every token as it came).
-_CHUNK_TEXTS_SQL = ("SELECT type = 'object', CASE WHEN type = 'object' THEN value END"
+_CHUNK_TEXTS_SQL = ("SELECT type, CASE WHEN type IN ('object', 'text') THEN value END"
                     " FROM json_each(?1)")
 
 
 def _rows_chunk_texts(data: bytes, max_chunks: int | None) -> tuple[Any, ...] | None:
     """The chunks of a rows-form long string laid out exactly as our worker writes it
     (:func:`_rows_head`, the chunks array, ``}``), cut out by SQLite without Python objects
-    per value: a :class:`RowsChunkText` per object chunk, ``None`` for any other chunk (which
-    :func:`decode_agent_info_rows` refuses as it refuses any chunk that is not an object). ``None`` for anything else (other member order
+    per value: a :class:`RowsChunkText` per object chunk, a JSON string chunk as its ``str``
+    (as the Python parse gives it), ``None`` for any other chunk (refused like any chunk that
+    is neither an object nor a string). ``None`` for anything else (other member order
     or spacing, malformed JSON, not UTF-8...): the caller then parses the string in Python,
     which refuses malformed input with its usual message."""
     head = _rows_head().encode("utf-8")
@@ -295,7 +296,7 @@ def _rows_chunk_texts(data: bytes, max_chunks: int | None) -> tuple[Any, ...] | 
         conn.close()
     if max_chunks is not None and len(cut) > max_chunks:
         raise PayloadError(f"{len(cut)} chunks exceed the limit of {max_chunks}")
-    return tuple(RowsChunkText(text) if is_object else None for is_object, text in cut)
+    return tuple(RowsChunkText(value) if kind == "object" else value for kind, value in cut)
 
 
 def encode_agent_info_rows_string(chunks: Sequence[str]) -> bytes:

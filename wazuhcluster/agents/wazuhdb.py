@@ -65,8 +65,8 @@ from wazuhcluster.agents.db import (
 from wazuhcluster.agents.payloads import (
     MAX_GROUPS_PER_AGENT,
     PayloadError,
-    check_group_name,
     RowsChunkText,
+    check_group_name,
     decode_agent_info_rows,
     parse_rows_chunk,
 )
