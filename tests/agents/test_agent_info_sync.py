@@ -24,7 +24,6 @@ from tests.agents.wdb_standin import MARKS_ON_READ, not_with_wazuh_db
 from tests.support import connected_pair, node_config, short_tempdir
 from wazuhcluster.agents import master_side
 from wazuhcluster.agents.db import Keepalive
-from wazuhcluster.agents.payloads import RowsChunkText
 from wazuhcluster.agents.worker_side import AgentsWorker
 from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.interfaces import IMasterExtension, IWorkerExtension
@@ -96,10 +95,8 @@ class AgentInfoSyncTests(SynchronousTestCase):
         c.keepalive([2, 3], when=NOW + 9)
         self.successResultOf(c.sync_agent_info())
         (rows_form,), (standard,) = received  # one chunk each time
-        # the rows form reaches the database as text SQLite cut out (applied in SQL)
-        self.assertEqual([type(rows_form), type(standard)], [RowsChunkText, str])
-        self.assertEqual([r[0] for r in json.loads(rows_form.text)["rows"]],  # type: ignore[attr-defined]
-                         [1, 2])
+        self.assertEqual([type(rows_form), type(standard)], [dict, str])
+        self.assertEqual([r[0] for r in rows_form["rows"]], [1, 2])  # type: ignore[index]
         self.assertEqual([a["id"] for a in json.loads(standard)], [2, 3])  # type: ignore[arg-type]
         self.assertEqual([raw(c.mdb).agent_row(i)["last_keepalive"]  # type: ignore[index]
                           for i in (1, 2, 3)], [NOW + 5, NOW + 9, NOW + 9])

@@ -651,32 +651,31 @@ class KeysAndQueriesWazuhDbTests(KeysAndQueriesTests):
     backend = "wazuh-db"
 
 
-class RowsInSqlTests(SynchronousTestCase):
-    """The master checks and applies rows-form chunks that SQLite cut out as text
-    (:class:`~wazuhcluster.agents.payloads.RowsChunkText`) in SQL, and refuses or applies
-    exactly what the Python path refuses or applies."""
+
+class StagedUpdateTests(SynchronousTestCase):
+    """The master applies each checked chunk by staging its rows and one set-based UPDATE:
+    it writes, counts and refuses exactly what an UPDATE executed per row does."""
 
     def setUp(self) -> None:
-        """Two masters knowing agents 1-5 (one for each path) and a count of the chunks that
-        took the Python path."""
-        self.sql = _open(self)
-        self.python = _open(self)
-        self.fallbacks = 0
-        original = db_module.parse_rows_chunk
+        """Two masters knowing agents 1-5: one as it is, one applying row by row (the
+        previous code: ``executemany`` of the per-row UPDATE), and a count of the chunks
+        applied set-based."""
+        self.staged = _open(self)
+        self.per_row = _open(self)
+        self.set_based = 0
+        original = db_module._update_info
 
-        def counting(chunk: payloads.RowsChunkText) -> Any:
-            self.fallbacks += 1
-            return original(chunk)
-        self.patch(db_module, "parse_rows_chunk", counting)
-
-    def as_received(self, *chunks: object) -> tuple[Any, ...]:
-        """The chunks as the master's decoder gives them for a rows-form string from a
-        worker (SQLite cuts each object chunk out as text)."""
-        data = payloads.encode_agent_info_rows_string(
-            [json.dumps(c, ensure_ascii=False) for c in chunks])
-        decoded = payloads.decode_agent_info_string(data)
-        self.assertEqual(len(decoded), len(chunks))
-        return decoded
+        def counting(conn: sqlite3.Connection, rows: Any, sql: str, stage: str,
+                     id_at: int) -> int:
+            if conn is self.per_row._conn:
+                return int(conn.executemany(sql, rows).rowcount)
+            before = conn.total_changes
+            updated = original(conn, rows, sql, stage, id_at)
+            if conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0] == 0 and (
+                    conn.total_changes - before > updated):  # staged rows inserted, deleted
+                self.set_based += 1
+            return updated
+        self.patch(db_module, "_update_info", counting)
 
     def agents(self, db: AgentDatabase) -> list[Any]:
         """Everything the agent-info sync may write."""
@@ -684,68 +683,65 @@ class RowsInSqlTests(SynchronousTestCase):
                 + db._conn.execute("SELECT * FROM labels ORDER BY id, key").fetchall())
 
     def assert_same(self, *chunks: object) -> Any:
-        """Both paths give the same result and leave the same database."""
-        got = self.sql.set_agent_info(self.as_received(*chunks))
-        expected = self.python.set_agent_info(list(chunks))
+        """Both ways give the same result and leave the same database."""
+        got = self.staged.set_agent_info(list(chunks))
+        expected = self.per_row.set_agent_info(list(chunks))
         self.assertEqual(got, expected)
-        self.assertEqual(self.agents(self.sql), self.agents(self.python))
+        self.assertEqual(self.agents(self.staged), self.agents(self.per_row))
         return got
 
-    def test_plain_chunks_applied_in_sql(self) -> None:
-        """Chunks of plain rows never take the Python path and write what it writes."""
+    def test_both_forms_applied_set_based(self) -> None:
+        """Rows and 4.7.5 objects, NULL and NOT NULL columns, unknown agents and agent 000,
+        labels: written as row by row, set-based."""
         rows = [a_row(ip="10.0.0.1", last_keepalive=2**63 - 1, status_code=-(2**63 - 1)),
                 [2, None, *a_row(os_name="\u00e9\"\\\n" + "x" * 8188)[2:]],
-                [3, "agent-003", *a_row(disconnection_time=0)[2:]],
                 [77, "ghost", *a_row()[2:]], [0, "evil", *a_row()[2:]]]
-        result = self.assert_same({"rows": rows[:3], "labels": []}, {"rows": rows[3:]},
-                                  {"rows": []})
+        objects = json.dumps([{"id": 3, "name": "agent-003", "ip": "10.0.0.3",
+                               "last_keepalive": 5, "labels": [{"id": 3, "key": "k",
+                                                                "value": "v"}]},
+                              {"id": 4, "connection_status": "active"}, {"id": 0, "name": "x"},
+                              {"id": 78}])
+        result = self.assert_same({"rows": rows, "labels": [[2, [["k", "v"]]]]}, objects,
+                                  {"rows": []}, "[]")
         self.assertEqual((result.updated_chunks, result.updated_agents, result.unknown_agents,
-                          result.error_messages), (3, 3, 2, ()))
-        self.assertEqual(self.fallbacks, 0)
-        row = self.sql.agent_row(2)
+                          result.error_messages), (4, 4, 4, ()))
+        self.assertEqual(self.set_based, 2)
+        self.assertEqual(self.staged.agent_labels(3), {"k": "v"})
+        row = self.staged.agent_row(4)
         assert row is not None
-        self.assertEqual((row["name"], row["os_name"]), ("agent-002", "\u00e9\"\\\n" + "x" * 8188))
+        self.assertEqual((row["name"], row["connection_status"]), ("agent-004", "active"))
 
-    def test_every_bad_chunk_refused_as_in_python(self) -> None:
-        """Each malformed shape the Python checker refuses is refused with the same message,
-        next to a valid chunk that is applied, and nothing of it is written."""
+    def test_every_bad_chunk_refused_as_before(self) -> None:
+        """Each malformed rows chunk is refused with the same message, next to a valid chunk
+        that is applied, and nothing of it is written."""
         good = {"rows": [[3, "agent-003", *a_row(ip="10.9.9.9", last_keepalive=_NOW)[2:]]]}
-        before = self.agents(self.sql)[:3]  # agents 0-2: the bad chunks are about 1 and 2
+        before = self.agents(self.staged)[:3]  # agents 0-2: the bad chunks are about 1 and 2
         for bad in bad_rows_chunks() + bad_labels_chunks():
             with self.subTest(bad=str(bad)[:200]):
                 result = self.assert_same(bad, good)
                 self.assertEqual(result.updated_chunks, 1)
                 self.assertEqual(len(result.error_messages), 1)
                 self.assertTrue(result.error_messages[0].startswith("Invalid JSON syntax; "))
-                self.assertEqual(self.agents(self.sql)[:3], before)
+                self.assertEqual(self.agents(self.staged)[:3], before)
 
-    def test_harmless_rows_the_scan_flags_take_the_python_path(self) -> None:
-        """Texts holding brackets or true/false, repeated ids and labels are applied through
-        the Python path, with the same result."""
-        chunks = [{"rows": [a_row(os_name="[x] {y} true false")]},
-                  {"rows": [[4, "\u0000" + "d" * 9000, *a_row()[2:]]]},
-                  {"rows": [[4, "\u0000", *a_row(os_name="x\u0000y")[2:]]]},
-                  {"rows": [[2, "a", *a_row()[2:]], [2, "b", *a_row()[2:]]]},
-                  {"rows": [[3, "c", *a_row()[2:]]], "labels": [[3, [["k", "v"]]]]}]
-        result = self.assert_same(*chunks)
-        self.assertEqual((result.updated_chunks, len(result.error_messages)), (4, 1))
-        self.assertEqual(self.fallbacks, 5)
-        row = self.sql.agent_row(4)
-        assert row is not None
-        self.assertEqual((row["name"], row["os_name"]), ("\u0000", "x\u0000y"))
-        self.assertEqual(self.sql.agent_labels(3), {"k": "v"})
-        row = self.sql.agent_row(2)
-        assert row is not None
-        self.assertEqual(row["name"], "b")
+    def test_repeated_agent_applied_row_by_row(self) -> None:
+        """A chunk listing an agent twice is applied in order and counted per row."""
+        result = self.assert_same({"rows": [[2, "a", *a_row()[2:]], [2, "b", *a_row()[2:]]]},
+                                  '[{"id":3,"name":"c"},{"id":3,"name":"d"}]')
+        self.assertEqual((result.updated_agents, self.set_based), (4, 0))
+        self.assertEqual([self.staged.agent_row(i)["name"] for i in (2, 3)],  # type: ignore[index]
+                         ["b", "d"])
 
     def test_a_failing_update_rolls_the_chunk_back(self) -> None:
-        """A chunk whose UPDATE fails in SQLite (here: a CHECK constraint) writes nothing,
-        is reported as in the Python path, and the next chunk is applied."""
-        bad = {"rows": [[1, "x", *a_row()[2:]], a_row(connection_status="nonsense")]}
-        bad["rows"][1][0] = 2
+        """A chunk whose UPDATE fails in SQLite (a CHECK constraint) writes nothing, is
+        reported with the same message, and the next chunk is applied."""
+        bad = {"rows": [[1, "x", *a_row()[2:]], [2, *a_row(connection_status="nonsense")[1:]]]}
         good = {"rows": [[3, "agent-003", *a_row(node_name="w")[2:]]]}
         result = self.assert_same(bad, good)
         self.assertEqual(result.updated_chunks, 1)
-        row = self.sql.agent_row(1)
+        self.assertIn("CHECK constraint failed", result.error_messages[0])
+        row = self.staged.agent_row(1)
         assert row is not None
         self.assertEqual(row["name"], "agent-001")
+        self.assertEqual(
+            self.staged._conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0], 0)

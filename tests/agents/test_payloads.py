@@ -206,12 +206,6 @@ def bad_labels_chunks() -> list[object]:
     return [{"rows": [a_row()], "labels": labels} for labels in all_labels]
 
 
-def parsed(chunks: tuple[object, ...]) -> tuple[object, ...]:
-    """Decoded rows-form chunks, those SQLite cut out as text parsed."""
-    return tuple(payloads.parse_rows_chunk(c) if isinstance(c, payloads.RowsChunkText) else c
-                 for c in chunks)
-
-
 class RowsFormTests(SynchronousTestCase):
     """The compact rows form between our nodes: framing and validation."""
 
@@ -227,8 +221,7 @@ class RowsFormTests(SynchronousTestCase):
         """Chunk texts are embedded as JSON and come back parsed."""
         chunk = json.dumps({"rows": [self.row(last_keepalive=5)], "labels": []})
         data = payloads.encode_agent_info_rows_string([chunk, chunk])
-        self.assertEqual(parsed(payloads.decode_agent_info_string(data)),
-                         (json.loads(chunk),) * 2)
+        self.assertEqual(payloads.decode_agent_info_string(data), (json.loads(chunk),) * 2)
         self.assertEqual(json.loads(data)["set_data_command"], "global sync-agent-info-set")
 
     def test_string_refused(self) -> None:
@@ -252,7 +245,7 @@ class RowsFormTests(SynchronousTestCase):
         data = payloads.encode_agent_info_rows_zlib([chunk])
         self.assertEqual(data[:1], b"x")
         self.assertEqual(zlib.decompress(data), plain)
-        self.assertEqual(parsed(payloads.decode_agent_info_string(data)), (json.loads(chunk),))
+        self.assertEqual(payloads.decode_agent_info_string(data), (json.loads(chunk),))
         for count in (0, 3):
             self.assertEqual(zlib.decompress(payloads.encode_agent_info_rows_zlib([chunk] * count)),
                              payloads.encode_agent_info_rows_string([chunk] * count))

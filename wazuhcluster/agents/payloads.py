@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import gc
 import json
-import sqlite3
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -122,25 +121,6 @@ class GroupsChunk:
     assignments: tuple[tuple[int, tuple[str, ...]], ...]
     has_hash: bool = False
     global_hash: str | None = None
-
-
-@attrs.frozen
-class RowsChunkText:
-    """One object chunk of the compact rows form, as JSON text that Python never parsed.
-
-    :func:`decode_agent_info_string` gives these when the long string is exactly what our
-    worker writes: SQLite (in C) has then checked that the whole string is valid JSON and cut
-    out each chunk's text, so the master can check and apply a chunk with SQL
-    (:meth:`~wazuhcluster.agents.db.AgentDatabase.set_agent_info`) without a Python object per
-    value. :func:`parse_rows_chunk` gives the parsed chunk, for the Python path.
-    """
-
-    text: str
-
-
-def parse_rows_chunk(chunk: RowsChunkText) -> Any:
-    """The parsed JSON of a :class:`RowsChunkText` (valid JSON: SQLite cut it out)."""
-    return _loads(chunk.text, MAX_STRING_SIZE, "agent-info rows chunk")
 
 
 def _reject_constant(name: str) -> Any:
@@ -233,10 +213,6 @@ def decode_agent_info_string(
     compressed = data[:1] == b"\x78"
     if compressed:
         data = _inflate(data, max_size)
-    if len(data) <= max_size:
-        texts = _rows_chunk_texts(data, max_chunks)
-        if texts is not None:
-            return texts
     with collector_paused():
         root = _loads(data, max_size, "agent-info string")
     if not isinstance(root, dict):
@@ -264,39 +240,6 @@ def _rows_head() -> str:
     return (f'{{"set_data_command":"{AGENT_INFO_SET_COMMAND}","payload":{{}},'
             f'"format":"{AGENT_INFO_ROWS_FORMAT}","columns":'
             f'{_dumps_compact(list(AGENT_INFO_COLUMNS))},"chunks":[')
-
-
-#: Chunks of a rows-form string cut out by SQLite: each chunk's JSON type and, for objects,
-#: text (SQLite writes it again from its parse, without whitespace, every token as it came).
-_CHUNK_TEXTS_SQL = ("SELECT type, CASE WHEN type IN ('object', 'text') THEN value END"
-                    " FROM json_each(?1)")
-
-
-def _rows_chunk_texts(data: bytes, max_chunks: int | None) -> tuple[Any, ...] | None:
-    """The chunks of a rows-form long string laid out exactly as our worker writes it
-    (:func:`_rows_head`, the chunks array, ``}``), cut out by SQLite without Python objects
-    per value: a :class:`RowsChunkText` per object chunk, a JSON string chunk as its ``str``
-    (as the Python parse gives it), ``None`` for any other chunk (refused like any chunk that
-    is neither an object nor a string). ``None`` for anything else (other member order
-    or spacing, malformed JSON, not UTF-8...): the caller then parses the string in Python,
-    which refuses malformed input with its usual message."""
-    head = _rows_head().encode("utf-8")
-    if not data.startswith(head) or not data.endswith(b"]}"):
-        return None
-    try:
-        array = data[len(head) - 1:-1].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    conn = sqlite3.connect(":memory:")
-    try:
-        cut = conn.execute(_CHUNK_TEXTS_SQL, (array,)).fetchall()
-    except sqlite3.Error:  # not one valid JSON array
-        return None
-    finally:
-        conn.close()
-    if max_chunks is not None and len(cut) > max_chunks:
-        raise PayloadError(f"{len(cut)} chunks exceed the limit of {max_chunks}")
-    return tuple(RowsChunkText(value) if kind == "object" else value for kind, value in cut)
 
 
 def encode_agent_info_rows_string(chunks: Sequence[str]) -> bytes:

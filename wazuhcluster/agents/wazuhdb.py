@@ -65,10 +65,8 @@ from wazuhcluster.agents.db import (
 from wazuhcluster.agents.payloads import (
     MAX_GROUPS_PER_AGENT,
     PayloadError,
-    RowsChunkText,
     check_group_name,
     decode_agent_info_rows,
-    parse_rows_chunk,
 )
 from wazuhcluster.agents.schema import AGENT_INFO_COLUMNS, AGENT_INFO_SET_COLUMNS
 from wazuhcluster.interfaces import IAgentDatabase
@@ -816,11 +814,7 @@ def _compact(value: Any) -> str:
 
 
 def _standard_agents(chunk: Any) -> list[dict[str, Any]]:
-    """The agents of a standard chunk (text) or a compact rows chunk (parsed or as
-    :class:`~wazuhcluster.agents.payloads.RowsChunkText`: wazuh-db takes no SQL from us, so
-    the chunk is checked and rewritten in Python), as objects."""
-    if isinstance(chunk, RowsChunkText):
-        chunk = parse_rows_chunk(chunk)
+    """The agents of a standard chunk (text) or a compact rows chunk (parsed), as objects."""
     if isinstance(chunk, str):
         try:
             agents = json.loads(chunk)
