@@ -98,6 +98,16 @@ async def wait_until(what: str, predicate: Callable[[], Awaitable[bool] | bool],
         await sleep(0.1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Node(ProcessProtocol):
     def __init__(self, name: str, role: str, home: str, api_port: int) -> None:
         self.name, self.role, self.home, self.api_port = name, role, home, api_port
@@ -350,7 +360,12 @@ async def run(args: argparse.Namespace) -> None:
                 ("/cluster/healthcheck", "wazuh.cluster.get_health_nodes", "local_master", {})):
             for where, client in at.items():
                 for clients, total in ((1, args.requests), (20, args.requests * 3)):
+                    pids = {"master": master.transport.pid, "worker1": workers[0].transport.pid,
+                            "bench": os.getpid()}
+                    before = {k: cpu_seconds(v) for k, v in pids.items()}
                     p50, p99, rate = await measure(_getter(client, path), clients, total)
+                    cpu = {k: (cpu_seconds(v) - before[k]) * 1000 / total
+                           for k, v in pids.items()}
                     figures[(path, where, clients)] = (p50, p99, rate)
                     rtt = probe.take()
                     worst_rtt = max(worst_rtt, rtt["max"])
@@ -361,7 +376,8 @@ async def run(args: argparse.Namespace) -> None:
                           f"p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
                           f"{rate:6.1f} req/s  ({total} requests)  keepalive RTT meanwhile "
                           f"p50 {rtt['p50']:.1f} ms, max {rtt['max']:.1f} ms (probe's own "
-                          f"timer late by up to {rtt['late']:.1f} ms)")
+                          f"timer late by up to {rtt['late']:.1f} ms); CPU ms per request: "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
                 node = master if where == "master" else workers[0]
                 floor = await dapi_floor(node, function, kwargs, request_type)
                 p50, p99, rate = await measure(floor, 1, args.requests)

@@ -10,7 +10,8 @@ clients: p50/p99 latency and requests per second. Throughout, a probe worker (it
 round trip on a cluster link of the busy master, not slowed by this process's clients. Ends
 with the issue's targets and a verdict for each.
 
-Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client] [--full-client]``
+Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client] [--full-client]
+[--no-answer-cache]``
 (``--full-client``: the client decodes every answer with the tagged codec; by default it
 parses the JSON and checks the page only. Client CPU per request is reported apart.)
 """
@@ -72,6 +73,16 @@ REQUEST_BYTES = REQUEST.to_json().encode()
 #: no hook) and checks the page, leaving more of the two CPUs to the nodes. Its CPU per
 #: request is printed apart either way.
 FULL_CLIENT = "--full-client" in sys.argv
+#: ``--no-answer-cache``: the nodes keep no encoded answers (``dapi.answer_cache_entries: 0``),
+#: so every request runs get_agents and encodes its page: the cost of a page the master has
+#: not answered yet in this second and generation of its agent database.
+NO_ANSWER_CACHE = "--no-answer-cache" in sys.argv
+
+
+def no_answer_cache(home: str) -> None:
+    """Append ``dapi.answer_cache_entries: 0`` to the node's etc/wazuhcluster.yaml."""
+    with open(os.path.join(home, "etc", "wazuhcluster.yaml"), "a") as f:
+        f.write("\ndapi:\n  answer_cache_entries: 0\n")
 
 
 async def one(node: NodeProcess) -> float:
@@ -112,9 +123,14 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
         entries = [KeyEntry(i, f"agent{i}", "any", f"{i:064x}") for i in range(1, agents + 1)]
         with open(os.path.join(master.home, "etc", "client.keys"), "w") as f:
             f.write(format_client_keys(entries))
+        if NO_ANSWER_CACHE:
+            no_answer_cache(master.home)
         master.start()
         await c.wait_ready(master, timeout=120)
-        worker = c.add_node("worker1").start()
+        worker = c.add_node("worker1")
+        if NO_ANSWER_CACHE:
+            no_answer_cache(worker.home)
+        worker.start()
         await c.wait_listed(master, {"master", "worker1"}, timeout=60)
 
         async def loaded() -> bool:
@@ -131,7 +147,8 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
         idle = probe.take()
         print(f"platform: {platform.platform()}, {os.cpu_count()} CPUs, python "
               f"{platform.python_version()}; {agents} agents; get_agents limit 500; client "
-              f"{'decoding the tagged codec' if FULL_CLIENT else 'parsing JSON only'}")
+              f"{'decoding the tagged codec' if FULL_CLIENT else 'parsing JSON only'}; "
+              f"answer cache {'off' if NO_ANSWER_CACHE else 'on (default)'}")
         print(f"keepalive RTT idle: p50 {idle['p50']:.2f} ms, max {idle['max']:.2f} ms "
               f"({idle['n']} probes)")
         for _ in range(10):  # warm up both paths

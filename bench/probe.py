@@ -9,7 +9,9 @@ Protocol with the parent: the child prints ``ready`` once linked; on SIGUSR1 it 
 line ``{"p50": ms, "max": ms, "n": probes, "late": ms, "p99": ms}`` for the probes since the
 previous report (and starts a new window; ``late``: the worst delay of the probe's own timer,
 i.e. how long the probe process itself waited for a CPU); on SIGTERM it prints the same and
-exits.
+exits. With ``raw`` (a fifth argument ``raw``, or ``ProbeProcess(..., raw=True)``) the line also
+holds ``"rtts"``: every round trip of the window (ms), so that a benchmark can pool several
+windows for a percentile resting on many samples.
 
 Run by :class:`ProbeProcess` (``bench/dapi.py``, ``bench/api.py``); by hand:
 ``.venv/bin/python bench/probe.py PORT KEY [interval] [name]``.
@@ -29,7 +31,8 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
-def _stats(rtts: list[float], late: list[float] | None = None) -> dict[str, float]:
+def _stats(rtts: list[float], late: list[float] | None = None,
+           raw: bool = False) -> dict[str, Any]:
     """p50/max of the round trips (ms), their number, and the worst lateness (ms) of the
     probe's own timer: how long this process itself waited for a CPU (0 on an idle
     machine), the share of a round trip that is not the master's."""
@@ -38,11 +41,15 @@ def _stats(rtts: list[float], late: list[float] | None = None) -> dict[str, floa
         return {"p50": float("nan"), "max": float("nan"), "n": 0, "late": worst_late,
                 "p99": float("nan")}
     rtts = sorted(rtts)
-    return {"p50": statistics.median(rtts), "max": rtts[-1], "n": len(rtts),
-            "late": worst_late, "p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]}
+    stats: dict[str, Any] = {"p50": statistics.median(rtts), "max": rtts[-1], "n": len(rtts),
+                             "late": worst_late,
+                             "p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]}
+    if raw:
+        stats["rtts"] = [round(r, 4) for r in rtts]
+    return stats
 
 
-def child(port: int, key: str, interval: float, name: str) -> None:
+def child(port: int, key: str, interval: float, name: str, raw: bool = False) -> None:
     from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -78,7 +85,7 @@ def child(port: int, key: str, interval: float, name: str) -> None:
         return d
 
     def report(stop: bool) -> None:
-        print(json.dumps(_stats(rtts, late)), flush=True)
+        print(json.dumps(_stats(rtts, late, raw)), flush=True)
         del rtts[:]
         del late[:]
         if stop:
@@ -101,9 +108,11 @@ def child(port: int, key: str, interval: float, name: str) -> None:
 class ProbeProcess:
     """The probe as a child process of a benchmark (blocking reads: between phases only)."""
 
-    def __init__(self, port: int, key: str, interval: float, name: str = "probe") -> None:
+    def __init__(self, port: int, key: str, interval: float, name: str = "probe",
+                 raw: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), str(port), key, str(interval), name],
+            [sys.executable, os.path.abspath(__file__), str(port), key, str(interval), name]
+            + (["raw"] if raw else []),
             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -111,13 +120,13 @@ class ProbeProcess:
             self.proc.kill()
             raise RuntimeError(f"keepalive probe did not start: {line!r}")
 
-    def take(self) -> dict[str, float]:
+    def take(self) -> dict[str, Any]:
         """Round trips since the previous call: p50 and max in ms, and their number."""
         assert self.proc.stdout is not None
         self.proc.send_signal(signal.SIGUSR1)
         return dict(json.loads(self.proc.stdout.readline()))
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         """The last window's figures; the child exits."""
         assert self.proc.stdout is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -128,4 +137,4 @@ class ProbeProcess:
 
 if __name__ == "__main__":
     child(int(sys.argv[1]), sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.01,
-          sys.argv[4] if len(sys.argv) > 4 else "probe")
+          sys.argv[4] if len(sys.argv) > 4 else "probe", sys.argv[5:6] == ["raw"])

@@ -5,7 +5,8 @@ Run with ``.venv/bin/python bench/ui_metrics.py``. It prints figures and a verdi
 the target (< 5 % change); nothing is asserted.
 
 Real processes on 127.0.0.1: a master and two workers (``--agents`` agents in client.keys).
-The phases alternate, ``--rounds`` times each, so that the machine's load hits both alike:
+The phases alternate, ``--rounds`` times each, in the order off-on, on-off, off-on, ... (so
+that neither kind always comes first after the other, and the machine's load hits both alike):
 
 * **off**: nobody looks at the cluster.
 * **on**: every second, ``GET /metrics`` of each of the three nodes (a Prometheus scraping
@@ -16,7 +17,11 @@ The phases alternate, ``--rounds`` times each, so that the machine's load hits b
 
 In each phase, for ``--seconds`` seconds, a probe "worker" connection on the master's
 cluster port (``bench/probe.py``, a process of its own, a fresh one per phase) sends a
-keepalive (``echo-c``) every 10 ms: the round-trip p50 and p99 are the keepalive RTT figures.
+keepalive (``echo-c``) every ``--probe-interval`` (5 ms): some 4 000 round trips a phase. The
+keepalive RTT figures are the p50 and p99 of all the round trips of one kind of phase pooled
+(``--rounds`` 5: some 20 000, so the p99 rests on some 200 round trips above it); the noise
+floor printed next to them is the same percentile compared between two sets of *off* phases
+(the even rounds' against the odd rounds'): a change smaller than it is not resolved.
 Then, ``--batches`` times, ``--files`` new files of 2 KiB are written on the master; the time
 until both workers hold all of them and the master's own "[Integrity sync] Finished in"
 durations are the sync figures (medians). The CPU the node processes used while probing is
@@ -189,11 +194,13 @@ def count_files(home: str, directory: str) -> int:
 async def phase(name: str, index: int, args: argparse.Namespace,
                 master: Node, workers: list[Node], watcher: WatcherProcess | None,
                 seen: dict[str, list[float]]) -> dict[str, Any]:
+    load = os.getloadavg()[0]
     if watcher is not None:
         watcher.start()
     try:
         # The probe is a process of its own (bench/probe.py), a fresh one per phase.
-        probe = ProbeProcess(args.port, KEY, 0.01, f"probe-{name}-{index}")
+        probe = ProbeProcess(args.port, KEY, args.probe_interval, f"probe-{name}-{index}",
+                             raw=True)
         nodes = [master, *workers]
         cpu_before, wall_before = cpu_seconds(nodes), time.perf_counter()
         await sleep(args.seconds)
@@ -238,10 +245,26 @@ async def phase(name: str, index: int, args: argparse.Namespace,
             for key, values in times.items():
                 seen.setdefault(key, []).extend(values)
     return {"phase": name, "rtt_p50": rtt["p50"] / 1000, "rtt_p99": rtt["p99"] / 1000,
-            "probes": int(rtt["n"]),
+            "probes": int(rtt["n"]), "rtts": rtt["rtts"], "load": load,
             "cpu": cpu,
+            "walls": walls, "durations": durations,
             "sync_wall": statistics.median(walls),
             "sync_master": statistics.median(durations) if durations else float("nan")}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (the probe's rule: index ``int(n * q)`` sorted)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def pooled(results: list[dict[str, Any]], kind: str, q: float,
+           rounds: set[int] | None = None) -> tuple[float, int]:
+    """The ``q`` quantile (seconds) of every round trip of the ``kind`` phases (of ``rounds``),
+    and how many round trips that is."""
+    rtts = [x for r in results if r["phase"] == kind and (rounds is None or r["round"] in rounds)
+            for x in r["rtts"]]
+    return percentile(rtts, q) / 1000, len(rtts)
 
 
 def change(off: float, on: float) -> str:
@@ -285,30 +308,69 @@ async def run(args: argparse.Namespace) -> None:
         await sleep(3)  # first syncs of the agents
         results = []
         for i in range(args.rounds):
-            for name in ("off", "on"):
+            for name in (("off", "on") if i % 2 == 0 else ("on", "off")):
                 watcher = (WatcherProcess(master, metrics_ports, ui.token) if name == "on"
                            else None)
                 r = await phase(name, i, args, master, workers, watcher, seen)
+                r["round"] = i
                 results.append(r)
                 print(f"  round {i + 1} {name:3}: keepalive RTT p50 {r['rtt_p50'] * 1000:.2f} ms"
                       f" p99 {r['rtt_p99'] * 1000:.2f} ms ({r['probes']} probes), nodes' CPU "
-                      f"{r['cpu'] * 100:.1f} % of a core; "
+                      f"{r['cpu'] * 100:.1f} % of a core, load {r['load']:.2f}; "
                       f"{args.files} files on both workers in {r['sync_wall']:.2f} s, master's "
                       f"integrity sync {r['sync_master']:.3f} s (medians of {args.batches})",
                       flush=True)
         load = os.getloadavg()
         print(f"\nmaster + 2 workers on 127.0.0.1, {args.agents} agents, {os.cpu_count()} CPUs,"
               f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; Python "
-              f"{sys.version.split()[0]}; {args.rounds} rounds of each phase, medians:")
-        for key, label, unit in (("rtt_p50", "keepalive RTT p50", 1000),
-                                 ("rtt_p99", "keepalive RTT p99", 1000),
-                                 ("sync_wall", f"sync of {args.files} files to both workers",
-                                  1), ("sync_master", "master's integrity sync duration", 1)):
-            off = statistics.median(r[key] for r in results if r["phase"] == "off")
-            on = statistics.median(r[key] for r in results if r["phase"] == "on")
-            suffix = "ms" if unit == 1000 else "s"
-            print(f"  {label:42} off {off * unit:8.3f} {suffix}  on {on * unit:8.3f} {suffix}  "
-                  f"change {change(off, on)}")
+              f"{sys.version.split()[0]}; {args.rounds} rounds of each phase.")
+        n_off = sum(r["probes"] for r in results if r["phase"] == "off")
+        n_on = sum(r["probes"] for r in results if r["phase"] == "on")
+        print(f"Keepalive RTT: every round trip of one kind of phase pooled ({n_off} off, "
+              f"{n_on} on; a keepalive every {args.probe_interval * 1000:.0f} ms, "
+              f"{args.seconds:.0f} s a phase):")
+        even = set(range(0, args.rounds, 2))
+        odd = set(range(1, args.rounds, 2))
+        for q, label in ((0.5, "keepalive RTT p50"), (0.99, "keepalive RTT p99")):
+            off, _ = pooled(results, "off", q)
+            on, _ = pooled(results, "on", q)
+            line = (f"  {label:42} off {off * 1000:8.3f} ms  on {on * 1000:8.3f} ms  "
+                    f"change {change(off, on)}")
+            if odd:
+                a, na = pooled(results, "off", q, even)
+                b, nb = pooled(results, "off", q, odd)
+                floor = abs(a - b) / min(a, b)
+                line += (f"\n  {'':42} noise floor: off phases of even rounds {a * 1000:.3f} ms"
+                         f" ({na}) vs odd rounds {b * 1000:.3f} ms ({nb}): "
+                         f"{floor * 100:.1f} %")
+            print(line)
+        threshold, _ = pooled(results, "off", 0.99)
+        for kind in ("off", "on"):
+            rtts = [x for r in results if r["phase"] == kind for x in r["rtts"]]
+            slow = sum(1 for x in rtts if x / 1000 > threshold)
+            print(f"  round trips slower than the off p99 ({threshold * 1000:.2f} ms), {kind:3}: "
+                  f"{slow} of {len(rtts)} ({slow / len(rtts) * 100:.2f} %)")
+        print("  per phase p99 (ms), off: " + ", ".join(
+            f"{r['rtt_p99'] * 1000:.2f}" for r in results if r["phase"] == "off")
+            + "; on: " + ", ".join(f"{r['rtt_p99'] * 1000:.2f}" for r in results
+                                   if r["phase"] == "on"))
+        print("Sync figures: medians of every batch of one kind of phase pooled:")
+
+        def batches(key: str, kind: str, rounds: set[int] | None = None) -> list[float]:
+            return [x for r in results if r["phase"] == kind
+                    and (rounds is None or r["round"] in rounds) for x in r[key]]
+        for key, label in (("walls", f"sync of {args.files} files to both workers"),
+                           ("durations", "master's integrity sync duration")):
+            off = statistics.median(batches(key, "off"))
+            on = statistics.median(batches(key, "on"))
+            line = (f"  {label:42} off {off:8.3f} s   on {on:8.3f} s   change {change(off, on)}"
+                    f" ({len(batches(key, 'off'))} / {len(batches(key, 'on'))} values)")
+            if odd:
+                a = statistics.median(batches(key, "off", even))
+                b = statistics.median(batches(key, "off", odd))
+                line += (f"\n  {'':42} noise floor: off phases of even rounds {a:.3f} s vs odd "
+                         f"rounds {b:.3f} s: {abs(a - b) / min(a, b) * 100:.1f} %")
+            print(line)
         off_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "off")
         on_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "on")
         print(f"  {'CPU of the 3 node processes (% of a core)':42} off {off_cpu * 100:8.2f} %   "
@@ -338,6 +400,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="keepalive probing per phase")
+    parser.add_argument("--probe-interval", type=float, default=0.005,
+                        help="seconds between keepalives of the probe")
     parser.add_argument("--files", type=int, default=300, help="files per batch")
     parser.add_argument("--batches", type=int, default=3, help="file batches per phase")
     parser.add_argument("--watch", action="store_true", help=argparse.SUPPRESS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
@@ -97,6 +99,30 @@ class TreeTests(SynchronousTestCase):
                                                   "worker", "local-api", "metrics", "api"])
         self.assertLessEqual({"master-link", "keepalive", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("worker")})
+
+
+class StartupImportTests(SynchronousTestCase):
+    """A node imports only what its role and its enabled services need (start-up CPU counts
+    when a hundred workers start on one box)."""
+
+    def test_worker_without_api_imports_neither_master_nor_api_service(self) -> None:
+        base = short_tempdir(self)
+        home = node_config(base, node_name="worker1", role="worker").home
+        with open(os.path.join(home, "etc", "wazuhcluster.yaml"), "w") as f:
+            f.write("api:\n  enabled: false\n")
+        script = (
+            "import sys\n"
+            "from twisted.internet.testing import MemoryReactorClock\n"
+            "from wazuhcluster.checksums.threaded import SynchronousRunner\n"
+            "from wazuhcluster.config import load_config\n"
+            "from wazuhcluster.node import make_node_service\n"
+            f"make_node_service(load_config({home!r}), MemoryReactorClock(),\n"
+            "                  runner=SynchronousRunner(), log_to_file=False)\n"
+            "print(' '.join(m for m in ('wazuhcluster.master.service',\n"
+            "                           'wazuhcluster.api.service') if m in sys.modules))\n")
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             check=True, timeout=120)
+        self.assertEqual(out.stdout.strip(), "")
 
 
 class WorkDirTests(SynchronousTestCase):

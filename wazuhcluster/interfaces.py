@@ -120,6 +120,11 @@ class IAgentPageReader(Interface):
         when None), read as ``select`` and ``count`` read them; ``shape`` runs on the
         database's thread, so it must only compute."""
 
+    def generation() -> Deferred[Any]:
+        """A value that changes whenever the data may have changed (a row written through
+        the database's connection, a commit by any other connection): answers read at one
+        generation stay valid while it stays the same."""
+
 
 class IAgentDatabase(Interface):
     """The node's agent database (embedded: ``queue/db/wazuhcluster-agents.db``), never

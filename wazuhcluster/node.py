@@ -17,11 +17,9 @@ from wazuhcluster.config import ClusterConfig, Role
 from wazuhcluster.interfaces import IBlockingRunner
 from wazuhcluster.localapi.factory import LocalAPIFactory, LocalSocketService
 from wazuhcluster.logfiles import ClusterLogFile, logging_settings
-from wazuhcluster.master.service import make_master_service
 from wazuhcluster.metrics.plug import add_metrics
 from wazuhcluster.startup import HOME_DIRS, NodeRoot, lock_held_message
 from wazuhcluster.ui.plug import add_ui
-from wazuhcluster.worker.service import make_worker_service
 
 
 class WorkDirService(Service):
@@ -130,8 +128,15 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
         pool = ThreadedRunner(reactor, max_threads=max(1, config.intervals.process_pool_size))
         pool.setServiceParent(root)
         runner = pool
-    build_role = make_master_service if config.role is Role.MASTER else make_worker_service
-    node = build_role(config, reactor, runner)
+    # Only the role's own modules are imported: start-up CPU counts when 100 workers start
+    # on one box.
+    node: Any
+    if config.role is Role.MASTER:
+        from wazuhcluster.master.service import make_master_service
+        node = make_master_service(config, reactor, runner)
+    else:
+        from wazuhcluster.worker.service import make_worker_service
+        node = make_worker_service(config, reactor, runner)
     from wazuhcluster.status.local import install as install_status
     install_status(node, reactor)  # reactor lag, wzc_status on the local socket
     node.setServiceParent(root)

@@ -148,7 +148,10 @@ async def _scale_phases(c: BedCluster, names: list[str], agents: int,
         await c.keepalive(c.nodes[name], share[name])
 
     async def all_active() -> bool:  # the ids are all the agents there are
-        return (await c.agent_counts(master))["active"] >= len(ids)
+        try:
+            return (await c.agent_counts(master))["active"] >= len(ids)
+        except Exception:  # noqa: BLE001 -- a busy master's DAPI timeout: ask again
+            return False
     await c.wait(f"{agents} agents active on the master", all_active, 300.0, poll=2.0)
     results.append(_le(f"{agents} keepalives seen active on the master",
                        time.monotonic() - t, "s", 20))

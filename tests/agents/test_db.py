@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from typing import Any, cast
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.agents.test_payloads import a_row, bad_labels_chunks, bad_rows_chunks
 from tests.agents.wdb_standin import MARKS_ON_READ, BlockingView, not_with_wazuh_db
-from wazuhcluster.agents import db as db_module
+from wazuhcluster.agents import db as agents_db
 from wazuhcluster.agents import payloads
 from wazuhcluster.agents.db import (
     COUNT_CACHE_SIZE,
@@ -21,7 +24,7 @@ from wazuhcluster.agents.db import (
     global_group_hash_of,
     group_hash,
 )
-from wazuhcluster.agents.keys import KeyEntry
+from wazuhcluster.agents.keys import KeyEntry, format_client_keys, iter_sorted_client_keys
 from wazuhcluster.agents.schema import AGENT_INFO_COLUMNS
 
 _NOW = 1700000000
@@ -503,6 +506,28 @@ class KeysAndQueriesTests(SynchronousTestCase):
         self.assertEqual(db._conn.execute("SELECT COUNT(*) FROM belongs").fetchone()[0], 0)
         self.assertEqual(db.reconcile_keys(entries, _NOW).inserted, 0)
 
+    def test_bulk_reconcile_keeps_the_indexes(self) -> None:
+        """Many new agents at once: the agent table's indexes are rebuilt in the same
+        transaction (same definitions, used by queries); a failure leaves them as they were."""
+        if getattr(self, "backend", "embedded") != "embedded":
+            return
+        db = _open(self, range(1, 3))
+        schema = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'agent'"
+        before = sorted(db._conn.execute(schema).fetchall())
+        self.patch(agents_db, "BULK_INSERT_ROWS", 10)
+        result = db.reconcile_keys(_keys(range(1, 40)), _NOW)
+        self.assertEqual(result.inserted, 37)
+        self.assertEqual(sorted(db._conn.execute(schema).fetchall()), before)
+        plan = " ".join(str(r) for r in db._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM agent WHERE name = 'agent-020'"))
+        self.assertIn("agent_name", plan)
+        self.assertEqual(db.count("SELECT COUNT(*) FROM agent WHERE name = 'agent-020'"), 1)
+        bad = [*_keys(range(40, 60)), KeyEntry(60, None, "any", "k")]  # type: ignore[arg-type]
+        self.assertRaises(sqlite3.IntegrityError, db.reconcile_keys, _keys(range(1, 40)) + bad,
+                          _NOW)
+        self.assertEqual(sorted(db._conn.execute(schema).fetchall()), before)
+        self.assertEqual(db.count("SELECT COUNT(*) FROM agent WHERE id >= 40"), 0)
+
     def test_reconcile_file(self) -> None:
         """The file form reads client.keys; a missing file changes nothing."""
         db = _open(self, range(1, 4))
@@ -663,7 +688,7 @@ class StagedUpdateTests(SynchronousTestCase):
         self.staged = _open(self)
         self.per_row = _open(self)
         self.set_based = 0
-        original = db_module._update_info
+        original = agents_db._update_info
 
         def counting(conn: sqlite3.Connection, rows: Any, sql: str, stage: str,
                      id_at: int) -> int:
@@ -675,7 +700,7 @@ class StagedUpdateTests(SynchronousTestCase):
                     conn.total_changes - before > updated):  # staged rows inserted, deleted
                 self.set_based += 1
             return updated
-        self.patch(db_module, "_update_info", counting)
+        self.patch(agents_db, "_update_info", counting)
 
     def agents(self, db: AgentDatabase) -> list[Any]:
         """Everything the agent-info sync may write."""
@@ -745,3 +770,54 @@ class StagedUpdateTests(SynchronousTestCase):
         self.assertEqual(row["name"], "agent-001")
         self.assertEqual(
             self.staged._conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0], 0)
+
+
+class StreamedReconcileTests(SynchronousTestCase):
+    """client.keys read line by line and merged with the agent table in batches of ids
+    (the embedded database's reconcile_keys_file)."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.sets(st.integers(1, 40)), st.sets(st.integers(1, 40)), st.integers(1, 7),
+           st.sets(st.integers(1, 40)))
+    def test_file_reconcile_in_batches_equals_the_plan(
+            self, before: set[int], after: set[int], batch: int, changed: set[int]) -> None:
+        """Reading client.keys line by line and the table in batches of ids gives the same
+        table and counts as planning with everything in memory, whatever the batch size."""
+        home = self.mktemp()
+        os.makedirs(home)
+        entries = [KeyEntry(i, f"agent-{i:03d}" + ("x" if i in changed else ""),
+                            "10.0.0.1/32" if i % 3 == 0 else "any", f"{i:064x}")
+                   for i in sorted(after)]
+        path = os.path.join(home, "client.keys")
+        with open(path, "w") as f:
+            f.write(format_client_keys(entries))
+        planned = AgentDatabase(os.path.join(home, "a.db"), _NOW)
+        streamed = AgentDatabase(os.path.join(home, "b.db"), _NOW)
+        self.addCleanup(planned.close)
+        self.addCleanup(streamed.close)
+        for db in (planned, streamed):
+            db.reconcile_keys([
+                KeyEntry(i, f"agent-{i:03d}", "any", f"{i:064x}") for i in sorted(before)], _NOW)
+            db._conn.execute("INSERT INTO labels SELECT id, 'k', 'v' FROM agent WHERE id > 0")
+        expected = planned.reconcile_keys(entries, _NOW + 1)
+        with open(path, encoding="utf-8") as f:
+            got = streamed._reconcile_sorted(iter_sorted_client_keys(f), _NOW + 1, batch)
+        self.assertEqual(got, expected)
+        table = ("SELECT id, name, ip, register_ip, internal_key, date_add FROM agent"
+                 " ORDER BY id")
+        self.assertEqual(streamed._conn.execute(table).fetchall(),
+                         planned._conn.execute(table).fetchall())
+        labels = "SELECT id FROM labels ORDER BY id"
+        self.assertEqual(streamed._conn.execute(labels).fetchall(),
+                         planned._conn.execute(labels).fetchall())
+
+    def test_file_out_of_order_or_duplicated(self) -> None:
+        """A file whose ids do not ascend is read whole: the last line of an id wins."""
+        db = _open(self, range(1, 4))
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("003 c any k3\n001 a any k1\n003 c2 any k3b\n")
+        result = db.reconcile_keys_file(path, _NOW)
+        self.assertEqual((result.inserted, result.updated, result.removed), (0, 2, 1))
+        self.assertEqual([(a.agent_id, a.name) for a in db.list_agents()],
+                         [(0, "localhost"), (1, "a"), (3, "c2")])

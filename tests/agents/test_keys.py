@@ -40,6 +40,13 @@ class ParseTests(SynchronousTestCase):
             KeyEntry(7, "win-01", "192.168.1.7/32", "k7"),
         ])
 
+    def test_out_of_order_and_duplicates(self) -> None:
+        """Entries come sorted by id; of two lines with one id the last wins."""
+        self.assertEqual(parse_client_keys("005 a any k\n002 b any k\n005 c any k2\n"),
+                         [KeyEntry(2, "b", "any", "k"), KeyEntry(5, "c", "any", "k2")])
+        self.assertEqual(parse_client_keys("001 a any k\n001 b any k\n"),
+                         [KeyEntry(1, "b", "any", "k")])
+
     def test_format_round_trip(self) -> None:
         """Formatting then parsing gives the entries back."""
         entries = parse_client_keys(_KEYS)
@@ -71,6 +78,13 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(plan.update, (KeyEntry(2, "b2", "any", "k2"),))
         self.assertEqual(plan.remove, (3,))
         self.assertFalse(plan.empty)
+
+    def test_plain_rows(self) -> None:
+        """Stored agents may be the plain (name, register_ip, internal_key) rows."""
+        plan = plan_reconcile({1: ("a", "1.2.3.4", "k"), 2: ("b", None, "k")},
+                              [KeyEntry(1, "a", "1.2.3.4/32", "k"), KeyEntry(2, "b", "any", "k")])
+        self.assertEqual(plan.update, (KeyEntry(2, "b", "any", "k"),))
+        self.assertEqual((plan.insert, plan.remove), ((), ()))
 
     def test_no_change(self) -> None:
         """A database that agrees with the keys gives an empty plan."""

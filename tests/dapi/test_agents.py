@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -175,6 +176,23 @@ class Summaries(Fixture):
         self.assertEqual(partial["data"]["connection"]["total"], 1)
         empty = self.env.call(get_agents_summary_status, agent_list=[])
         self.assertEqual(empty["data"]["connection"]["total"], 0)
+
+    def test_status_is_counted_by_the_database(self) -> None:
+        """The database counts: the summary reads one row of counts, not one row per agent."""
+        self.env.add_agents(66)  # 60 more agents, never connected, not synced
+        returned: list[int] = []
+        select = self.env.db.select
+
+        def counting(sql: str, params: Any = ()) -> Any:
+            d = select(sql, params)
+            d.addCallback(lambda rows: (returned.append(len(rows)), rows)[1])
+            return d
+        self.patch(self.env.db, "select", counting)
+        result = self.env.call(get_agents_summary_status)
+        self.assertEqual(result["data"]["connection"]["total"], 66)
+        self.assertEqual(result["data"]["connection"]["never_connected"], 61)
+        self.assertEqual(result["data"]["configuration"]["not_synced"], 64)
+        self.assertEqual(returned, [1])
 
     def test_os(self) -> None:
         result = self.env.call(get_agents_summary_os)

@@ -22,6 +22,8 @@ from wazuhcluster.integrity.container import (
     ContainerLimits,
     ContainerWriter,
     ExtractedContainer,
+    RecordCache,
+    SyncContainer,
     extract_container,
     read_container_bytes,
     write_metadata_container,
@@ -382,3 +384,79 @@ class RoundTripProperty(SynchronousTestCase):
             reference_split(out.getvalue()),
             {**files, "files_metadata.json": json.dumps({"names": sorted(files)}).encode()},
         )
+
+
+class RecordCacheTests(SynchronousTestCase):
+    """Records of big files compressed once and shared by later containers."""
+
+    def setUp(self) -> None:
+        self.home = self.mktemp()
+        self.tree = {"etc/client.keys": (os.urandom(12000), 1.0),
+                     "etc/shared/g/small": (b"small file\n", 1.0)}
+        write_tree(self.home, self.tree)
+        self.cache = RecordCache(os.path.join(self.home, "cache"), min_size=1000)
+        files = scan_items(self.home, shipped_items()).files
+        self.comparison = Comparison(missing=files)
+
+    def write(self, max_size: int = GIB, cache: RecordCache | None = None) -> tuple[
+            bytes, SyncContainer]:
+        out = io.BytesIO()
+        result = write_sync_container(out, self.home, self.comparison, max_size=max_size,
+                                      cache=cache)
+        return out.getvalue(), result
+
+    def test_same_bytes_compressed_once(self) -> None:
+        """Containers written with the cache are byte-identical to ones written without, and
+        the big file is compressed only for the first."""
+        plain, _ = self.write()
+        first, _ = self.write(cache=self.cache)
+        self.assertEqual((self.cache.stored, self.cache.hits), (1, 0))
+        with patch("wazuhcluster.integrity.container.zlib.compressobj",
+                   wraps=zlib.compressobj) as compressobj:
+            second, result = self.write(cache=self.cache)
+        self.assertEqual((self.cache.stored, self.cache.hits), (1, 1))
+        self.assertEqual(first, plain)
+        self.assertEqual(second, plain)
+        self.assertEqual(compressobj.call_count, 2)  # the small file and the metadata
+        self.assertEqual(sorted(result.included), sorted(self.tree))
+        self.assertEqual(reference_split(second)["etc/client.keys"],
+                         self.tree["etc/client.keys"][0])
+
+    def test_changed_file_is_compressed_again(self) -> None:
+        """A file rewritten with other content of the same size never gets the old record."""
+        self.write(cache=self.cache)
+        path = os.path.join(self.home, "etc/client.keys")
+        new = os.urandom(12000)
+        with open(path, "r+b") as f:  # in place: same inode, same size
+            f.write(new)
+        os.utime(path, (1.0, 1.0))  # even the same mtime: the ctime still moves
+        data, _ = self.write(cache=self.cache)
+        self.assertEqual(self.cache.hits, 0)
+        self.assertEqual(read_container_bytes(data).files["etc/client.keys"], new)
+
+    def test_limits_apply_to_a_cached_record(self) -> None:
+        """Deferred and too-large outcomes are the same as without the cache."""
+        self.write(cache=self.cache)
+        for limit, outcome in ((12005, "deferred"), (2000, "too_large")):
+            # 12 005: the file (12 000 random bytes) fits, its compressed record does not
+            plain, plain_result = self.write(max_size=limit)
+            cached, cached_result = self.write(max_size=limit, cache=self.cache)
+            self.assertEqual(cached, plain)
+            self.assertEqual(cached_result, plain_result)
+            self.assertIn("etc/client.keys", getattr(cached_result, outcome))
+        self.assertEqual(self.cache.hits, 2)
+
+    def test_missing_cached_copy_falls_back(self) -> None:
+        """A record file removed behind the cache's back: compressed again, same bytes."""
+        plain, _ = self.write(cache=self.cache)
+        for name in os.listdir(self.cache.directory):
+            os.unlink(os.path.join(self.cache.directory, name))
+        again, _ = self.write(cache=self.cache)
+        self.assertEqual(again, plain)
+        self.assertEqual(self.cache.stored, 2)
+
+    def test_bounded(self) -> None:
+        """At most max_entries records are kept on disk, the oldest dropped first."""
+        cache = RecordCache(os.path.join(self.home, "bounded"), min_size=1, max_entries=1)
+        self.write(cache=cache)
+        self.assertEqual(len(os.listdir(cache.directory)), 1)

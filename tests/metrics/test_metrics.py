@@ -353,3 +353,46 @@ class DapiOutcomeTests(SynchronousTestCase):
         self.assertEqual(recorder.events, [
             ("dapi", "wazuh.cluster.get_node_wrapper", "ok"),
             ("dapi", "unknown", "unknown_function")])
+
+
+class ExpositionTests(SynchronousTestCase):
+    """The text /metrics serves is what prometheus_client's generate_latest writes, however
+    the values and the label sets move between scrapes (the kept parts never go stale)."""
+
+    def test_same_text_as_generate_latest_scrape_after_scrape(self) -> None:
+        from prometheus_client import Histogram, Info, Summary
+
+        from wazuhcluster.metrics.exposition import Exposition
+
+        clock = Clock()
+        m = NodeMetrics(master(self, clock), clock)
+        # Families this code writes itself and ones it leaves to the library.
+        Summary("wazuhcluster_test_summary", "A summary\nwith a \\ and a newline.", ["x"],
+                registry=m.registry).labels('q"uo\\te\nnl').observe(0.5)
+        Info("wazuhcluster_test", "An info.", registry=m.registry).info({"a": "b"})
+        Histogram("wazuhcluster_test_exemplar", "An exemplar (left to the library).",
+                  registry=m.registry).observe(0.3, {"trace_id": "abc"})
+        exposition = Exposition(m.registry)
+        self.assertIs(type(m.exposition), Exposition)
+        evil = 'w"1\\x\nü'
+
+        def check() -> None:
+            text = exposition.generate()
+            self.assertEqual(text, generate_latest(m.registry))
+            self.assertEqual(m.exposition.generate(), text)
+            list(text_string_to_metric_families(text.decode()))  # parses
+        check()
+        for step in range(4):
+            m.sync_done(evil, "integrity_sync", 0.0, 0.1 * step, True,
+                        {"created": step, "bytes": 10})
+            m.sync_done("worker2", "agent_info", 0.0, 3.0, step % 2 == 0, {"rows": 2})
+            m.link_traffic("in", 1, 100)
+            m.dapi_request("wazuh.f", "ok" if step else "error")
+            m.reactor_lag(0.002 * step)
+            check()
+        check()  # nothing changed: the kept text
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
+        check()
+        m.set_agents([])  # a label set that goes away
+        check()
+        self.assertIn(b'worker="w\\"1\\\\x\\n\xc3\xbc"', exposition.generate())

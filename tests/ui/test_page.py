@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -15,9 +16,9 @@ from tests.support import node_config, short_tempdir
 from wazuhcluster.dapi.context import DapiContext
 from wazuhcluster.interfaces import IClusterEvents, IWebPage
 from wazuhcluster.ui.history import SyncHistory
-from wazuhcluster.ui.page import login_page, status_page
+from wazuhcluster.ui.page import ORIGIN_STEP, login_page, status_page
 from wazuhcluster.ui.resource import StatusPage
-from wazuhcluster.ui.status import make_get_status, problem_lines
+from wazuhcluster.ui.status import make_get_status, problem_lines, status_json
 
 EVIL = "<script>alert('x')</script>\"&"
 
@@ -135,3 +136,78 @@ class StatusFunctionTests(SynchronousTestCase):
 
     def test_page_provides_its_interface(self) -> None:
         verifyObject(IWebPage, StatusPage(object(), Clock()))
+
+
+class KeptRenderingTests(SynchronousTestCase):
+    """Each sync's dict, JSON text and chart point are made once and kept with the sync; what
+    is kept must never show anything else than a page made from scratch."""
+
+    def views(self, history: SyncHistory) -> list[Any]:
+        return [r.view() for r in history.recent()]
+
+    def page_and_plain(self, history: SyncHistory, now: float) -> tuple[str, str]:
+        data = dict(status_data(now), syncs=self.views(history))
+        plain = dict(data, syncs=[r.to_dict() for r in history.recent()])
+        return (status_page(data, "admin", "c", "n", cookie_session=False),
+                status_page(plain, "admin", "c", "n", cookie_session=False))
+
+    def test_sync_view_is_made_once_and_is_the_record(self) -> None:
+        history = SyncHistory(Clock())
+        history.sync_done(EVIL, "integrity_sync", 1.0, 2.5, True, {"created": 3})
+        record = history.recent()[0]
+        view = record.view()
+        self.assertIs(record.view(), view)
+        self.assertEqual(view, record.to_dict())
+        self.assertEqual(json.loads(view.json), record.to_dict())
+
+    def test_data_json_is_the_plain_encoding(self) -> None:
+        history = SyncHistory(Clock())
+        for i in range(3):
+            history.sync_done(EVIL, "agent_info", float(i), i + 0.25, True, {"rows": i})
+        data = dict(status_data(), syncs=self.views(history))
+        self.assertEqual(json.loads(status_json(data)), json.loads(json.dumps(data)))
+        plain = dict(data, syncs=[dict(s) for s in data["syncs"]])
+        self.assertEqual(json.loads(status_json(plain)), json.loads(json.dumps(data)))
+        self.assertEqual(json.loads(status_json(dict(data, syncs=[]))),
+                         dict(json.loads(json.dumps(data)), syncs=[]))
+
+    def test_chart_points_are_kept_and_drawn_again_when_the_data_moves(self) -> None:
+        clock = Clock()
+        clock.advance(100_000.0)
+        history = SyncHistory(clock)
+        for _ in range(5):
+            now = clock.seconds()
+            history.sync_done("w1", "integrity_check", now - 0.02, now, True, {})
+            clock.advance(7.0)
+        page, plain = self.page_and_plain(history, clock.seconds())
+        self.assertEqual(page, plain)
+        first = [v.fragment for v in self.views(history)]
+        self.assertNotIn(None, first)
+        # Later, same origin and scale: the kept points are reused; the page still equals a
+        # page made from scratch (the group moved, not the points).
+        clock.advance(5.0)
+        history.sync_done("w2", "integrity_sync", clock.seconds() - 0.015, clock.seconds(),
+                          True, {"created": 1})
+        page2, plain2 = self.page_and_plain(history, clock.seconds())
+        self.assertEqual(page2, plain2)
+        self.assertNotEqual(page2, page)
+        self.assertEqual([v.fragment for v in self.views(history)][:5], first)
+        self.assertEqual(page2.count('<circle cx="'), 6 + 3)  # six syncs, three legend dots
+        # A slow sync changes the scale: every point is drawn again.
+        history.sync_done("w1", "integrity_sync", clock.seconds() - 40.0, clock.seconds(),
+                          True, {})
+        page3, plain3 = self.page_and_plain(history, clock.seconds())
+        self.assertEqual(page3, plain3)
+        self.assertNotIn(first[0], [v.fragment for v in self.views(history)])
+        # Time passes the origin's step: drawn again, still the same as from scratch.
+        kept = [v.fragment for v in self.views(history)]
+        clock.advance(ORIGIN_STEP)
+        page4, plain4 = self.page_and_plain(history, clock.seconds())
+        self.assertEqual(page4, plain4)
+        self.assertFalse(set(kept) & {v.fragment for v in self.views(history)})
+        # An hour later the old points are gone from the page.
+        clock.advance(3600.0)
+        history.sync_done("w1", "agent_info", clock.seconds() - 0.01, clock.seconds(), True, {})
+        page5, plain5 = self.page_and_plain(history, clock.seconds())
+        self.assertEqual(page5, plain5)
+        self.assertEqual(page5.count('<circle cx="'), 1 + 3)

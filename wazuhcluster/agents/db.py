@@ -73,6 +73,11 @@ GroupsCondition = Literal["sync_status", "all"]
 GROUPS_SET_ERROR = "An error occurred during the set of the groups"
 #: Counts remembered by :meth:`AgentDatabase.count` (query shapes, oldest dropped first).
 COUNT_CACHE_SIZE = 64
+#: A reconciliation inserting at least this many agents (and more than the table holds)
+#: rebuilds the agent table's indexes once instead of updating them per row.
+BULK_INSERT_ROWS = 10_000
+#: Stored agents read at a time when reconciling with a client.keys file.
+RECONCILE_BATCH = 10_000
 
 #: NOT NULL agent-info columns: an object without them keeps the stored value (wazuh-db
 #: would bind NULL and fail the whole chunk on the constraint).
@@ -894,14 +899,24 @@ class AgentDatabase:
         their labels and group memberships.
         """
         with self._transaction() as conn:
-            stored = {
-                r[0]: _keys.StoredAgent(r[1], r[2], r[3]) for r in conn.execute(
+            stored = {  # plain rows: compared as (name, register_ip, internal_key) tuples
+                r[0]: r[1:] for r in conn.execute(
                     "SELECT id, name, register_ip, internal_key FROM agent WHERE id > 0")}
             plan = _keys.plan_reconcile(stored, entries)
+            rebuild = (len(plan.insert) >= BULK_INSERT_ROWS
+                       and len(plan.insert) > len(stored))
+            del stored
+            # Many new rows: building the secondary indexes once afterwards costs about a
+            # quarter less than updating them row by row. Same transaction: nobody ever
+            # sees the table without them.
+            indexes = _drop_indexes(conn, "agent") if rebuild else []
             conn.executemany(
                 "INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add, `group`)"
                 " VALUES (?, ?, NULL, ?, ?, ?, NULL)",
-                [(e.agent_id, e.name, _keys.register_ip(e.ip), e.key, now) for e in plan.insert])
+                [(i, name, ip[:-3] if ip.endswith("/32") else ip, key, now)
+                 for i, name, ip, key in plan.insert])
+            for sql in indexes:
+                conn.execute(sql)
             conn.executemany(
                 "UPDATE agent SET name = ?, register_ip = ?, internal_key = ? WHERE id = ?",
                 [(e.name, _keys.register_ip(e.ip), e.key, e.agent_id) for e in plan.update])
@@ -912,11 +927,83 @@ class AgentDatabase:
         """Read ``client.keys`` at ``path`` and reconcile with it.
 
         A missing file changes nothing (a node that has not received its keys yet must not
-        drop its agents); an existing empty file removes every agent but 000.
+        drop its agents); an existing empty file removes every agent but 000. The file is
+        read line by line and compared with the table in batches of ids
+        (:meth:`_reconcile_sorted`), in one transaction; a file whose ids do not ascend is
+        read whole and planned as by :meth:`reconcile_keys`.
         """
         if not os.path.exists(path):
             return ReconcileResult(0, 0, 0)
-        return self.reconcile_keys(_keys.read_client_keys(path), now)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = (part for physical in f for part in physical.splitlines())
+                return self._reconcile_sorted(_keys.iter_sorted_client_keys(lines), now)
+        except _keys.KeysOutOfOrder:  # rolled back: nothing of it was kept
+            return self.reconcile_keys(_keys.read_client_keys(path), now)
+        except FileNotFoundError:
+            return ReconcileResult(0, 0, 0)
+
+    def _reconcile_sorted(self, entries: Iterator[_keys.KeyEntry], now: int,
+                          batch: int = RECONCILE_BATCH) -> ReconcileResult:
+        """:meth:`reconcile_keys` for entries with ascending ids, without holding all of them
+        or all stored agents in memory: the stored agents are read ``batch`` ids at a time and
+        merged with the entries of the same id range; each range's changes are written before
+        the next is read. With 200 000 agents this keeps the master's peak well below the
+        100+ MB that the whole file and the whole table as Python objects took.
+        """
+        inserted = updated = removed = 0
+        insert_sql = ("INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add,"
+                      " `group`) VALUES (?, ?, NULL, ?, ?, ?, NULL)")
+        with self._transaction() as conn:
+            empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM agent WHERE id > 0)"
+                                 ).fetchone()[0]
+            # A first client.keys (a worker's 200 000 agents): building the secondary indexes
+            # once afterwards costs about a quarter less than updating them row by row. Same
+            # transaction: nobody ever sees the table without them.
+            indexes = _drop_indexes(conn, "agent") if empty else []
+            pending = next(entries, None)
+            last_id = 0
+            while True:
+                stored = conn.execute(
+                    "SELECT id, name, register_ip, internal_key FROM agent WHERE id > ?"
+                    " ORDER BY id LIMIT ?", (last_id, batch)).fetchall()
+                final = len(stored) < batch  # no stored agent above these
+                bound = stored[-1][0] if stored else 0
+                inserts: list[tuple[Any, ...]] = []
+                updates: list[tuple[Any, ...]] = []
+                removes: list[tuple[int]] = []
+                j = 0
+                while pending is not None and (final or pending[0] <= bound):
+                    agent_id, name, ip, key = pending
+                    while j < len(stored) and stored[j][0] < agent_id:
+                        removes.append((stored[j][0],))
+                        j += 1
+                    register = ip[:-3] if ip.endswith("/32") else ip
+                    if j < len(stored) and stored[j][0] == agent_id:
+                        if stored[j][1:] != (name, register, key):
+                            updates.append((name, register, key, agent_id))
+                        j += 1
+                    else:
+                        inserts.append((agent_id, name, register, key, now))
+                        if len(inserts) >= batch:  # memory stays bounded
+                            conn.executemany(insert_sql, inserts)
+                            inserted += len(inserts)
+                            inserts = []
+                    pending = next(entries, None)
+                removes.extend((row[0],) for row in stored[j:])
+                conn.executemany(insert_sql, inserts)
+                conn.executemany("UPDATE agent SET name = ?, register_ip = ?, internal_key = ?"
+                                 " WHERE id = ?", updates)
+                conn.executemany("DELETE FROM agent WHERE id = ?", removes)
+                inserted += len(inserts)
+                updated += len(updates)
+                removed += len(removes)
+                if final:
+                    break
+                last_id = bound
+            for sql in indexes:
+                conn.execute(sql)
+        return ReconcileResult(inserted, updated, removed)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -1128,6 +1215,16 @@ class AgentDatabase:
 
 _READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                            getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+
+
+def _drop_indexes(conn: sqlite3.Connection, table: str) -> list[str]:
+    """Drop the explicit indexes of ``table`` (inside the caller's transaction); the SQL that
+    creates them again."""
+    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+                        " AND tbl_name = ? AND sql IS NOT NULL", (table,)).fetchall()
+    for name, _ in rows:
+        conn.execute(f'DROP INDEX "{name}"')
+    return [sql for _, sql in rows]
 
 
 def _read_only_authorizer(action: int, arg1: str | None, arg2: str | None,

@@ -16,14 +16,17 @@ the plan in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 import attrs
 
 
-@attrs.frozen
-class KeyEntry:
-    """One active agent of ``client.keys``."""
+class KeyEntry(NamedTuple):
+    """One active agent of ``client.keys``.
+
+    A named tuple, not an attrs class: a worker parses one per agent (200 000 of them at
+    scale) every time the file changes, and a tuple is about three times cheaper to make."""
 
     agent_id: int
     name: str
@@ -31,9 +34,9 @@ class KeyEntry:
     key: str
 
 
-@attrs.frozen
-class StoredAgent:
-    """What the database holds about an agent, as far as ``client.keys`` is concerned."""
+class StoredAgent(NamedTuple):
+    """What the database holds about an agent, as far as ``client.keys`` is concerned
+    (compares equal to the ``(name, register_ip, internal_key)`` row it is read from)."""
 
     name: str
     register_ip: str | None
@@ -59,15 +62,11 @@ def register_ip(ip: str) -> str:
     return ip[:-3] if ip.endswith("/32") else ip
 
 
-def parse_client_keys(text: str) -> list[KeyEntry]:
-    """Parse the content of ``client.keys``; removed and malformed lines are skipped.
-
-    Agent id ``000`` (the manager) and non-numeric ids are skipped. When an id appears twice,
-    the last line wins.
-    """
-    entries: dict[int, KeyEntry] = {}
-    for line in text.splitlines():
-        if not line or line[0] in "# ":
+def _entries(lines: Iterable[str]) -> Iterator[KeyEntry]:
+    """The active agents of ``client.keys`` lines, in file order (duplicates included)."""
+    new = tuple.__new__  # KeyEntry._make without its Python frame: 200 000 calls at scale
+    for line in lines:
+        if not line or line[0] in "# \n":
             continue
         fields = line.split(" ", 3)
         if len(fields) < 4:
@@ -78,8 +77,47 @@ def parse_client_keys(text: str) -> list[KeyEntry]:
         agent_id = int(raw_id)
         if agent_id == 0:
             continue
-        entries[agent_id] = KeyEntry(agent_id, name, ip, key.rstrip("\r"))
+        yield new(KeyEntry, (agent_id, name, ip, key.rstrip("\r\n")))
+
+
+def parse_client_keys(text: str) -> list[KeyEntry]:
+    """Parse the content of ``client.keys``; removed and malformed lines are skipped.
+
+    Agent id ``000`` (the manager) and non-numeric ids are skipped. When an id appears twice,
+    the last line wins.
+    """
+    entries: dict[int, KeyEntry] = {}
+    in_order = True
+    last = -1
+    for entry in _entries(text.splitlines()):
+        agent_id = entry.agent_id
+        if agent_id <= last:
+            in_order = False
+        last = agent_id
+        entries[agent_id] = entry
+    if in_order:  # the usual file: ids ascending, no duplicate; nothing to sort
+        return list(entries.values())
     return sorted(entries.values(), key=lambda e: e.agent_id)
+
+
+class KeysOutOfOrder(Exception):
+    """:func:`iter_sorted_client_keys` met an id not above the one before it."""
+
+
+def iter_sorted_client_keys(lines: Iterable[str]) -> Iterator[KeyEntry]:
+    """The entries of ``client.keys`` lines one by one, for a file whose ids ascend (as every
+    writer of the file keeps them), without holding the file or the entries in memory.
+
+    :raises KeysOutOfOrder: at an id that is not above the previous one (a duplicate or
+        an out-of-order line): the caller then reads the file with
+        :func:`read_client_keys`, whose rules (the last line of an id wins) apply.
+    """
+    last = 0
+    for entry in _entries(lines):
+        if entry.agent_id <= last:
+            raise KeysOutOfOrder(entry.agent_id)
+        last = entry.agent_id
+        yield entry
 
 
 def read_client_keys(path: str) -> list[KeyEntry]:
@@ -92,27 +130,29 @@ def read_client_keys(path: str) -> list[KeyEntry]:
 
 
 def plan_reconcile(
-    stored: Mapping[int, StoredAgent], entries: Iterable[KeyEntry],
+    stored: Mapping[int, tuple[str, str | None, str | None]], entries: Iterable[KeyEntry],
 ) -> ReconcilePlan:
     """Compute inserts, renames/re-keys and removals. Agent 000 is never touched.
 
-    :param stored: agents currently in the database, by id (agent 000 is ignored if present).
+    :param stored: agents currently in the database, by id, as :class:`StoredAgent` or the
+        plain ``(name, register_ip, internal_key)`` row (agent 000 is ignored if present).
     :param entries: the parsed keys.
     """
     insert: list[KeyEntry] = []
     update: list[KeyEntry] = []
     wanted: set[int] = set()
+    get = stored.get
     for entry in entries:
-        if entry.agent_id == 0:
+        agent_id, name, ip, key = entry
+        if agent_id == 0:
             continue
-        wanted.add(entry.agent_id)
-        current = stored.get(entry.agent_id)
+        wanted.add(agent_id)
+        current = get(agent_id)
         if current is None:
             insert.append(entry)
-        elif (current.name, current.register_ip, current.internal_key) != (
-                entry.name, register_ip(entry.ip), entry.key):
+        elif current != (name, ip[:-3] if ip.endswith("/32") else ip, key):
             update.append(entry)
-    remove = sorted(i for i in stored if i != 0 and i not in wanted)
+    remove = sorted(i for i in stored.keys() - wanted if i != 0)
     return ReconcilePlan(tuple(insert), tuple(update), tuple(remove))
 
 

@@ -218,6 +218,10 @@ class ThreadedAgentDatabase(Service):
         return self._call(lambda db: db.select_page(sql, params, count_sql, count_params,
                                                     shape))
 
+    def generation(self) -> Deferred[tuple[int, int]]:
+        """See :meth:`AgentDatabase.generation` (read on the database thread)."""
+        return self._call(lambda db: db.generation())
+
     def count(self, sql: str, params: Sequence[SqlParam] = ()) -> Deferred[int]:
         """See :meth:`AgentDatabase.count`."""
         params = tuple(params)

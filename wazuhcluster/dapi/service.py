@@ -27,8 +27,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from wazuhcluster.agents.schema import NODE_NAMES_SQL
 from wazuhcluster.config import Role
 from wazuhcluster.dapi import codec
+from wazuhcluster.dapi.answers import AnswerCache
 from wazuhcluster.dapi.codec import DapiRequest, FunctionName
 from wazuhcluster.dapi.context import DapiContext
 from wazuhcluster.dapi.query import id_condition, process_array
@@ -39,7 +41,7 @@ from wazuhcluster.dapi.results import (
     WazuhInternalError,
 )
 from wazuhcluster.errors import ClusterError
-from wazuhcluster.interfaces import IDistributedAPI, IPeer
+from wazuhcluster.interfaces import IAgentPageReader, IDistributedAPI, IPeer
 from wazuhcluster.protocol.commands import GET_NODES
 from wazuhcluster.settings import section
 
@@ -48,6 +50,9 @@ DAPI_SETTINGS: dict[str, Any] = {
     "max_concurrent": 32,
     "max_concurrent_per_origin": 8,
     "request_timeout": 10,
+    # encoded answers of agent listings kept per request while the agent database and the
+    # second stay the same (wazuhcluster/dapi/answers.py); 0 keeps none
+    "answer_cache_entries": 32,
 }
 
 ADDED = b"Added request to API requests queue"
@@ -140,10 +145,13 @@ class DistributedAPI:
         settings = section(node.config.settings, "dapi", DAPI_SETTINGS)
         for key in DAPI_SETTINGS:
             value = settings[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            zero_ok = key == "answer_cache_entries"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                    or (value == 0 and not zero_ok):
                 from wazuhcluster.errors import ConfigError
                 raise ConfigError(f"etc/wazuhcluster.yaml: dapi.{key} = {value!r} is invalid: "
-                                  "expected a positive number")
+                                  "expected a positive number"
+                                  + (" or 0" if zero_ok else ""))
         self.settings = settings
         self.limiter = FairLimiter(int(settings["max_concurrent"]),
                                    int(settings["max_concurrent_per_origin"]))
@@ -151,6 +159,9 @@ class DistributedAPI:
         #: Requests this node sent to a peer: id -> (peer name, answer).
         self._pending: dict[str, tuple[str, Deferred[Any]]] = {}
         self.executed = 0  # requests run locally (for tests and stats)
+        self.answers = AnswerCache(lambda: getattr(node, "agent_db", None), clock,
+                                   lambda f, *a: node.run(f, *a),
+                                   int(settings["answer_cache_entries"]))
 
     @property
     def is_master(self) -> bool:
@@ -202,22 +213,28 @@ class DistributedAPI:
             if (request.request_type == "local_any"
                     or (request.request_type == "local_master" and self.is_master)
                     or (request.request_type == "distributed_master" and request.from_cluster)):
-                return await self.run_local(request, origin)
+                return await self.run_local(request, origin, raw)
             if self.is_master:
                 if request.request_type == "distributed_master":
                     return await self.route(request, origin, raw)
-                return await self.run_local(request, origin)
+                return await self.run_local(request, origin, raw)
             return await self.ask_master(request, raw)
         except WazuhException as e:
             return e
         except ClusterError as e:
             return WazuhClusterError(e.code, extra_message=e.extra_message)
 
-    async def run_local(self, request: DapiRequest, origin: str) -> Any:
+    async def run_local(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
         """Run the native function (bounded per origin, ``api_timeout`` unless
         ``wait_for_complete``): the exception it raises is the answer. The node's
-        ``events`` are told the function and the outcome."""
-        answer = await self._run_local(request, origin)
+        ``events`` are told the function and the outcome. With ``raw`` (the answer goes on
+        the wire as it is), a successful answer may come encoded, as a RawAnswer, from the
+        answer cache (:mod:`wazuhcluster.dapi.answers`)."""
+        if raw:
+            answer = await self.answers.answer(request,
+                                               lambda: self._run_local(request, origin))
+        else:
+            answer = await self._run_local(request, origin)
         events = getattr(self._node, "events", None)
         if events is not None:
             name = request.f.dotted
@@ -391,7 +408,10 @@ class DistributedAPI:
             return {str(n): [] for n in (given if isinstance(given, list) else [given])}
         if request.broadcasting or node_list == "*" or db is None:
             return {}  # every node
-        rows = await db.select("SELECT DISTINCT node_name FROM agent", [])
+        # the embedded database walks its (connection_status, node_name) index instead of
+        # reading all of it: same names, same order (NODE_NAMES_SQL)
+        rows = await db.select(NODE_NAMES_SQL if IAgentPageReader.providedBy(db)
+                               else "SELECT DISTINCT node_name FROM agent", [])
         return {str(r.get("node_name") or ""): [] for r in rows}
 
     def all_node_names(self) -> list[str]:
@@ -459,7 +479,7 @@ class DistributedAPI:
                          raw: bool = False) -> Any:
         try:
             if node == self.config.node_name:
-                return await self.run_local(share, origin)
+                return await self.run_local(share, origin, raw)
             session = self._node.registry.get(node)
             if session is None:
                 return WazuhClusterError(3022, extra_message=f"node {node!r} is not connected")

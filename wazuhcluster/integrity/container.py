@@ -43,12 +43,14 @@ Every malformed, truncated or over-limit input raises :class:`ContainerError`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import io
 import json
 import os
 import stat
+import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import BinaryIO, Protocol
@@ -102,11 +104,13 @@ class ContainerWriter:
     """
 
     def __init__(
-        self, dest: BinaryIO, *, compress_level: int = 1, max_size: int | None = None
+        self, dest: BinaryIO, *, compress_level: int = 1, max_size: int | None = None,
+        cache: RecordCache | None = None,
     ) -> None:
         if not 0 <= compress_level <= 9:
             raise ValueError(f"compress level must be 0-9, not {compress_level}")
         self._dest = dest
+        self._cache = cache
         self._level = compress_level
         self._max_size = max_size
         self._size = 0
@@ -136,7 +140,75 @@ class ContainerWriter:
                 os.close(fd)
                 raise
 
-        return self._add(name, open_source)
+        cache = self._cache
+        if cache is None:
+            return self._add(name, open_source)
+        try:
+            before = os.stat(source_path, follow_symlinks=False)
+        except OSError:
+            return self._add(name, open_source)
+        if not stat.S_ISREG(before.st_mode) or before.st_size < cache.min_size:
+            return self._add(name, open_source)
+        key = (before.st_size, before.st_mtime_ns, before.st_ctime_ns, before.st_ino,
+               before.st_dev, self._level)
+        with cache.locked(name):  # a second writer waits for the first compression
+            cached = cache.get(name, key)
+            start = self._dest.tell()
+            if cached is not None:
+                outcome = self._add_cached(name, before.st_size, *cached)
+                if outcome is not None:
+                    return outcome
+                cache.drop(name)  # its copy went away: compress as usual
+            outcome = self._add(name, open_source)
+            if outcome is AddOutcome.INCLUDED:
+                try:
+                    after = os.stat(source_path, follow_symlinks=False)
+                except OSError:
+                    return outcome
+                if (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino,
+                        after.st_dev, self._level) == key:  # not changed while read
+                    cache.put(name, key, self._dest, start, self._dest.tell())
+            return outcome
+
+    def _add_cached(self, name: str, raw_size: int, record_path: str,
+                    length: int) -> AddOutcome | None:
+        """Copy a record compressed for an earlier container (same file, same level): the
+        same bytes and the same outcome as compressing the file again. None (and nothing
+        written) when the cached copy cannot be read."""
+        if self._finished:
+            raise ValueError("container already finished")
+        problem = path_problem(name)
+        if problem is not None or name == METADATA_NAME:
+            raise UnsafePathError(name, problem or "reserved name")
+        if name in self._names:
+            raise ValueError(f"duplicate record {name!r}")
+        if self._exceeded:
+            return AddOutcome.DEFERRED
+        if self._max_size is not None:
+            if raw_size > self._max_size:
+                return AddOutcome.TOO_LARGE
+            if length > self._max_size - self._size:
+                self._exceeded = True
+                return AddOutcome.DEFERRED
+        start = self._dest.tell()
+        copied = 0
+        try:
+            with open(record_path, "rb") as record:
+                while True:
+                    chunk = record.read(IO_CHUNK_SIZE)
+                    if not chunk:
+                        break
+                    self._dest.write(chunk)
+                    copied += len(chunk)
+        except FileNotFoundError:
+            copied = -1
+        if copied != length:
+            self._dest.seek(start)
+            self._dest.truncate()
+            return None
+        self._size += length
+        self._names.add(name)
+        return AddOutcome.INCLUDED
 
     def add_bytes(self, name: str, data: bytes) -> AddOutcome:
         """Add a record whose content is ``data`` (small inputs and tests)."""
@@ -311,6 +383,113 @@ def _variants(level: int) -> list[tuple[int, int]]:
     ]
 
 
+class RecordCache:
+    """Compressed records of big files, shared by the containers the master writes.
+
+    Every worker that lacks a file gets a container of its own (the metadata differs), but
+    the record of a file is the same bytes for every worker: the path, the zlib stream of its
+    content at the configured level, the separator. With 100 workers and a 17 MB
+    ``client.keys`` the master compressed that file 100 times (about 0.25 CPU s each). A
+    record of a file of at least ``min_size`` bytes is kept in ``directory`` (on disk, not
+    in the master's memory) under the file's identity: size, mtime and ctime in ns, inode,
+    device and the compression level; any change to the file changes that identity (a
+    rename gives a new inode, a write a new ctime), so a stale record is never used. A
+    record is kept only if the file's identity was the same before and after it was read.
+    At most ``max_entries`` records (one per path) and ``max_bytes`` are kept, oldest out
+    first. Thread-safe: containers are written on the node's pool.
+    """
+
+    def __init__(self, directory: str, *, min_size: int = 1024 * 1024, max_entries: int = 32,
+                 max_bytes: int = 512 * 1024 * 1024) -> None:
+        self.directory = directory
+        self.min_size = min_size
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: dict[str, tuple[tuple[int, ...], str, int]] = {}
+        self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+        self._serial = 0
+        self.hits = 0
+        self.stored = 0
+        self._cleared = False
+
+    def locked(self, name: str) -> threading.Lock:
+        """The lock of one record name (held while it is looked up or compressed)."""
+        with self._lock:
+            return self._name_locks.setdefault(name, threading.Lock())
+
+    def get(self, name: str, key: tuple[int, ...]) -> tuple[str, int] | None:
+        """``(record file, length)`` of the record of ``name`` for ``key``, or None."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry[0] != key:
+                return None
+            self.hits += 1
+            return entry[1], entry[2]
+
+    def drop(self, name: str) -> None:
+        """Forget the record of ``name``."""
+        with self._lock:
+            entry = self._entries.pop(name, None)
+        if entry is not None:
+            _remove_quietly(entry[1])
+
+    def put(self, name: str, key: tuple[int, ...], dest: BinaryIO, start: int,
+            end: int) -> None:
+        """Keep the record ``dest[start:end]`` (just written) for ``name`` and ``key``."""
+        length = end - start
+        if length > self.max_bytes:
+            return
+        self._prepare()
+        with self._lock:
+            self._serial += 1
+            path = os.path.join(self.directory, f"record-{self._serial}")
+        position = dest.tell()
+        try:
+            dest.flush()
+            dest.seek(start)
+            with open(path, "wb") as out:
+                left = length
+                while left:
+                    chunk = dest.read(min(left, IO_CHUNK_SIZE))
+                    if not chunk:
+                        raise OSError("record shorter than written")
+                    out.write(chunk)
+                    left -= len(chunk)
+        except OSError:
+            _remove_quietly(path)
+            return
+        finally:
+            dest.seek(position)
+        with self._lock:
+            old = self._entries.pop(name, None)
+            self._entries[name] = (key, path, length)
+            self.stored += 1
+            dropped = [old[1]] if old is not None else []
+            while self._entries and (len(self._entries) > self.max_entries or sum(
+                    e[2] for e in self._entries.values()) > self.max_bytes):
+                oldest = next(iter(self._entries))
+                dropped.append(self._entries.pop(oldest)[1])
+        for path_ in dropped:
+            _remove_quietly(path_)
+
+    def _prepare(self) -> None:
+        """Create the directory; the first time, empty it (records of an earlier run)."""
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        with self._lock:
+            if self._cleared:
+                return
+            self._cleared = True
+        for entry in os.listdir(self.directory):
+            if entry.startswith("record-"):
+                _remove_quietly(os.path.join(self.directory, entry))
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 @attrs.frozen
 class SyncContainer:
     """Outcome of :func:`write_sync_container`.
@@ -339,6 +518,7 @@ def write_sync_container(
     order: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    cache: RecordCache | None = None,
 ) -> SyncContainer:
     """Write a master push: every ``missing``/``shared`` file, then the adjusted metadata.
 
@@ -352,9 +532,11 @@ def write_sync_container(
     :data:`PROGRESS_STEP` bytes and once at the end with the complete size, so that the
     container can be sent while it is being written. ``stop`` is polled between files:
     once it returns True the remaining files are deferred (the reader went away).
+    ``cache`` shares the records of big files between containers (:class:`RecordCache`).
     """
     names = list(order) if order is not None else sorted({*comparison.missing, *comparison.shared})
-    writer = ContainerWriter(dest, compress_level=compress_level, max_size=max_size)
+    writer = ContainerWriter(dest, compress_level=compress_level, max_size=max_size,
+                             cache=cache)
     outcomes: dict[AddOutcome, list[str]] = {outcome: [] for outcome in AddOutcome}
     adjusted = comparison
     reported = 0

@@ -51,6 +51,7 @@ from wazuhcluster.errors import ClusterError, InternalError, RemoteCommandError
 from wazuhcluster.integrity.compare import Comparison, compare_metadata
 from wazuhcluster.integrity.container import (
     ContainerLimits,
+    RecordCache,
     SyncContainer,
     decode_container,
     write_sync_container,
@@ -99,6 +100,9 @@ FRESH_SCAN_WAIT = 0.1
 FRESH_SCAN_POLL = 0.005
 #: The capability a worker announces to receive ``wzc_syncnow``.
 SYNC_NOW_CAPABILITY = "sync_now"
+#: The record cache's directory under queue/cluster ('@' is not allowed in a node name, so no
+#: worker's directory can be called that).
+RECORD_CACHE_DIR = "@records"
 Responder = Callable[[bytes], Coroutine[Any, Any, Reply]]
 
 
@@ -199,18 +203,20 @@ def compare_for_worker(master: dict[str, FileEntry], worker: dict[str, FileEntry
 
 
 def write_push(path: str, home: str, comparison: Comparison, max_size: int,
-               compress_level: int, growing: GrowingFile | None = None) -> SyncContainer:
+               compress_level: int, growing: GrowingFile | None = None,
+               cache: RecordCache | None = None) -> SyncContainer:
     """Write the push container for one worker at ``path`` (blocking).
 
     With ``growing``, report the final part of the file as it grows (see
     :func:`~wazuhcluster.protocol.transfers.send_file`) and stop early once the sender
-    has abandoned it.
+    has abandoned it. ``cache`` holds the records of big files already compressed for
+    other workers.
     """
     with open(path, "w+b") as dest:
         container = write_sync_container(
             dest, home, comparison, max_size=max_size, compress_level=compress_level,
             progress=None if growing is None else growing.advance,
-            stop=None if growing is None else (lambda: growing.abandoned))
+            stop=None if growing is None else (lambda: growing.abandoned), cache=cache)
         if growing is not None:
             growing.finish(dest.tell())
         return container
@@ -322,6 +328,9 @@ class IntegrityMaster:
         self.watcher: IntegrityWatcher | None = None  # set by install() when inotify works
         intervals = node.config.intervals
         self._limits = ContainerLimits.for_zip_size(intervals.max_zip_size)
+        #: records of big files compressed once for every worker (created on first use)
+        self.records = RecordCache(os.path.join(node.config.home, "queue", "cluster",
+                                                RECORD_CACHE_DIR))
 
     # -- IMasterExtension ---------------------------------------------------------------------
     def master_responders(self, commands: MasterCommands) -> dict[bytes, Responder]:
@@ -624,7 +633,7 @@ class IntegrityMaster:
         await self._node.run(create_empty, local_path)
         writing: Deferred[SyncContainer] = self._node.run(
             write_push, local_path, self._config.home, comparison, state.zip_limit,
-            intervals.compress_level, growing)
+            intervals.compress_level, growing, self.records)
         writing.addErrback(writer_failed)
         try:
             worker_task = (await peer.request(SYN_M_C, b"")).decode("ascii", "replace")

@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from wazuhcluster.interfaces import IClusterEvents
+from wazuhcluster.metrics.exposition import Exposition
 
 #: Sync durations span milliseconds (an empty check) to minutes (a big push on a slow link).
 SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -99,6 +100,9 @@ class NodeMetrics:
         for direction in ("in", "out"):  # present (0) before the first frame
             self.frames.labels(direction)
             self.link_bytes.labels(direction)
+        #: Writes the registry's text for ``/metrics`` (what ``generate_latest`` writes,
+        #: keeping the unchanged parts between scrapes).
+        self.exposition = Exposition(r)
 
     # -- IClusterEvents ---------------------------------------------------------------------
     def sync_done(self, worker: str, kind: str, started: float, ended: float, ok: bool,

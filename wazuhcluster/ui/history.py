@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,21 @@ KEEP_SECONDS = 3600.0
 MAX_RECORDS = 20000
 
 
+class SyncView(dict[str, Any]):
+    """One sync as the page's data holds it (:meth:`SyncRecord.to_dict`), made once per sync
+    and shared by every page that shows it: nothing may change it. It carries its JSON text
+    (``json``), so that ``/ui/data`` joins texts instead of encoding every sync of the hour
+    again, and the page's last SVG fragment for it (``fragment``, with the key it was drawn
+    for: see :func:`wazuhcluster.ui.page.chart`)."""
+
+    __slots__ = ("fragment", "json")
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.json = json.dumps(self)
+        self.fragment: tuple[Any, str] | None = None
+
+
 @attrs.frozen
 class SyncRecord:
     """One sync with a worker (clock seconds)."""
@@ -28,6 +44,14 @@ class SyncRecord:
     ended: float
     ok: bool
     counts: Mapping[str, int]
+    _view: SyncView | None = attrs.field(default=None, init=False, eq=False, repr=False)
+
+    def view(self) -> SyncView:
+        """:meth:`to_dict` as a :class:`SyncView`, made on the first call and kept."""
+        if self._view is None:
+            object.__setattr__(self, "_view", SyncView(self.to_dict()))
+        assert self._view is not None
+        return self._view
 
     @property
     def duration(self) -> float:

@@ -57,9 +57,22 @@ def login_page(csrf: str, nonce: str, message: str = "") -> str:
               '<p><button type="submit">Log in</button></p></form></body></html>')
 
 
+#: The points of the chart are drawn relative to an origin that moves in steps of this many
+#: seconds (the group they are in is shifted to "now" instead), so that a point's SVG text
+#: stays the same from one page to the next and is kept with its sync (``fragment``).
+ORIGIN_STEP = 600.0
+
+
 def chart(syncs: list[dict[str, Any]], now: float, span: float, width: int = 900,
           height: int = 260) -> str:
-    """Sync durations over the last ``span`` seconds, one colour per kind, as inline SVG."""
+    """Sync durations over the last ``span`` seconds, one colour per kind, as inline SVG.
+
+    Each point is drawn at ``x`` relative to ``origin`` (``now`` rounded down to
+    ``ORIGIN_STEP``) in a group translated by where ``origin`` falls on the time axis; its
+    text then depends only on the sync, ``origin`` and the y scale, and a sync that can keep
+    it (a :class:`~wazuhcluster.ui.history.SyncView`) keeps it with that key: a page draws
+    again only the points of new syncs, or all of them when the scale or the origin moved.
+    """
     left, right, top, bottom = 60, 10, 10, 30
     plot_w, plot_h = width - left - right, height - top - bottom
     shown = [s for s in syncs if s["ok"] and s["ended"] >= now - span]
@@ -82,13 +95,25 @@ def chart(syncs: list[dict[str, Any]], now: float, span: float, width: int = 900
         label, anchor = ("now", "end") if minutes == 0 else (f"-{minutes} min", "middle")
         out.append(f'<text x="{x:.1f}" y="{height - 10}" font-size="10" '
                    f'text-anchor="{anchor}">{label}</text>')
+    origin = now - now % ORIGIN_STEP
+    shift = left + plot_w - plot_w * (now - origin) / span
+    key = (origin, scale, span, plot_w, plot_h, top)
+    out.append(f'<g transform="translate({shift:.2f} 0)">')
     for kind, label, colour in KINDS:
         for s in (s for s in shown if s["kind"] == kind):
-            x = left + plot_w - plot_w * (now - s["ended"]) / span
+            kept = getattr(s, "fragment", None)
+            if kept is not None and kept[0] == key:
+                out.append(kept[1])
+                continue
+            x = plot_w * (s["ended"] - origin) / span
             y = top + plot_h - plot_h * min(s["duration"], scale) / scale
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
-                       f"<title>{_e(label)} {_e(s['worker'])}: {_seconds(s['duration'])} at "
-                       f"{_e(_when(s['ended']))}</title></circle>")
+            point = (f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
+                     f"<title>{_e(label)} {_e(s['worker'])}: {_seconds(s['duration'])} at "
+                     f"{_e(_when(s['ended']))}</title></circle>")
+            if hasattr(s, "fragment"):
+                s.fragment = (key, point)
+            out.append(point)
+    out.append("</g>")
     legend_x = left + 8
     for kind, label, colour in KINDS:
         count = sum(1 for s in shown if s["kind"] == kind)

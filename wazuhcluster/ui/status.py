@@ -3,6 +3,7 @@ master (a page served by a worker asks the master through the DAPI, as any API c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -82,6 +83,18 @@ def shown_syncs(records: list[SyncRecord], limit: int = MAX_SYNCS) -> list[SyncR
     return sorted(slowest, key=lambda r: r.ended) + newest
 
 
+def status_json(data: dict[str, Any]) -> bytes:
+    """``data`` (the answer of ``get_status``) as the JSON of ``/ui/data``. A sync that
+    carries its own JSON text (a :class:`~wazuhcluster.ui.history.SyncView`, on the master)
+    is not encoded again: the hour's syncs are most of the text."""
+    rest = {key: value for key, value in data.items() if key != "syncs"}
+    head = json.dumps(rest)
+    if "syncs" not in data:
+        return head.encode()
+    syncs = ", ".join(getattr(s, "json", None) or json.dumps(s) for s in data["syncs"])
+    return f'{head[:-1]}{", " if rest else ""}"syncs": [{syncs}]}}'.encode()
+
+
 def make_get_status(history: SyncHistory) -> Any:
     """The DAPI function, bound to the node's sync history."""
 
@@ -99,7 +112,8 @@ def make_get_status(history: SyncHistory) -> Any:
             "cluster": ctx.config.name, "node": ctx.config.node_name,
             "now": node.clock.seconds(), "history_seconds": history.keep,
             "nodes": _nodes(health), "agents": agents,
-            "syncs": [r.to_dict() for r in shown_syncs(history.recent())],
+            # Each sync's dict is made once and shared by every page (read-only).
+            "syncs": [r.view() for r in shown_syncs(history.recent())],
             "log": log}})
 
     return get_status
