@@ -11,9 +11,12 @@ round trip on a cluster link of the busy master, not slowed by this process's cl
 with the issue's targets and a verdict for each.
 
 Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client] [--full-client]
-[--no-answer-cache]``
+[--no-answer-cache] [--wazuh-client]``
 (``--full-client``: the client decodes every answer with the tagged codec; by default it
-parses the JSON and checks the page only. Client CPU per request is reported apart.)
+parses the JSON and checks the page only. Client CPU per request is reported apart.
+The client sends ``wzc_dapi``, as our ``dapi_call`` (control CLI) does: the answer is the reply.
+``--wazuh-client``: it sends ``dapi`` and receives the answer as a long string, as Wazuh's API
+and cluster_control do.)
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from tests.integration.harness import Cluster, NodeProcess, sleep
 from wazuhcluster.agents.keys import KeyEntry, format_client_keys
 from wazuhcluster.dapi.client import build_request, dapi_call
 from wazuhcluster.localapi.client import local_request
-from wazuhcluster.protocol.commands import DAPI
+from wazuhcluster.protocol.commands import DAPI, DAPI_SYNC
 
 
 class _Case:
@@ -77,6 +80,9 @@ FULL_CLIENT = "--full-client" in sys.argv
 #: so every request runs get_agents and encodes its page: the cost of a page the master has
 #: not answered yet in this second and generation of its agent database.
 NO_ANSWER_CACHE = "--no-answer-cache" in sys.argv
+#: ``--wazuh-client``: the cheap client asks with ``dapi`` (answer as a long string then
+#: ``dapi_res``, as Wazuh's local clients) instead of ``wzc_dapi`` (answer in the reply).
+WAZUH_CLIENT = "--wazuh-client" in sys.argv
 
 
 def no_answer_cache(home: str) -> None:
@@ -92,8 +98,12 @@ async def one(node: NodeProcess) -> float:
         elapsed = time.perf_counter() - start
         assert len(result.affected_items) == 500, result
         return elapsed
-    raw = await local_request(reactor, node.socket_path, DAPI, REQUEST_BYTES,
-                              final_timeout=120)
+    if WAZUH_CLIENT:
+        raw = await local_request(reactor, node.socket_path, DAPI, REQUEST_BYTES,
+                                  final_timeout=120)
+    else:
+        raw = await local_request(reactor, node.socket_path, DAPI_SYNC, REQUEST_BYTES,
+                                  timeout=120)
     elapsed = time.perf_counter() - start
     answer = json.loads(raw)["__wazuh_result__"]["__object__"]
     assert len(answer["affected_items"]) == 500 and answer["total_affected_items"] > 500, raw[:200]
@@ -148,7 +158,8 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
         print(f"platform: {platform.platform()}, {os.cpu_count()} CPUs, python "
               f"{platform.python_version()}; {agents} agents; get_agents limit 500; client "
               f"{'decoding the tagged codec' if FULL_CLIENT else 'parsing JSON only'}; "
-              f"answer cache {'off' if NO_ANSWER_CACHE else 'on (default)'}")
+              f"answer cache {'off' if NO_ANSWER_CACHE else 'on (default)'}; local request "
+              f"{'dapi + long string (Wazuh)' if WAZUH_CLIENT else 'wzc_dapi (ours)'}")
         print(f"keepalive RTT idle: p50 {idle['p50']:.2f} ms, max {idle['max']:.2f} ms "
               f"({idle['n']} probes)")
         for _ in range(10):  # warm up both paths

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.agents.test_payloads import a_row, bad_labels_chunks, bad_rows_chunks
 from tests.agents.wdb_standin import MARKS_ON_READ, BlockingView, not_with_wazuh_db
 from wazuhcluster.agents import db as agents_db
 from wazuhcluster.agents import payloads
@@ -673,6 +674,102 @@ class AgentGroupsWazuhDbTests(AgentGroupsTests):
 
 class KeysAndQueriesWazuhDbTests(KeysAndQueriesTests):
     backend = "wazuh-db"
+
+
+
+class StagedUpdateTests(SynchronousTestCase):
+    """The master applies each checked chunk by staging its rows and one set-based UPDATE:
+    it writes, counts and refuses exactly what an UPDATE executed per row does."""
+
+    def setUp(self) -> None:
+        """Two masters knowing agents 1-5: one as it is, one applying row by row (the
+        previous code: ``executemany`` of the per-row UPDATE), and a count of the chunks
+        applied set-based."""
+        self.staged = _open(self)
+        self.per_row = _open(self)
+        self.set_based = 0
+        original = agents_db._update_info
+
+        def counting(conn: sqlite3.Connection, rows: Any, sql: str, stage: str,
+                     id_at: int) -> int:
+            if conn is self.per_row._conn:
+                return int(conn.executemany(sql, rows).rowcount)
+            before = conn.total_changes
+            updated = original(conn, rows, sql, stage, id_at)
+            if conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0] == 0 and (
+                    conn.total_changes - before > updated):  # staged rows inserted, deleted
+                self.set_based += 1
+            return updated
+        self.patch(agents_db, "_update_info", counting)
+
+    def agents(self, db: AgentDatabase) -> list[Any]:
+        """Everything the agent-info sync may write."""
+        return (db._conn.execute("SELECT * FROM agent ORDER BY id").fetchall()
+                + db._conn.execute("SELECT * FROM labels ORDER BY id, key").fetchall())
+
+    def assert_same(self, *chunks: object) -> Any:
+        """Both ways give the same result and leave the same database."""
+        got = self.staged.set_agent_info(list(chunks))
+        expected = self.per_row.set_agent_info(list(chunks))
+        self.assertEqual(got, expected)
+        self.assertEqual(self.agents(self.staged), self.agents(self.per_row))
+        return got
+
+    def test_both_forms_applied_set_based(self) -> None:
+        """Rows and 4.7.5 objects, NULL and NOT NULL columns, unknown agents and agent 000,
+        labels: written as row by row, set-based."""
+        rows = [a_row(ip="10.0.0.1", last_keepalive=2**63 - 1, status_code=-(2**63 - 1)),
+                [2, None, *a_row(os_name="\u00e9\"\\\n" + "x" * 8188)[2:]],
+                [77, "ghost", *a_row()[2:]], [0, "evil", *a_row()[2:]]]
+        objects = json.dumps([{"id": 3, "name": "agent-003", "ip": "10.0.0.3",
+                               "last_keepalive": 5, "labels": [{"id": 3, "key": "k",
+                                                                "value": "v"}]},
+                              {"id": 4, "connection_status": "active"}, {"id": 0, "name": "x"},
+                              {"id": 78}])
+        result = self.assert_same({"rows": rows, "labels": [[2, [["k", "v"]]]]}, objects,
+                                  {"rows": []}, "[]")
+        self.assertEqual((result.updated_chunks, result.updated_agents, result.unknown_agents,
+                          result.error_messages), (4, 4, 4, ()))
+        self.assertEqual(self.set_based, 2)
+        self.assertEqual(self.staged.agent_labels(3), {"k": "v"})
+        row = self.staged.agent_row(4)
+        assert row is not None
+        self.assertEqual((row["name"], row["connection_status"]), ("agent-004", "active"))
+
+    def test_every_bad_chunk_refused_as_before(self) -> None:
+        """Each malformed rows chunk is refused with the same message, next to a valid chunk
+        that is applied, and nothing of it is written."""
+        good = {"rows": [[3, "agent-003", *a_row(ip="10.9.9.9", last_keepalive=_NOW)[2:]]]}
+        before = self.agents(self.staged)[:3]  # agents 0-2: the bad chunks are about 1 and 2
+        for bad in bad_rows_chunks() + bad_labels_chunks():
+            with self.subTest(bad=str(bad)[:200]):
+                result = self.assert_same(bad, good)
+                self.assertEqual(result.updated_chunks, 1)
+                self.assertEqual(len(result.error_messages), 1)
+                self.assertTrue(result.error_messages[0].startswith("Invalid JSON syntax; "))
+                self.assertEqual(self.agents(self.staged)[:3], before)
+
+    def test_repeated_agent_applied_row_by_row(self) -> None:
+        """A chunk listing an agent twice is applied in order and counted per row."""
+        result = self.assert_same({"rows": [[2, "a", *a_row()[2:]], [2, "b", *a_row()[2:]]]},
+                                  '[{"id":3,"name":"c"},{"id":3,"name":"d"}]')
+        self.assertEqual((result.updated_agents, self.set_based), (4, 0))
+        self.assertEqual([self.staged.agent_row(i)["name"] for i in (2, 3)],  # type: ignore[index]
+                         ["b", "d"])
+
+    def test_a_failing_update_rolls_the_chunk_back(self) -> None:
+        """A chunk whose UPDATE fails in SQLite (a CHECK constraint) writes nothing, is
+        reported with the same message, and the next chunk is applied."""
+        bad = {"rows": [[1, "x", *a_row()[2:]], [2, *a_row(connection_status="nonsense")[1:]]]}
+        good = {"rows": [[3, "agent-003", *a_row(node_name="w")[2:]]]}
+        result = self.assert_same(bad, good)
+        self.assertEqual(result.updated_chunks, 1)
+        self.assertIn("CHECK constraint failed", result.error_messages[0])
+        row = self.staged.agent_row(1)
+        assert row is not None
+        self.assertEqual(row["name"], "agent-001")
+        self.assertEqual(
+            self.staged._conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0], 0)
 
 
 class StreamedReconcileTests(SynchronousTestCase):

@@ -165,6 +165,47 @@ class DecoderLimitTests(SynchronousTestCase):
         self.assertFalse(decoded.has_hash)
 
 
+def a_row(**values: object) -> list[object]:
+    """A valid row of agent 1 with some columns replaced."""
+    row: list[object] = [None] * len(AGENT_INFO_COLUMNS)
+    row[0], row[1] = 1, "agent-001"
+    for column, value in values.items():
+        row[AGENT_INFO_COLUMNS.index(column)] = value
+    return row
+
+
+def bad_rows_chunks() -> list[object]:
+    """Rows-form chunks :func:`payloads.decode_agent_info_rows` refuses for their rows: each
+    bad row next to a valid row (holding 1 and 0 where bad ones hold True, 1.0, False), and
+    chunks of the wrong shape."""
+    bad_rows = [
+        a_row(ip=5), a_row(last_keepalive="5"), a_row(status_code=True),
+        a_row(status_code=1.5), a_row(os_name="x" * 8193),
+        a_row(last_keepalive=2**63), a_row(disconnection_time=-(2**63)),
+        a_row(status_code=1.0), a_row(disconnection_time=False), [True, *a_row()[1:]],
+        [-1, *a_row()[1:]], [2**31, *a_row()[1:]], ["1", *a_row()[1:]],
+        a_row()[:-1], [*a_row(), None], {"id": 1}, "row", None,
+        a_row(ip=["10.0.0.1"]), a_row(ip={"v": "x"}), a_row(ip=True), a_row(os_name=None, ip=[]),
+        a_row(last_keepalive=[5]), a_row(last_keepalive=10**30), a_row(status_code=-(10**30)),
+        [1.0, *a_row()[1:]], [None, *a_row()[1:]], [[1], *a_row()[1:]],
+        json.dumps(a_row()), []]
+    valid = a_row(status_code=1, disconnection_time=0)
+    chunks: list[object] = [{"rows": rows, "labels": []}
+                            for row in bad_rows for rows in ([valid, row], [row, valid])]
+    chunks += [[], {"rows": {}}, {"rows": [a_row()] * 4097}, "x", None, {}, {"rows": None},
+               {"rows": [a_row()], "labels": None}, {"rows": [a_row()], "labels": {}}]
+    return chunks
+
+
+def bad_labels_chunks() -> list[object]:
+    """Rows-form chunks :func:`payloads.decode_agent_info_rows` refuses for their labels."""
+    all_labels: list[object] = [
+        {}, [[1]], [[2, []]], [[1, [["k"]]]], [[1, [["k", 5]]]], [[1, [["k", None]]]],
+        [[1, {"k": "v"}]], [[1, [["k", "v" * 8193]]]], [[1, [["k", "v"]] * 1025]],
+        [[1, []], [1, []]]]
+    return [{"rows": [a_row()], "labels": labels} for labels in all_labels]
+
+
 class RowsFormTests(SynchronousTestCase):
     """The compact rows form between our nodes: framing and validation."""
 
@@ -233,32 +274,13 @@ class RowsFormTests(SynchronousTestCase):
 
     def test_invalid_rows_refused(self) -> None:
         """Every rule of the 4.7.5 chunk decoder holds for rows."""
-        bad_rows = [
-            self.row(ip=5), self.row(last_keepalive="5"), self.row(status_code=True),
-            self.row(status_code=1.5), self.row(os_name="x" * 8193),
-            self.row(last_keepalive=2**63), self.row(disconnection_time=-(2**63)),
-            self.row(status_code=1.0), self.row(disconnection_time=False), [True, *self.row()[1:]],
-            [-1, *self.row()[1:]], [2**31, *self.row()[1:]], ["1", *self.row()[1:]],
-            self.row()[:-1], [*self.row(), None], {"id": 1}, "row", None]
-        for row in bad_rows:
-            # next to a valid row holding 1 and 0 where the bad ones hold True, 1.0, False
-            valid = self.row(status_code=1, disconnection_time=0)
-            for rows in ([valid, row], [row, valid]):
-                self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
-                                  {"rows": rows, "labels": []})
-        chunks: list[object] = [[], {"rows": {}}, {"rows": [self.row()] * 4097}, "x", None]
-        for chunk in chunks:
+        for chunk in bad_rows_chunks():
             self.assertRaises(PayloadError, payloads.decode_agent_info_rows, chunk)
 
     def test_invalid_labels_refused(self) -> None:
         """Labels must be [id, [[key, value], ...]] of an agent the chunk has a row for."""
-        all_labels: list[object] = [
-            {}, [[1]], [[2, []]], [[1, [["k"]]]], [[1, [["k", 5]]]], [[1, [["k", None]]]],
-            [[1, {"k": "v"}]], [[1, [["k", "v" * 8193]]]], [[1, [["k", "v"]] * 1025]],
-            [[1, []], [1, []]]]
-        for labels in all_labels:
-            self.assertRaises(PayloadError, payloads.decode_agent_info_rows,
-                              {"rows": [self.row()], "labels": labels})
+        for chunk in bad_labels_chunks():
+            self.assertRaises(PayloadError, payloads.decode_agent_info_rows, chunk)
 
     @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                         lambda inner: st.lists(inner, max_size=4)

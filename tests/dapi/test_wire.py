@@ -21,12 +21,13 @@ from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import DapiRequest, FunctionName
 from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhException
-from wazuhcluster.dapi.wire import install
+from wazuhcluster.dapi.wire import DAPI_ANSWERS_CAPABILITY, inline_fits, install
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.localapi.client import LocalClientCommands
 from wazuhcluster.localapi.factory import LocalAPIFactory
 from wazuhcluster.master.factory import ClusterServerFactory
 from wazuhcluster.master.node import MasterNode
+from wazuhcluster.protocol.chunks import REQUEST_CHUNK
 from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.worker.factory import WorkerClientFactory
 from wazuhcluster.worker.node import WorkerNode
@@ -52,7 +53,7 @@ class WireTests(SynchronousTestCase):
             node.agent_db = db
             install(node, self.clock)
         self.mapi, self.wapi = self.master.dapi, self.worker.dapi
-        _, self.link, self.link_pump = connected_pair(
+        self.master_link, self.link, self.link_pump = connected_pair(
             lambda: ClusterServerFactory(self.master).buildProtocol(None),
             lambda: WorkerClientFactory(self.worker).buildProtocol(None), self.clock)
         d = self.worker.hello(self.link)
@@ -106,6 +107,123 @@ class WireTests(SynchronousTestCase):
         self.assertIsInstance(answer, AffectedItemsWazuhResult)
         self.assertEqual(answer.affected_items[0]["node"], "worker1")
         self.assertEqual((self.mapi.executed, self.wapi.executed), (0, 1))
+
+    def spy(self, protocol: Any) -> list[bytes]:
+        """The commands ``protocol``'s handler is asked to handle from now on."""
+        seen: list[bytes] = []
+        handle = protocol.handler.handle
+
+        def recording(command: bytes, payload: bytes) -> Any:
+            seen.append(command)
+            return handle(command, payload)
+        protocol.handler.handle = recording
+        return seen
+
+    def test_our_nodes_announce_dapi_answers(self) -> None:
+        self.assertIn(DAPI_ANSWERS_CAPABILITY, self.worker.master_capabilities)
+        session = self.master.registry.get("worker1")
+        self.assertIn(DAPI_ANSWERS_CAPABILITY, session.capabilities)
+
+    def test_master_answers_in_one_message(self) -> None:
+        at_worker = self.spy(self.link)
+        _, final = self.ask(self.worker, b"dapi", dapi_request(
+            "wazuh.core.agent.Agent.get_agents_overview", limit=None, select=["id"]))
+        self.assertEqual(codec.loads(self.successResultOf(final))["totalItems"], 11)
+        self.assertEqual(at_worker, [b"wzc_dapi_a"])
+
+    def test_worker_answers_in_one_message(self) -> None:
+        at_master = self.spy(self.master_link)
+        _, final = self.ask(self.worker, b"dapi", dapi_request(
+            "wazuh.cluster.get_node_wrapper", "distributed_master", node_id="worker1"))
+        answer = codec.loads(self.successResultOf(final))
+        self.assertEqual(answer.affected_items[0]["node"], "worker1")
+        self.assertEqual([c for c in at_master if c != b"get_nodes"], [b"dapi", b"wzc_dapi_a"])
+
+    def test_peer_without_the_capability_gets_long_strings(self) -> None:
+        """A Wazuh 4.7.5 worker never announces ``dapi-answers``: Wazuh's exchange."""
+        session = self.master.registry.get("worker1")
+        session.capabilities = frozenset(session.capabilities - {DAPI_ANSWERS_CAPABILITY})
+        at_worker = self.spy(self.link)
+        _, final = self.ask(self.worker, b"dapi", dapi_request(
+            "wazuh.core.agent.Agent.get_agents_overview", limit=None, select=["id"]))
+        self.assertEqual(codec.loads(self.successResultOf(final))["totalItems"], 11)
+        self.assertEqual(at_worker, [b"new_str", b"str_upd", b"dapi_res"])
+
+    def test_master_without_the_capability_gets_long_strings(self) -> None:
+        """A Wazuh 4.7.5 master: the worker answers it with Wazuh's exchange."""
+        self.worker.master_capabilities = frozenset()
+        at_master = self.spy(self.master_link)
+        _, final = self.ask(self.worker, b"dapi", dapi_request(
+            "wazuh.cluster.get_node_wrapper", "distributed_master", node_id="worker1"))
+        self.assertEqual(codec.loads(self.successResultOf(final)).affected_items[0]["node"],
+                         "worker1")
+        self.assertEqual([c for c in at_master if c != b"get_nodes"],
+                         [b"dapi", b"new_str", b"str_upd", b"dapi_res"])
+
+    def test_answer_beyond_one_frame_takes_long_strings(self) -> None:
+        async def big(ctx: Any) -> Any:
+            return {"blob": "x" * (REQUEST_CHUNK + 10)}
+        self.mapi.register("wazuh.test.big", big)
+        at_worker = self.spy(self.link)
+        _, final = self.ask(self.worker, b"dapi", dapi_request("wazuh.test.big"))
+        self.assertEqual(len(codec.loads(self.successResultOf(final))["blob"]),
+                         REQUEST_CHUNK + 10)
+        self.assertEqual(at_worker, [b"new_str", b"str_upd", b"str_upd", b"dapi_res"])
+
+    def test_inline_fits_one_frame(self) -> None:
+        self.assertTrue(inline_fits(b"12", b"x" * (REQUEST_CHUNK - 3)))
+        self.assertFalse(inline_fits(b"12", b"x" * (REQUEST_CHUNK - 2)))
+
+    def test_unknown_request_id_refused(self) -> None:
+        d = self.link.request(b"wzc_dapi_a", b"999 {}")
+        self.flush()
+        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3032)
+
+    def test_local_sync_dapi_replies_with_the_answer(self) -> None:
+        for node, field, executed in ((self.worker, "id", (1, 0)),
+                                      (self.master, "name", (2, 0))):
+            client, _ = self.local(node)
+            at_client = self.spy(client)
+            d = client.request(b"wzc_dapi", dapi_request(
+                "wazuh.core.agent.Agent.get_agents_overview", limit=None, select=[field]))
+            self.flush()
+            self.assertEqual(codec.loads(self.successResultOf(d))["totalItems"], 11)
+            self.assertEqual(at_client, [])  # nothing but the reply
+            self.assertEqual((self.mapi.executed, self.wapi.executed), executed)
+
+    def test_local_sync_dapi_errors(self) -> None:
+        client, _ = self.local(self.master)
+        d = client.request(b"wzc_dapi", b'{"f": 12')
+        self.flush()
+        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3036)
+        payload = json.dumps({"f": {"__callable__": {"__name__": "system", "__module__": "os",
+                                                     "__qualname__": "system",
+                                                     "__type__": "function"}}}).encode()
+        d = client.request(b"wzc_dapi", payload)
+        self.flush()
+        self.assertIsInstance(codec.loads(self.successResultOf(d)), WazuhException)
+
+    def test_local_sync_client_gone_cancels(self) -> None:
+        gate: Deferred[Any] = Deferred()
+        cancelled: list[str] = []
+
+        async def slow(ctx: Any) -> Any:
+            try:
+                return await gate
+            except CancelledError:
+                cancelled.append(ctx.config.node_name)
+                raise
+        self.mapi.register("wazuh.test.slow", slow)
+        client, commands = self.local(self.master)
+        d = client.request(b"wzc_dapi", dapi_request("wazuh.test.slow", "local_any"))
+        self.flush()
+        self.assertFalse(gate.called)
+        client.disconnect("caller went away")
+        self.flush()
+        self.failureResultOf(d, ClusterError)
+        self.failureResultOf(commands.final, ClusterError)  # no final answer comes
+        self.assertEqual(cancelled, ["master-node"])
+        self.assertEqual(self.mapi.limiter.active, 0)
 
     def test_dapi_fwd(self) -> None:
         reply, final = self.ask(self.master, b"dapi_fwd", b"worker1 " + dapi_request(

@@ -92,6 +92,23 @@ _UPDATE_INFO_ROWS = "UPDATE agent SET " + ", ".join(
     f"{c} = COALESCE(?{i}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = ?{i}"
     for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=2)
 ) + ", sync_status = 'synced' WHERE id = ?1 AND id > 0"
+#: A chunk's checked rows are staged in this temporary table (one ``executemany`` of plain
+#: INSERTs) and applied by one set-based UPDATE (:data:`_UPDATE_INFO_STAGED`): half the CPU
+#: of an UPDATE statement executed per row (each execution opens its cursors on the table
+#: and its four indexes again).
+_STAGED_TABLE = ("CREATE TEMP TABLE IF NOT EXISTS info_staged (id INTEGER, "
+                 + ", ".join(f"c{i}" for i in range(1, len(AGENT_INFO_COLUMNS))) + ")")
+#: Stages one 4.7.5-form parameter tuple (the set columns, then the id).
+_STAGE_STANDARD = ("INSERT INTO temp.info_staged ("
+                   + ", ".join(f"c{i}" for i in range(1, len(AGENT_INFO_COLUMNS)))
+                   + f", id) VALUES ({', '.join('?' * len(AGENT_INFO_COLUMNS))})")
+#: Stages one compact row as received (the id, then the set columns).
+_STAGE_ROWS = f"INSERT INTO temp.info_staged VALUES ({', '.join('?' * len(AGENT_INFO_COLUMNS))})"
+#: :data:`_UPDATE_INFO_STANDARD` and :data:`_UPDATE_INFO_ROWS` for every staged row at once.
+_UPDATE_INFO_STAGED = "UPDATE agent SET " + ", ".join(
+    f"{c} = COALESCE(s.c{i}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = s.c{i}"
+    for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1)
+) + ", sync_status = 'synced' FROM temp.info_staged s WHERE agent.id = s.id AND agent.id > 0"
 #: Inserts one label of an agent if the agent exists (unknown agents are skipped).
 _INSERT_LABEL = ("INSERT OR REPLACE INTO labels (id, key, value) SELECT ?1, ?2, ?3"
                  " WHERE EXISTS (SELECT 1 FROM agent WHERE id = ?1)")
@@ -366,6 +383,24 @@ class ReconcileResult:
     removed: int
 
 
+def _update_info(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], sql: str,
+                 stage: str, id_at: int) -> int:
+    """Apply a chunk's checked agent-info rows; returns how many agents were updated.
+
+    The rows are staged in ``temp.info_staged`` and applied by one set-based UPDATE, which
+    writes what ``executemany(sql, rows)`` writes for half the CPU. A chunk listing an agent
+    twice is applied row by row instead (in order: the last row wins, each row counts, as in
+    wazuh-db), which a set-based UPDATE would not do.
+    """
+    if len({row[id_at] for row in rows}) != len(rows):
+        return int(conn.executemany(sql, rows).rowcount)
+    try:
+        conn.executemany(stage, rows)
+        return int(conn.execute(_UPDATE_INFO_STAGED).rowcount)
+    finally:
+        conn.execute("DELETE FROM temp.info_staged")
+
+
 class AgentDatabase:
     """A ``global.db`` file and the cluster's operations on it (blocking, single thread)."""
 
@@ -383,6 +418,7 @@ class AgentDatabase:
         create_schema(self._conn, now)
         row = self._conn.execute("SELECT COALESCE(MAX(info_seq), 0) FROM cluster_sync_seq")
         self._seq: int = row.fetchone()[0]
+        self._conn.execute(_STAGED_TABLE)
         #: :meth:`count` answers by (sql, params): (generation when counted, total).
         self._counts: dict[tuple[str, tuple[SqlParam, ...]], tuple[tuple[int, int], int]] = {}
 
@@ -615,17 +651,17 @@ class AgentDatabase:
                 try:
                     if isinstance(chunk, str):
                         rows, labels, skipped = decode_agent_info_params(chunk)
-                        sql = _UPDATE_INFO_STANDARD
+                        sql, stage, id_at = _UPDATE_INFO_STANDARD, _STAGE_STANDARD, -1
                     else:
                         rows, labels = decode_agent_info_rows(chunk)
                         skipped = 0
-                        sql = _UPDATE_INFO_ROWS
+                        sql, stage, id_at = _UPDATE_INFO_ROWS, _STAGE_ROWS, 0
                 except PayloadError as e:
                     errors.append(f"Invalid JSON syntax; {e}")
                     continue
                 conn.execute("SAVEPOINT chunk")
                 try:
-                    updated = conn.executemany(sql, rows).rowcount
+                    updated = _update_info(conn, rows, sql, stage, id_at)
                     for agent_id, pairs in labels:
                         if agent_id == 0:
                             continue

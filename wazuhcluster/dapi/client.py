@@ -12,7 +12,7 @@ from wazuhcluster.dapi.codec import DapiRequest, FunctionName
 from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhInternalError
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.localapi.client import local_request
-from wazuhcluster.protocol.commands import DAPI
+from wazuhcluster.protocol.commands import DAPI, DAPI_SYNC
 
 
 def build_request(function: str, f_kwargs: Mapping[str, Any] | None = None,
@@ -26,14 +26,23 @@ def build_request(function: str, f_kwargs: Mapping[str, Any] | None = None,
 
 async def dapi_call(reactor: Any, socket_path: str, request: DapiRequest,
                     final_timeout: float = 200.0) -> Any:
-    """Send ``request`` as ``dapi`` and return the decoded answer.
+    """Send ``request`` as ``wzc_dapi`` (``dapi`` whose ``ok`` reply is the answer itself: one
+    round trip instead of ``dapi`` then a long string) and return the decoded answer.
 
     :raises WazuhException: the error the request was answered with, 3012 when the node is
         not running, 3020 when no answer came within ``final_timeout``.
     """
+    payload = request.to_json().encode()
     try:
-        raw = await local_request(reactor, socket_path, DAPI, request.to_json().encode(),
-                                  final_timeout=final_timeout)
+        try:
+            raw = await local_request(reactor, socket_path, DAPI_SYNC, payload,
+                                      timeout=final_timeout)
+        except RemoteCommandError as e:
+            if not _unknown_command(e):
+                raise
+            # a node older than this client (rolling upgrade): 4.7.5's dapi + long string
+            raw = await local_request(reactor, socket_path, DAPI, payload,
+                                      final_timeout=final_timeout)
     except TimeoutError:
         raise WazuhInternalError(3020, extra_message="no answer to the DAPI request") from None
     except RemoteCommandError as e:
@@ -45,3 +54,8 @@ async def dapi_call(reactor: Any, socket_path: str, request: DapiRequest,
     if isinstance(answer, WazuhException):
         raise answer
     return answer
+
+
+def _unknown_command(error: RemoteCommandError) -> bool:
+    """Whether the node answered that it does not know the command it was sent."""
+    return error.code == 3000 and (error.extra_message or "").startswith("unknown command")

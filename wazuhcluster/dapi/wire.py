@@ -5,6 +5,13 @@ An answer (tagged JSON of a result, a plain value or an exception) travels as a 
 (``new_str``/``str_upd``) then ``dapi_res "<id> <string id>"`` toward a cluster peer, or
 ``dapi_res "<string id>"`` toward a local client; a failure of the relay itself as
 ``dapi_err "<id> <text>"`` / ``dapi_err "<text>"``.
+
+Between our own nodes (beyond Wazuh 4.7.5): both roles announce the ``dapi-answers``
+capability; toward a peer that announced it, an answer of at most one frame travels as one
+``wzc_dapi_a "<id> <answer>"`` request (one round trip instead of three: ``new_str``,
+``str_upd``, ``dapi_res``). Bigger answers, and every answer toward a Wazuh peer (which never
+announces it), take the long-string path. On the local socket our own clients send
+``wzc_dapi`` (payload as ``dapi``) and get the answer as its ``ok`` reply.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -27,7 +34,17 @@ from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhIn
 from wazuhcluster.dapi.service import ADDED, DistributedAPI
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import ILocalExtension, IMasterExtension, IPeer, IWorkerExtension
-from wazuhcluster.protocol.commands import DAPI, DAPI_ERR, DAPI_FWD, DAPI_RES, GET_HASH, Reply
+from wazuhcluster.protocol.chunks import REQUEST_CHUNK
+from wazuhcluster.protocol.commands import (
+    DAPI,
+    DAPI_ANSWER,
+    DAPI_ERR,
+    DAPI_FWD,
+    DAPI_RES,
+    DAPI_SYNC,
+    GET_HASH,
+    Reply,
+)
 from wazuhcluster.protocol.transfers import send_string
 
 Responder = Callable[[bytes], Coroutine[Any, Any, Reply | None]]
@@ -35,18 +52,45 @@ Responder = Callable[[bytes], Coroutine[Any, Any, Reply | None]]
 #: Directories whose files get_hash reports (relative to the home).
 HASHED_DIRS = ("etc/rules", "etc/decoders", "etc/lists")
 
+#: The capability with which a node asks for DAPI answers in one ``wzc_dapi_a`` message.
+DAPI_ANSWERS_CAPABILITY = "dapi-answers"
+#: The largest request id a ``wzc_dapi_a`` may carry (ours are a few digits).
+MAX_REQUEST_ID = 64
+
 _log = Logger()
 
 
-async def deliver(node: Any, peer: IPeer, request_id: bytes | None, answer: Any) -> None:
-    """Send ``answer`` to ``peer``: long string + ``dapi_res`` (``dapi_err`` if that fails)."""
-    prefix = request_id + b" " if request_id is not None else b""
+def inline_fits(request_id: bytes, data: bytes) -> bool:
+    """Whether ``wzc_dapi_a "<id> <data>"`` fits in one frame: a frame is what every
+    connection's memory share keeps room for (the same size as one ``str_upd``), so the
+    receiver never holds more than with a long string."""
+    return len(request_id) + 1 + len(data) <= REQUEST_CHUNK
+
+
+async def encode_answer(node: Any, answer: Any) -> bytes:
+    """The tagged JSON bytes of ``answer`` (already bytes for a :class:`codec.RawAnswer`)."""
     try:
-        data = answer.data if isinstance(answer, codec.RawAnswer) else \
+        return answer.data if isinstance(answer, codec.RawAnswer) else \
             (await node.run(codec.dumps, answer)).encode()
     except (TypeError, ValueError) as e:
-        data = codec.dumps(WazuhInternalError(1000, extra_message=f"unencodable result: {e}")
+        return codec.dumps(WazuhInternalError(1000, extra_message=f"unencodable result: {e}")
                            ).encode()
+
+
+async def deliver(node: Any, peer: IPeer, request_id: bytes | None, answer: Any,
+                  inline: bool = False) -> None:
+    """Send ``answer`` to ``peer``: long string + ``dapi_res`` (``dapi_err`` if that fails),
+    or one ``wzc_dapi_a`` when ``inline`` (the peer announced ``dapi-answers``) and it fits
+    in a frame."""
+    prefix = request_id + b" " if request_id is not None else b""
+    data = await encode_answer(node, answer)
+    if inline and request_id is not None and inline_fits(request_id, data):
+        try:
+            await peer.request(DAPI_ANSWER, prefix + data)
+        except ClusterError as e:
+            with contextlib.suppress(ClusterError):
+                await peer.request(DAPI_ERR, prefix + str(e).encode())
+        return
     try:
         string_id = await send_string(peer, data)
         if string_id.startswith(b"Error"):
@@ -86,8 +130,13 @@ class _ClusterSide:
         self._node = node
         self._tasks: dict[str, set[Deferred[None]]] = {}
 
+    #: announced in ``wzc_caps`` (by the worker, and in the master's answer to it)
+    capabilities = (DAPI_ANSWERS_CAPABILITY,)
+
     def responders_for(self, peer_of: Callable[[], IPeer | None], peer_name: Callable[[], str],
-                       strings: Any) -> dict[bytes, Responder]:
+                       strings: Any,
+                       peer_caps: Callable[[], frozenset[str]] = frozenset
+                       ) -> dict[bytes, Responder]:
         async def dapi(payload: bytes) -> Reply:
             request_id, _, body = payload.partition(b" ")
             if not request_id:
@@ -95,7 +144,9 @@ class _ClusterSide:
             request = await decode_request(self._node, body)
             name = peer_name()
             origin = f"{name}*{request_id.decode('ascii', 'replace')}"
-            task = Deferred.fromCoroutine(self._serve(peer_of(), request_id, request, origin))
+            inline = DAPI_ANSWERS_CAPABILITY in peer_caps()
+            task = Deferred.fromCoroutine(self._serve(peer_of(), request_id, request, origin,
+                                                      inline))
             if not task.called:
                 tasks = self._tasks.setdefault(name, set())
                 tasks.add(task)
@@ -112,6 +163,15 @@ class _ClusterSide:
                 raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
             return Reply.ok(b"Response forwarded to worker")
 
+        async def dapi_answer(payload: bytes) -> Reply:
+            request_id, _, data = payload.partition(b" ")
+            if not request_id or len(request_id) > MAX_REQUEST_ID:
+                raise ClusterError(3036, "wzc_dapi_a needs '<id> <answer>'")
+            if not self._api.answered(request_id.decode("ascii", "replace"),
+                                      codec.RawAnswer(data)):
+                raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
+            return Reply.ok(b"Response received")
+
         async def dapi_err(payload: bytes) -> Reply:
             request_id, _, text = payload.partition(b" ")
             error = codec.error_from_text(text.decode("utf-8", "replace"))
@@ -119,14 +179,15 @@ class _ClusterSide:
                 raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
             return Reply.ok(b"Response received")
 
-        return {DAPI: dapi, DAPI_RES: dapi_res, DAPI_ERR: dapi_err}
+        return {DAPI: dapi, DAPI_RES: dapi_res, DAPI_ERR: dapi_err, DAPI_ANSWER: dapi_answer}
 
     async def _serve(self, peer: IPeer | None, request_id: bytes,
-                     request: DapiRequest | WazuhException, origin: str) -> None:
+                     request: DapiRequest | WazuhException, origin: str,
+                     inline: bool = False) -> None:
         answer = request if isinstance(request, WazuhException) else \
             await self._api.handle(request, origin, raw=True)
         if peer is not None:
-            await deliver(self._node, peer, request_id, answer)
+            await deliver(self._node, peer, request_id, answer, inline)
 
     def lost(self, name: str, error: WazuhException) -> None:
         """The peer ``name`` is gone: its requests are cancelled, ours to it fail now."""
@@ -142,7 +203,9 @@ class DapiMaster(_ClusterSide):
     def master_responders(self, commands: Any) -> dict[bytes, Responder]:
         return self.responders_for(lambda: commands.peer,
                                    lambda: commands.session.name if commands.session else "",
-                                   commands.strings)
+                                   commands.strings,
+                                   lambda: commands.session.capabilities if commands.session
+                                   else frozenset())
 
     def worker_lost(self, session: Any) -> None:
         self.lost(session.name, WazuhClusterError(
@@ -157,7 +220,8 @@ class DapiWorker(_ClusterSide):
     """The DAPI commands the master sends to this worker."""
 
     def worker_responders(self, commands: Any) -> dict[bytes, Responder]:
-        return self.responders_for(lambda: commands.peer, lambda: "master", commands.strings)
+        return self.responders_for(lambda: commands.peer, lambda: "master", commands.strings,
+                                   lambda: self._node.master_capabilities)
 
     def connected(self, peer: IPeer, capabilities: frozenset[str]) -> None:
         """Nothing to do: requests find the link through the node."""
@@ -258,7 +322,28 @@ class DapiLocal:
             hashes = await self._node.run(ruleset_hashes, self._node.config.home)
             return Reply.ok(codec.dumps(hashes).encode())
 
-        return {DAPI: dapi, DAPI_FWD: dapi_fwd, GET_HASH: get_hash}
+        async def dapi_sync(payload: bytes) -> Reply:
+            request = await decode_request(self._node, payload)
+            if isinstance(request, WazuhException):
+                raise ClusterError(3036, request.extra_message
+                                   if isinstance(request.extra_message, str) else None)
+            if (not self._is_master and self._node.peer is None
+                    and request.request_type != "local_any"):
+                raise ClusterError(3023)
+            task = Deferred.fromCoroutine(self._api.handle(request, str(commands.client_id),
+                                                           raw=True))
+            if not task.called:
+                tasks.add(task)  # type: ignore[arg-type]
+                task.addBoth(_passthrough(lambda: tasks.discard(task)))  # type: ignore[arg-type]
+            try:
+                answer = await task
+            except WazuhException as e:
+                answer = e
+            except CancelledError:
+                raise ClusterError(3009, "the local client went away") from None
+            return Reply.ok(await encode_answer(self._node, answer))
+
+        return {DAPI: dapi, DAPI_FWD: dapi_fwd, GET_HASH: get_hash, DAPI_SYNC: dapi_sync}
 
     async def _answer(self, commands: Any, work: Coroutine[Any, Any, Any]) -> None:
         try:

@@ -69,6 +69,11 @@ CONTROL_RES = b"control_res"
 #: them (see docs/protocol.md, "Capabilities"); real Wazuh nodes never see them.
 CAPS = b"wzc_caps"
 SYNC_NOW = b"wzc_syncnow"  # at most 11 bytes fit in the header
+#: A DAPI answer in one message, ``"<id> <answer>"``, toward a cluster peer that announced
+#: the ``dapi-answers`` capability (instead of a long string and ``dapi_res``).
+DAPI_ANSWER = b"wzc_dapi_a"
+#: A local-socket ``dapi`` whose reply (``ok``) is the answer itself (our own clients).
+DAPI_SYNC = b"wzc_dapi"
 
 
 @attrs.frozen
