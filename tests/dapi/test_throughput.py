@@ -221,13 +221,8 @@ class AnswerCacheTests(SynchronousTestCase):
         self.assertEqual(len(runs), 3)  # the cancelled one, the waiter's own, fresh_bytes
 
     def test_not_kept(self) -> None:
-        """In-process callers get objects; errors, other functions, and the wazuh-db
-        backend are never kept."""
-        executed = self.env.api.executed
-        for _ in range(2):
-            answer = result_of(self.env.api.call("wazuh.agent.get_agents", {"limit": 3}))
-            self.assertIsInstance(answer, AffectedItemsWazuhResult)
-        self.assertEqual(self.env.api.executed, executed + 2)
+        """Errors, other functions, and the wazuh-db backend are never kept (in-process
+        callers: InProcessCallerTests)."""
         bad = request("wazuh.agent.get_agents", sort={"fields": ["nope"], "order": "asc"})
         for _ in range(2):
             self.assertIsInstance(raw_answer(self.env, bad), WazuhException)
@@ -314,3 +309,59 @@ class InlineDecodeTests(SynchronousTestCase):
         self.assertEqual(len(ran), 1)
         bad = result_of(Deferred.fromCoroutine(decode_request(node, b"{nope")))
         self.assertEqual(bad.code, 3036)
+
+
+class InProcessCallerTests(SynchronousTestCase):
+    """The master's own REST API (``DistributedAPI.call``) reads objects: a kept answer is
+    decoded for it, a computed one is handed over as it is, and both equal what the
+    function gives without the cache."""
+
+    def setUp(self) -> None:
+        self.env = Env(self)
+        self.env.dapi_env.add_agents(30, connection_status="active", node_name="master-node")
+        self.kwargs = {"limit": 10, "offset": 5}
+
+    def call(self) -> Any:
+        return result_of(self.env.api.call("wazuh.agent.get_agents", self.kwargs))
+
+    def fresh(self) -> bytes:
+        return fresh_bytes(self.env, request("wazuh.agent.get_agents", **self.kwargs))
+
+    def test_repeat_is_decoded_from_the_kept_bytes(self) -> None:
+        first = self.call()
+        self.assertIsInstance(first, AffectedItemsWazuhResult)  # the computed object
+        executed = self.env.api.executed
+        second = self.call()
+        self.assertIsInstance(second, AffectedItemsWazuhResult)
+        self.assertIsNot(second, first)  # fresh objects: a caller may change its copy
+        self.assertEqual(self.env.api.executed, executed)  # the function did not run
+        self.assertEqual((self.env.api.answers.hits, self.env.api.answers.misses), (1, 1))
+        expected = self.fresh()
+        self.assertEqual(codec.dumps(first).encode(), expected)
+        self.assertEqual(codec.dumps(second).encode(), expected)
+        self.assertEqual(second.render(), first.render())
+
+    def test_a_write_between_calls_is_seen(self) -> None:
+        self.call()
+        self.env.dapi_env.set([6], name="renamed")
+        after = self.call()
+        self.assertEqual(self.env.api.answers.hits, 0)
+        self.assertIn(b'"renamed"', codec.dumps(after).encode())
+
+    def test_cache_off_runs_every_time(self) -> None:
+        self.env.api.answers.max_entries = 0
+        executed = self.env.api.executed
+        self.call()
+        self.call()
+        self.assertEqual(self.env.api.executed, executed + 2)
+        self.assertEqual(self.env.api.answers.hits, 0)
+
+    def test_errors_are_raised_not_kept(self) -> None:
+        self.kwargs = {"sort": {"fields": ["nope"], "order": "asc"}}
+        executed = self.env.api.executed
+        for _ in range(2):
+            failure = self.failureResultOf(
+                self.env.api.call("wazuh.agent.get_agents", self.kwargs))
+            self.assertIsInstance(failure.value, WazuhException)
+        self.assertEqual(self.env.api.executed, executed + 2)
+        self.assertEqual(self.env.api.answers.hits, 0)

@@ -128,9 +128,14 @@ class AnswerCache:
         return generation, int(self._clock.seconds())
 
     async def answer(self, request: DapiRequest,
-                     compute: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+                     compute: Callable[[], Coroutine[Any, Any, Any]],
+                     objects: bool = False) -> Any:
         """The answer to ``request``: kept bytes (a RawAnswer) when valid, else what
-        ``compute()`` answers (encoded into a RawAnswer when it succeeded)."""
+        ``compute()`` answers (encoded into a RawAnswer when it succeeded).
+
+        With ``objects`` (an in-process caller that reads the result, such as this node's
+        REST API) kept bytes are decoded into fresh objects, off the reactor, and a computed
+        answer is returned as it is (its encoding is only kept)."""
         key = self.key(request) if self.max_entries > 0 else None
         db = self._db()
         if key is None or not IAgentPageReader.providedBy(db):
@@ -148,10 +153,12 @@ class AnswerCache:
                 outcome = entry.data
             if isinstance(outcome, bytes):
                 self.hits += 1
+                if objects:
+                    return await self._run(codec.loads, outcome)
                 return RawAnswer(outcome)
             if isinstance(outcome, BaseException):
                 return outcome  # the same request's error (a timeout, a missing agent)
-            return await self.answer(request, compute)  # that one kept nothing: run it
+            return await self.answer(request, compute, objects)  # it kept nothing: run it
         entry = _Entry(stamp)
         self._entries[key] = entry
         self._entries.move_to_end(key)
@@ -171,7 +178,7 @@ class AnswerCache:
                     and self._entries.get(key) is entry:
                 entry.data = data
                 self._trim()
-            return RawAnswer(data)
+            return answer if objects else RawAnswer(data)
         finally:
             if entry.data is None and self._entries.get(key) is entry:
                 del self._entries[key]

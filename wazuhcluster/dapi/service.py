@@ -196,16 +196,19 @@ class DistributedAPI:
                               **codec.request_fields(function))
 
         async def go() -> Any:
-            result = await self.handle(request, LOCAL_ORIGIN)
+            result = await self.handle(request, LOCAL_ORIGIN, cached=True)
             if isinstance(result, BaseException):
                 raise result
             return result
         return Deferred.fromCoroutine(go())
 
     # -- the decision ------------------------------------------------------------------------
-    async def handle(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
+    async def handle(self, request: DapiRequest, origin: str, raw: bool = False,
+                     cached: bool = False) -> Any:
         """Answer ``request`` (a result, a plain value, or the WazuhException as a value;
-        with ``raw``, an answer relayed from a peer may stay encoded, as a RawAnswer)."""
+        with ``raw``, an answer relayed from a peer may stay encoded, as a RawAnswer; with
+        ``cached``, an in-process caller's answer run here may come from the answer cache,
+        decoded)."""
         if (self.is_master and not request.nodes and not request.from_cluster
                 and names_nodes(request)):
             request = request.copy(nodes=self.all_node_names())  # as Wazuh's API fills it
@@ -213,26 +216,30 @@ class DistributedAPI:
             if (request.request_type == "local_any"
                     or (request.request_type == "local_master" and self.is_master)
                     or (request.request_type == "distributed_master" and request.from_cluster)):
-                return await self.run_local(request, origin, raw)
+                return await self.run_local(request, origin, raw, cached)
             if self.is_master:
                 if request.request_type == "distributed_master":
                     return await self.route(request, origin, raw)
-                return await self.run_local(request, origin, raw)
+                return await self.run_local(request, origin, raw, cached)
             return await self.ask_master(request, raw)
         except WazuhException as e:
             return e
         except ClusterError as e:
             return WazuhClusterError(e.code, extra_message=e.extra_message)
 
-    async def run_local(self, request: DapiRequest, origin: str, raw: bool = False) -> Any:
+    async def run_local(self, request: DapiRequest, origin: str, raw: bool = False,
+                        cached: bool = False) -> Any:
         """Run the native function (bounded per origin, ``api_timeout`` unless
         ``wait_for_complete``): the exception it raises is the answer. The node's
         ``events`` are told the function and the outcome. With ``raw`` (the answer goes on
         the wire as it is), a successful answer may come encoded, as a RawAnswer, from the
-        answer cache (:mod:`wazuhcluster.dapi.answers`)."""
-        if raw:
+        answer cache (:mod:`wazuhcluster.dapi.answers`); with ``cached`` (an in-process
+        caller, e.g. the REST API on the master) it may come from that cache decoded:
+        decoding a kept page costs less than reading, formatting and tagging it again."""
+        if raw or cached:
             answer = await self.answers.answer(request,
-                                               lambda: self._run_local(request, origin))
+                                               lambda: self._run_local(request, origin),
+                                               objects=not raw)
         else:
             answer = await self._run_local(request, origin)
         events = getattr(self._node, "events", None)
