@@ -284,7 +284,9 @@ class DapiLocal:
             task.addErrback(lambda f: _log.failure("[{tag}] [D API] Request failed", f,
                                                    tag=commands.tag))
 
-        async def dapi(payload: bytes) -> Reply:
+        async def admitted(payload: bytes) -> DapiRequest:
+            """A request this node takes: well formed (3036), and with a master to send
+            it to when it must go there (3023)."""
             request = await decode_request(self._node, payload)
             if isinstance(request, WazuhException):
                 raise ClusterError(3036, request.extra_message
@@ -292,6 +294,10 @@ class DapiLocal:
             if (not self._is_master and self._node.peer is None
                     and request.request_type != "local_any"):
                 raise ClusterError(3023)
+            return request
+
+        async def dapi(payload: bytes) -> Reply:
+            request = await admitted(payload)
             spawn(self._answer(commands, self._api.handle(request, str(commands.client_id),
                                                           raw=True)))
             return Reply.ok(ADDED)
@@ -323,13 +329,7 @@ class DapiLocal:
             return Reply.ok(codec.dumps(hashes).encode())
 
         async def dapi_sync(payload: bytes) -> Reply:
-            request = await decode_request(self._node, payload)
-            if isinstance(request, WazuhException):
-                raise ClusterError(3036, request.extra_message
-                                   if isinstance(request.extra_message, str) else None)
-            if (not self._is_master and self._node.peer is None
-                    and request.request_type != "local_any"):
-                raise ClusterError(3023)
+            request = await admitted(payload)
             task = Deferred.fromCoroutine(self._api.handle(request, str(commands.client_id),
                                                            raw=True))
             if not task.called:

@@ -49,7 +49,11 @@ def encode_message(counter: int, command: bytes, plaintext_length: int,
 def encode_message_parts(counter: int, command: bytes, plaintext_length: int,
                          wire_payload: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The frames of :func:`encode_message` as (header, payload piece) pairs, for writers that
-    can send two buffers without joining them (the same bytes in the same order)."""
+    can send two buffers without joining them (the same bytes in the same order).
+
+    Written out rather than shared with :func:`encode_message` through a common generator:
+    that extra layer cost 5-10 % of a 1 KiB message's whole codec time (bench/codec.py,
+    interleaved runs)."""
     if plaintext_length <= REQUEST_CHUNK:
         yield HEADER.pack(counter, len(wire_payload), command_field(command)), wire_payload
         return
