@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 from tests.api.fakes import FakeDAPI
 from tests.api.harness import ADMIN, READER, APIHarness
 from tests.support import short_tempdir
+from wazuhcluster.api import problems
 from wazuhcluster.api.service import SPEC_PATH
 from wazuhcluster.dapi.results import (
     AffectedItemsWazuhResult,
@@ -149,6 +150,13 @@ class AuthTests(_Base):
         r = await c.request("POST", "/security/user/authenticate", auth=ADMIN)
         self.assertEqual((r.status, r.body["error"]), (500, 1000))
         self.assertIn("logins at a worker need a wazuhcluster master", r.body["detail"])
+        # the status page's login form goes through the same check (it raised KeyError)
+        try:
+            await self.api.service.resource.login(*ADMIN, "127.0.0.1")
+        except problems.Problem as e:
+            self.assertIn("logins at a worker need a wazuhcluster master", str(e.detail))
+        else:
+            self.fail("a page login through a Wazuh master gave a token")
 
     async def test_bad_credentials_and_tokens(self) -> None:
         """Wrong password, no token, a garbage token: 401 with Wazuh's details."""

@@ -228,6 +228,24 @@ class APIResource(Resource):
             self.logins.failed(address)
             raise problems.INVALID_CREDENTIALS
         name, password = credentials
+        token = await self._issue_token(name, password, address)
+        if args["raw"]:
+            return name, E.Reply(token, content_type="text/plain")
+        return name, E.Reply({"data": {"token": token}, "error": 0})
+
+    # -- IAPIAuth: what mounted pages use -------------------------------------------------
+    def login(self, name: str, password: str, address: str) -> Deferred[str]:
+        """A new token for an API user (failed-login blocking as for the API's login)."""
+        return ensureDeferred(self._page_login(name, password, address))
+
+    async def _page_login(self, name: str, password: str, address: str) -> str:
+        if self.logins.is_blocked(address):
+            raise problems.LOGIN_BLOCKED
+        return await self._issue_token(name, password, address)
+
+    async def _issue_token(self, name: str, password: str, address: str) -> str:
+        """A token for ``name`` once the master accepted the password (a failed login is
+        counted for ``address``); the API's login and the pages' login alike."""
         checked = await self._dapi_call(CHECK_USER, {"user": name, "password": password},
                                         "local_master")
         if not checked.get("result"):
@@ -241,27 +259,6 @@ class APIResource(Resource):
                 "the master's get_permissions answer has no token generation: logins at a "
                 "worker need a wazuhcluster master (a Wazuh master keeps its users in its "
                 "own RBAC database)"), code=1000)
-        token = self._codec().issue(name, list(permissions["roles"]),
-                                    int(permissions["generation"]), self._clock.seconds(),
-                                    self._config.auth_token_exp_timeout)
-        if args["raw"]:
-            return name, E.Reply(token, content_type="text/plain")
-        return name, E.Reply({"data": {"token": token}, "error": 0})
-
-    # -- IAPIAuth: what mounted pages use -------------------------------------------------
-    def login(self, name: str, password: str, address: str) -> Deferred[str]:
-        """A new token for an API user (failed-login blocking as for the API's login)."""
-        return ensureDeferred(self._page_login(name, password, address))
-
-    async def _page_login(self, name: str, password: str, address: str) -> str:
-        if self.logins.is_blocked(address):
-            raise problems.LOGIN_BLOCKED
-        checked = await self._dapi_call(CHECK_USER, {"user": name, "password": password},
-                                        "local_master")
-        if not checked.get("result"):
-            self.logins.failed(address)
-            raise problems.INVALID_CREDENTIALS
-        permissions = await self._dapi_call(GET_PERMISSIONS, {"user_id": name}, "local_master")
         return self._codec().issue(name, list(permissions["roles"]),
                                    int(permissions["generation"]), self._clock.seconds(),
                                    self._config.auth_token_exp_timeout)
