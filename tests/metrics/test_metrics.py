@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
@@ -280,9 +280,49 @@ class ServiceTests(SynchronousTestCase):
         db = service._node.agent_db = DB()
         service.startService()
         self.addCleanup(service.stopService)
-        self.assertEqual(v(samples(service.metrics), "wazuhcluster_agents", node="w1",
-                           status="active"), 3)
+        # Nothing is read while nobody scrapes (it was a GROUP BY over every agent every
+        # 10 s on every node).
+        reactor.advance(60)
+        self.assertEqual(db.sql, [])
+        site = reactor.tcpServers[0][1]
+
+        def scrape() -> bytes:
+            request = DummyRequest([b"metrics"])
+            request.path = b"/metrics"
+            self.assertEqual(site.resource.render_GET(request), NOT_DONE_YET)
+            self.assertTrue(request.finished)
+            return b"".join(request.written)
+        body = scrape()
+        self.assertIn(b'wazuhcluster_agents{node="w1",status="active"} 3.0', body)
+        self.assertEqual(len(db.sql), 1)
         self.assertIn("GROUP BY node_name, connection_status", db.sql[0])
+        reactor.advance(5)
+        scrape()  # counts at most 10 s old: kept
+        self.assertEqual(len(db.sql), 1)
+        reactor.advance(5)
+        scrape()
+        self.assertEqual(len(db.sql), 2)
+
+    def test_scrapes_during_a_count_share_it(self) -> None:
+        reactor = MemoryReactorClock()
+        service = self.service(reactor)
+        answers: list[Deferred[Any]] = []
+
+        class DB:
+            def select(self, sql: str) -> Any:
+                answers.append(Deferred())
+                return answers[-1]
+
+        service._node.agent_db = DB()
+        first = service.fresh_agents()
+        second = service.fresh_agents()
+        self.assertEqual(len(answers), 1)
+        self.assertNoResult(first)
+        answers[0].callback([{"node_name": "w1", "connection_status": "active", "n": 2}])
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(v(samples(service.metrics), "wazuhcluster_agents", node="w1",
+                           status="active"), 2)
 
     def test_busy_port_is_one_error_line_and_the_node_runs_on(self) -> None:
         error = CannotListenError("127.0.0.1", 9999, OSError(98, "Address already in use"))
