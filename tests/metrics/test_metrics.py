@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -28,7 +30,8 @@ from wazuhcluster.interfaces import IClusterEvents
 from wazuhcluster.master.node import MasterNode
 from wazuhcluster.metrics.config import DEFAULT_PORT, load_metrics_config
 from wazuhcluster.metrics.registry import NodeMetrics
-from wazuhcluster.metrics.service import MetricsResource, MetricsService
+from wazuhcluster.metrics.service import LazySite, MetricsService
+from wazuhcluster.metrics.web import MetricsResource
 from wazuhcluster.protocol.handler import ClusterProtocol, drop_label
 from wazuhcluster.status.local import install as install_status
 from wazuhcluster.worker.node import WorkerNode
@@ -284,7 +287,7 @@ class ServiceTests(SynchronousTestCase):
         # 10 s on every node).
         reactor.advance(60)
         self.assertEqual(db.sql, [])
-        site = reactor.tcpServers[0][1]
+        site = reactor.tcpServers[0][1].site()
 
         def scrape() -> bytes:
             request = DummyRequest([b"metrics"])
@@ -302,6 +305,33 @@ class ServiceTests(SynchronousTestCase):
         reactor.advance(5)
         scrape()
         self.assertEqual(len(db.sql), 2)
+
+    def test_web_stack_imported_at_the_first_connection(self) -> None:
+        """A node imports Twisted's web stack for /metrics only when someone connects."""
+        code = ("import sys\n"
+                "from twisted.internet.testing import MemoryReactorClock\n"
+                "from wazuhcluster.metrics.service import MetricsService\n"
+                "import wazuhcluster.node\n"
+                "print('twisted.web.server' in sys.modules)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=os.path.dirname(os.path.dirname(
+                                 os.path.dirname(os.path.abspath(__file__)))))
+        self.assertEqual(out.stdout.strip(), "False")
+        reactor = MemoryReactorClock()
+        service = self.service(reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        factory = reactor.tcpServers[0][1]
+        self.assertIsInstance(factory, LazySite)
+        self.assertIsNone(factory._site)
+        factory.doStart()
+        protocol = factory.buildProtocol(None)
+        from twisted.web.server import Site
+        self.assertIsInstance(factory._site, Site)
+        self.assertIs(protocol.factory, factory._site)
+        self.assertIs(factory.buildProtocol(None).factory, factory._site)  # built once
+        factory.doStop()
+        self.assertEqual(factory._site.numPorts, 0)
 
     def test_scrapes_during_a_count_share_it(self) -> None:
         reactor = MemoryReactorClock()
