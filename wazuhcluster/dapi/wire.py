@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -31,6 +32,7 @@ from wazuhcluster.config import Role
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import CodecError, DapiRequest
 from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhInternalError
+from wazuhcluster.dapi.revalidate import REVALIDATE_CAPABILITY, UNCHANGED, valid_digest
 from wazuhcluster.dapi.service import ADDED, DistributedAPI
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import ILocalExtension, IMasterExtension, IPeer, IWorkerExtension
@@ -40,8 +42,11 @@ from wazuhcluster.protocol.commands import (
     DAPI_ANSWER,
     DAPI_ERR,
     DAPI_FWD,
+    DAPI_KEEP,
     DAPI_RES,
+    DAPI_REVALIDATE,
     DAPI_SYNC,
+    DAPI_UNCHANGED,
     GET_HASH,
     Reply,
 )
@@ -75,6 +80,35 @@ async def encode_answer(node: Any, answer: Any) -> bytes:
     except (TypeError, ValueError) as e:
         return codec.dumps(WazuhInternalError(1000, extra_message=f"unencodable result: {e}")
                            ).encode()
+
+
+def keep_fits(request_id: bytes, digest: bytes, data: bytes) -> bool:
+    """Whether ``wzc_dapi_k "<id> <digest> <data>"`` fits in one frame."""
+    return len(request_id) + len(digest) + 2 + len(data) <= REQUEST_CHUNK
+
+
+async def deliver_revalidated(node: Any, peer: IPeer, request_id: bytes, answer: Any,
+                              held: bytes | None, inline: bool) -> None:
+    """Master, toward a worker that announced ``dapi-revalidate``: ``wzc_dapi_u "<id>"``
+    when ``answer`` is a keepable one (it carries its digest) whose digest is ``held``, the
+    one the worker offered; ``wzc_dapi_k "<id> <digest> <answer>"`` for another keepable
+    answer that fits in a frame; anything else as :func:`deliver` sends it."""
+    digest = answer.digest if isinstance(answer, codec.RawAnswer) else None
+    if digest is None or (held is None and not keep_fits(request_id, digest, answer.data)):
+        await deliver(node, peer, request_id, answer, inline)
+        return
+    if held is not None and hmac.compare_digest(digest, held):
+        command, payload = DAPI_UNCHANGED, request_id
+    elif keep_fits(request_id, digest, answer.data):
+        command, payload = DAPI_KEEP, b"%s %s %s" % (request_id, digest, answer.data)
+    else:
+        await deliver(node, peer, request_id, answer, inline)
+        return
+    try:
+        await peer.request(command, payload)
+    except ClusterError as e:
+        with contextlib.suppress(ClusterError):
+            await peer.request(DAPI_ERR, request_id + b" " + str(e).encode())
 
 
 async def deliver(node: Any, peer: IPeer, request_id: bytes | None, answer: Any,
@@ -131,7 +165,7 @@ class _ClusterSide:
         self._tasks: dict[str, set[Deferred[None]]] = {}
 
     #: announced in ``wzc_caps`` (by the worker, and in the master's answer to it)
-    capabilities = (DAPI_ANSWERS_CAPABILITY,)
+    capabilities: tuple[str, ...] = (DAPI_ANSWERS_CAPABILITY,)
 
     def responders_for(self, peer_of: Callable[[], IPeer | None], peer_name: Callable[[], str],
                        strings: Any,
@@ -144,15 +178,8 @@ class _ClusterSide:
             request = await decode_request(self._node, body)
             name = peer_name()
             origin = f"{name}*{request_id.decode('ascii', 'replace')}"
-            inline = DAPI_ANSWERS_CAPABILITY in peer_caps()
-            task = Deferred.fromCoroutine(self._serve(peer_of(), request_id, request, origin,
-                                                      inline))
-            if not task.called:
-                tasks = self._tasks.setdefault(name, set())
-                tasks.add(task)
-                task.addBoth(_passthrough(lambda: tasks.discard(task)))
-            task.addErrback(_ignore_cancel)
-            task.addErrback(lambda f: _log.failure("[D API] Relay failed", f))
+            self._spawn(name, self._serve(peer_of(), request_id, request, origin,
+                                          peer_caps()))
             return Reply.ok(ADDED)
 
         async def dapi_res(payload: bytes) -> Reply:
@@ -181,13 +208,33 @@ class _ClusterSide:
 
         return {DAPI: dapi, DAPI_RES: dapi_res, DAPI_ERR: dapi_err, DAPI_ANSWER: dapi_answer}
 
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run the serving of a peer's request; cancelled when that peer goes away."""
+        task = Deferred.fromCoroutine(work)
+        if not task.called:
+            tasks = self._tasks.setdefault(name, set())
+            tasks.add(task)
+            task.addBoth(_passthrough(lambda: tasks.discard(task)))
+        task.addErrback(_ignore_cancel)
+        task.addErrback(lambda f: _log.failure("[D API] Relay failed", f))
+
     async def _serve(self, peer: IPeer | None, request_id: bytes,
                      request: DapiRequest | WazuhException, origin: str,
-                     inline: bool = False) -> None:
+                     caps: frozenset[str] = frozenset(), held: bytes | None = None) -> None:
         answer = request if isinstance(request, WazuhException) else \
             await self._api.handle(request, origin, raw=True)
-        if peer is not None:
+        if peer is None:
+            return
+        inline = DAPI_ANSWERS_CAPABILITY in caps
+        if self._revalidates and (held is not None
+                                  or (inline and REVALIDATE_CAPABILITY in caps)):
+            await deliver_revalidated(self._node, peer, request_id, answer, held, inline)
+        else:
             await deliver(self._node, peer, request_id, answer, inline)
+
+    #: whether this side answers ``wzc_dapi_r`` and sends ``wzc_dapi_u``/``wzc_dapi_k``
+    #: (the master only: a worker never keeps what it sends)
+    _revalidates = False
 
     def lost(self, name: str, error: WazuhException) -> None:
         """The peer ``name`` is gone: its requests are cancelled, ours to it fail now."""
@@ -200,12 +247,35 @@ class _ClusterSide:
 class DapiMaster(_ClusterSide):
     """The DAPI commands of one worker connection on the master."""
 
+    capabilities = (DAPI_ANSWERS_CAPABILITY, REVALIDATE_CAPABILITY)
+    _revalidates = True
+
     def master_responders(self, commands: Any) -> dict[bytes, Responder]:
-        return self.responders_for(lambda: commands.peer,
-                                   lambda: commands.session.name if commands.session else "",
-                                   commands.strings,
-                                   lambda: commands.session.capabilities if commands.session
-                                   else frozenset())
+        def peer_caps() -> frozenset[str]:
+            return commands.session.capabilities if commands.session else frozenset()
+
+        def peer_name() -> str:
+            return commands.session.name if commands.session else ""
+
+        responders = self.responders_for(lambda: commands.peer, peer_name, commands.strings,
+                                         peer_caps)
+
+        async def dapi_revalidate(payload: bytes) -> Reply:
+            """``wzc_dapi_r "<id> <digest> <request>"``: ``dapi`` from a worker holding an
+            answer to it with that digest (answered ``wzc_dapi_u`` if still the same)."""
+            request_id, _, rest = payload.partition(b" ")
+            digest, _, body = rest.partition(b" ")
+            if not request_id or len(request_id) > MAX_REQUEST_ID or not valid_digest(digest):
+                raise ClusterError(3036, "wzc_dapi_r needs '<id> <digest> <request>'")
+            request = await decode_request(self._node, body)
+            name = peer_name()
+            origin = f"{name}*{request_id.decode('ascii', 'replace')}"
+            self._spawn(name, self._serve(commands.peer, request_id, request, origin,
+                                          peer_caps(), digest))
+            return Reply.ok(ADDED)
+
+        responders[DAPI_REVALIDATE] = dapi_revalidate
+        return responders
 
     def worker_lost(self, session: Any) -> None:
         self.lost(session.name, WazuhClusterError(
@@ -219,9 +289,41 @@ class DapiMaster(_ClusterSide):
 class DapiWorker(_ClusterSide):
     """The DAPI commands the master sends to this worker."""
 
+    @property
+    def capabilities(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``dapi-revalidate`` only while this worker keeps relayed answers."""
+        if self._api.relayed.enabled:
+            return (DAPI_ANSWERS_CAPABILITY, REVALIDATE_CAPABILITY)
+        return (DAPI_ANSWERS_CAPABILITY,)
+
     def worker_responders(self, commands: Any) -> dict[bytes, Responder]:
-        return self.responders_for(lambda: commands.peer, lambda: "master", commands.strings,
-                                   lambda: self._node.master_capabilities)
+        responders = self.responders_for(lambda: commands.peer, lambda: "master",
+                                         commands.strings,
+                                         lambda: self._node.master_capabilities)
+
+        async def dapi_unchanged(payload: bytes) -> Reply:
+            """``wzc_dapi_u "<id>"``: the answer is the one whose digest we offered."""
+            request_id = payload.strip()
+            if not request_id or len(request_id) > MAX_REQUEST_ID:
+                raise ClusterError(3036, "wzc_dapi_u needs '<id>'")
+            if not self._api.answered(request_id.decode("ascii", "replace"), UNCHANGED):
+                raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
+            return Reply.ok(b"Response received")
+
+        async def dapi_keep(payload: bytes) -> Reply:
+            """``wzc_dapi_k "<id> <digest> <answer>"``: an answer we may keep."""
+            request_id, _, rest = payload.partition(b" ")
+            digest, _, data = rest.partition(b" ")
+            if not request_id or len(request_id) > MAX_REQUEST_ID or not valid_digest(digest):
+                raise ClusterError(3036, "wzc_dapi_k needs '<id> <digest> <answer>'")
+            if not self._api.answered(request_id.decode("ascii", "replace"),
+                                      codec.RawAnswer(data, digest)):
+                raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
+            return Reply.ok(b"Response received")
+
+        responders[DAPI_UNCHANGED] = dapi_unchanged
+        responders[DAPI_KEEP] = dapi_keep
+        return responders
 
     def connected(self, peer: IPeer, capabilities: frozenset[str]) -> None:
         """Nothing to do: requests find the link through the node."""
@@ -229,6 +331,7 @@ class DapiWorker(_ClusterSide):
     def disconnected(self) -> None:
         self.lost("master", WazuhClusterError(
             3023, extra_message="connection with the master lost"))
+        self._api.relayed.clear()  # the next master may be another node: start afresh
 
 
 def ruleset_hashes(home: str) -> dict[str, str]:
