@@ -9,7 +9,7 @@ master without the capability (rolling upgrade) and a Wazuh master (no capabilit
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,8 +20,8 @@ from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.answers import answer_digest
 from wazuhcluster.dapi.codec import RawAnswer
 from wazuhcluster.dapi.revalidate import REVALIDATE_CAPABILITY, RelayCache, valid_digest
-from wazuhcluster.dapi.wire import DAPI_ANSWERS_CAPABILITY, DapiWorker
 from wazuhcluster.dapi.service import ADDED
+from wazuhcluster.dapi.wire import DAPI_ANSWERS_CAPABILITY, DapiWorker
 from wazuhcluster.errors import ConfigError, RemoteCommandError
 from wazuhcluster.protocol.commands import Reply
 
@@ -160,7 +160,7 @@ class RevalidateTests(WireBase):
 
 
 class WorkerKeepsNothingTests(WireBase):
-    worker_dapi = {"relay_cache_entries": 0}
+    worker_dapi: ClassVar[dict[str, Any]] = {"relay_cache_entries": 0}
 
     def test_no_capability_no_keeping(self) -> None:
         self.assertNotIn(REVALIDATE_CAPABILITY,
