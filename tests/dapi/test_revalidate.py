@@ -140,9 +140,11 @@ class RevalidateTests(WireBase):
             d = self.master_link.request(command, payload)
             self.flush()
             self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3032)
-        d = self.master_link.request(b"wzc_dapi_k", b"999 short {}")
-        self.flush()
-        self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3036)
+        for payload in (b"999 short {}", b"999 " + b"0" * 64 + b"{}", b"999",
+                        b"9" * 65 + b" " + b"0" * 64 + b" {}", b" " + b"0" * 64 + b" {}"):
+            d = self.master_link.request(b"wzc_dapi_k", payload)
+            self.flush()
+            self.assertEqual(self.failureResultOf(d, RemoteCommandError).value.code, 3036)
 
     def test_unchanged_for_a_request_that_offered_nothing(self) -> None:
         """A master answering ``wzc_dapi_u`` to a plain ``dapi``: an error answer, no crash."""

@@ -32,7 +32,12 @@ from wazuhcluster.config import Role
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import CodecError, DapiRequest
 from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhInternalError
-from wazuhcluster.dapi.revalidate import REVALIDATE_CAPABILITY, UNCHANGED, valid_digest
+from wazuhcluster.dapi.revalidate import (
+    DIGEST_SIZE,
+    REVALIDATE_CAPABILITY,
+    UNCHANGED,
+    valid_digest,
+)
 from wazuhcluster.dapi.service import ADDED, DistributedAPI
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import ILocalExtension, IMasterExtension, IPeer, IWorkerExtension
@@ -312,10 +317,15 @@ class DapiWorker(_ClusterSide):
 
         async def dapi_keep(payload: bytes) -> Reply:
             """``wzc_dapi_k "<id> <digest> <answer>"``: an answer we may keep."""
-            request_id, _, rest = payload.partition(b" ")
-            digest, _, data = rest.partition(b" ")
-            if not request_id or len(request_id) > MAX_REQUEST_ID or not valid_digest(digest):
+            # the answer is copied out of the payload once (no intermediate "<digest>
+            # <answer>" slice)
+            space = payload.find(b" ", 0, MAX_REQUEST_ID + 1)
+            request_id = payload[:space] if space > 0 else b""
+            digest = payload[space + 1:space + 1 + DIGEST_SIZE] if request_id else b""
+            if not request_id or not valid_digest(digest) \
+                    or payload[space + 1 + DIGEST_SIZE:space + 2 + DIGEST_SIZE] != b" ":
                 raise ClusterError(3036, "wzc_dapi_k needs '<id> <digest> <answer>'")
+            data = payload[space + 2 + DIGEST_SIZE:]
             if not self._api.answered(request_id.decode("ascii", "replace"),
                                       codec.RawAnswer(data, digest)):
                 raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
