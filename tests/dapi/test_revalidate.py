@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.agents.memory import NOW, keys, raw
@@ -21,7 +21,7 @@ from wazuhcluster.dapi.answers import answer_digest
 from wazuhcluster.dapi.codec import RawAnswer
 from wazuhcluster.dapi.revalidate import REVALIDATE_CAPABILITY, RelayCache, valid_digest
 from wazuhcluster.dapi.service import ADDED
-from wazuhcluster.dapi.wire import DAPI_ANSWERS_CAPABILITY, DapiWorker
+from wazuhcluster.dapi.wire import DAPI_ANSWERS_CAPABILITY, UNCHANGED_GRACE, DapiWorker
 from wazuhcluster.errors import ConfigError, RemoteCommandError
 from wazuhcluster.protocol.commands import Reply
 
@@ -59,7 +59,8 @@ class RevalidateTests(WireBase):
         self.assertEqual(len(self.wapi.relayed), 1)
         del at_worker[:], at_master[:]
         second = self.sync()
-        self.assertEqual((at_master, at_worker), ([b"wzc_dapi_r"], [b"wzc_dapi_u"]))
+        # the master's reply to wzc_dapi_r says "unchanged": nothing else crosses
+        self.assertEqual((at_master, at_worker), ([b"wzc_dapi_r"], []))
         self.assertEqual(second, first)
         self.assertEqual(second, self.fresh())
         self.assertEqual(self.wapi.relayed.revalidated, 1)
@@ -74,7 +75,7 @@ class RevalidateTests(WireBase):
         at_worker = self.spy(self.link)
         self.assertEqual(self.sync(), self.fresh())
         self.assertEqual(self.mapi.executed, executed + 2)  # ours, then fresh()'s
-        self.assertEqual(at_worker, [b"wzc_dapi_u"])
+        self.assertEqual(at_worker, [])
 
     def test_changed_answer_crosses_in_full(self) -> None:
         first = self.sync()
@@ -86,9 +87,9 @@ class RevalidateTests(WireBase):
         self.assertEqual(second, self.fresh())
         self.assertEqual(codec.loads(second).total_affected_items, 13)
         # the new answer is the one kept now
-        del at_worker[:]
+        del at_worker[:], at_master[:]
         self.assertEqual(self.sync(), second)
-        self.assertEqual(at_worker, [b"wzc_dapi_u"])
+        self.assertEqual((at_master, at_worker), ([b"wzc_dapi_r"], []))
 
     def test_in_process_caller_on_the_worker(self) -> None:
         """The worker's own REST API (in-process, decoded answers) revalidates too."""
@@ -97,7 +98,31 @@ class RevalidateTests(WireBase):
             d = self.wapi.call("wazuh.agent.get_agents", {"limit": 5, "offset": 0})
             self.flush()
             self.assertEqual(self.successResultOf(d).total_affected_items, 11)
-        self.assertEqual(at_worker, [b"wzc_dapi_k", b"wzc_dapi_u"])
+        self.assertEqual(at_worker, [b"wzc_dapi_k"])
+        self.assertEqual(self.wapi.relayed.revalidated, 1)
+
+    def test_unchanged_after_the_grace(self) -> None:
+        """An answer not ready within the grace: the reply is dapi's, then wzc_dapi_u."""
+        first = self.sync()
+        gate: Deferred[None] = Deferred()
+        handle = self.mapi.handle
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await gate
+            return await handle(*args, **kwargs)
+        self.mapi.handle = slow  # type: ignore[method-assign]
+        at_worker = self.spy(self.link)
+        client, _ = self.local(self.worker)
+        d = client.request(b"wzc_dapi", PAGE)
+        self.flush()
+        self.assertNoResult(d)
+        self.clock.advance(UNCHANGED_GRACE)
+        self.flush()
+        self.assertNoResult(d)
+        gate.callback(None)
+        self.flush()
+        self.assertEqual(self.successResultOf(d), first)
+        self.assertEqual(at_worker, [b"wzc_dapi_u"])
 
     def test_errors_and_other_functions_not_kept(self) -> None:
         at_worker = self.spy(self.link)

@@ -48,6 +48,8 @@ class Unchanged:
 
 
 UNCHANGED = Unchanged()
+#: The ``ok`` payload of a ``wzc_dapi_r`` whose answer is the worker's kept one.
+UNCHANGED_REPLY = b"unchanged"
 
 
 def valid_digest(digest: bytes) -> bool:

@@ -40,7 +40,13 @@ from wazuhcluster.dapi.results import (
     WazuhException,
     WazuhInternalError,
 )
-from wazuhcluster.dapi.revalidate import REVALIDATE_CAPABILITY, UNCHANGED, Kept, RelayCache
+from wazuhcluster.dapi.revalidate import (
+    REVALIDATE_CAPABILITY,
+    UNCHANGED,
+    UNCHANGED_REPLY,
+    Kept,
+    RelayCache,
+)
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IAgentPageReader, IDistributedAPI, IPeer
 from wazuhcluster.protocol.commands import DAPI_REVALIDATE, GET_NODES
@@ -360,13 +366,15 @@ class DistributedAPI:
         self._pending[request_id] = (peer_name, answer)
         try:
             try:
-                await peer.request(command, payload)
+                reply = await peer.request(command, payload)
             except ClusterError as e:
                 if e.code in (3022, 3023):
                     raise WazuhClusterError(e.code, extra_message=e.extra_message) from None
                 detail = e.extra_message if e.code == 3018 else str(e)  # said once
                 raise WazuhClusterError(3018, extra_message=detail) from None
-            if not request.wait_for_complete:
+            if held is not None and reply == UNCHANGED_REPLY:
+                answer.callback(UNCHANGED)  # the reply said it: nothing follows
+            if not request.wait_for_complete and not answer.called:
                 answer.addTimeout(self.config.intervals.timeout_dapi_request, self._clock)
             try:
                 value = await answer
@@ -391,6 +399,10 @@ class DistributedAPI:
             except codec.CodecError as e:
                 value = WazuhInternalError(3036, extra_message=str(e)[:500])
         return value
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._clock
 
     def _revalidating(self, peer_name: str) -> bool:
         """Whether requests to ``peer_name`` may offer kept answers: a worker's, to a master

@@ -36,6 +36,7 @@ from wazuhcluster.dapi.revalidate import (
     DIGEST_SIZE,
     REVALIDATE_CAPABILITY,
     UNCHANGED,
+    UNCHANGED_REPLY,
     valid_digest,
 )
 from wazuhcluster.dapi.service import ADDED, DistributedAPI
@@ -92,6 +93,19 @@ def keep_fits(request_id: bytes, digest: bytes, data: bytes) -> bool:
     return len(request_id) + len(digest) + 2 + len(data) <= REQUEST_CHUNK
 
 
+#: How long the master waits for the answer to a ``wzc_dapi_r`` before replying ``Added``:
+#: an answer ready by then and unchanged is the reply itself (``ok "unchanged"``). Far below
+#: the link's request timeout; a kept answer is ready within one database-thread round trip.
+UNCHANGED_GRACE = 0.5
+
+
+def unchanged(answer: Any, held: bytes | None) -> bool:
+    """Whether ``answer`` is a keepable answer (it carries its digest) whose digest is
+    ``held``, the one the worker offered."""
+    digest = answer.digest if isinstance(answer, codec.RawAnswer) else None
+    return digest is not None and held is not None and hmac.compare_digest(digest, held)
+
+
 async def deliver_revalidated(node: Any, peer: IPeer, request_id: bytes, answer: Any,
                               held: bytes | None, inline: bool) -> None:
     """Master, toward a worker that announced ``dapi-revalidate``: ``wzc_dapi_u "<id>"``
@@ -102,7 +116,7 @@ async def deliver_revalidated(node: Any, peer: IPeer, request_id: bytes, answer:
     if digest is None or (held is None and not keep_fits(request_id, digest, answer.data)):
         await deliver(node, peer, request_id, answer, inline)
         return
-    if held is not None and hmac.compare_digest(digest, held):
+    if unchanged(answer, held):
         command, payload = DAPI_UNCHANGED, request_id
     elif keep_fits(request_id, digest, answer.data):
         command, payload = DAPI_KEEP, b"%s %s %s" % (request_id, digest, answer.data)
@@ -267,7 +281,10 @@ class DapiMaster(_ClusterSide):
 
         async def dapi_revalidate(payload: bytes) -> Reply:
             """``wzc_dapi_r "<id> <digest> <request>"``: ``dapi`` from a worker holding an
-            answer to it with that digest (answered ``wzc_dapi_u`` if still the same)."""
+            answer to it with that digest. When the answer is ready within
+            :data:`UNCHANGED_GRACE` seconds and has that digest, the reply itself says so
+            (``ok "unchanged"``: one message, nothing follows); otherwise the reply is
+            ``dapi``'s and the answer follows (``wzc_dapi_u`` if unchanged after all)."""
             request_id, _, rest = payload.partition(b" ")
             digest, _, body = rest.partition(b" ")
             if not request_id or len(request_id) > MAX_REQUEST_ID or not valid_digest(digest):
@@ -275,9 +292,29 @@ class DapiMaster(_ClusterSide):
             request = await decode_request(self._node, body)
             name = peer_name()
             origin = f"{name}*{request_id.decode('ascii', 'replace')}"
-            self._spawn(name, self._serve(commands.peer, request_id, request, origin,
-                                          peer_caps(), digest))
-            return Reply.ok(ADDED)
+            quick: Deferred[bool] = Deferred()
+            timer = self._api.clock.callLater(
+                UNCHANGED_GRACE, lambda: None if quick.called else quick.callback(False))
+
+            async def serve() -> None:
+                answer = request if isinstance(request, WazuhException) else \
+                    await self._api.handle(request, origin, raw=True)
+                if not quick.called:
+                    same = unchanged(answer, digest)
+                    quick.callback(same)
+                    if same:
+                        return  # the reply carries it
+                peer = commands.peer
+                if peer is not None:
+                    await deliver_revalidated(self._node, peer, request_id, answer, digest,
+                                              DAPI_ANSWERS_CAPABILITY in peer_caps())
+            self._spawn(name, serve())
+            try:
+                same = await quick
+            finally:
+                if timer.active():
+                    timer.cancel()
+            return Reply.ok(UNCHANGED_REPLY if same else ADDED)
 
         responders[DAPI_REVALIDATE] = dapi_revalidate
         return responders
