@@ -12,6 +12,12 @@ capability; toward a peer that announced it, an answer of at most one frame trav
 ``str_upd``, ``dapi_res``). Bigger answers, and every answer toward a Wazuh peer (which never
 announces it), take the long-string path. On the local socket our own clients send
 ``wzc_dapi`` (payload as ``dapi``) and get the answer as its ``ok`` reply.
+
+Answers revalidated (capability ``dapi-revalidate``, :mod:`wazuhcluster.dapi.revalidate`): the
+master sends keepable answers to our workers as ``wzc_dapi_k "<id> <digest> <answer>"``; a
+worker asks again with ``wzc_dapi_r "<id> <digest> <request>"`` and gets ``ok "unchanged"``
+(or, after :data:`UNCHANGED_GRACE`, ``wzc_dapi_u "<id>"``) when the master's answer of that
+moment has that digest.
 """
 
 from __future__ import annotations
@@ -239,15 +245,14 @@ class _ClusterSide:
 
     async def _serve(self, peer: IPeer | None, request_id: bytes,
                      request: DapiRequest | WazuhException, origin: str,
-                     caps: frozenset[str] = frozenset(), held: bytes | None = None) -> None:
+                     caps: frozenset[str] = frozenset()) -> None:
         answer = request if isinstance(request, WazuhException) else \
             await self._api.handle(request, origin, raw=True)
         if peer is None:
             return
         inline = DAPI_ANSWERS_CAPABILITY in caps
-        if self._revalidates and (held is not None
-                                  or (inline and REVALIDATE_CAPABILITY in caps)):
-            await deliver_revalidated(self._node, peer, request_id, answer, held, inline)
+        if self._revalidates and inline and REVALIDATE_CAPABILITY in caps:
+            await deliver_revalidated(self._node, peer, request_id, answer, None, inline)
         else:
             await deliver(self._node, peer, request_id, answer, inline)
 
