@@ -100,10 +100,15 @@ class MemoryAttackTests(TestCase):
         (without the budget it would pass 1.4 GB), and a real worker is still served."""
         budget = 192 * MIB
         c = Cluster(self)
-        m, (w1,) = await c.start_cluster("worker1", master_tunables={"wazuhcluster": {
-            "memory_budget": budget, "memory_per_connection": 96 * MIB,
-            "max_message_size": 64 * MIB, "max_frame_payload": 8 * MIB,
-            "partial_frame_timeout": 60}})
+        # The attackers send no keepalive: the tests' 10 s keepalive limit would close them
+        # first when a loaded machine delivers their bytes slowly (seen at load 20), and this
+        # test is about the budget; the master's default limit (120 s) applies instead.
+        m, (w1,) = await c.start_cluster("worker1", master_tunables={
+            "intervals": {"master": {"max_allowed_time_without_keepalive": 120}},
+            "wazuhcluster": {
+                "memory_budget": budget, "memory_per_connection": 96 * MIB,
+                "max_message_size": 64 * MIB, "max_frame_payload": 8 * MIB,
+                "partial_frame_timeout": 60}})
         await c.wait_log(w1, CONNECTED)
         baseline = rss_kib(m.live_pid)
         attackers = []
