@@ -336,3 +336,61 @@ class FernetInteropTests(SynchronousTestCase):
             token = base64.urlsafe_b64encode(body + signature)
             with self.assertRaises(DecryptionError):
                 FernetCodec(VECTOR_KEY).decrypt(token)
+
+
+class FastBase64Tests(SynchronousTestCase):
+    """The codec's base64url goes through pybase64 (SIMD) and says exactly what the
+    standard library's ``binascii`` says."""
+
+    def test_pybase64_is_used(self) -> None:
+        """With pybase64 installed (a dependency) the codec uses it both ways."""
+        from wazuhcluster.protocol import crypto
+
+        self.assertIs(crypto._b64_encode, crypto._pybase64_encode)
+        self.assertIs(crypto._b64_decode, crypto._pybase64_decode)
+
+    @given(data=st.binary(max_size=300))
+    def test_same_text_both_ways(self, data: bytes) -> None:
+        """Encoding gives the same bytes; decoding gives the data back."""
+        from wazuhcluster.protocol import crypto
+
+        text = crypto._pybase64_encode(data)
+        self.assertEqual(text, crypto._binascii_encode(data))
+        self.assertEqual(crypto._pybase64_decode(text), data)
+        self.assertEqual(crypto._binascii_decode(text), data)
+
+    @given(blob=st.binary(max_size=64)
+           | st.text("ABCDabcd0189+/-_=\n ", max_size=40).map(str.encode))
+    def test_never_accepts_what_binascii_refuses(self, blob: bytes) -> None:
+        """Whatever pybase64 accepts, binascii's strict mode accepts with the same bytes
+        (pybase64 is the stricter: it also refuses data after the padding)."""
+        from wazuhcluster.protocol import crypto
+
+        try:
+            fast = crypto._pybase64_decode(blob)
+        except (ValueError, TypeError):
+            return
+        self.assertEqual(crypto._binascii_decode(blob), fast)
+
+    def test_tokens_cross_between_the_two_paths(self) -> None:
+        """Tokens made on pybase64 decrypt on binascii and the other way, small and large;
+        junk is a DecryptionError on both."""
+        from wazuhcluster.protocol import crypto
+
+        codec = FernetCodec(VECTOR_KEY)
+        sizes = (0, 15, 16, 1000, 70000, (1 << 20) + 3)
+        fast_tokens = [codec.encrypt(pattern(size)) for size in sizes]
+        junk = (b"", b"not base64!", b"gAAAAA==x", b"\x00" * 100, fast_tokens[3][:-1])
+        for token in junk:
+            self.assertRaises(DecryptionError, codec.decrypt, token)
+        self.patch(crypto, "_b64_encode", crypto._binascii_encode)
+        self.patch(crypto, "_b64_decode", crypto._binascii_decode)
+        for size, token in zip(sizes, fast_tokens, strict=True):
+            self.assertEqual(codec.decrypt(token), pattern(size))
+        slow_tokens = [codec.encrypt(pattern(size)) for size in sizes]
+        for token in junk:
+            self.assertRaises(DecryptionError, codec.decrypt, token)
+        self.patch(crypto, "_b64_encode", crypto._pybase64_encode)
+        self.patch(crypto, "_b64_decode", crypto._pybase64_decode)
+        for size, token in zip(sizes, slow_tokens, strict=True):
+            self.assertEqual(codec.decrypt(token), pattern(size))

@@ -40,6 +40,7 @@ import json
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -348,33 +349,10 @@ def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
 
 _NONE = type(None)
 _MAX_INT = 2**63 - 1
-#: Per key order of an agent object (the keys in order): the getter of its parameters and
-#: the position of ``labels`` (see :func:`decode_agent_info_params`). At most
-#: :data:`_MAX_ROW_PLANS`: when full it is emptied and refilled by the shapes seen next.
-_OBJECT_PLANS: dict[tuple[str, ...], tuple[Any, int | None]] = {}
 #: Types a value of each parameter may have, in :data:`AGENT_INFO_SET_COLUMNS` order.
 _PARAM_KINDS: tuple[frozenset[type], ...] = tuple(
     frozenset({int if c in AGENT_INFO_INTEGER_COLUMNS else str, type(None)})
     for c in AGENT_INFO_COLUMNS[1:])
-
-
-def _object_plan(keys: tuple[str, ...]) -> tuple[Any, int | None]:
-    """The parameters getter and labels position of agent objects with ``keys`` in order.
-
-    The getter takes the object's values with one ``None`` appended and yields the
-    :data:`~wazuhcluster.agents.schema.AGENT_INFO_SET_COLUMNS` values in order (the
-    appended ``None`` for an absent column), then the id.
-    """
-    plan = _OBJECT_PLANS.get(keys)
-    if plan is None:
-        where = {key: i for i, key in enumerate(keys)}
-        absent = len(keys)
-        plan = (itemgetter(*[where.get(c, absent) for c in AGENT_INFO_COLUMNS[1:]],
-                           where.get("id", absent)), where.get("labels"))
-        if len(_OBJECT_PLANS) >= _MAX_ROW_PLANS:
-            _OBJECT_PLANS.clear()
-        _OBJECT_PLANS[keys] = plan
-    return plan
 
 
 def _check_columns(columns: Sequence[Sequence[Any]]) -> None:
@@ -424,26 +402,22 @@ def decode_agent_info_params(
     root = _loads(chunk, MAX_CHUNK_SIZE, "agent-info chunk")
     if not isinstance(root, list):
         raise PayloadError("an agent-info chunk must be a JSON array")
-    plans = _OBJECT_PLANS
-    rows: list[tuple[Any, ...]] = []
-    with_labels: list[tuple[Any, ...]] = []
-    for item in root:
-        if type(item) is not dict:
-            raise PayloadError("an agent-info entry must be an object")
-        keys = tuple(item)
-        params, labels_position = plans.get(keys) or _object_plan(keys)
-        row = params((*item.values(), None))
-        rows.append(row)
-        if labels_position is not None:
-            with_labels.append((row[-1], item["labels"]))
-    if not rows:
-        return rows, [], 0
-    *columns, ids = zip(*rows, strict=True)  # every row has the same length
+    if not root:
+        return [], [], 0
+    if set(map(type, root)) != {dict}:
+        raise PayloadError("an agent-info entry must be an object")
+    # Column by column: one C-level pass of dict.get per column over the chunk's objects
+    # (None for an absent member, unknown members never looked at), instead of a Python
+    # loop over the objects.
+    get = dict.get
+    columns = [list(map(get, root, repeat(column))) for column in AGENT_INFO_COLUMNS[1:]]
     _check_columns(columns)
+    ids: list[Any] = list(map(get, root, repeat("id")))
     if set(map(type, ids)) != {int} or min(ids) < 0 or max(ids) > MAX_AGENT_ID:
         raise PayloadError("invalid agent id")
+    rows: list[tuple[Any, ...]] = list(zip(*columns, ids, strict=True))
     labels: list[tuple[int, list[tuple[str, str]]]] = []
-    for agent_id, agent_labels in with_labels:
+    for agent_id, agent_labels in zip(ids, map(get, root, repeat("labels")), strict=True):
         if agent_labels is None:
             continue
         if not isinstance(agent_labels, list) or len(agent_labels) > MAX_LABELS:
