@@ -28,7 +28,8 @@ the whole interval is below +5 %, not met when all of it is above, else not reso
 The CPU each process used in each block is read from /proc: what watching costs each node
 per watched second, and the watcher's own (in production it runs elsewhere).
 
-**Sync figures: phases.** ``--rounds`` times an off and an on phase (off-on, on-off, ...):
+**Sync figures: phases.** ``--rounds`` times an off and an on phase (off-on, on-off, ...);
+after a random 0-10 s (so that the batches fall anywhere in the page's 10 s schedule),
 ``--batches`` times, ``--files`` new files of 2 KiB are written on the master; the time
 until both workers hold all of them and the master's own "[Integrity sync] Finished in"
 durations are the figures (medians of all the batches of a kind pooled, with the same noise
@@ -38,6 +39,7 @@ floor: the off phases of even rounds against those of odd rounds).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import re
@@ -236,12 +238,17 @@ def count_files(home: str, directory: str) -> int:
 
 
 async def phase(name: str, index: int, args: argparse.Namespace,
-                master: Node, workers: list[Node], watcher: WatcherProcess) -> dict[str, Any]:
-    """One sync phase: ``--batches`` batches of ``--files`` files, the watcher on or off."""
+                master: Node, workers: list[Node], watcher: WatcherProcess,
+                offset: float) -> dict[str, Any]:
+    """One sync phase: ``--batches`` batches of ``--files`` files, the watcher on or off.
+    The batches start ``offset`` seconds into the phase (drawn at random in [0, 10) s for
+    either kind), so that they fall at any point of the page's 10 s schedule, as an
+    operator's page open at any moment would."""
     load = os.getloadavg()[0]
     if name == "on":
         watcher.on(0.0, 1e9)
     try:
+        await sleep(offset)
         walls: list[float] = []
         durations: list[float] = []
         for batch in range(args.batches):
@@ -407,9 +414,11 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             probe.stop()
         results = []
+        offsets = random.Random(args.seed + 1)
         for i in range(args.rounds):
             for name in (("off", "on") if i % 2 == 0 else ("on", "off")):
-                r = await phase(name, i, args, master, workers, watcher)
+                r = await phase(name, i, args, master, workers, watcher,
+                                offsets.uniform(0.0, 10.0))
                 r["round"] = i
                 results.append(r)
                 print(f"  sync round {i + 1} {name:3}: {args.files} files on both workers in "
@@ -441,8 +450,13 @@ async def run(args: argparse.Namespace) -> None:
                     kinds = {b["kind"]: b for b in blocks if b["pair"] == p}
                     pairs.append((kinds["off"], kinds["on"]))
                 low, high = bootstrap_p99(pairs, args.bootstrap, args.seed)
+                half = (high - low) / 2
+                needed = math.ceil(len(pairs) * (half / TARGET) ** 2) if half > TARGET else 0
                 print(f"  {'':42} 95 % interval of the change (pairs of blocks resampled, "
-                      f"{args.bootstrap} times): {low * 100:+.1f} % to {high * 100:+.1f} %\n"
+                      f"{args.bootstrap} times): {low * 100:+.1f} % to {high * 100:+.1f} %"
+                      + (f" (half-width {half * 100:.1f} %: at this noise some {needed} pairs,"
+                         f" {needed * 2 * (args.block_seconds + args.guard) / 60:.0f} minutes,"
+                         " would narrow it to 5 %)" if needed else "") + "\n"
                       f"VERDICT keepalive RTT p99, watched / not: {(b - a) / a * 100:+.1f} % "
                       f"({a:.3f} -> {b:.3f} ms), interval {low * 100:+.1f} % to "
                       f"{high * 100:+.1f} %, noise floor {floor * 100:.1f} %; target < "
@@ -505,7 +519,7 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3, help="sync phases of each kind")
+    parser.add_argument("--rounds", type=int, default=6, help="sync phases of each kind")
     parser.add_argument("--blocks", type=int, default=40,
                         help="keepalive blocks (half off, half on)")
     parser.add_argument("--block-seconds", type=float, default=10.0,
