@@ -4,34 +4,44 @@ without a Prometheus scraper and an open status page.
 Run with ``.venv/bin/python bench/ui_metrics.py``. It prints figures and a verdict against
 the target (< 5 % change); nothing is asserted.
 
-Real processes on 127.0.0.1: a master and two workers (``--agents`` agents in client.keys).
-The phases alternate, ``--rounds`` times each, in the order off-on, on-off, off-on, ... (so
-that neither kind always comes first after the other, and the machine's load hits both alike):
+Real processes on 127.0.0.1: a master and two workers (``--agents`` agents in client.keys),
+and the *watcher*, a process of its own (as Prometheus and a browser are) that, while it is
+"on", scrapes ``GET /metrics`` of each of the three nodes every second (a Prometheus at a 1 s
+interval) and loads ``GET /ui`` of the master every 10 s with a bearer token (an open page
+reloads itself every 10 s). It lives for the whole run and is switched on and off; "off":
+nobody looks at the cluster.
 
-* **off**: nobody looks at the cluster.
-* **on**: every second, ``GET /metrics`` of each of the three nodes (a Prometheus scraping
-  them at a 1 s interval), and ``GET /ui`` of the master every 10 s with a bearer token (a
-  browser keeping the page open: the page reloads itself every 10 s), from a process of its
-  own (as Prometheus and a browser are; in the probe's process its own work would delay the
-  probe's timestamps).
+**Keepalive RTT: many short blocks.** A probe "worker" connection on the master's cluster
+port (``bench/probe.py``, a process of its own for the whole run) sends a keepalive
+(``echo-c``) every ``--probe-interval`` (5 ms). The run is ``--blocks`` blocks of
+``--block-seconds`` (10 s) each, in pairs; each pair is one off and one on block, in an
+order drawn at random (``--seed``), so that the machine's bursts of noise fall on both kinds
+alike. Every block starts with ``--guard`` seconds (1 s) that are not counted (in-flight
+requests of the block before settle); then, in an on block, the watcher's schedule starts:
+10 scrapes of each node and one page in the 10 s counted, its real rate. Per kind the round
+trips of all its blocks are pooled (20 blocks: some 40 000); printed for p50 and p99: the
+change, the **noise floor** (the same percentile between two sets of *off* blocks, every
+other one: a change smaller than it is not resolved), and for the p99 a 95 % confidence
+interval of the change (the pairs resampled with replacement, ``--bootstrap`` times; blocks
+are resampled whole since round trips close in time are not independent). Verdict: met when
+the whole interval is below +5 %, not met when all of it is above, else not resolvable.
+The CPU each process used in each block is read from /proc: what watching costs each node
+per watched second, and the watcher's own (in production it runs elsewhere).
 
-In each phase, for ``--seconds`` seconds, a probe "worker" connection on the master's
-cluster port (``bench/probe.py``, a process of its own, a fresh one per phase) sends a
-keepalive (``echo-c``) every ``--probe-interval`` (5 ms): some 4 000 round trips a phase. The
-keepalive RTT figures are the p50 and p99 of all the round trips of one kind of phase pooled
-(``--rounds`` 5: some 20 000, so the p99 rests on some 200 round trips above it); the noise
-floor printed next to them is the same percentile compared between two sets of *off* phases
-(the even rounds' against the odd rounds'): a change smaller than it is not resolved.
-Then, ``--batches`` times, ``--files`` new files of 2 KiB are written on the master; the time
+**Sync figures: phases.** ``--rounds`` times an off and an on phase (off-on, on-off, ...);
+after a random 0-10 s (so that the batches fall anywhere in the page's 10 s schedule),
+``--batches`` times, ``--files`` new files of 2 KiB are written on the master; the time
 until both workers hold all of them and the master's own "[Integrity sync] Finished in"
-durations are the sync figures (medians). The CPU the node processes used while probing is
-read from /proc.
+durations are the figures (medians of all the batches of a kind pooled, with the same noise
+floor: the off phases of even rounds against those of odd rounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import random
 import re
 import shutil
 import statistics
@@ -83,8 +93,11 @@ class Watcher:
         self.ui = ui
         self.scrape_times: list[float] = []
         self.ui_times: list[float] = []
+        self.scrape_bytes = 0
+        self.ui_bytes = 0
         self.scrape_loop = task.LoopingCall(self._scrape)
         self.ui_loop = task.LoopingCall(self._page)
+        self.pending: list[Any] = []
 
     async def _scrape_all(self) -> None:
         for port in self.ports:
@@ -94,6 +107,7 @@ class Watcher:
             if r.code != 200 or b"wazuhcluster_link_frames_total" not in body:
                 raise RuntimeError(f"scrape of :{port} failed: {r.code}")
             self.scrape_times.append(time.perf_counter() - start)
+            self.scrape_bytes += len(body)
 
     def _scrape(self) -> Any:
         return Deferred.fromCoroutine(self._scrape_all())
@@ -104,6 +118,7 @@ class Watcher:
         if b'id="sync-chart"' not in body:
             raise RuntimeError("the status page did not render")
         self.ui_times.append(time.perf_counter() - start)
+        self.ui_bytes += len(body)
 
     def _page(self) -> Any:
         return Deferred.fromCoroutine(self._page_once())
@@ -113,18 +128,29 @@ class Watcher:
         self.ui_loop.start(10.0)
 
     def stop(self) -> None:
+        for call in self.pending:
+            if call.active():
+                call.cancel()
+        self.pending = []
         for loop in (self.scrape_loop, self.ui_loop):
             if loop.running:
                 loop.stop()
 
+    def on(self, delay: float, duration: float) -> None:
+        """Start the schedule in ``delay`` seconds, stop it ``duration`` seconds later."""
+        self.stop()
+        self.pending = [reactor.callLater(delay, self.start),
+                        reactor.callLater(delay + duration, self.stop)]
+
 
 async def watch(args: argparse.Namespace) -> None:
-    """``--watch``: the watcher in a process of its own (as a Prometheus and a browser are),
-    until stdin closes; then one JSON line with the scrape and page times."""
+    """``--watch``: the watcher in a process of its own (as a Prometheus and a browser are).
+    Commands on stdin: ``on DELAY DURATION``, ``off``; when stdin closes, one JSON line with
+    the scrape and page times and bytes."""
     import json
 
     from twisted.internet import stdio
-    from twisted.internet.protocol import Protocol
+    from twisted.protocols.basic import LineReceiver
 
     node = Node("master", "master", args.master_home, args.api_port)
     ui = Client(node)
@@ -132,20 +158,30 @@ async def watch(args: argparse.Namespace) -> None:
     w = Watcher([int(p) for p in args.metrics_ports.split(",")], ui)
     done: Deferred[None] = Deferred()
 
-    class Stdin(Protocol):
+    class Commands(LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line: bytes) -> None:
+            words = line.decode().split()
+            if words and words[0] == "on":
+                w.on(float(words[1]), float(words[2]))
+            elif words == ["off"]:
+                w.stop()
+
         def connectionLost(self, reason: Any = None) -> None:
             done.callback(None)
 
-    stdio.StandardIO(Stdin())
-    w.start()
+    stdio.StandardIO(Commands())
     await done
     w.stop()
-    sys.__stdout__.write(json.dumps({"scrapes": w.scrape_times, "pages": w.ui_times}) + "\n")
+    sys.__stdout__.write(json.dumps({"scrapes": w.scrape_times, "pages": w.ui_times,
+                                     "scrape_bytes": w.scrape_bytes,
+                                     "page_bytes": w.ui_bytes}) + "\n")
     sys.__stdout__.flush()
 
 
 class WatcherProcess(ProcessProtocol):
-    """``bench/ui_metrics.py --watch ...`` as a child process."""
+    """``bench/ui_metrics.py --watch ...`` as a child process, for the whole run."""
 
     def __init__(self, master: Node, metrics_ports: list[int], token: str) -> None:
         self.output = b""
@@ -158,30 +194,40 @@ class WatcherProcess(ProcessProtocol):
         reactor.spawnProcess(self, sys.executable, self.args, env=dict(os.environ),
                              childFDs={0: "w", 1: "r", 2: 2})
 
+    @property
+    def pid(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.pid)
+
+    def on(self, delay: float, duration: float) -> None:
+        assert self.transport is not None
+        self.transport.write(f"on {delay} {duration}\n".encode())
+
+    def off(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"off\n")
+
     def outReceived(self, data: bytes) -> None:
         self.output += data
 
     def processEnded(self, reason: Any) -> None:
         self.ended.callback(None)
 
-    async def stop(self) -> dict[str, list[float]]:
+    async def stop(self) -> dict[str, Any]:
         import json
 
         assert self.transport is not None
         self.transport.closeStdin()
         await self.ended
-        result: dict[str, list[float]] = json.loads(self.output.decode().splitlines()[-1])
+        result: dict[str, Any] = json.loads(self.output.decode().splitlines()[-1])
         return result
 
 
-def cpu_seconds(nodes: list[Node]) -> float:
-    """User + system CPU seconds used so far by the node processes (/proc/PID/stat)."""
-    total = 0.0
-    for n in nodes:
-        with open(f"/proc/{n.transport.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_files(home: str, directory: str) -> int:
@@ -192,23 +238,17 @@ def count_files(home: str, directory: str) -> int:
 
 
 async def phase(name: str, index: int, args: argparse.Namespace,
-                master: Node, workers: list[Node], watcher: WatcherProcess | None,
-                seen: dict[str, list[float]]) -> dict[str, Any]:
+                master: Node, workers: list[Node], watcher: WatcherProcess,
+                offset: float) -> dict[str, Any]:
+    """One sync phase: ``--batches`` batches of ``--files`` files, the watcher on or off.
+    The batches start ``offset`` seconds into the phase (drawn at random in [0, 10) s for
+    either kind), so that they fall at any point of the page's 10 s schedule, as an
+    operator's page open at any moment would."""
     load = os.getloadavg()[0]
-    if watcher is not None:
-        watcher.start()
+    if name == "on":
+        watcher.on(0.0, 1e9)
     try:
-        # The probe is a process of its own (bench/probe.py), a fresh one per phase.
-        probe = ProbeProcess(args.port, KEY, args.probe_interval, f"probe-{name}-{index}",
-                             raw=True)
-        nodes = [master, *workers]
-        cpu_before, wall_before = cpu_seconds(nodes), time.perf_counter()
-        await sleep(args.seconds)
-        rtt = probe.stop()
-        cpu = (cpu_seconds(nodes) - cpu_before) / (time.perf_counter() - wall_before)
-        if not rtt["n"]:
-            raise RuntimeError(f"no keepalive answered in phase {name} {index}: see "
-                               f"{master.home}/logs/cluster.log (run with --keep)")
+        await sleep(offset)
         walls: list[float] = []
         durations: list[float] = []
         for batch in range(args.batches):
@@ -240,16 +280,39 @@ async def phase(name: str, index: int, args: argparse.Namespace,
             count_files(w.home, f"uibench-{name}-{index}-{b}")
             for w in workers for b in range(args.batches)), 300)
     finally:
-        if watcher is not None:
-            times = await watcher.stop()
-            for key, values in times.items():
-                seen.setdefault(key, []).extend(values)
-    return {"phase": name, "rtt_p50": rtt["p50"] / 1000, "rtt_p99": rtt["p99"] / 1000,
-            "probes": int(rtt["n"]), "rtts": rtt["rtts"], "load": load,
-            "cpu": cpu,
-            "walls": walls, "durations": durations,
+        watcher.off()
+    return {"phase": name, "load": load, "walls": walls, "durations": durations,
             "sync_wall": statistics.median(walls),
             "sync_master": statistics.median(durations) if durations else float("nan")}
+
+
+async def rtt_blocks(args: argparse.Namespace, probe: ProbeProcess, watcher: WatcherProcess,
+                     pids: dict[str, int]) -> list[dict[str, Any]]:
+    """The keepalive blocks: pairs of one off and one on block in a random order."""
+    rng = random.Random(args.seed)
+    blocks: list[dict[str, Any]] = []
+    for pair in range(args.blocks // 2):
+        order = ["off", "on"]
+        rng.shuffle(order)
+        for kind in order:
+            if kind == "on":
+                watcher.on(args.guard, args.block_seconds - 0.5)
+            await sleep(args.guard)
+            probe.take()  # the guard's round trips: not counted
+            cpu = {name: process_cpu(pid) for name, pid in pids.items()}
+            start, load = time.perf_counter(), os.getloadavg()[0]
+            await sleep(args.block_seconds)
+            rtt = probe.take()
+            wall = time.perf_counter() - start
+            used = {name: (process_cpu(pid) - cpu[name]) / wall for name, pid in pids.items()}
+            if not rtt["n"]:
+                raise RuntimeError(f"no keepalive answered in block {len(blocks)}")
+            blocks.append({"kind": kind, "pair": pair, "rtts": rtt["rtts"], "cpu": used,
+                           "load": load, "seconds": wall})
+            print(f"  pair {pair + 1:2} {kind:3}: keepalive RTT p50 {rtt['p50']:.2f} ms "
+                  f"p99 {rtt['p99']:.2f} ms ({rtt['n']} probes), master CPU "
+                  f"{used['master'] * 100:.1f} % of a core, load {load:.2f}", flush=True)
+    return blocks
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -258,13 +321,36 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def pooled(results: list[dict[str, Any]], kind: str, q: float,
-           rounds: set[int] | None = None) -> tuple[float, int]:
-    """The ``q`` quantile (seconds) of every round trip of the ``kind`` phases (of ``rounds``),
-    and how many round trips that is."""
-    rtts = [x for r in results if r["phase"] == kind and (rounds is None or r["round"] in rounds)
-            for x in r["rtts"]]
-    return percentile(rtts, q) / 1000, len(rtts)
+def pooled(blocks: list[dict[str, Any]], q: float) -> float:
+    """The ``q`` quantile (ms) of every round trip of ``blocks`` pooled."""
+    return percentile([x for b in blocks for x in b["rtts"]], q)
+
+
+def tail_quantile(tails: list[list[float]], counts: list[int], q: float) -> float:
+    """The ``q`` quantile of the union of blocks given by their largest values (descending,
+    enough of them) and their sizes: the same as :func:`pooled`, without the bulk."""
+    n = sum(counts)
+    rank = n - 1 - min(n - 1, int(n * q))  # 0 = the largest
+    merged = sorted((x for t in tails for x in t), reverse=True)
+    return merged[rank]
+
+
+def bootstrap_p99(pairs: list[tuple[dict[str, Any], dict[str, Any]]], times: int,
+                  seed: int) -> tuple[float, float]:
+    """95 % interval of (p99 on / p99 off - 1), the pairs of blocks resampled whole."""
+    longest = max(len(b["rtts"]) for pair in pairs for b in pair)
+    keep = int(0.01 * len(pairs) * longest) + 2
+    tails = [tuple(sorted(b["rtts"], reverse=True)[:keep] for b in pair) for pair in pairs]
+    sizes = [tuple(len(b["rtts"]) for b in pair) for pair in pairs]
+    rng = random.Random(seed)
+    changes = []
+    for _ in range(times):
+        chosen = [rng.randrange(len(pairs)) for _ in pairs]
+        off = tail_quantile([tails[i][0] for i in chosen], [sizes[i][0] for i in chosen], 0.99)
+        on = tail_quantile([tails[i][1] for i in chosen], [sizes[i][1] for i in chosen], 0.99)
+        changes.append(on / off - 1)
+    changes.sort()
+    return changes[int(0.025 * times)], changes[min(times - 1, int(0.975 * times))]
 
 
 def change(off: float, on: float) -> str:
@@ -273,12 +359,21 @@ def change(off: float, on: float) -> str:
     return f"{delta * 100:+.1f} % ({verdict}: target < +{TARGET * 100:.0f} %)"
 
 
+def interval_verdict(low: float, high: float) -> str:
+    if high <= TARGET:
+        return "met"
+    if low > TARGET:
+        return "NOT met"
+    return "not resolvable"
+
+
 async def run(args: argparse.Namespace) -> None:
     base = tempfile.mkdtemp(prefix="wzc-bench-ui-", dir="/tmp")
     port = free_port()
     entries = [KeyEntry(i, f"agent{i}", "any", f"{i:064x}") for i in range(1, args.agents + 1)]
     nodes: list[Node] = []
     metrics_ports: list[int] = []
+    watcher: WatcherProcess | None = None
     try:
         for name, role in (("master", "master"), ("worker1", "worker"), ("worker2", "worker")):
             api_port, metrics_port = free_port(), free_port()
@@ -303,88 +398,115 @@ async def run(args: argparse.Namespace) -> None:
                          60)
         ui = Client(master)
         await ui.login()
-        args.port = port
-        seen: dict[str, list[float]] = {}
-        await sleep(3)  # first syncs of the agents
+        await ui.pool.closeCachedConnections()
+        watcher = WatcherProcess(master, metrics_ports, ui.token)
+        watcher.start()
+        await sleep(3)  # first syncs of the agents; the watcher's start-up
+        load_start = os.getloadavg()
+        probe = ProbeProcess(port, KEY, args.probe_interval, "probe-ui", raw=True)
+        pids = {"master": master.transport.pid, "worker1": workers[0].transport.pid,
+                "worker2": workers[1].transport.pid, "watcher": watcher.pid,
+                "probe": probe.proc.pid}
+        print(f"Keepalive blocks ({args.blocks} of {args.block_seconds:.0f} s + "
+              f"{args.guard:.0f} s not counted), load average {load_start[0]:.2f}:", flush=True)
+        try:
+            blocks = await rtt_blocks(args, probe, watcher, pids)
+        finally:
+            probe.stop()
         results = []
+        offsets = random.Random(args.seed + 1)
         for i in range(args.rounds):
             for name in (("off", "on") if i % 2 == 0 else ("on", "off")):
-                watcher = (WatcherProcess(master, metrics_ports, ui.token) if name == "on"
-                           else None)
-                r = await phase(name, i, args, master, workers, watcher, seen)
+                r = await phase(name, i, args, master, workers, watcher,
+                                offsets.uniform(0.0, 10.0))
                 r["round"] = i
                 results.append(r)
-                print(f"  round {i + 1} {name:3}: keepalive RTT p50 {r['rtt_p50'] * 1000:.2f} ms"
-                      f" p99 {r['rtt_p99'] * 1000:.2f} ms ({r['probes']} probes), nodes' CPU "
-                      f"{r['cpu'] * 100:.1f} % of a core, load {r['load']:.2f}; "
-                      f"{args.files} files on both workers in {r['sync_wall']:.2f} s, master's "
-                      f"integrity sync {r['sync_master']:.3f} s (medians of {args.batches})",
-                      flush=True)
+                print(f"  sync round {i + 1} {name:3}: {args.files} files on both workers in "
+                      f"{r['sync_wall']:.2f} s, master's integrity sync {r['sync_master']:.3f}"
+                      f" s (medians of {args.batches}), load {r['load']:.2f}", flush=True)
+        seen = await watcher.stop()
+        watcher = None
         load = os.getloadavg()
         print(f"\nmaster + 2 workers on 127.0.0.1, {args.agents} agents, {os.cpu_count()} CPUs,"
-              f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; Python "
-              f"{sys.version.split()[0]}; {args.rounds} rounds of each phase.")
-        n_off = sum(r["probes"] for r in results if r["phase"] == "off")
-        n_on = sum(r["probes"] for r in results if r["phase"] == "on")
-        print(f"Keepalive RTT: every round trip of one kind of phase pooled ({n_off} off, "
-              f"{n_on} on; a keepalive every {args.probe_interval * 1000:.0f} ms, "
-              f"{args.seconds:.0f} s a phase):")
-        even = set(range(0, args.rounds, 2))
-        odd = set(range(1, args.rounds, 2))
+              f" load average {load_start[0]:.2f} at the start, {load[0]:.2f} {load[1]:.2f} "
+              f"{load[2]:.2f} at the end; Python {sys.version.split()[0]}.")
+        off = [b for b in blocks if b["kind"] == "off"]
+        on = [b for b in blocks if b["kind"] == "on"]
+        n_off = sum(len(b["rtts"]) for b in off)
+        n_on = sum(len(b["rtts"]) for b in on)
+        print(f"Keepalive RTT: every round trip of one kind of block pooled ({n_off} off, "
+              f"{n_on} on; {len(off)} blocks of each kind, {args.block_seconds:.0f} s each; a "
+              f"keepalive every {args.probe_interval * 1000:.0f} ms):")
         for q, label in ((0.5, "keepalive RTT p50"), (0.99, "keepalive RTT p99")):
-            off, _ = pooled(results, "off", q)
-            on, _ = pooled(results, "on", q)
-            line = (f"  {label:42} off {off * 1000:8.3f} ms  on {on * 1000:8.3f} ms  "
-                    f"change {change(off, on)}")
-            if odd:
-                a, na = pooled(results, "off", q, even)
-                b, nb = pooled(results, "off", q, odd)
-                floor = abs(a - b) / min(a, b)
-                line += (f"\n  {'':42} noise floor: off phases of even rounds {a * 1000:.3f} ms"
-                         f" ({na}) vs odd rounds {b * 1000:.3f} ms ({nb}): "
-                         f"{floor * 100:.1f} %")
-            print(line)
-        threshold, _ = pooled(results, "off", 0.99)
-        for kind in ("off", "on"):
-            rtts = [x for r in results if r["phase"] == kind for x in r["rtts"]]
-            slow = sum(1 for x in rtts if x / 1000 > threshold)
-            print(f"  round trips slower than the off p99 ({threshold * 1000:.2f} ms), {kind:3}: "
+            a, b = pooled(off, q), pooled(on, q)
+            first, second = pooled(off[0::2], q), pooled(off[1::2], q)
+            floor = abs(first - second) / min(first, second)
+            print(f"  {label:42} off {a:8.3f} ms  on {b:8.3f} ms  change {change(a, b)}\n"
+                  f"  {'':42} noise floor: every other off block {first:.3f} ms vs the others "
+                  f"{second:.3f} ms: {floor * 100:.1f} %")
+            if q == 0.99:
+                pairs = []
+                for p in sorted({b["pair"] for b in blocks}):
+                    kinds = {b["kind"]: b for b in blocks if b["pair"] == p}
+                    pairs.append((kinds["off"], kinds["on"]))
+                low, high = bootstrap_p99(pairs, args.bootstrap, args.seed)
+                half = (high - low) / 2
+                needed = math.ceil(len(pairs) * (half / TARGET) ** 2) if half > TARGET else 0
+                print(f"  {'':42} 95 % interval of the change (pairs of blocks resampled, "
+                      f"{args.bootstrap} times): {low * 100:+.1f} % to {high * 100:+.1f} %"
+                      + (f" (half-width {half * 100:.1f} %: at this noise some {needed} pairs,"
+                         f" {needed * 2 * (args.block_seconds + args.guard) / 60:.0f} minutes,"
+                         " would narrow it to 5 %)" if needed else "") + "\n"
+                      f"VERDICT keepalive RTT p99, watched / not: {(b - a) / a * 100:+.1f} % "
+                      f"({a:.3f} -> {b:.3f} ms), interval {low * 100:+.1f} % to "
+                      f"{high * 100:+.1f} %, noise floor {floor * 100:.1f} %; target < "
+                      f"+{TARGET * 100:.0f} %: {interval_verdict(low, high)}")
+        threshold = pooled(off, 0.99)
+        for kind, kind_blocks in (("off", off), ("on", on)):
+            rtts = [x for b in kind_blocks for x in b["rtts"]]
+            slow = sum(1 for x in rtts if x > threshold)
+            print(f"  round trips slower than the off p99 ({threshold:.2f} ms), {kind:3}: "
                   f"{slow} of {len(rtts)} ({slow / len(rtts) * 100:.2f} %)")
-        print("  per phase p99 (ms), off: " + ", ".join(
-            f"{r['rtt_p99'] * 1000:.2f}" for r in results if r["phase"] == "off")
-            + "; on: " + ", ".join(f"{r['rtt_p99'] * 1000:.2f}" for r in results
-                                   if r["phase"] == "on"))
+        print("CPU per second of each process (ms of CPU a second = 0.1 % of a core; means of "
+              "the blocks):")
+        for name in pids:
+            c_off = statistics.mean(b["cpu"][name] for b in off) * 1000
+            c_on = statistics.mean(b["cpu"][name] for b in on) * 1000
+            print(f"  {name:8} off {c_off:7.2f}  on {c_on:7.2f}  watching costs "
+                  f"{c_on - c_off:+7.2f} ms a watched second")
         print("Sync figures: medians of every batch of one kind of phase pooled:")
 
         def batches(key: str, kind: str, rounds: set[int] | None = None) -> list[float]:
             return [x for r in results if r["phase"] == kind
                     and (rounds is None or r["round"] in rounds) for x in r[key]]
+        even = set(range(0, args.rounds, 2))
+        odd = set(range(1, args.rounds, 2))
         for key, label in (("walls", f"sync of {args.files} files to both workers"),
                            ("durations", "master's integrity sync duration")):
-            off = statistics.median(batches(key, "off"))
-            on = statistics.median(batches(key, "on"))
-            line = (f"  {label:42} off {off:8.3f} s   on {on:8.3f} s   change {change(off, on)}"
-                    f" ({len(batches(key, 'off'))} / {len(batches(key, 'on'))} values)")
+            s_off = statistics.median(batches(key, "off"))
+            s_on = statistics.median(batches(key, "on"))
+            line = (f"  {label:42} off {s_off:8.3f} s   on {s_on:8.3f} s   change "
+                    f"{change(s_off, s_on)} ({len(batches(key, 'off'))} / "
+                    f"{len(batches(key, 'on'))} values)")
             if odd:
                 a = statistics.median(batches(key, "off", even))
                 b = statistics.median(batches(key, "off", odd))
                 line += (f"\n  {'':42} noise floor: off phases of even rounds {a:.3f} s vs odd "
                          f"rounds {b:.3f} s: {abs(a - b) / min(a, b) * 100:.1f} %")
             print(line)
-        off_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "off")
-        on_cpu = statistics.median(r["cpu"] for r in results if r["phase"] == "on")
-        print(f"  {'CPU of the 3 node processes (% of a core)':42} off {off_cpu * 100:8.2f} %   "
-              f"on {on_cpu * 100:8.2f} %   (+{(on_cpu - off_cpu) * 100:.2f} points)")
         if seen.get("scrapes"):
             s = sorted(seen["scrapes"])
             print(f"  one GET /metrics: p50 {statistics.median(s) * 1000:.2f} ms, worst "
-                  f"{s[-1] * 1000:.2f} ms ({len(s)} scrapes)")
+                  f"{s[-1] * 1000:.2f} ms ({len(s)} scrapes, "
+                  f"{seen['scrape_bytes'] / len(s) / 1000:.1f} kB each)")
         if seen.get("pages"):
             u = sorted(seen["pages"])
             print(f"  one GET /ui (HTTPS, token): p50 {statistics.median(u) * 1000:.1f} ms, "
-                  f"worst {u[-1] * 1000:.1f} ms ({len(u)} loads)")
-        await ui.pool.closeCachedConnections()
+                  f"worst {u[-1] * 1000:.1f} ms ({len(u)} loads, "
+                  f"{seen['page_bytes'] / len(u) / 1000:.1f} kB each)")
     finally:
+        if watcher is not None:
+            await watcher.stop()
         for n in nodes:
             if n.transport is not None:
                 await n.stop()
@@ -397,9 +519,15 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="keepalive probing per phase")
+    parser.add_argument("--rounds", type=int, default=6, help="sync phases of each kind")
+    parser.add_argument("--blocks", type=int, default=40,
+                        help="keepalive blocks (half off, half on)")
+    parser.add_argument("--block-seconds", type=float, default=10.0,
+                        help="counted seconds of a keepalive block")
+    parser.add_argument("--guard", type=float, default=1.0,
+                        help="seconds not counted at the start of each block")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=1, help="order of the blocks")
     parser.add_argument("--probe-interval", type=float, default=0.005,
                         help="seconds between keepalives of the probe")
     parser.add_argument("--files", type=int, default=300, help="files per batch")

@@ -466,3 +466,41 @@ class ExpositionTests(SynchronousTestCase):
         m.set_agents([])  # a label set that goes away
         check()
         self.assertIn(b'worker="w\\"1\\\\x\\n\xc3\xbc"', exposition.generate())
+
+    def test_metrics_written_on_events_are_collected_again_only_after_a_write(self) -> None:
+        """A scrape skips the collect() of the per-worker sync histograms (most of its cost)
+        until a sync writes them; the text stays generate_latest's."""
+        clock = Clock()
+        m = NodeMetrics(master(self, clock), clock)
+        calls: list[str] = []
+        for name in ("sync_duration", "dapi_requests", "agents", "dropped"):
+            metric = getattr(m, name)
+            original = metric.collect
+
+            def counted(original: Any = original, name: str = name) -> Any:
+                calls.append(name)
+                return original()
+            metric.collect = counted
+
+        def scrape() -> list[str]:
+            del calls[:]
+            self.assertEqual(m.exposition.generate(), generate_latest(m.registry))
+            return sorted(set(calls))
+        m.sync_done("w1", "integrity_sync", 0.0, 0.5, True, {"created": 1})
+        self.assertEqual(scrape(), ["agents", "dapi_requests", "dropped", "sync_duration"])
+        m.link_traffic("in", 3, 300)  # changes every second: always collected
+        self.assertEqual(scrape(), [])
+        self.assertIn(b'wazuhcluster_link_frames_total{direction="in"} 3.0',
+                      m.exposition.generate())
+        m.sync_done("w1", "integrity_sync", 1.0, 1.25, True, {"created": 1})
+        self.assertEqual(scrape(), ["sync_duration"])
+        self.assertIn(b'wazuhcluster_sync_duration_seconds_count{kind="integrity_sync",'
+                      b'worker="w1"} 2.0', m.exposition.generate())
+        m.dapi_request("wazuh.f", "ok")
+        m.connection_dropped("timeout")
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
+        self.assertEqual(scrape(), ["agents", "dapi_requests", "dropped"])
+        m.sync_done("w2", "agent_info", 0.0, 1.0, False, {})
+        self.assertEqual(scrape(), [])  # a failure writes sync_failures only
+        self.assertIn(b'wazuhcluster_sync_failures_total{kind="agent_info",worker="w2"} 1.0',
+                      m.exposition.generate())

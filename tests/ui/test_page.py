@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -21,6 +22,20 @@ from wazuhcluster.ui.resource import StatusPage
 from wazuhcluster.ui.status import make_get_status, problem_lines, status_json
 
 EVIL = "<script>alert('x')</script>\"&"
+SERIES = re.compile(r'<path class="series" data-kind="([^"]*)" data-worker="([^"]*)" '
+                    r'stroke="[^"]*" marker-start="url\(#dot\d\)" marker-mid="url\(#dot\d\)" '
+                    r'marker-end="url\(#dot\d\)" d="M([^"]*)"><title>([^<]*)</title></path>')
+
+
+def series(html: str) -> dict[tuple[str, str], tuple[int, str]]:
+    """The chart's lines: (kind, worker) -> (points drawn, title)."""
+    found = {}
+    for kind, worker, d, title in SERIES.findall(html):
+        numbers = d.split()
+        assert len(numbers) % 2 == 0, d
+        assert numbers[:2] == numbers[2:4], d  # the first point twice
+        found[(kind, worker)] = (len(numbers) // 2 - 1, title)
+    return found
 
 
 class HistoryTests(SynchronousTestCase):
@@ -77,7 +92,12 @@ class PageTests(SynchronousTestCase):
         self.assertIn('<span id="agent-total">4</span>', html)
         self.assertIn('<style nonce="nonce1">', html)
         self.assertIn('<svg xmlns="http://www.w3.org/2000/svg" id="sync-chart"', html)
-        self.assertEqual(html.count("<circle cx="), 2 + 3)  # two syncs, three legend dots
+        self.assertEqual(series(html), {
+            ("integrity_sync", "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&quot;&amp;"):
+            (1, "Integrity sync &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&quot;&amp;: 1 "
+                "syncs, last 1.50 s at 1970-01-01 02:45:41 UTC, slowest 1.50 s"),
+            ("agent_info", "w2"): (1, "Agent-info sync w2: 1 syncs, last 10 ms at 1970-01-01 "
+                                      "02:46:30 UTC, slowest 10 ms")})
         self.assertIn("Integrity sync (1)", html)
         self.assertIn("1.50 s", html)  # the last integrity sync's duration
         self.assertIn('<td class="n">4</td><td class="n">5</td><td class="n">6</td>', html)
@@ -192,7 +212,8 @@ class KeptRenderingTests(SynchronousTestCase):
         self.assertEqual(page2, plain2)
         self.assertNotEqual(page2, page)
         self.assertEqual([v.fragment for v in self.views(history)][:5], first)
-        self.assertEqual(page2.count('<circle cx="'), 6 + 3)  # six syncs, three legend dots
+        self.assertEqual({k: v[0] for k, v in series(page2).items()},
+                         {("integrity_check", "w1"): 5, ("integrity_sync", "w2"): 1})
         # A slow sync changes the scale: every point is drawn again.
         history.sync_done("w1", "integrity_sync", clock.seconds() - 40.0, clock.seconds(),
                           True, {})
@@ -210,4 +231,26 @@ class KeptRenderingTests(SynchronousTestCase):
         history.sync_done("w1", "agent_info", clock.seconds() - 0.01, clock.seconds(), True, {})
         page5, plain5 = self.page_and_plain(history, clock.seconds())
         self.assertEqual(page5, plain5)
-        self.assertEqual(page5.count('<circle cx="'), 1 + 3)
+        self.assertEqual({k: v[0] for k, v in series(page5).items()},
+                         {("agent_info", "w1"): 1})
+
+    def test_an_hour_of_syncs_is_one_line_per_worker_and_kind(self) -> None:
+        """2 000 syncs of two workers: six lines holding every point, in a page of some
+        40 kB (a circle with its own title per sync made it 268 kB)."""
+        clock = Clock()
+        clock.advance(100_000.0)
+        history = SyncHistory(clock)
+        for i in range(2000):
+            kind = ("integrity_check", "integrity_sync", "agent_info")[i % 3]
+            history.sync_done(f"worker{i % 2 + 1}", kind, clock.seconds() - 0.01 * (i % 7 + 1),
+                              clock.seconds(), True, {"created": 1})
+            clock.advance(1.75)
+        page, plain = self.page_and_plain(history, clock.seconds())
+        self.assertEqual(page, plain)
+        lines = series(page)
+        self.assertEqual(len(lines), 6)
+        self.assertEqual(sum(points for points, _ in lines.values()), 2000)
+        self.assertIn("Integrity sync worker2: 334 syncs, last 50 ms at", lines[
+            ("integrity_sync", "worker2")][1])
+        self.assertIn("slowest 70 ms", lines[("integrity_sync", "worker2")][1])
+        self.assertLess(len(page.encode()), 45_000)

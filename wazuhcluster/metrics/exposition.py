@@ -57,20 +57,26 @@ class Exposition:
     def __init__(self, registry: Collector) -> None:
         self._registry = registry
         self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._families: dict[str, tuple[tuple[Any, ...], str]] = {}
+        self._families: dict[str, tuple[tuple[Any, ...], str, Any]] = {}
 
     def generate(self) -> bytes:
         return "".join(self._family(metric) for metric in self._registry.collect()).encode()
 
     def _family(self, metric: Any) -> str:
+        kept = self._families.get(metric.name)
+        if kept is not None and kept[2] is metric:
+            # The very family written last time (a collector that knows it did not change
+            # gives it again: wazuhcluster.metrics.registry._Kept); families are never
+            # changed once collected.
+            return kept[1]
         samples = metric.samples
         key = (metric.type, metric.documentation,
                *[(s.name, tuple(s.labels.items()), s.value, s.timestamp) for s in samples])
-        kept = self._families.get(metric.name)
         if kept is not None and kept[0] == key:
+            self._families[metric.name] = (key, kept[1], metric)
             return kept[1]
         text = self._write(metric)
-        self._families[metric.name] = (key, text)
+        self._families[metric.name] = (key, text, metric)
         return text
 
     def _write(self, metric: Any) -> str:

@@ -46,6 +46,37 @@ class _NodeCollector(Collector):
                                     value=1 if getattr(node, "peer", None) is not None else 0)
 
 
+class _Kept(Collector):
+    """A metric written only through :class:`NodeMetrics`' methods, which mark it changed
+    (``changed``: ids of metrics). Its families are collected again after a change; else
+    the last ones are given again, the same objects, whose text the :class:`Exposition`
+    keeps: a scrape then skips the metric's ``collect()`` (for the sync histograms of every
+    worker, most of a scrape's cost) and the comparison of its samples.
+
+    A scrape runs in a thread while the reactor writes: the mark is cleared *before* the
+    metric is collected, so a write that lands meanwhile is collected again next time; a
+    write whose mark comes just after this scrape's check shows in the next scrape, as if
+    this one had run a moment earlier.
+    """
+
+    def __init__(self, metric: Any, changed: set[int]) -> None:
+        self.metric = metric
+        self._changed = changed
+        self._families: list[Metric] | None = None
+        changed.add(id(metric))
+
+    def describe(self) -> Any:
+        return self.metric.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        key = id(self.metric)
+        families = self._families
+        if families is None or key in self._changed:
+            self._changed.discard(key)
+            families = self._families = list(self.metric.collect())
+        return iter(families)
+
+
 @implementer(IClusterEvents)
 class NodeMetrics:
     """The metrics of one node, in a registry of its own (several nodes may share a process
@@ -59,39 +90,45 @@ class NodeMetrics:
         self._clock = clock
         r = self.registry = CollectorRegistry(auto_describe=True)
         r.register(_NodeCollector(node))
-        self.sync_duration = Histogram(
+        #: Metrics that change only on events (syncs, DAPI requests, agent counts, drops)
+        #: are registered through :class:`_Kept`; each write marks its metric here.
+        self._changed: set[int] = set()
+        self.sync_duration = self._kept(Histogram(
             "wazuhcluster_sync_duration_seconds",
             "Duration of the syncs with each worker (seen by the master).",
-            ["worker", "kind"], buckets=SYNC_BUCKETS, registry=r)
-        self.sync_last_success = Gauge(
+            ["worker", "kind"], buckets=SYNC_BUCKETS, registry=None))
+        self.sync_last_success = self._kept(Gauge(
             "wazuhcluster_sync_last_success_timestamp_seconds",
             "Unix time the last successful sync of this kind with the worker ended.",
-            ["worker", "kind"], registry=r)
-        self.sync_failures = Counter(
-            "wazuhcluster_sync_failures", "Syncs that failed.", ["worker", "kind"], registry=r)
-        self.files_pushed = Counter(
+            ["worker", "kind"], registry=None))
+        self.sync_failures = self._kept(Counter(
+            "wazuhcluster_sync_failures", "Syncs that failed.", ["worker", "kind"],
+            registry=None))
+        self.files_pushed = self._kept(Counter(
             "wazuhcluster_integrity_files_pushed",
-            "Files the master pushed to a worker, by action.", ["worker", "action"], registry=r)
-        self.bytes_pushed = Counter(
+            "Files the master pushed to a worker, by action.", ["worker", "action"],
+            registry=None))
+        self.bytes_pushed = self._kept(Counter(
             "wazuhcluster_integrity_bytes_pushed",
             "Bytes of integrity containers the master sent to a worker.", ["worker"],
-            registry=r)
-        self.agent_info_rows = Counter(
+            registry=None))
+        self.agent_info_rows = self._kept(Counter(
             "wazuhcluster_agent_info_rows_synced",
-            "Agent-info rows a worker's syncs applied on the master.", ["worker"], registry=r)
-        self.agents = Gauge(
+            "Agent-info rows a worker's syncs applied on the master.", ["worker"],
+            registry=None))
+        self.agents = self._kept(Gauge(
             "wazuhcluster_agents", "Agents in this node's database, by node and status.",
-            ["node", "status"], registry=r)
-        self.dapi_requests = Counter(
+            ["node", "status"], registry=None))
+        self.dapi_requests = self._kept(Counter(
             "wazuhcluster_dapi_requests", "DAPI requests run on this node.",
-            ["function", "outcome"], registry=r)
+            ["function", "outcome"], registry=None))
         self.frames = Counter("wazuhcluster_link_frames", "Cluster frames, in and out.",
                               ["direction"], registry=r)
         self.link_bytes = Counter("wazuhcluster_link_bytes", "Cluster link bytes, in and out.",
                                   ["direction"], registry=r)
-        self.dropped = Counter("wazuhcluster_dropped_connections",
-                               "Cluster connections that ended, by reason.", ["reason"],
-                               registry=r)
+        self.dropped = self._kept(Counter("wazuhcluster_dropped_connections",
+                                          "Cluster connections that ended, by reason.",
+                                          ["reason"], registry=None))
         self.reactor_lag_gauge = Gauge("wazuhcluster_reactor_lag_seconds",
                                        "How late the last reactor-lag tick ran.", registry=r)
         self.reactor_lag_hist = Histogram("wazuhcluster_reactor_lag_distribution_seconds",
@@ -104,20 +141,33 @@ class NodeMetrics:
         #: keeping the unchanged parts between scrapes).
         self.exposition = Exposition(r)
 
+    def _kept(self, metric: Any) -> Any:
+        self.registry.register(_Kept(metric, self._changed))
+        return metric
+
+    def _mark(self, *metrics: Any) -> None:
+        """``metrics`` were written: the next scrape collects them again."""
+        for metric in metrics:
+            self._changed.add(id(metric))
+
     # -- IClusterEvents ---------------------------------------------------------------------
     def sync_done(self, worker: str, kind: str, started: float, ended: float, ok: bool,
                   counts: Mapping[str, int]) -> None:
         if not ok:
             self.sync_failures.labels(worker, kind).inc()
+            self._mark(self.sync_failures)
             return
         self.sync_duration.labels(worker, kind).observe(max(0.0, ended - started))
         self.sync_last_success.labels(worker, kind).set(ended)
+        self._mark(self.sync_duration, self.sync_last_success)
         if kind == "integrity_sync":
             for action in ("created", "updated", "deleted"):
                 self.files_pushed.labels(worker, action).inc(counts.get(action, 0))
             self.bytes_pushed.labels(worker).inc(counts.get("bytes", 0))
+            self._mark(self.files_pushed, self.bytes_pushed)
         elif kind == "agent_info":
             self.agent_info_rows.labels(worker).inc(counts.get("rows", 0))
+            self._mark(self.agent_info_rows)
 
     def link_traffic(self, direction: str, frames: int, nbytes: int) -> None:
         self.frames.labels(direction).inc(frames)
@@ -125,9 +175,11 @@ class NodeMetrics:
 
     def connection_dropped(self, reason: str) -> None:
         self.dropped.labels(reason).inc()
+        self._mark(self.dropped)
 
     def dapi_request(self, function: str, outcome: str) -> None:
         self.dapi_requests.labels(function, outcome).inc()
+        self._mark(self.dapi_requests)
 
     def reactor_lag(self, seconds: float) -> None:
         self.reactor_lag_gauge.set(seconds)
@@ -141,6 +193,7 @@ class NodeMetrics:
             self.agents.labels(str(row.get("node_name") or "unknown"),
                                str(row.get("connection_status") or "unknown")).set(
                 int(row.get("n", 0)))
+        self._mark(self.agents)
 
 
 AGENTS_SQL = ("SELECT node_name, connection_status, COUNT(*) AS n FROM agent WHERE id > 0 "
