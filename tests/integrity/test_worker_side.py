@@ -251,6 +251,7 @@ class WorkerIntegrityTests(SynchronousTestCase):
         class Watcher:
             pending = True
 
+        pair.checks_only()
         pair.integrity.watcher = Watcher()  # type: ignore[assignment]
         write_files(pair.master_config.home, {"etc/lists/first": b"a:1\n"})
         pair.recalculate()  # announces; the worker checks; the master waits
@@ -271,9 +272,11 @@ class WorkerIntegrityTests(SynchronousTestCase):
         class Watcher:
             pending = True
 
+        pair.checks_only()
         pair.integrity.watcher = Watcher()  # type: ignore[assignment]
         write_files(pair.master_config.home, {"etc/lists/first": b"a:1\n"})
         pair.recalculate()
+        self.assertFalse(pair.in_sync())  # the check waits for the watcher
         for _ in range(int(master_side.FRESH_SCAN_WAIT / master_side.FRESH_SCAN_POLL) + 2):
             pair.clock.advance(master_side.FRESH_SCAN_POLL)
         pair.settle()

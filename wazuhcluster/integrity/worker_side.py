@@ -40,7 +40,11 @@ from wazuhcluster.integrity.apply import ApplyResult, apply_push
 from wazuhcluster.integrity.container import ContainerLimits, write_metadata_container
 from wazuhcluster.integrity.errors import IntegrityError
 from wazuhcluster.integrity.items import ClusterItems, parse_cluster_items
-from wazuhcluster.integrity.master_side import error_wire, unlink_quietly
+from wazuhcluster.integrity.master_side import (
+    PUSH_DIRECT_CAPABILITY,
+    error_wire,
+    unlink_quietly,
+)
 from wazuhcluster.integrity.metadata import CachedDigest, ScanResult, scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IPeer, IWorkerExtension
@@ -119,6 +123,9 @@ class IntegrityWorker:
     """
 
     _log = Logger()
+    #: Announced in ``wzc_caps``: the master may push changed files without asking for a
+    #: check first (a ``syn_m_c`` of its own; we apply it like any push).
+    capabilities = (PUSH_DIRECT_CAPABILITY,)
 
     def __init__(self, node: WorkerNode, clock: IReactorTime,
                  barrier: Callable[[], None] | None = os.sync,
