@@ -195,10 +195,16 @@ class IntegrityWorker:
         peer, commands = self._peer, self._commands
         if peer is None or commands is None:
             return
-        if self.pushes_in_progress:
-            self._log.debug("[{tag}] [Integrity check] Still applying a push; not asking.",
-                            tag=self._tag)
-            return
+        while self.pushes_in_progress and self._push_done is not None:
+            # A check must not scan a tree a push is changing; it runs once the push is
+            # applied (a push the master started itself has no check waiting for it, and
+            # the master's sync_now for what changed meanwhile arrives during the apply).
+            self._log.debug("[{tag}] [Integrity check] Still applying a push; checking after "
+                            "it.", tag=self._tag)
+            await self._push_done
+            peer, commands = self._peer, self._commands
+            if peer is None or commands is None:
+                return
         with self._log.failuresHandled("[{tag}] [Integrity check] Unexpected error",
                                        tag=self._tag):
             try:
