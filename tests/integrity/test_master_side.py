@@ -172,6 +172,27 @@ class MasterIntegrityTests(SynchronousTestCase):
                   "rb") as f:
             self.assertEqual(f.read(), b"<two/>\n")
 
+    def test_no_direct_push_while_a_burst_goes_on(self) -> None:
+        """While the watcher has more changes pending, the worker is asked to check (the
+        check waits for the next recomputation and takes more files in one push)."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+
+        class Watcher:
+            pending = True
+
+        pair.integrity.watcher = Watcher()  # type: ignore[assignment]
+        checks = pair.worker_integrity.checks.runs
+        write_files(pair.master_config.home, {"etc/rules/local_rules.xml": b"<z/>\n"})
+        pair.recalculate()
+        self.assertEqual(pair.worker_integrity.checks.runs, checks + 1)
+        Watcher.pending = False
+        for _ in range(int(master_side.FRESH_SCAN_WAIT / master_side.FRESH_SCAN_POLL) + 2):
+            pair.clock.advance(master_side.FRESH_SCAN_POLL)
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+
     def test_big_direct_push_needs_a_free_slot(self) -> None:
         """More than SMALL_DIRECT_PUSH files with every task slot taken: the worker is
         asked to check instead (it waits in line for a slot)."""

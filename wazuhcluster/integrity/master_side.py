@@ -480,7 +480,12 @@ class IntegrityMaster:
 
     def _announce(self, delta: Comparison | None = None) -> None:
         """Tell every capable worker to check now (or as soon as its lock is released);
-        a worker that takes direct pushes gets ``delta`` pushed instead."""
+        a worker that takes direct pushes gets ``delta`` pushed instead, unless more
+        changes are on their way (a burst still being written: the watcher or another
+        recomputation pending), when one check that waits for the next recomputation
+        gathers more of them than a direct push of this one's would."""
+        if self.recalculation.pending or (self.watcher is not None and self.watcher.pending):
+            delta = None
         for session in self._node.registry:
             if SYNC_NOW_CAPABILITY not in session.capabilities:
                 continue
