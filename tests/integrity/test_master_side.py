@@ -193,6 +193,23 @@ class MasterIntegrityTests(SynchronousTestCase):
         pair.settle()
         self.assertTrue(pair.in_sync())
 
+    def test_no_direct_push_to_a_worker_asked_to_check(self) -> None:
+        """A worker asked to check (sync_now) that has not asked for permission yet gets
+        no direct push: its check would wait behind each new one."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        session = pair.master.registry.get("worker-1")
+        state = pair.integrity.state_of(session)
+        assert state is not None and session is not None
+        pair.integrity._sync_now(session)  # not delivered yet
+        write_files(pair.master_config.home, {"etc/rules/local_rules.xml": b"<w/>\n"})
+        pair.integrity.recalculation.request()
+        self.assertIsNone(state.lock)  # no direct push started
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+        self.assertIsNone(state.asked_at)
+
     def test_big_direct_push_needs_a_free_slot(self) -> None:
         """More than SMALL_DIRECT_PUSH files with every task slot taken: the worker is
         asked to check instead (it waits in line for a slot)."""

@@ -139,6 +139,7 @@ class WorkerIntegrity:
     retry_after: float = 0.0  # no permission before this time (backoff after failures)
     granted_at: float | None = None  # permission granted, syn_i_w_m not received yet
     called_at: float | None = None  # a slot is kept for it: called in from the line
+    asked_at: float | None = None  # sync_now sent, no permission asked since
 
 
 class WorkerReportedError(RemoteCommandError):
@@ -501,11 +502,13 @@ class IntegrityMaster:
 
     def _direct_push(self, state: WorkerIntegrity, delta: Comparison) -> bool:
         """Push ``delta`` to an idle worker without a check first; False if it is not idle
-        (a permission just granted, a call-in from the line) or no slot is free for a
-        bigger push: the caller then asks it to check, as for any worker."""
+        (asked to check and not come yet: its check would wait behind each new direct
+        push; a permission just granted, a call-in from the line) or no slot is free for
+        a bigger push: the caller then asks it to check, as for any worker."""
         now = self._clock.seconds()
         grace = self._config.intervals.timeout_cluster_request
         if (state.lock is not None or state.session in self._waiting
+                or (state.asked_at is not None and now - state.asked_at < grace)
                 or (state.granted_at is not None and now - state.granted_at < grace)
                 or (state.called_at is not None and now - state.called_at < grace)
                 or now < state.retry_after):
@@ -534,6 +537,9 @@ class IntegrityMaster:
             self._release(state, task_id)
 
     def _sync_now(self, session: WorkerSession) -> None:
+        state = self._workers.get(session)
+        if state is not None:
+            state.asked_at = self._clock.seconds()
         self._log.debug("[Worker {worker}] [Integrity check] Files changed; asking the worker "
                         "to check now.", worker=session.name)
         d = session.peer.request(SYNC_NOW, b"")
@@ -559,6 +565,7 @@ class IntegrityMaster:
         """``syn_i_w_m_p``: True once per recomputation cycle, and only if unlocked."""
         state = self._state(commands)
         now = self._clock.seconds()
+        state.asked_at = None
         limit = self._config.intervals.max_locked_integrity_time
         if state.lock is not None and now - state.lock_since > limit:
             self._log.warn("[{tag}] [Integrity check] Integrity lock held for more than {limit}"
