@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from tests.integration.harness import Cluster, NodeProcess
+from tests.integration.harness import Cluster, NodeProcess, ended_by
 from wazuhcluster.integrity.items import load_cluster_items
 from wazuhcluster.integrity.metadata import file_digest, scan_items
 
@@ -188,9 +187,11 @@ class IntegrityProcessTests(TestCase):
         write(m, {f"etc/shared/more/file-{i:04d}.conf": os.urandom(2048) for i in range(2000)})
         await c.wait_for("the worker to start a round",
                          lambda: w.grep(r"\[Integrity (check|sync)\] Starting\.", since), 20.0)
-        started = time.monotonic()
-        await w.stop(signal.SIGTERM, timeout=15.0)
-        self.assertLess(time.monotonic() - started, 10.0, "SIGTERM did not stop the worker")
+        # (no wall-clock bound: a worker that hangs on SIGTERM is SIGKILLed after the
+        # timeout, and then did not stop by itself)
+        reason = await w.stop(signal.SIGTERM, timeout=60.0)
+        self.assertIn(ended_by(reason), [(0, None), (None, signal.SIGTERM)],
+                      f"SIGTERM did not stop the worker by itself: {reason!r}")
 
     async def test_push_larger_than_max_zip_size_completes_over_several_rounds(self) -> None:
         """With a 64 KiB zip limit, 1 MiB of incompressible files arrives in several rounds."""
