@@ -16,6 +16,10 @@ Pieces, all owned by the master node:
 * push on change (beyond Wazuh): when a recomputation finds different content, every
   connected worker that announced ``sync_now`` is told to check now (``wzc_syncnow``); a
   worker whose lock is held gets it when the lock is released.
+* direct push (between our nodes, ``push_direct``): to an idle worker that announced it,
+  the files a recomputation changed are pushed at once, without a check before (no scan,
+  upload, decode or comparison); busy workers and bursts still being written take the
+  check path above.
 * a bound on concurrent tasks (``max_concurrent_integrity_tasks``): beyond it a permission
   request is answered False and the worker waits in line; each task that ends sends
   ``sync_now`` to the next worker in line (workers without it ask again at their next tick).
