@@ -11,7 +11,7 @@ round trip on a cluster link of the busy master, not slowed by this process's cl
 with the issue's targets and a verdict for each.
 
 Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client] [--full-client]
-[--no-answer-cache] [--wazuh-client]``
+[--no-answer-cache] [--no-revalidate] [--wazuh-client]``
 (``--full-client``: the client decodes every answer with the tagged codec; by default it
 parses the JSON and checks the page only. Client CPU per request is reported apart.
 The client sends ``wzc_dapi``, as our ``dapi_call`` (control CLI) does: the answer is the reply.
@@ -85,10 +85,18 @@ NO_ANSWER_CACHE = "--no-answer-cache" in sys.argv
 WAZUH_CLIENT = "--wazuh-client" in sys.argv
 
 
-def no_answer_cache(home: str) -> None:
-    """Append ``dapi.answer_cache_entries: 0`` to the node's etc/wazuhcluster.yaml."""
+#: ``--no-revalidate``: the worker keeps no relayed answers (``dapi.relay_cache_entries: 0``),
+#: so every answer crosses the cluster link in full (``wzc_dapi_a``), as before answers were
+#: revalidated by digest (``wzc_dapi_r``/``wzc_dapi_u``).
+NO_REVALIDATE = "--no-revalidate" in sys.argv
+
+
+def dapi_settings(home: str, settings: dict[str, int]) -> None:
+    """Append a ``dapi`` section with ``settings`` to the node's etc/wazuhcluster.yaml."""
+    if not settings:
+        return
     with open(os.path.join(home, "etc", "wazuhcluster.yaml"), "a") as f:
-        f.write("\ndapi:\n  answer_cache_entries: 0\n")
+        f.write("\ndapi:\n" + "".join(f"  {k}: {v}\n" for k, v in settings.items()))
 
 
 async def one(node: NodeProcess) -> float:
@@ -134,12 +142,13 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
         with open(os.path.join(master.home, "etc", "client.keys"), "w") as f:
             f.write(format_client_keys(entries))
         if NO_ANSWER_CACHE:
-            no_answer_cache(master.home)
+            dapi_settings(master.home, {"answer_cache_entries": 0})
         master.start()
         await c.wait_ready(master, timeout=120)
         worker = c.add_node("worker1")
-        if NO_ANSWER_CACHE:
-            no_answer_cache(worker.home)
+        dapi_settings(worker.home, {
+            **({"answer_cache_entries": 0} if NO_ANSWER_CACHE else {}),
+            **({"relay_cache_entries": 0} if NO_REVALIDATE else {})})
         worker.start()
         await c.wait_listed(master, {"master", "worker1"}, timeout=60)
 
@@ -158,7 +167,8 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
         print(f"platform: {platform.platform()}, {os.cpu_count()} CPUs, python "
               f"{platform.python_version()}; {agents} agents; get_agents limit 500; client "
               f"{'decoding the tagged codec' if FULL_CLIENT else 'parsing JSON only'}; "
-              f"answer cache {'off' if NO_ANSWER_CACHE else 'on (default)'}; local request "
+              f"answer cache {'off' if NO_ANSWER_CACHE else 'on (default)'}; worker "
+              f"revalidation {'off' if NO_REVALIDATE else 'on (default)'}; local request "
               f"{'dapi + long string (Wazuh)' if WAZUH_CLIENT else 'wzc_dapi (ours)'}")
         print(f"keepalive RTT idle: p50 {idle['p50']:.2f} ms, max {idle['max']:.2f} ms "
               f"({idle['n']} probes)")

@@ -12,6 +12,8 @@ nodes have gone quiet, so each phase's figure holds all the work it caused:
 * ``keys``: a ``client.keys`` of N agents written on the master until every worker's database
   holds them (master reconcile, integrity sync of the file, worker reconcile, and the agent-info
   and agent-groups rounds that follow);
+* ``hold``: 60 s in which nothing changes, every node holding all the agents (the periodic
+  integrity, agent-info and agent-groups rounds and liveness of a cluster at rest);
 * ``rules``: 10 rule-file changes pushed to every worker;
 * ``keepalives``: each worker records keepalives of its share of the agents until the master
   sees all of them active (worker agent-info send, master ingest).
@@ -41,7 +43,9 @@ from bench.testbed import scenarios
 from bench.testbed.cluster import BedCluster, Node, write_client_keys
 from bench.testbed.net import make_bed
 
-PHASES = ("startup", "keys", "rules", "keepalives")
+PHASES = ("startup", "keys", "hold", "rules", "keepalives")
+#: seconds of the ``hold`` phase: nothing changes, every node holds all the agents
+HOLD = 60.0
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -150,6 +154,11 @@ async def one_run(reactor: Any, workers: int, agents: int, loopback: bool,
         await settle(c)
         spies.stop()
         phase("keys")
+        spies.start("hold", [master, c.nodes[names[0]]])
+
+        await c.sleep(HOLD)
+        spies.stop()
+        phase("hold")
         spies.start("rules", [master, c.nodes[names[0]]])
 
         for i in range(10):

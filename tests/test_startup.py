@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import sys
 from contextlib import redirect_stderr
 
 from twisted.application.service import Service
 from twisted.trial.unittest import SynchronousTestCase
 
-from wazuhcluster.startup import NodeRoot, StartupError, nodaemon_in
+from wazuhcluster.startup import SWITCH_INTERVAL, NodeRoot, StartupError, nodaemon_in
 
 
 class Failing(Service):
@@ -53,6 +54,30 @@ class NodeRootTests(SynchronousTestCase):
         with self.assertRaises(SystemExit) as caught:
             self.root(SystemExit("wazuhcluster: x"), daemon=False).startService()
         self.assertEqual(caught.exception.code, "wazuhcluster: x")
+
+    def test_short_switch_interval_while_running(self) -> None:
+        """While the node runs, threads switch every 0.5 ms (the reactor thread gets the GIL
+        back from a busy pool thread sooner); the interval before is restored at stop, and
+        after a failed start."""
+        before = sys.getswitchinterval()
+        self.addCleanup(sys.setswitchinterval, before)
+        seen: list[float] = []
+
+        class Watching(Service):
+            def startService(self) -> None:
+                seen.append(sys.getswitchinterval())
+
+        root = NodeRoot()
+        Watching().setServiceParent(root)
+        root.startService()
+        self.assertEqual(seen, [SWITCH_INTERVAL])
+        self.assertAlmostEqual(SWITCH_INTERVAL, 0.0005)
+        self.assertAlmostEqual(sys.getswitchinterval(), SWITCH_INTERVAL)
+        root.stopService()
+        self.assertAlmostEqual(sys.getswitchinterval(), before)
+        with self.assertRaises(SystemExit):
+            self.root(SystemExit("wazuhcluster: x"), daemon=False).startService()
+        self.assertAlmostEqual(sys.getswitchinterval(), before)
 
     def test_nodaemon_detection(self) -> None:
         self.assertTrue(nodaemon_in(["-n", "--pidfile=", "-y", "tac/master.tac"]))

@@ -643,6 +643,116 @@ class CountCacheTests(SynchronousTestCase):
         self.assertIn((sql, (COUNT_CACHE_SIZE + 4,)), db._counts)
 
 
+class PeriodicReadTests(SynchronousTestCase):
+    """What the periodic agent-info and agent-groups rounds read at rest costs nothing per
+    agent: the global group hash is kept until it may have changed, and the agents waiting
+    for a sync are found through partial indexes, not by reading every agent."""
+
+    HASH_SQL = "group_hash IS NOT NULL ORDER BY id"
+
+    def tracing(self, db: AgentDatabase) -> list[str]:
+        ran: list[str] = []
+        db._conn.set_trace_callback(ran.append)
+        self.addCleanup(db._conn.set_trace_callback, None)
+        return ran
+
+    def fresh_hash(self, db: AgentDatabase) -> str | None:
+        return global_group_hash_of([r[0] for r in db._conn.execute(
+            "SELECT group_hash FROM agent WHERE id > 0 AND group_hash IS NOT NULL"
+            " ORDER BY id")])
+
+    def test_global_hash_kept_while_unchanged(self) -> None:
+        db = _open(self, range(1, 30))
+        db.set_agent_groups([(i, ["default"]) for i in range(1, 20)])
+        first = db.global_group_hash()
+        ran = self.tracing(db)
+        db.record_keepalives([Keepalive(i, "w1", 1) for i in range(1, 30)])  # no group moves
+        db.mark_agent_info_synced([(i, 0) for i in range(1, 30)])
+        self.assertEqual(db.global_group_hash(), first)
+        self.assertEqual([sql for sql in ran if self.HASH_SQL in sql], [])
+
+    def test_global_hash_follows_every_change(self) -> None:
+        """Every kind of change that moves the hash is seen, whoever makes it."""
+        db = _open(self, range(1, 30))
+        db.set_agent_groups([(i, ["default"]) for i in range(1, 20)])
+
+        def check() -> str | None:
+            value = db.global_group_hash()
+            self.assertEqual(value, self.fresh_hash(db))
+            return value
+        seen = [check()]
+        db.set_agent_groups([(5, ["default", "extra"])])
+        seen.append(check())
+        db.delete_agents([7])
+        seen.append(check())
+        db.set_agent_groups([(25, ["other"])])  # an agent without a group gets one
+        seen.append(check())
+        db._conn.execute("UPDATE agent SET group_hash = NULL WHERE id = 3")  # any statement
+        seen.append(check())
+        other = sqlite3.connect(db.path)  # another connection (another process)
+        self.addCleanup(other.close)
+        with other:
+            other.execute("UPDATE agent SET group_hash = 'abcdef01' WHERE id = 4")
+        seen.append(check())
+        # A bulk reconcile drops the triggers with the indexes: counted all the same.
+        self.patch(agents_db, "BULK_INSERT_ROWS", 10)
+        db.reconcile_keys(_keys(range(9, 60)), _NOW)  # removes 1-8 (some with groups)
+        seen.append(check())
+        self.assertEqual(len(set(seen)), len(seen), seen)  # each step moved it
+
+    def test_global_hash_inside_a_transaction_is_not_kept(self) -> None:
+        db = _open(self, range(1, 5))
+        db.set_agent_groups([(1, ["a"])])
+        before = db.global_group_hash()
+        db._conn.execute("BEGIN")
+        db._conn.execute("UPDATE agent SET group_hash = 'ffffffff' WHERE id = 1")
+        inside = db.global_group_hash()
+        db._conn.execute("ROLLBACK")
+        self.assertNotEqual(inside, before)
+        self.assertEqual(db.global_group_hash(), before)
+
+    def plans(self, ran: list[str], db: AgentDatabase) -> list[str]:
+        """The query plans of the SELECTs that pick agents waiting for a sync."""
+        plans = []
+        for sql in ran:
+            if "syncreq" in sql and sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                params = (0,) * sql.count("?")
+                plans.append(" ".join(str(r[3]) for r in db._conn.execute(
+                    "EXPLAIN QUERY PLAN " + sql, params)))
+        return plans
+
+    def test_agents_waiting_for_a_sync_are_read_through_partial_indexes(self) -> None:
+        db = _open(self, range(1, 30))
+        db.record_keepalives([Keepalive(i, "w1", 1) for i in (3, 4)])
+        ran = self.tracing(db)
+        batch = db.get_agent_info_sync(rows=True)
+        self.assertEqual([v[0] for v in batch.versions], [3, 4])
+        info = self.plans(ran, db)
+        self.assertTrue(info)
+        for plan in info:
+            self.assertNotIn("SCAN a ", plan + " ")
+        self.assertIn("agent_info_syncreq", info[0])
+        db.set_agent_groups([(5, ["g"])], sync_status="syncreq")
+        del ran[:]
+        chunks = db.get_agent_groups_chunks("sync_status", _NOW + 10**6)
+        self.assertIn('"id":5', chunks[0])
+        groups = self.plans(ran, db)
+        self.assertTrue(groups)
+        self.assertIn("agent_groups_syncreq", groups[0])
+
+    def test_bulk_reconcile_keeps_partial_indexes_and_triggers(self) -> None:
+        db = _open(self, range(0))
+        schema = ("SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger')"
+                  " AND tbl_name = 'agent'")
+        before = sorted(db._conn.execute(schema).fetchall())
+        self.assertTrue(any(kind == "trigger" for kind, _, _ in before))
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(format_client_keys(_keys(range(1, 50))))
+        self.assertEqual(db.reconcile_keys_file(path, _NOW).inserted, 49)
+        self.assertEqual(sorted(db._conn.execute(schema).fetchall()), before)
+
+
 class HashWazuhDbTests(HashTests):
     backend = "wazuh-db"
 

@@ -21,6 +21,7 @@ from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import DapiRequest, FunctionName
 from wazuhcluster.dapi.results import AffectedItemsWazuhResult, WazuhException
+from wazuhcluster.dapi.revalidate import REVALIDATE_CAPABILITY
 from wazuhcluster.dapi.wire import DAPI_ANSWERS_CAPABILITY, inline_fits, install
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.localapi.client import LocalClientCommands
@@ -38,7 +39,12 @@ def dapi_request(name: str, request_type: str = "local_master", **kwargs: Any) -
                        request_type=request_type).to_json().encode()
 
 
-class WireTests(SynchronousTestCase):
+class WireBase(SynchronousTestCase):
+    """A master and a worker linked in memory, each with its DAPI (no tests of its own)."""
+
+    backend = "embedded"  # the master's agent database
+    worker_dapi: dict[str, Any] | None = None  # the worker's ``dapi`` settings
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
@@ -47,10 +53,13 @@ class WireTests(SynchronousTestCase):
         self.worker = WorkerNode(node_config(base, node_name="worker1", role="worker"),
                                  self.clock, SynchronousRunner())
         for node in (self.master, self.worker):
-            db = inline_database(self.clock, node.config.home)
+            db = inline_database(self.clock, node.config.home,
+                                 self.backend if node is self.master else "embedded")
             self.addCleanup(db.stopService)
             raw(db).reconcile_keys(keys(10), NOW - 100)
             node.agent_db = db
+            if node is self.worker and self.worker_dapi is not None:
+                node.config.settings["dapi"] = dict(self.worker_dapi)
             install(node, self.clock)
         self.mapi, self.wapi = self.master.dapi, self.worker.dapi
         self.master_link, self.link, self.link_pump = connected_pair(
@@ -85,6 +94,19 @@ class WireTests(SynchronousTestCase):
         self.flush()
         return reply, commands.final
 
+    def spy(self, protocol: Any) -> list[bytes]:
+        """The commands ``protocol``'s handler is asked to handle from now on."""
+        seen: list[bytes] = []
+        handle = protocol.handler.handle
+
+        def recording(command: bytes, payload: bytes) -> Any:
+            seen.append(command)
+            return handle(command, payload)
+        protocol.handler.handle = recording
+        return seen
+
+
+class WireTests(WireBase):
     def test_worker_local_client_answered_by_master(self) -> None:
         reply, final = self.ask(self.worker, b"dapi", dapi_request(
             "wazuh.core.agent.Agent.get_agents_overview", limit=None, select=["id"]))
@@ -108,23 +130,15 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(answer.affected_items[0]["node"], "worker1")
         self.assertEqual((self.mapi.executed, self.wapi.executed), (0, 1))
 
-    def spy(self, protocol: Any) -> list[bytes]:
-        """The commands ``protocol``'s handler is asked to handle from now on."""
-        seen: list[bytes] = []
-        handle = protocol.handler.handle
-
-        def recording(command: bytes, payload: bytes) -> Any:
-            seen.append(command)
-            return handle(command, payload)
-        protocol.handler.handle = recording
-        return seen
-
     def test_our_nodes_announce_dapi_answers(self) -> None:
         self.assertIn(DAPI_ANSWERS_CAPABILITY, self.worker.master_capabilities)
         session = self.master.registry.get("worker1")
         self.assertIn(DAPI_ANSWERS_CAPABILITY, session.capabilities)
 
     def test_master_answers_in_one_message(self) -> None:
+        """(Toward a worker that keeps no relayed answers: see test_revalidate.py.)"""
+        session = self.master.registry.get("worker1")
+        session.capabilities = frozenset(session.capabilities - {REVALIDATE_CAPABILITY})
         at_worker = self.spy(self.link)
         _, final = self.ask(self.worker, b"dapi", dapi_request(
             "wazuh.core.agent.Agent.get_agents_overview", limit=None, select=["id"]))

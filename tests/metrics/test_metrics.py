@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor, StringTransport
@@ -28,7 +30,8 @@ from wazuhcluster.interfaces import IClusterEvents
 from wazuhcluster.master.node import MasterNode
 from wazuhcluster.metrics.config import DEFAULT_PORT, load_metrics_config
 from wazuhcluster.metrics.registry import NodeMetrics
-from wazuhcluster.metrics.service import MetricsResource, MetricsService
+from wazuhcluster.metrics.service import LazySite, MetricsService
+from wazuhcluster.metrics.web import MetricsResource
 from wazuhcluster.protocol.handler import ClusterProtocol, drop_label
 from wazuhcluster.status.local import install as install_status
 from wazuhcluster.worker.node import WorkerNode
@@ -280,9 +283,76 @@ class ServiceTests(SynchronousTestCase):
         db = service._node.agent_db = DB()
         service.startService()
         self.addCleanup(service.stopService)
-        self.assertEqual(v(samples(service.metrics), "wazuhcluster_agents", node="w1",
-                           status="active"), 3)
+        # Nothing is read while nobody scrapes (it was a GROUP BY over every agent every
+        # 10 s on every node).
+        reactor.advance(60)
+        self.assertEqual(db.sql, [])
+        site = reactor.tcpServers[0][1].site()
+
+        def scrape() -> bytes:
+            request = DummyRequest([b"metrics"])
+            request.path = b"/metrics"
+            self.assertEqual(site.resource.render_GET(request), NOT_DONE_YET)
+            self.assertTrue(request.finished)
+            return b"".join(request.written)
+        body = scrape()
+        self.assertIn(b'wazuhcluster_agents{node="w1",status="active"} 3.0', body)
+        self.assertEqual(len(db.sql), 1)
         self.assertIn("GROUP BY node_name, connection_status", db.sql[0])
+        reactor.advance(5)
+        scrape()  # counts at most 10 s old: kept
+        self.assertEqual(len(db.sql), 1)
+        reactor.advance(5)
+        scrape()
+        self.assertEqual(len(db.sql), 2)
+
+    def test_web_stack_imported_at_the_first_connection(self) -> None:
+        """A node imports Twisted's web stack for /metrics only when someone connects."""
+        code = ("import sys\n"
+                "from twisted.internet.testing import MemoryReactorClock\n"
+                "from wazuhcluster.metrics.service import MetricsService\n"
+                "import wazuhcluster.node\n"
+                "print('twisted.web.server' in sys.modules)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=os.path.dirname(os.path.dirname(
+                                 os.path.dirname(os.path.abspath(__file__)))))
+        self.assertEqual(out.stdout.strip(), "False")
+        reactor = MemoryReactorClock()
+        service = self.service(reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        factory = reactor.tcpServers[0][1]
+        self.assertIsInstance(factory, LazySite)
+        self.assertIsNone(factory._site)
+        factory.doStart()
+        protocol = factory.buildProtocol(None)
+        from twisted.web.server import Site
+        self.assertIsInstance(factory._site, Site)
+        self.assertIs(protocol.factory, factory._site)
+        self.assertIs(factory.buildProtocol(None).factory, factory._site)  # built once
+        factory.doStop()
+        self.assertEqual(factory._site.numPorts, 0)
+
+    def test_scrapes_during_a_count_share_it(self) -> None:
+        reactor = MemoryReactorClock()
+        service = self.service(reactor)
+        answers: list[Deferred[Any]] = []
+
+        class DB:
+            def select(self, sql: str) -> Any:
+                answers.append(Deferred())
+                return answers[-1]
+
+        service._node.agent_db = DB()
+        first = service.fresh_agents()
+        second = service.fresh_agents()
+        self.assertEqual(len(answers), 1)
+        self.assertNoResult(first)
+        answers[0].callback([{"node_name": "w1", "connection_status": "active", "n": 2}])
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(v(samples(service.metrics), "wazuhcluster_agents", node="w1",
+                           status="active"), 2)
 
     def test_busy_port_is_one_error_line_and_the_node_runs_on(self) -> None:
         error = CannotListenError("127.0.0.1", 9999, OSError(98, "Address already in use"))

@@ -5,11 +5,12 @@ column names, types, constraints and defaults of the ``global.db`` that wazuh-db
 (schema version 6), so that tools which read Wazuh's database can read ours. The SQL text is
 our own.
 
-One table is ours: ``cluster_sync_seq`` holds, per agent, the change sequence of the last
+Two tables are ours: ``cluster_sync_seq`` holds, per agent, the change sequence of the last
 change that marked the agent for agent-info synchronisation (``info_seq``) and for agent-groups
 synchronisation (``group_seq``). It lets a worker mark exactly the rows it sent as synced once
 the master has confirmed them, instead of marking them when read (see
-docs/protocol.md).
+docs/protocol.md). ``cluster_counters`` counts, through triggers, the changes that can move
+the global group hash, so that the hash is computed again only when it may have changed.
 """
 
 from __future__ import annotations
@@ -131,6 +132,12 @@ CREATE INDEX IF NOT EXISTS agent_ip ON agent (ip);
 CREATE INDEX IF NOT EXISTS agent_group_hash ON agent (group_hash);
 -- get_health's active agents per node: a covering index, no scan of the agent table.
 CREATE INDEX IF NOT EXISTS agent_status_node ON agent (connection_status, node_name);
+-- The agents waiting for agent-info / agent-groups synchronisation: partial indexes that hold
+-- only those rows, so that the periodic rounds (every 10-30 s) read them without a scan of
+-- every agent (25 ms each at 200 000 agents when none waits).
+CREATE INDEX IF NOT EXISTS agent_info_syncreq ON agent (id) WHERE sync_status = 'syncreq';
+CREATE INDEX IF NOT EXISTS agent_groups_syncreq ON agent (id)
+    WHERE group_sync_status = 'syncreq';
 
 CREATE TABLE IF NOT EXISTS labels (
     id INTEGER REFERENCES agent (id) ON DELETE CASCADE,
@@ -171,6 +178,24 @@ CREATE TABLE IF NOT EXISTS cluster_sync_seq (
     info_seq INTEGER NOT NULL DEFAULT 0,
     group_seq INTEGER NOT NULL DEFAULT 0
 );
+
+-- Counts the changes that can move the global group hash (an agent with a group_hash
+-- inserted or deleted, a group_hash or an id changed), whoever makes them: the hash is kept
+-- until it moves instead of being read from every agent each round.
+CREATE TABLE IF NOT EXISTS cluster_counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO cluster_counters (name, value) VALUES ('group_hash', 0);
+CREATE TRIGGER IF NOT EXISTS agent_group_hash_insert AFTER INSERT ON agent
+    WHEN NEW.group_hash IS NOT NULL
+BEGIN UPDATE cluster_counters SET value = value + 1 WHERE name = 'group_hash'; END;
+CREATE TRIGGER IF NOT EXISTS agent_group_hash_delete AFTER DELETE ON agent
+    WHEN OLD.group_hash IS NOT NULL
+BEGIN UPDATE cluster_counters SET value = value + 1 WHERE name = 'group_hash'; END;
+CREATE TRIGGER IF NOT EXISTS agent_group_hash_update AFTER UPDATE OF group_hash, id ON agent
+    WHEN OLD.group_hash IS NOT NEW.group_hash OR OLD.id IS NOT NEW.id
+BEGIN UPDATE cluster_counters SET value = value + 1 WHERE name = 'group_hash'; END;
 """
 
 

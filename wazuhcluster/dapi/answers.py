@@ -27,6 +27,7 @@ its database), and only up to ``max_entries`` answers of at most ``max_bytes`` e
 from __future__ import annotations
 
 import collections
+import hashlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -55,10 +56,22 @@ MAX_TOTAL_BYTES = 32 * 1024 * 1024
 Key = tuple[Any, ...]
 
 
+def answer_digest(data: bytes) -> bytes:
+    """The digest by which our nodes compare an answer's bytes: hex SHA-256 (64 ASCII
+    bytes). Blocking for big answers: run it off the reactor."""
+    return hashlib.sha256(data).hexdigest().encode("ascii")
+
+
+def encode_kept(answer: Any) -> tuple[bytes, bytes]:
+    """The tagged JSON bytes of ``answer`` and their digest (blocking: for the runner)."""
+    data = codec.dumps(answer).encode()
+    return data, answer_digest(data)
+
+
 @attrs.define(eq=False)
 class _Entry:
     stamp: tuple[Any, int] | None
-    data: bytes | None = None
+    data: RawAnswer | None = None
     waiters: list[Deferred[Any]] = attrs.Factory(list)
 
 
@@ -91,7 +104,7 @@ class AnswerCache:
     @property
     def size(self) -> int:
         """Bytes held by the kept answers."""
-        return sum(len(e.data) for e in self._entries.values() if e.data is not None)
+        return sum(len(e.data.data) for e in self._entries.values() if e.data is not None)
 
     @staticmethod
     def key(request: DapiRequest) -> Key | None:
@@ -115,7 +128,7 @@ class AnswerCache:
                 return
             entry = self._entries[key]
             if entry.data is not None:
-                total -= len(entry.data)
+                total -= len(entry.data.data)
                 del self._entries[key]
 
     async def _stamp(self, db: Any) -> tuple[Any, int] | None:
@@ -151,11 +164,11 @@ class AnswerCache:
                 outcome = await waiter
             else:
                 outcome = entry.data
-            if isinstance(outcome, bytes):
+            if isinstance(outcome, RawAnswer):
                 self.hits += 1
                 if objects:
-                    return await self._run(codec.loads, outcome)
-                return RawAnswer(outcome)
+                    return await self._run(codec.loads, outcome.data)
+                return outcome
             if isinstance(outcome, BaseException):
                 return outcome  # the same request's error (a timeout, a missing agent)
             return await self.answer(request, compute, objects)  # it kept nothing: run it
@@ -171,14 +184,16 @@ class AnswerCache:
             if isinstance(answer, (BaseException, RawAnswer)):
                 return answer
             try:
-                data = (await self._run(codec.dumps, answer)).encode()
+                data, digest = await self._run(encode_kept, answer)
             except (TypeError, ValueError):
                 return answer  # the caller reports what cannot be encoded
-            if len(data) <= self.max_bytes and await self._stamp(db) == stamp \
-                    and self._entries.get(key) is entry:
-                entry.data = data
+            if len(data) > self.max_bytes:
+                return answer if objects else RawAnswer(data)
+            encoded = RawAnswer(data, digest)  # fresh and successful: a worker may keep it
+            if await self._stamp(db) == stamp and self._entries.get(key) is entry:
+                entry.data = encoded
                 self._trim()
-            return answer if objects else RawAnswer(data)
+            return answer if objects else encoded
         finally:
             if entry.data is None and self._entries.get(key) is entry:
                 del self._entries[key]

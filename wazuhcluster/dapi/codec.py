@@ -85,9 +85,14 @@ class FunctionName:
 @attrs.frozen
 class RawAnswer:
     """An answer received from a peer, still encoded: relayed as is when nothing needs to
-    read it (a worker passing the master's answer to its local client)."""
+    read it (a worker passing the master's answer to its local client).
+
+    ``digest`` (the hex SHA-256 of ``data``, :func:`wazuhcluster.dapi.answers.answer_digest`)
+    is set only on answers the answer cache's rules allow to keep: a worker of ours may keep
+    them and have them revalidated (docs/protocol.md, "Answers revalidated")."""
 
     data: bytes
+    digest: bytes | None = None
 
 
 class UnhandledException(Exception):

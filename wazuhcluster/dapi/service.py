@@ -40,9 +40,16 @@ from wazuhcluster.dapi.results import (
     WazuhException,
     WazuhInternalError,
 )
+from wazuhcluster.dapi.revalidate import (
+    REVALIDATE_CAPABILITY,
+    UNCHANGED,
+    UNCHANGED_REPLY,
+    Kept,
+    RelayCache,
+)
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import IAgentPageReader, IDistributedAPI, IPeer
-from wazuhcluster.protocol.commands import GET_NODES
+from wazuhcluster.protocol.commands import DAPI_REVALIDATE, GET_NODES
 from wazuhcluster.settings import section
 
 #: Settings of the ``dapi`` section of etc/wazuhcluster.yaml, with their defaults.
@@ -53,7 +60,13 @@ DAPI_SETTINGS: dict[str, Any] = {
     # encoded answers of agent listings kept per request while the agent database and the
     # second stay the same (wazuhcluster/dapi/answers.py); 0 keeps none
     "answer_cache_entries": 32,
+    # answers a worker relayed from the master, kept to be revalidated by digest instead of
+    # crossing the link again (wazuhcluster/dapi/revalidate.py); 0 for either keeps none
+    "relay_cache_entries": 32,
+    "relay_cache_bytes": 32 * 1024 * 1024,
 }
+#: Settings for which 0 is valid (it turns the feature off).
+ZERO_OFF = frozenset({"answer_cache_entries", "relay_cache_entries", "relay_cache_bytes"})
 
 ADDED = b"Added request to API requests queue"
 LOCAL_ORIGIN = "local"
@@ -145,7 +158,7 @@ class DistributedAPI:
         settings = section(node.config.settings, "dapi", DAPI_SETTINGS)
         for key in DAPI_SETTINGS:
             value = settings[key]
-            zero_ok = key == "answer_cache_entries"
+            zero_ok = key in ZERO_OFF
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
                     or (value == 0 and not zero_ok):
                 from wazuhcluster.errors import ConfigError
@@ -162,6 +175,10 @@ class DistributedAPI:
         self.answers = AnswerCache(lambda: getattr(node, "agent_db", None), clock,
                                    lambda f, *a: node.run(f, *a),
                                    int(settings["answer_cache_entries"]))
+        #: a worker's relayed answers, revalidated with a master that can (revalidate.py)
+        self.relayed = RelayCache(lambda f, *a: node.run(f, *a),
+                                  int(settings["relay_cache_entries"]),
+                                  int(settings["relay_cache_bytes"]), self.tag)
 
     @property
     def is_master(self) -> bool:
@@ -331,19 +348,33 @@ class DistributedAPI:
     async def send_to(self, peer: IPeer, peer_name: str, request: DapiRequest,
                       raw: bool = False) -> Any:
         """Send ``dapi "<id> <json>"`` on ``peer`` and wait for ``dapi_res``/``dapi_err``
-        (decoded, unless ``raw``)."""
+        (decoded, unless ``raw``).
+
+        A worker whose master announced ``dapi-revalidate`` sends ``wzc_dapi_r "<id>
+        <digest> <json>"`` instead when it keeps an answer to the same request; the master's
+        ``wzc_dapi_u`` (unchanged) then means the kept bytes (revalidate.py)."""
         request_id = uuid.uuid4().hex
         answer: Deferred[Any] = Deferred()
+        key = self.relayed.key(request) if self._revalidating(peer_name) else None
+        held: Kept | None = self.relayed.get(key) if key is not None else None
+        if held is not None:
+            command = DAPI_REVALIDATE
+            payload = b"%s %s %s" % (request_id.encode(), held.digest,
+                                     request.to_json().encode())
+        else:
+            command, payload = b"dapi", f"{request_id} {request.to_json()}".encode()
         self._pending[request_id] = (peer_name, answer)
         try:
             try:
-                await peer.request(b"dapi", f"{request_id} {request.to_json()}".encode())
+                reply = await peer.request(command, payload)
             except ClusterError as e:
                 if e.code in (3022, 3023):
                     raise WazuhClusterError(e.code, extra_message=e.extra_message) from None
                 detail = e.extra_message if e.code == 3018 else str(e)  # said once
                 raise WazuhClusterError(3018, extra_message=detail) from None
-            if not request.wait_for_complete:
+            if held is not None and reply == UNCHANGED_REPLY:
+                answer.callback(UNCHANGED)  # the reply said it: nothing follows
+            if not request.wait_for_complete and not answer.called:
                 answer.addTimeout(self.config.intervals.timeout_dapi_request, self._clock)
             try:
                 value = await answer
@@ -352,12 +383,32 @@ class DistributedAPI:
                                         ) from None
         finally:
             self._pending.pop(request_id, None)
+        if value is UNCHANGED:
+            if held is None:  # the master said "unchanged" to a request that offered nothing
+                value = WazuhInternalError(3036, extra_message="unchanged answer to a request "
+                                           "that offered no digest")
+            else:
+                self.relayed.revalidated += 1
+                value = codec.RawAnswer(held.data, held.digest)
+        elif key is not None and isinstance(value, codec.RawAnswer) \
+                and value.digest is not None:
+            self.relayed.offer(key, value)
         if isinstance(value, codec.RawAnswer) and not raw:
             try:
                 value = await self._node.run(codec.loads, value.data)
             except codec.CodecError as e:
                 value = WazuhInternalError(3036, extra_message=str(e)[:500])
         return value
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._clock
+
+    def _revalidating(self, peer_name: str) -> bool:
+        """Whether requests to ``peer_name`` may offer kept answers: a worker's, to a master
+        that announced ``dapi-revalidate``."""
+        return (not self.is_master and peer_name == "master" and self.relayed.enabled
+                and REVALIDATE_CAPABILITY in getattr(self._node, "master_capabilities", ()))
 
     def answered(self, request_id: str, value: Any) -> bool:
         """A peer answered request ``request_id`` (a decoded value or an exception)."""

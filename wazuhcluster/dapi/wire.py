@@ -12,12 +12,19 @@ capability; toward a peer that announced it, an answer of at most one frame trav
 ``str_upd``, ``dapi_res``). Bigger answers, and every answer toward a Wazuh peer (which never
 announces it), take the long-string path. On the local socket our own clients send
 ``wzc_dapi`` (payload as ``dapi``) and get the answer as its ``ok`` reply.
+
+Answers revalidated (capability ``dapi-revalidate``, :mod:`wazuhcluster.dapi.revalidate`): the
+master sends keepable answers to our workers as ``wzc_dapi_k "<id> <digest> <answer>"``; a
+worker asks again with ``wzc_dapi_r "<id> <digest> <request>"`` and gets ``ok "unchanged"``
+(or, after :data:`UNCHANGED_GRACE`, ``wzc_dapi_u "<id>"``) when the master's answer of that
+moment has that digest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -31,6 +38,13 @@ from wazuhcluster.config import Role
 from wazuhcluster.dapi import codec
 from wazuhcluster.dapi.codec import CodecError, DapiRequest
 from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhInternalError
+from wazuhcluster.dapi.revalidate import (
+    DIGEST_SIZE,
+    REVALIDATE_CAPABILITY,
+    UNCHANGED,
+    UNCHANGED_REPLY,
+    valid_digest,
+)
 from wazuhcluster.dapi.service import ADDED, DistributedAPI
 from wazuhcluster.errors import ClusterError
 from wazuhcluster.interfaces import ILocalExtension, IMasterExtension, IPeer, IWorkerExtension
@@ -40,8 +54,11 @@ from wazuhcluster.protocol.commands import (
     DAPI_ANSWER,
     DAPI_ERR,
     DAPI_FWD,
+    DAPI_KEEP,
     DAPI_RES,
+    DAPI_REVALIDATE,
     DAPI_SYNC,
+    DAPI_UNCHANGED,
     GET_HASH,
     Reply,
 )
@@ -75,6 +92,48 @@ async def encode_answer(node: Any, answer: Any) -> bytes:
     except (TypeError, ValueError) as e:
         return codec.dumps(WazuhInternalError(1000, extra_message=f"unencodable result: {e}")
                            ).encode()
+
+
+def keep_fits(request_id: bytes, digest: bytes, data: bytes) -> bool:
+    """Whether ``wzc_dapi_k "<id> <digest> <data>"`` fits in one frame."""
+    return len(request_id) + len(digest) + 2 + len(data) <= REQUEST_CHUNK
+
+
+#: How long the master waits for the answer to a ``wzc_dapi_r`` before replying ``Added``:
+#: an answer ready by then and unchanged is the reply itself (``ok "unchanged"``). Far below
+#: the link's request timeout; a kept answer is ready within one database-thread round trip.
+UNCHANGED_GRACE = 0.5
+
+
+def unchanged(answer: Any, held: bytes | None) -> bool:
+    """Whether ``answer`` is a keepable answer (it carries its digest) whose digest is
+    ``held``, the one the worker offered."""
+    digest = answer.digest if isinstance(answer, codec.RawAnswer) else None
+    return digest is not None and held is not None and hmac.compare_digest(digest, held)
+
+
+async def deliver_revalidated(node: Any, peer: IPeer, request_id: bytes, answer: Any,
+                              held: bytes | None, inline: bool) -> None:
+    """Master, toward a worker that announced ``dapi-revalidate``: ``wzc_dapi_u "<id>"``
+    when ``answer`` is a keepable one (it carries its digest) whose digest is ``held``, the
+    one the worker offered; ``wzc_dapi_k "<id> <digest> <answer>"`` for another keepable
+    answer that fits in a frame; anything else as :func:`deliver` sends it."""
+    digest = answer.digest if isinstance(answer, codec.RawAnswer) else None
+    if digest is None or (held is None and not keep_fits(request_id, digest, answer.data)):
+        await deliver(node, peer, request_id, answer, inline)
+        return
+    if unchanged(answer, held):
+        command, payload = DAPI_UNCHANGED, request_id
+    elif keep_fits(request_id, digest, answer.data):
+        command, payload = DAPI_KEEP, b"%s %s %s" % (request_id, digest, answer.data)
+    else:
+        await deliver(node, peer, request_id, answer, inline)
+        return
+    try:
+        await peer.request(command, payload)
+    except ClusterError as e:
+        with contextlib.suppress(ClusterError):
+            await peer.request(DAPI_ERR, request_id + b" " + str(e).encode())
 
 
 async def deliver(node: Any, peer: IPeer, request_id: bytes | None, answer: Any,
@@ -131,7 +190,7 @@ class _ClusterSide:
         self._tasks: dict[str, set[Deferred[None]]] = {}
 
     #: announced in ``wzc_caps`` (by the worker, and in the master's answer to it)
-    capabilities = (DAPI_ANSWERS_CAPABILITY,)
+    capabilities: tuple[str, ...] = (DAPI_ANSWERS_CAPABILITY,)
 
     def responders_for(self, peer_of: Callable[[], IPeer | None], peer_name: Callable[[], str],
                        strings: Any,
@@ -144,15 +203,8 @@ class _ClusterSide:
             request = await decode_request(self._node, body)
             name = peer_name()
             origin = f"{name}*{request_id.decode('ascii', 'replace')}"
-            inline = DAPI_ANSWERS_CAPABILITY in peer_caps()
-            task = Deferred.fromCoroutine(self._serve(peer_of(), request_id, request, origin,
-                                                      inline))
-            if not task.called:
-                tasks = self._tasks.setdefault(name, set())
-                tasks.add(task)
-                task.addBoth(_passthrough(lambda: tasks.discard(task)))
-            task.addErrback(_ignore_cancel)
-            task.addErrback(lambda f: _log.failure("[D API] Relay failed", f))
+            self._spawn(name, self._serve(peer_of(), request_id, request, origin,
+                                          peer_caps()))
             return Reply.ok(ADDED)
 
         async def dapi_res(payload: bytes) -> Reply:
@@ -181,13 +233,32 @@ class _ClusterSide:
 
         return {DAPI: dapi, DAPI_RES: dapi_res, DAPI_ERR: dapi_err, DAPI_ANSWER: dapi_answer}
 
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run the serving of a peer's request; cancelled when that peer goes away."""
+        task = Deferred.fromCoroutine(work)
+        if not task.called:
+            tasks = self._tasks.setdefault(name, set())
+            tasks.add(task)
+            task.addBoth(_passthrough(lambda: tasks.discard(task)))
+        task.addErrback(_ignore_cancel)
+        task.addErrback(lambda f: _log.failure("[D API] Relay failed", f))
+
     async def _serve(self, peer: IPeer | None, request_id: bytes,
                      request: DapiRequest | WazuhException, origin: str,
-                     inline: bool = False) -> None:
+                     caps: frozenset[str] = frozenset()) -> None:
         answer = request if isinstance(request, WazuhException) else \
             await self._api.handle(request, origin, raw=True)
-        if peer is not None:
+        if peer is None:
+            return
+        inline = DAPI_ANSWERS_CAPABILITY in caps
+        if self._revalidates and inline and REVALIDATE_CAPABILITY in caps:
+            await deliver_revalidated(self._node, peer, request_id, answer, None, inline)
+        else:
             await deliver(self._node, peer, request_id, answer, inline)
+
+    #: whether this side answers ``wzc_dapi_r`` and sends ``wzc_dapi_u``/``wzc_dapi_k``
+    #: (the master only: a worker never keeps what it sends)
+    _revalidates = False
 
     def lost(self, name: str, error: WazuhException) -> None:
         """The peer ``name`` is gone: its requests are cancelled, ours to it fail now."""
@@ -200,12 +271,58 @@ class _ClusterSide:
 class DapiMaster(_ClusterSide):
     """The DAPI commands of one worker connection on the master."""
 
+    capabilities = (DAPI_ANSWERS_CAPABILITY, REVALIDATE_CAPABILITY)
+    _revalidates = True
+
     def master_responders(self, commands: Any) -> dict[bytes, Responder]:
-        return self.responders_for(lambda: commands.peer,
-                                   lambda: commands.session.name if commands.session else "",
-                                   commands.strings,
-                                   lambda: commands.session.capabilities if commands.session
-                                   else frozenset())
+        def peer_caps() -> frozenset[str]:
+            return commands.session.capabilities if commands.session else frozenset()
+
+        def peer_name() -> str:
+            return commands.session.name if commands.session else ""
+
+        responders = self.responders_for(lambda: commands.peer, peer_name, commands.strings,
+                                         peer_caps)
+
+        async def dapi_revalidate(payload: bytes) -> Reply:
+            """``wzc_dapi_r "<id> <digest> <request>"``: ``dapi`` from a worker holding an
+            answer to it with that digest. When the answer is ready within
+            :data:`UNCHANGED_GRACE` seconds and has that digest, the reply itself says so
+            (``ok "unchanged"``: one message, nothing follows); otherwise the reply is
+            ``dapi``'s and the answer follows (``wzc_dapi_u`` if unchanged after all)."""
+            request_id, _, rest = payload.partition(b" ")
+            digest, _, body = rest.partition(b" ")
+            if not request_id or len(request_id) > MAX_REQUEST_ID or not valid_digest(digest):
+                raise ClusterError(3036, "wzc_dapi_r needs '<id> <digest> <request>'")
+            request = await decode_request(self._node, body)
+            name = peer_name()
+            origin = f"{name}*{request_id.decode('ascii', 'replace')}"
+            quick: Deferred[bool] = Deferred()
+            timer = self._api.clock.callLater(
+                UNCHANGED_GRACE, lambda: None if quick.called else quick.callback(False))
+
+            async def serve() -> None:
+                answer = request if isinstance(request, WazuhException) else \
+                    await self._api.handle(request, origin, raw=True)
+                if not quick.called:
+                    same = unchanged(answer, digest)
+                    quick.callback(same)
+                    if same:
+                        return  # the reply carries it
+                peer = commands.peer
+                if peer is not None:
+                    await deliver_revalidated(self._node, peer, request_id, answer, digest,
+                                              DAPI_ANSWERS_CAPABILITY in peer_caps())
+            self._spawn(name, serve())
+            try:
+                same = await quick
+            finally:
+                if timer.active():
+                    timer.cancel()
+            return Reply.ok(UNCHANGED_REPLY if same else ADDED)
+
+        responders[DAPI_REVALIDATE] = dapi_revalidate
+        return responders
 
     def worker_lost(self, session: Any) -> None:
         self.lost(session.name, WazuhClusterError(
@@ -219,9 +336,46 @@ class DapiMaster(_ClusterSide):
 class DapiWorker(_ClusterSide):
     """The DAPI commands the master sends to this worker."""
 
+    @property
+    def capabilities(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``dapi-revalidate`` only while this worker keeps relayed answers."""
+        if self._api.relayed.enabled:
+            return (DAPI_ANSWERS_CAPABILITY, REVALIDATE_CAPABILITY)
+        return (DAPI_ANSWERS_CAPABILITY,)
+
     def worker_responders(self, commands: Any) -> dict[bytes, Responder]:
-        return self.responders_for(lambda: commands.peer, lambda: "master", commands.strings,
-                                   lambda: self._node.master_capabilities)
+        responders = self.responders_for(lambda: commands.peer, lambda: "master",
+                                         commands.strings,
+                                         lambda: self._node.master_capabilities)
+
+        async def dapi_unchanged(payload: bytes) -> Reply:
+            """``wzc_dapi_u "<id>"``: the answer is the one whose digest we offered."""
+            request_id = payload.strip()
+            if not request_id or len(request_id) > MAX_REQUEST_ID:
+                raise ClusterError(3036, "wzc_dapi_u needs '<id>'")
+            if not self._api.answered(request_id.decode("ascii", "replace"), UNCHANGED):
+                raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
+            return Reply.ok(b"Response received")
+
+        async def dapi_keep(payload: bytes) -> Reply:
+            """``wzc_dapi_k "<id> <digest> <answer>"``: an answer we may keep."""
+            # the answer is copied out of the payload once (no intermediate "<digest>
+            # <answer>" slice)
+            space = payload.find(b" ", 0, MAX_REQUEST_ID + 1)
+            request_id = payload[:space] if space > 0 else b""
+            digest = payload[space + 1:space + 1 + DIGEST_SIZE] if request_id else b""
+            if not request_id or not valid_digest(digest) \
+                    or payload[space + 1 + DIGEST_SIZE:space + 2 + DIGEST_SIZE] != b" ":
+                raise ClusterError(3036, "wzc_dapi_k needs '<id> <digest> <answer>'")
+            data = payload[space + 2 + DIGEST_SIZE:]
+            if not self._api.answered(request_id.decode("ascii", "replace"),
+                                      codec.RawAnswer(data, digest)):
+                raise ClusterError(3032, f"no pending DAPI request {request_id[:64]!r}")
+            return Reply.ok(b"Response received")
+
+        responders[DAPI_UNCHANGED] = dapi_unchanged
+        responders[DAPI_KEEP] = dapi_keep
+        return responders
 
     def connected(self, peer: IPeer, capabilities: frozenset[str]) -> None:
         """Nothing to do: requests find the link through the node."""
@@ -229,6 +383,7 @@ class DapiWorker(_ClusterSide):
     def disconnected(self) -> None:
         self.lost("master", WazuhClusterError(
             3023, extra_message="connection with the master lost"))
+        self._api.relayed.clear()  # the next master may be another node: start afresh
 
 
 def ruleset_hashes(home: str) -> dict[str, str]:

@@ -74,6 +74,15 @@ SYNC_NOW = b"wzc_syncnow"  # at most 11 bytes fit in the header
 DAPI_ANSWER = b"wzc_dapi_a"
 #: A local-socket ``dapi`` whose reply (``ok``) is the answer itself (our own clients).
 DAPI_SYNC = b"wzc_dapi"
+#: Worker -> master ``"<id> <digest> <request>"``: a ``dapi`` request from a worker that holds
+#: an answer to it with that digest (capability ``dapi-revalidate``).
+DAPI_REVALIDATE = b"wzc_dapi_r"
+#: Master -> worker ``"<id>"``: the answer is byte for byte the one whose digest the worker
+#: sent with ``wzc_dapi_r``.
+DAPI_UNCHANGED = b"wzc_dapi_u"
+#: Master -> worker ``"<id> <digest> <answer>"``: an answer the worker may keep and have
+#: revalidated later (as ``wzc_dapi_a`` otherwise).
+DAPI_KEEP = b"wzc_dapi_k"
 
 
 @attrs.frozen

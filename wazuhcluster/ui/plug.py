@@ -9,7 +9,6 @@ from typing import Any
 from twisted.application.service import MultiService
 
 from wazuhcluster.ui.history import SyncHistory
-from wazuhcluster.ui.resource import StatusPage
 from wazuhcluster.ui.status import GET_STATUS, make_get_status
 
 
@@ -21,5 +20,7 @@ def add_ui(node: Any, reactor: Any, root: MultiService) -> SyncHistory:
         node.dapi.register(GET_STATUS, make_get_status(history))
     api = next((s for s in root if getattr(s, "name", None) == "api"), None)
     if api is not None:
+        from wazuhcluster.ui.resource import StatusPage  # the web stack: only with the API
+
         api.resource.mount(StatusPage(node, reactor, api.config.auth_token_exp_timeout))
     return history
