@@ -522,8 +522,18 @@ async def fan_out(base: str, count: int, changes: int) -> None:
         await wait_until(f"{count} workers to connect", lambda: all(
             "Successfully connected to master" in w.log() for w in workers), 60 + count, 0.1)
         rules = os.path.join("etc", "rules", "local_rules.xml")
-        await sleep(2.0)
+        await sleep(1.0)
+        pids = [w.transport.pid for w in workers]
+        idle_before = cpu_seconds(master.transport.pid), sum(cpu_seconds(p) for p in pids)
+        idle_start = time.perf_counter()
+        await sleep(1.0)
+        idle_wall = time.perf_counter() - idle_start
+        idle_master = (cpu_seconds(master.transport.pid) - idle_before[0]) / idle_wall
+        idle_workers = (sum(cpu_seconds(p) for p in pids) - idle_before[1]) / idle_wall
+        print(f"  idle CPU per second: master {idle_master * 1000:.1f} ms, all {count} workers "
+              f"{idle_workers * 1000:.1f} ms")
         latencies = []
+        cpu_before = cpu_seconds(master.transport.pid), sum(cpu_seconds(p) for p in pids)
         for i in range(changes):
             content = f"<group name='fan'><rule id='{200000 + i}'/></group>\n".encode()
             start = time.perf_counter()
@@ -543,6 +553,11 @@ async def fan_out(base: str, count: int, changes: int) -> None:
             latencies.append(await wait_until("a rules change everywhere", everywhere, 60)
                              - start)
             await sleep(0.3)
+        # CPU per edit (the 0.3 s pauses between edits included: both sides idle then).
+        cpu_master = (cpu_seconds(master.transport.pid) - cpu_before[0]) / changes
+        cpu_workers = (sum(cpu_seconds(p) for p in pids) - cpu_before[1]) / changes
+        print(f"  CPU per edit: master {cpu_master * 1000:.1f} ms, all {count} workers "
+              f"{cpu_workers * 1000:.1f} ms ({cpu_workers / count * 1000:.2f} ms each)")
         p50 = statistics.median(latencies)
         print(f"  rules change -> all {count} workers ({changes} changes): p50 {p50:.3f} s, "
               f"max {max(latencies):.3f} s, min {min(latencies):.3f} s")

@@ -106,6 +106,13 @@ class IntegrityPair:
         self.settle()
         self.case.successResultOf(d)
 
+    def checks_only(self) -> None:
+        """Make the master treat our worker as one without direct pushes (it asks for a
+        check after each change, as before ``push_direct``)."""
+        session = self.master.registry.get("worker-1")
+        assert session is not None
+        session.capabilities = session.capabilities - {master_side.PUSH_DIRECT_CAPABILITY}
+
     def in_sync(self) -> bool:
         """True when the worker's item files are exactly the master's."""
         return item_digests(self.master_config) == item_digests(self.worker_config)

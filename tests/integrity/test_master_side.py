@@ -6,6 +6,7 @@ import os
 import random
 import struct
 from typing import Any
+from unittest.mock import patch
 
 from twisted.internet import inotify
 from twisted.internet.defer import Deferred
@@ -20,6 +21,7 @@ from tests.integrity import vectors
 from tests.integrity.pairs import IntegrityPair, write_files
 from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.errors import ClusterError, RemoteCommandError
+from wazuhcluster.integrity import master_side
 from wazuhcluster.integrity.container import read_container_bytes
 from wazuhcluster.integrity.master_side import IntegrityWatcher, WorkerIntegrity
 from wazuhcluster.integrity.metadata import file_digest
@@ -109,9 +111,119 @@ class MasterIntegrityTests(SynchronousTestCase):
         write_files(master_home, {"etc/rules/local_rules.xml": b"<group name='new'></group>\n",
                                   "etc/lists/new-list": b"key:value\n"})
         os.unlink(os.path.join(master_home, "etc/decoders/local_decoder.xml"))
-        pair.recalculate()  # the worker announced sync_now: it checks at once
+        checks = pair.worker_integrity.checks.runs
+        pair.recalculate()  # the worker announced push_direct: the changes are pushed at once
         self.assertTrue(pair.in_sync())
+        self.assertEqual(len(messages_of(self.events, "Sync required")), 1)
+        self.assertEqual(pair.worker_integrity.checks.runs, checks)  # no check was needed
+        [_, counts] = messages_of(self.events, "Files to create in worker")
+        self.assertEqual((counts["missing"], counts["shared"], counts["extra"]), (1, 1, 1))
+
+    def test_a_worker_without_direct_pushes_is_asked_to_check(self) -> None:
+        """Without push_direct, a change makes the worker check (sync_now), as before."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        pair.checks_only()
+        checks = pair.worker_integrity.checks.runs
+        write_files(pair.master_config.home, {"etc/rules/local_rules.xml": b"<x/>\n"})
+        pair.recalculate()
+        self.assertTrue(pair.in_sync())
+        self.assertEqual(pair.worker_integrity.checks.runs, checks + 1)
         self.assertEqual(len(messages_of(self.events, "Sync required")), 2)
+
+    def test_direct_push_only_touches_what_changed(self) -> None:
+        """A direct push carries the changed files only: a difference the worker made
+        itself stays until its next check, which repairs it."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        worker_home = pair.worker_config.home
+        write_files(worker_home, {"etc/lists/audit-keys": b"tampered on the worker\n"})
+        write_files(pair.master_config.home, {"etc/rules/local_rules.xml": b"<y/>\n"})
+        pair.recalculate()
+        with open(os.path.join(worker_home, "etc/rules/local_rules.xml"), "rb") as f:
+            self.assertEqual(f.read(), b"<y/>\n")
+        self.assertFalse(pair.in_sync())
+        self.assertEqual(set(pair.worker_integrity.last_apply.updated),
+                         {"etc/rules/local_rules.xml"})
+        pair.worker_integrity.checks.request()  # its timer
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+
+    def test_a_change_during_a_direct_push_is_not_lost(self) -> None:
+        """A change seen while a direct push holds the worker's lock makes the worker
+        check once the push ends; the last content arrives."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        home = pair.master_config.home
+        write_files(home, {"etc/rules/local_rules.xml": b"<one/>\n"})
+        pair.integrity.recalculation.request()  # starts the direct push, not delivered yet
+        state = pair.integrity.state_of(pair.master.registry.get("worker-1"))
+        assert state is not None
+        self.assertIsNotNone(state.lock)
+        write_files(home, {"etc/rules/local_rules.xml": b"<two/>\n"})
+        pair.integrity.recalculation.request()
+        self.assertTrue(state.nudge_pending)
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+        with open(os.path.join(pair.worker_config.home, "etc/rules/local_rules.xml"),
+                  "rb") as f:
+            self.assertEqual(f.read(), b"<two/>\n")
+
+    def test_no_direct_push_while_a_burst_goes_on(self) -> None:
+        """While the watcher has more changes pending, the worker is asked to check (the
+        check waits for the next recomputation and takes more files in one push)."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+
+        class Watcher:
+            pending = True
+
+        pair.integrity.watcher = Watcher()  # type: ignore[assignment]
+        checks = pair.worker_integrity.checks.runs
+        write_files(pair.master_config.home, {"etc/rules/local_rules.xml": b"<z/>\n"})
+        pair.recalculate()
+        self.assertEqual(pair.worker_integrity.checks.runs, checks + 1)
+        Watcher.pending = False
+        for _ in range(int(master_side.FRESH_SCAN_WAIT / master_side.FRESH_SCAN_POLL) + 2):
+            pair.clock.advance(master_side.FRESH_SCAN_POLL)
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+
+    def test_no_direct_push_to_a_worker_asked_to_check(self) -> None:
+        """A worker asked to check (sync_now) that has not asked for permission yet gets
+        no direct push: its check would wait behind each new one."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        session = pair.master.registry.get("worker-1")
+        state = pair.integrity.state_of(session)
+        assert state is not None and session is not None
+        pair.integrity._sync_now(session)  # not delivered yet
+        write_files(pair.master_config.home, {"etc/rules/local_rules.xml": b"<w/>\n"})
+        pair.integrity.recalculation.request()
+        self.assertIsNone(state.lock)  # no direct push started
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+        self.assertIsNone(state.asked_at)
+
+    def test_big_direct_push_needs_a_free_slot(self) -> None:
+        """More than SMALL_DIRECT_PUSH files with every task slot taken: the worker is
+        asked to check instead (it waits in line for a slot)."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        write_files(pair.master_config.home, {
+            f"etc/lists/many-{i}": b"k:v\n" for i in range(master_side.SMALL_DIRECT_PUSH + 1)})
+        with patch.object(pair.integrity, "busy_tasks", return_value=10 ** 6):
+            pair.integrity.recalculation.request()
+            self.assertEqual(pair.integrity.state_of(
+                pair.master.registry.get("worker-1")).lock, None)
+        pair.settle()
+        self.assertTrue(pair.in_sync())
 
     def test_equal_trees_get_syn_m_c_ok(self) -> None:
         """When nothing differs the master answers syn_m_c_ok and pushes nothing."""

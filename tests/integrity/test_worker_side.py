@@ -197,6 +197,21 @@ class WorkerIntegrityTests(SynchronousTestCase):
         self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
         self.assertEqual(count(self.events, "Error reported by the worker"), 1)
 
+    def test_check_asked_during_a_push_runs_after_it(self) -> None:
+        """A check requested while a push is being received or applied (a direct push has
+        no check waiting for it) is not dropped: it runs once the push has ended."""
+        pair = self.pair
+        runs = pair.worker_integrity.checks.runs
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        write_files(pair.worker_config.home, {"etc/lists/audit-keys": b"tampered\n"})
+        pair.integrity.recalculation.request()  # a new cycle: the next check is granted
+        self.successResultOf(pair.request(pair.server, SYNC_NOW, b""))
+        self.assertFalse(pair.in_sync())
+        self.assertEqual(pair.worker_integrity.checks.runs, runs + 1)
+        self.successResultOf(pair.request(pair.server, SYN_M_C_R, task + b" not json"))
+        pair.settle()
+        self.assertTrue(pair.in_sync())  # the check ran after the push and repaired it
+
     def test_push_is_made_durable_with_two_barriers(self) -> None:
         """A big push runs with one barrier before the renames and one after."""
         pair = self.pair
@@ -251,6 +266,7 @@ class WorkerIntegrityTests(SynchronousTestCase):
         class Watcher:
             pending = True
 
+        pair.checks_only()
         pair.integrity.watcher = Watcher()  # type: ignore[assignment]
         write_files(pair.master_config.home, {"etc/lists/first": b"a:1\n"})
         pair.recalculate()  # announces; the worker checks; the master waits
@@ -271,9 +287,11 @@ class WorkerIntegrityTests(SynchronousTestCase):
         class Watcher:
             pending = True
 
+        pair.checks_only()
         pair.integrity.watcher = Watcher()  # type: ignore[assignment]
         write_files(pair.master_config.home, {"etc/lists/first": b"a:1\n"})
         pair.recalculate()
+        self.assertFalse(pair.in_sync())  # the check waits for the watcher
         for _ in range(int(master_side.FRESH_SCAN_WAIT / master_side.FRESH_SCAN_POLL) + 2):
             pair.clock.advance(master_side.FRESH_SCAN_POLL)
         pair.settle()

@@ -16,6 +16,10 @@ Pieces, all owned by the master node:
 * push on change (beyond Wazuh): when a recomputation finds different content, every
   connected worker that announced ``sync_now`` is told to check now (``wzc_syncnow``); a
   worker whose lock is held gets it when the lock is released.
+* direct push (between our nodes, ``push_direct``): to an idle worker that announced it,
+  the files a recomputation changed are pushed at once, without a check before (no scan,
+  upload, decode or comparison); busy workers and bursts still being written take the
+  check path above.
 * a bound on concurrent tasks (``max_concurrent_integrity_tasks``): beyond it a permission
   request is answered False and the worker waits in line; each task that ends sends
   ``sync_now`` to the next worker in line (workers without it ask again at their next tick).
@@ -106,6 +110,16 @@ FRESH_SCAN_POLL = 0.005
 PUSH_CHUNK = 1024 * 1024
 #: The capability a worker announces to receive ``wzc_syncnow``.
 SYNC_NOW_CAPABILITY = "sync_now"
+#: The capability one of our workers announces to receive a push the master starts itself
+#: (``syn_m_c`` without a check before it): after a recomputation that changed some files,
+#: the master sends just those files (and deletions) instead of asking for a check, which
+#: would cost the worker a scan and an upload of every file's metadata, and the master a
+#: decode and a comparison. A Wazuh worker never announces it and is asked nothing new.
+PUSH_DIRECT_CAPABILITY = "push_direct"
+#: A direct push of at most this many files and deletions is started even when every task
+#: slot is taken: its container is a few small records, so many of them at once cannot
+#: starve the master the way many full containers would (the reason for the slots).
+SMALL_DIRECT_PUSH = 16
 #: The record cache's directory under queue/cluster ('@' is not allowed in a node name, so no
 #: worker's directory can be called that).
 RECORD_CACHE_DIR = "@records"
@@ -129,6 +143,7 @@ class WorkerIntegrity:
     retry_after: float = 0.0  # no permission before this time (backoff after failures)
     granted_at: float | None = None  # permission granted, syn_i_w_m not received yet
     called_at: float | None = None  # a slot is kept for it: called in from the line
+    asked_at: float | None = None  # sync_now sent, no permission asked since
 
 
 class WorkerReportedError(RemoteCommandError):
@@ -142,6 +157,37 @@ class LocalScan:
     result: ScanResult
     digests: dict[str, tuple[str, str]]
     changed: bool
+    #: what changed since the previous result (for a direct push), or None if unknown
+    delta: Comparison | None = None
+
+
+def _delta(items: ClusterItems, before: ScanResult | None, after: ScanResult,
+           previous: dict[str, tuple[str, str]] | None,
+           digests: dict[str, tuple[str, str]],
+           paths: frozenset[str] | None = None) -> Comparison | None:
+    """The files of ``after`` whose digest or item differs from ``before`` (``missing``
+    when new, ``shared`` when changed) and the files ``before`` had and ``after`` has not
+    (``extra``, unless their item keeps worker-only files). ``paths`` limits the look to
+    those paths (the named files of a rescan)."""
+    if before is None or previous is None:
+        return None
+    if paths is None:
+        paths = frozenset(previous.keys() | digests.keys())
+    missing: dict[str, FileEntry] = {}
+    shared: dict[str, FileEntry] = {}
+    extra: dict[str, FileEntry] = {}
+    for path in paths:
+        old, new = previous.get(path), digests.get(path)
+        if old == new:
+            continue
+        if new is not None:
+            (missing if old is None else shared)[path] = after.files[path]
+            continue
+        entry = before.files.get(path)
+        item = None if entry is None else items.get(entry.cluster_item_key)
+        if entry is not None and item is not None and not item.extra_valid:
+            extra[path] = entry
+    return Comparison(missing=missing, extra=extra, shared=shared)
 
 
 def _scan(home: str, items: ClusterItems, previous: dict[str, tuple[str, str]] | None,
@@ -166,11 +212,15 @@ def _scan(home: str, items: ClusterItems, previous: dict[str, tuple[str, str]] |
                 else:
                     digests[path] = (entry.hash, entry.cluster_item_key)
             changed = any(digests.get(path) != previous.get(path) for path in result.touched)
-            return LocalScan(result, digests, changed)
+            delta = _delta(items, local, result, previous, digests,
+                           frozenset(result.touched)) if changed else None
+            return LocalScan(result, digests, changed, delta)
     if result is None:
         result = scan_items(home, items, cache)
     digests = {path: (entry.hash, entry.cluster_item_key) for path, entry in result.files.items()}
-    return LocalScan(result, digests, digests != previous)
+    changed = digests != previous
+    delta = _delta(items, local, result, previous, digests) if changed else None
+    return LocalScan(result, digests, changed, delta)
 
 
 class _DiscardRecords:
@@ -431,10 +481,16 @@ class IntegrityMaster:
                            count=len(scan.result.files), hashed=scan.result.hashed)
             if scan.changed:
                 self.generation += 1
-                self._announce()
+                self._announce(scan.delta)
 
-    def _announce(self) -> None:
-        """Tell every capable worker to check now (or as soon as its lock is released)."""
+    def _announce(self, delta: Comparison | None = None) -> None:
+        """Tell every capable worker to check now (or as soon as its lock is released);
+        a worker that takes direct pushes gets ``delta`` pushed instead, unless more
+        changes are on their way (a burst still being written: the watcher or another
+        recomputation pending), when one check that waits for the next recomputation
+        gathers more of them than a direct push of this one's would."""
+        if self.recalculation.pending or (self.watcher is not None and self.watcher.pending):
+            delta = None
         for session in self._node.registry:
             if SYNC_NOW_CAPABILITY not in session.capabilities:
                 continue
@@ -442,9 +498,52 @@ class IntegrityMaster:
             if state is not None and state.lock is not None:
                 state.nudge_pending = True
                 continue
+            if (delta is not None and state is not None
+                    and PUSH_DIRECT_CAPABILITY in session.capabilities
+                    and self._direct_push(state, delta)):
+                continue
             self._sync_now(session)
 
+    def _direct_push(self, state: WorkerIntegrity, delta: Comparison) -> bool:
+        """Push ``delta`` to an idle worker without a check first; False if it is not idle
+        (asked to check and not come yet: its check would wait behind each new direct
+        push; a permission just granted, a call-in from the line) or no slot is free for
+        a bigger push: the caller then asks it to check, as for any worker."""
+        now = self._clock.seconds()
+        grace = self._config.intervals.timeout_cluster_request
+        if (state.lock is not None or state.session in self._waiting
+                or (state.asked_at is not None and now - state.asked_at < grace)
+                or (state.granted_at is not None and now - state.granted_at < grace)
+                or (state.called_at is not None and now - state.called_at < grace)
+                or now < state.retry_after):
+            return False
+        size = len(delta.missing) + len(delta.shared) + len(delta.extra)
+        if (size > SMALL_DIRECT_PUSH
+                and self.busy_tasks() >= self._config.ext.max_concurrent_integrity_tasks):
+            return False
+        task_id = str(uuid.uuid4())
+        state.lock = task_id
+        state.lock_since = now
+        state.granted_at = None
+        self._log.debug("[{tag}] [Integrity sync] Files changed; pushing them directly.",
+                        tag=state.commands.tag)
+        d = Deferred.fromCoroutine(self._direct_task(state, task_id, delta))
+        d.addCallbacks(self._integrity_succeeded, self._integrity_failed,
+                       callbackArgs=(state,), errbackArgs=(state,))
+        return True
+
+    async def _direct_task(self, state: WorkerIntegrity, task_id: str,
+                           delta: Comparison) -> None:
+        try:
+            state.rounds += 1
+            await self._push(state, delta)
+        finally:
+            self._release(state, task_id)
+
     def _sync_now(self, session: WorkerSession) -> None:
+        state = self._workers.get(session)
+        if state is not None:
+            state.asked_at = self._clock.seconds()
         self._log.debug("[Worker {worker}] [Integrity check] Files changed; asking the worker "
                         "to check now.", worker=session.name)
         d = session.peer.request(SYNC_NOW, b"")
@@ -470,6 +569,7 @@ class IntegrityMaster:
         """``syn_i_w_m_p``: True once per recomputation cycle, and only if unlocked."""
         state = self._state(commands)
         now = self._clock.seconds()
+        state.asked_at = None
         limit = self._config.intervals.max_locked_integrity_time
         if state.lock is not None and now - state.lock_since > limit:
             self._log.warn("[{tag}] [Integrity check] Integrity lock held for more than {limit}"

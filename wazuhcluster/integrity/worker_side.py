@@ -40,7 +40,11 @@ from wazuhcluster.integrity.apply import ApplyResult, apply_push
 from wazuhcluster.integrity.container import ContainerLimits, write_metadata_container
 from wazuhcluster.integrity.errors import IntegrityError
 from wazuhcluster.integrity.items import ClusterItems, parse_cluster_items
-from wazuhcluster.integrity.master_side import error_wire, unlink_quietly
+from wazuhcluster.integrity.master_side import (
+    PUSH_DIRECT_CAPABILITY,
+    error_wire,
+    unlink_quietly,
+)
 from wazuhcluster.integrity.metadata import CachedDigest, ScanResult, scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.interfaces import IPeer, IWorkerExtension
@@ -119,6 +123,9 @@ class IntegrityWorker:
     """
 
     _log = Logger()
+    #: Announced in ``wzc_caps``: the master may push changed files without asking for a
+    #: check first (a ``syn_m_c`` of its own; we apply it like any push).
+    capabilities = (PUSH_DIRECT_CAPABILITY,)
 
     def __init__(self, node: WorkerNode, clock: IReactorTime,
                  barrier: Callable[[], None] | None = os.sync,
@@ -188,10 +195,16 @@ class IntegrityWorker:
         peer, commands = self._peer, self._commands
         if peer is None or commands is None:
             return
-        if self.pushes_in_progress:
-            self._log.debug("[{tag}] [Integrity check] Still applying a push; not asking.",
-                            tag=self._tag)
-            return
+        while self.pushes_in_progress and self._push_done is not None:
+            # A check must not scan a tree a push is changing; it runs once the push is
+            # applied (a push the master started itself has no check waiting for it, and
+            # the master's sync_now for what changed meanwhile arrives during the apply).
+            self._log.debug("[{tag}] [Integrity check] Still applying a push; checking after "
+                            "it.", tag=self._tag)
+            await self._push_done
+            peer, commands = self._peer, self._commands
+            if peer is None or commands is None:
+                return
         with self._log.failuresHandled("[{tag}] [Integrity check] Unexpected error",
                                        tag=self._tag):
             try:
