@@ -134,9 +134,11 @@ class NodeMetrics:
         self.reactor_lag_hist = Histogram("wazuhcluster_reactor_lag_distribution_seconds",
                                           "How late the reactor-lag ticks ran.",
                                           buckets=LAG_BUCKETS, registry=r)
-        for direction in ("in", "out"):  # present (0) before the first frame
-            self.frames.labels(direction)
-            self.link_bytes.labels(direction)
+        # Present (0) before the first frame; the children are kept because every frame
+        # in and out counts here (``labels()`` costs a lock and a tuple per call).
+        self._traffic = {direction: (self.frames.labels(direction),
+                                     self.link_bytes.labels(direction))
+                         for direction in ("in", "out")}
         #: Writes the registry's text for ``/metrics`` (what ``generate_latest`` writes,
         #: keeping the unchanged parts between scrapes).
         self.exposition = Exposition(r)
@@ -170,8 +172,12 @@ class NodeMetrics:
             self._mark(self.agent_info_rows)
 
     def link_traffic(self, direction: str, frames: int, nbytes: int) -> None:
-        self.frames.labels(direction).inc(frames)
-        self.link_bytes.labels(direction).inc(nbytes)
+        counted = self._traffic.get(direction)
+        if counted is None:
+            counted = self._traffic[direction] = (self.frames.labels(direction),
+                                                  self.link_bytes.labels(direction))
+        counted[0].inc(frames)
+        counted[1].inc(nbytes)
 
     def connection_dropped(self, reason: str) -> None:
         self.dropped.labels(reason).inc()
