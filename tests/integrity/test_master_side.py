@@ -225,34 +225,31 @@ class MasterIntegrityTests(SynchronousTestCase):
         pair.settle()
         self.assertTrue(pair.in_sync())
 
+    def _push_with_every_slot_taken(self, files: dict[str, bytes]) -> str | None:
+        """Write ``files`` on the master with every task slot taken; return worker-1's
+        integrity lock right after the recomputation (set: pushed directly), then check
+        that the pair converges anyway."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        write_files(pair.master_config.home, files)
+        with patch.object(pair.integrity, "busy_tasks", return_value=10 ** 6):
+            pair.integrity.recalculation.request()
+            lock = pair.integrity.state_of(pair.master.registry.get("worker-1")).lock
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+        return lock
+
     def test_big_file_direct_push_needs_a_free_slot(self) -> None:
         """One file of more than SMALL_DIRECT_PUSH_BYTES with every task slot taken: the
         worker is asked to check instead (a changed client.keys must not go to every idle
         worker at once)."""
-        pair = self.pair
-        pair.recalculate()
-        pair.connect()
-        write_files(pair.master_config.home, {
-            "etc/lists/big": b"k:v\n" * (master_side.SMALL_DIRECT_PUSH_BYTES // 4 + 1)})
-        with patch.object(pair.integrity, "busy_tasks", return_value=10 ** 6):
-            pair.integrity.recalculation.request()
-            self.assertEqual(pair.integrity.state_of(
-                pair.master.registry.get("worker-1")).lock, None)
-        pair.settle()
-        self.assertTrue(pair.in_sync())
+        self.assertIsNone(self._push_with_every_slot_taken(
+            {"etc/lists/big": b"k:v\n" * (master_side.SMALL_DIRECT_PUSH_BYTES // 4 + 1)}))
 
     def test_small_file_direct_push_goes_without_a_slot(self) -> None:
         """The same with a small file: pushed directly although every slot is taken."""
-        pair = self.pair
-        pair.recalculate()
-        pair.connect()
-        write_files(pair.master_config.home, {"etc/lists/small": b"k:v\n"})
-        with patch.object(pair.integrity, "busy_tasks", return_value=10 ** 6):
-            pair.integrity.recalculation.request()
-            self.assertIsNotNone(pair.integrity.state_of(
-                pair.master.registry.get("worker-1")).lock)
-        pair.settle()
-        self.assertTrue(pair.in_sync())
+        self.assertIsNotNone(self._push_with_every_slot_taken({"etc/lists/small": b"k:v\n"}))
 
     def test_equal_trees_get_syn_m_c_ok(self) -> None:
         """When nothing differs the master answers syn_m_c_ok and pushes nothing."""
