@@ -39,6 +39,22 @@ def dapi_request(name: str, request_type: str = "local_master", **kwargs: Any) -
                        request_type=request_type).to_json().encode()
 
 
+
+def slow_function(api: Any) -> tuple[Deferred[Any], list[str]]:
+    """Register ``wazuh.test.slow`` on ``api``: it waits for the returned gate and records
+    the node name of every execution cancelled while waiting."""
+    gate: Deferred[Any] = Deferred()
+    cancelled: list[str] = []
+
+    async def slow(ctx: Any) -> Any:
+        try:
+            return await gate
+        except CancelledError:
+            cancelled.append(ctx.config.node_name)
+            raise
+    api.register("wazuh.test.slow", slow)
+    return gate, cancelled
+
 class WireBase(SynchronousTestCase):
     """A master and a worker linked in memory, each with its DAPI (no tests of its own)."""
 
@@ -218,16 +234,7 @@ class WireTests(WireBase):
         self.assertIsInstance(codec.loads(self.successResultOf(d)), WazuhException)
 
     def test_local_sync_client_gone_cancels(self) -> None:
-        gate: Deferred[Any] = Deferred()
-        cancelled: list[str] = []
-
-        async def slow(ctx: Any) -> Any:
-            try:
-                return await gate
-            except CancelledError:
-                cancelled.append(ctx.config.node_name)
-                raise
-        self.mapi.register("wazuh.test.slow", slow)
+        gate, cancelled = slow_function(self.mapi)
         client, commands = self.local(self.master)
         d = client.request(b"wzc_dapi", dapi_request("wazuh.test.slow", "local_any"))
         self.flush()
@@ -281,16 +288,7 @@ class WireTests(WireBase):
         self.assertIn("os.system", answer.extra_message)
 
     def test_worker_lost_mid_request(self) -> None:
-        gate: Deferred[Any] = Deferred()
-        cancelled: list[str] = []
-
-        async def slow(ctx: Any) -> Any:
-            try:
-                return await gate
-            except CancelledError:
-                cancelled.append(ctx.config.node_name)
-                raise
-        self.wapi.register("wazuh.test.slow", slow)
+        _gate, cancelled = slow_function(self.wapi)
         d = self.mapi.call("wazuh.test.slow", {"node_list": ["worker1"]}, "distributed_master",
                            wait_for_complete=True)
         self.flush()
@@ -302,16 +300,7 @@ class WireTests(WireBase):
         self.assertEqual(cancelled, ["worker1"])  # the worker's execution was cancelled too
 
     def test_local_client_gone_cancels(self) -> None:
-        gate: Deferred[Any] = Deferred()
-        cancelled: list[str] = []
-
-        async def slow(ctx: Any) -> Any:
-            try:
-                return await gate
-            except CancelledError:
-                cancelled.append(ctx.config.node_name)
-                raise
-        self.mapi.register("wazuh.test.slow", slow)
+        gate, cancelled = slow_function(self.mapi)
         client, commands = self.local(self.master)
         client.request(b"dapi", dapi_request("wazuh.test.slow", "local_any"))
         self.flush()
