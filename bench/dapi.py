@@ -18,9 +18,11 @@ Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client] [--full-cli
 [--no-answer-cache] [--no-revalidate] [--wazuh-client] [--pairs=N]``
 (``--full-client``: the client decodes every answer with the tagged codec; by default it
 parses the JSON and checks the page only. Client CPU per request is reported apart.
-The client sends ``wzc_dapi``, as our ``dapi_call`` (control CLI) does: the answer is the reply.
-``--wazuh-client``: it sends ``dapi`` and receives the answer as a long string, as Wazuh's API
-and cluster_control do.)
+The client sends ``wzc_dapi_e``, as our ``dapi_call`` (control CLI) does: the answer is the
+reply, or, at a worker revalidating a kept answer, comes ahead as ``wzc_early`` and the reply
+says it is the answer. ``--sync-client``: it sends ``wzc_dapi`` (the answer always in the
+reply), as ``dapi_call`` did before the sixth session. ``--wazuh-client``: it sends ``dapi``
+and receives the answer as a long string, as Wazuh's API and cluster_control do.)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from tests.integration.harness import Cluster, NodeProcess, sleep
 from wazuhcluster.agents.keys import KeyEntry, format_client_keys
 from wazuhcluster.dapi.client import build_request, dapi_call
 from wazuhcluster.localapi.client import local_request
-from wazuhcluster.protocol.commands import DAPI, DAPI_SYNC
+from wazuhcluster.protocol.commands import DAPI, DAPI_EARLY, DAPI_SYNC
 
 
 class _Case:
@@ -87,6 +89,11 @@ NO_ANSWER_CACHE = "--no-answer-cache" in sys.argv
 #: ``--wazuh-client``: the cheap client asks with ``dapi`` (answer as a long string then
 #: ``dapi_res``, as Wazuh's local clients) instead of ``wzc_dapi`` (answer in the reply).
 WAZUH_CLIENT = "--wazuh-client" in sys.argv
+#: ``--sync-client``: the cheap client asks with ``wzc_dapi`` (the answer always in the reply)
+#: instead of ``wzc_dapi_e`` (a worker's kept answer sent ahead while the master is asked).
+SYNC_CLIENT = "--sync-client" in sys.argv
+#: The local command of the cheap client.
+LOCAL_COMMAND = DAPI if WAZUH_CLIENT else DAPI_SYNC if SYNC_CLIENT else DAPI_EARLY
 
 
 #: ``--no-revalidate``: the worker keeps no relayed answers (``dapi.relay_cache_entries: 0``),
@@ -117,7 +124,7 @@ async def one(node: NodeProcess) -> float:
         raw = await local_request(reactor, node.socket_path, DAPI, REQUEST_BYTES,
                                   final_timeout=120)
     else:
-        raw = await local_request(reactor, node.socket_path, DAPI_SYNC, REQUEST_BYTES,
+        raw = await local_request(reactor, node.socket_path, LOCAL_COMMAND, REQUEST_BYTES,
                                   timeout=120)
     elapsed = time.perf_counter() - start
     answer = json.loads(raw)["__wazuh_result__"]["__object__"]
@@ -168,6 +175,19 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
             return bool(r.total_affected_items == agents + 1)
         await c.wait_for(f"the master to hold {agents} agents", loaded, timeout=300)
 
+        async def worker_loaded() -> bool:
+            # the worker reconciles its own agent database with the client.keys the master
+            # syncs to it (some seconds of its CPU for 50 000 agents, once): measured before
+            # the sixth session, that start-up work could land in the worker's first phase
+            try:
+                r = await dapi_call(reactor, worker.socket_path, build_request(
+                    "wazuh.agent.get_agents", {"limit": 1}, "local_any"), final_timeout=30)
+            except Exception:  # noqa: BLE001 - not ready yet
+                return False
+            return bool(r.total_affected_items == agents + 1)
+        await c.wait_for(f"worker1 to hold {agents} agents (its start-up reconciliation)",
+                         worker_loaded, timeout=300)
+
         probe = ProbeProcess(c.port, c.key, 0.1)
         await sleep(2)
         idle = probe.take()
@@ -176,7 +196,8 @@ async def main(reactor_: Any, agents: int, per_client: int) -> None:
               f"{'decoding the tagged codec' if FULL_CLIENT else 'parsing JSON only'}; "
               f"answer cache {'off' if NO_ANSWER_CACHE else 'on (default)'}; worker "
               f"revalidation {'off' if NO_REVALIDATE else 'on (default)'}; local request "
-              f"{'dapi + long string (Wazuh)' if WAZUH_CLIENT else 'wzc_dapi (ours)'}")
+              + ("dapi + long string (Wazuh)" if WAZUH_CLIENT
+                 else LOCAL_COMMAND.decode() + " (ours)"))
         print(f"keepalive RTT idle: p50 {idle['p50']:.2f} ms, max {idle['max']:.2f} ms "
               f"({idle['n']} probes)")
         for _ in range(10):  # warm up both paths

@@ -22,7 +22,8 @@ from wazuhcluster.dapi.codec import RawAnswer
 from wazuhcluster.dapi.revalidate import REVALIDATE_CAPABILITY, RelayCache, valid_digest
 from wazuhcluster.dapi.service import ADDED
 from wazuhcluster.dapi.wire import DAPI_ANSWERS_CAPABILITY, UNCHANGED_GRACE, DapiWorker
-from wazuhcluster.errors import ConfigError, RemoteCommandError
+from wazuhcluster.errors import ClusterError, ConfigError, RemoteCommandError
+from wazuhcluster.localapi.client import LocalClientCommands
 from wazuhcluster.protocol.commands import Reply
 
 PAGE = dapi_request("wazuh.agent.get_agents", limit=5, offset=0)
@@ -65,6 +66,35 @@ class RevalidateTests(WireBase):
         self.assertEqual(second, self.fresh())
         self.assertEqual(self.wapi.relayed.revalidated, 1)
         self.assertEqual(codec.loads(second).total_affected_items, 11)
+
+    def test_request_bytes_forwarded_as_they_came(self) -> None:
+        """Toward our master the worker forwards the client's bytes (not the request encoded
+        again), with ``dapi`` and ``wzc_dapi_r`` alike; the answers are the same."""
+        import json
+        spaced = json.dumps(json.loads(PAGE), indent=1, sort_keys=True).encode()
+        self.assertNotEqual(spaced, PAGE)
+        payloads: list[bytes] = []
+        handle = self.master_link.handler.handle
+
+        def recording(command: bytes, payload: bytes) -> Any:
+            payloads.append(payload)
+            return handle(command, payload)
+        self.master_link.handler.handle = recording
+        first = self.sync(spaced)
+        second = self.sync(spaced)
+        self.assertEqual(len(payloads), 2)
+        self.assertTrue(payloads[0].endswith(b" " + spaced))  # dapi "<id> <request>"
+        self.assertTrue(payloads[1].endswith(b" " + spaced))  # wzc_dapi_r "<id> <d> <r>"
+        self.assertEqual(second, first)
+        self.assertEqual(first, self.fresh(spaced))
+        self.assertEqual(self.wapi.relayed.revalidated, 1)
+
+    def test_request_changed_here_is_encoded_again(self) -> None:
+        """A request the worker completes (the node names of a ``wazuh.cluster`` function)
+        is encoded again: the client's bytes would lack what was added."""
+        request = codec.DapiRequest.from_json(PAGE)
+        self.assertEqual(request.wire, PAGE)
+        self.assertIsNone(request.copy(nodes=["master"]).wire)
 
     def test_master_runs_its_normal_path(self) -> None:
         """The next second the master's answer cache misses: the function runs again, and
@@ -185,6 +215,127 @@ class RevalidateTests(WireBase):
         self.assertIsInstance(answer, Exception)
         self.assertEqual(answer.code, 3036)
 
+
+class EarlyAnswerTests(WireBase):
+    """``wzc_dapi_e`` on the local socket: a worker revalidating a kept answer sends its bytes
+    ahead (``wzc_early``) while the master is asked, and replies ``ok "="`` only when the
+    master said unchanged."""
+
+    def sync(self, payload: bytes = PAGE) -> bytes:
+        client, _ = self.local(self.worker)
+        d = client.request(b"wzc_dapi", payload)
+        self.flush()
+        return self.successResultOf(d)
+
+    def early(self, node: Any = None, payload: bytes = PAGE
+              ) -> tuple[Deferred[bytes], list[bytes], LocalClientCommands]:
+        """Ask ``node`` (the worker) with ``wzc_dapi_e``: the reply, and the commands the
+        client was sent meanwhile."""
+        client, commands = self.local(node or self.worker)
+        seen: list[bytes] = []
+        handle = commands.handle
+
+        def recording(command: bytes, data: bytes) -> Any:
+            seen.append(command)
+            return handle(command, data)
+        commands.handle = recording  # type: ignore[method-assign]
+        d = client.request(b"wzc_dapi_e", payload)
+        self.flush()
+        return d, seen, commands
+
+    def fresh(self) -> bytes:
+        return RevalidateTests.fresh(self)  # type: ignore[arg-type]
+
+    def local(self, node: Any) -> tuple[Any, LocalClientCommands]:
+        client, commands = super().local(node)
+        commands.waiting = False  # every answer here is a reply: no final answer awaited
+        return client, commands
+
+    def gate_master(self) -> Deferred[None]:
+        """Hold the master's answers until the returned Deferred fires."""
+        gate: Deferred[None] = Deferred()
+        handle = self.mapi.handle
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await gate
+            return await handle(*args, **kwargs)
+        self.mapi.handle = slow  # type: ignore[method-assign]
+        return gate
+
+    def test_unchanged_kept_bytes_ahead(self) -> None:
+        first = self.sync()
+        gate = self.gate_master()
+        d, seen, commands = self.early()
+        # the master has not answered yet: the kept bytes are already at the client
+        self.assertNoResult(d)
+        self.assertEqual((seen, commands.early), ([b"wzc_early"], first))
+        gate.callback(None)
+        self.flush()
+        self.assertEqual(self.successResultOf(d), b"=")
+        self.assertEqual(commands.early_answer(), first)
+        self.assertEqual(first, self.fresh())
+        self.assertEqual(self.wapi.relayed.revalidated, 1)
+
+    def test_changed_answer_is_the_reply(self) -> None:
+        first = self.sync()
+        raw(self.master.agent_db).reconcile_keys(keys(12), NOW - 50)  # generation moves
+        d, seen, _ = self.early()
+        self.assertEqual(seen, [b"wzc_early"])
+        second = self.successResultOf(d)
+        self.assertNotEqual(second, b"=")
+        self.assertNotEqual(second, first)
+        self.assertEqual(second, self.fresh())
+        self.assertEqual(codec.loads(second).total_affected_items, 13)
+
+    def test_nothing_kept_nothing_early(self) -> None:
+        d, seen, _ = self.early()
+        self.assertEqual(seen, [])
+        self.assertEqual(codec.loads(self.successResultOf(d)).total_affected_items, 11)
+
+    def test_errors_are_the_reply(self) -> None:
+        """A kept answer, then the master's answer is an error (its function timed out):
+        the reply is the error, never "="."""
+        self.sync()
+        self.clock.advance(1)  # the master's answer cache misses: the function runs
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            from wazuhcluster.dapi.results import WazuhInternalError
+            return WazuhInternalError(3021, extra_message="wazuh.agent.get_agents")
+        self.mapi.handle = failing  # type: ignore[method-assign]
+        d, seen, _ = self.early()
+        self.assertEqual(seen, [b"wzc_early"])
+        answer = codec.loads(self.successResultOf(d))
+        self.assertIsInstance(answer, Exception)
+        self.assertEqual(answer.code, 3021)
+
+    def test_master_socket_answers_in_the_reply(self) -> None:
+        d, seen, _ = self.early(self.master)
+        self.assertEqual(seen, [])
+        self.assertEqual(self.successResultOf(d), self.fresh())
+
+    def test_client_gone_before_the_early_bytes(self) -> None:
+        """The client went away while the request waited for the master: nothing is sent
+        to it, nothing fails on the worker."""
+        self.sync()
+        gate = self.gate_master()
+        client, _ = self.local(self.worker)
+        d = client.request(b"wzc_dapi_e", PAGE)
+        self.flush()
+        client.transport.loseConnection()
+        self.flush()
+        gate.callback(None)
+        self.flush()
+        self.failureResultOf(d)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_reply_naming_bytes_never_sent(self) -> None:
+        commands = LocalClientCommands(self.clock)
+        with self.assertRaises(ClusterError):
+            commands.early_answer()
+        self.successResultOf(commands.handle(b"wzc_early", b"{}"))
+        self.assertEqual(commands.early_answer(), b"{}")
+        with self.assertRaises(ClusterError):
+            commands.early_answer()  # used once
 
 class WorkerKeepsNothingTests(WireBase):
     worker_dapi: ClassVar[dict[str, Any]] = {"relay_cache_entries": 0}

@@ -12,7 +12,7 @@ from wazuhcluster.dapi.codec import DapiRequest, FunctionName
 from wazuhcluster.dapi.results import WazuhClusterError, WazuhException, WazuhInternalError
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.localapi.client import local_request
-from wazuhcluster.protocol.commands import DAPI, DAPI_SYNC
+from wazuhcluster.protocol.commands import DAPI, DAPI_EARLY, DAPI_SYNC
 
 
 def build_request(function: str, f_kwargs: Mapping[str, Any] | None = None,
@@ -26,21 +26,27 @@ def build_request(function: str, f_kwargs: Mapping[str, Any] | None = None,
 
 async def dapi_call(reactor: Any, socket_path: str, request: DapiRequest,
                     final_timeout: float = 200.0) -> Any:
-    """Send ``request`` as ``wzc_dapi`` (``dapi`` whose ``ok`` reply is the answer itself: one
-    round trip instead of ``dapi`` then a long string) and return the decoded answer.
+    """Send ``request`` as ``wzc_dapi_e`` (``dapi`` whose ``ok`` reply is the answer itself:
+    one round trip instead of ``dapi`` then a long string; at a worker revalidating a kept
+    answer, its bytes come ahead, see docs/protocol.md) and return the decoded answer.
 
     :raises WazuhException: the error the request was answered with, 3012 when the node is
         not running, 3020 when no answer came within ``final_timeout``.
     """
     payload = request.to_json().encode()
     try:
-        try:
-            raw = await local_request(reactor, socket_path, DAPI_SYNC, payload,
-                                      timeout=final_timeout)
-        except RemoteCommandError as e:
-            if not _unknown_command(e):
-                raise
-            # a node older than this client (rolling upgrade): 4.7.5's dapi + long string
+        raw: bytes | None = None
+        # nodes older than this client (rolling upgrade) do not know the newer commands:
+        # wzc_dapi_e (early answers), then wzc_dapi, then 4.7.5's dapi + long string
+        for command in (DAPI_EARLY, DAPI_SYNC):
+            try:
+                raw = await local_request(reactor, socket_path, command, payload,
+                                          timeout=final_timeout)
+                break
+            except RemoteCommandError as e:
+                if not _unknown_command(e):
+                    raise
+        if raw is None:
             raw = await local_request(reactor, socket_path, DAPI, payload,
                                       final_timeout=final_timeout)
     except TimeoutError:

@@ -230,6 +230,10 @@ class DapiRequest:
     broadcasting: bool = False
     nodes: list[str] = attrs.Factory(list)
     api_timeout: float | None = None
+    #: The bytes this request was decoded from (None for a request built or changed here):
+    #: a worker forwards them as they came to a master of ours instead of encoding the
+    #: same request again (docs/protocol.md, "Answers revalidated between our nodes").
+    wire: bytes | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"f": self.f, "f_kwargs": self.f_kwargs, "request_type": self.request_type,
@@ -245,8 +249,8 @@ class DapiRequest:
         return dumps(self.to_dict())
 
     def copy(self, **changes: Any) -> DapiRequest:
-        """A copy (``f_kwargs`` copied too) with ``changes``."""
-        return attrs.evolve(self, f_kwargs=dict(self.f_kwargs), **changes)
+        """A copy (``f_kwargs`` copied too) with ``changes`` (no longer its ``wire`` bytes)."""
+        return attrs.evolve(self, f_kwargs=dict(self.f_kwargs), wire=None, **changes)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> DapiRequest:
@@ -284,7 +288,7 @@ class DapiRequest:
                    current_user=str(data.get("current_user") or ""),
                    broadcasting=bool(data.get("broadcasting", False)),
                    nodes=[str(n) for n in nodes] if isinstance(nodes, list) else [],
-                   api_timeout=timeout)
+                   api_timeout=timeout, wire=text if isinstance(text, bytes) else None)
 
 
 #: Framework functions that Wazuh runs as coroutines given a local client (the ``lc`` keyword):

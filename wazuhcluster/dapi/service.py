@@ -72,6 +72,8 @@ ADDED = b"Added request to API requests queue"
 LOCAL_ORIGIN = "local"
 
 Implementation = Callable[..., Coroutine[Any, Any, Any]]
+#: Told the bytes of a kept answer while the master revalidates it (:meth:`send_to`).
+Early = Callable[[bytes], None]
 
 
 class FairLimiter:
@@ -221,11 +223,11 @@ class DistributedAPI:
 
     # -- the decision ------------------------------------------------------------------------
     async def handle(self, request: DapiRequest, origin: str, raw: bool = False,
-                     cached: bool = False) -> Any:
+                     cached: bool = False, early: Early | None = None) -> Any:
         """Answer ``request`` (a result, a plain value, or the WazuhException as a value;
         with ``raw``, an answer relayed from a peer may stay encoded, as a RawAnswer; with
         ``cached``, an in-process caller's answer run here may come from the answer cache,
-        decoded)."""
+        decoded; ``early``: see :meth:`send_to`)."""
         if (self.is_master and not request.nodes and not request.from_cluster
                 and names_nodes(request)):
             request = request.copy(nodes=self.all_node_names())  # as Wazuh's API fills it
@@ -238,7 +240,7 @@ class DistributedAPI:
                 if request.request_type == "distributed_master":
                     return await self.route(request, origin, raw)
                 return await self.run_local(request, origin, raw, cached)
-            return await self.ask_master(request, raw)
+            return await self.ask_master(request, raw, early)
         except WazuhException as e:
             return e
         except ClusterError as e:
@@ -319,7 +321,8 @@ class DistributedAPI:
                 self.limiter.release(key)
 
     # -- worker -> master ---------------------------------------------------------------------
-    async def ask_master(self, request: DapiRequest, raw: bool = False) -> Any:
+    async def ask_master(self, request: DapiRequest, raw: bool = False,
+                         early: Early | None = None) -> Any:
         """Worker: send the request to the master and wait for its answer.
 
         A request made here that names nodes (or asks a ``wazuh.cluster`` function) carries
@@ -330,7 +333,7 @@ class DistributedAPI:
             raise WazuhClusterError(3023)
         if not request.nodes and not request.from_cluster and names_nodes(request):
             request = request.copy(nodes=await self._master_node_names())
-        return await self.send_to(peer, "master", request, raw)
+        return await self.send_to(peer, "master", request, raw, early)
 
     async def _master_node_names(self) -> list[str]:
         """The cluster's node names, as the master answers ``get_nodes``."""
@@ -346,27 +349,36 @@ class DistributedAPI:
             raise WazuhClusterError(3018, extra_message=f"get_nodes answer: {e}") from None
 
     async def send_to(self, peer: IPeer, peer_name: str, request: DapiRequest,
-                      raw: bool = False) -> Any:
+                      raw: bool = False, early: Early | None = None) -> Any:
         """Send ``dapi "<id> <json>"`` on ``peer`` and wait for ``dapi_res``/``dapi_err``
         (decoded, unless ``raw``).
 
         A worker whose master announced ``dapi-revalidate`` sends ``wzc_dapi_r "<id>
         <digest> <json>"`` instead when it keeps an answer to the same request; the master's
-        ``wzc_dapi_u`` (unchanged) then means the kept bytes (revalidate.py)."""
+        ``wzc_dapi_u`` (unchanged) then means the kept bytes (revalidate.py). ``early`` is
+        then given the kept bytes as soon as ``wzc_dapi_r`` is on its way, so that its
+        caller can pass them on while the master is asked (they are the answer only if this
+        returns them: a RawAnswer whose ``data`` is that very object)."""
         request_id = uuid.uuid4().hex
         answer: Deferred[Any] = Deferred()
         key = self.relayed.key(request) if self._revalidating(peer_name) else None
         held: Kept | None = self.relayed.get(key) if key is not None else None
+        # toward a master of ours (it revalidates), the request's bytes as they came: it
+        # decodes them as this node did (a Wazuh master gets the request encoded here)
+        body = request.wire if key is not None and request.wire is not None \
+            else request.to_json().encode()
         if held is not None:
             command = DAPI_REVALIDATE
-            payload = b"%s %s %s" % (request_id.encode(), held.digest,
-                                     request.to_json().encode())
+            payload = b"%s %s %s" % (request_id.encode(), held.digest, body)
         else:
-            command, payload = b"dapi", f"{request_id} {request.to_json()}".encode()
+            command, payload = b"dapi", b"%s %s" % (request_id.encode(), body)
         self._pending[request_id] = (peer_name, answer)
         try:
             try:
-                reply = await peer.request(command, payload)
+                replied = peer.request(command, payload)
+                if held is not None and early is not None:
+                    early(held.data)
+                reply = await replied
             except ClusterError as e:
                 if e.code in (3022, 3023):
                     raise WazuhClusterError(e.code, extra_message=e.extra_message) from None

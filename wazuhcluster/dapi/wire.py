@@ -52,6 +52,7 @@ from wazuhcluster.protocol.chunks import REQUEST_CHUNK
 from wazuhcluster.protocol.commands import (
     DAPI,
     DAPI_ANSWER,
+    DAPI_EARLY,
     DAPI_ERR,
     DAPI_FWD,
     DAPI_KEEP,
@@ -59,6 +60,8 @@ from wazuhcluster.protocol.commands import (
     DAPI_REVALIDATE,
     DAPI_SYNC,
     DAPI_UNCHANGED,
+    EARLY_ANSWER,
+    EARLY_IS_ANSWER,
     GET_HASH,
     Reply,
 )
@@ -483,22 +486,47 @@ class DapiLocal:
             hashes = await self._node.run(ruleset_hashes, self._node.config.home)
             return Reply.ok(codec.dumps(hashes).encode())
 
-        async def dapi_sync(payload: bytes) -> Reply:
+        async def answered(payload: bytes, early: Callable[[bytes], None] | None) -> Any:
+            """The answer to the request in ``payload``, run for this client (cancelled
+            when it goes away)."""
             request = await admitted(payload)
             task = Deferred.fromCoroutine(self._api.handle(request, str(commands.client_id),
-                                                           raw=True))
+                                                           raw=True, early=early))
             if not task.called:
                 tasks.add(task)  # type: ignore[arg-type]
                 task.addBoth(_passthrough(lambda: tasks.discard(task)))  # type: ignore[arg-type]
             try:
-                answer = await task
+                return await task
             except WazuhException as e:
-                answer = e
+                return e
             except CancelledError:
                 raise ClusterError(3009, "the local client went away") from None
+
+        async def dapi_sync(payload: bytes) -> Reply:
+            return Reply.ok(await encode_answer(self._node, await answered(payload, None)))
+
+        async def dapi_early(payload: bytes) -> Reply:
+            """``wzc_dapi_e``: ``wzc_dapi`` from a client that takes an early answer. When
+            this worker revalidates a kept answer with the master, the kept bytes go to the
+            client at once (``wzc_early``, no reply), while the master is asked; the reply
+            ``ok "="`` then says they are the answer, which it is only when the master said
+            "unchanged" (the answer is that very kept object). Any other answer is the
+            reply itself, as for ``wzc_dapi``: the client drops the early bytes."""
+            sent: list[bytes] = []
+
+            def early(data: bytes) -> None:
+                peer = commands.peer
+                if peer is None or not getattr(peer, "connected_ok", True):
+                    return
+                sent.append(data)
+                peer.notify(EARLY_ANSWER, data).addErrback(_ignore_lost)
+            answer = await answered(payload, early)
+            if sent and isinstance(answer, codec.RawAnswer) and answer.data is sent[0]:
+                return Reply.ok(EARLY_IS_ANSWER)
             return Reply.ok(await encode_answer(self._node, answer))
 
-        return {DAPI: dapi, DAPI_FWD: dapi_fwd, GET_HASH: get_hash, DAPI_SYNC: dapi_sync}
+        return {DAPI: dapi, DAPI_FWD: dapi_fwd, GET_HASH: get_hash, DAPI_SYNC: dapi_sync,
+                DAPI_EARLY: dapi_early}
 
     async def _answer(self, commands: Any, work: Coroutine[Any, Any, Any]) -> None:
         try:
@@ -515,6 +543,11 @@ def _passthrough(action: Callable[[], Any]) -> Callable[[Any], Any]:
         action()
         return result
     return run
+
+
+def _ignore_lost(failure: Failure) -> None:
+    """A frame toward a local client that went away meanwhile: nothing to do."""
+    failure.trap(ClusterError)
 
 
 def _ignore_cancel(failure: Failure) -> None:

@@ -16,8 +16,11 @@ from wazuhcluster.interfaces import ICommandHandler, IPeer
 from wazuhcluster.localapi.commands import SENT_TO_MASTER
 from wazuhcluster.protocol.commands import (
     CONTROL_RES,
+    DAPI_EARLY,
     DAPI_ERR,
     DAPI_RES,
+    EARLY_ANSWER,
+    EARLY_IS_ANSWER,
     ERR,
     NEW_STR,
     OK,
@@ -41,11 +44,14 @@ class LocalClientCommands:
     def __init__(self, clock: Any) -> None:
         self.final: Deferred[bytes] = Deferred()
         self.waiting = False  # someone awaits ``final``
+        #: the node's ``wzc_early`` bytes: the answer of a ``wzc_dapi_e`` whose reply is "="
+        self.early: bytes | None = None
         self.strings = StringStore(clock)
         self._responders: dict[bytes, Responder] = {
             NEW_STR: self._new_str, STR_UPD: self._str_upd, CONTROL_RES: self._control_res,
             DAPI_RES: self._dapi_res, DAPI_ERR: self._dapi_err, OK: self._ok, ERR: self._err,
             SEND_F_RES: self._dapi_res,  # send_file's outcome, delivered like a DAPI answer
+            EARLY_ANSWER: self._early,
         }
 
     def connection_made(self, peer: IPeer) -> None:
@@ -66,6 +72,17 @@ class LocalClientCommands:
     def _answer(self, payload: bytes) -> None:
         if not self.final.called:
             self.final.callback(payload)
+
+    async def _early(self, payload: bytes) -> None:
+        """``wzc_early``: kept, not yet the answer (no reply: the node expects none)."""
+        self.early = payload
+
+    def early_answer(self) -> bytes:
+        """The ``wzc_early`` bytes a reply ``ok "="`` names (and forget them)."""
+        early, self.early = self.early, None
+        if early is None:
+            raise ClusterError(3036, "the node answered with early bytes it never sent")
+        return early
 
     async def _new_str(self, payload: bytes) -> Reply:
         return Reply(OK, self.strings.new(payload))
@@ -110,6 +127,8 @@ async def local_request(reactor: Any, socket_path: str, command: bytes, payload:
         raise ClusterError(3012, f"{socket_path}: {e}") from None
     try:
         reply = await protocol.request(command, payload)
+        if command == DAPI_EARLY:
+            return commands.early_answer() if reply == EARLY_IS_ANSWER else reply
         if command in ASYNC_COMMANDS or reply == SENT_TO_MASTER:
             commands.waiting = True
             commands.final.addTimeout(final_timeout, reactor)

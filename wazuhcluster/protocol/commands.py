@@ -74,6 +74,15 @@ SYNC_NOW = b"wzc_syncnow"  # at most 11 bytes fit in the header
 DAPI_ANSWER = b"wzc_dapi_a"
 #: A local-socket ``dapi`` whose reply (``ok``) is the answer itself (our own clients).
 DAPI_SYNC = b"wzc_dapi"
+#: A local-socket ``wzc_dapi`` from a client that takes an early answer: a worker that
+#: revalidates a kept answer sends its bytes ahead (``wzc_early``) and its reply ``ok "="``
+#: says they are the answer (docs/protocol.md, "Early answers on the local socket").
+DAPI_EARLY = b"wzc_dapi_e"
+#: Node -> local client, no reply: ``"<answer>"``, the bytes of a kept answer sent while the
+#: master is asked whether it is still its answer (only toward ``wzc_dapi_e``).
+EARLY_ANSWER = b"wzc_early"
+#: The ``ok`` payload of a ``wzc_dapi_e`` whose answer is the ``wzc_early`` one.
+EARLY_IS_ANSWER = b"="
 #: Worker -> master ``"<id> <digest> <request>"``: a ``dapi`` request from a worker that holds
 #: an answer to it with that digest (capability ``dapi-revalidate``).
 DAPI_REVALIDATE = b"wzc_dapi_r"
