@@ -6,6 +6,7 @@ import json
 import struct
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -315,3 +316,77 @@ class PairTests(SynchronousTestCase):
         self.pump.flush()
         self.assertEqual(self.server.bytes_sent, sent_before)
         self.flushLoggedErrors()
+
+
+class _FakeReactor:
+    """What a FileDescriptor asks of its reactor when it starts and stops writing."""
+
+    def __init__(self) -> None:
+        self.writers: set[Any] = set()
+
+    def addWriter(self, writer: Any) -> None:
+        self.writers.add(writer)
+
+    def removeWriter(self, writer: Any) -> None:
+        self.writers.discard(writer)
+
+
+class _SocketTransport(FileDescriptor):
+    """A FileDescriptor whose "socket" takes ``room`` bytes per write (what a TCP transport
+    is), recording what reached it."""
+
+    def __init__(self, reactor: _FakeReactor, room: int = 1 << 30) -> None:
+        super().__init__(reactor)  # type: ignore[arg-type]
+        self.connected = 1
+        self.room = room
+        self.socket_bytes = b""
+
+    def writeSomeData(self, data: bytes) -> int:
+        taken = bytes(data[:self.room])
+        self.socket_bytes += taken
+        return len(taken)
+
+    def getPeer(self) -> Any:
+        return None
+
+    def getHost(self) -> Any:
+        return None
+
+
+class SendNowTests(SynchronousTestCase):
+    """On a cluster link a small frame reaches the socket at once, not at the reactor's next
+    turn; local sockets and big frames are left to the reactor."""
+
+    def link(self, codec: Any, room: int = 1 << 30) -> tuple[ClusterProtocol,
+                                                              _SocketTransport, _FakeReactor]:
+        reactor = _FakeReactor()
+        transport = _SocketTransport(reactor, room)
+        protocol = ClusterProtocol(RecordingHandler(), Clock(), codec=codec)
+        protocol.makeConnection(transport)
+        return protocol, transport, reactor
+
+    def test_small_frame_sent_at_once(self) -> None:
+        protocol, transport, reactor = self.link(FernetCodec(VECTOR_KEY))
+        protocol.request(b"echo", b"x" * 100)
+        frames = FrameDecoder().feed(transport.socket_bytes)
+        self.assertEqual([f.command for f in frames], [b"echo"])
+        self.assertEqual(reactor.writers, set())  # nothing left for the reactor
+
+    def test_what_does_not_fit_stays_for_the_reactor(self) -> None:
+        protocol, transport, reactor = self.link(FernetCodec(VECTOR_KEY), room=10)
+        protocol.request(b"echo", b"x" * 100)
+        self.assertEqual(len(transport.socket_bytes), 10)
+        self.assertEqual(reactor.writers, {transport})
+        while transport in reactor.writers:
+            self.assertIsNone(transport.doWrite())
+        self.assertEqual([f.command for f in FrameDecoder().feed(transport.socket_bytes)],
+                         [b"echo"])
+
+    def test_local_socket_and_closing_transport_left_to_the_reactor(self) -> None:
+        protocol, transport, reactor = self.link(None)
+        protocol.request(b"echo", b"x")
+        self.assertEqual((transport.socket_bytes, reactor.writers), (b"", {transport}))
+        protocol, transport, reactor = self.link(FernetCodec(VECTOR_KEY))
+        transport.disconnecting = True
+        protocol.notify(b"echo", b"x")
+        self.assertEqual(transport.socket_bytes, b"")

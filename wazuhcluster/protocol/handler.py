@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import abstract, defer
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
@@ -464,6 +464,8 @@ class ClusterProtocol(Protocol):
                 self.bytes_sent += len(frame)
                 frames += 1
                 self.transport.write(frame)
+            if self.codec is not None:
+                self._send_now()
         else:
             # Header and payload as two pieces: no 1 MiB copy to join them here (the TLS
             # layer encrypts both pieces in place; TCP joins them in its own buffer anyway).
@@ -474,6 +476,24 @@ class ClusterProtocol(Protocol):
         if self.events is not None:
             self.events.link_traffic("out", frames, self.bytes_sent - sent_before)
         done.callback(None)
+
+
+    def _send_now(self) -> None:
+        """Hand what the transport holds to the socket now, not at the reactor's next turn.
+
+        Cluster links only, small frames only: a request or reply on the link is what the
+        other node waits for, and Twisted sends written bytes at the next turn of the
+        reactor, after every other event of this turn (in one measured case the 121 kB a
+        worker then wrote to its local client went first: 190 us later on the link). The
+        socket of a TCP transport is written as the reactor itself would (its ``doWrite``):
+        what does not fit stays buffered for the reactor; an error is seen again by the
+        reactor at its next turn (the transport still waits to write) and handled there.
+        Never while the transport closes (its ``doWrite`` would close it under us)."""
+        transport = self.transport
+        if not isinstance(transport, abstract.FileDescriptor) or not transport.connected \
+                or transport.disconnecting or transport._writeDisconnecting:
+            return
+        transport.doWrite()
 
 
 def drop_label(reason: str) -> str:
