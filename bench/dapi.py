@@ -15,14 +15,14 @@ ratio of the sequential phases is printed beside it. Ends with the issue's targe
 verdict for each.
 
 Run: ``.venv/bin/python bench/dapi.py [agents] [requests per client] [--full-client]
-[--no-answer-cache] [--no-revalidate] [--wazuh-client] [--pairs=N]``
+[--no-answer-cache] [--no-revalidate] [--wazuh-client] [--early-client] [--pairs=N]``
 (``--full-client``: the client decodes every answer with the tagged codec; by default it
 parses the JSON and checks the page only. Client CPU per request is reported apart.
-The client sends ``wzc_dapi_e``, as our ``dapi_call`` (control CLI) does: the answer is the
-reply, or, at a worker revalidating a kept answer, comes ahead as ``wzc_early`` and the reply
-says it is the answer. ``--sync-client``: it sends ``wzc_dapi`` (the answer always in the
-reply), as ``dapi_call`` did before the sixth session. ``--wazuh-client``: it sends ``dapi``
-and receives the answer as a long string, as Wazuh's API and cluster_control do.)
+The client sends ``wzc_dapi``, as our ``dapi_call`` (control CLI) does: the answer is the
+reply. ``--early-client``: it sends ``wzc_dapi_e`` (``dapi_call(early=True)``): at a worker
+revalidating a kept answer, the answer's bytes come ahead as ``wzc_early`` while the master is
+asked, and the reply says they are the answer. ``--wazuh-client``: it sends ``dapi`` and
+receives the answer as a long string, as Wazuh's API and cluster_control do.)
 """
 
 from __future__ import annotations
@@ -89,11 +89,11 @@ NO_ANSWER_CACHE = "--no-answer-cache" in sys.argv
 #: ``--wazuh-client``: the cheap client asks with ``dapi`` (answer as a long string then
 #: ``dapi_res``, as Wazuh's local clients) instead of ``wzc_dapi`` (answer in the reply).
 WAZUH_CLIENT = "--wazuh-client" in sys.argv
-#: ``--sync-client``: the cheap client asks with ``wzc_dapi`` (the answer always in the reply)
-#: instead of ``wzc_dapi_e`` (a worker's kept answer sent ahead while the master is asked).
-SYNC_CLIENT = "--sync-client" in sys.argv
+#: ``--early-client``: the cheap client asks with ``wzc_dapi_e`` (a worker's kept answer sent
+#: ahead while the master is asked) instead of ``wzc_dapi`` (the answer always in the reply).
+EARLY_CLIENT = "--early-client" in sys.argv
 #: The local command of the cheap client.
-LOCAL_COMMAND = DAPI if WAZUH_CLIENT else DAPI_SYNC if SYNC_CLIENT else DAPI_EARLY
+LOCAL_COMMAND = DAPI if WAZUH_CLIENT else DAPI_EARLY if EARLY_CLIENT else DAPI_SYNC
 
 
 #: ``--no-revalidate``: the worker keeps no relayed answers (``dapi.relay_cache_entries: 0``),
@@ -116,7 +116,8 @@ def dapi_settings(home: str, settings: dict[str, int]) -> None:
 async def one(node: NodeProcess) -> float:
     start = time.perf_counter()
     if FULL_CLIENT:
-        result = await dapi_call(reactor, node.socket_path, REQUEST, final_timeout=120)
+        result = await dapi_call(reactor, node.socket_path, REQUEST, final_timeout=120,
+                                 early=EARLY_CLIENT)
         elapsed = time.perf_counter() - start
         assert len(result.affected_items) == 500, result
         return elapsed

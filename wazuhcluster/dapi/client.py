@@ -25,10 +25,11 @@ def build_request(function: str, f_kwargs: Mapping[str, Any] | None = None,
 
 
 async def dapi_call(reactor: Any, socket_path: str, request: DapiRequest,
-                    final_timeout: float = 200.0) -> Any:
-    """Send ``request`` as ``wzc_dapi_e`` (``dapi`` whose ``ok`` reply is the answer itself:
-    one round trip instead of ``dapi`` then a long string; at a worker revalidating a kept
-    answer, its bytes come ahead, see docs/protocol.md) and return the decoded answer.
+                    final_timeout: float = 200.0, early: bool = False) -> Any:
+    """Send ``request`` as ``wzc_dapi`` (``dapi`` whose ``ok`` reply is the answer itself: one
+    round trip instead of ``dapi`` then a long string) and return the decoded answer. With
+    ``early``, as ``wzc_dapi_e`` (at a worker revalidating a kept answer, its bytes come
+    ahead while the master is asked; docs/protocol.md, "Early answers on the local socket").
 
     :raises WazuhException: the error the request was answered with, 3012 when the node is
         not running, 3020 when no answer came within ``final_timeout``.
@@ -37,8 +38,8 @@ async def dapi_call(reactor: Any, socket_path: str, request: DapiRequest,
     try:
         raw: bytes | None = None
         # nodes older than this client (rolling upgrade) do not know the newer commands:
-        # wzc_dapi_e (early answers), then wzc_dapi, then 4.7.5's dapi + long string
-        for command in (DAPI_EARLY, DAPI_SYNC):
+        # (wzc_dapi_e, early answers,) then wzc_dapi, then 4.7.5's dapi + long string
+        for command in ((DAPI_EARLY, DAPI_SYNC) if early else (DAPI_SYNC,)):
             try:
                 raw = await local_request(reactor, socket_path, command, payload,
                                           timeout=final_timeout)
