@@ -977,6 +977,22 @@ class DecodeAheadTests(SynchronousTestCase):
         assert row is not None
         self.assertIsNone(row["ip"])
 
+    def test_writer_does_not_wait_for_a_decoding_not_begun(self) -> None:
+        """When the second thread has not begun a chunk the writer needs (here: it is held
+        by another job, as a thread that gets no CPU), the writer decodes it itself."""
+        release = threading.Event()
+        busy = self.master._chunk_decoder().submit(release.wait, 5)
+        self.addCleanup(release.set)
+        chunks = self.chunks(range(1, 5))
+        self.last = 0  # nothing is decoded ahead to wait for
+        result = self.master.set_agent_info(chunks)
+        self.assertFalse(busy.done())  # the writer finished while the thread was held
+        release.set()
+        self.assertEqual((result.updated_chunks, result.updated_agents), (4, 4))
+        here = threading.current_thread()
+        self.assertEqual([(kind, thread) for kind, _, thread in self.events if kind == "decode"],
+                         [("decode", here)] * 4)
+
     def test_close_stops_the_decoding_thread(self) -> None:
         """Closing the database ends its decoding thread."""
         self.master.set_agent_info(self.chunks(range(1, 4)))

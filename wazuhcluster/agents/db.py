@@ -411,7 +411,9 @@ class _ChunksAhead:
     the parse and checks of chunk k+1 (Python, holding the GIL) then overlap the write of
     chunk k instead of following it. Decoding is started there and nowhere else, so the
     second thread does not contend for the GIL with the writer's many short steps (staging,
-    labels). A chunk not started ahead is decoded on the calling thread.
+    labels). A chunk not started ahead, or whose decoding the second thread has not begun
+    when the writer needs it (the machine busy), is decoded on the calling thread: the
+    writer never waits for a thread that did not get a CPU.
     """
 
     def __init__(self, chunks: Sequence[Any], decoder: Callable[[], ThreadPoolExecutor]) -> None:
@@ -426,6 +428,8 @@ class _ChunksAhead:
             ahead, self._ahead = self._ahead, None
             chunk = self._chunks[self._at]
             self._at += 1
+            if ahead is not None and ahead.cancel():
+                ahead = None  # the second thread has not started it (a busy machine): here
             try:
                 yield ahead.result() if ahead is not None else _decode_info_chunk(chunk)
             except PayloadError as e:
