@@ -334,6 +334,12 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults a process has taken so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return int(f.read().rpartition(")")[2].split()[7])
+
+
 async def node_lag_windows(protocol: ClusterProtocol) -> list[tuple[float, float]]:
     """The node's own ReactorLag windows (``wzc_status``): ``(window end, worst ms)``."""
     status = json.loads(await protocol.request(b"wzc_status", b""))
@@ -429,6 +435,7 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         master_pid, worker_pid = master.transport.pid, worker.transport.pid
         cpu_before = cpu_seconds(master_pid), cpu_seconds(worker_pid)
         system_before = cpu_split(master_pid)[1], cpu_split(worker_pid)[1]
+        faults_before = minor_faults(master_pid), minor_faults(worker_pid)
         start = time.perf_counter()
         wall_start = time.time()
         names, cpu_writer = await runner.run(write_many, master_dir, many)
@@ -444,6 +451,8 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
         cpu_worker = cpu_seconds(worker_pid) - cpu_before[1]
         system = (cpu_split(master_pid)[1] - system_before[0],
                   cpu_split(worker_pid)[1] - system_before[1])
+        faults = (minor_faults(master_pid) - faults_before[0],
+                  minor_faults(worker_pid) - faults_before[1])
         # The master's own ReactorLag (a call every 0.1 s): the worst of the 1 s windows
         # that overlap the sync (it samples, so it can miss a stall the echo probe sees).
         windows = await node_lag_windows(protocol)
@@ -468,7 +477,8 @@ async def end_to_end(base: str, changes: int, many: int) -> None:
               f"{(cpu_master + cpu_worker) / many * 1e6:.0f} us per file); all CPU / "
               f"{os.cpu_count()} cores / write time = {cpu_floor:.2f}x (a floor for the ratio "
               f"while the three compete); in the kernel: master {system[0]:.2f} s, worker "
-              f"{system[1]:.2f} s; master's own ReactorLag worst window {own_lag:.1f} ms")
+              f"{system[1]:.2f} s; minor page faults: master {faults[0]}, worker {faults[1]};"
+              f" master's own ReactorLag worst window {own_lag:.1f} ms")
         print(f"  local-socket echo-c round-trip to the master (every 10 ms): idle worst "
               f"{idle * 1000:.1f} ms; during the rules changes worst {rules_rtt * 1000:.1f} ms;"
               f" during the {many}-file sync worst {many_rtt * 1000:.1f} ms "

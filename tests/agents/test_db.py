@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 from typing import Any, cast
 
 from hypothesis import given, settings
@@ -801,11 +802,11 @@ class StagedUpdateTests(SynchronousTestCase):
         original = agents_db._update_info
 
         def counting(conn: sqlite3.Connection, rows: Any, sql: str, stage: str,
-                     id_at: int) -> int:
+                     id_at: int, *before_update: Any) -> int:
             if conn is self.per_row._conn:
                 return int(conn.executemany(sql, rows).rowcount)
             before = conn.total_changes
-            updated = original(conn, rows, sql, stage, id_at)
+            updated = original(conn, rows, sql, stage, id_at, *before_update)
             if conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0] == 0 and (
                     conn.total_changes - before > updated):  # staged rows inserted, deleted
                 self.set_based += 1
@@ -880,6 +881,126 @@ class StagedUpdateTests(SynchronousTestCase):
         self.assertEqual(row["name"], "agent-001")
         self.assertEqual(
             self.staged._conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0], 0)
+
+
+class DecodeAheadTests(SynchronousTestCase):
+    """The master parses and checks chunk k+1 on a second thread while it writes chunk k."""
+
+    def setUp(self) -> None:
+        """A master knowing agents 1-9, and a record of every decode and write."""
+        self.master = _open(self, range(1, 10))
+        self.events: list[tuple[str, int, object]] = []
+        self.decoded: dict[int, threading.Event] = {}
+        decode_params = agents_db.decode_agent_info_params
+        decode_rows = agents_db.decode_agent_info_rows
+        update_info = agents_db._update_info
+
+        def first_id(chunk: Any) -> int:
+            try:
+                return int(json.loads(chunk)[0]["id"] if isinstance(chunk, str)
+                           else chunk["rows"][0][0])
+            except (ValueError, TypeError, KeyError, IndexError):
+                return -1  # a malformed chunk
+
+        def recorded(decode: Any) -> Any:
+            def wrapper(chunk: Any) -> Any:
+                agent = first_id(chunk)
+                try:
+                    return decode(chunk)
+                finally:
+                    self.events.append(("decode", agent, threading.current_thread()))
+                    self.decoded.setdefault(agent, threading.Event()).set()
+            return wrapper
+
+        def update(conn: sqlite3.Connection, rows: Any, sql: str, stage: str, id_at: int,
+                   *before_update: Any) -> int:
+            agent = rows[0][id_at]
+
+            def started() -> None:
+                for call in before_update:
+                    call()
+                # Wait for the decode started ahead (of the agent after this chunk's), so the
+                # order of the record does not depend on the threads' timing.
+                following = agent + 1
+                if following <= self.last:
+                    self.decoded.setdefault(following, threading.Event()).wait(10)
+            result = update_info(conn, rows, sql, stage, id_at, started)
+            self.events.append(("write", agent, threading.current_thread()))
+            return int(result)
+        self.patch(agents_db, "decode_agent_info_params", recorded(decode_params))
+        self.patch(agents_db, "decode_agent_info_rows", recorded(decode_rows))
+        self.patch(agents_db, "_update_info", update)
+        self.last = 0
+
+    def chunks(self, ids: range) -> list[Any]:
+        """One chunk per agent, alternating the two forms."""
+        self.last = ids[-1]
+        return [json.dumps([{"id": i, "name": f"agent-{i:03d}", "ip": f"10.0.0.{i}"}])
+                if i % 2 else {"rows": [[i, f"agent-{i:03d}", *a_row(ip=f"10.0.0.{i}")[2:]]]}
+                for i in ids]
+
+    def test_next_chunk_decoded_on_a_second_thread_during_the_write(self) -> None:
+        """Chunk 1 is decoded on the writer's thread; every later chunk on one other thread,
+        started before the previous chunk's UPDATE and finished before that write ended;
+        every chunk is written, in order, on the writer's thread."""
+        result = self.master.set_agent_info(self.chunks(range(1, 10)))
+        self.assertEqual((result.updated_chunks, result.updated_agents), (9, 9))
+        here = threading.current_thread()
+        writes = [(agent, thread) for kind, agent, thread in self.events if kind == "write"]
+        self.assertEqual(writes, [(i, here) for i in range(1, 10)])
+        self.assertEqual(self.events[0], ("decode", 1, here))
+        decoders = {thread for kind, agent, thread in self.events if kind == "decode"
+                    and agent > 1}
+        self.assertEqual(len(decoders), 1)
+        self.assertNotIn(here, decoders)
+        order = [(kind, agent) for kind, agent, _ in self.events]
+        for agent in range(2, 10):
+            self.assertLess(order.index(("decode", agent)), order.index(("write", agent - 1)))
+        for agent in range(1, 10):
+            row = self.master.agent_row(agent)
+            assert row is not None
+            self.assertEqual(row["ip"], f"10.0.0.{agent}")
+
+    def test_a_bad_chunk_ahead_is_reported_in_its_place(self) -> None:
+        """A chunk that fails its checks on the second thread is an error in its place; the
+        chunks after it are still decoded and written."""
+        chunks = self.chunks(range(1, 5))
+        chunks[1] = {"rows": [[2, True] + [None] * (len(AGENT_INFO_COLUMNS) - 2)]}
+        chunks.insert(2, "[{")
+        self.last = 0  # the bad chunks are not waited for
+        result = self.master.set_agent_info(chunks)
+        self.assertEqual((result.updated_chunks, result.updated_agents), (3, 3))
+        self.assertEqual(len(result.error_messages), 2)
+        self.assertTrue(all(m.startswith("Invalid JSON syntax; ")
+                            for m in result.error_messages))
+        row = self.master.agent_row(2)
+        assert row is not None
+        self.assertIsNone(row["ip"])
+
+    def test_writer_does_not_wait_for_a_decoding_not_begun(self) -> None:
+        """When the second thread has not begun a chunk the writer needs (here: it is held
+        by another job, as a thread that gets no CPU), the writer decodes it itself."""
+        release = threading.Event()
+        busy = self.master._chunk_decoder().submit(release.wait, 5)
+        self.addCleanup(release.set)
+        chunks = self.chunks(range(1, 5))
+        self.last = 0  # nothing is decoded ahead to wait for
+        result = self.master.set_agent_info(chunks)
+        self.assertFalse(busy.done())  # the writer finished while the thread was held
+        release.set()
+        self.assertEqual((result.updated_chunks, result.updated_agents), (4, 4))
+        here = threading.current_thread()
+        self.assertEqual([(kind, thread) for kind, _, thread in self.events if kind == "decode"],
+                         [("decode", here)] * 4)
+
+    def test_close_stops_the_decoding_thread(self) -> None:
+        """Closing the database ends its decoding thread."""
+        self.master.set_agent_info(self.chunks(range(1, 4)))
+        [decoder] = {thread for kind, _, thread in self.events
+                     if kind == "decode" and thread is not threading.current_thread()}
+        self.assertTrue(decoder.is_alive())
+        self.master.close()
+        self.assertFalse(decoder.is_alive())
 
 
 class StreamedReconcileTests(SynchronousTestCase):

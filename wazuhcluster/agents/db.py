@@ -36,7 +36,8 @@ import socket
 import sqlite3
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from itertools import accumulate
 from typing import Any, Literal, TypeVar
 
@@ -385,19 +386,84 @@ class ReconcileResult:
     removed: int
 
 
+#: A chunk made ready for :func:`_update_info`: its rows, its labels, the agents skipped
+#: (000), and the UPDATE, staging statement and id position of its form.
+_DecodedChunk = tuple[Sequence[Sequence[Any]], Sequence[tuple[int, Sequence[tuple[str, str]]]],
+                      int, str, str, int]
+
+def _decode_info_chunk(chunk: Any) -> _DecodedChunk:
+    """Parse and check one agent-info chunk (either form); pure, any thread.
+
+    :raises PayloadError: if the chunk is malformed.
+    """
+    if isinstance(chunk, str):
+        rows, labels, skipped = decode_agent_info_params(chunk)
+        return rows, labels, skipped, _UPDATE_INFO_STANDARD, _STAGE_STANDARD, -1
+    compact_rows, compact_labels = decode_agent_info_rows(chunk)
+    return compact_rows, compact_labels, 0, _UPDATE_INFO_ROWS, _STAGE_ROWS, 0
+
+
+class _ChunksAhead:
+    """The chunks of one :meth:`AgentDatabase.set_agent_info` call, decoded in order.
+
+    The writer asks for the next chunk to be decoded on a second thread (:meth:`start_next`)
+    just before it runs a chunk's set-based UPDATE, a long SQLite step that releases the GIL:
+    the parse and checks of chunk k+1 (Python, holding the GIL) then overlap the write of
+    chunk k instead of following it. Decoding is started there and nowhere else, so the
+    second thread does not contend for the GIL with the writer's many short steps (staging,
+    labels). A chunk not started ahead, or whose decoding the second thread has not begun
+    when the writer needs it (the machine busy), is decoded on the calling thread: the
+    writer never waits for a thread that did not get a CPU.
+    """
+
+    def __init__(self, chunks: Sequence[Any], decoder: Callable[[], ThreadPoolExecutor]) -> None:
+        self._chunks = chunks
+        self._decoder = decoder
+        self._at = 0
+        self._ahead: Future[_DecodedChunk] | None = None
+
+    def __iter__(self) -> Iterator[_DecodedChunk | PayloadError]:
+        """Each chunk decoded, or the :class:`PayloadError` that refused it."""
+        while self._at < len(self._chunks):
+            ahead, self._ahead = self._ahead, None
+            chunk = self._chunks[self._at]
+            self._at += 1
+            if ahead is not None and ahead.cancel():
+                ahead = None  # the second thread has not started it (a busy machine): here
+            try:
+                yield ahead.result() if ahead is not None else _decode_info_chunk(chunk)
+            except PayloadError as e:
+                yield e
+
+    def start_next(self) -> None:
+        """Start decoding the next chunk on the second thread, if there is one."""
+        if self._ahead is None and self._at < len(self._chunks):
+            self._ahead = self._decoder().submit(_decode_info_chunk, self._chunks[self._at])
+
+    def close(self) -> None:
+        """Drop a decoding started ahead and not taken (the writer stopped early)."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
+
+
 def _update_info(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], sql: str,
-                 stage: str, id_at: int) -> int:
+                 stage: str, id_at: int, before_update: Callable[[], None] = lambda: None,
+                 ) -> int:
     """Apply a chunk's checked agent-info rows; returns how many agents were updated.
 
     The rows are staged in ``temp.info_staged`` and applied by one set-based UPDATE, which
     writes what ``executemany(sql, rows)`` writes for half the CPU. A chunk listing an agent
     twice is applied row by row instead (in order: the last row wins, each row counts, as in
-    wazuh-db), which a set-based UPDATE would not do.
+    wazuh-db), which a set-based UPDATE would not do. ``before_update`` is called just
+    before the statement that writes the agents.
     """
     if len({row[id_at] for row in rows}) != len(rows):
+        before_update()
         return int(conn.executemany(sql, rows).rowcount)
     try:
         conn.executemany(stage, rows)
+        before_update()
         return int(conn.execute(_UPDATE_INFO_STAGED).rowcount)
     finally:
         conn.execute("DELETE FROM temp.info_staged")
@@ -425,6 +491,8 @@ class AgentDatabase:
         self._group_hash_kept: tuple[tuple[int, int], str | None] | None = None
         #: :meth:`count` answers by (sql, params): (generation when counted, total).
         self._counts: dict[tuple[str, tuple[SqlParam, ...]], tuple[tuple[int, int], int]] = {}
+        #: :meth:`set_agent_info`'s chunk decoding thread, started when first needed.
+        self._decoder: ThreadPoolExecutor | None = None
 
     @classmethod
     def for_home(cls, home: str, now: int) -> AgentDatabase:
@@ -432,8 +500,17 @@ class AgentDatabase:
         return cls(database_path(home), now)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and stop the chunk decoding thread)."""
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True, cancel_futures=True)
+            self._decoder = None
         self._conn.close()
+
+    def _chunk_decoder(self) -> ThreadPoolExecutor:
+        """The thread that decodes agent-info chunks ahead of :meth:`set_agent_info`."""
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(1, thread_name_prefix="agent-info-decode")
+        return self._decoder
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -643,29 +720,25 @@ class AgentDatabase:
 
         A chunk is either the text of a standard chunk or a parsed chunk of the compact rows
         form (as :func:`~wazuhcluster.agents.payloads.decode_agent_info_string` returns them);
-        both mean the same.
+        both mean the same. With several chunks, the next chunk is parsed and checked on a
+        second thread while this one writes (:class:`_ChunksAhead`); the writes, their order
+        and the transaction are the same as one chunk after the other.
         """
         updated_chunks = 0
         updated_agents = 0
         unknown_agents = 0
         errors: list[str] = []
-        rows: Sequence[Sequence[Any]]
-        with self._transaction() as conn, collector_paused():
-            for chunk in chunks:
-                try:
-                    if isinstance(chunk, str):
-                        rows, labels, skipped = decode_agent_info_params(chunk)
-                        sql, stage, id_at = _UPDATE_INFO_STANDARD, _STAGE_STANDARD, -1
-                    else:
-                        rows, labels = decode_agent_info_rows(chunk)
-                        skipped = 0
-                        sql, stage, id_at = _UPDATE_INFO_ROWS, _STAGE_ROWS, 0
-                except PayloadError as e:
-                    errors.append(f"Invalid JSON syntax; {e}")
+        decoded_chunks = _ChunksAhead(chunks, self._chunk_decoder)
+        with self._transaction() as conn, collector_paused(), closing(decoded_chunks):
+            for decoded in decoded_chunks:
+                if isinstance(decoded, PayloadError):
+                    errors.append(f"Invalid JSON syntax; {decoded}")
                     continue
+                rows, labels, skipped, sql, stage, id_at = decoded
                 conn.execute("SAVEPOINT chunk")
                 try:
-                    updated = _update_info(conn, rows, sql, stage, id_at)
+                    updated = _update_info(conn, rows, sql, stage, id_at,
+                                           decoded_chunks.start_next)
                     for agent_id, pairs in labels:
                         if agent_id == 0:
                             continue
