@@ -125,7 +125,9 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
         ClusterLogFile(path, config.debug, reactor, log_format=fmt,
                        keep_days=keep_days).setServiceParent(root)
     WorkDirService(config).setServiceParent(root)
-    TurnBound(reactor, config.ext.max_events_per_turn).setServiceParent(root)
+    turns = TurnBound(reactor, config.ext.max_events_per_turn)
+    turns.setName("turn-bound")
+    turns.setServiceParent(root)
     if runner is None:
         pool = ThreadedRunner(reactor, max_threads=max(1, config.intervals.process_pool_size))
         pool.setServiceParent(root)
