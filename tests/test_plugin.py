@@ -55,7 +55,8 @@ class TreeTests(SynchronousTestCase):
         config = node_config(short_tempdir(self))
         root = make_node_service(config, reactor, runner=SynchronousRunner(),
                                  log_to_file=False)
-        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "metrics",
+        self.assertEqual([s.name for s in root], [
+            "work-dir", "turn-bound", "master", "local-api", "metrics",
                                                   "api"])
         self.assertLessEqual({"cluster-listener", "keepalive-check", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("master")})
@@ -76,7 +77,8 @@ class TreeTests(SynchronousTestCase):
         root = make_node_service(config, MemoryReactorClock(), runner=SynchronousRunner(),
                                  log_to_file=False)
         # The metrics listener stands alone: it is there without the API.
-        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "metrics"])
+        self.assertEqual([s.name for s in root], [
+            "work-dir", "turn-bound", "master", "local-api", "metrics"])
 
     def test_metrics_can_be_disabled(self) -> None:
         """``metrics: {enabled: false}`` in api.yaml leaves the metrics listener out (the
@@ -88,14 +90,16 @@ class TreeTests(SynchronousTestCase):
             f.write("port: 55001\nmetrics:\n  enabled: false\n")
         root = make_node_service(config, MemoryReactorClock(), runner=SynchronousRunner(),
                                  log_to_file=False)
-        self.assertEqual([s.name for s in root], ["work-dir", "master", "local-api", "api"])
+        self.assertEqual([s.name for s in root], [
+            "work-dir", "turn-bound", "master", "local-api", "api"])
 
     def test_worker_tree(self) -> None:
         """Worker: the master link with the keepalive loop, and the local API."""
         reactor = MemoryReactorClock()
         config = node_config(short_tempdir(self), node_name="worker1", role="worker")
         root = make_node_service(config, reactor)
-        self.assertEqual([s.name for s in root], ["cluster-log", "work-dir", "blocking-pool",
+        self.assertEqual([s.name for s in root], [
+            "cluster-log", "work-dir", "turn-bound", "blocking-pool",
                                                   "worker", "local-api", "metrics", "api"])
         self.assertLessEqual({"master-link", "keepalive", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("worker")})

@@ -68,7 +68,8 @@ class TacTests(SynchronousTestCase):
         [root] = list(collection)
         self.assertEqual(root.name, "wazuhcluster")
         self.assertEqual([s.name for s in root],
-                         ["cluster-log", "work-dir", "blocking-pool", role, "local-api",
+                         [
+            "cluster-log", "work-dir", "turn-bound", "blocking-pool", role, "local-api",
                           "metrics", "api"])
         self.assertFalse(IService(application).running)
         self.assertFalse(root.running)

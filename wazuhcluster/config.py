@@ -103,6 +103,7 @@ class Extensions:
     memory_per_connection: int = attrs.field(default=288 * 1024 * 1024, validator=_positive)
     max_pre_hello_connections: int = attrs.field(default=256, validator=_positive)
     max_pre_hello_per_address: int = attrs.field(default=16, validator=_positive)
+    max_events_per_turn: int = attrs.field(default=8, validator=_positive)
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ from wazuhcluster.localapi.factory import LocalAPIFactory, LocalSocketService
 from wazuhcluster.logfiles import ClusterLogFile, logging_settings
 from wazuhcluster.metrics.plug import add_metrics
 from wazuhcluster.startup import HOME_DIRS, NodeRoot, lock_held_message
+from wazuhcluster.turns import TurnBound
 from wazuhcluster.ui.plug import add_ui
 
 
@@ -124,6 +125,9 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
         ClusterLogFile(path, config.debug, reactor, log_format=fmt,
                        keep_days=keep_days).setServiceParent(root)
     WorkDirService(config).setServiceParent(root)
+    turns = TurnBound(reactor, config.ext.max_events_per_turn)
+    turns.setName("turn-bound")
+    turns.setServiceParent(root)
     if runner is None:
         pool = ThreadedRunner(reactor, max_threads=max(1, config.intervals.process_pool_size))
         pool.setServiceParent(root)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import sys
@@ -47,6 +48,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--loopback", action="store_true",
                         help="use 127.0.0.x even when namespaces are available")
     parser.add_argument("--keep", action="store_true", help="keep the node homes")
+    parser.add_argument("--ext", default=None, metavar="JSON",
+                        help="wazuhcluster tunables for every node (cluster.json section "
+                             "'wazuhcluster'), e.g. '{\"max_events_per_turn\": 100000}' "
+                             "for A/B runs")
     return parser.parse_args(argv)
 
 
@@ -57,7 +62,8 @@ async def run_one(reactor: Any, name: str, args: argparse.Namespace,
         print(f"[{name}] network namespaces unavailable: nodes on 127.0.0.x; links cannot be"
               " cut", flush=True)
     base = tempfile.mkdtemp(prefix=f"wzcbed-{name}-", dir="/tmp")
-    c = BedCluster(reactor, bed, base)
+    c = BedCluster(reactor, bed, base,
+                   {"wazuhcluster": json.loads(args.ext)} if args.ext else None)
     print(f"[{name}] bed {bed.kind}, homes under {base}", flush=True)
     try:
         if name == "scale":

@@ -234,6 +234,13 @@ class BedCluster:
         args = [*node.prefix, TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", node.role,
                 "--home", node.home, "--cluster-json", node.cluster_json]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        trace = os.environ.get("WZC_BED_TURNTRACE")
+        if trace and node.role == "master":  # the master's long reactor turns (turntrace.py)
+            args = [*node.prefix, os.path.join(BIN, "python"), "-m", "bench.testbed.turntrace",
+                    trace, *args[len(node.prefix) + 1:]]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (
+                env.get("PYTHONPATH"),
+                os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))))
         log = open(os.path.join(node.home, "logs", "twistd.out"), "ab")  # noqa: SIM115
         transport = self.reactor.spawnProcess(node, args[0], args, env=env, path=node.home,
                                               childFDs={0: "w", 1: log.fileno(),

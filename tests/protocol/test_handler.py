@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.proto_helpers import StringTransport
@@ -26,6 +27,8 @@ from wazuhcluster.protocol.frames import FrameDecoder
 from wazuhcluster.protocol.handler import (
     BUSY_LINK_BYTES,
     MAX_TIMEOUT_EXTENSIONS,
+    TCP_READ_SIZE,
+    TCP_SEND_LIMIT,
     ClusterProtocol,
     ConnectionLostError,
 )
@@ -390,3 +393,32 @@ class SendNowTests(SynchronousTestCase):
         transport.disconnecting = True
         protocol.notify(b"echo", b"x")
         self.assertEqual(transport.socket_bytes, b"")
+@implementer(ITCPTransport)
+class _TCPLikeTransport(StringTransport):
+    """A StringTransport that says it is TCP, with Twisted's TCP send and read sizes."""
+
+    SEND_LIMIT = 128 * 1024
+    bufferSize = 64 * 1024
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+class TCPSizesTests(SynchronousTestCase):
+    """A cluster link over TCP sends and reads in bigger pieces than Twisted's defaults: on a
+    box shared by 100 workers each ``send`` that wakes a worker can cost the master the CPU
+    for a scheduling round, so fewer, bigger calls (docs/testbed.md, "Sixth session")."""
+
+    def test_tcp_link_sends_1_mib_and_reads_256_kib_per_call(self) -> None:
+        transport = _TCPLikeTransport()
+        protocol = ClusterProtocol(RecordingHandler(), Clock(), codec=FernetCodec(VECTOR_KEY))
+        protocol.makeConnection(transport)
+        self.assertEqual((transport.SEND_LIMIT, transport.bufferSize),
+                         (TCP_SEND_LIMIT, TCP_READ_SIZE))
+        self.assertEqual((TCP_SEND_LIMIT, TCP_READ_SIZE), (1024 * 1024, 256 * 1024))
+
+    def test_other_transports_are_left_alone(self) -> None:
+        transport = StringTransport()
+        protocol = ClusterProtocol(RecordingHandler(), Clock())
+        protocol.makeConnection(transport)
+        self.assertFalse(hasattr(transport, "SEND_LIMIT"))

@@ -51,6 +51,10 @@ from wazuhcluster.protocol.tcpinfo import acknowledging
 OFFLOAD_THRESHOLD = 256 * 1024
 #: Frames with at least this many payload bytes are written as header and payload pieces.
 SEQUENCE_WRITE = 64 * 1024
+#: Bytes one ``send`` of a plain TCP cluster link may take (Twisted: 128 KiB), and bytes one
+#: read asks for (Twisted: 64 KiB); a TLS link sets its own (wazuhcluster/tls/link.py).
+TCP_SEND_LIMIT = 1024 * 1024
+TCP_READ_SIZE = 256 * 1024
 #: How many timed-out counters are remembered so that their late replies are dropped.
 ABANDONED_MEMORY = 4096
 #: How many times a request's deadline is extended while the link still delivers our bytes.
@@ -180,6 +184,12 @@ class ClusterProtocol(Protocol):
         if ITCPTransport.providedBy(self._tcp):
             # Requests wait for their replies: no Nagle delay on small frames.
             self._tcp.setTcpNoDelay(True)
+            tcp: Any = self._tcp
+            if isinstance(getattr(tcp, "SEND_LIMIT", None), int):
+                # Fewer, bigger system calls (Twisted: 128 KiB sends, 64 KiB reads); each
+                # one can wake the peer's process and hand it the CPU on a loaded box.
+                tcp.SEND_LIMIT = max(tcp.SEND_LIMIT, TCP_SEND_LIMIT)
+                tcp.bufferSize = max(tcp.bufferSize, TCP_READ_SIZE)
         peer = self._tcp.getPeer()
         self.peer_address = getattr(peer, "host", None) or "local"
         self.handler.connection_made(self)
