@@ -388,7 +388,9 @@ class ServiceTests(SynchronousTestCase):
         self.assertIn(b"wazuhcluster_link_frames_total{direction=\"in\"} 2.0", body)
         self.assertTrue(request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(
             b"text/plain"))
-        # On the node's pool (here a synchronous one): the same text, written later.
+        # On the node's pool (here a synchronous one): the same text, written later (a
+        # kept metric was written: its family is written again, off the reactor).
+        m.connection_dropped("timeout")
         pooled = DummyRequest([b"metrics"])
         pooled.path = b"/metrics"
         ran: list[Any] = []
@@ -405,6 +407,46 @@ class ServiceTests(SynchronousTestCase):
         other.path = b"/"
         resource.render_GET(other)
         self.assertEqual(other.responseCode, 404)
+
+
+    def test_pool_only_when_a_kept_metric_changed(self) -> None:
+        """A scrape goes to the node's pool when the kept families (the sync histograms of
+        every worker...) must be written again; else it is generated on the reactor, where
+        only the few families that change every second are written: no thread trip."""
+        clock = Clock()
+        m = NodeMetrics(master(self, clock), clock)
+        ran: list[Any] = []
+
+        def run(f: Any, *args: Any) -> Any:
+            ran.append(f)
+            return succeed(f(*args))
+        resource = MetricsResource(m, run, lambda: succeed(None))
+
+        def scrape() -> bytes:
+            request = DummyRequest([b"metrics"])
+            request.path = b"/metrics"
+            self.assertEqual(resource.render_GET(request), NOT_DONE_YET)
+            self.assertTrue(request.finished)
+            body = b"".join(request.written)
+            self.assertEqual(body, generate_latest(m.registry))
+            return body
+        scrape()  # the first: every family is written
+        self.assertEqual(len(ran), 1)
+        m.link_traffic("in", 5, 500)
+        m.reactor_lag(0.002)
+        body = scrape()
+        self.assertEqual(len(ran), 1)  # not on the pool
+        self.assertIn(b'wazuhcluster_link_frames_total{direction="in"} 5.0', body)
+        m.sync_done("w1", "integrity_sync", 0.0, 0.5, True, {"created": 1})
+        body = scrape()
+        self.assertEqual(len(ran), 2)  # a sync: the histograms again, on the pool
+        self.assertIn(b'wazuhcluster_sync_duration_seconds_count{kind="integrity_sync",'
+                      b'worker="w1"} 1.0', body)
+        scrape()
+        self.assertEqual(len(ran), 2)
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
+        self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 3.0', scrape())
+        self.assertEqual(len(ran), 3)
 
 
 class DapiOutcomeTests(SynchronousTestCase):

@@ -147,6 +147,12 @@ class NodeMetrics:
         self.registry.register(_Kept(metric, self._changed))
         return metric
 
+    def kept_unchanged(self) -> bool:
+        """True when no metric kept between scrapes was written since the last scrape: the
+        next text is then the kept texts and the few families that change every second
+        (bounded work, whatever the number of workers)."""
+        return not self._changed
+
     def _mark(self, *metrics: Any) -> None:
         """``metrics`` were written: the next scrape collects them again."""
         for metric in metrics:
