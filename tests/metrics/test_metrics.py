@@ -388,7 +388,9 @@ class ServiceTests(SynchronousTestCase):
         self.assertIn(b"wazuhcluster_link_frames_total{direction=\"in\"} 2.0", body)
         self.assertTrue(request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(
             b"text/plain"))
-        # On the node's pool (here a synchronous one): the same text, written later.
+        # On the node's pool (here a synchronous one): the same text, written later (a
+        # kept metric changed whole: its family is written again, off the reactor).
+        m.set_agents([])
         pooled = DummyRequest([b"metrics"])
         pooled.path = b"/metrics"
         ran: list[Any] = []
@@ -405,6 +407,53 @@ class ServiceTests(SynchronousTestCase):
         other.path = b"/"
         resource.render_GET(other)
         self.assertEqual(other.responseCode, 404)
+
+
+    def test_pool_only_when_many_kept_children_changed(self) -> None:
+        """A scrape goes to the node's pool when many children of the kept families (the
+        sync histograms of many workers...) or a whole family must be written again; else
+        it is generated on the reactor, where only those few children and the families
+        that change every second are written: no thread trip."""
+        from wazuhcluster.metrics.registry import SMALL_CHANGE
+
+        clock = Clock()
+        m = NodeMetrics(master(self, clock), clock)
+        ran: list[Any] = []
+
+        def run(f: Any, *args: Any) -> Any:
+            ran.append(f)
+            return succeed(f(*args))
+        resource = MetricsResource(m, run, lambda: succeed(None))
+
+        def scrape() -> bytes:
+            request = DummyRequest([b"metrics"])
+            request.path = b"/metrics"
+            self.assertEqual(resource.render_GET(request), NOT_DONE_YET)
+            self.assertTrue(request.finished)
+            body = b"".join(request.written)
+            self.assertEqual(body, generate_latest(m.registry))
+            return body
+        scrape()  # the first: every family is written
+        self.assertEqual(len(ran), 1)
+        m.link_traffic("in", 5, 500)
+        m.reactor_lag(0.002)
+        body = scrape()
+        self.assertEqual(len(ran), 1)  # not on the pool
+        self.assertIn(b'wazuhcluster_link_frames_total{direction="in"} 5.0', body)
+        m.sync_done("w1", "integrity_sync", 0.0, 0.5, True, {"created": 1})
+        body = scrape()
+        self.assertEqual(len(ran), 1)  # one worker's sync: a few children, here
+        self.assertIn(b'wazuhcluster_sync_duration_seconds_count{kind="integrity_sync",'
+                      b'worker="w1"} 1.0', body)
+        for i in range(SMALL_CHANGE + 1):  # syncs of many workers: on the pool
+            m.sync_done(f"w{i}", "integrity_check", 0.0, 0.5, True, {})
+        self.assertIn(b'worker="w9"', scrape())
+        self.assertEqual(len(ran), 2)
+        scrape()
+        self.assertEqual(len(ran), 2)
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
+        self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 3.0', scrape())
+        self.assertEqual(len(ran), 3)  # a family changed whole: on the pool
 
 
 class DapiOutcomeTests(SynchronousTestCase):
@@ -468,39 +517,53 @@ class ExpositionTests(SynchronousTestCase):
         self.assertIn(b'worker="w\\"1\\\\x\\n\xc3\xbc"', exposition.generate())
 
     def test_metrics_written_on_events_are_collected_again_only_after_a_write(self) -> None:
-        """A scrape skips the collect() of the per-worker sync histograms (most of its cost)
-        until a sync writes them; the text stays generate_latest's."""
+        """A scrape reads again only the children (label sets) of the kept metrics that
+        were written since the last scrape: a sync of one worker costs that worker's lines,
+        not the sync histograms of every worker; the text stays generate_latest's."""
+        from prometheus_client.metrics import MetricWrapperBase
+
         clock = Clock()
         m = NodeMetrics(master(self, clock), clock)
-        calls: list[str] = []
-        for name in ("sync_duration", "dapi_requests", "agents", "dropped"):
-            metric = getattr(m, name)
-            original = metric.collect
+        calls: list[tuple[str, tuple[str, ...]]] = []
+        original = MetricWrapperBase._samples
+        kept = {m.sync_duration._name, m.dapi_requests._name, m.agents._name,
+                m.dropped._name, m.sync_failures._name}
 
-            def counted(original: Any = original, name: str = name) -> Any:
-                calls.append(name)
-                return original()
-            metric.collect = counted
+        def counted(metric: Any) -> Any:
+            if metric._labelvalues and metric._name in kept:
+                calls.append((metric._name.replace("wazuhcluster_", ""),
+                              tuple(metric._labelvalues)))
+            return original(metric)
+        self.patch(MetricWrapperBase, "_samples", counted)
 
-        def scrape() -> list[str]:
+        def scrape() -> list[tuple[str, tuple[str, ...]]]:
             del calls[:]
             self.assertEqual(m.exposition.generate(), generate_latest(m.registry))
             return sorted(set(calls))
         m.sync_done("w1", "integrity_sync", 0.0, 0.5, True, {"created": 1})
-        self.assertEqual(scrape(), ["agents", "dapi_requests", "dropped", "sync_duration"])
+        self.assertEqual(scrape(), [("sync_duration_seconds", ("w1", "integrity_sync"))])
+        m.sync_done("w2", "integrity_check", 0.0, 0.5, True, {})
+        self.assertEqual(scrape(), [("sync_duration_seconds", ("w2", "integrity_check"))])
         m.link_traffic("in", 3, 300)  # changes every second: always collected
         self.assertEqual(scrape(), [])
         self.assertIn(b'wazuhcluster_link_frames_total{direction="in"} 3.0',
                       m.exposition.generate())
         m.sync_done("w1", "integrity_sync", 1.0, 1.25, True, {"created": 1})
-        self.assertEqual(scrape(), ["sync_duration"])
+        self.assertEqual(scrape(), [("sync_duration_seconds", ("w1", "integrity_sync"))])
         self.assertIn(b'wazuhcluster_sync_duration_seconds_count{kind="integrity_sync",'
                       b'worker="w1"} 2.0', m.exposition.generate())
         m.dapi_request("wazuh.f", "ok")
         m.connection_dropped("timeout")
-        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
-        self.assertEqual(scrape(), ["agents", "dapi_requests", "dropped"])
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3},
+                      {"node_name": "w1", "connection_status": "active", "n": 2}])
+        self.assertEqual(scrape(), [("agents", ("master", "active")), ("agents", ("w1", "active")),
+                                    ("dapi_requests", ("wazuh.f", "ok")),
+                                    ("dropped_connections", ("timeout",))])
         m.sync_done("w2", "agent_info", 0.0, 1.0, False, {})
-        self.assertEqual(scrape(), [])  # a failure writes sync_failures only
+        # a failure writes sync_failures only
+        self.assertEqual(scrape(), [("sync_failures", ("w2", "agent_info"))])
         self.assertIn(b'wazuhcluster_sync_failures_total{kind="agent_info",worker="w2"} 1.0',
                       m.exposition.generate())
+        m.set_agents([{"node_name": "w1", "connection_status": "active", "n": 2}])
+        self.assertEqual(scrape(), [("agents", ("w1", "active"))])  # master's went away
+        self.assertNotIn(b'node="master",status="active"', m.exposition.generate())

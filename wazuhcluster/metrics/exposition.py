@@ -58,6 +58,8 @@ class Exposition:
         self._registry = registry
         self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self._families: dict[str, tuple[tuple[Any, ...], str, Any]] = {}
+        #: per family collected child by child: id(part) -> (part, its text, moved lines)
+        self._parts: dict[str, dict[int, tuple[tuple[Any, ...], str, dict[str, str]]]] = {}
 
     def generate(self) -> bytes:
         return "".join(self._family(metric) for metric in self._registry.collect()).encode()
@@ -69,6 +71,17 @@ class Exposition:
             # gives it again: wazuhcluster.metrics.registry._Kept); families are never
             # changed once collected.
             return kept[1]
+        parts = getattr(metric, "parts", None)
+        if parts is not None:
+            # A family collected child by child (wazuhcluster.metrics.registry._Kept): the
+            # text of each child that did not change is the one written last time.
+            try:
+                text = self._write_parts(metric, parts)
+            except _Unusual:
+                pass
+            else:
+                self._families[metric.name] = ((), text, metric)
+                return text
         samples = metric.samples
         key = (metric.type, metric.documentation,
                *[(s.name, tuple(s.labels.items()), s.value, s.timestamp) for s in samples])
@@ -79,23 +92,47 @@ class Exposition:
         self._families[metric.name] = (key, text, metric)
         return text
 
-    def _write(self, metric: Any) -> str:
-        try:
-            return self._write_text(metric)
-        except _Unusual:
-            return generate_latest(_One(metric)).decode()  # type: ignore[arg-type]
+    def _write_parts(self, metric: Any, parts: list[tuple[Any, ...]]) -> str:
+        """The family's text from the texts of its parts (the samples of one child each),
+        kept by the identity of the part between scrapes."""
+        head = self._head(metric)
+        kept = self._parts.get(metric.name, {})
+        fresh: dict[int, tuple[tuple[Any, ...], str, dict[str, str]]] = {}
+        main: list[str] = [head]
+        moved: dict[str, list[str]] = {}
+        for part in parts:
+            known = kept.get(id(part))
+            if known is None or known[0] is not part:
+                lines, by_suffix = self._sample_lines(metric.name, part)
+                known = (part, "".join(lines),
+                         {k: "".join(v) for k, v in by_suffix.items()})
+            fresh[id(part)] = known
+            main.append(known[1])
+            for suffix, text in known[2].items():
+                moved.setdefault(suffix, []).append(text)
+        self._parts[metric.name] = fresh
+        doc = _doc(metric.documentation)
+        for suffix, texts in sorted(moved.items()):
+            main.append(f"# HELP {metric.name}{suffix} {doc}\n"
+                        f"# TYPE {metric.name}{suffix} gauge\n")
+            main.extend(texts)
+        return "".join(main)
 
-    def _write_text(self, metric: Any) -> str:
+    def _head(self, metric: Any) -> str:
         name, kind = metric.name, metric.type
         if not _NAME.match(name):
             raise _Unusual()
         shown = {"counter": name + "_total", "info": name + "_info"}.get(kind, name)
         kind = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram",
                 "unknown": "untyped"}.get(kind, kind)
-        doc = _doc(metric.documentation)
-        out = [f"# HELP {shown} {doc}\n# TYPE {shown} {kind}\n"]
+        return f"# HELP {shown} {_doc(metric.documentation)}\n# TYPE {shown} {kind}\n"
+
+    def _sample_lines(self, name: str,
+                      samples: Any) -> tuple[list[str], dict[str, list[str]]]:
+        """The lines of ``samples``, and those the text format moves after the family."""
+        out: list[str] = []
         moved: dict[str, list[str]] = {}
-        for s in metric.samples:
+        for s in samples:
             line = self._line(s)
             for suffix in _OM_SUFFIXES:
                 if s.name == name + suffix:
@@ -103,9 +140,23 @@ class Exposition:
                     break
             else:
                 out.append(line)
-        for suffix, lines in sorted(moved.items()):
+        return out, moved
+
+    def _write(self, metric: Any) -> str:
+        try:
+            return self._write_text(metric)
+        except _Unusual:
+            return generate_latest(_One(metric)).decode()  # type: ignore[arg-type]
+
+    def _write_text(self, metric: Any) -> str:
+        name = metric.name
+        doc = _doc(metric.documentation)
+        out = [self._head(metric)]
+        lines, moved = self._sample_lines(name, metric.samples)
+        out.extend(lines)
+        for suffix, more in sorted(moved.items()):
             out.append(f"# HELP {name}{suffix} {doc}\n# TYPE {name}{suffix} gauge\n")
-            out.extend(lines)
+            out.extend(more)
         return "".join(out)
 
     def _line(self, sample: Any) -> str:

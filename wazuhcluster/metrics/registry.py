@@ -46,24 +46,36 @@ class _NodeCollector(Collector):
                                     value=1 if getattr(node, "peer", None) is not None else 0)
 
 
-class _Kept(Collector):
-    """A metric written only through :class:`NodeMetrics`' methods, which mark it changed
-    (``changed``: ids of metrics). Its families are collected again after a change; else
-    the last ones are given again, the same objects, whose text the :class:`Exposition`
-    keeps: a scrape then skips the metric's ``collect()`` (for the sync histograms of every
-    worker, most of a scrape's cost) and the comparison of its samples.
+#: Marks a whole metric changed (its label sets may have gone: collect every child again).
+ALL: frozenset[tuple[str, ...]] = frozenset({("*all*",)})
+#: A scrape that writes at most this many changed children again runs on the reactor (a
+#: child is one label set: a histogram child is 18 lines, some 10 us each).
+SMALL_CHANGE = 32
 
-    A scrape runs in a thread while the reactor writes: the mark is cleared *before* the
-    metric is collected, so a write that lands meanwhile is collected again next time; a
-    write whose mark comes just after this scrape's check shows in the next scrape, as if
-    this one had run a moment earlier.
+
+class _Kept(Collector):
+    """A labelled metric written only through :class:`NodeMetrics`' methods, which mark
+    the children (label sets) they wrote in ``changed`` (metric id -> frozenset of label
+    value tuples, or :data:`ALL`). A scrape collects again only the marked children of a
+    marked metric and reuses every other child's samples, the same tuple objects, whose
+    text the :class:`Exposition` keeps (``parts`` of the family); an unmarked metric gives
+    its last families again. A sync of one worker then costs a scrape that one worker's
+    lines, not the histograms of every worker.
+
+    A scrape may run in a thread while the reactor writes: the marks are taken (popped)
+    *before* the children are read, and the reactor replaces a metric's mark set rather than
+    adding to it, so a write that lands meanwhile is collected again next time; a write
+    whose mark comes just after this scrape's pop shows in the next scrape, as if this one
+    had run a moment earlier.
     """
 
-    def __init__(self, metric: Any, changed: set[int]) -> None:
+    def __init__(self, metric: Any, changed: dict[int, frozenset[tuple[str, ...]]]) -> None:
         self.metric = metric
         self._changed = changed
         self._families: list[Metric] | None = None
-        changed.add(id(metric))
+        #: the samples of each child, by its label values
+        self._children: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        changed[id(metric)] = ALL
 
     def describe(self) -> Any:
         return self.metric.describe()
@@ -72,9 +84,36 @@ class _Kept(Collector):
         key = id(self.metric)
         families = self._families
         if families is None or key in self._changed:
-            self._changed.discard(key)
-            families = self._families = list(self.metric.collect())
+            dirty = self._changed.pop(key, ALL)
+            families = self._families = self._collect(ALL if families is None else dirty)
         return iter(families)
+
+    def _collect(self, dirty: frozenset[tuple[str, ...]]) -> list[Metric]:
+        metric = self.metric
+        children = getattr(metric, "_metrics", None)
+        lock = getattr(metric, "_lock", None)
+        names = getattr(metric, "_labelnames", None)
+        if children is None or lock is None or names is None:
+            return list(metric.collect())  # not a labelled prometheus_client metric
+        with lock:  # as prometheus_client's own collect() reads the children
+            items = list(children.items())
+        kept = {} if dirty is ALL else self._children
+        fresh: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        family = metric._get_metric()
+        parts = []
+        for labels, child in items:
+            part = None if labels in dirty else kept.get(labels)
+            if part is None:
+                series = list(zip(names, labels, strict=True))
+                part = tuple(s._replace(name=metric._name + s.name,
+                                        labels=dict(series + list(s.labels.items())))
+                             for s in child._samples())
+            fresh[labels] = part
+            parts.append(part)
+            family.samples.extend(part)
+        self._children = fresh
+        family.parts = parts  # read by the Exposition: each child's text kept by identity
+        return [family]
 
 
 @implementer(IClusterEvents)
@@ -92,7 +131,7 @@ class NodeMetrics:
         r.register(_NodeCollector(node))
         #: Metrics that change only on events (syncs, DAPI requests, agent counts, drops)
         #: are registered through :class:`_Kept`; each write marks its metric here.
-        self._changed: set[int] = set()
+        self._changed: dict[int, frozenset[tuple[str, ...]]] = {}
         self.sync_duration = self._kept(Histogram(
             "wazuhcluster_sync_duration_seconds",
             "Duration of the syncs with each worker (seen by the master).",
@@ -147,29 +186,46 @@ class NodeMetrics:
         self.registry.register(_Kept(metric, self._changed))
         return metric
 
-    def _mark(self, *metrics: Any) -> None:
-        """``metrics`` were written: the next scrape collects them again."""
+    def kept_unchanged(self) -> bool:
+        """True when the next scrape writes again at most :data:`SMALL_CHANGE` children of
+        the metrics kept between scrapes (none of them changed whole): its text is then the
+        kept texts, those children and the few families that change every second (bounded
+        work, whatever the number of workers)."""
+        marks = list(self._changed.values())
+        return all(m is not ALL for m in marks) and sum(map(len, marks)) <= SMALL_CHANGE
+
+    def _mark(self, labels: tuple[str, ...] | None, *metrics: Any) -> None:
+        """The child ``labels`` of ``metrics`` was written (``None``: all of them, e.g.
+        after ``clear()``): the next scrape collects it again. (The mark set is replaced,
+        never changed in place: a scrape in a thread pops it.)"""
         for metric in metrics:
-            self._changed.add(id(metric))
+            key = id(metric)
+            if labels is None:
+                self._changed[key] = ALL
+                continue
+            old = self._changed.get(key, frozenset())
+            if old is not ALL and labels not in old:
+                self._changed[key] = old | {labels}
 
     # -- IClusterEvents ---------------------------------------------------------------------
     def sync_done(self, worker: str, kind: str, started: float, ended: float, ok: bool,
                   counts: Mapping[str, int]) -> None:
         if not ok:
             self.sync_failures.labels(worker, kind).inc()
-            self._mark(self.sync_failures)
+            self._mark((worker, kind), self.sync_failures)
             return
         self.sync_duration.labels(worker, kind).observe(max(0.0, ended - started))
         self.sync_last_success.labels(worker, kind).set(ended)
-        self._mark(self.sync_duration, self.sync_last_success)
+        self._mark((worker, kind), self.sync_duration, self.sync_last_success)
         if kind == "integrity_sync":
             for action in ("created", "updated", "deleted"):
                 self.files_pushed.labels(worker, action).inc(counts.get(action, 0))
+                self._mark((worker, action), self.files_pushed)
             self.bytes_pushed.labels(worker).inc(counts.get("bytes", 0))
-            self._mark(self.files_pushed, self.bytes_pushed)
+            self._mark((worker,), self.bytes_pushed)
         elif kind == "agent_info":
             self.agent_info_rows.labels(worker).inc(counts.get("rows", 0))
-            self._mark(self.agent_info_rows)
+            self._mark((worker,), self.agent_info_rows)
 
     def link_traffic(self, direction: str, frames: int, nbytes: int) -> None:
         counted = self._traffic.get(direction)
@@ -181,11 +237,11 @@ class NodeMetrics:
 
     def connection_dropped(self, reason: str) -> None:
         self.dropped.labels(reason).inc()
-        self._mark(self.dropped)
+        self._mark((reason,), self.dropped)
 
     def dapi_request(self, function: str, outcome: str) -> None:
         self.dapi_requests.labels(function, outcome).inc()
-        self._mark(self.dapi_requests)
+        self._mark((function, outcome), self.dapi_requests)
 
     def reactor_lag(self, seconds: float) -> None:
         self.reactor_lag_gauge.set(seconds)
@@ -199,7 +255,7 @@ class NodeMetrics:
             self.agents.labels(str(row.get("node_name") or "unknown"),
                                str(row.get("connection_status") or "unknown")).set(
                 int(row.get("n", 0)))
-        self._mark(self.agents)
+        self._mark(None, self.agents)
 
 
 AGENTS_SQL = ("SELECT node_name, connection_status, COUNT(*) AS n FROM agent WHERE id > 0 "
