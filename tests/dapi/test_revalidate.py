@@ -29,6 +29,18 @@ from wazuhcluster.protocol.commands import Reply
 PAGE = dapi_request("wazuh.agent.get_agents", limit=5, offset=0)
 
 
+def gate_master(case: Any) -> Deferred[None]:
+    """Hold the master's answers of ``case`` until the returned Deferred fires."""
+    gate: Deferred[None] = Deferred()
+    handle = case.mapi.handle
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await gate
+        return await handle(*args, **kwargs)
+    case.mapi.handle = slow
+    return gate
+
+
 class RevalidateTests(WireBase):
     def sync(self, payload: bytes = PAGE) -> bytes:
         """Ask the worker with ``wzc_dapi``; the reply is the answer's bytes."""
@@ -134,13 +146,7 @@ class RevalidateTests(WireBase):
     def test_unchanged_after_the_grace(self) -> None:
         """An answer not ready within the grace: the reply is dapi's, then wzc_dapi_u."""
         first = self.sync()
-        gate: Deferred[None] = Deferred()
-        handle = self.mapi.handle
-
-        async def slow(*args: Any, **kwargs: Any) -> Any:
-            await gate
-            return await handle(*args, **kwargs)
-        self.mapi.handle = slow  # type: ignore[method-assign]
+        gate = gate_master(self)
         at_worker = self.spy(self.link)
         client, _ = self.local(self.worker)
         d = client.request(b"wzc_dapi", PAGE)
@@ -251,20 +257,9 @@ class EarlyAnswerTests(WireBase):
         commands.waiting = False  # every answer here is a reply: no final answer awaited
         return client, commands
 
-    def gate_master(self) -> Deferred[None]:
-        """Hold the master's answers until the returned Deferred fires."""
-        gate: Deferred[None] = Deferred()
-        handle = self.mapi.handle
-
-        async def slow(*args: Any, **kwargs: Any) -> Any:
-            await gate
-            return await handle(*args, **kwargs)
-        self.mapi.handle = slow  # type: ignore[method-assign]
-        return gate
-
     def test_unchanged_kept_bytes_ahead(self) -> None:
         first = self.sync()
-        gate = self.gate_master()
+        gate = gate_master(self)
         d, seen, commands = self.early()
         # the master has not answered yet: the kept bytes are already at the client
         self.assertNoResult(d)
@@ -317,7 +312,7 @@ class EarlyAnswerTests(WireBase):
         """The client went away while the request waited for the master: nothing is sent
         to it, nothing fails on the worker."""
         self.sync()
-        gate = self.gate_master()
+        gate = gate_master(self)
         client, _ = self.local(self.worker)
         d = client.request(b"wzc_dapi_e", PAGE)
         self.flush()
