@@ -914,6 +914,27 @@ class StagedUpdateTests(SynchronousTestCase):
         assert row is not None
         self.assertEqual((row["last_keepalive"], row["os_name"]), (2, "Debian"))
 
+    def test_the_split_is_dropped_when_most_rows_move_an_index(self) -> None:
+        """A first sync (every row moves an index) is split for its first chunk only; a
+        keepalive sync for every chunk; each writes as row by row."""
+        statements: list[str] = []
+        self.staged._conn.set_trace_callback(statements.append)
+
+        def chunk(agent: int, keepalive: int) -> dict[str, Any]:
+            return {"rows": [[agent, f"agent-00{agent}", *a_row(
+                ip=f"10.0.0.{agent}", node_name="w1", connection_status="active",
+                last_keepalive=keepalive)[2:]]]}
+
+        def used() -> list[str]:
+            kinds = [("whole" if sql == agents_db._UPDATE_INFO_STAGED else "split")
+                     for sql in statements if sql.startswith("UPDATE agent SET")]
+            statements.clear()
+            return kinds
+        self.assert_same(*(chunk(i, 1) for i in range(1, 6)))
+        self.assertEqual(used(), ["split", "split", "whole", "whole", "whole", "whole"])
+        self.assert_same(*(chunk(i, 2) for i in range(1, 6)))
+        self.assertEqual(used(), ["split"] * 10)
+
     def test_indexed_columns_match_the_schema(self) -> None:
         """The columns the update treats as indexed are those the agent table's indexes
         hold among the agent-info columns."""
@@ -954,18 +975,17 @@ class DecodeAheadTests(SynchronousTestCase):
             return wrapper
 
         def update(conn: sqlite3.Connection, rows: Any, sql: str, stage: str, id_at: int,
-                   *before_update: Any) -> int:
+                   before_update: Any, *plan: Any) -> int:
             agent = rows[0][id_at]
 
             def started() -> None:
-                for call in before_update:
-                    call()
+                before_update()
                 # Wait for the decode started ahead (of the agent after this chunk's), so the
                 # order of the record does not depend on the threads' timing.
                 following = agent + 1
                 if following <= self.last:
                     self.decoded.setdefault(following, threading.Event()).wait(10)
-            result = update_info(conn, rows, sql, stage, id_at, started)
+            result = update_info(conn, rows, sql, stage, id_at, started, *plan)
             self.events.append(("write", agent, threading.current_thread()))
             return int(result)
         self.patch(agents_db, "decode_agent_info_params", recorded(decode_params))

@@ -125,23 +125,42 @@ _MOVES_AN_INDEX = " OR ".join(
     f"agent.{c} IS NOT {_staged_value(c, i)}"
     for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1) if c in _INDEXED_INFO_COLUMNS)
 _FROM_STAGED = " FROM temp.info_staged s WHERE agent.id = s.id AND agent.id > 0 AND "
-#: :data:`_UPDATE_INFO_STANDARD` and :data:`_UPDATE_INFO_ROWS` for every staged row at once,
-#: in two statements that each write a row at most once (the first leaves the indexed
-#: columns as they are, so its rows do not match the second). Most syncs bring new
-#: keepalives and nothing an index holds: the first statement then writes every row without
-#: touching the ``agent`` indexes (SQLite updates an index whenever the SET list names one of
-#: its columns, even with an equal value), half the time of one statement setting every
-#: column; rows that move an index (a first sync, a rename, a new address or status) are
-#: written with every column by the second.
-_UPDATE_INFO_STAGED = (
+#: :data:`_UPDATE_INFO_STANDARD` and :data:`_UPDATE_INFO_ROWS` for every staged row at once.
+_UPDATE_INFO_STAGED = "UPDATE agent SET " + ", ".join(
+    f"{c} = {_staged_value(c, i)}" for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1)
+) + ", sync_status = 'synced' FROM temp.info_staged s WHERE agent.id = s.id AND agent.id > 0"
+#: :data:`_UPDATE_INFO_STAGED` in two statements that each write a row at most once (the
+#: first leaves the indexed columns as they are, so its rows do not match the second). SQLite
+#: rewrites an index entry whenever the SET list names one of its columns, even with an equal
+#: value; most syncs bring new keepalives and nothing an index holds, and the first statement
+#: writes those rows without touching the ``agent`` indexes. Rows that move an index (a first
+#: sync, a rename, a new address, node or status) are written with every column by the
+#: second. Used while few rows move an index (:class:`_WritePlan`): a first sync, where every
+#: row does, pays for two statements per chunk instead of one.
+_UPDATE_INFO_SPLIT = (
     "UPDATE agent SET " + ", ".join(
         f"{c} = {_staged_value(c, i)}"
         for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1) if c not in _INDEXED_INFO_COLUMNS)
     + ", sync_status = 'synced'" + _FROM_STAGED + f"NOT ({_MOVES_AN_INDEX})",
-    "UPDATE agent SET " + ", ".join(
-        f"{c} = {_staged_value(c, i)}" for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1))
-    + ", sync_status = 'synced'" + _FROM_STAGED + f"({_MOVES_AN_INDEX})",
+    _UPDATE_INFO_STAGED + f" AND ({_MOVES_AN_INDEX})",
 )
+
+
+@attrs.define
+class _WritePlan:
+    """Which UPDATE :func:`_update_info` uses for the chunks of one :meth:`set_agent_info`:
+    :data:`_UPDATE_INFO_SPLIT` until a chunk shows that most of its rows move an index (they
+    are alike within a sync: all new agents, or all keepalives), then
+    :data:`_UPDATE_INFO_STAGED` for the rest. Both write the same."""
+
+    split: bool = True
+
+    def written(self, updated: int, moved: int) -> None:
+        """Note a split chunk: ``updated`` rows written, ``moved`` of them moved an index."""
+        if 2 * moved > updated:
+            self.split = False
+
+
 #: Inserts one label of an agent if the agent exists (unknown agents are skipped).
 _INSERT_LABEL = ("INSERT OR REPLACE INTO labels (id, key, value) SELECT ?1, ?2, ?3"
                  " WHERE EXISTS (SELECT 1 FROM agent WHERE id = ?1)")
@@ -479,14 +498,15 @@ class _ChunksAhead:
 
 def _update_info(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], sql: str,
                  stage: str, id_at: int, before_update: Callable[[], None] = lambda: None,
-                 ) -> int:
+                 plan: _WritePlan | None = None) -> int:
     """Apply a chunk's checked agent-info rows; returns how many agents were updated.
 
-    The rows are staged in ``temp.info_staged`` and applied by one set-based UPDATE, which
-    writes what ``executemany(sql, rows)`` writes for half the CPU. A chunk listing an agent
-    twice is applied row by row instead (in order: the last row wins, each row counts, as in
-    wazuh-db), which a set-based UPDATE would not do. ``before_update`` is called just
-    before the statement that writes the agents.
+    The rows are staged in ``temp.info_staged`` and applied set-based (as ``plan`` says;
+    without one, by the split statements), which writes what ``executemany(sql, rows)``
+    writes for half the CPU or less. A chunk listing an agent twice is applied row by row
+    instead (in order: the last row wins, each row counts, as in wazuh-db), which a
+    set-based UPDATE would not do. ``before_update`` is called just before the first
+    statement that writes the agents.
     """
     if len({row[id_at] for row in rows}) != len(rows):
         before_update()
@@ -494,7 +514,12 @@ def _update_info(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], sql: s
     try:
         conn.executemany(stage, rows)
         before_update()
-        return sum(int(conn.execute(sql).rowcount) for sql in _UPDATE_INFO_STAGED)
+        if plan is not None and not plan.split:
+            return int(conn.execute(_UPDATE_INFO_STAGED).rowcount)
+        kept, moved = (int(conn.execute(sql).rowcount) for sql in _UPDATE_INFO_SPLIT)
+        if plan is not None:
+            plan.written(kept + moved, moved)
+        return kept + moved
     finally:
         conn.execute("DELETE FROM temp.info_staged")
 
@@ -759,6 +784,7 @@ class AgentDatabase:
         unknown_agents = 0
         errors: list[str] = []
         decoded_chunks = _ChunksAhead(chunks, self._chunk_decoder)
+        plan = _WritePlan()
         with self._transaction() as conn, collector_paused(), closing(decoded_chunks):
             for decoded in decoded_chunks:
                 if isinstance(decoded, PayloadError):
@@ -768,7 +794,7 @@ class AgentDatabase:
                 conn.execute("SAVEPOINT chunk")
                 try:
                     updated = _update_info(conn, rows, sql, stage, id_at,
-                                           decoded_chunks.start_next)
+                                           decoded_chunks.start_next, plan)
                     for agent_id, pairs in labels:
                         if agent_id == 0:
                             continue
