@@ -36,6 +36,7 @@ malformed input raises :class:`PayloadError` and nothing else.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import zlib
 from collections.abc import Iterator, Sequence
@@ -166,15 +167,24 @@ def _long_string(head: dict[str, Any], chunks: Sequence[str]) -> bytes:
     """``json.dumps({**head, "chunks": list(chunks)}, ensure_ascii=False)`` in UTF-8, as
     Wazuh's nodes write a long string (their separators, byte for byte); each chunk is
     escaped by orjson, which writes exactly the escapes ``json.dumps`` does with
-    ``ensure_ascii=False`` (tested), at several times its speed."""
+    ``ensure_ascii=False`` (tested), at several times its speed. Each escaped chunk is
+    copied out at once, so its memory is reused by the next one (keeping all of them for a
+    join costs twice the time in fresh pages)."""
     if _orjson is not None:
+        start = json.dumps({**head, "chunks": []}, ensure_ascii=False)[:-2]
+        out = io.BytesIO()
+        out.write(start.encode("utf-8"))
+        separator = b""
         try:
-            escaped = b", ".join(map(_orjson.dumps, chunks))
+            for chunk in chunks:
+                out.write(separator)
+                out.write(_orjson.dumps(chunk))
+                separator = b", "
         except TypeError:  # not a str, or a lone surrogate: json.dumps says what is wrong
             pass
         else:
-            start = json.dumps({**head, "chunks": []}, ensure_ascii=False)[:-2]
-            return b"".join((start.encode("utf-8"), escaped, b"]}"))
+            out.write(b"]}")
+            return out.getvalue()
     return json.dumps({**head, "chunks": list(chunks)}, ensure_ascii=False).encode("utf-8")
 
 
