@@ -932,8 +932,12 @@ class StagedUpdateTests(SynchronousTestCase):
             return kinds
         self.assert_same(*(chunk(i, 1) for i in range(1, 6)))
         self.assertEqual(used(), ["split", "split", "whole", "whole", "whole", "whole"])
+        # A keepalive sync: the first statement writes every row, the second is not run.
         self.assert_same(*(chunk(i, 2) for i in range(1, 6)))
-        self.assertEqual(used(), ["split"] * 10)
+        self.assertEqual(used(), ["split"] * 5)
+        # An unknown agent next to a known one: both statements run.
+        self.assert_same({"rows": [*chunk(1, 3)["rows"], *chunk(99, 3)["rows"]]})
+        self.assertEqual(used(), ["split"] * 2)
 
     def test_indexed_columns_match_the_schema(self) -> None:
         """The columns the update treats as indexed are those the agent table's indexes

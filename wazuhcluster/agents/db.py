@@ -516,7 +516,10 @@ def _update_info(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], sql: s
         before_update()
         if plan is not None and not plan.split:
             return int(conn.execute(_UPDATE_INFO_STAGED).rowcount)
-        kept, moved = (int(conn.execute(sql).rowcount) for sql in _UPDATE_INFO_SPLIT)
+        keep, move = _UPDATE_INFO_SPLIT
+        kept = int(conn.execute(keep).rowcount)
+        # Every staged row written (the ids are distinct): none can move an index now.
+        moved = int(conn.execute(move).rowcount) if kept < len(rows) else 0
         if plan is not None:
             plan.written(kept + moved, moved)
         return kept + moved
