@@ -89,3 +89,15 @@ class MergedTests(SynchronousTestCase):
         self.assertTrue(changed)
         self.assertTrue(os.path.isfile(
             os.path.join(self.home, "var", "multigroups", name, "merged.mg")))
+
+    def test_a_removed_group_is_not_brought_back(self) -> None:
+        """A group directory removed after the check that found it changed stays removed:
+        its merged.mg is not written (the directory would be pushed to every worker)."""
+        import shutil
+        group = os.path.join(self.home, "etc", "shared", "gone")
+        os.makedirs(group)
+        with open(os.path.join(group, "agent.conf"), "wb") as f:
+            f.write(b"<agent_config/>\n")
+        shutil.rmtree(group)
+        self.assertFalse(merged.write_group_merged(self.home, "gone"))
+        self.assertFalse(os.path.exists(group))

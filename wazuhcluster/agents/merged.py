@@ -132,9 +132,12 @@ def multigroup_merged(home: str, groups: Sequence[str]) -> bytes:
     return build_merged(multigroup_hash(groups), multigroup_files(home, groups), _ar_conf(home))
 
 
-def atomic_write(path: str, content: bytes, mode: int = 0o660) -> bool:
+def atomic_write(path: str, content: bytes, mode: int = 0o660,
+                 create_dirs: bool = True) -> bool:
     """Replace ``path`` with ``content`` atomically (temp file, fsync, rename, fsync dir).
 
+    :param create_dirs: create the missing directories of ``path`` (else a missing one is
+        ``FileNotFoundError``).
     :returns: False when the file already had exactly this content (nothing is written).
     """
     try:
@@ -142,15 +145,25 @@ def atomic_write(path: str, content: bytes, mode: int = 0o660) -> bool:
             return False
     except FileNotFoundError:
         pass
-    os.makedirs(os.path.dirname(path) or ".", mode=0o770, exist_ok=True)
+    if create_dirs:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o770, exist_ok=True)
     write_atomic(path, content, mode)
     return True
 
 
 def write_group_merged(home: str, group: str) -> bool:
-    """Write ``etc/shared/<group>/merged.mg``; returns True if the file changed."""
-    return atomic_write(os.path.join(home, "etc", "shared", group, MERGED_NAME),
-                        group_merged(home, group))
+    """Write ``etc/shared/<group>/merged.mg``; returns True if the file changed.
+
+    A group whose directory is gone (removed by an operator after the check that found it
+    changed) is left gone: writing its merged.mg must not bring the directory back, which
+    would then be pushed to every worker as a group of one file."""
+    try:
+        return atomic_write(os.path.join(home, "etc", "shared", group, MERGED_NAME),
+                            group_merged(home, group), create_dirs=False)
+    except FileNotFoundError:
+        if os.path.isdir(os.path.join(home, "etc", "shared", group)):
+            raise
+        return False
 
 
 def write_multigroup_merged(home: str, groups: Sequence[str]) -> tuple[str, bool]:
