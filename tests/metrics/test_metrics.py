@@ -409,6 +409,32 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(other.responseCode, 404)
 
 
+    def test_scrape_is_one_sized_body_on_a_kept_connection(self) -> None:
+        """A scrape's answer carries its Content-Length (not chunked: one piece for the
+        scraper to read, no chunk framing written and parsed on both sides) and the
+        connection stays open for the next scrape (Prometheus keeps it)."""
+        clock = Clock()
+        node = master(self, clock)
+        m = NodeMetrics(node, clock)
+        m.link_traffic("in", 2, 20)
+        service = MetricsService(load_metrics_config(write_api_yaml(self, "")), m, node, clock)
+        site = service._make_site()
+        site._reactor = clock  # the channel's idle timeout on the test's clock
+        protocol = site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, None)
+        for _ in range(2):
+            transport.clear()
+            protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _, body = transport.value().partition(b"\r\n\r\n")
+            lines = head.lower().split(b"\r\n")
+            self.assertEqual(lines[0], b"http/1.1 200 ok")
+            self.assertNotIn(b"transfer-encoding: chunked", lines)
+            self.assertIn(b"content-length: %d" % len(body), lines)
+            self.assertEqual(body, generate_latest(m.registry))
+            self.assertFalse(transport.disconnecting)
+
     def test_pool_only_when_many_kept_children_changed(self) -> None:
         """A scrape goes to the node's pool when many children of the kept families (the
         sync histograms of many workers...) or a whole family must be written again; else
