@@ -137,6 +137,11 @@ class IAgentDatabase(Interface):
     for the semantics of each operation.
     """
 
+    def idle() -> Deferred[None]:
+        """Fires once every operation asked for before it has run (a long one, such as a
+        worker's first ``client.keys`` of 200 000 agents, can hold the database thread for
+        many seconds on a busy machine): time limits of later operations start there."""
+
     def get_agent_info_sync(rows: bool = False) -> Deferred[AgentInfoBatch]:
         """Worker: chunks of agents marked for agent-info sync, and their versions.
 

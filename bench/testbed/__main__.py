@@ -52,6 +52,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="wazuhcluster tunables for every node (cluster.json section "
                              "'wazuhcluster'), e.g. '{\"max_events_per_turn\": 100000}' "
                              "for A/B runs")
+    parser.add_argument("--workers-nice", type=int, default=0, metavar="N",
+                        help="run the workers at niceness N (a model of workers on hosts of "
+                             "their own; the default 0 is the figure the targets are judged on)")
     return parser.parse_args(argv)
 
 
@@ -63,7 +66,11 @@ async def run_one(reactor: Any, name: str, args: argparse.Namespace,
               " cut", flush=True)
     base = tempfile.mkdtemp(prefix=f"wzcbed-{name}-", dir="/tmp")
     c = BedCluster(reactor, bed, base,
-                   {"wazuhcluster": json.loads(args.ext)} if args.ext else None)
+                   {"wazuhcluster": json.loads(args.ext)} if args.ext else None,
+                   workers_nice=args.workers_nice)
+    if args.workers_nice:
+        print(f"[{name}] workers at niceness {args.workers_nice}: a model of workers on hosts "
+              "of their own, not the figure the targets are judged on", flush=True)
     print(f"[{name}] bed {bed.kind}, homes under {base}", flush=True)
     try:
         if name == "scale":

@@ -176,11 +176,15 @@ class BedCluster:
     :param bed: the network (NetnsBed or LoopbackBed).
     :param base: the run's directory (homes go below it).
     :param tunables: a cluster.json override for every node.
+    :param workers_nice: run the workers at this niceness (``nice -n``): a model of workers
+        on hosts of their own, where they never take the master's CPU (0: as everything
+        else, the default and the figure the targets are judged on).
     """
 
     def __init__(self, reactor: Any, bed: Any, base: str,
-                 tunables: dict[str, Any] | None = None) -> None:
+                 tunables: dict[str, Any] | None = None, workers_nice: int = 0) -> None:
         self.reactor = reactor
+        self.workers_nice = workers_nice
         self.bed = bed
         self.base = base
         compile_package()  # as an installed wheel is: no node compiles the code itself
@@ -241,6 +245,9 @@ class BedCluster:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, (
                 env.get("PYTHONPATH"),
                 os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))))
+        if self.workers_nice and node.role == "worker":
+            at = len(node.prefix)
+            args = [*args[:at], "nice", "-n", str(self.workers_nice), *args[at:]]
         log = open(os.path.join(node.home, "logs", "twistd.out"), "ab")  # noqa: SIM115
         transport = self.reactor.spawnProcess(node, args[0], args, env=env, path=node.home,
                                               childFDs={0: "w", 1: log.fileno(),

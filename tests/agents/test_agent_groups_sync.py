@@ -66,6 +66,26 @@ class AgentGroupsSyncTests(SynchronousTestCase):
             self.assertIn("Timeout applying agent-groups chunks (10 s)", text)
             self.assertNotIn("Deferred", text)
 
+    def test_waiting_behind_earlier_work_is_not_a_timeout(self) -> None:
+        """The time limit starts when the database has finished what was asked before (a
+        long client.keys reconcile): chunks queued behind it longer than
+        timeout_agent_groups are applied, with no error."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        c = self.make()
+        gated = GatedCalls(c.wdb, ["idle"])
+        c.wagents._db = gated  # earlier work holds the worker's database
+        c.groups_round()
+        self.assign(c, 3, ["web"])
+        c.groups_round()
+        self.assertEqual(gated.calls, ["idle"])
+        c.clock.advance(c.worker.config.intervals.timeout_agent_groups * 3)
+        c.flush()
+        gated.open()
+        c.flush()
+        self.assertEqual(raw(c.wdb).list_agents()[3].groups, ("web",))
+        self.assertEqual([formatEvent(e) for e in events
+                          if e.get("log_level") == LogLevel.error], [])
+
     def test_change_reaches_the_worker_once(self) -> None:
         """A group change is pushed, applied, and the checksums then agree."""
         c = self.make()

@@ -26,7 +26,7 @@ from wazuhcluster.agents.db import (
     group_hash,
 )
 from wazuhcluster.agents.keys import KeyEntry, format_client_keys, iter_sorted_client_keys
-from wazuhcluster.agents.schema import AGENT_INFO_COLUMNS
+from wazuhcluster.agents.schema import AGENT_INFO_COLUMNS, AGENT_INFO_SET_COLUMNS
 
 _NOW = 1700000000
 
@@ -883,6 +883,72 @@ class StagedUpdateTests(SynchronousTestCase):
             self.staged._conn.execute("SELECT count(*) FROM temp.info_staged").fetchone()[0], 0)
 
 
+    def test_rows_that_move_no_index_leave_the_indexes_alone(self) -> None:
+        """A sync that brings new keepalives writes no indexed column (no index entry is
+        rewritten); rows that change a name, an address, a node or a status are written
+        whole; both as row by row, in both forms."""
+        first = {"rows": [[i, f"agent-00{i}", *a_row(ip=f"10.0.0.{i}", node_name="w1",
+                                                     connection_status="active",
+                                                     last_keepalive=1)[2:]]
+                          for i in range(1, 6)]}
+        self.assert_same(first)
+        touched: list[tuple[int, str]] = []
+        conn = self.staged._conn
+        conn.create_function("touched", 2, lambda i, c: touched.append((i, c)))
+        for column in sorted(agents_db._INDEXED_INFO_COLUMNS):
+            conn.execute(f"CREATE TEMP TRIGGER watch_{column} AFTER UPDATE OF {column} ON agent"
+                         f" BEGIN SELECT touched(NEW.id, '{column}'); END")
+        keepalives = {"rows": [[i, f"agent-00{i}", *a_row(
+            ip=f"10.0.0.{i}", node_name="w1", connection_status="active",
+            last_keepalive=2, os_name="Debian")[2:]] for i in (1, 2, 3)]}
+        # Agent 4 moves to another node, agent 5 keeps its name through a null.
+        objects = json.dumps([
+            {"id": 4, "name": "agent-004", "ip": "10.0.0.4", "node_name": "w2",
+             "connection_status": "active", "last_keepalive": 2},
+            {"id": 5, "ip": "10.0.0.5", "node_name": "w1", "connection_status": "active",
+             "last_keepalive": 3}])
+        result = self.assert_same(keepalives, objects)
+        self.assertEqual(result.updated_agents, 5)
+        self.assertEqual(sorted({i for i, _ in touched}), [4])
+        row = self.staged.agent_row(1)
+        assert row is not None
+        self.assertEqual((row["last_keepalive"], row["os_name"]), (2, "Debian"))
+
+    def test_the_split_is_dropped_when_most_rows_move_an_index(self) -> None:
+        """A first sync (every row moves an index) is split for its first chunk only; a
+        keepalive sync for every chunk; each writes as row by row."""
+        statements: list[str] = []
+        self.staged._conn.set_trace_callback(statements.append)
+
+        def chunk(agent: int, keepalive: int) -> dict[str, Any]:
+            return {"rows": [[agent, f"agent-00{agent}", *a_row(
+                ip=f"10.0.0.{agent}", node_name="w1", connection_status="active",
+                last_keepalive=keepalive)[2:]]]}
+
+        def used() -> list[str]:
+            kinds = [("whole" if sql == agents_db._UPDATE_INFO_STAGED else "split")
+                     for sql in statements if sql.startswith("UPDATE agent SET")]
+            statements.clear()
+            return kinds
+        self.assert_same(*(chunk(i, 1) for i in range(1, 6)))
+        self.assertEqual(used(), ["split", "split", "whole", "whole", "whole", "whole"])
+        # A keepalive sync: the first statement writes every row, the second is not run.
+        self.assert_same(*(chunk(i, 2) for i in range(1, 6)))
+        self.assertEqual(used(), ["split"] * 5)
+        # An unknown agent next to a known one: both statements run.
+        self.assert_same({"rows": [*chunk(1, 3)["rows"], *chunk(99, 3)["rows"]]})
+        self.assertEqual(used(), ["split"] * 2)
+
+    def test_indexed_columns_match_the_schema(self) -> None:
+        """The columns the update treats as indexed are those the agent table's indexes
+        hold among the agent-info columns."""
+        conn = self.staged._conn
+        indexed = {column for (_, index, *_) in conn.execute("PRAGMA index_list(agent)")
+                   for (_, _, column) in conn.execute(f"PRAGMA index_info({index})")}
+        self.assertEqual(indexed & set(AGENT_INFO_SET_COLUMNS),
+                         agents_db._INDEXED_INFO_COLUMNS)
+
+
 class DecodeAheadTests(SynchronousTestCase):
     """The master parses and checks chunk k+1 on a second thread while it writes chunk k."""
 
@@ -913,18 +979,17 @@ class DecodeAheadTests(SynchronousTestCase):
             return wrapper
 
         def update(conn: sqlite3.Connection, rows: Any, sql: str, stage: str, id_at: int,
-                   *before_update: Any) -> int:
+                   before_update: Any, *plan: Any) -> int:
             agent = rows[0][id_at]
 
             def started() -> None:
-                for call in before_update:
-                    call()
+                before_update()
                 # Wait for the decode started ahead (of the agent after this chunk's), so the
                 # order of the record does not depend on the threads' timing.
                 following = agent + 1
                 if following <= self.last:
                     self.decoded.setdefault(following, threading.Event()).wait(10)
-            result = update_info(conn, rows, sql, stage, id_at, started)
+            result = update_info(conn, rows, sql, stage, id_at, started, *plan)
             self.events.append(("write", agent, threading.current_thread()))
             return int(result)
         self.patch(agents_db, "decode_agent_info_params", recorded(decode_params))

@@ -27,6 +27,7 @@ from wazuhcluster.agents.listing import (
     encode_list_request,
 )
 from wazuhcluster.agents.local_side import AgentsLocal
+from wazuhcluster.agents.worker_side import PROMPT_DELAY
 from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.errors import RemoteCommandError
 from wazuhcluster.interfaces import ILocalExtension
@@ -223,10 +224,109 @@ class TreeTests(SynchronousTestCase):
         self.assertIsNotNone(master.active_agents_by_node)
 
 
+
+class PromptAgentInfoTests(SynchronousTestCase):
+    """Keepalives that make agents active on a worker reach the master within
+    PROMPT_DELAY, not at the next periodic agent-info round."""
+
+    backend = "embedded"
+
+    def setUp(self) -> None:
+        """A linked master and worker; the worker's keepalive command tells its agents
+        feature when agents became active (as worker_side.install wires it)."""
+        self.c = AgentsCluster(short_tempdir(self), agents=5, backend=self.backend)
+        self.addCleanup(self.c.close)
+        self.c.worker.local_extensions.append(
+            AgentsLocal(self.c.worker, self.c.wdb, on_activated=self.c.wagents.agents_activated))
+
+    def keepalive(self, *ids: int) -> Any:
+        """The local keepalive command on the worker."""
+        return LocalCommandsTests.ask(self, self.c.worker, WZC_AG_KAL,  # type: ignore[arg-type]
+                                      encode_keepalive_request(KeepaliveRequest(
+                                          ids, "Ubuntu", "22.04", "Wazuh v4.7.5")))
+
+    def on_master(self, agent: int) -> tuple[Any, Any]:
+        row = raw(self.c.mdb).agent_row(agent)
+        assert row is not None
+        return row["connection_status"], row["node_name"]
+
+    def prompts(self) -> list[Any]:
+        """The worker's scheduled prompt syncs."""
+        return [c for c in self.c.clock.getDelayedCalls()
+                if c.func == self.c.wagents._prompt_sync]
+
+    def settle(self) -> None:
+        """The prompt delay passes and the sync it starts runs to its end."""
+        self.c.clock.advance(PROMPT_DELAY)
+        for _ in range(4):
+            self.c.flush()
+
+    def test_new_agents_reach_the_master_promptly(self) -> None:
+        """Agents that were never connected: one sync after the delay, none before."""
+        self.assertEqual(self.keepalive(1, 2), {"updated": 2, "unknown": 0})
+        self.c.clock.advance(PROMPT_DELAY / 2)
+        self.c.flush()
+        self.assertEqual(self.on_master(1), ("never_connected", "unknown"))
+        self.keepalive(3)  # within the delay: the same sync
+        self.settle()
+        self.assertEqual([self.on_master(i) for i in (1, 2, 3)], [("active", "worker1")] * 3)
+        self.assertEqual(self.c.wagents.synced_rounds, 1)
+        self.assertEqual(self.c.pending_on_worker(), [])
+
+    def test_keepalives_of_active_agents_wait_for_the_round(self) -> None:
+        """Agents already active: no prompt sync (the periodic round carries them)."""
+        self.keepalive(1)
+        self.settle()
+        self.keepalive(1)
+        self.settle()
+        self.assertEqual(self.c.wagents.synced_rounds, 1)
+        self.assertEqual(self.c.pending_on_worker(), [1])
+        self.assertEqual(self.prompts(), [])
+
+    def test_agents_activated_during_a_sync_get_one_more(self) -> None:
+        """A sync is running when more agents become active: none starts beside it, one
+        more is scheduled after it."""
+        self.keepalive(1)
+        self.c.clock.advance(PROMPT_DELAY)  # the sync starts; the link is not pumped yet
+        self.assertTrue(self.c.wagents._syncing)
+        self.c.keepalive([4])
+        self.c.wagents.agents_activated()  # what the keepalive command does
+        self.assertEqual(self.prompts(), [])
+        for _ in range(4):
+            self.c.flush()
+        self.assertFalse(self.c.wagents._syncing)
+        self.assertEqual(len(self.prompts()), 1)
+        self.settle()
+        self.assertEqual(self.on_master(4), ("active", "worker1"))
+        self.assertEqual(self.c.pending_on_worker(), [])
+
+    def test_no_prompt_sync_without_the_master(self) -> None:
+        """A link that goes away drops the scheduled sync; none is scheduled without one."""
+        self.keepalive(1)
+        self.c.disconnect()
+        self.assertEqual(self.prompts(), [])
+        self.c.wagents.agents_activated()
+        self.assertEqual(self.prompts(), [])
+
+    def test_install_wires_the_worker_keepalive_command(self) -> None:
+        """worker_side.install gives the worker's keepalive command the prompt sync."""
+        from wazuhcluster.agents.worker_side import AgentsWorker
+        worker = make_worker_service(node_config(short_tempdir(self), node_name="w1",
+                                                 role="worker"),
+                                     MemoryReactorClock(), SynchronousRunner())
+        [local] = [e for e in worker.local_extensions if isinstance(e, AgentsLocal)]
+        [agents] = [e for e in worker.extensions if isinstance(e, AgentsWorker)]
+        self.assertEqual(local._on_activated, agents.agents_activated)
+
+
 # -- the same tests over the wazuh-db backend (drop-in mode), served by a stand-in wazuh-db --
 class LocalCommandsWazuhDbTests(LocalCommandsTests):
     backend = "wazuh-db"
 
 
 class KeysWatcherWazuhDbTests(KeysWatcherTests):
+    backend = "wazuh-db"
+
+
+class PromptAgentInfoWazuhDbTests(PromptAgentInfoTests):
     backend = "wazuh-db"

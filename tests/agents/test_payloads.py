@@ -6,7 +6,7 @@ import contextlib
 import json
 import zlib
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -381,3 +381,111 @@ class StandardParamsTests(SynchronousTestCase):
         """For any chunk both decoders agree (same parameters, or both refuse)."""
         chunk = json.dumps(agents)
         self.assertEqual(_params(chunk), _params_reference(chunk))
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+
+
+def _has_big_int(value: object) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(map(_has_big_int, value))
+    if isinstance(value, dict):
+        return any(map(_has_big_int, value.values()))
+    return type(value) is int and not -2**63 <= value < 2**64
+
+
+class FastJsonTests(SynchronousTestCase):
+    """The big agent-info and agent-groups texts go through orjson; what they mean, what is
+    refused and the bytes written stay those of the ``json`` module."""
+
+    def setUp(self) -> None:
+        self.assertIsNotNone(payloads._orjson, "orjson is a declared dependency")
+
+    def _both(self, data: bytes) -> tuple[object, object]:
+        def parse(fast: bool) -> object:
+            try:
+                return ("ok", payloads._loads(data, 1 << 20, "text", fast=fast))
+            except PayloadError as e:
+                return ("refused", str(e))
+        return parse(True), parse(False)
+
+    @given(_json_values)
+    def test_same_values(self, value: object) -> None:
+        """Any JSON text (integers within 64 bits) means the same through both parsers."""
+        data = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        fast, reference = self._both(data)
+        self.assertEqual(repr(fast), repr(reference))
+
+    @given(st.binary(max_size=40) | st.text(max_size=40).map(lambda t: t.encode("utf-8",
+                                                                               "surrogatepass")))
+    def test_same_refusals(self, data: bytes) -> None:
+        """Arbitrary bytes: refused by both with the same message, or the same value (but
+        for the one documented difference: integers beyond 64 bits)."""
+        fast, reference = self._both(data)
+        assume(not _has_big_int(reference))
+        self.assertEqual(repr(fast), repr(reference))
+
+    def test_what_orjson_refuses_json_decides(self) -> None:
+        """A BOM, a lone surrogate escape, an overflowing float and NaN get json's answer."""
+        for data in (b'\xef\xbb\xbf[1]', b'["\\ud800"]', b'[1e400]', b'[NaN]', b'[1] x'):
+            fast, reference = self._both(data)
+            self.assertEqual(repr(fast), repr(reference), data)
+
+    def test_big_integers_are_refused_either_way(self) -> None:
+        """orjson reads an integer beyond 64 bits as a float: the checks refuse both."""
+        big = 2**70
+        for text in (f'[{{"id":{big}}}]', f'[{{"id":1,"last_keepalive":{big}}}]',
+                     f'[{{"id":1,"name":{big}}}]'):
+            self.assertRaises(PayloadError, payloads.decode_agent_info_params, text)
+            self.assertRaises(PayloadError, payloads.decode_agent_info_chunk, text)
+        self.assertRaises(PayloadError, payloads.decode_groups_chunk,
+                          f'[{{"data":[{{"id":{big},"groups":["default"]}}]}}]')
+
+    def test_decoders_use_orjson(self) -> None:
+        """The agent-info string and its chunks are parsed by orjson."""
+        calls: list[int] = []
+        real = payloads._orjson
+
+        class Counting:
+            JSONDecodeError = real.JSONDecodeError
+            dumps = staticmethod(real.dumps)
+
+            @staticmethod
+            def loads(data: bytes | str) -> object:
+                calls.append(len(data))
+                return real.loads(data)
+
+        self.patch(payloads, "_orjson", Counting)
+        chunk = '[{"id":1,"name":"a"}]'
+        [decoded] = payloads.decode_agent_info_string(payloads.encode_agent_info_string([chunk]))
+        payloads.decode_agent_info_params(decoded)
+        self.assertEqual(len(calls), 2)
+
+    @given(st.lists(st.text(), max_size=5), st.sampled_from(["override", "append"]))
+    def test_long_strings_byte_for_byte(self, chunks: list[str], mode: str) -> None:
+        """The long strings are exactly what json.dumps(ensure_ascii=False) writes."""
+        self.assertEqual(
+            payloads.encode_agent_info_string(chunks),
+            json.dumps({"set_data_command": payloads.AGENT_INFO_SET_COMMAND, "payload": {},
+                        "chunks": chunks}, ensure_ascii=False).encode("utf-8"))
+        self.assertEqual(
+            payloads.encode_groups_string(chunks, mode),
+            json.dumps({"set_data_command": payloads.AGENT_GROUPS_SET_COMMAND,
+                        "payload": {"mode": mode, "sync_status": "synced"},
+                        "chunks": chunks}, ensure_ascii=False).encode("utf-8"))
+
+    def test_escapes(self) -> None:
+        """Control characters, quotes, backslashes, DEL, U+2028 and non-ASCII text."""
+        chunk = "".join(map(chr, range(0x30))) + '"\\\x7f\u2028é😀'
+        self.assertEqual(
+            payloads.encode_agent_info_string([chunk, chunk]),
+            json.dumps({"set_data_command": payloads.AGENT_INFO_SET_COMMAND, "payload": {},
+                        "chunks": [chunk, chunk]}, ensure_ascii=False).encode("utf-8"))
+
+    def test_lone_surrogate_fails_as_before(self) -> None:
+        """A chunk that is not valid Unicode is refused as json.dumps + encode refused it."""
+        self.assertRaises(UnicodeEncodeError, payloads.encode_agent_info_string, ["\ud800"])

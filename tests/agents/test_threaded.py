@@ -82,6 +82,12 @@ class ThreadedAgentDatabaseTests(SynchronousTestCase):
         self.assertEqual((service._pool.min, service._pool.max), (1, 1))
         self.assertTrue(verifyObject(IAgentDatabase, service))
 
+    def test_idle_is_a_job_in_line(self) -> None:
+        """idle() is one more job on the database thread, after those asked before it."""
+        before = self.pool.jobs
+        self.assertIsNone(self.successResultOf(self.service.idle()))
+        self.assertEqual(self.pool.jobs, before + 1)
+
     def test_operations_run_on_pool(self) -> None:
         """Calls go through the pool and fire with the database's results."""
         before = self.pool.jobs

@@ -58,6 +58,17 @@ class CommandTests(_Case):
     def test_interface(self) -> None:
         self.assertTrue(verifyObject(IAgentDatabase, self.make()))
 
+    def test_idle_sends_nothing_and_waits_its_turn(self) -> None:
+        """idle() runs after the operations before it and sends nothing to wazuh-db."""
+        db = self.make()
+        sent = db.backend.commands
+        before = len(sent)
+        first = db.global_group_hash()
+        idle = db.idle()
+        self.result(first)
+        self.assertIsNone(self.result(idle))
+        self.assertEqual(len(sent), before + 1)
+
     def test_cluster_command_texts(self) -> None:
         db = self.make()
         sent = db.backend.commands

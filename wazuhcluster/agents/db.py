@@ -94,7 +94,7 @@ _UPDATE_INFO_ROWS = "UPDATE agent SET " + ", ".join(
     for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=2)
 ) + ", sync_status = 'synced' WHERE id = ?1 AND id > 0"
 #: A chunk's checked rows are staged in this temporary table (one ``executemany`` of plain
-#: INSERTs) and applied by one set-based UPDATE (:data:`_UPDATE_INFO_STAGED`): half the CPU
+#: INSERTs) and applied set-based (:data:`_UPDATE_INFO_STAGED`): half the CPU
 #: of an UPDATE statement executed per row (each execution opens its cursors on the table
 #: and its four indexes again).
 #: The count of changes that can move the global group hash (triggers in the schema).
@@ -107,11 +107,60 @@ _STAGE_STANDARD = ("INSERT INTO temp.info_staged ("
                    + f", id) VALUES ({', '.join('?' * len(AGENT_INFO_COLUMNS))})")
 #: Stages one compact row as received (the id, then the set columns).
 _STAGE_ROWS = f"INSERT INTO temp.info_staged VALUES ({', '.join('?' * len(AGENT_INFO_COLUMNS))})"
+#: The agent-info columns that an index of the ``agent`` table holds (``agent_name``,
+#: ``agent_ip``, ``agent_status_node``; checked against the schema by a test).
+_INDEXED_INFO_COLUMNS = frozenset({"name", "ip", "connection_status", "node_name"})
+
+
+def _staged_value(column: str, index: int) -> str:
+    """What :data:`_UPDATE_INFO_STANDARD` writes into ``column`` from staged column ``index``:
+    a NULL keeps a NOT NULL column as it is."""
+    if column in _NOT_NULL_INFO_COLUMNS:
+        return f"COALESCE(s.c{index}, agent.{column})"
+    return f"s.c{index}"
+
+
+#: True when a staged row would change a column an index holds.
+_MOVES_AN_INDEX = " OR ".join(
+    f"agent.{c} IS NOT {_staged_value(c, i)}"
+    for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1) if c in _INDEXED_INFO_COLUMNS)
+_FROM_STAGED = " FROM temp.info_staged s WHERE agent.id = s.id AND agent.id > 0 AND "
 #: :data:`_UPDATE_INFO_STANDARD` and :data:`_UPDATE_INFO_ROWS` for every staged row at once.
 _UPDATE_INFO_STAGED = "UPDATE agent SET " + ", ".join(
-    f"{c} = COALESCE(s.c{i}, {c})" if c in _NOT_NULL_INFO_COLUMNS else f"{c} = s.c{i}"
-    for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1)
+    f"{c} = {_staged_value(c, i)}" for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1)
 ) + ", sync_status = 'synced' FROM temp.info_staged s WHERE agent.id = s.id AND agent.id > 0"
+#: :data:`_UPDATE_INFO_STAGED` in two statements that each write a row at most once (the
+#: first leaves the indexed columns as they are, so its rows do not match the second). SQLite
+#: rewrites an index entry whenever the SET list names one of its columns, even with an equal
+#: value; most syncs bring new keepalives and nothing an index holds, and the first statement
+#: writes those rows without touching the ``agent`` indexes. Rows that move an index (a first
+#: sync, a rename, a new address, node or status) are written with every column by the
+#: second. Used while few rows move an index (:class:`_WritePlan`): a first sync, where every
+#: row does, pays for two statements per chunk instead of one.
+_UPDATE_INFO_SPLIT = (
+    "UPDATE agent SET " + ", ".join(
+        f"{c} = {_staged_value(c, i)}"
+        for i, c in enumerate(AGENT_INFO_SET_COLUMNS, start=1) if c not in _INDEXED_INFO_COLUMNS)
+    + ", sync_status = 'synced'" + _FROM_STAGED + f"NOT ({_MOVES_AN_INDEX})",
+    _UPDATE_INFO_STAGED + f" AND ({_MOVES_AN_INDEX})",
+)
+
+
+@attrs.define
+class _WritePlan:
+    """Which UPDATE :func:`_update_info` uses for the chunks of one :meth:`set_agent_info`:
+    :data:`_UPDATE_INFO_SPLIT` until a chunk shows that most of its rows move an index (they
+    are alike within a sync: all new agents, or all keepalives), then
+    :data:`_UPDATE_INFO_STAGED` for the rest. Both write the same."""
+
+    split: bool = True
+
+    def written(self, updated: int, moved: int) -> None:
+        """Note a split chunk: ``updated`` rows written, ``moved`` of them moved an index."""
+        if 2 * moved > updated:
+            self.split = False
+
+
 #: Inserts one label of an agent if the agent exists (unknown agents are skipped).
 _INSERT_LABEL = ("INSERT OR REPLACE INTO labels (id, key, value) SELECT ?1, ?2, ?3"
                  " WHERE EXISTS (SELECT 1 FROM agent WHERE id = ?1)")
@@ -449,14 +498,15 @@ class _ChunksAhead:
 
 def _update_info(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], sql: str,
                  stage: str, id_at: int, before_update: Callable[[], None] = lambda: None,
-                 ) -> int:
+                 plan: _WritePlan | None = None) -> int:
     """Apply a chunk's checked agent-info rows; returns how many agents were updated.
 
-    The rows are staged in ``temp.info_staged`` and applied by one set-based UPDATE, which
-    writes what ``executemany(sql, rows)`` writes for half the CPU. A chunk listing an agent
-    twice is applied row by row instead (in order: the last row wins, each row counts, as in
-    wazuh-db), which a set-based UPDATE would not do. ``before_update`` is called just
-    before the statement that writes the agents.
+    The rows are staged in ``temp.info_staged`` and applied set-based (as ``plan`` says;
+    without one, by the split statements), which writes what ``executemany(sql, rows)``
+    writes for half the CPU or less. A chunk listing an agent twice is applied row by row
+    instead (in order: the last row wins, each row counts, as in wazuh-db), which a
+    set-based UPDATE would not do. ``before_update`` is called just before the first
+    statement that writes the agents.
     """
     if len({row[id_at] for row in rows}) != len(rows):
         before_update()
@@ -464,7 +514,15 @@ def _update_info(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], sql: s
     try:
         conn.executemany(stage, rows)
         before_update()
-        return int(conn.execute(_UPDATE_INFO_STAGED).rowcount)
+        if plan is not None and not plan.split:
+            return int(conn.execute(_UPDATE_INFO_STAGED).rowcount)
+        keep, move = _UPDATE_INFO_SPLIT
+        kept = int(conn.execute(keep).rowcount)
+        # Every staged row written (the ids are distinct): none can move an index now.
+        moved = int(conn.execute(move).rowcount) if kept < len(rows) else 0
+        if plan is not None:
+            plan.written(kept + moved, moved)
+        return kept + moved
     finally:
         conn.execute("DELETE FROM temp.info_staged")
 
@@ -729,6 +787,7 @@ class AgentDatabase:
         unknown_agents = 0
         errors: list[str] = []
         decoded_chunks = _ChunksAhead(chunks, self._chunk_decoder)
+        plan = _WritePlan()
         with self._transaction() as conn, collector_paused(), closing(decoded_chunks):
             for decoded in decoded_chunks:
                 if isinstance(decoded, PayloadError):
@@ -738,7 +797,7 @@ class AgentDatabase:
                 conn.execute("SAVEPOINT chunk")
                 try:
                     updated = _update_info(conn, rows, sql, stage, id_at,
-                                           decoded_chunks.start_next)
+                                           decoded_chunks.start_next, plan)
                     for agent_id, pairs in labels:
                         if agent_id == 0:
                             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -38,6 +38,9 @@ from wazuhcluster.localapi.commands import SENT_TO_MASTER
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CONTROL_RES, OK, Reply
 
+#: Agent ids per statement when the keepalive command looks for agents not active yet.
+_INACTIVE_BATCH = 5000
+
 Responder = Callable[[bytes], Coroutine[Any, Any, Reply | None]]
 
 #: What Wazuh writes in a new group's agent.conf.
@@ -63,15 +66,19 @@ class AgentsLocal:
     :param node: the role node (MasterNode or WorkerNode).
     :param db: the node's agent database.
     :param on_groups_changed: called after a group assignment (the master rewrites merged.mg).
+    :param on_activated: called after keepalives made agents active that were not (a worker
+        then sends their agent-info promptly).
     """
 
     _log = Logger()
 
     def __init__(self, node: Any, db: IAgentDatabase,
-                 on_groups_changed: Callable[[], None] | None = None) -> None:
+                 on_groups_changed: Callable[[], None] | None = None,
+                 on_activated: Callable[[], None] | None = None) -> None:
         self._node = node
         self._db = db
         self._on_groups_changed = on_groups_changed
+        self._on_activated = on_activated
 
     @property
     def _is_master(self) -> bool:
@@ -94,11 +101,27 @@ class AgentsLocal:
         request = parse_keepalive_request(payload)
         now = int(self._node.clock.seconds())
         name = self._node.config.node_name
+        inactive = self._on_activated is not None and await self._any_inactive(request.ids)
         updated = await self._db.record_keepalives([
             Keepalive(i, name, now, request.os_name, request.os_version, request.version)
             for i in request.ids])
+        if inactive and updated and self._on_activated is not None:
+            self._on_activated()
         return Reply.ok(messages.encode_json({"updated": updated,
                                               "unknown": len(set(request.ids)) - updated}))
+
+    async def _any_inactive(self, ids: Sequence[int]) -> bool:
+        """Whether one of the agents ``ids`` is known and not active (the ids are integers
+        written into the statement, in batches that fit any SQLite's limits, wazuh-db's
+        included)."""
+        unique = sorted({int(i) for i in ids if int(i) > 0})
+        for start in range(0, len(unique), _INACTIVE_BATCH):
+            listed = ",".join(map(str, unique[start:start + _INACTIVE_BATCH]))
+            if await self._db.count(
+                    "SELECT COUNT(*) FROM agent WHERE connection_status != 'active'"
+                    f" AND id IN ({listed})"):
+                return True
+        return False
 
     async def _set_group(self, payload: bytes) -> Reply:
         if not self._is_master:

@@ -36,6 +36,7 @@ malformed input raises :class:`PayloadError` and nothing else.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import zlib
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,11 @@ from operator import itemgetter
 from typing import Any
 
 import attrs
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a declared dependency; json alone is correct too
+    _orjson = None  # type: ignore[assignment]
 
 from wazuhcluster.agents.schema import (
     AGENT_INFO_COLUMNS,
@@ -129,16 +135,57 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError(f"non-standard JSON constant {name}")
 
 
-def _loads(data: bytes | str, limit: int, what: str) -> Any:
-    """Parse JSON text of at most ``limit`` bytes as plain data."""
+def _loads(data: bytes | str, limit: int, what: str, fast: bool = False) -> Any:
+    """Parse JSON text of at most ``limit`` bytes as plain data.
+
+    ``fast`` (for the big agent-info and agent-groups texts, whose every value is then
+    type-checked) parses with orjson first, two to three times faster than ``json`` and
+    without decoding the bytes to a str first. Whatever orjson refuses is parsed again by
+    ``json``, whose answer is final (it accepts a BOM, a lone surrogate escape and an
+    overflowing float, which the callers' checks then refuse, and it gives the refusal's
+    message), so the two paths accept the same texts. They differ in one way the callers'
+    checks make harmless: orjson reads an integer beyond 64 bits as a float, ``json`` as an
+    int; every such value is refused either way (integer columns and agent ids must be ints
+    within 64 bits, text columns strings).
+    """
     if len(data) > limit:
         raise PayloadError(f"{what} of {len(data)} bytes exceeds the limit of {limit}")
+    if fast and _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except PayloadError:
         raise
     except (ValueError, RecursionError) as e:
         raise PayloadError(f"{what} is not valid JSON: {e}") from None
+
+
+def _long_string(head: dict[str, Any], chunks: Sequence[str]) -> bytes:
+    """``json.dumps({**head, "chunks": list(chunks)}, ensure_ascii=False)`` in UTF-8, as
+    Wazuh's nodes write a long string (their separators, byte for byte); each chunk is
+    escaped by orjson, which writes exactly the escapes ``json.dumps`` does with
+    ``ensure_ascii=False`` (tested), at several times its speed. Each escaped chunk is
+    copied out at once, so its memory is reused by the next one (keeping all of them for a
+    join costs twice the time in fresh pages)."""
+    if _orjson is not None:
+        start = json.dumps({**head, "chunks": []}, ensure_ascii=False)[:-2]
+        out = io.BytesIO()
+        out.write(start.encode("utf-8"))
+        separator = b""
+        try:
+            for chunk in chunks:
+                out.write(separator)
+                out.write(_orjson.dumps(chunk))
+                separator = b", "
+        except TypeError:  # not a str, or a lone surrogate: json.dumps says what is wrong
+            pass
+        else:
+            out.write(b"]}")
+            return out.getvalue()
+    return json.dumps({**head, "chunks": list(chunks)}, ensure_ascii=False).encode("utf-8")
 
 
 @contextmanager
@@ -193,10 +240,7 @@ def _check_agent_id(value: Any) -> int:
 
 def encode_agent_info_string(chunks: Sequence[str]) -> bytes:
     """Build the long string a worker sends before ``syn_a_w_m``."""
-    return json.dumps(
-        {"set_data_command": AGENT_INFO_SET_COMMAND, "payload": {}, "chunks": list(chunks)},
-        ensure_ascii=False,
-    ).encode("utf-8")
+    return _long_string({"set_data_command": AGENT_INFO_SET_COMMAND, "payload": {}}, chunks)
 
 
 def decode_agent_info_string(
@@ -215,7 +259,7 @@ def decode_agent_info_string(
     if compressed:
         data = _inflate(data, max_size)
     with collector_paused():
-        root = _loads(data, max_size, "agent-info string")
+        root = _loads(data, max_size, "agent-info string", fast=True)
     if not isinstance(root, dict):
         raise PayloadError("agent-info string must be a JSON object")
     if compressed and "format" not in root:
@@ -318,7 +362,7 @@ def decode_agent_info_chunk(chunk: str) -> list[dict[str, Any]]:
     and ``labels`` as a list of ``(id, key, value)`` tuples when the object had a labels array.
     Unknown keys are dropped.
     """
-    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-info chunk")
+    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-info chunk", fast=True)
     if not isinstance(root, list):
         raise PayloadError("an agent-info chunk must be a JSON array")
     agents: list[dict[str, Any]] = []
@@ -399,7 +443,7 @@ def decode_agent_info_params(
         for absent or null) and then the id; ``(agent id, [(key, value), ...])`` for every
         such agent whose object had labels; and how many objects were for agent 000.
     """
-    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-info chunk")
+    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-info chunk", fast=True)
     if not isinstance(root, list):
         raise PayloadError("an agent-info chunk must be a JSON array")
     if not root:
@@ -525,12 +569,8 @@ def encode_groups_string(
     chunks: Sequence[str], mode: str = "override", sync_status: str = "synced",
 ) -> bytes:
     """Build the long string a master sends before ``syn_g_m_w`` or ``syn_g_m_w_c``."""
-    return json.dumps(
-        {"set_data_command": AGENT_GROUPS_SET_COMMAND,
-         "payload": {"mode": mode, "sync_status": sync_status},
-         "chunks": list(chunks)},
-        ensure_ascii=False,
-    ).encode("utf-8")
+    return _long_string({"set_data_command": AGENT_GROUPS_SET_COMMAND,
+                         "payload": {"mode": mode, "sync_status": sync_status}}, chunks)
 
 
 def decode_groups_string(
@@ -540,7 +580,7 @@ def decode_groups_string(
 
     :raises PayloadError: on malformed input or sizes over the limits.
     """
-    root = _loads(data, max_size, "agent-groups string")
+    root = _loads(data, max_size, "agent-groups string", fast=True)
     if not isinstance(root, dict):
         raise PayloadError("agent-groups string must be a JSON object")
     if root.get("set_data_command") != AGENT_GROUPS_SET_COMMAND:
@@ -587,7 +627,7 @@ def decode_groups_chunk(chunk: str) -> GroupsChunk:
 
     :raises PayloadError: on malformed JSON, invalid ids, invalid or too many group names.
     """
-    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-groups chunk")
+    root = _loads(chunk, MAX_CHUNK_SIZE, "agent-groups chunk", fast=True)
     if not isinstance(root, list) or not root or not isinstance(root[0], dict):
         raise PayloadError("an agent-groups chunk must be a non-empty array of objects")
     first = root[0]

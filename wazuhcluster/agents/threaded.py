@@ -118,6 +118,10 @@ class ThreadedAgentDatabase(Service):
 
     # -- IAgentDatabase ------------------------------------------------------------------------
 
+    def idle(self) -> Deferred[None]:
+        """Fires once the operations asked for before it have run (one thread, in order)."""
+        return self._call(lambda db: None)
+
     def get_agent_info_sync(self, rows: bool = False) -> Deferred[AgentInfoBatch]:
         """See :meth:`AgentDatabase.get_agent_info_sync`."""
         return self._call(lambda db: db.get_agent_info_sync(rows=rows))

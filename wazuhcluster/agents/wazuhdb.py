@@ -278,6 +278,12 @@ class WazuhDbAgentDatabase(Service):
                 self._lock.release()
         return Deferred.fromCoroutine(run())
 
+    def idle(self) -> Deferred[None]:
+        """Fires once the operations asked for before it have run (one at a time, in order)."""
+        async def nothing() -> None:
+            return None
+        return self._op(nothing)
+
     async def _known_ids(self, ids: Sequence[int]) -> set[int]:
         known: set[int] = set()
         unique = sorted({int(i) for i in ids})
