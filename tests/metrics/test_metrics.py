@@ -480,6 +480,21 @@ class ServiceTests(SynchronousTestCase):
         m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
         self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 3.0', scrape())
         self.assertEqual(len(ran), 3)  # a family changed whole: on the pool
+        # The counts read again (every 10 s while scraped) and equal: nothing to write
+        # again, the scrape stays here; counts that moved are written (on the pool).
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
+        self.assertTrue(m.kept_unchanged())
+        self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 3.0', scrape())
+        self.assertEqual(len(ran), 3)
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 2},
+                      {"node_name": "w1", "connection_status": "never_connected", "n": 1}])
+        body = scrape()
+        self.assertEqual(len(ran), 4)
+        self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 2.0', body)
+        self.assertIn(b'wazuhcluster_agents{node="w1",status="never_connected"} 1.0', body)
+        m.set_agents([])
+        self.assertNotIn(b'wazuhcluster_agents{', scrape())
+        self.assertEqual(len(ran), 5)
 
 
 class DapiOutcomeTests(SynchronousTestCase):
