@@ -431,7 +431,8 @@ async def run(args: argparse.Namespace) -> None:
         if niced is not None:
             watchers["niced"] = niced
             pids["niced"] = niced.pid
-        print(f"Keepalive blocks ({args.blocks} of {args.block_seconds:.0f} s + "
+        print(f"Keepalive blocks ({args.blocks // 2 * len(watchers) + args.blocks // 2} of "
+              f"{args.block_seconds:.0f} s + "
               f"{args.guard:.0f} s not counted), load average {load_start[0]:.2f}:", flush=True)
         try:
             blocks = await rtt_blocks(args, probe, watchers, pids)
