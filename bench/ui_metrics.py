@@ -28,6 +28,15 @@ the whole interval is below +5 %, not met when all of it is above, else not reso
 The CPU each process used in each block is read from /proc: what watching costs each node
 per watched second, and the watcher's own (in production it runs elsewhere).
 
+**``--niced-watcher``** (optional; the default figure above is unchanged and still
+printed): a second watcher process at the lowest scheduling priority (``nice 19``) and a
+third kind of block, "on, niced watcher", in each group of three blocks (off, on, on niced;
+order drawn at random). In production Prometheus and the browser run on other hosts, so
+their CPU does not compete with the nodes'; here both share the 2 vCPUs, and the niced
+watcher shows how much of the change is the watcher's own CPU taking a core from the nodes
+and how much the nodes' work to serve it. Both changes are printed against the same off
+blocks. The sync phases use the default watcher only.
+
 **Sync figures: phases.** ``--rounds`` times an off and an on phase (off-on, on-off, ...);
 after a random 0-10 s (so that the batches fall anywhere in the page's 10 s schedule),
 ``--batches`` times, ``--files`` new files of 2 KiB are written on the master; the time
@@ -152,6 +161,8 @@ async def watch(args: argparse.Namespace) -> None:
     from twisted.internet import stdio
     from twisted.protocols.basic import LineReceiver
 
+    if args.nice:
+        os.nice(19)
     node = Node("master", "master", args.master_home, args.api_port)
     ui = Client(node)
     ui.token = args.token
@@ -183,12 +194,15 @@ async def watch(args: argparse.Namespace) -> None:
 class WatcherProcess(ProcessProtocol):
     """``bench/ui_metrics.py --watch ...`` as a child process, for the whole run."""
 
-    def __init__(self, master: Node, metrics_ports: list[int], token: str) -> None:
+    def __init__(self, master: Node, metrics_ports: list[int], token: str,
+                 nice: bool = False) -> None:
         self.output = b""
         self.ended: Deferred[None] = Deferred()
         self.args = [sys.executable, os.path.abspath(__file__), "--watch", "--master-home",
                      master.home, "--api-port", str(master.api_port), "--metrics-ports",
                      ",".join(map(str, metrics_ports)), "--token", token]
+        if nice:
+            self.args.append("--nice")
 
     def start(self) -> None:
         reactor.spawnProcess(self, sys.executable, self.args, env=dict(os.environ),
@@ -286,17 +300,19 @@ async def phase(name: str, index: int, args: argparse.Namespace,
             "sync_master": statistics.median(durations) if durations else float("nan")}
 
 
-async def rtt_blocks(args: argparse.Namespace, probe: ProbeProcess, watcher: WatcherProcess,
+async def rtt_blocks(args: argparse.Namespace, probe: ProbeProcess,
+                     watchers: dict[str, WatcherProcess],
                      pids: dict[str, int]) -> list[dict[str, Any]]:
-    """The keepalive blocks: pairs of one off and one on block in a random order."""
+    """The keepalive blocks: groups of one off block and one block of each watcher
+    (``watchers``: kind -> watcher; "on" alone by default: pairs) in a random order."""
     rng = random.Random(args.seed)
     blocks: list[dict[str, Any]] = []
     for pair in range(args.blocks // 2):
-        order = ["off", "on"]
+        order = ["off", *watchers]
         rng.shuffle(order)
         for kind in order:
-            if kind == "on":
-                watcher.on(args.guard, args.block_seconds - 0.5)
+            if kind in watchers:
+                watchers[kind].on(args.guard, args.block_seconds - 0.5)
             await sleep(args.guard)
             probe.take()  # the guard's round trips: not counted
             cpu = {name: process_cpu(pid) for name, pid in pids.items()}
@@ -309,7 +325,7 @@ async def rtt_blocks(args: argparse.Namespace, probe: ProbeProcess, watcher: Wat
                 raise RuntimeError(f"no keepalive answered in block {len(blocks)}")
             blocks.append({"kind": kind, "pair": pair, "rtts": rtt["rtts"], "cpu": used,
                            "load": load, "seconds": wall})
-            print(f"  pair {pair + 1:2} {kind:3}: keepalive RTT p50 {rtt['p50']:.2f} ms "
+            print(f"  pair {pair + 1:2} {kind:5}: keepalive RTT p50 {rtt['p50']:.2f} ms "
                   f"p99 {rtt['p99']:.2f} ms ({rtt['n']} probes), master CPU "
                   f"{used['master'] * 100:.1f} % of a core, load {load:.2f}", flush=True)
     return blocks
@@ -374,6 +390,7 @@ async def run(args: argparse.Namespace) -> None:
     nodes: list[Node] = []
     metrics_ports: list[int] = []
     watcher: WatcherProcess | None = None
+    niced: WatcherProcess | None = None
     try:
         for name, role in (("master", "master"), ("worker1", "worker"), ("worker2", "worker")):
             api_port, metrics_port = free_port(), free_port()
@@ -401,16 +418,24 @@ async def run(args: argparse.Namespace) -> None:
         await ui.pool.closeCachedConnections()
         watcher = WatcherProcess(master, metrics_ports, ui.token)
         watcher.start()
+        if args.niced_watcher:
+            niced = WatcherProcess(master, metrics_ports, ui.token, nice=True)
+            niced.start()
         await sleep(3)  # first syncs of the agents; the watcher's start-up
         load_start = os.getloadavg()
         probe = ProbeProcess(port, KEY, args.probe_interval, "probe-ui", raw=True)
         pids = {"master": master.transport.pid, "worker1": workers[0].transport.pid,
                 "worker2": workers[1].transport.pid, "watcher": watcher.pid,
                 "probe": probe.proc.pid}
-        print(f"Keepalive blocks ({args.blocks} of {args.block_seconds:.0f} s + "
+        watchers = {"on": watcher}
+        if niced is not None:
+            watchers["niced"] = niced
+            pids["niced"] = niced.pid
+        print(f"Keepalive blocks ({args.blocks // 2 * len(watchers) + args.blocks // 2} of "
+              f"{args.block_seconds:.0f} s + "
               f"{args.guard:.0f} s not counted), load average {load_start[0]:.2f}:", flush=True)
         try:
-            blocks = await rtt_blocks(args, probe, watcher, pids)
+            blocks = await rtt_blocks(args, probe, watchers, pids)
         finally:
             probe.stop()
         results = []
@@ -426,6 +451,9 @@ async def run(args: argparse.Namespace) -> None:
                       f" s (medians of {args.batches}), load {r['load']:.2f}", flush=True)
         seen = await watcher.stop()
         watcher = None
+        if niced is not None:
+            await niced.stop()
+            niced = None
         load = os.getloadavg()
         print(f"\nmaster + 2 workers on 127.0.0.1, {args.agents} agents, {os.cpu_count()} CPUs,"
               f" load average {load_start[0]:.2f} at the start, {load[0]:.2f} {load[1]:.2f} "
@@ -437,43 +465,56 @@ async def run(args: argparse.Namespace) -> None:
         print(f"Keepalive RTT: every round trip of one kind of block pooled ({n_off} off, "
               f"{n_on} on; {len(off)} blocks of each kind, {args.block_seconds:.0f} s each; a "
               f"keepalive every {args.probe_interval * 1000:.0f} ms):")
-        for q, label in ((0.5, "keepalive RTT p50"), (0.99, "keepalive RTT p99")):
-            a, b = pooled(off, q), pooled(on, q)
-            first, second = pooled(off[0::2], q), pooled(off[1::2], q)
-            floor = abs(first - second) / min(first, second)
-            print(f"  {label:42} off {a:8.3f} ms  on {b:8.3f} ms  change {change(a, b)}\n"
-                  f"  {'':42} noise floor: every other off block {first:.3f} ms vs the others "
-                  f"{second:.3f} ms: {floor * 100:.1f} %")
-            if q == 0.99:
-                pairs = []
-                for p in sorted({b["pair"] for b in blocks}):
-                    kinds = {b["kind"]: b for b in blocks if b["pair"] == p}
-                    pairs.append((kinds["off"], kinds["on"]))
-                low, high = bootstrap_p99(pairs, args.bootstrap, args.seed)
-                half = (high - low) / 2
-                needed = math.ceil(len(pairs) * (half / TARGET) ** 2) if half > TARGET else 0
-                print(f"  {'':42} 95 % interval of the change (pairs of blocks resampled, "
-                      f"{args.bootstrap} times): {low * 100:+.1f} % to {high * 100:+.1f} %"
-                      + (f" (half-width {half * 100:.1f} %: at this noise some {needed} pairs,"
-                         f" {needed * 2 * (args.block_seconds + args.guard) / 60:.0f} minutes,"
-                         " would narrow it to 5 %)" if needed else "") + "\n"
-                      f"VERDICT keepalive RTT p99, watched / not: {(b - a) / a * 100:+.1f} % "
-                      f"({a:.3f} -> {b:.3f} ms), interval {low * 100:+.1f} % to "
-                      f"{high * 100:+.1f} %, noise floor {floor * 100:.1f} %; target < "
-                      f"+{TARGET * 100:.0f} %: {interval_verdict(low, high)}")
+        names = {"on": "watched / not", "niced": "watched by a niced watcher / not"}
+        for kind in watchers:
+            watched = [b for b in blocks if b["kind"] == kind]
+            if kind != "on":
+                print(f"The same, {names[kind]} (the watcher at nice 19; "
+                      f"{sum(len(b['rtts']) for b in watched)} round trips):")
+            for q, label in ((0.5, "keepalive RTT p50"), (0.99, "keepalive RTT p99")):
+                a, b = pooled(off, q), pooled(watched, q)
+                first, second = pooled(off[0::2], q), pooled(off[1::2], q)
+                floor = abs(first - second) / min(first, second)
+                print(f"  {label:42} off {a:8.3f} ms  on {b:8.3f} ms  change {change(a, b)}\n"
+                      f"  {'':42} noise floor: every other off block {first:.3f} ms vs the "
+                      f"others {second:.3f} ms: {floor * 100:.1f} %")
+                if q == 0.99:
+                    pairs = []
+                    for p in sorted({b["pair"] for b in blocks}):
+                        kinds = {b["kind"]: b for b in blocks if b["pair"] == p}
+                        pairs.append((kinds["off"], kinds[kind]))
+                    low, high = bootstrap_p99(pairs, args.bootstrap, args.seed)
+                    half = (high - low) / 2
+                    needed = (math.ceil(len(pairs) * (half / TARGET) ** 2) if half > TARGET
+                              else 0)
+                    minutes = needed * (len(watchers) + 1) * (args.block_seconds + args.guard) / 60
+                    print(f"  {'':42} 95 % interval of the change (pairs of blocks resampled, "
+                          f"{args.bootstrap} times): {low * 100:+.1f} % to {high * 100:+.1f} %"
+                          + (f" (half-width {half * 100:.1f} %: at this noise some {needed} "
+                             f"pairs, {minutes:.0f} minutes, would narrow it to 5 %)"
+                             if needed else "") + "\n"
+                          f"VERDICT keepalive RTT p99, {names[kind]}: "
+                          f"{(b - a) / a * 100:+.1f} % ({a:.3f} -> {b:.3f} ms), interval "
+                          f"{low * 100:+.1f} % to {high * 100:+.1f} %, noise floor "
+                          f"{floor * 100:.1f} %; target < +{TARGET * 100:.0f} %: "
+                          f"{interval_verdict(low, high)}")
         threshold = pooled(off, 0.99)
-        for kind, kind_blocks in (("off", off), ("on", on)):
-            rtts = [x for b in kind_blocks for x in b["rtts"]]
+        for kind in ("off", *watchers):
+            rtts = [x for b in blocks if b["kind"] == kind for x in b["rtts"]]
             slow = sum(1 for x in rtts if x > threshold)
-            print(f"  round trips slower than the off p99 ({threshold:.2f} ms), {kind:3}: "
+            print(f"  round trips slower than the off p99 ({threshold:.2f} ms), {kind:5}: "
                   f"{slow} of {len(rtts)} ({slow / len(rtts) * 100:.2f} %)")
         print("CPU per second of each process (ms of CPU a second = 0.1 % of a core; means of "
               "the blocks):")
-        for name in pids:
-            c_off = statistics.mean(b["cpu"][name] for b in off) * 1000
-            c_on = statistics.mean(b["cpu"][name] for b in on) * 1000
-            print(f"  {name:8} off {c_off:7.2f}  on {c_on:7.2f}  watching costs "
-                  f"{c_on - c_off:+7.2f} ms a watched second")
+        for kind in watchers:
+            if kind != "on":
+                print(f"  ... {names[kind]}:")
+            watched = [b for b in blocks if b["kind"] == kind]
+            for name in pids:
+                c_off = statistics.mean(b["cpu"][name] for b in off) * 1000
+                c_on = statistics.mean(b["cpu"][name] for b in watched) * 1000
+                print(f"  {name:8} off {c_off:7.2f}  on {c_on:7.2f}  watching costs "
+                      f"{c_on - c_off:+7.2f} ms a watched second")
         print("Sync figures: medians of every batch of one kind of phase pooled:")
 
         def batches(key: str, kind: str, rounds: set[int] | None = None) -> list[float]:
@@ -505,8 +546,9 @@ async def run(args: argparse.Namespace) -> None:
                   f"worst {u[-1] * 1000:.1f} ms ({len(u)} loads, "
                   f"{seen['page_bytes'] / len(u) / 1000:.1f} kB each)")
     finally:
-        if watcher is not None:
-            await watcher.stop()
+        for w in (watcher, niced):
+            if w is not None:
+                await w.stop()
         for n in nodes:
             if n.transport is not None:
                 await n.stop()
@@ -532,7 +574,11 @@ def main() -> None:
                         help="seconds between keepalives of the probe")
     parser.add_argument("--files", type=int, default=300, help="files per batch")
     parser.add_argument("--batches", type=int, default=3, help="file batches per phase")
+    parser.add_argument("--niced-watcher", action="store_true",
+                        help="also blocks watched by a second watcher at nice 19 (printed "
+                             "apart; the default figure is unchanged)")
     parser.add_argument("--watch", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--nice", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--master-home", help=argparse.SUPPRESS)
     parser.add_argument("--api-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--metrics-ports", help=argparse.SUPPRESS)

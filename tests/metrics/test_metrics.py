@@ -409,6 +409,32 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(other.responseCode, 404)
 
 
+    def test_scrape_is_one_sized_body_on_a_kept_connection(self) -> None:
+        """A scrape's answer carries its Content-Length (not chunked: one piece for the
+        scraper to read, no chunk framing written and parsed on both sides) and the
+        connection stays open for the next scrape (Prometheus keeps it)."""
+        clock = Clock()
+        node = master(self, clock)
+        m = NodeMetrics(node, clock)
+        m.link_traffic("in", 2, 20)
+        service = MetricsService(load_metrics_config(write_api_yaml(self, "")), m, node, clock)
+        site = service._make_site()
+        site._reactor = clock  # the channel's idle timeout on the test's clock
+        protocol = site.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, None)
+        for _ in range(2):
+            transport.clear()
+            protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _, body = transport.value().partition(b"\r\n\r\n")
+            lines = head.lower().split(b"\r\n")
+            self.assertEqual(lines[0], b"http/1.1 200 ok")
+            self.assertNotIn(b"transfer-encoding: chunked", lines)
+            self.assertIn(b"content-length: %d" % len(body), lines)
+            self.assertEqual(body, generate_latest(m.registry))
+            self.assertFalse(transport.disconnecting)
+
     def test_pool_only_when_many_kept_children_changed(self) -> None:
         """A scrape goes to the node's pool when many children of the kept families (the
         sync histograms of many workers...) or a whole family must be written again; else
@@ -454,6 +480,21 @@ class ServiceTests(SynchronousTestCase):
         m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
         self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 3.0', scrape())
         self.assertEqual(len(ran), 3)  # a family changed whole: on the pool
+        # The counts read again (every 10 s while scraped) and equal: nothing to write
+        # again, the scrape stays here; counts that moved are written (on the pool).
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 3}])
+        self.assertTrue(m.kept_unchanged())
+        self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 3.0', scrape())
+        self.assertEqual(len(ran), 3)
+        m.set_agents([{"node_name": "master", "connection_status": "active", "n": 2},
+                      {"node_name": "w1", "connection_status": "never_connected", "n": 1}])
+        body = scrape()
+        self.assertEqual(len(ran), 4)
+        self.assertIn(b'wazuhcluster_agents{node="master",status="active"} 2.0', body)
+        self.assertIn(b'wazuhcluster_agents{node="w1",status="never_connected"} 1.0', body)
+        m.set_agents([])
+        self.assertNotIn(b'wazuhcluster_agents{', scrape())
+        self.assertEqual(len(ran), 5)
 
 
 class DapiOutcomeTests(SynchronousTestCase):

@@ -132,6 +132,8 @@ class NodeMetrics:
         #: Metrics that change only on events (syncs, DAPI requests, agent counts, drops)
         #: are registered through :class:`_Kept`; each write marks its metric here.
         self._changed: dict[int, frozenset[tuple[str, ...]]] = {}
+        #: the agent counts last set (set_agents), to tell a read that changed nothing
+        self._agent_counts: dict[tuple[str, str], int] | None = None
         self.sync_duration = self._kept(Histogram(
             "wazuhcluster_sync_duration_seconds",
             "Duration of the syncs with each worker (seen by the master).",
@@ -249,12 +251,22 @@ class NodeMetrics:
 
     # -- fed by the metrics service's loops --------------------------------------------------
     def set_agents(self, rows: list[dict[str, Any]]) -> None:
-        """Replace the agent counts with ``rows`` of ``{node_name, connection_status, n}``."""
-        self.agents.clear()
+        """Replace the agent counts with ``rows`` of ``{node_name, connection_status, n}``.
+        Counts equal to the current ones change nothing: the family stays kept, and the next
+        scrape is not sent to the pool to write it again (a scraped node reads the counts
+        every :data:`~wazuhcluster.metrics.service.AGENTS_INTERVAL` seconds; they rarely
+        move)."""
+        counts: dict[tuple[str, str], int] = {}
         for row in rows:
-            self.agents.labels(str(row.get("node_name") or "unknown"),
-                               str(row.get("connection_status") or "unknown")).set(
-                int(row.get("n", 0)))
+            key = (str(row.get("node_name") or "unknown"),
+                   str(row.get("connection_status") or "unknown"))
+            counts[key] = counts.get(key, 0) + int(row.get("n", 0))
+        if counts == self._agent_counts:
+            return
+        self._agent_counts = counts
+        self.agents.clear()
+        for (node, status), n in counts.items():
+            self.agents.labels(node, status).set(n)
         self._mark(None, self.agents)
 
 

@@ -68,6 +68,9 @@ class MetricsResource(Resource):
 
     def _write(self, body: bytes, request: Request) -> None:
         if not getattr(request, "_disconnected", False) and not request.finished:
+            # Sized, not chunked: the body goes out whole with its length, and the scraper
+            # reads it without chunk framing (written and parsed on both sides otherwise).
+            request.setHeader(b"content-length", b"%d" % len(body))
             request.write(body)
             request.finish()
 
