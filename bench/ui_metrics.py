@@ -125,6 +125,11 @@ class Watcher:
         start = time.perf_counter()
         body = await self.ui.get("/ui")
         if b'id="sync-chart"' not in body:
+            # The bearer token lives auth_token_exp_timeout (900 s): a longer run is shown
+            # the login form, as a person's open tab would be; log in again, as they would.
+            await self.ui.login()
+            body = await self.ui.get("/ui")
+        if b'id="sync-chart"' not in body:
             raise RuntimeError("the status page did not render")
         self.ui_times.append(time.perf_counter() - start)
         self.ui_bytes += len(body)

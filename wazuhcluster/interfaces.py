@@ -303,7 +303,17 @@ class IClusterEvents(Interface):
         ``unknown_function``."""
 
     def reactor_lag(seconds: float) -> None:
-        """The node's reactor-lag tick ran ``seconds`` later than it was due."""
+        """The node's reactor lag since the previous report (``ReactorLag``: the worst of
+        the reactor's turns and of its tick's lateness)."""
+
+
+class ITurnMeter(Interface):
+    """Measures the reactor's turns (:class:`wazuhcluster.turns.BoundedPoller`)."""
+
+    def take_worst() -> float:
+        """The longest the reactor could not answer anything since the previous call
+        (seconds): its longest turn, or how much later than due it woke from a timed-out
+        wait; the measure then starts again."""
 
 
 class IAPIAuth(Interface):

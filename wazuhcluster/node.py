@@ -142,7 +142,7 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
         from wazuhcluster.worker.service import make_worker_service
         node = make_worker_service(config, reactor, runner)
     from wazuhcluster.status.local import install as install_status
-    install_status(node, reactor)  # reactor lag, wzc_status on the local socket
+    install_status(node, reactor, turns.meter)  # reactor lag, wzc_status on the local socket
     node.setServiceParent(root)
     LocalSocketService(reactor, config.local_socket_path,
                        LocalAPIFactory(node)).setServiceParent(root)

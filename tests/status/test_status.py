@@ -6,11 +6,12 @@ import json
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.support import connected_pair, node_config, short_tempdir
 from wazuhcluster.checksums.threaded import SynchronousRunner
-from wazuhcluster.interfaces import ILocalExtension
+from wazuhcluster.interfaces import ILocalExtension, ITurnMeter
 from wazuhcluster.localapi.client import LocalClientCommands
 from wazuhcluster.localapi.factory import LocalAPIFactory
 from wazuhcluster.master.node import MasterNode
@@ -73,6 +74,69 @@ class ReactorLagTests(SynchronousTestCase):
         self.lag.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_without_a_turn_meter_it_samples_every_interval(self) -> None:
+        self.assertEqual(self.lag.interval, 0.1)
+
+
+@implementer(ITurnMeter)
+class _Meter:
+    """A turn meter whose worst turn the test sets."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.taken = 0
+
+    def take_worst(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        self.taken += 1
+        return worst
+
+
+class MeteredReactorLagTests(SynchronousTestCase):
+    """With a turn meter the call runs once a second and reports the worst of its own
+    lateness and of the turns measured since the previous call."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+        self.meter = _Meter()
+        self.meter.worst = 9.0  # before the start: not counted
+        self.told: list[float] = []
+        self.lag = ReactorLag(self.clock, interval=0.1, window=1.0, report=self.told.append,
+                              turns=lambda: self.meter)
+        self.lag.startService()
+        self.addCleanup(self.lag.stopService)
+
+    def test_one_call_a_second(self) -> None:
+        self.assertEqual(self.lag.interval, 1.0)
+        self.clock.pump([0.1] * 30)
+        self.assertEqual([round(x, 6) for x in self.told], [0.0, 0.0, 0.0])
+        self.assertEqual(self.lag.as_dict()["interval_s"], 1.0)
+
+    def test_a_long_turn_between_two_calls_is_the_lag_of_its_window(self) -> None:
+        """A 230 ms turn that delayed no call (it ended before the next was due) is still
+        the lag of its window; the next window is clean."""
+        self.clock.advance(0.5)
+        self.meter.worst = 0.23
+        self.clock.advance(0.5)  # the call due at 1001.0, on time
+        self.clock.advance(1.0)
+        self.assertEqual([round(x, 3) for x in self.told], [0.23, 0.0])
+        self.assertEqual([(end, round(worst, 3)) for end, worst in self.lag.windows],
+                         [(1001.0, 0.23), (1002.0, 0.0)])
+        self.assertAlmostEqual(self.lag.worst, 0.23)
+
+    def test_lateness_of_the_call_still_counts(self) -> None:
+        """A call 0.4 s late (the process waited for a CPU before the turn) with shorter
+        turns: the lateness is the lag."""
+        self.meter.worst = 0.05
+        self.clock.advance(1.4)
+        self.assertAlmostEqual(self.told[-1], 0.4)
+
+    def test_a_reactor_without_a_meter_samples_as_before(self) -> None:
+        lag = ReactorLag(self.clock, interval=0.1, turns=lambda: None)
+        lag.startService()
+        self.addCleanup(lag.stopService)
+        self.assertEqual(lag.interval, 0.1)
 
 class StatusCommandTests(SynchronousTestCase):
     """``wzc_status`` answers the node's name, role and reactor lag."""

@@ -171,9 +171,10 @@ class NodeMetrics:
                                           "Cluster connections that ended, by reason.",
                                           ["reason"], registry=None))
         self.reactor_lag_gauge = Gauge("wazuhcluster_reactor_lag_seconds",
-                                       "How late the last reactor-lag tick ran.", registry=r)
+                                       "The reactor lag of the last second: its longest turn "
+                                       "or how late it woke.", registry=r)
         self.reactor_lag_hist = Histogram("wazuhcluster_reactor_lag_distribution_seconds",
-                                          "How late the reactor-lag ticks ran.",
+                                          "The reactor lag, one observation a second.",
                                           buckets=LAG_BUCKETS, registry=r)
         # Present (0) before the first frame; the children are kept because every frame
         # in and out counts here (``labels()`` costs a lock and a tuple per call).

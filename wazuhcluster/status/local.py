@@ -7,7 +7,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from wazuhcluster.interfaces import ILocalExtension
+from wazuhcluster.interfaces import ILocalExtension, ITurnMeter
 from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import Reply
 from wazuhcluster.status.lag import ReactorLag
@@ -35,10 +35,12 @@ class StatusCommand:
             "reactor_lag": self.lag.as_dict()}))
 
 
-def install(node: Any, clock: Any) -> StatusCommand:
-    """Run a ReactorLag under the role node (its lateness told to ``node.events``) and answer
+def install(node: Any, clock: Any,
+            turns: Callable[[], ITurnMeter | None] | None = None) -> StatusCommand:
+    """Run a ReactorLag under the role node (its lag told to ``node.events``; ``turns``: the
+    node's turn meter, see :class:`~wazuhcluster.status.lag.ReactorLag`) and answer
     ``wzc_status`` on its local socket."""
-    lag = ReactorLag(clock, report=node.events.reactor_lag)
+    lag = ReactorLag(clock, report=node.events.reactor_lag, turns=turns)
     lag.setName("reactor-lag")
     lag.setServiceParent(node)
     command = StatusCommand(node, lag)
