@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from hypothesis import given, settings
@@ -528,6 +530,73 @@ class KeysAndQueriesTests(SynchronousTestCase):
                           _NOW)
         self.assertEqual(sorted(db._conn.execute(schema).fetchall()), before)
         self.assertEqual(db.count("SELECT COUNT(*) FROM agent WHERE id >= 40"), 0)
+
+    def test_keys_writes_skip_the_checks_and_only_they_do(self) -> None:
+        """The client.keys writes run without the CHECK constraints (none of their columns
+        has one; inserted rows take valid defaults); afterwards, and after a failed
+        reconcile, the constraints hold again on this connection."""
+        if getattr(self, "backend", "embedded") != "embedded":
+            return
+        db = _open(self, range(1, 3))
+        self.patch(agents_db, "BULK_INSERT_ROWS", 10)
+        seen: list[int] = []
+        real = db._transaction
+
+        @contextmanager
+        def watching() -> Iterator[sqlite3.Connection]:
+            with real() as conn:
+                seen.append(conn.execute("PRAGMA ignore_check_constraints").fetchone()[0])
+                yield conn
+        self.patch(db, "_transaction", watching)
+        db.reconcile_keys(_keys(range(1, 40)), _NOW)
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(format_client_keys(_keys(range(1, 45))))
+        db.reconcile_keys_file(path, _NOW)
+        db.apply_key_changes(_keys([50]), [], _NOW)
+        self.assertEqual(seen, [1, 1, 1])
+        checks = "PRAGMA ignore_check_constraints"
+        self.assertEqual(db._conn.execute(checks).fetchone()[0], 0)
+        statuses = {r[0] for r in db._conn.execute(
+            "SELECT DISTINCT connection_status || sync_status || group_sync_status"
+            " || group_config_status FROM agent WHERE id > 0")}
+        self.assertEqual(statuses, {"never_connectedsyncedsyncednot synced"})
+        bad = [*_keys(range(40, 60)), KeyEntry(60, None, "any", "k")]  # type: ignore[arg-type]
+        self.assertRaises(sqlite3.IntegrityError, db.reconcile_keys, bad, _NOW)
+        self.assertEqual(db._conn.execute(checks).fetchone()[0], 0)
+        self.assertRaises(sqlite3.IntegrityError, db._conn.execute,
+                          "UPDATE agent SET connection_status = 'bogus' WHERE id = 1")
+
+    def test_ip_and_group_hash_indexes_are_partial_and_old_databases_get_them(self) -> None:
+        """``agent_ip`` and ``agent_group_hash`` hold only rows with a value (a first
+        client.keys has none, so building them costs nothing), queries on the column still
+        use them, and a database of an earlier version has its full indexes replaced."""
+        if getattr(self, "backend", "embedded") != "embedded":
+            return
+        path = os.path.join(self.mktemp(), "global.db")
+        db = AgentDatabase(path, _NOW)
+        conn = db._conn
+        conn.execute("DROP INDEX agent_ip")
+        conn.execute("DROP INDEX agent_group_hash")
+        conn.execute("CREATE INDEX agent_ip ON agent (ip)")
+        conn.execute("CREATE INDEX agent_group_hash ON agent (group_hash)")
+        db.reconcile_keys(_keys(range(1, 5)), _NOW)
+        db.close()
+        db = AgentDatabase(path, _NOW)
+        self.addCleanup(db.close)
+        conn = db._conn
+        stored = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE name IN"
+                                   " ('agent_ip', 'agent_group_hash')").fetchall())
+        self.assertIn("WHERE ip IS NOT NULL", stored["agent_ip"])
+        self.assertIn("WHERE group_hash IS NOT NULL", stored["agent_group_hash"])
+        self.assertEqual(len(db.list_agents()), 5)
+        for sql, index in (("SELECT id FROM agent WHERE ip = '10.0.0.1'", "agent_ip"),
+                           ("SELECT id FROM agent WHERE group_hash = 'ab'", "agent_group_hash"),
+                           ("SELECT id FROM agent WHERE group_hash IS NOT NULL",
+                            "agent_group_hash")):
+            plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            self.assertIn(index, plan)
+        self.assertEqual([r[0] for r in conn.execute("PRAGMA integrity_check")], ["ok"])
 
     def test_reconcile_file(self) -> None:
         """The file form reads client.keys; a missing file changes nothing."""

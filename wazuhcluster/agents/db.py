@@ -584,6 +584,22 @@ class AgentDatabase:
             raise
         conn.execute("COMMIT")
 
+    @contextmanager
+    def _keys_rows(self) -> Iterator[None]:
+        """Around the writes of a client.keys reconciliation: the agent table's CHECK
+        constraints are not evaluated. Those writes set only ``id``, ``name``, ``ip``
+        (NULL), ``register_ip``, ``internal_key``, ``date_add`` and ``group`` (NULL), none
+        of which a CHECK reads; every checked column of an inserted row takes its default,
+        which the CHECK allows. Evaluating the four ``IN (...)`` checks was half the CPU of
+        inserting a first client.keys (200 000 agents: 0.82-0.93 -> 0.44-0.47 s). The
+        pragma is the connection's: it is set back whatever happens."""
+        conn = self._conn
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA ignore_check_constraints = OFF")
+
     def _mark_info_syncreq(self, conn: sqlite3.Connection, ids: Sequence[int]) -> None:
         """Mark agents for agent-info sync under a new change sequence."""
         if not ids:
@@ -1058,7 +1074,7 @@ class AgentDatabase:
         field or key changed are updated; agents no longer present are deleted together with
         their labels and group memberships.
         """
-        with self._transaction() as conn:
+        with self._keys_rows(), self._transaction() as conn:
             stored = {  # plain rows: compared as (name, register_ip, internal_key) tuples
                 r[0]: r[1:] for r in conn.execute(
                     "SELECT id, name, register_ip, internal_key FROM agent WHERE id > 0")}
@@ -1113,7 +1129,7 @@ class AgentDatabase:
         inserted = updated = removed = 0
         insert_sql = ("INSERT INTO agent (id, name, ip, register_ip, internal_key, date_add,"
                       " `group`) VALUES (?, ?, NULL, ?, ?, ?, NULL)")
-        with self._transaction() as conn:
+        with self._keys_rows(), self._transaction() as conn:
             empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM agent WHERE id > 0)"
                                  ).fetchone()[0]
             # A first client.keys (a worker's 200 000 agents): building the secondary indexes
@@ -1199,7 +1215,7 @@ class AgentDatabase:
         agent registered)."""
         entries = [e for e in entries if e.agent_id > 0]
         drop = sorted({int(i) for i in removed if int(i) > 0})
-        with self._transaction() as conn:
+        with self._keys_rows(), self._transaction() as conn:
             stored: dict[int, _keys.StoredAgent] = {}
             ids = [e.agent_id for e in entries]
             for start in range(0, len(ids), 500):
