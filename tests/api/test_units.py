@@ -112,6 +112,57 @@ class ConfigTests(SynchronousTestCase):
             check_tls_files(load_api_config(self.home))
         self.assertIn("https.ca", str(e.exception))
 
+    def test_a_start_killed_while_making_the_pair_is_completed_by_the_next(self) -> None:
+        """A node killed between the two renames of its new self-signed pair (the key in
+        place, the certificate still pending, or the other way round) starts next time:
+        the config check accepts it and the pending half is put in place, unchanged. A
+        kill before the renames leaves nothing in place: a new pair is made."""
+        from wazuhcluster.api import tls
+        from wazuhcluster.api.config import check_tls_files
+
+        config = load_api_config(self.home)
+        real = os.replace
+        for killed_at in (1, 2):
+            for path in (config.key_path, config.cert_path):
+                for p in (path, path + tls.PENDING):
+                    if os.path.exists(p):
+                        os.unlink(p)
+            calls: list[str] = []
+
+            def replace(src: str, dst: str, *, _at: int = killed_at,
+                        _calls: list[str] = calls) -> None:
+                if src.endswith(tls.PENDING):  # the pair's renames, not write_atomic's
+                    _calls.append(dst)
+                    if len(_calls) == _at:
+                        raise KeyboardInterrupt("killed")
+                real(src, dst)
+            self.patch(tls.os, "replace", replace)
+            self.assertRaises(KeyboardInterrupt, ensure_certificate, config)
+            self.patch(tls.os, "replace", real)
+            pending = {p for p in (config.key_path, config.cert_path)
+                       if os.path.exists(p + tls.PENDING)}
+            self.assertEqual(len(pending), 3 - killed_at)
+            with open(config.key_path + tls.PENDING, "rb") if killed_at == 1 else open(
+                    config.key_path, "rb") as f:
+                key = f.read()
+            check_tls_files(config)  # no ConfigError: the start completes the pair
+            made = ensure_certificate(config)
+            self.assertEqual(made, killed_at == 1)  # nothing in place: a new pair
+            with open(config.key_path, "rb") as f:
+                if killed_at == 2:
+                    self.assertEqual(f.read(), key)
+            self.assertFalse(any(os.path.exists(p + tls.PENDING)
+                                 for p in (config.key_path, config.cert_path)
+                                 if killed_at == 2))
+            from cryptography import x509
+            from cryptography.hazmat.primitives import serialization
+            with open(config.cert_path, "rb") as f:
+                cert = x509.load_pem_x509_certificate(f.read())
+            with open(config.key_path, "rb") as f:
+                private = serialization.load_pem_private_key(f.read(), None)
+            self.assertEqual(cert.public_key().public_numbers(),  # type: ignore[union-attr]
+                             private.public_key().public_numbers())  # type: ignore[union-attr]
+
     def test_certificate_made_once(self) -> None:
         config = load_api_config(self.home)
         self.assertTrue(ensure_certificate(config))

@@ -99,9 +99,11 @@ class UIProcessTests(TestCase):
             s = await scrape(master)
             done = all(value(s, "wazuhcluster_sync_duration_seconds_count", worker=w.name,
                              kind="integrity_check") >= 1 for w in workers)
-            return s if done else None
-        before = await c.wait_for("an integrity check of both workers in the master's metrics",
-                                  both_checked, 60)
+            # the reactor lag is observed once a second
+            lagged = value(s, "wazuhcluster_reactor_lag_distribution_seconds_count") > 0
+            return s if done and lagged else None
+        before = await c.wait_for("an integrity check of both workers and a reactor-lag "
+                                  "observation in the master's metrics", both_checked, 60)
         self.assertEqual(value(before, "wazuhcluster_connected_workers"), 2)
         self.assertGreater(value(before, "wazuhcluster_link_frames_total", direction="in"), 0)
         self.assertGreater(value(before, "wazuhcluster_link_bytes_total", direction="out"), 0)

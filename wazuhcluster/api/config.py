@@ -159,6 +159,10 @@ def check_tls_files(config: APIConfig) -> None:
     if not config.https:
         return
     have_key, have_cert = os.path.exists(config.key_path), os.path.exists(config.cert_path)
+    # The half of a self-signed pair left pending by a start killed while making it
+    # (wazuhcluster.api.tls.PENDING): completed by the start, not an operator's error.
+    have_key = have_key or (have_cert and os.path.exists(config.key_path + ".pending"))
+    have_cert = have_cert or (have_key and os.path.exists(config.cert_path + ".pending"))
     if have_key != have_cert:
         missing, key = (config.cert_path, "https.cert") if have_key else (config.key_path,
                                                                           "https.key")

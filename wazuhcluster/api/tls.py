@@ -15,12 +15,29 @@ from cryptography.x509.oid import NameOID
 from wazuhcluster.api.config import APIConfig
 from wazuhcluster.api.files import write_atomic
 
+#: Suffix of a generated key or certificate written but not yet in place.
+PENDING = ".pending"
+
+
+def complete_pending_pair(key_path: str, cert_path: str) -> None:
+    """Put in place the half of a self-signed pair that a start killed between the two
+    renames left pending (``<path>.pending``): the pair is both files of one generation,
+    written in full before either is renamed, so the pending one belongs to the one in
+    place."""
+    for path, pair in ((key_path, cert_path), (cert_path, key_path)):
+        if (not os.path.exists(path) and os.path.exists(path + PENDING)
+                and os.path.exists(pair)):
+            os.replace(path + PENDING, path)
+
 
 def ensure_certificate(config: APIConfig) -> bool:
     """Create a self-signed key and certificate where api.yaml points when neither exists.
 
+    Both are written in full under ``.pending`` names, then renamed: a node killed in
+    between leaves a pair that the next start completes (:func:`complete_pending_pair`).
     Blocking (key generation): run it off the reactor. Returns True when it created them.
     """
+    complete_pending_pair(config.key_path, config.cert_path)
     have_key, have_cert = os.path.exists(config.key_path), os.path.exists(config.cert_path)
     if have_key and have_cert:
         return False
@@ -44,8 +61,11 @@ def ensure_certificate(config: APIConfig) -> bool:
             .sign(key, hashes.SHA256()))
     os.makedirs(os.path.dirname(config.key_path), mode=0o750, exist_ok=True)
     os.makedirs(os.path.dirname(config.cert_path), mode=0o750, exist_ok=True)
-    write_atomic(config.key_path, key.private_bytes(
+    write_atomic(config.key_path + PENDING, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption()), mode=0o600)
-    write_atomic(config.cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o640)
+    write_atomic(config.cert_path + PENDING, cert.public_bytes(serialization.Encoding.PEM),
+                 mode=0o640)
+    os.replace(config.key_path + PENDING, config.key_path)
+    os.replace(config.cert_path + PENDING, config.cert_path)
     return True
