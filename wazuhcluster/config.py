@@ -90,6 +90,7 @@ class Extensions:
     partial_frame_timeout: float = attrs.field(default=30, validator=_positive)
     reconnect_initial_delay: float = attrs.field(default=1.0, validator=_positive)
     reconnect_max_delay: float = attrs.field(default=10.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=2.0, validator=_positive)
     duplicate_probe_timeout: float = attrs.field(default=3.0, validator=_positive)
     idle_probe_after: float = attrs.field(default=3.0, validator=_positive)
     liveness_timeout: float = attrs.field(default=5.0, validator=_positive)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.application.internet import backoffPolicy
+from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -182,6 +183,34 @@ class WorkerLinkTests(SynchronousTestCase):
 
 class BackoffTests(SynchronousTestCase):
     """The master link reconnects with capped, jittered exponential backoff."""
+
+    def test_unanswered_attempts_are_retried_within_a_second(self) -> None:
+        """A master that does not answer (a silent partition): each attempt gives up after
+        connect_timeout (2 s) and the next comes 0.5-1 s later, however many failed, so a
+        healed link is found within seconds; a refused connection backs off again."""
+        reactor = MemoryReactorClock()
+        config = node_config(short_tempdir(self), node_name="worker1", role="worker",
+                             cluster_json={"wazuhcluster": {"reconnect_max_delay": 5}})
+        self.assertEqual(config.ext.connect_timeout, 2.0)
+        node = make_worker_service(config, reactor, SynchronousRunner())
+        node.startService()
+        self.addCleanup(node.stopService)
+
+        def fail_with(exc: Exception) -> float:
+            _, _, factory, timeout, _ = reactor.tcpClients[-1]
+            self.assertEqual(timeout, 2.0)
+            before = reactor.seconds()
+            existing = set(reactor.getDelayedCalls())
+            factory.clientConnectionFailed(None, Failure(exc))
+            [retry] = [c for c in reactor.getDelayedCalls() if c not in existing]
+            delay: float = retry.getTime() - before
+            reactor.advance(delay)
+            return delay
+        silent = [fail_with(error.TimeoutError()) for _ in range(8)]
+        self.assertTrue(all(0.5 <= d < 1.0 for d in silent), silent)
+        refused = [fail_with(ConnectionRefusedError()) for _ in range(6)]
+        self.assertGreater(refused[-1], 1.0)
+        self.assertGreater(refused[-1], refused[0])
 
     def test_retry_delays_grow_and_are_capped(self) -> None:
         """Each failed attempt schedules the next one later, never beyond the cap + 1 s."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.internet import ClientService
+from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -49,5 +50,7 @@ class ReportingEndpoint:
         return d
 
     def _failed(self, failure: Failure) -> Failure:
-        self._node.link_failed(self.address, failure.getErrorMessage())
+        self._node.link_failed(self.address, failure.getErrorMessage(),
+                               timed_out=failure.check(error.TimeoutError,
+                                                       error.TCPTimedOutError) is not None)
         return failure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from typing import Any, cast
 
 from twisted.application.internet import ClientService
@@ -19,6 +20,10 @@ from wazuhcluster.protocol import messages
 from wazuhcluster.protocol.commands import CAPS, ECHO_CLIENT, HELLO
 from wazuhcluster.protocol.handler import ClusterProtocol, ConnectionLostError
 from wazuhcluster.rolenode import RoleNode
+
+#: Seconds before a new connection attempt after one that nobody answered (plus up to as
+#: much again of jitter).
+RETRY_AFTER_TIMEOUT = 0.5
 
 #: What our worker announces to a master that understands ``wzc_caps``.
 WORKER_CAPABILITIES = ("sync_now",)
@@ -49,6 +54,9 @@ class WorkerNode(RoleNode):
         self.link: ClientService | None = None
         self.link_address = ""  # host:port of the master, set by the link's endpoint
         self.last_link_error = "not connected yet"
+        #: The last connection attempt found no answer within ``connect_timeout`` (a master
+        #: cut off silently): the next attempt comes soon (:meth:`retry_delay`).
+        self.last_attempt_timed_out = False
         #: The reconnection backoff (set by the composition root with the link).
         self.retry_policy: Any = None
         self._waiting: list[Deferred[ClusterProtocol]] = []
@@ -90,17 +98,27 @@ class WorkerNode(RoleNode):
         Also logs the retry: the master's ``host:port``, why the last attempt or connection
         ended, and the delay rounded to a tenth of a second.
         """
-        delay: float = policy(max(attempt, self.refusals))
+        if self.last_attempt_timed_out and not self.refusals:
+            # Nobody answered: the attempt itself already waited connect_timeout, and the
+            # link may come back at any moment (a healed partition must rejoin within
+            # seconds). Try again within a second: a SYN at least every 2 s (jittered: workers
+            # cut off together do not come back together). Refused or dropped connections
+            # still back off.
+            delay = RETRY_AFTER_TIMEOUT + random.random() * RETRY_AFTER_TIMEOUT
+        else:
+            delay = policy(max(attempt, self.refusals))
         self._log.info("[{tag}] [Main] Could not connect to master at {address}: {reason}. "
                        "Scheduling retry {attempt} in {delay:.1f} s.", tag=self.tag,
                        address=self.link_address or self.config.master_address,
                        reason=self.last_link_error, attempt=attempt, delay=delay)
         return delay
 
-    def link_failed(self, address: str, reason: str) -> None:
-        """A connection attempt to ``address`` failed (called by the link's endpoint)."""
+    def link_failed(self, address: str, reason: str, timed_out: bool = False) -> None:
+        """A connection attempt to ``address`` failed (called by the link's endpoint);
+        ``timed_out``: nobody answered within ``connect_timeout``."""
         self.link_address = address
         self.last_link_error = reason.rstrip(".")
+        self.last_attempt_timed_out = timed_out
 
     def hello(self, peer: ClusterProtocol) -> Deferred[None]:
         """Introduce ourselves; fails (and closes the connection) if the master refuses."""
@@ -159,6 +177,7 @@ class WorkerNode(RoleNode):
         self.peer = None
         self.master_capabilities = frozenset()
         self.last_link_error = f"connection lost ({reason.getErrorMessage().rstrip('.')})"
+        self.last_attempt_timed_out = False
         if reason.check(ConnectionDone):
             self._log.info("[{tag}] [Main] Disconnected from master: the master closed the "
                            "connection.", tag=self.tag)

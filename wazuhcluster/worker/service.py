@@ -28,7 +28,7 @@ def make_worker_service(config: ClusterConfig, reactor: Any,
         ReportingEndpoint(
             install_tls(node, reactor, factory,
                         TCP4ClientEndpoint(reactor, config.master_address, config.port,
-                                           timeout=10)),
+                                           timeout=config.ext.connect_timeout)),
             f"{config.master_address}:{config.port}", node),
         factory,
         retryPolicy=lambda attempt: node.retry_delay(policy, attempt),
