@@ -130,6 +130,34 @@ class LocalCommandsTests(SynchronousTestCase):
                       self.refused(self.c.worker, WZC_AG_MLST, b"{}"))
 
 
+class KeysWatcherInotifyTests(SynchronousTestCase):
+    """The inotify callback reacts to client.keys as Twisted's inotify names it (bytes)."""
+
+    def test_an_event_for_client_keys_reconciles(self) -> None:
+        from twisted.internet import inotify
+        from twisted.python.filepath import FilePath
+
+        clock = Clock()
+        home = short_tempdir(self)
+        db = inline_database(clock, home, "embedded")
+        db.startService()
+        self.addCleanup(db.stopService)
+        path = os.path.join(home, "client.keys")
+        watcher = ClientKeysWatcher(db, clock, path, "Worker w1")
+        watcher.startService()
+        self.addCleanup(watcher.stopService)
+        self.assertEqual(watcher.reconciliations, 1)  # at start
+        with open(path, "w") as f:
+            f.write(format_client_keys(keys(2)))
+        watcher._notified(None, FilePath(os.fsencode(home)).child(b".client.keys.tmp"),
+                          inotify.IN_CLOSE_WRITE)
+        self.assertEqual(watcher.reconciliations, 1)  # another file: nothing
+        watcher._notified(None, FilePath(os.fsencode(path)), inotify.IN_MOVED_TO)
+        self.assertEqual(watcher.reconciliations, 2)
+        self.assertEqual([a.name for a in raw(db).list_agents() if a.agent_id],
+                         ["agent1", "agent2"])
+
+
 class KeysWatcherTests(SynchronousTestCase):
     """ClientKeysWatcher reconciles at start and after changes seen by stat()."""
 

@@ -127,8 +127,13 @@ class ClientKeysWatcher(Service):
         self._notifier = notifier
 
     def _notified(self, ignored: Any, filepath: Any, mask: int) -> None:
-        """inotify callback: react only to client.keys."""
-        if filepath.basename() == os.path.basename(self.path):
+        """inotify callback: react only to client.keys. Twisted's inotify gives bytes paths:
+        the name is decoded before it is compared (compared as bytes with the str name, no
+        event ever matched, and only the stat() loop saw changes)."""
+        name = filepath.basename()
+        if isinstance(name, bytes):
+            name = os.fsdecode(name)
+        if name == os.path.basename(self.path):
             self.poll()
 
     # -- reconciliation ------------------------------------------------------------------------
