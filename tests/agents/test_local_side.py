@@ -157,6 +157,31 @@ class KeysWatcherInotifyTests(SynchronousTestCase):
         self.assertEqual([a.name for a in raw(db).list_agents() if a.agent_id],
                          ["agent1", "agent2"])
 
+    def test_stat_checks_every_10_s_with_inotify(self) -> None:
+        """With inotify watching the directory, the stat() check is a slower safety net."""
+        from twisted.internet.epollreactor import EPollReactor
+
+        from wazuhcluster.agents import keyswatch
+
+        reactor = EPollReactor()  # not run: inotify only registers its descriptor with it
+        self.addCleanup(reactor.waker.connectionLost, None)  # type: ignore[attr-defined]
+        self.addCleanup(reactor._poller.close)
+        clock = Clock()
+        home = short_tempdir(self)
+        db = inline_database(clock, home, "embedded")
+        db.startService()
+        self.addCleanup(db.stopService)
+        path = os.path.join(home, "client.keys")
+        with_inotify = ClientKeysWatcher(db, clock, path, "Master", inotify_reactor=reactor)
+        with_inotify.startService()
+        self.addCleanup(with_inotify.stopService)
+        stat_only = ClientKeysWatcher(db, clock, path, "Master")
+        stat_only.startService()
+        self.addCleanup(stat_only.stopService)
+        assert with_inotify._loop is not None and stat_only._loop is not None
+        self.assertEqual(with_inotify._loop.interval, keyswatch.INOTIFY_STAT_INTERVAL)
+        self.assertEqual(stat_only._loop.interval, keyswatch.STAT_INTERVAL)
+
 
 class KeysWatcherTests(SynchronousTestCase):
     """ClientKeysWatcher reconciles at start and after changes seen by stat()."""

@@ -28,6 +28,9 @@ from wazuhcluster.interfaces import IAgentDatabase
 
 #: Seconds between two stat() checks of client.keys.
 STAT_INTERVAL = 2.0
+#: The same while inotify watches the directory: the stat() check is then only a safety
+#: net (an event lost to a full inotify queue), and each check wakes an idle node.
+INOTIFY_STAT_INTERVAL = 10.0
 
 _Signature = tuple[int, int, int] | None
 
@@ -77,9 +80,12 @@ class ClientKeysWatcher(Service):
         """Reconcile now, then watch the file."""
         super().startService()
         self._start_inotify()
+        interval = self._interval
+        if self._notifier is not None:
+            interval = max(interval, INOTIFY_STAT_INTERVAL)
         self._loop = LoopingCall(self.poll)
         self._loop.clock = self._clock
-        self._loop.start(self._interval, now=True).addErrback(
+        self._loop.start(interval, now=True).addErrback(
             lambda f: self._log.failure("[{tag}] [Agents] client.keys watch stopped", f,
                                         tag=self._tag))
 
