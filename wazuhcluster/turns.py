@@ -53,7 +53,7 @@ class BoundedPoller:
         self.wrapped = poller
         self.limit = limit
         self._now = now
-        #: when the last poll returned (None: no poll yet, or taken by take_worst's reset)
+        #: when the last poll returned, or when take_worst last measured (None: no poll yet)
         self._returned: float | None = None
         self._worst = 0.0
 
