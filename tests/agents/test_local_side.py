@@ -133,16 +133,19 @@ class LocalCommandsTests(SynchronousTestCase):
 class KeysWatcherInotifyTests(SynchronousTestCase):
     """The inotify callback reacts to client.keys as Twisted's inotify names it (bytes)."""
 
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.home = short_tempdir(self)
+        self.db = inline_database(self.clock, self.home, "embedded")
+        self.db.startService()
+        self.addCleanup(self.db.stopService)
+        self.path = os.path.join(self.home, "client.keys")
+
     def test_an_event_for_client_keys_reconciles(self) -> None:
         from twisted.internet import inotify
         from twisted.python.filepath import FilePath
 
-        clock = Clock()
-        home = short_tempdir(self)
-        db = inline_database(clock, home, "embedded")
-        db.startService()
-        self.addCleanup(db.stopService)
-        path = os.path.join(home, "client.keys")
+        clock, home, db, path = self.clock, self.home, self.db, self.path
         watcher = ClientKeysWatcher(db, clock, path, "Worker w1")
         watcher.startService()
         self.addCleanup(watcher.stopService)
@@ -166,12 +169,7 @@ class KeysWatcherInotifyTests(SynchronousTestCase):
         reactor = EPollReactor()  # not run: inotify only registers its descriptor with it
         self.addCleanup(reactor.waker.connectionLost, None)  # type: ignore[attr-defined]
         self.addCleanup(reactor._poller.close)
-        clock = Clock()
-        home = short_tempdir(self)
-        db = inline_database(clock, home, "embedded")
-        db.startService()
-        self.addCleanup(db.stopService)
-        path = os.path.join(home, "client.keys")
+        clock, db, path = self.clock, self.db, self.path
         with_inotify = ClientKeysWatcher(db, clock, path, "Master", inotify_reactor=reactor)
         with_inotify.startService()
         self.addCleanup(with_inotify.stopService)
