@@ -224,6 +224,55 @@ class SeparatorTests(SynchronousTestCase):
         self.assertIs(writer.add_bytes("etc/shared/y", FILE_SEP[:-1]), AddOutcome.INCLUDED)
 
 
+class StoredFirstTests(SynchronousTestCase):
+    """Content that does not compress is stored (zlib level 0), on both writing paths."""
+
+    def record(self, data: bytes, streamed: bool, level: int = 1) -> bytes:
+        """The zlib stream of ``data``'s record, after checking that both readers get
+        ``data`` back."""
+        out = io.BytesIO()
+        writer = ContainerWriter(out, compress_level=level)
+        with patch("wazuhcluster.integrity.container.SMALL_FILE_SIZE",
+                   -1 if streamed else SMALL_FILE_SIZE):
+            self.assertIs(writer.add_bytes("etc/shared/g/f", data), AddOutcome.INCLUDED)
+        writer.finish({})
+        value = out.getvalue()
+        self.assertEqual(read_container_bytes(value).files["etc/shared/g/f"], data)
+        self.assertEqual(reference_split(value)["etc/shared/g/f"], data)
+        return value.split(PATH_SEP, 1)[1].split(FILE_SEP, 1)[0]
+
+    def test_random_content_is_stored(self) -> None:
+        """4 KiB and 300 KiB of random bytes: stored, no longer than deflate's output."""
+        for size in (4096, 300 * 1024):
+            data = os.urandom(size)
+            for streamed in (False, True):
+                record = self.record(data, streamed)
+                self.assertEqual(record, zlib.compress(data, 0), (size, streamed))
+                self.assertLessEqual(len(record), len(zlib.compress(data, 1)))
+
+    def test_text_and_small_files_are_compressed_as_before(self) -> None:
+        """XML is compressed at the configured level; under 2 KiB nothing is probed."""
+        text = b"<group name='x'><rule id='100' level='3'/></group>\n" * 80
+        small = os.urandom(2047)
+        for level in (1, 6):
+            for streamed in (False, True):
+                self.assertEqual(self.record(text, streamed, level), zlib.compress(text, level))
+                self.assertEqual(self.record(small, streamed, level),
+                                 zlib.compress(small, level))
+        self.assertEqual(self.record(os.urandom(4096), False, 0)[:2], b"\x78\x01")
+
+    def test_stored_record_holding_the_separator_is_compressed_instead(self) -> None:
+        """A random start (so the probe says "store") and then text holding the separator:
+        stored, the separator would cut Wazuh's reader, so the record falls back to the
+        configured compression."""
+        data = os.urandom(512) + b"<rule id='1'/>" * 40 + FILE_SEP + b"<rule id='2'/>" * 200
+        for streamed in (False, True):
+            record = self.record(data, streamed)
+            self.assertNotIn(FILE_SEP, record)
+            self.assertEqual(record, zlib.compress(data, 1))
+        self.assertIn(FILE_SEP, zlib.compress(data, 0))
+
+
 class SmallFileTests(SynchronousTestCase):
     """Small files are read whole and compressed in one call; large ones are streamed."""
 

@@ -9,10 +9,11 @@ Writer (:class:`ContainerWriter`): streams each file from disk through a
 ``zlib.compressobj`` straight into the destination file, so neither a file nor the
 container is ever held in memory. For compression levels 1-9 the output is byte-identical
 to Wazuh's one-shot ``zlib.compress`` (level 0 yields a valid but differently blocked
-stream). Size control follows Wazuh 4.7.5: a file whose raw size exceeds ``max_size`` is
-skipped (:attr:`AddOutcome.TOO_LARGE`); records are appended while the running total of
-record sizes stays ``<= max_size``; the first record that does not fit and every later
-file are :attr:`AddOutcome.DEFERRED` to a later round; the metadata record is not
+stream), except that a file whose start does not compress is stored (level 0; see
+:func:`_stored_first`). Size control follows Wazuh 4.7.5: a file whose raw size exceeds
+``max_size`` is skipped (:attr:`AddOutcome.TOO_LARGE`); records are appended while the
+running total of record sizes stays ``<= max_size``; the first record that does not fit and
+every later file are :attr:`AddOutcome.DEFERRED` to a later round; the metadata record is not
 counted. A record that would not fit is cut off as soon as that is certain and the file is
 truncated back, so nothing of it stays in the container.
 
@@ -72,6 +73,10 @@ IO_CHUNK_SIZE = 1024 * 1024
 SMALL_FILE_SIZE = 256 * 1024
 #: How often (in bytes of container) a writer with a progress callback reports final bytes.
 PROGRESS_STEP = 1024 * 1024
+#: Small files from this size on are probed before they are compressed (:func:`_stored_first`).
+STORE_PROBE_MIN = 2 * 1024
+#: How much of it the probe compresses.
+STORE_PROBE_SIZE = 512
 #: Largest piece of decompressed output produced at once by the reader.
 OUTPUT_CHUNK_SIZE = 256 * 1024
 #: Largest piece of container bytes fed to the decompressor at once by the reader.
@@ -272,7 +277,10 @@ class ContainerWriter:
         compressor fed one chunk.
         """
         header = name.encode() + PATH_SEP
-        for level, strategy in _variants(self._level):
+        variants = _variants(self._level)
+        if _stored_first(data, self._level):
+            variants = [(0, zlib.Z_DEFAULT_STRATEGY), *variants]
+        for level, strategy in variants:
             if strategy == zlib.Z_DEFAULT_STRATEGY:
                 out = zlib.compress(data, level)
             else:
@@ -318,7 +326,10 @@ class ContainerWriter:
             return AddOutcome.DEFERRED
         start = self._dest.tell()
         header = name.encode() + PATH_SEP
-        for attempt, (level, strategy) in enumerate(_variants(self._level)):
+        variants = _variants(self._level)
+        if self._level and _stored_first(_head(open_source), self._level):
+            variants = [(0, zlib.Z_DEFAULT_STRATEGY), *variants]
+        for attempt, (level, strategy) in enumerate(variants):
             try:
                 outcome = self._write_record(
                     start, header, open_source, level, strategy, rewind=attempt > 0
@@ -466,6 +477,34 @@ class _SeparatorGuard:
         window = self._tail + trailer
         first = window.find(FILE_SEP)
         return first == -1 if not trailer else first == len(self._tail)
+
+
+def _head(open_source: Callable[[], BinaryIO]) -> bytes:
+    """The first :data:`STORE_PROBE_MIN` bytes of a source to stream (empty if it cannot be
+    read now: the record's own read then reports why)."""
+    try:
+        with open_source() as source:
+            return source.read(STORE_PROBE_MIN) or b""
+    except OSError:
+        return b""
+
+
+def _stored_first(data: bytes, level: int) -> bool:
+    """Whether a small file's content is better stored (zlib level 0) than compressed.
+
+    Content that is already compressed or random (archives, images, keys) does not shrink,
+    and deflate spends most of its time on exactly such input (26 us for 4 KiB of random
+    bytes at level 1, 6 us for 4 KiB of XML, 3 us to store either, on the bench machine)
+    only to fall back to stored blocks of the same size. When level-1 deflate of the first
+    :data:`STORE_PROBE_SIZE` bytes is not shorter than they are (Huffman coding alone shrinks
+    any text), the record is stored. A wrong guess costs only size, never correctness:
+    every reader takes any zlib stream, and the separator check still applies (a stored
+    record holding the separator falls back to the configured compression).
+    """
+    if level == 0 or len(data) < STORE_PROBE_MIN:
+        return False
+    head = data[:STORE_PROBE_SIZE]
+    return len(zlib.compress(head, 1)) >= len(head)
 
 
 def _variants(level: int) -> list[tuple[int, int]]:
