@@ -591,8 +591,11 @@ async def main(args: argparse.Namespace) -> None:
             if "2" in args.parts:
                 print("2. where the scan runs (under a running reactor)")
                 await pool_choice(homes)
-            shutil.rmtree(base)
-            os.makedirs(base)
+            # Parts 1-2's 10 100 files stay until the end. Deleted here, they made part 3's
+            # file creations (the writer's and the worker's alike) up to ten times slower on
+            # a file system without a journal (this VM's ext4): for vm.dirty_expire_centisecs
+            # (30 s) after a delete, ext4 allocates no inode freed in that time and steps over
+            # them one by one in every creation (``recently_deleted`` in ``perf``).
         if "3" in args.parts:
             print("3. end to end, real processes (default intervals, push on change)")
             await end_to_end(base, args.changes, args.files)
