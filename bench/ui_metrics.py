@@ -9,7 +9,11 @@ and the *watcher*, a process of its own (as Prometheus and a browser are) that, 
 "on", scrapes ``GET /metrics`` of each of the three nodes every second (a Prometheus at a 1 s
 interval) and loads ``GET /ui`` of the master every 10 s with a bearer token (an open page
 reloads itself every 10 s). It lives for the whole run and is switched on and off; "off":
-nobody looks at the cluster.
+nobody looks at the cluster. By default (``--watcher curl``, since the ninth session) the
+requests are made by two curl processes that live for the whole run, continued and stopped
+with the watcher (:class:`CurlWatcher`): compiled clients, as Prometheus and a browser are,
+at some 1.5 ms of CPU a watched second; ``--watcher python`` makes them with this script's
+treq client (3.4 ms a watched second: the figure of the sessions before).
 
 **Keepalive RTT: many short blocks.** A probe "worker" connection on the master's cluster
 port (``bench/probe.py``, a process of its own for the whole run) sends a keepalive
@@ -48,11 +52,13 @@ floor: the off phases of even rounds against those of odd rounds).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -157,6 +163,167 @@ class Watcher:
                         reactor.callLater(delay + duration, self.stop)]
 
 
+class _Curl(ProcessProtocol):
+    """One curl process; its ``-w`` lines (code, bytes, seconds) are collected."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[None] = Deferred()
+
+    def errReceived(self, data: bytes) -> None:
+        # (the -w lines go to stderr, unbuffered: a curl stopped by a signal has written
+        # every line of the transfers it made; its stdout would lose a buffered tail)
+        self.output += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)
+
+    def transfers(self) -> list[tuple[int, int, float]]:
+        rows = []
+        for line in self.output.decode(errors="replace").splitlines():
+            words = line.split()
+            if len(words) != 3 or not words[0].isdigit():
+                raise RuntimeError(f"curl: {line}")
+            rows.append((int(words[0]), int(words[1]), float(words[2])))
+        return rows
+
+
+class CurlWatcher:
+    """The same load as :class:`Watcher`, made by curl (the default watcher).
+
+    Prometheus's scraper and a browser are compiled programs that run all the time; this
+    script's own treq client spent 3.4 ms of CPU per watched second, about what the three
+    nodes spent serving it, and on a 2-vCPU box that CPU is taken from the nodes. Here two
+    curl processes (C, libcurl) make the requests and live for the whole run: one scrapes
+    the nodes' ``/metrics`` in turn, three requests a second evenly spaced (``--rate 3/s``:
+    each node once a second) over kept-alive connections; the other loads ``/ui`` over
+    HTTPS (the API's certificate as the only trust root) with the bearer token every 10 s
+    (``--rate 6/m``). Watching starts them (SIGCONT) and stopping stops them (SIGSTOP), so
+    a block pays no start-up. The page's curl is replaced by one with a new token in a
+    block's guard once the token is :data:`TOKEN_AGE` old (a token lives 900 s), and a curl
+    whose URL list ran out is replaced. Their CPU is the watcher's: the bench reads the
+    watcher process and its live children.
+    """
+
+    #: Seconds of watching in one curl's URL list.
+    SPAN = 3600.0
+    #: Age of the bearer token after which the page's curl gets a new one.
+    TOKEN_AGE = 600.0
+
+    def __init__(self, metrics_ports: list[int], ui: Client, cert: str, workdir: str) -> None:
+        self.ports = metrics_ports
+        self.ui = ui
+        self.cert = cert
+        self.workdir = workdir
+        self.token_at = time.monotonic()
+        self.watching = False
+        self.curls: dict[str, _Curl] = {}
+        self.pending: list[Any] = []
+        self.scrape_times: list[float] = []
+        self.ui_times: list[float] = []
+        self.scrape_bytes = 0
+        self.ui_bytes = 0
+        self.failures: list[str] = []
+        self.curl = shutil.which("curl") or ""
+        if not self.curl:
+            raise SystemExit("bench/ui_metrics.py: curl is needed for the default watcher "
+                             "(apt-get install curl), or use --watcher python")
+
+    def _config(self, kind: str) -> str:
+        write_out = 'write-out = "%{stderr}%{http_code} %{size_download} %{time_total}\\n"'
+        if kind == "metrics":
+            n = len(self.ports)
+            lines = ["silent", write_out, f'rate = "{n}/s"',
+                     *(f'url = "http://127.0.0.1:{self.ports[i % n]}/metrics"\n'
+                       'output = "/dev/null"' for i in range(math.ceil(self.SPAN * n)))]
+        else:
+            lines = ["silent", write_out, 'rate = "6/m"', f'cacert = "{self.cert}"',
+                     f'header = "Authorization: Bearer {self.ui.token}"',
+                     *(f'url = "{self.ui.base}/ui"\noutput = "{self.workdir}/ui.html"'
+                       for _ in range(math.ceil(self.SPAN / 10)))]
+        path = os.path.join(self.workdir, f"{kind}.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def _spawn(self, kind: str) -> None:
+        curl = _Curl()
+        self.curls[kind] = curl
+        reactor.spawnProcess(curl, self.curl, [self.curl, "--config", self._config(kind)],
+                             env={"PATH": os.environ.get("PATH", "")},
+                             childFDs={0: "w", 1: "r", 2: "r"})
+        curl.ended.addCallback(lambda _: self._ended(kind, curl))
+
+    def _ended(self, kind: str, curl: _Curl) -> None:
+        if self.curls.get(kind) is curl:
+            del self.curls[kind]
+        for code, size, seconds in curl.transfers():
+            if code != 200:
+                self.failures.append(f"{kind}: HTTP {code}")
+            elif kind == "ui":
+                self.ui_times.append(seconds)
+                self.ui_bytes += size
+            else:
+                self.scrape_times.append(seconds)
+                self.scrape_bytes += size
+        if kind == "ui" and os.path.exists(os.path.join(self.workdir, "ui.html")):
+            with open(os.path.join(self.workdir, "ui.html"), "rb") as f:
+                if b'id="sync-chart"' not in f.read():
+                    self.failures.append("the status page did not render")
+        if self.watching and kind not in self.curls:  # its URL list ran out
+            self._spawn(kind)
+
+    def _signal(self, kind: str, sig: int) -> None:
+        curl = self.curls.get(kind)
+        if curl is not None and curl.transport is not None and curl.transport.pid:
+            curl.transport.signalProcess(sig)
+
+    async def _end(self, kind: str) -> None:
+        curl = self.curls.get(kind)
+        if curl is not None:
+            self._signal(kind, signal.SIGTERM)
+            self._signal(kind, signal.SIGCONT)  # (a stopped process acts on TERM once continued)
+            await curl.ended
+
+    async def _on(self, delay: float, duration: float) -> None:
+        if time.monotonic() - self.token_at > self.TOKEN_AGE:
+            await self.ui.login()
+            self.token_at = time.monotonic()
+            await self._end("ui")
+        self.watching = True
+        for kind in ("metrics", "ui"):
+            if kind in self.curls:
+                self._signal(kind, signal.SIGCONT)
+            else:
+                self._spawn(kind)
+
+    def start(self) -> None:
+        """Unused (the Python watcher's schedule entry point)."""
+
+    def stop(self) -> None:
+        """Stop watching: both curls stopped where they are."""
+        self.watching = False
+        for call in self.pending:
+            if call.active():
+                call.cancel()
+        self.pending = []
+        for kind in self.curls:
+            self._signal(kind, signal.SIGSTOP)
+
+    def on(self, delay: float, duration: float) -> None:
+        """Watch from now (the block's guard) until ``delay + duration`` from now."""
+        self.stop()
+        self.pending = [reactor.callLater(delay + duration, self.stop)]
+        Deferred.fromCoroutine(self._on(delay, duration)).addErrback(
+            lambda f: self.failures.append(str(f.value)))
+
+    async def drain(self) -> None:
+        """End both curls and collect what they did."""
+        self.stop()
+        for kind in list(self.curls):
+            await self._end(kind)
+
+
 async def watch(args: argparse.Namespace) -> None:
     """``--watch``: the watcher in a process of its own (as a Prometheus and a browser are).
     Commands on stdin: ``on DELAY DURATION``, ``off``; when stdin closes, one JSON line with
@@ -171,7 +338,14 @@ async def watch(args: argparse.Namespace) -> None:
     node = Node("master", "master", args.master_home, args.api_port)
     ui = Client(node)
     ui.token = args.token
-    w = Watcher([int(p) for p in args.metrics_ports.split(",")], ui)
+    ports = [int(p) for p in args.metrics_ports.split(",")]
+    workdir = tempfile.mkdtemp(prefix="wzc-bench-watcher-")
+    w: Watcher | CurlWatcher
+    if args.watcher == "curl":
+        cert = os.path.join(args.master_home, "api", "configuration", "ssl", "server.crt")
+        w = CurlWatcher(ports, ui, cert, workdir)
+    else:
+        w = Watcher(ports, ui)
     done: Deferred[None] = Deferred()
 
     class Commands(LineReceiver):
@@ -190,9 +364,15 @@ async def watch(args: argparse.Namespace) -> None:
     stdio.StandardIO(Commands())
     await done
     w.stop()
+    failures: list[str] = []
+    if isinstance(w, CurlWatcher):
+        await w.drain()
+        failures = w.failures
+    shutil.rmtree(workdir, ignore_errors=True)
     sys.__stdout__.write(json.dumps({"scrapes": w.scrape_times, "pages": w.ui_times,
                                      "scrape_bytes": w.scrape_bytes,
-                                     "page_bytes": w.ui_bytes}) + "\n")
+                                     "page_bytes": w.ui_bytes,
+                                     "failures": failures}) + "\n")
     sys.__stdout__.flush()
 
 
@@ -200,12 +380,12 @@ class WatcherProcess(ProcessProtocol):
     """``bench/ui_metrics.py --watch ...`` as a child process, for the whole run."""
 
     def __init__(self, master: Node, metrics_ports: list[int], token: str,
-                 nice: bool = False) -> None:
+                 nice: bool = False, kind: str = "curl") -> None:
         self.output = b""
         self.ended: Deferred[None] = Deferred()
         self.args = [sys.executable, os.path.abspath(__file__), "--watch", "--master-home",
                      master.home, "--api-port", str(master.api_port), "--metrics-ports",
-                     ",".join(map(str, metrics_ports)), "--token", token]
+                     ",".join(map(str, metrics_ports)), "--token", token, "--watcher", kind]
         if nice:
             self.args.append("--nice")
 
@@ -243,10 +423,25 @@ class WatcherProcess(ProcessProtocol):
 
 
 def process_cpu(pid: int) -> float:
-    """User + system CPU seconds used so far by process ``pid`` (/proc/PID/stat)."""
+    """User + system CPU seconds used so far by process ``pid``, the children it has reaped
+    and those alive (/proc/PID/stat: utime, stime, cutime, cstime; the curl watcher's)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return total
+    for task_id in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task_id}/children") as f:
+                children = [int(child) for child in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            with contextlib.suppress(OSError):  # ended meanwhile (counted once reaped)
+                total += process_cpu(child)
+    return total
 
 
 def count_files(home: str, directory: str) -> int:
@@ -421,10 +616,11 @@ async def run(args: argparse.Namespace) -> None:
         ui = Client(master)
         await ui.login()
         await ui.pool.closeCachedConnections()
-        watcher = WatcherProcess(master, metrics_ports, ui.token)
+        watcher = WatcherProcess(master, metrics_ports, ui.token, kind=args.watcher)
         watcher.start()
         if args.niced_watcher:
-            niced = WatcherProcess(master, metrics_ports, ui.token, nice=True)
+            niced = WatcherProcess(master, metrics_ports, ui.token, nice=True,
+                                   kind=args.watcher)
             niced.start()
         await sleep(3)  # first syncs of the agents; the watcher's start-up
         load_start = os.getloadavg()
@@ -457,8 +653,11 @@ async def run(args: argparse.Namespace) -> None:
         seen = await watcher.stop()
         watcher = None
         if niced is not None:
-            await niced.stop()
+            niced_seen = await niced.stop()
             niced = None
+            seen["failures"] = seen.get("failures", []) + niced_seen.get("failures", [])
+        if seen.get("failures"):
+            raise RuntimeError(f"the watcher's requests failed: {seen['failures'][:5]}")
         load = os.getloadavg()
         print(f"\nmaster + 2 workers on 127.0.0.1, {args.agents} agents, {os.cpu_count()} CPUs,"
               f" load average {load_start[0]:.2f} at the start, {load[0]:.2f} {load[1]:.2f} "
@@ -582,6 +781,10 @@ def main() -> None:
     parser.add_argument("--niced-watcher", action="store_true",
                         help="also blocks watched by a second watcher at nice 19 (printed "
                              "apart; the default figure is unchanged)")
+    parser.add_argument("--watcher", choices=("curl", "python"), default="curl",
+                        help="what makes the watcher's requests: curl (default; compiled, "
+                             "as Prometheus and a browser are) or this script's own treq "
+                             "client (the figure of the sessions before the ninth)")
     parser.add_argument("--watch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--nice", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--master-home", help=argparse.SUPPRESS)
