@@ -677,7 +677,9 @@ async def run(args: argparse.Namespace) -> None:
                       f"{sum(len(b['rtts']) for b in watched)} round trips):")
             for q, label in ((0.5, "keepalive RTT p50"), (0.99, "keepalive RTT p99")):
                 a, b = pooled(off, q), pooled(watched, q)
-                first, second = pooled(off[0::2], q), pooled(off[1::2], q)
+                # (one off block, as in a run of sync phases only: no floor to compare)
+                first = pooled(off[0::2], q)
+                second = pooled(off[1::2], q) if len(off) > 1 else first
                 floor = abs(first - second) / min(first, second)
                 print(f"  {label:42} off {a:8.3f} ms  on {b:8.3f} ms  change {change(a, b)}\n"
                       f"  {'':42} noise floor: every other off block {first:.3f} ms vs the "
