@@ -73,7 +73,7 @@ IO_CHUNK_SIZE = 1024 * 1024
 SMALL_FILE_SIZE = 256 * 1024
 #: How often (in bytes of container) a writer with a progress callback reports final bytes.
 PROGRESS_STEP = 1024 * 1024
-#: Small files from this size on are probed before they are compressed (:func:`_stored_first`).
+#: Files from this size on are probed before they are compressed (:func:`_stored_first`).
 STORE_PROBE_MIN = 2 * 1024
 #: How much of it the probe compresses.
 STORE_PROBE_SIZE = 512
@@ -490,7 +490,7 @@ def _head(open_source: Callable[[], BinaryIO]) -> bytes:
 
 
 def _stored_first(data: bytes, level: int) -> bool:
-    """Whether a small file's content is better stored (zlib level 0) than compressed.
+    """Whether a file's content is better stored (zlib level 0) than compressed.
 
     Content that is already compressed or random (archives, images, keys) does not shrink,
     and deflate spends most of its time on exactly such input (26 us for 4 KiB of random
