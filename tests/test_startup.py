@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import sys
 from contextlib import redirect_stderr
@@ -78,6 +79,22 @@ class NodeRootTests(SynchronousTestCase):
         with self.assertRaises(SystemExit):
             self.root(SystemExit("wazuhcluster: x"), daemon=False).startService()
         self.assertAlmostEqual(sys.getswitchinterval(), before)
+
+    def test_start_up_objects_frozen_while_running(self) -> None:
+        """Once the tree has started, the objects of the start-up are out of the collector's
+        view (a full collection no longer scans them); at stop they are handed back. A failed
+        start freezes nothing."""
+        self.addCleanup(gc.unfreeze)
+        self.assertEqual(gc.get_freeze_count(), 0)
+        root = NodeRoot()
+        Service().setServiceParent(root)
+        root.startService()
+        self.assertGreater(gc.get_freeze_count(), 1000)
+        root.stopService()
+        self.assertEqual(gc.get_freeze_count(), 0)
+        with self.assertRaises(SystemExit):
+            self.root(SystemExit("wazuhcluster: x"), daemon=False).startService()
+        self.assertEqual(gc.get_freeze_count(), 0)
 
     def test_nodaemon_detection(self) -> None:
         self.assertTrue(nodaemon_in(["-n", "--pidfile=", "-y", "tac/master.tac"]))
