@@ -56,7 +56,7 @@ class TreeTests(SynchronousTestCase):
         root = make_node_service(config, reactor, runner=SynchronousRunner(),
                                  log_to_file=False)
         self.assertEqual([s.name for s in root], [
-            "work-dir", "turn-bound", "master", "local-api", "metrics",
+            "work-dir", "priority", "turn-bound", "master", "local-api", "metrics",
                                                   "api"])
         self.assertLessEqual({"cluster-listener", "keepalive-check", "reactor-lag"},
                              {s.name for s in root.getServiceNamed("master")})
@@ -78,7 +78,7 @@ class TreeTests(SynchronousTestCase):
                                  log_to_file=False)
         # The metrics listener stands alone: it is there without the API.
         self.assertEqual([s.name for s in root], [
-            "work-dir", "turn-bound", "master", "local-api", "metrics"])
+            "work-dir", "priority", "turn-bound", "master", "local-api", "metrics"])
 
     def test_metrics_can_be_disabled(self) -> None:
         """``metrics: {enabled: false}`` in api.yaml leaves the metrics listener out (the
@@ -91,7 +91,7 @@ class TreeTests(SynchronousTestCase):
         root = make_node_service(config, MemoryReactorClock(), runner=SynchronousRunner(),
                                  log_to_file=False)
         self.assertEqual([s.name for s in root], [
-            "work-dir", "turn-bound", "master", "local-api", "api"])
+            "work-dir", "priority", "turn-bound", "master", "local-api", "api"])
 
     def test_worker_tree(self) -> None:
         """Worker: the master link with the keepalive loop, and the local API."""

@@ -45,6 +45,13 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> N
                           "expected a number greater than 0")
 
 
+def _niceness(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not int or not -20 <= value <= 19:
+        raise ConfigError(f"cluster.json: wazuhcluster.{attribute.name} = {value!r} is invalid:"
+                          " expected a whole number from -20 to 19 (0 leaves the niceness "
+                          "as it is)")
+
+
 @attrs.frozen
 class Intervals:
     """Timing tunables of cluster.json ``intervals`` (seconds unless noted)."""
@@ -105,6 +112,7 @@ class Extensions:
     max_pre_hello_connections: int = attrs.field(default=256, validator=_positive)
     max_pre_hello_per_address: int = attrs.field(default=16, validator=_positive)
     max_events_per_turn: int = attrs.field(default=8, validator=_positive)
+    master_nice: int = attrs.field(default=-10, validator=_niceness)
 
 
 @attrs.frozen
@@ -340,7 +348,9 @@ def _load_tunables(path: str | None) -> tuple[Intervals, Extensions, dict[str, A
             raise ConfigError(f"cluster.json: wazuhcluster.{key} is not a known setting: remove "
                               f"it (known: {', '.join(sorted(ext_known))})")
     for key, value in ext_data.items():
-        if key != "compatibility_version":
+        if key == "master_nice":
+            pass  # any whole number in its range, 0 and negatives included (_niceness)
+        elif key != "compatibility_version":
             ext_data[key] = _number(f"wazuhcluster.{key}", value)
         elif not isinstance(value, str) or not value or " " in value:
             raise ConfigError(f"cluster.json: wazuhcluster.compatibility_version = {value!r} is "

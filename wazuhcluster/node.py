@@ -125,6 +125,9 @@ def make_node_service(config: ClusterConfig, reactor: Any, *,
         ClusterLogFile(path, config.debug, reactor, log_format=fmt,
                        keep_days=keep_days).setServiceParent(root)
     WorkDirService(config).setServiceParent(root)
+    if config.role is Role.MASTER and config.ext.master_nice:
+        from wazuhcluster.priority import ProcessPriority
+        ProcessPriority(config.ext.master_nice).setServiceParent(root)
     turns = TurnBound(reactor, config.ext.max_events_per_turn)
     turns.setName("turn-bound")
     turns.setServiceParent(root)
