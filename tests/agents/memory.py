@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from tests.agents.wdb_standin import loopback_database
 from tests.support import connected_pair, node_config
@@ -97,6 +98,55 @@ class GatedCalls:
         waiting, self.waiting = self.waiting, []
         for gate in waiting:
             gate.callback(None)
+
+
+class QueuedCalls:
+    """Wraps a database as the one serial queue it is (one thread, in order), driven by the
+    test: each operation starts when those asked before it have finished, and its result
+    reaches the caller through the reactor (``clock.callLater(0)``, as ``callFromThread``
+    does), not inside the call that asked for it.
+
+    :param clock: delivers the results.
+    :param after_idle: called when an ``idle()`` result is delivered, before its caller
+        resumes (a ``client.keys`` watcher that asks for the database at that moment).
+    """
+
+    def __init__(self, db: Any, clock: Clock, after_idle: Any = None) -> None:
+        self._db = db
+        self._clock = clock
+        self._after_idle = after_idle
+        self._tail: Deferred[Any] = Deferred()
+        self._tail.callback(None)
+        self.order: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._db, name)
+
+        def queued(*args: Any, **kwargs: Any) -> Deferred[Any]:
+            self.order.append(name)
+            result: Deferred[Any] = Deferred()
+
+            def deliver(outcome: Any) -> None:
+                self._clock.callLater(0, lambda: (result.errback(outcome)
+                                                  if isinstance(outcome, Failure)
+                                                  else result.callback(outcome)))
+
+            def run(_: object) -> Deferred[Any]:
+                d = maybeDeferred(method, *args, **kwargs)
+                d.addBoth(deliver)
+                return d  # the next operation starts once this one has finished
+            self._tail.addCallback(run)
+            if name == "idle" and self._after_idle is not None:
+                result.addCallback(lambda r: (self._after_idle(), r)[1])
+            return result
+        return queued
+
+    def hold(self) -> Deferred[None]:
+        """Queue an operation that lasts until the returned Deferred is fired."""
+        self.order.append("held")
+        gate: Deferred[None] = Deferred()
+        self._tail.addCallback(lambda _: gate)
+        return gate
 
 
 class AgentsCluster:

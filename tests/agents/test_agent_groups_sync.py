@@ -11,11 +11,12 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.agents.memory import AgentsCluster, GatedCalls, raw
+from tests.agents.memory import AgentsCluster, GatedCalls, QueuedCalls, raw
 from tests.support import short_tempdir
 from wazuhcluster.agents.db import group_hash
 from wazuhcluster.agents.master_side import FULL_PUSH_MIN_INTERVAL, full_dump_chunks
 from wazuhcluster.agents.worker_side import full_resync_min_interval
+from wazuhcluster.master.registry import WorkerSession
 from wazuhcluster.protocol.commands import SYN_W_G_C
 
 
@@ -46,6 +47,30 @@ class AgentGroupsSyncTests(SynchronousTestCase):
         Deferred.fromCoroutine(c.magents.local_agent_groups())
         c.flush()
         self.assertEqual(c.magents.group_rounds, 0)
+
+    def test_pushes_start_a_few_per_reactor_turn(self) -> None:
+        """A periodic round starts at most max_events_per_turn pushes per reactor turn (each
+        starts with a request encrypted and sent on the reactor); the others start in the
+        next turns, and a worker gone meanwhile is skipped."""
+        c = AgentsCluster(short_tempdir(self), backend=self.backend,
+                          master_ext={"max_events_per_turn": 3})
+        self.addCleanup(c.close)
+        started: list[str] = []
+        c.magents._enqueue = lambda state, kind, job: started.append(state.session.name)
+        sessions = [WorkerSession(f"w{i}", "4.7.5", "worker", "127.0.0.1", c.server, 0.0, 0.0)
+                    for i in range(6)]
+        for session in sessions:
+            c.master.registry.join(session)
+        c.groups_round()  # starts the clock of the start delay
+        c.clock.advance(c.master.config.intervals.agent_group_start_delay)
+        del started[:]
+        Deferred.fromCoroutine(c.magents.local_agent_groups())
+        self.assertEqual(len(started), 3)
+        c.master.registry.leave(sessions[-1])
+        c.clock.advance(0)
+        self.assertEqual(len(started), 6)
+        c.clock.advance(0)
+        self.assertEqual(sorted(started), sorted(["worker1", *(f"w{i}" for i in range(5))]))
 
     def test_apply_timeout_is_reported_in_words(self) -> None:
         """A worker whose database does not apply the chunks within timeout_agent_groups
@@ -85,6 +110,34 @@ class AgentGroupsSyncTests(SynchronousTestCase):
         self.assertEqual(raw(c.wdb).list_agents()[3].groups, ("web",))
         self.assertEqual([formatEvent(e) for e in events
                           if e.get("log_level") == LogLevel.error], [])
+
+    def test_work_asked_for_as_the_database_goes_idle_is_not_counted(self) -> None:
+        """The limit starts when the apply itself starts: work that asks for the database
+        in the moment between "earlier work done" and the apply being queued (a
+        ``client.keys`` reconcile, seen once on the 100-worker bed) runs after the apply,
+        not before it inside the limit."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        c = self.make()
+        held: list[Deferred[None]] = []
+        queue = QueuedCalls(c.wdb, c.clock, after_idle=lambda: held.append(queue.hold()))
+        c.wagents._db = queue
+        c.groups_round()
+        self.assign(c, 3, ["web"])
+        c.groups_round()  # the push arrives: the worker asks for its database
+        c.clock.advance(0)  # "idle" reaches the worker; the watcher asks at that moment
+        c.flush()
+        self.assertEqual(len(held), 1)
+        c.clock.advance(c.worker.config.intervals.timeout_agent_groups * 3)
+        c.flush()
+        for gate in held:
+            gate.callback(None)
+        for _ in range(3):
+            c.clock.advance(0)
+            c.flush()
+        self.assertEqual([formatEvent(e) for e in events
+                          if e.get("log_level") == LogLevel.error], [])
+        self.assertEqual(raw(c.wdb).list_agents()[3].groups, ("web",))
+        self.assertEqual(queue.order[:3], ["idle", "apply_agent_groups_chunks", "held"])
 
     def test_change_reaches_the_worker_once(self) -> None:
         """A group change is pushed, applied, and the checksums then agree."""
