@@ -4,13 +4,16 @@ the reactor's long turns (a diagnostic for the bed, never part of the product).
 A turn is the time between the poller returning and the poller being called again (what a
 timer due in the meantime waits for). For every turn longer than :data:`LONG` it appends one
 JSON line to OUT: when, how long, how much of it ``runUntilCurrent`` took, how many reads and
-writes the poller dispatched and how long they took, and the main thread's stacks sampled
-every :data:`SAMPLE` seconds by a watchdog thread while the turn was long (the innermost
-frames, counted), so the calls that make long turns can be named.
+writes the poller dispatched and how long they took, the garbage collections of 1 ms or
+more that ran in it (generation, ms, whether on the main thread; for the first three full ones
+over 30 ms, a census of the objects by type on a line of its own), and the main thread's
+stacks sampled every :data:`SAMPLE` seconds by a watchdog thread while the turn was long (the
+innermost frames, counted), so the calls that make long turns can be named.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import threading
@@ -48,6 +51,11 @@ class Tracer:
         self.reads = self.writes = 0
         self.read_s = self.write_s = self.ruc_s = 0.0
         self.write_by: Counter[str] = Counter()
+        #: garbage collections during the turn: (generation, ms, on the main thread)
+        self.collections: list[tuple[int, float, bool]] = []
+        self._gc_began = 0.0
+        self.censuses = 0
+        gc.callbacks.append(self._gc)
         reactor._poller = _Poller(reactor._poller, self)
         drdw = reactor._doReadOrWrite
         ruc = reactor.runUntilCurrent
@@ -91,11 +99,32 @@ class Tracer:
                     "ruc_ms": round(self.ruc_s * 1000, 1), "reads": self.reads,
                     "read_ms": round(self.read_s * 1000, 1), "writes": self.writes,
                     "write_ms": round(self.write_s * 1000, 1),
+                    "gc": [[g, round(ms, 1), main] for g, ms, main in self.collections
+                           if ms >= 1.0],
                     "stacks": self.stacks.most_common(12)}) + "\n")
                 self.out.flush()
         self.stacks.clear()
+        self.collections = []
         self.reads = self.writes = 0
         self.read_s = self.write_s = self.ruc_s = 0.0
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        """Time every collection of the cyclic garbage collector (any thread): a full one
+        holds the GIL for as long as it scans, which no stack sample can show."""
+        if phase == "start":
+            self._gc_began = time.monotonic()
+            return
+        ms = (time.monotonic() - self._gc_began) * 1000
+        self.collections.append((info["generation"], ms, threading.get_ident() == self.main))
+        if info["generation"] == 2 and ms > 30 and self.censuses < 3:
+            # What a slow full collection scanned: the objects by type (the first three).
+            self.censuses += 1
+            kinds = Counter(type(o).__name__ for o in gc.get_objects())
+            self.out.write(json.dumps({"t": round(time.monotonic() - self.start, 3),
+                                       "gc2_ms": round(ms, 1), "objects": sum(kinds.values()),
+                                       "frozen": gc.get_freeze_count(),
+                                       "types": kinds.most_common(25)}) + "\n")
+            self.out.flush()
 
     def _watch(self) -> None:
         while True:
