@@ -67,10 +67,10 @@ class TacTests(SynchronousTestCase):
         collection = IServiceCollection(application)
         [root] = list(collection)
         self.assertEqual(root.name, "wazuhcluster")
-        self.assertEqual([s.name for s in root],
-                         [
-            "cluster-log", "work-dir", "turn-bound", "blocking-pool", role, "local-api",
-                          "metrics", "api"])
+        priority = ["priority"] if role == "master" else []  # master_nice
+        self.assertEqual([s.name for s in root], [
+            "cluster-log", "work-dir", *priority, "turn-bound", "blocking-pool", role,
+            "local-api", "metrics", "api"])
         self.assertFalse(IService(application).running)
         self.assertFalse(root.running)
         self.assertFalse(any(s.running for s in root))
