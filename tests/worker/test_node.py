@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from twisted.application.internet import backoffPolicy
 from twisted.internet import error
 from twisted.internet.defer import Deferred
@@ -208,6 +210,12 @@ class BackoffTests(SynchronousTestCase):
             return delay
         silent = [fail_with(error.TimeoutError()) for _ in range(8)]
         self.assertTrue(all(0.5 <= d < 1.0 for d in silent), silent)
+        # Once the master's neighbour entry has expired, the same cut gives "No route to
+        # host" (EHOSTUNREACH, a plain ConnectError) between the timeouts: also unanswered.
+        unreachable = [fail_with(e) for e in (
+            error.ConnectError(errno.EHOSTUNREACH, "No route to host"), error.TimeoutError(),
+            error.NoRouteError(), error.ConnectError(errno.EHOSTUNREACH, "No route to host"))]
+        self.assertTrue(all(0.5 <= d < 1.0 for d in unreachable), unreachable)
         # Refused: back to the backoff, already at its cap after 8 attempts (5 s + jitter).
         refused = [fail_with(ConnectionRefusedError()) for _ in range(6)]
         self.assertTrue(all(5.0 <= d <= 5.0 + 1 for d in refused), refused)

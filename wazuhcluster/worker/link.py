@@ -8,6 +8,7 @@ failure and the delay rounded instead; :class:`ReportingEndpoint` records that r
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from twisted.application.internet import ClientService
@@ -51,6 +52,23 @@ class ReportingEndpoint:
 
     def _failed(self, failure: Failure) -> Failure:
         self._node.link_failed(self.address, failure.getErrorMessage(),
-                               timed_out=failure.check(error.TimeoutError,
-                                                       error.TCPTimedOutError) is not None)
+                               timed_out=unanswered(failure))
         return failure
+
+
+#: ``connect()`` errors of a host the network cannot reach now: no answer to ARP/neighbour
+#: discovery (EHOSTUNREACH), no route (ENETUNREACH). Twisted reports the first as a plain
+#: ConnectError carrying the errno.
+_UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def unanswered(failure: Failure) -> bool:
+    """Whether a connection attempt failed because nobody answered, rather than because a
+    host answered "no": a timeout, or an address the network cannot reach (a silent
+    partition shows both, in turn, as the neighbour entry of the master expires). Such an
+    attempt is retried within a second; a refusal backs off."""
+    if failure.check(error.TimeoutError, error.TCPTimedOutError, error.NoRouteError):
+        return True
+    value = failure.value
+    return isinstance(value, error.ConnectError) and getattr(value, "osError", None) in \
+        _UNREACHABLE
