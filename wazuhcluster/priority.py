@@ -19,6 +19,7 @@ changed gets its niceness back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,6 +60,7 @@ class ProcessPriority(Service):
         self._set = setpriority or os.setpriority
         self._threads = threads
         self._applied = False
+        self._report: Callable[[], None] | None = None
         #: thread id -> the niceness it had before we changed it
         self.changed: dict[int, int] = {}
 
@@ -69,6 +71,10 @@ class ProcessPriority(Service):
     def startService(self) -> None:
         self._apply()
         super().startService()
+        # Said here, not when applied: cluster.log (an earlier sibling) is open by now.
+        report, self._report = self._report, None
+        if report is not None:
+            report()
 
     def stopService(self) -> Any:
         for tid, before in self.changed.items():
@@ -100,6 +106,9 @@ class ProcessPriority(Service):
             except OSError:
                 continue
             self.changed[tid] = before
+        self._report = functools.partial(self._say, refused, current)
+
+    def _say(self, refused: OSError | None, current: int | None) -> None:
         if refused is not None:
             self._log.info("[{tag}] [Main] Running at niceness {current}: raising it to "
                            "{nice} (master_nice) is not permitted ({error}); start the master "
