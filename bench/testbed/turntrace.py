@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-LONG = 0.1
+#: A long turn, seconds (``WZC_BED_TURNTRACE_LONG_MS`` sets it in milliseconds).
+LONG = float(os.environ.get("WZC_BED_TURNTRACE_LONG_MS", "100")) / 1000
 SAMPLE = 0.005
 
 
