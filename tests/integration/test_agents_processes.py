@@ -147,8 +147,11 @@ class AgentsProcessTests(TestCase):
                     return False
             return True
         await c.wait_for("the groups to reach every worker", everywhere)
-        self.assertTrue(os.path.exists(os.path.join(master.home, "etc", "shared", "web",
-                                                    "merged.mg")))
+        # merged.mg is written by the master's own check every 2 s, which a push to the
+        # workers can beat: wait for it too (it races the push, it does not follow it).
+        merged = os.path.join(master.home, "etc", "shared", "web", "merged.mg")
+        await c.wait_for("merged.mg of group web on the master",
+                         lambda: os.path.exists(merged))
 
         w2 = workers[1]
         mark = w2.log_size()
