@@ -23,7 +23,9 @@ Run with ``.venv/bin/python bench/integrity.py``. It prints figures only; nothin
 
 With ``BENCH_NODE_DEBUG=1`` in the environment the nodes run with ``-d`` (their debug logs
 time each step of an apply and the writing-and-sending of a push; see ``--keep``) and the
-wall-clock times of the 10 000-file phase are printed to line them up.
+wall-clock times of the 10 000-file phase are printed to line them up. With
+``BENCH_NODE_CLUSTER_JSON=FILE`` both nodes get ``--cluster-json FILE`` (an A/B of a
+tunable, e.g. ``{"wazuhcluster": {"master_nice": 0}}``).
 """
 
 from __future__ import annotations
@@ -222,7 +224,9 @@ class Node(ProcessProtocol):
     def start(self) -> Node:
         """Spawn the node."""
         args = [TWISTD, "-n", "--pidfile=", "wazuhcluster", "--role", self.role, "--home",
-                self.home, *(["-d"] if os.environ.get("BENCH_NODE_DEBUG") else [])]
+                self.home, *(["-d"] if os.environ.get("BENCH_NODE_DEBUG") else []),
+                *(["--cluster-json", os.environ["BENCH_NODE_CLUSTER_JSON"]]
+                  if os.environ.get("BENCH_NODE_CLUSTER_JSON") else [])]
         reactor.spawnProcess(self, TWISTD, args, env=dict(os.environ), path=self.home,
                              childFDs={0: "w", 1: "r", 2: "r"})
         return self
