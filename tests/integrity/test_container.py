@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -25,6 +26,7 @@ from wazuhcluster.integrity.container import (
     ExtractedContainer,
     RecordCache,
     SyncContainer,
+    _stored_first,
     extract_container,
     read_container_bytes,
     write_metadata_container,
@@ -260,6 +262,41 @@ class StoredFirstTests(SynchronousTestCase):
                 self.assertEqual(self.record(small, streamed, level),
                                  zlib.compress(small, level))
         self.assertEqual(self.record(os.urandom(4096), False, 0)[:2], b"\x78\x01")
+
+    def test_stored_records_are_zlib_level_zero_at_every_size(self) -> None:
+        """Up to one stored block the record is built without zlib's set-up, byte for
+        byte ``zlib.compress(data, 0)``; bigger small files go through zlib."""
+        base = os.urandom(SMALL_FILE_SIZE)
+        for size in (2048, 4096, 65530, 65531, 65532, 65536, 100000, SMALL_FILE_SIZE):
+            data = base[:size]
+            self.assertEqual(self.record(data, False), zlib.compress(data, 0), size)
+        with patch("wazuhcluster.integrity.container.zlib.compress",
+                   wraps=zlib.compress) as compress, \
+                patch("wazuhcluster.integrity.container.zlib.compressobj",
+                      wraps=zlib.compressobj) as compressobj:
+            writer = ContainerWriter(io.BytesIO())
+            for i in range(20):
+                writer.add_bytes(f"etc/shared/g/{i}", os.urandom(4096))
+        self.assertEqual((compress.call_count, compressobj.call_count), (0, 0))
+
+    def test_probe_tells_random_bytes_from_text(self) -> None:
+        """Random and already compressed bytes are stored; text in any script, base64 and
+        even random printable ASCII are compressed."""
+        printable = bytes(range(33, 127))
+        samples = {
+            "random": (os.urandom(8192), True),
+            "gzip": (zlib.compress(os.urandom(3000) + b"<rule/>" * 2000, 9), True),
+            "xml": (b"<group name='x'><rule id='100' level='3'/></group>\n" * 100, False),
+            "cjk": ("日本語のテキストと中文"
+                    "字符。".encode() * 300, False),
+            "base64": (base64.b64encode(os.urandom(6000)), False),
+            "ascii": (bytes(printable[b % len(printable)] for b in os.urandom(8192)), False),
+        }
+        for name, (data, stored) in samples.items():
+            self.assertEqual(_stored_first(data, 1), stored, name)
+            record = self.record(data, False)
+            self.assertEqual(record == zlib.compress(data, 0), stored, name)
+            self.assertEqual(_stored_first(data, 0), False, name)
 
     def test_stored_record_holding_the_separator_is_compressed_instead(self) -> None:
         """A random start (so the probe says "store") and then text holding the separator:
