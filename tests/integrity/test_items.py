@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integrity.vectors import reference_items, shipped_items
 from wazuhcluster.integrity.errors import ItemsConfigError, UnsafePathError
-from wazuhcluster.integrity.items import parse_cluster_items, validate_peer_path
+from wazuhcluster.integrity.items import (
+    ClusterItem,
+    ClusterItems,
+    _path_problem_in_full,
+    parse_cluster_items,
+    path_problem,
+    validate_peer_path,
+)
 
 
 class ParseTests(SynchronousTestCase):
@@ -162,3 +171,56 @@ class ValidatePeerPathTests(SynchronousTestCase):
         """Well-formed paths that no item covers (or excluded names) are refused."""
         for path in ("etc/ossec.conf", "bin/x", "etc/shared/ar.conf", "var/multigroups/a/x"):
             self.assertEqual(self.reason(path), "outside cluster items")
+
+
+def item_for_reference(items: ClusterItems, path: str) -> ClusterItem | None:
+    """The matching rule written out: the longest key that covers the path and the name
+    (the first of equal keys), as item_for worked before it remembered directories."""
+    name = path.rsplit("/", 1)[-1]
+    if not name or items.is_excluded(name):
+        return None
+    best: ClusterItem | None = None
+    for item in items.items:
+        if not path.startswith(item.key):
+            continue
+        rest = path[len(item.key):]
+        if not rest or (not item.recursive and "/" in rest) or not item.covers_name(name):
+            continue
+        if best is None or len(item.key) > len(best.key):
+            best = item
+    return best
+
+
+_COMPONENTS = st.sampled_from(["etc", "shared", "rules", "default", "lists", "queue",
+                               "agent-groups", "x", ".", "..", ".hidden", "..x", "a b", "é",
+                               "a\\b", "\x00", "\x7f", "", "merged.mg", "agent.conf", "ar.conf",
+                               "a.swp", "client.keys", "decoders", "cdb", "k" * 256, "k" * 255])
+
+
+class FastPathTests(SynchronousTestCase):
+    """The shortcuts give the same answers as the rules written out."""
+
+    @given(st.lists(_COMPONENTS, min_size=1, max_size=6), st.booleans())
+    def test_path_problem_same_as_in_full(self, parts: list[str], absolute: bool) -> None:
+        """Random paths of tricky components: the one-expression check agrees."""
+        path = ("/" if absolute else "") + "/".join(parts)
+        self.assertEqual(path_problem(path), _path_problem_in_full(path), path)
+
+    @given(st.text(alphabet=st.characters(max_codepoint=0x7f), max_size=40))
+    def test_path_problem_same_as_in_full_for_any_ascii(self, path: str) -> None:
+        """Any ASCII text."""
+        self.assertEqual(path_problem(path), _path_problem_in_full(path), path)
+
+    def test_long_paths(self) -> None:
+        """At and over the length limits."""
+        for path in ("a/" * 2047 + "ab", "a/" * 2048, "k" * 255, "k" * 256, "." + "k" * 254,
+                     "." + "k" * 255):
+            self.assertEqual(path_problem(path), _path_problem_in_full(path), len(path))
+
+    @given(st.lists(_COMPONENTS, min_size=1, max_size=5))
+    def test_item_for_same_as_reference(self, parts: list[str]) -> None:
+        """Shipped and Wazuh's reference items, asked twice (the second from memory)."""
+        path = "/".join(parts)
+        for items in (shipped_items(), reference_items()):
+            for _ in range(2):
+                self.assertEqual(items.item_for(path), item_for_reference(items, path), path)

@@ -32,8 +32,15 @@ from wazuhcluster.integrity.errors import ItemsConfigError, UnsafePathError
 MAX_PATH_BYTES = 4096
 #: Longest single path component (in UTF-8 bytes), the usual ``NAME_MAX``.
 MAX_COMPONENT_BYTES = 255
+#: Directories whose candidate items :meth:`ClusterItems.item_for` remembers.
+_DIRECTORY_CACHE_SIZE = 4096
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+#: Paths :func:`path_problem` accepts at a glance: printable ASCII components (no "/" or
+#: "\\") of 1 to 255 characters that do not start with "." (so never "." or ".."), or
+#: ".x"-style names whose second character is not ".". Anything else takes the full check.
+_PLAIN_COMPONENT = r"(?:[!-\-0-\[\]-~][!-.0-\[\]-~]{0,254}|\.[!-\-0-\[\]-~][!-.0-\[\]-~]{0,253})"
+_PLAIN_PATH = re.compile(_PLAIN_COMPONENT + "(?:/" + _PLAIN_COMPONENT + ")*")
 
 _RESERVED_KEYS = frozenset({"excluded_files", "excluded_extensions"})
 
@@ -71,6 +78,9 @@ class ClusterItems:
     items: tuple[ClusterItem, ...]
     excluded_files: frozenset[str]
     excluded_extensions: tuple[str, ...]
+    #: directory -> the items whose key covers it, longest key first (:meth:`item_for`)
+    _by_directory: dict[str, tuple[ClusterItem, ...]] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False)
 
     def get(self, key: str) -> ClusterItem | None:
         """Return the item whose key is exactly ``key``, or ``None``."""
@@ -89,21 +99,29 @@ class ClusterItems:
         ``None`` when no item covers it, including excluded names. The path is assumed to
         be well formed; use :func:`validate_peer_path` for untrusted input.
         """
-        name = path.rsplit("/", 1)[-1]
+        directory, _, name = path.rpartition("/")
         if not name or self.is_excluded(name):
             return None
-        best: ClusterItem | None = None
-        for item in self.items:
-            if not path.startswith(item.key):
-                continue
-            rest = path[len(item.key) :]
-            if not rest or (not item.recursive and "/" in rest):
-                continue
-            if not item.covers_name(name):
-                continue
-            if best is None or len(item.key) > len(best.key):
-                best = item
-        return best
+        candidates = self._by_directory.get(directory)
+        if candidates is None:
+            candidates = self._candidates(directory)
+        for item in candidates:
+            if item.covers_name(name):
+                return item
+        return None
+
+    def _candidates(self, directory: str) -> tuple[ClusterItem, ...]:
+        """The items a file directly in ``directory`` can belong to, longest key first
+        (remembered: a sync meets the same few directories thousands of times)."""
+        prefix = directory + "/" if directory else ""
+        found = [item for item in self.items
+                 if prefix.startswith(item.key)
+                 and (item.recursive or len(prefix) == len(item.key))]
+        # sorted() is stable: among equal keys the first in cluster.json wins, as before
+        candidates = tuple(sorted(found, key=lambda item: -len(item.key)))
+        if len(self._by_directory) < _DIRECTORY_CACHE_SIZE:
+            self._by_directory[directory] = candidates
+        return candidates
 
 
 def parse_cluster_items(files: Mapping[str, object]) -> ClusterItems:
@@ -147,6 +165,13 @@ def path_problem(path: str) -> str | None:
     ``..`` components, text that is not encodable as UTF-8 and over-long names. Both
     container separators contain ``//`` so they are rejected as empty components.
     """
+    if len(path) <= MAX_PATH_BYTES and _PLAIN_PATH.fullmatch(path):
+        return None  # the common case, decided by one regular expression
+    return _path_problem_in_full(path)
+
+
+def _path_problem_in_full(path: str) -> str | None:
+    """:func:`path_problem`, every rule checked one by one (and the reason named)."""
     if not path:
         return "empty"
     if path.startswith("/"):
