@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import connected_pair, node_config, short_tempdir
@@ -67,7 +69,8 @@ class IntegrityPair:
     """
 
     def __init__(self, case: SynchronousTestCase, master_json: dict[str, Any] | None = None,
-                 worker_json: dict[str, Any] | None = None) -> None:
+                 worker_json: dict[str, Any] | None = None,
+                 extractions: Any = None) -> None:
         self.case = case
         self.clock = Clock()
         self.base = short_tempdir(case)
@@ -80,7 +83,8 @@ class IntegrityPair:
         self.worker_config = node_config(self.base, node_name="worker-1", role="worker",
                                          cluster_json=worker_json)
         self.worker = WorkerNode(self.worker_config, self.clock, SynchronousRunner())
-        self.worker_integrity = IntegrityWorker(self.worker, self.clock, barrier=None)
+        self.worker_integrity = IntegrityWorker(self.worker, self.clock, barrier=None,
+                                                extractions=extractions)
         self.worker.extensions.append(self.worker_integrity)
         self.pumps: list[Any] = []
         self.server, self.client, pump = connected_pair(
@@ -143,6 +147,47 @@ class IntegrityPair:
         d = peer.request(command, payload)
         self.settle()
         return d
+
+
+class ThreadedExtractions:
+    """Stands in for the worker's extraction thread under a Clock: each extraction runs on
+    a real pool thread; :meth:`finish` waits for them and fires their results on the
+    test's thread."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPool(minthreads=0, maxthreads=4, name="test-extractions")
+        self.pool.start()
+        self.pending: list[tuple[threading.Event, Deferred[Any], list[Any]]] = []
+        self.started = 0
+
+    def follow(self, followed: Any, stage: Any) -> Deferred[Any]:
+        """Start ``stage(followed)`` on the pool."""
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def report(success: bool, result: Any) -> None:
+            outcome.extend((success, result))
+            done.set()
+        self.pool.callInThreadWithCallback(report, stage, followed)
+        self.started += 1
+        d: Deferred[Any] = Deferred()
+        self.pending.append((done, d, outcome))
+        return d
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """Wait for every extraction to end and deliver its outcome."""
+        while self.pending:
+            done, d, outcome = self.pending.pop(0)
+            assert done.wait(timeout), "an extraction did not end"
+            success, result = outcome
+            if success:
+                d.callback(result)
+            else:
+                d.errback(result)
+
+    def stop(self) -> None:
+        """Join the pool's threads."""
+        self.pool.stop()
 
 
 class FakeWorker:

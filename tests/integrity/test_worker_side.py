@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
 import os
+from collections.abc import Callable
 from typing import Any
 from unittest.mock import patch
 
@@ -12,15 +16,29 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tests.integrity.pairs import IntegrityPair, write_files
+from tests.integrity.pairs import IntegrityPair, ThreadedExtractions, write_files
+from tests.support import node_config, short_tempdir
 from wazuhcluster.errors import RemoteCommandError
 from wazuhcluster.integrity import apply as apply_module
 from wazuhcluster.integrity import master_side
 from wazuhcluster.integrity.apply import SMALL_PUSH_FILES
+from wazuhcluster.integrity.compare import Comparison
+from wazuhcluster.integrity.container import ContainerLimits, write_sync_container
+from wazuhcluster.integrity.items import parse_cluster_items
+from wazuhcluster.integrity.metadata import scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
-from wazuhcluster.integrity.worker_side import PUSH_PROGRESS_BYTES
+from wazuhcluster.integrity.worker_side import PUSH_PROGRESS_BYTES, Extractions, stage_followed
 from wazuhcluster.interfaces import IWorkerExtension
-from wazuhcluster.protocol.commands import SYN_M_C, SYN_M_C_E, SYN_M_C_R, SYNC_NOW
+from wazuhcluster.protocol.commands import (
+    FILE_END,
+    FILE_UPD,
+    NEW_FILE,
+    SYN_M_C,
+    SYN_M_C_E,
+    SYN_M_C_R,
+    SYNC_NOW,
+)
+from wazuhcluster.protocol.transfers import FollowedFile, FollowError
 
 FILES = {
     "etc/rules/local_rules.xml": b"<group name='local'></group>\n",
@@ -317,3 +335,148 @@ class CheckWithoutMasterTests(SynchronousTestCase):
         self.successResultOf(Deferred.fromCoroutine(pair.worker_integrity.tick()))
         self.assertEqual(pair.worker_integrity.checks.runs, 1)
         self.assertFalse(pair.worker_integrity.checks.running)
+
+
+def staging_dirs(pair: IntegrityPair) -> list[str]:
+    """Staging directories left in the worker's queue/cluster/worker-1/."""
+    directory = os.path.join(pair.worker_config.home, "queue", "cluster", "worker-1")
+    return [name for name in os.listdir(directory) if name.startswith("staging-")]
+
+
+class StreamedPushTests(SynchronousTestCase):
+    """The push container is extracted while it arrives; only a complete, checked
+    container named by syn_m_c_e is applied, and nothing is left behind otherwise."""
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.extractions = ThreadedExtractions()
+        self.addCleanup(self.extractions.stop)
+        self.pair = IntegrityPair(self, extractions=self.extractions)
+        write_files(self.pair.master_config.home, FILES)
+        self.pair.recalculate()
+        self.pair.connect()
+        self.extractions.finish()
+        self.pair.settle()
+
+    def container(self, files: dict[str, bytes]) -> bytes:
+        """A push container of ``files`` (written on the master, as the master would)."""
+        home = self.pair.master_config.home
+        write_files(home, files)
+        scanned = scan_items(home, parse_cluster_items(self.pair.master_config.files)).files
+        out = io.BytesIO()
+        write_sync_container(out, home, Comparison(missing={p: scanned[p] for p in files}),
+                             max_size=1 << 30)
+        return out.getvalue()
+
+    def send(self, rel: bytes, data: bytes, digest: bytes | None = None) -> Deferred[bytes]:
+        """new_file, file_upd in two pieces, file_end (with ``digest`` if given)."""
+        pair = self.pair
+        self.successResultOf(pair.request(pair.server, NEW_FILE, rel))
+        half = len(data) // 2
+        for piece in (data[:half], data[half:]):
+            self.successResultOf(pair.request(pair.server, FILE_UPD, rel + b" " + piece))
+        return pair.request(pair.server, FILE_END,
+                            rel + b" " + (digest or hashlib.sha256(data).digest()))
+
+    def test_the_first_push_was_extracted_while_it_arrived(self) -> None:
+        """setUp's push went through the extraction thread and left no staging."""
+        self.assertTrue(self.pair.in_sync())
+        self.assertEqual(self.extractions.started, 1)
+        self.assertEqual(count(self.events, "extracted while it arrived"), 1)
+        self.assertEqual(staging_dirs(self.pair), [])
+
+    def test_a_changed_file_is_pushed_and_applied_the_same_way(self) -> None:
+        """A direct push after a change on the master is followed and applied too."""
+        write_files(self.pair.master_config.home, {"etc/rules/local_rules.xml": b"<new/>\n"})
+        self.pair.recalculate()
+        self.extractions.finish()
+        self.pair.settle()
+        self.assertTrue(self.pair.in_sync())
+        self.assertEqual(self.extractions.started, 2)
+        self.assertEqual(count(self.events, "extracted while it arrived"), 2)
+        self.assertEqual(staging_dirs(self.pair), [])
+
+    def test_checksum_mismatch_stages_nothing_and_applies_nothing(self) -> None:
+        """The followed file fails its checksum: the extraction ends, its staging goes,
+        and no file is installed."""
+        pair = self.pair
+        data = self.container({"etc/rules/new.xml": b"<rule/>\n"})
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        rel = b"/queue/cluster/worker-1/worker-1-1.0-aa.zip"
+        self.failureResultOf(self.send(rel, data, digest=b"0" * 32), RemoteCommandError)
+        self.extractions.finish()
+        self.successResultOf(pair.request(pair.server, SYN_M_C_R, task + b" not json"))
+        pair.settle()
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+        self.assertFalse(os.path.exists(os.path.join(pair.worker_config.home,
+                                                     "etc/rules/new.xml")))
+        self.assertEqual(staging_dirs(pair), [])
+
+    def test_another_file_named_by_syn_m_c_e_is_extracted_once_complete(self) -> None:
+        """The followed file was not the container (garbage here): its extraction fails
+        quietly and the file syn_m_c_e names is extracted and applied as before."""
+        pair = self.pair
+        data = self.container({"etc/rules/new.xml": b"<rule/>\n"})
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        self.successResultOf(self.send(b"/queue/cluster/worker-1/worker-1-1.0-aa.zip",
+                                       b"not a container"))
+        rel = b"/queue/cluster/worker-1/worker-1-2.0-bb.zip"
+        self.successResultOf(self.send(rel, data))
+        self.extractions.finish()
+        self.successResultOf(pair.request(pair.server, SYN_M_C_E, task + b" " + rel[1:]))
+        pair.settle()
+        with open(os.path.join(pair.worker_config.home, "etc/rules/new.xml"), "rb") as f:
+            self.assertEqual(f.read(), b"<rule/>\n")
+        self.assertEqual(count(self.events, "extracted while it arrived"), 1)  # setUp's
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+        self.assertEqual(staging_dirs(pair), [])
+
+    def test_disconnect_mid_transfer_ends_the_extraction(self) -> None:
+        """The link drops halfway through the container: the reader is released, the
+        partial staging removed, the push ended."""
+        pair = self.pair
+        data = self.container({"etc/rules/new.xml": b"<rule/>\n" * 1000})
+        self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+        rel = b"/queue/cluster/worker-1/worker-1-1.0-aa.zip"
+        self.successResultOf(pair.request(pair.server, NEW_FILE, rel))
+        self.successResultOf(pair.request(pair.server, FILE_UPD,
+                                          rel + b" " + data[:len(data) // 2]))
+        pair.client.transport.loseConnection()
+        pair.settle()
+        self.extractions.finish()
+        pair.settle()
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+        self.assertEqual(staging_dirs(pair), [])
+
+
+class InlineReactor:
+    """``callFromThread`` runs the call at once, on the pool's thread: the pool is joined
+    before the test looks at the result."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``f`` now."""
+        f(*args, **kwargs)
+
+
+class ExtractionsServiceTests(SynchronousTestCase):
+    """The extraction thread of a running worker."""
+
+    def test_stop_ends_an_extraction_waiting_for_bytes(self) -> None:
+        """Stopping the service fails the files it follows, so its thread ends and the
+        pool is joined without waiting for bytes that will never come."""
+        home = short_tempdir(self)
+        directory = os.path.join(home, "queue", "cluster", "worker-1")
+        os.makedirs(directory)
+        path = os.path.join(directory, "c.zip")
+        with open(path, "wb") as f:
+            f.write(b"etc/rules/a")
+        followed = FollowedFile(path)
+        followed.advance(11)
+        items = parse_cluster_items(node_config(home).files)
+        extractions = Extractions(InlineReactor())
+        extractions.startService()
+        d = extractions.follow(followed, functools.partial(
+            stage_followed, home, "worker-1", items, limits=ContainerLimits()))
+        extractions.stopService()  # joins the thread
+        self.failureResultOf(d, FollowError)
+        self.assertEqual(os.listdir(directory), ["c.zip"])  # its staging is gone

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.protocol.test_handler import RecordingHandler
@@ -20,6 +22,8 @@ from wazuhcluster.protocol.handler import ClusterProtocol
 from wazuhcluster.protocol.transfers import (
     CommonResponders,
     FileReceiver,
+    FollowedFile,
+    FollowError,
     GrowingFile,
     StringStore,
     send_file,
@@ -132,6 +136,112 @@ class FileReceiverTests(SynchronousTestCase):
         d = Deferred.fromCoroutine(self.receiver.update(rel + b" " + b"x" * 101))
         self.failureResultOf(d, ClusterError)
         self.assertFalse(os.path.exists(os.path.join(self.home, "queue/cluster/worker1/c.zip")))
+
+
+class FollowedFileTests(SynchronousTestCase):
+    """A reader on another thread follows a file while it is received."""
+
+    def setUp(self) -> None:
+        self.home = short_tempdir(self)
+        os.makedirs(os.path.join(self.home, "queue", "cluster", "worker1"))
+        self.receiver = FileReceiver(self.home, SynchronousRunner().run, max_file=1000)
+        self.receiver.directory_name = b"worker1"
+        self.followed: list[tuple[bytes, FollowedFile]] = []
+        self.receiver.follow_next = lambda rel, followed: self.followed.append((rel, followed))
+
+    def call(self, coroutine: object) -> Reply:
+        """Run one receiver step (synchronous runner) and return its reply."""
+        return self.successResultOf(Deferred.fromCoroutine(coroutine))  # type: ignore[arg-type]
+
+    def read_all(self, followed: FollowedFile) -> tuple[threading.Event, threading.Event,
+                                                        list[object]]:
+        """Read ``followed`` to its end on a pool thread. Returns (reader open, reader done,
+        [sizes of the pieces read..., b"end" or the FollowError])."""
+        opened, done = threading.Event(), threading.Event()
+        result: list[object] = []
+
+        def run() -> None:
+            try:
+                with followed.open() as reader:
+                    opened.set()
+                    while data := reader.read(1 << 20):
+                        result.append(len(data))
+                    result.append(b"end")
+            except FollowError as e:
+                result.append(e)
+            finally:
+                done.set()
+        pool = ThreadPool(minthreads=0, maxthreads=1, name="test-reader")
+        pool.start()
+        self.addCleanup(pool.stop)
+        pool.callInThread(run)
+        self.assertTrue(opened.wait(10))
+        return opened, done, result
+
+    def test_reader_sees_appended_bytes_then_the_end(self) -> None:
+        """The next announced file is followed (once); a reader blocked on it gets each
+        chunk once it is written and the end once the checksum matched."""
+        rel = b"/queue/cluster/worker1/c.zip"
+        self.call(self.receiver.new_file(rel))
+        self.assertEqual([r for r, _ in self.followed], [rel])
+        self.assertIsNone(self.receiver.follow_next)
+        _, done, result = self.read_all(self.followed[0][1])
+        self.call(self.receiver.update(rel + b" abc"))
+        self.call(self.receiver.update(rel + b" defgh"))
+        self.call(self.receiver.end(rel + b" " + hashlib.sha256(b"abcdefgh").digest()))
+        self.assertTrue(done.wait(10))
+        self.assertEqual(result[-1], b"end")
+        self.assertEqual(sum(int(size) for size in result[:-1]), 8)  # type: ignore[call-overload]
+        self.call(self.receiver.new_file(b"/queue/cluster/worker1/d.zip"))
+        self.assertEqual(len(self.followed), 1)  # only the next file is followed
+
+    def test_reader_never_sees_unreported_bytes(self) -> None:
+        """Bytes are handed out only up to what was reported written."""
+        path = os.path.join(self.home, "queue", "cluster", "worker1", "x")
+        with open(path, "wb") as f:
+            f.write(b"0123456789")
+        followed = FollowedFile(path)
+        followed.advance(4)
+        with followed.open() as reader:
+            self.assertEqual(reader.read(100), b"0123")
+            followed.advance(10)
+            followed.complete()
+            self.assertEqual(reader.read(3), b"456")
+            self.assertEqual(reader.read(100), b"789")
+            self.assertEqual(reader.read(100), b"")
+
+    def test_failures_wake_the_reader(self) -> None:
+        """A checksum mismatch, a write refused for size, a second announcement of the same
+        name and a lost connection each end the reader with FollowError."""
+        rel = b"/queue/cluster/worker1/c.zip"
+        causes = {
+            "checksum mismatch": lambda: self.call(self.receiver.end(rel + b" " + b"0" * 32)),
+            "too large": lambda: self.failureResultOf(Deferred.fromCoroutine(
+                self.receiver.update(rel + b" " + b"x" * 1001)), ClusterError),
+            "announced again": lambda: self.call(self.receiver.new_file(rel)),
+            "connection lost": self.receiver.close_all,
+        }
+        for reason, cause in causes.items():
+            self.receiver.follow_next = lambda r, f: self.followed.append((r, f))
+            self.call(self.receiver.new_file(rel))
+            _, done, result = self.read_all(self.followed[-1][1])
+            self.call(self.receiver.update(rel + b" abc"))
+            cause()
+            self.assertTrue(done.wait(10), reason)
+            self.assertIsInstance(result[-1], FollowError, reason)
+            self.assertEqual(str(result[-1]), reason)
+            self.receiver.close_all()
+
+    def test_a_completed_file_cannot_fail_afterwards(self) -> None:
+        """Once complete, a late fail() (the push task ending) changes nothing."""
+        path = os.path.join(self.home, "queue", "cluster", "worker1", "x")
+        open(path, "wb").close()
+        followed = FollowedFile(path)
+        followed.complete()
+        followed.fail("the push ended without it")
+        self.assertIsNone(followed.failure)
+        with followed.open() as reader:
+            self.assertEqual(reader.read(10), b"")
 
 
 class SenderTests(SynchronousTestCase):

@@ -43,6 +43,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import BinaryIO
 
 import attrs
 
@@ -51,15 +52,13 @@ from wazuhcluster.integrity.container import (
     ContainerLimits,
     ExtractedContainer,
     StagedFile,
-    extract_container,
+    extract_stream,
 )
-from wazuhcluster.integrity.errors import UnsafePathError
 from wazuhcluster.integrity.items import (
     ClusterItem,
     ClusterItems,
     Refusal,
     path_problem,
-    validate_peer_path,
 )
 from wazuhcluster.integrity.metadata import CachedDigest, FileEntry
 
@@ -181,13 +180,55 @@ def apply_push(
     :data:`SMALL_PUSH_FILES` files and deletions is made durable with an fsync per staged
     file (before its rename) and per changed directory (after) instead.
     """
-    timings: dict[str, float] = {}
     started = time.perf_counter()
+    with open(container_path, "rb") as stream:
+        extracted = stage_stream(home, node_name, items, stream, limits, fsync=fsync)
+    return apply_staged(home, items, extracted, verify_hashes=verify_hashes, fsync=fsync,
+                        replace_file=replace_file, barrier=barrier, owner=owner,
+                        extract_seconds=time.perf_counter() - started)
+
+
+def stage_stream(home: str, node_name: str, items: ClusterItems, stream: BinaryIO,
+                 limits: ContainerLimits, *, fsync: bool = True) -> ExtractedContainer:
+    """Extract a push container from ``stream`` into a new staging directory.
+
+    The stream may be a container still arriving (a
+    :class:`~wazuhcluster.protocol.transfers.FollowedFile` reader): nothing outside the
+    staging directory is touched, so extraction can start before the container is complete
+    and checked; :func:`apply_staged` installs the result once it is. On any error the
+    staging directory is removed.
+    """
     staging = make_staging_dir(home, node_name)
     try:
-        extracted = extract_container(container_path, staging, items, limits, fsync=fsync)
+        return extract_stream(stream, staging, items, limits, fsync=fsync)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def discard_staged(extracted: ExtractedContainer) -> None:
+    """Remove a staged push that will not be applied."""
+    shutil.rmtree(extracted.staging_dir, ignore_errors=True)
+
+
+def apply_staged(
+    home: str,
+    items: ClusterItems,
+    extracted: ExtractedContainer,
+    *,
+    verify_hashes: bool = False,
+    fsync: bool = True,
+    replace_file: ReplaceFunction = os.replace,
+    barrier: Callable[[], None] | None = None,
+    owner: tuple[int, int] | None = None,
+    extract_seconds: float = 0.0,
+) -> ApplyResult:
+    """Apply a push staged by :func:`stage_stream` (see :func:`apply_push`), then remove
+    its staging directory. ``extract_seconds`` is reported as the "extract" step."""
+    timings: dict[str, float] = {"extract": extract_seconds}
+    started = time.perf_counter()
+    try:
         comparison = Comparison.from_json(extracted.metadata)
-        timings["extract"] = time.perf_counter() - started
         # A small push (a rules edit) is made durable file by file: a few fsyncs cost
         # less than sync(), which waits for everything dirty on the machine.
         small = (barrier is not None and not fsync
@@ -197,7 +238,7 @@ def apply_push(
                 _fsync_file(staged.path)
         elif barrier is not None:
             barrier()
-        timings["barrier"] = time.perf_counter() - started - timings["extract"]
+        timings["barrier"] = time.perf_counter() - started
         result = apply_extracted(
             home,
             items,
@@ -208,14 +249,15 @@ def apply_push(
             replace_file=replace_file,
             owner=owner,
         )
-        timings["install"] = time.perf_counter() - started - sum(timings.values())
+        timings["install"] = time.perf_counter() - started - timings["barrier"]
         if barrier is not None and not small:
             barrier()
-        timings["final_barrier"] = time.perf_counter() - started - sum(timings.values())
+        timings["final_barrier"] = (time.perf_counter() - started - timings["barrier"]
+                                    - timings["install"])
         result.timings.update(timings)
         return result
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staged(extracted)
 
 
 def _fsync_file(path: str) -> None:
@@ -340,12 +382,12 @@ def apply_extracted(
 
 def _checked_item(path: str, entry: FileEntry, items: ClusterItems) -> ClusterItem:
     """Validate a path from the master and return its item, or raise :class:`_Refused`."""
-    try:
-        validate_peer_path(path, items)
-    except UnsafePathError as e:
-        raise _Refused(e.reason) from None
+    problem = path_problem(path)
+    if problem is not None:
+        raise _Refused(problem)
     item = items.item_for(path)
-    assert item is not None  # guaranteed by validate_peer_path
+    if item is None:
+        raise _Refused("outside cluster items")
     if entry.cluster_item_key != item.key:
         raise _Refused(f"cluster_item_key {entry.cluster_item_key!r} is not {item.key!r}")
     return item

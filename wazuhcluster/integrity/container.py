@@ -872,10 +872,22 @@ def extract_container(
     and nothing is written for them. Raises :class:`ContainerError`; on error the staged
     files are left for the caller to remove with the staging directory.
     """
+    with open(container_path, "rb") as stream:
+        return extract_stream(stream, staging_dir, items, limits, fsync=fsync)
+
+
+def extract_stream(
+    stream: BinaryIO,
+    staging_dir: str,
+    items: ClusterItems,
+    limits: ContainerLimits,
+    *,
+    fsync: bool = True,
+) -> ExtractedContainer:
+    """:func:`extract_container` from a stream (e.g. a container still arriving)."""
     sink = _StagingSink(staging_dir, items, fsync)
     try:
-        with open(container_path, "rb") as stream:
-            raw = decode_container(stream, sink, limits)
+        raw = decode_container(stream, sink, limits)
     finally:
         sink.close()
     return ExtractedContainer(

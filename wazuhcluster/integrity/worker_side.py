@@ -25,7 +25,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -35,9 +35,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from wazuhcluster.checksums.threaded import ThreadedRunner
 from wazuhcluster.errors import ClusterError, RemoteCommandError
-from wazuhcluster.integrity.apply import ApplyResult, apply_push
-from wazuhcluster.integrity.container import ContainerLimits, write_metadata_container
+from wazuhcluster.integrity.apply import (
+    ApplyResult,
+    apply_push,
+    apply_staged,
+    discard_staged,
+    stage_stream,
+)
+from wazuhcluster.integrity.container import (
+    ContainerLimits,
+    ExtractedContainer,
+    write_metadata_container,
+)
 from wazuhcluster.integrity.errors import IntegrityError
 from wazuhcluster.integrity.items import ClusterItems, parse_cluster_items
 from wazuhcluster.integrity.master_side import (
@@ -66,7 +77,7 @@ from wazuhcluster.protocol.commands import (
     Reply,
 )
 from wazuhcluster.protocol.handler import ConnectionLostError
-from wazuhcluster.protocol.transfers import send_file
+from wazuhcluster.protocol.transfers import FileReceiver, FollowedFile, FollowError, send_file
 
 if TYPE_CHECKING:
     from wazuhcluster.worker.commands import WorkerCommands
@@ -101,6 +112,83 @@ class _Disconnected(ClusterError):
         super().__init__(3023, "disconnected from the master")
 
 
+def stage_followed(home: str, node_name: str, items: ClusterItems, followed: FollowedFile, *,
+                   limits: ContainerLimits) -> ExtractedContainer:
+    """Extract a push container while it arrives (on the extraction thread)."""
+    with followed.open() as reader:
+        return stage_stream(home, node_name, items, cast(BinaryIO, reader), limits,
+                            fsync=False)
+
+
+class Extractions(Service):
+    """The worker's thread for extracting a push container while it arrives.
+
+    Its own thread, not the node's pool: the extraction waits for bytes that the pool's
+    threads append, and with ``process_pool_size`` 1 it would wait for itself. One
+    thread is enough: pushes to a worker come one at a time. At stop every file still
+    followed is failed first, so that the thread ends and the pool can be joined.
+    """
+
+    name = "integrity-extract"
+
+    def __init__(self, reactor: Any) -> None:
+        self._runner = ThreadedRunner(reactor, max_threads=1,
+                                      pool_name="wazuhcluster-extract")
+        self._following: set[FollowedFile] = set()
+
+    def startService(self) -> None:
+        super().startService()
+        self._runner.startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for followed in list(self._following):
+            followed.fail("the node is stopping")
+        self._runner.stopService()
+
+    def follow(self, followed: FollowedFile,
+               stage: Callable[[FollowedFile], ExtractedContainer]
+               ) -> Deferred[ExtractedContainer]:
+        """Run ``stage(followed)`` on the extraction thread."""
+        self._following.add(followed)
+
+        def done(result: Any) -> Any:
+            self._following.discard(followed)
+            return result
+        d: Deferred[ExtractedContainer] = self._runner.run(stage, followed)
+        return d.addBoth(done)
+
+
+class _Streamed:
+    """One push task's container, extracted while it arrives (if the next file announced
+    on the link after ``syn_m_c`` turns out to be it)."""
+
+    def __init__(self, files: FileReceiver) -> None:
+        self.files = files
+        self.followed: FollowedFile | None = None
+        self.staged: Deferred[ExtractedContainer] | None = None
+        self.tap: Callable[[bytes, FollowedFile], None] | None = None
+
+    def take(self, path: str) -> Deferred[ExtractedContainer] | None:
+        """The staging of ``path`` (the file the master named), or None if it was not
+        followed."""
+        if self.followed is None or self.followed.path != path or self.staged is None:
+            return None
+        staged, self.staged = self.staged, None
+        return staged
+
+    def end(self, discard: Callable[[ExtractedContainer], Any]) -> None:
+        """Stop following: disarm the tap, end the reader, discard what was not taken."""
+        if self.tap is not None and self.files.follow_next is self.tap:
+            self.files.follow_next = None
+        if self.followed is not None:
+            self.followed.fail("the push ended without it")
+        staged, self.staged = self.staged, None
+        if staged is not None:
+            staged.addCallback(discard)
+            staged.addErrback(lambda _: None)
+
+
 def scan_and_write(home: str, items: ClusterItems, cache: dict[str, CachedDigest], path: str,
                    compress_level: int) -> ScanResult:
     """Compute our metadata and write it as a metadata-only container at ``path``."""
@@ -129,8 +217,11 @@ class IntegrityWorker:
 
     def __init__(self, node: WorkerNode, clock: IReactorTime,
                  barrier: Callable[[], None] | None = os.sync,
-                 owner: tuple[int, int] | None = None) -> None:
+                 owner: tuple[int, int] | None = None,
+                 extractions: Extractions | None = None) -> None:
         self._barrier = barrier
+        #: extracts a push while it arrives (None: only once it has arrived)
+        self._extractions = extractions
         #: ``(uid, gid)`` given to received files, or None (see :mod:`wazuhcluster.ownership`).
         self.owner = owner
         self._node = node
@@ -404,6 +495,7 @@ class IntegrityWorker:
         peer = commands.peer
         assert peer is not None
         timeout = self._config.intervals.timeout_receiving_file
+        streamed = self._follow_push(commands.files)
         try:
             try:
                 path = await self._wait_for_push(waiter, peer, timeout)
@@ -416,9 +508,7 @@ class IntegrityWorker:
             started = self._clock.seconds()
             self._log.info("[{tag}] [Integrity sync] Starting.", tag=self._tag)
             try:
-                result: ApplyResult = await self._node.run(
-                    apply_push, self._config.home, self.items, path, self._config.node_name,
-                    limits=self._limits, fsync=False, barrier=self._barrier, owner=self.owner)
+                result = await self._apply(path, streamed)
             finally:
                 await self._node.run(unlink_quietly, path)
         except (ClusterError, IntegrityError, OSError) as e:
@@ -430,6 +520,8 @@ class IntegrityWorker:
                 e if not isinstance(e, RemoteCommandError) else ClusterError(1000, str(e))))
             report.addErrback(lambda _: None)
             return
+        finally:
+            streamed.end(lambda extracted: self._node.run(discard_staged, extracted))
         self.last_apply = result
         # We know what we just wrote: the next check need not read these files again.
         self._cache = {**self._cache, **result.installed}
@@ -445,6 +537,52 @@ class IntegrityWorker:
                                         for step, seconds in result.timings.items()))
         self._log.info("[{tag}] [Integrity sync] Finished in {seconds:.3f}s.", tag=self._tag,
                        seconds=self._clock.seconds() - started)
+
+
+    def _follow_push(self, files: FileReceiver) -> _Streamed:
+        """Extract the next file announced on the link while it arrives: after ``syn_m_c``
+        the master sends the push container (Wazuh's master too). Only a staging
+        directory is written until the file is complete, its checksum matched and
+        ``syn_m_c_e`` named it; anything else is discarded."""
+        streamed = _Streamed(files)
+        extractions = self._extractions
+        if extractions is None:
+            return streamed
+        home, node_name, items = self._config.home, self._config.node_name, self.items
+        limits = self._limits
+
+        def tap(relpath: bytes, followed: FollowedFile) -> None:
+            streamed.tap = None
+            streamed.followed = followed
+            streamed.staged = extractions.follow(followed, functools.partial(
+                stage_followed, home, node_name, items, limits=limits))
+
+        streamed.tap = tap
+        files.follow_next = tap
+        return streamed
+
+    async def _apply(self, path: str, streamed: _Streamed) -> ApplyResult:
+        """Apply the push container at ``path`` (its staging if it was extracted while
+        it arrived)."""
+        staged = streamed.take(path)
+        if staged is not None:
+            waited = self._clock.seconds()
+            try:
+                extracted = await staged
+            except FollowError:  # not expected for a complete file: extract it again
+                pass
+            else:
+                self._log.debug("[{tag}] [Integrity sync] Container extracted while it "
+                                "arrived.", tag=self._tag)
+                result: ApplyResult = await self._node.run(
+                    apply_staged, self._config.home, self.items, extracted, fsync=False,
+                    barrier=self._barrier, owner=self.owner,
+                    extract_seconds=self._clock.seconds() - waited)
+                return result
+        result = await self._node.run(
+            apply_push, self._config.home, self.items, path, self._config.node_name,
+            limits=self._limits, fsync=False, barrier=self._barrier, owner=self.owner)
+        return result
 
 
 class _OwnershipNotice(Service):
@@ -505,8 +643,11 @@ def install(node: WorkerNode, reactor: Any) -> None:
     """
     decision = resolve_ownership(node.config.settings)
     owner = decision.owner
+    extractions = Extractions(reactor)
+    extractions.setServiceParent(node)
     worker = IntegrityWorker(node, reactor,
-                             owner=None if owner is None else (owner.uid, owner.gid))
+                             owner=None if owner is None else (owner.uid, owner.gid),
+                             extractions=extractions)
     _OwnershipNotice(node.tag, decision, worker, node.config.home).setServiceParent(node)
     node.extensions.append(worker)
     periodic("integrity-check", node.config.intervals.sync_integrity, worker.tick,

@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable, Coroutine
 from typing import IO, Any
 
@@ -159,6 +161,100 @@ class StringStore:
             self._forget(self._strings.pop(string_id))
 
 
+class FollowError(Exception):
+    """A followed file will not be completed (refused, abandoned, connection lost)."""
+
+
+class FollowedFile:
+    """How far a file still being received is written, for a reader on another thread.
+
+    The receiver (reactor thread) reports every append once it is written and flushed,
+    then either completes the file (all of it arrived and its checksum matched) or fails
+    it. A reader from :meth:`open` reads only bytes reported written, waits for more, sees
+    the end once the file is complete, and raises :class:`FollowError` once it failed.
+    """
+
+    #: How long a waiting reader sleeps before it looks again (it is woken at once by any
+    #: change; this only bounds a wait nobody ends).
+    WAIT_SLICE = 1.0
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._changed = threading.Condition()
+        self._written = 0
+        self._complete = False
+        self._failure: str | None = None
+
+    def advance(self, written: int) -> None:
+        """Bytes ``[0, written)`` are in the file."""
+        with self._changed:
+            self._written = max(self._written, written)
+            self._changed.notify_all()
+
+    def complete(self) -> None:
+        """Everything arrived and checked out: readers see the end of the file."""
+        with self._changed:
+            self._complete = True
+            self._changed.notify_all()
+
+    def fail(self, reason: str) -> None:
+        """The file will not be completed: readers raise :class:`FollowError`."""
+        with self._changed:
+            if not self._complete and self._failure is None:
+                self._failure = reason
+            self._changed.notify_all()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the file failed, or None."""
+        with self._changed:
+            return self._failure
+
+    def wait(self, position: int) -> int:
+        """Block until more than ``position`` bytes are written (return how many) or the
+        file is complete (return ``position`` if it ends there); raise if it failed."""
+        with self._changed:
+            while True:
+                if self._failure is not None:
+                    raise FollowError(self._failure)
+                if self._written > position or self._complete:
+                    return self._written
+                self._changed.wait(self.WAIT_SLICE)
+
+    def open(self) -> _FollowingReader:
+        """A blocking reader over the file (to be used on one thread, then closed)."""
+        return _FollowingReader(self)
+
+
+class _FollowingReader(io.RawIOBase):
+    """Reads a :class:`FollowedFile` as it grows (``read`` blocks for new bytes)."""
+
+    def __init__(self, followed: FollowedFile) -> None:
+        super().__init__()
+        self._followed = followed
+        self._fd = os.open(followed.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """At least one byte (blocking until it is written), or b"" at the end."""
+        available = self._followed.wait(self._position) - self._position
+        if available <= 0:
+            return b""
+        if size is not None and size >= 0:
+            available = min(available, size)
+        data = os.pread(self._fd, available, self._position)
+        self._position += len(data)
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
 @attrs.define
 class _IncomingFile:
     path: str
@@ -168,6 +264,14 @@ class _IncomingFile:
     #: Appends run on a thread pool; the lock keeps them (and the close) in arrival order
     #: when a sender has several ``file_upd`` in flight.
     lock: DeferredLock = attrs.Factory(DeferredLock)
+    #: bytes appended so far (``size`` counts the ones announced)
+    written: int = 0
+    followed: FollowedFile | None = None
+
+    def fail(self, reason: str) -> None:
+        """Tell a reader following this file that it will not be completed."""
+        if self.followed is not None:
+            self.followed.fail(reason)
 
 
 class FileReceiver:
@@ -192,6 +296,9 @@ class FileReceiver:
         self.directory_name: bytes | None = None  # set once the peer is known
         self._open: dict[bytes, _IncomingFile] = {}
         self.received: dict[str, str] = {}  # relative path (no leading /) -> absolute path
+        #: Called (once, then cleared) with the next file announced on this connection, so
+        #: that a reader can follow it while it arrives (see :class:`FollowedFile`).
+        self.follow_next: Callable[[bytes, FollowedFile], None] | None = None
 
     def resolve(self, relpath: bytes) -> str:
         """Map a peer-supplied path onto our directory, or raise ClusterError."""
@@ -223,14 +330,21 @@ class FileReceiver:
         relpath = payload.strip()
         path = self.resolve(relpath)
         if relpath in self._open:
-            await self._runner(self._open.pop(relpath).handle.close)
+            previous = self._open.pop(relpath)
+            previous.fail("announced again")
+            await self._runner(previous.handle.close)
         if len(self._open) >= self._max_open:
             raise ClusterError(3000, "too many files in transfer on this connection")
         try:
             handle = await self._runner(_open_for_write, path)
         except OSError as e:
             raise self._write_error(e, path, 0) from None
-        self._open[relpath] = _IncomingFile(path, handle, hashlib.sha256())
+        incoming = _IncomingFile(path, handle, hashlib.sha256())
+        self._open[relpath] = incoming
+        follow, self.follow_next = self.follow_next, None
+        if follow is not None:
+            incoming.followed = FollowedFile(path)
+            follow(relpath, incoming.followed)
         return Reply(OK, b"Ready to receive new file")
 
     async def update(self, payload: bytes) -> Reply:
@@ -250,17 +364,24 @@ class FileReceiver:
         incoming.size += len(data)
         if incoming.size > self._max_file:
             self._open.pop(relpath)
+            incoming.fail("too large")
             await self._runner(_discard, incoming.handle, incoming.path)
             raise ClusterError(3050, f"file exceeds {self._max_file} bytes")
+        await incoming.lock.acquire()
         try:
-            await incoming.lock.run(self._runner, _append, incoming.handle, incoming.digest,
-                                    data)
+            await self._runner(_append, incoming.handle, incoming.digest, data)
+            incoming.written += len(data)
+            if incoming.followed is not None:
+                incoming.followed.advance(incoming.written)
         except OSError as e:
             if self._open.get(relpath) is incoming:
                 del self._open[relpath]
+            incoming.fail("could not be written")
             with contextlib.suppress(OSError):
                 await self._runner(_discard, incoming.handle, incoming.path)
             raise self._write_error(e, incoming.path, incoming.size) from None
+        finally:
+            incoming.lock.release()
         return Reply(OK, b"File updated")
 
     def _write_error(self, error: OSError, path: str, size: int) -> ClusterError:
@@ -288,10 +409,13 @@ class FileReceiver:
         await incoming.lock.acquire()  # every earlier file_upd has been written
         incoming.lock.release()
         if incoming.digest.digest() != digest:
+            incoming.fail("checksum mismatch")
             await self._runner(_discard, incoming.handle, incoming.path)
             return Reply(ERR, b"File wasn't correctly received. Checksums aren't equal.")
         await self._runner(incoming.handle.close)
         self.received[relpath.decode().lstrip("/")] = incoming.path
+        if incoming.followed is not None:
+            incoming.followed.complete()
         return Reply(OK, b"File received correctly")
 
     def claim(self, relpath: str) -> str:
@@ -310,7 +434,10 @@ class FileReceiver:
         nobody claimed, then the connection's directory if that leaves it empty (another
         connection of the same peer may already be using it). Best effort, off the reactor."""
         handles = [(incoming.handle, incoming.path) for incoming in self._open.values()]
+        for incoming in self._open.values():
+            incoming.fail("connection lost")
         self._open.clear()
+        self.follow_next = None
         leftovers = list(self.received.values())
         self.received.clear()
         if self.directory_name is None:
@@ -347,6 +474,7 @@ def _open_for_write(path: str) -> IO[bytes]:
 def _append(handle: IO[bytes], digest: Any, data: bytes | memoryview) -> None:
     digest.update(data)
     handle.write(data)
+    handle.flush()  # a reader following the file sees every appended byte
 
 
 def _read_and_hash(handle: IO[bytes], digest: Any, size: int) -> bytes:
