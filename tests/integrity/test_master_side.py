@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.integrity import vectors
-from tests.integrity.pairs import IntegrityPair, write_files
+from tests.integrity.pairs import IntegrityPair, item_digests, write_files
 from wazuhcluster.checksums.threaded import SynchronousRunner
 from wazuhcluster.errors import ClusterError, RemoteCommandError
 from wazuhcluster.integrity import master_side
@@ -151,9 +151,74 @@ class MasterIntegrityTests(SynchronousTestCase):
         pair.settle()
         self.assertTrue(pair.in_sync())
 
+    def change_during_a_push(self, capabilities: frozenset[str] | None = None) -> int:
+        """A change while a direct push holds the worker's lock; return the worker's checks
+        since. ``capabilities`` replaces the worker's (as a worker of an older version)."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        session = pair.master.registry.get("worker-1")
+        assert session is not None
+        if capabilities is not None:
+            session.capabilities = capabilities
+        checks = pair.worker_integrity.checks.runs
+        home = pair.master_config.home
+        write_files(home, {"etc/rules/local_rules.xml": b"<one/>\n"})
+        pair.integrity.recalculation.request()  # starts the direct push, not delivered yet
+        state = pair.integrity.state_of(session)
+        assert state is not None
+        self.assertIsNotNone(state.lock)
+        write_files(home, {"etc/rules/local_rules.xml": b"<two/>\n",
+                           "etc/lists/during": b"k:v\n"})
+        pair.integrity.recalculation.request()
+        self.assertTrue(state.nudge_pending)
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+        with open(os.path.join(pair.worker_config.home, "etc/rules/local_rules.xml"),
+                  "rb") as f:
+            self.assertEqual(f.read(), b"<two/>\n")
+        return pair.worker_integrity.checks.runs - checks
+
+    def test_changes_during_a_push_follow_it_at_once(self) -> None:
+        """To a worker that takes queued pushes, what changed during a push is pushed
+        right after it, compared with what the worker will have: no check, and the
+        master's idea of the worker's files is then exactly the worker's."""
+        self.assertEqual(self.change_during_a_push(), 0)
+        self.assertEqual(len(messages_of(self.events, "Files changed during the last push")),
+                         1)
+        state = self.pair.integrity.state_of(self.pair.master.registry.get("worker-1"))
+        assert state is not None and state.assumed is not None
+        self.assertEqual({path: entry.hash for path, entry in state.assumed.items()},
+                         item_digests(self.pair.worker_config))
+
+    def test_changes_during_a_push_make_an_older_worker_check(self) -> None:
+        """A worker without push_queue is asked to check once the push ends, as before."""
+        caps = frozenset({master_side.SYNC_NOW_CAPABILITY, master_side.PUSH_DIRECT_CAPABILITY})
+        self.assertEqual(self.change_during_a_push(caps), 1)
+        self.assertEqual(messages_of(self.events, "Files changed during the last push"), [])
+
+    def test_after_a_failed_push_changes_are_checked(self) -> None:
+        """Once a push failed, the master no longer knows what the worker has: the next
+        change during a push makes the worker check."""
+        pair = self.pair
+        pair.recalculate()
+        pair.connect()
+        state = pair.integrity.state_of(pair.master.registry.get("worker-1"))
+        assert state is not None
+        state.assumed = None  # as _push leaves it when the push does not complete
+        state.lock = "held"
+        write_files(pair.master_config.home, {"etc/lists/during": b"k:v\n"})
+        pair.recalculate()
+        self.assertTrue(state.nudge_pending)
+        checks = pair.worker_integrity.checks.runs
+        pair.integrity._release(state, "held")
+        pair.settle()
+        self.assertTrue(pair.in_sync())
+        self.assertEqual(pair.worker_integrity.checks.runs, checks + 1)
+
     def test_a_change_during_a_direct_push_is_not_lost(self) -> None:
-        """A change seen while a direct push holds the worker's lock makes the worker
-        check once the push ends; the last content arrives."""
+        """A change seen while a direct push holds the worker's lock is not lost: it is
+        pushed once the push ends; the last content arrives."""
         pair = self.pair
         pair.recalculate()
         pair.connect()
@@ -482,9 +547,11 @@ class ZipLimitTests(SynchronousTestCase):
         pair.recalculate()
         pair.connect()
         self.assertTrue(pair.in_sync())
-        pushes = messages_of(events, "Sync required")
+        pushes = messages_of(events, "Files to create in worker")
         self.assertGreaterEqual(len(pushes), 4)
         self.assertGreaterEqual(len(messages_of(events, "Zip limit of")), 3)
+        # our worker takes queued pushes: the rest follows each push without a new check
+        self.assertEqual(len(messages_of(events, "Sync required")), 1)
 
     def test_limit_shrinks_after_a_cancel_and_grows_back(self) -> None:
         """Wazuh's adaptive rule: a cancelled transfer lowers L; fast ones raise it again."""

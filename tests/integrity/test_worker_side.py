@@ -24,6 +24,7 @@ from wazuhcluster.integrity import master_side
 from wazuhcluster.integrity.apply import SMALL_PUSH_FILES
 from wazuhcluster.integrity.compare import Comparison
 from wazuhcluster.integrity.container import ContainerLimits, write_sync_container
+from wazuhcluster.integrity.errors import ContainerError
 from wazuhcluster.integrity.items import parse_cluster_items
 from wazuhcluster.integrity.metadata import scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
@@ -480,3 +481,45 @@ class ExtractionsServiceTests(SynchronousTestCase):
         extractions.stopService()  # joins the thread
         self.failureResultOf(d, FollowError)
         self.assertEqual(os.listdir(directory), ["c.zip"])  # its staging is gone
+
+
+class QueuedPushTests(SynchronousTestCase):
+    """``push_queue``: a push that arrives while another is being applied waits for it."""
+
+    def test_pushes_are_applied_one_at_a_time_in_order(self) -> None:
+        """Two containers named back to back: the second apply starts only once the first
+        has ended, whatever order the applies would finish in."""
+        pair = IntegrityPair(self)
+        write_files(pair.master_config.home, FILES)
+        pair.recalculate()
+        pair.connect()
+        self.assertIn(master_side.PUSH_QUEUE_CAPABILITY, pair.worker_integrity.capabilities)
+        started: list[str] = []
+        gates: list[Deferred[Any]] = []
+
+        def apply(path: str, streamed: Any) -> Deferred[Any]:
+            started.append(os.path.basename(path))
+            gate: Deferred[Any] = Deferred()
+            gates.append(gate)
+            return gate
+        tasks = []
+        for name in (b"worker-1-1.0-aa.zip", b"worker-1-2.0-bb.zip"):
+            task = self.successResultOf(pair.request(pair.server, SYN_M_C, b""))
+            rel = b"/queue/cluster/worker-1/" + name
+            self.successResultOf(pair.request(pair.server, NEW_FILE, rel))
+            self.successResultOf(pair.request(pair.server, FILE_UPD, rel + b" x"))
+            self.successResultOf(pair.request(pair.server, FILE_END,
+                                              rel + b" " + hashlib.sha256(b"x").digest()))
+            tasks.append((task, rel))
+        with patch.object(pair.worker_integrity, "_apply", apply):
+            for task, rel in tasks:
+                self.successResultOf(pair.request(pair.server, SYN_M_C_E,
+                                                  task + b" " + rel[1:]))
+            self.assertEqual(started, ["worker-1-1.0-aa.zip"])
+            self.assertEqual(pair.worker_integrity.pushes_in_progress, 2)
+            gates[0].errback(ContainerError("first"))  # even a failed apply
+            pair.settle()
+            self.assertEqual(started, ["worker-1-1.0-aa.zip", "worker-1-2.0-bb.zip"])
+            gates[1].errback(ContainerError("second"))
+            pair.settle()
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)

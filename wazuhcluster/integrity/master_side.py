@@ -116,6 +116,13 @@ SYNC_NOW_CAPABILITY = "sync_now"
 #: would cost the worker a scan and an upload of every file's metadata, and the master a
 #: decode and a comparison. A Wazuh worker never announces it and is asked nothing new.
 PUSH_DIRECT_CAPABILITY = "push_direct"
+#: The capability one of our workers announces to take a push while it still applies the
+#: previous one: it applies pushes one at a time, in the order their containers arrived.
+#: Files that changed while a push was being sent then go in a push of their own right
+#: after it, compared with what the worker will have once the pushes sent are applied,
+#: instead of a ``wzc_syncnow``, a scan and an upload of every file's metadata by the
+#: worker once it has applied the first push, and a comparison here.
+PUSH_QUEUE_CAPABILITY = "push_queue"
 #: A direct push of at most this many files and deletions is started even when every task
 #: slot is taken: its container is a few small records, so many of them at once cannot
 #: starve the master the way many full containers would (the reason for the slots).
@@ -148,6 +155,9 @@ class WorkerIntegrity:
     granted_at: float | None = None  # permission granted, syn_i_w_m not received yet
     called_at: float | None = None  # a slot is kept for it: called in from the line
     asked_at: float | None = None  # sync_now sent, no permission asked since
+    #: what the worker will have once every push sent to it is applied (its last check's
+    #: upload, updated by each push since); None when unknown (no check yet, a push failed)
+    assumed: dict[str, FileEntry] | None = None
 
 
 class WorkerReportedError(RemoteCommandError):
@@ -292,6 +302,17 @@ def write_push(path: str, home: str, comparison: Comparison, max_size: int,
         if growing is not None:
             growing.finish(dest.tell())
         return container
+
+
+def after_push(base: dict[str, FileEntry], pushed: Comparison) -> dict[str, FileEntry]:
+    """What a worker that had ``base`` has once it applied a push of ``pushed`` (the
+    container's metadata: the files it holds, the deletions)."""
+    after = dict(base)
+    after.update(pushed.missing)
+    after.update(pushed.shared)
+    for path in pushed.extra:
+        after.pop(path, None)
+    return after
 
 
 def create_empty(path: str) -> None:
@@ -555,7 +576,34 @@ class IntegrityMaster:
                            delta: Comparison) -> None:
         try:
             state.rounds += 1
-            await self._push(state, delta)
+            await self._push(state, delta, base=state.assumed)
+        finally:
+            self._release(state, task_id)
+
+    def _chain(self, state: WorkerIntegrity) -> None:
+        """Push what changed during the push just sent (see :data:`PUSH_QUEUE_CAPABILITY`)."""
+        task_id = str(uuid.uuid4())
+        state.lock = task_id
+        state.lock_since = self._clock.seconds()
+        d = Deferred.fromCoroutine(self._chain_task(state, task_id))
+        d.addCallbacks(self._integrity_succeeded, self._integrity_failed,
+                       callbackArgs=(state,), errbackArgs=(state,))
+
+    async def _chain_task(self, state: WorkerIntegrity, task_id: str) -> None:
+        try:
+            await self._fresh_local_integrity()
+            local, base = self.local, state.assumed
+            if local is None or base is None:  # pragma: no cover - checked by the caller
+                state.nudge_pending = True  # ask for a check instead, on release
+                return
+            comparison, _ = await self._node.run(compare_for_worker, local.files, base,
+                                                 self.items)
+            if comparison.is_empty:
+                return
+            state.rounds += 1
+            self._log.debug("[{tag}] [Integrity sync] Files changed during the last push; "
+                            "pushing them at once.", tag=state.commands.tag)
+            await self._push(state, comparison, base=base)
         finally:
             self._release(state, task_id)
 
@@ -714,11 +762,12 @@ class IntegrityMaster:
             if comparison.is_empty:
                 self._log.info("[{tag}] [Integrity check] Finished in {seconds:.3f}s. Sync not "
                                "required.", tag=commands.tag, seconds=now - started)
+                state.assumed = worker_files
                 await peer.request(SYN_M_C_OK, b"")
                 return
             self._log.info("[{tag}] [Integrity check] Finished in {seconds:.3f}s. Sync "
                            "required.", tag=commands.tag, seconds=now - started)
-            await self._push(state, comparison)
+            await self._push(state, comparison, base=worker_files)
         finally:
             self._release(state, task_id)
 
@@ -736,8 +785,13 @@ class IntegrityMaster:
                 or (self.watcher is not None and self.watcher.pending)):
             await task.deferLater(self._clock, FRESH_SCAN_POLL, lambda: None)
 
-    async def _push(self, state: WorkerIntegrity, comparison: Comparison) -> None:
-        """Build the container within the zip limit, send it, and adapt the limit."""
+    async def _push(self, state: WorkerIntegrity, comparison: Comparison,
+                    base: dict[str, FileEntry] | None = None) -> None:
+        """Build the container within the zip limit, send it, and adapt the limit.
+
+        ``base`` is what the worker has before this push (None: unknown); once the push is
+        sent, ``state.assumed`` is what it will have after it."""
+        state.assumed = None  # until this push has been sent whole
         commands = state.commands
         session = state.session
         peer = session.peer
@@ -798,6 +852,8 @@ class IntegrityMaster:
                 return
             await peer.request(SYN_M_C_E, f"{worker_task} {relpath[1:]}".encode())
             state.push_task = None
+            if base is not None:
+                state.assumed = after_push(base, container.comparison)
         finally:
             growing.abandoned = True  # a writer still running stops at the next file
             writing.addErrback(lambda _: None)
@@ -879,10 +935,13 @@ class IntegrityMaster:
                 and SYNC_NOW_CAPABILITY in state.session.capabilities):
             state.nudge_pending = False
             self._checked.discard(state.session)
-            if self.busy_tasks() < self._config.ext.max_concurrent_integrity_tasks:
-                self._sync_now(state.session)
-            else:
+            if self.busy_tasks() >= self._config.ext.max_concurrent_integrity_tasks:
                 self._waiting[state.session] = None
+            elif (PUSH_QUEUE_CAPABILITY in state.session.capabilities
+                    and state.assumed is not None and self.local is not None):
+                self._chain(state)
+            else:
+                self._sync_now(state.session)
         self._admit_waiting()
 
     def _integrity_succeeded(self, ignored: None, state: WorkerIntegrity) -> None:

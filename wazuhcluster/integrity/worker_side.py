@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -53,6 +53,7 @@ from wazuhcluster.integrity.errors import IntegrityError
 from wazuhcluster.integrity.items import ClusterItems, parse_cluster_items
 from wazuhcluster.integrity.master_side import (
     PUSH_DIRECT_CAPABILITY,
+    PUSH_QUEUE_CAPABILITY,
     error_wire,
     unlink_quietly,
 )
@@ -213,7 +214,7 @@ class IntegrityWorker:
     _log = Logger()
     #: Announced in ``wzc_caps``: the master may push changed files without asking for a
     #: check first (a ``syn_m_c`` of its own; we apply it like any push).
-    capabilities = (PUSH_DIRECT_CAPABILITY,)
+    capabilities = (PUSH_DIRECT_CAPABILITY, PUSH_QUEUE_CAPABILITY)
 
     def __init__(self, node: WorkerNode, clock: IReactorTime,
                  barrier: Callable[[], None] | None = os.sync,
@@ -236,6 +237,9 @@ class IntegrityWorker:
         self._push_done: Deferred[None] | None = None
         self._tasks: dict[str, Deferred[str]] = {}
         self.pushes_in_progress = 0
+        #: pushes are applied one at a time, in the order their containers were named
+        #: (``push_queue``: the master may send the next while one is being applied)
+        self._applying = DeferredLock()
         self.checks = Coalescer(self._integrity_check, f"[{node.tag}] [Integrity check]")
         self._limits = ContainerLimits.for_zip_size(node.config.intervals.max_zip_size)
         self.last_apply: ApplyResult | None = None
@@ -507,9 +511,11 @@ class IntegrityWorker:
                 raise error from None
             started = self._clock.seconds()
             self._log.info("[{tag}] [Integrity sync] Starting.", tag=self._tag)
+            await self._applying.acquire()
             try:
                 result = await self._apply(path, streamed)
             finally:
+                self._applying.release()
                 await self._node.run(unlink_quietly, path)
         except (ClusterError, IntegrityError, OSError) as e:
             if isinstance(e, ConnectionLostError | _Disconnected):
