@@ -17,19 +17,25 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.integrity.pairs import IntegrityPair, ThreadedExtractions, write_files
-from tests.support import node_config, short_tempdir
+from tests.support import VECTOR_KEY, node_config, read_vector, short_tempdir
 from wazuhcluster.errors import RemoteCommandError
 from wazuhcluster.integrity import apply as apply_module
 from wazuhcluster.integrity import master_side
 from wazuhcluster.integrity.apply import SMALL_PUSH_FILES
 from wazuhcluster.integrity.compare import Comparison
-from wazuhcluster.integrity.container import ContainerLimits, write_sync_container
+from wazuhcluster.integrity.container import (
+    ContainerLimits,
+    read_container_bytes,
+    write_sync_container,
+)
 from wazuhcluster.integrity.errors import ContainerError
 from wazuhcluster.integrity.items import parse_cluster_items
 from wazuhcluster.integrity.metadata import scan_items
 from wazuhcluster.integrity.scheduling import Coalescer
 from wazuhcluster.integrity.worker_side import PUSH_PROGRESS_BYTES, Extractions, stage_followed
 from wazuhcluster.interfaces import IWorkerExtension
+from wazuhcluster.protocol import messages
+from wazuhcluster.protocol.chunks import Reassembler
 from wazuhcluster.protocol.commands import (
     FILE_END,
     FILE_UPD,
@@ -39,6 +45,8 @@ from wazuhcluster.protocol.commands import (
     SYN_M_C_R,
     SYNC_NOW,
 )
+from wazuhcluster.protocol.crypto import FernetCodec
+from wazuhcluster.protocol.frames import FrameDecoder
 from wazuhcluster.protocol.transfers import FollowedFile, FollowError
 
 FILES = {
@@ -338,6 +346,20 @@ class CheckWithoutMasterTests(SynchronousTestCase):
         self.assertFalse(pair.worker_integrity.checks.running)
 
 
+def captured_master_requests() -> list[tuple[bytes, bytes]]:
+    """The master's side of the captured Wazuh 4.7.5 session: (command, payload) of each
+    message, decrypted."""
+    codec = FernetCodec(VECTOR_KEY)
+    decoder = FrameDecoder()
+    reassembler = Reassembler()
+    out = []
+    for frame in decoder.feed(read_vector("session.m2w.bin")):
+        message = reassembler.add(frame)
+        if message is not None:
+            out.append((message.command, codec.decrypt(message.payload)))
+    return out
+
+
 def staging_dirs(pair: IntegrityPair) -> list[str]:
     """Staging directories left in the worker's queue/cluster/worker-1/."""
     directory = os.path.join(pair.worker_config.home, "queue", "cluster", "worker-1")
@@ -396,6 +418,36 @@ class StreamedPushTests(SynchronousTestCase):
         self.assertEqual(self.extractions.started, 2)
         self.assertEqual(count(self.events, "extracted while it arrived"), 2)
         self.assertEqual(staging_dirs(self.pair), [])
+
+    def test_a_wazuh_masters_push_is_extracted_while_it_arrives(self) -> None:
+        """The push of the captured real Wazuh 4.7.5 session (syn_m_c, new_file, file_upd,
+        file_end, syn_m_c_e, byte for byte but our task id) is followed, extracted while
+        it arrives and applied: every file of its container on the worker, right."""
+        pair = self.pair
+        requests = captured_master_requests()
+        first = next(i for i, (command, _) in enumerate(requests) if command == SYN_M_C)
+        last = next(i for i, (command, _) in enumerate(requests) if command == SYN_M_C_E)
+        push = requests[first:last + 1]
+        self.assertEqual([command for command, _ in push],
+                         [SYN_M_C, NEW_FILE, FILE_UPD, FILE_END, SYN_M_C_E])
+        task = self.successResultOf(pair.request(pair.server, SYN_M_C, push[0][1]))
+        container = b""
+        for command, payload in push[1:-1]:
+            self.successResultOf(pair.request(pair.server, command, payload))
+            if command == FILE_UPD:
+                container += payload.partition(b" ")[2]
+        self.extractions.finish()
+        relpath = messages.split_id(push[-1][1])[1]
+        self.successResultOf(pair.request(pair.server, SYN_M_C_E, task + b" " + relpath))
+        pair.settle()
+        self.assertEqual(count(self.events, "extracted while it arrived"), 2)  # and setUp's
+        files = read_container_bytes(container).files
+        self.assertTrue(files)
+        for name, content in files.items():
+            with open(os.path.join(pair.worker_config.home, name), "rb") as f:
+                self.assertEqual(f.read(), content, name)
+        self.assertEqual(pair.worker_integrity.pushes_in_progress, 0)
+        self.assertEqual(staging_dirs(pair), [])
 
     def test_checksum_mismatch_stages_nothing_and_applies_nothing(self) -> None:
         """The followed file fails its checksum: the extraction ends, its staging goes,
