@@ -852,8 +852,8 @@ class IntegrityMaster:
                 return
             await peer.request(SYN_M_C_E, f"{worker_task} {relpath[1:]}".encode())
             state.push_task = None
-            if base is not None:
-                state.assumed = after_push(base, container.comparison)
+            if base is not None:  # a copy of the worker's file list: off the reactor
+                state.assumed = await self._node.run(after_push, base, container.comparison)
         finally:
             growing.abandoned = True  # a writer still running stops at the next file
             writing.addErrback(lambda _: None)
