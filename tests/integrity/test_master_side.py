@@ -216,27 +216,6 @@ class MasterIntegrityTests(SynchronousTestCase):
         self.assertTrue(pair.in_sync())
         self.assertEqual(pair.worker_integrity.checks.runs, checks + 1)
 
-    def test_a_change_during_a_direct_push_is_not_lost(self) -> None:
-        """A change seen while a direct push holds the worker's lock is not lost: it is
-        pushed once the push ends; the last content arrives."""
-        pair = self.pair
-        pair.recalculate()
-        pair.connect()
-        home = pair.master_config.home
-        write_files(home, {"etc/rules/local_rules.xml": b"<one/>\n"})
-        pair.integrity.recalculation.request()  # starts the direct push, not delivered yet
-        state = pair.integrity.state_of(pair.master.registry.get("worker-1"))
-        assert state is not None
-        self.assertIsNotNone(state.lock)
-        write_files(home, {"etc/rules/local_rules.xml": b"<two/>\n"})
-        pair.integrity.recalculation.request()
-        self.assertTrue(state.nudge_pending)
-        pair.settle()
-        self.assertTrue(pair.in_sync())
-        with open(os.path.join(pair.worker_config.home, "etc/rules/local_rules.xml"),
-                  "rb") as f:
-            self.assertEqual(f.read(), b"<two/>\n")
-
     def test_no_direct_push_while_a_burst_goes_on(self) -> None:
         """While the watcher has more changes pending, the worker is asked to check (the
         check waits for the next recomputation and takes more files in one push)."""

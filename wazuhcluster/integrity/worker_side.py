@@ -544,7 +544,6 @@ class IntegrityWorker:
         self._log.info("[{tag}] [Integrity sync] Finished in {seconds:.3f}s.", tag=self._tag,
                        seconds=self._clock.seconds() - started)
 
-
     def _follow_push(self, files: FileReceiver) -> _Streamed:
         """Extract the next file announced on the link while it arrives: after ``syn_m_c``
         the master sends the push container (Wazuh's master too). Only a staging
