@@ -38,6 +38,18 @@ def write(node: NodeProcess, files: dict[str, bytes]) -> None:
             f.write(content)
 
 
+def write_by_rename(node: NodeProcess, files: dict[str, bytes]) -> None:
+    """Create files under a node's home the way deployment tools do: each written as
+    ``<name>.tmp`` (an excluded extension) and renamed into place, so that the node never
+    has a partial version of one to push."""
+    for relative, content in files.items():
+        path = os.path.join(node.home, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            f.write(content)
+        os.replace(path + ".tmp", path)
+
+
 def complete_merged(data: bytes) -> bool:
     """True if ``data`` is a whole merged.mg: a ``#`` header line, then ``!<size> <name>``
     records whose contents are exactly ``size`` bytes, up to the end."""
@@ -147,14 +159,18 @@ class IntegrityProcessTests(TestCase):
     async def test_sigkill_during_apply_leaves_no_half_written_file(self) -> None:
         """A worker killed while applying 5 000 files has each file absent or complete;
         after a restart the next round converges.
+
+        The master's files are renamed into place: written in place, a file can be pushed
+        as the empty file it is between its creation and its write (a later push brings
+        its content), and that would look like a file the kill left half-written.
         """
         c = Cluster(self)
         m, (w,) = await c.start_cluster("worker-1", master_tunables=FAST_INTEGRITY,
                                         worker_tunables=FAST_INTEGRITY)
         await c.wait_log(w, CONNECTED)
         since = w.log_size()
-        write(m, {f"etc/shared/big/file-{i:05d}.conf": os.urandom(2048) + b"%d" % i
-                  for i in range(5000)})
+        write_by_rename(m, {f"etc/shared/big/file-{i:05d}.conf": os.urandom(2048) + b"%d" % i
+                            for i in range(5000)})
         await c.wait_for("the worker to start applying",
                          lambda: w.grep(r"\[Integrity sync\] Starting\.", since), 20.0)
         await w.stop(signal.SIGKILL)
