@@ -216,12 +216,22 @@ class MasterIntegrityTests(SynchronousTestCase):
         self.assertTrue(pair.in_sync())
         self.assertEqual(pair.worker_integrity.checks.runs, checks + 1)
 
-    def test_no_direct_push_while_a_burst_goes_on(self) -> None:
-        """While the watcher has more changes pending, the worker is asked to check (the
-        check waits for the next recomputation and takes more files in one push)."""
+    def burst(self, capabilities: frozenset[str] | None = None,
+              assumed_known: bool = True) -> int:
+        """A change seen while the watcher has more pending (a burst still being
+        written); return the worker's checks until the pair is in sync.
+        ``capabilities`` replaces the worker's; without ``assumed_known`` the master
+        has forgotten what the worker has (as after a failed push)."""
         pair = self.pair
         pair.recalculate()
         pair.connect()
+        session = pair.master.registry.get("worker-1")
+        state = pair.integrity.state_of(session)
+        assert session is not None and state is not None
+        if capabilities is not None:
+            session.capabilities = capabilities
+        if not assumed_known:
+            state.assumed = None
 
         class Watcher:
             pending = True
@@ -230,12 +240,39 @@ class MasterIntegrityTests(SynchronousTestCase):
         checks = pair.worker_integrity.checks.runs
         write_files(pair.master_config.home, {"etc/rules/local_rules.xml": b"<z/>\n"})
         pair.recalculate()
-        self.assertEqual(pair.worker_integrity.checks.runs, checks + 1)
+        first = pair.worker_integrity.checks.runs
         Watcher.pending = False
+        write_files(pair.master_config.home, {"etc/lists/later": b"k:v\n"})
+        pair.integrity.files_changed(None)  # the burst's last recomputation
         for _ in range(int(master_side.FRESH_SCAN_WAIT / master_side.FRESH_SCAN_POLL) + 2):
             pair.clock.advance(master_side.FRESH_SCAN_POLL)
         pair.settle()
         self.assertTrue(pair.in_sync())
+        self.assertEqual(first - checks, pair.worker_integrity.checks.runs - checks)
+        return pair.worker_integrity.checks.runs - checks
+
+    def test_a_burst_is_pushed_as_the_difference_from_the_workers_files(self) -> None:
+        """While the watcher has more changes pending, a worker that takes queued pushes
+        and whose files the master knows gets no direct push of this recomputation's
+        files, nor a check: a push of what differs from its files, computed after the
+        burst's next recomputation (so it takes the later files too)."""
+        self.assertEqual(self.burst(), 0)
+        self.assertEqual(len(messages_of(self.events, "pushing what differs from its files")),
+                         1)
+        last = self.pair.worker_integrity.last_apply
+        self.assertEqual((set(last.created), set(last.updated)),
+                         ({"etc/lists/later"}, {"etc/rules/local_rules.xml"}))
+
+    def test_a_burst_makes_an_older_worker_check(self) -> None:
+        """The same burst makes a worker without push_queue check (the check waits for
+        the next recomputation and takes more files in one push)."""
+        caps = frozenset({master_side.SYNC_NOW_CAPABILITY, master_side.PUSH_DIRECT_CAPABILITY})
+        self.assertEqual(self.burst(caps), 1)
+        self.assertEqual(messages_of(self.events, "pushing what differs from its files"), [])
+
+    def test_a_burst_makes_a_worker_check_when_its_files_are_unknown(self) -> None:
+        """... and so does a worker whose last push did not complete."""
+        self.assertEqual(self.burst(assumed_known=False), 1)
 
     def test_no_direct_push_to_a_worker_asked_to_check(self) -> None:
         """A worker asked to check (sync_now) that has not asked for permission yet gets

@@ -18,8 +18,10 @@ Pieces, all owned by the master node:
   worker whose lock is held gets it when the lock is released.
 * direct push (between our nodes, ``push_direct``): to an idle worker that announced it,
   the files a recomputation changed are pushed at once, without a check before (no scan,
-  upload, decode or comparison); busy workers and bursts still being written take the
-  check path above.
+  upload, decode or comparison); busy workers take the check path above, and so do bursts
+  still being written unless the worker takes queued pushes (``push_queue``) and the
+  master knows its files: then what differs is pushed after the burst's next
+  recomputation, and what is written meanwhile follows push after push.
 * a bound on concurrent tasks (``max_concurrent_integrity_tasks``): beyond it a permission
   request is answered False and the worker waits in line; each task that ends sends
   ``sync_now`` to the next worker in line (workers without it ask again at their next tick).
@@ -121,8 +123,13 @@ PUSH_DIRECT_CAPABILITY = "push_direct"
 #: Files that changed while a push was being sent then go in a push of their own right
 #: after it, compared with what the worker will have once the pushes sent are applied,
 #: instead of a ``wzc_syncnow``, a scan and an upload of every file's metadata by the
-#: worker once it has applied the first push, and a comparison here.
+#: worker once it has applied the first push, and a comparison here. So does a burst of
+#: changes still being written, to an idle worker (:meth:`IntegrityMaster._push_difference`).
 PUSH_QUEUE_CAPABILITY = "push_queue"
+#: What the master logs when it pushes the difference from what such a worker will have.
+CHANGES_DURING_PUSH_PUSHED = ("[{tag}] [Integrity sync] Files changed during the last push; "
+                              "pushing them at once.")
+BURST_PUSHED = "[{tag}] [Integrity sync] Files changed; pushing what differs from its files."
 #: A direct push of at most this many files and deletions is started even when every task
 #: slot is taken: its container is a few small records, so many of them at once cannot
 #: starve the master the way many full containers would (the reason for the slots).
@@ -527,20 +534,41 @@ class IntegrityMaster:
                     and PUSH_DIRECT_CAPABILITY in session.capabilities
                     and self._direct_push(state, delta)):
                 continue
+            if delta is None and state is not None and self._push_difference(state):
+                continue
             self._sync_now(session)
 
-    def _direct_push(self, state: WorkerIntegrity, delta: Comparison) -> bool:
-        """Push ``delta`` to an idle worker without a check first; False if it is not idle
-        (asked to check and not come yet: its check would wait behind each new direct
-        push; a permission just granted, a call-in from the line) or no slot is free for
-        a bigger push: the caller then asks it to check, as for any worker."""
+    def _idle(self, state: WorkerIntegrity) -> bool:
+        """True if the master may start a push of its own to this worker: no lock, not
+        in line, not asked to check and not come yet (its check would wait behind each
+        new push), no permission just granted, no call-in from the line, no back-off."""
         now = self._clock.seconds()
         grace = self._config.intervals.timeout_cluster_request
-        if (state.lock is not None or state.session in self._waiting
-                or (state.asked_at is not None and now - state.asked_at < grace)
-                or (state.granted_at is not None and now - state.granted_at < grace)
-                or (state.called_at is not None and now - state.called_at < grace)
-                or now < state.retry_after):
+        return not (state.lock is not None or state.session in self._waiting
+                    or (state.asked_at is not None and now - state.asked_at < grace)
+                    or (state.granted_at is not None and now - state.granted_at < grace)
+                    or (state.called_at is not None and now - state.called_at < grace)
+                    or now < state.retry_after)
+
+    def _push_difference(self, state: WorkerIntegrity) -> bool:
+        """A burst still being written, to an idle worker that takes queued pushes and
+        whose files the master knows (``assumed``): start a push of what differs, after
+        the burst's next recomputation (:meth:`_chain_task`), instead of asking for a
+        check. False (the caller asks for a check) if any of that does not hold or no
+        task slot is free."""
+        if (PUSH_QUEUE_CAPABILITY not in state.session.capabilities
+                or state.assumed is None or self.local is None or not self._idle(state)
+                or self.busy_tasks() >= self._config.ext.max_concurrent_integrity_tasks):
+            return False
+        self._chain(state, BURST_PUSHED)
+        return True
+
+    def _direct_push(self, state: WorkerIntegrity, delta: Comparison) -> bool:
+        """Push ``delta`` to an idle worker without a check first; False if it is not
+        :meth:`_idle` or no slot is free for a bigger push: the caller then asks it to
+        check, as for any worker."""
+        now = self._clock.seconds()
+        if not self._idle(state):
             return False
         if (not self._small_push(delta)
                 and self.busy_tasks() >= self._config.ext.max_concurrent_integrity_tasks):
@@ -580,16 +608,20 @@ class IntegrityMaster:
         finally:
             self._release(state, task_id)
 
-    def _chain(self, state: WorkerIntegrity) -> None:
-        """Push what changed during the push just sent (see :data:`PUSH_QUEUE_CAPABILITY`)."""
+    def _chain(self, state: WorkerIntegrity, reason: str = CHANGES_DURING_PUSH_PUSHED) -> None:
+        """Push what differs from what the worker will have (see
+        :data:`PUSH_QUEUE_CAPABILITY`): what changed during the push just sent, or a
+        burst (:meth:`_push_difference`). ``reason`` (a log format with ``{tag}``) is
+        logged if there is a push."""
         task_id = str(uuid.uuid4())
         state.lock = task_id
         state.lock_since = self._clock.seconds()
-        d = Deferred.fromCoroutine(self._chain_task(state, task_id))
+        state.granted_at = None
+        d = Deferred.fromCoroutine(self._chain_task(state, task_id, reason))
         d.addCallbacks(self._integrity_succeeded, self._integrity_failed,
                        callbackArgs=(state,), errbackArgs=(state,))
 
-    async def _chain_task(self, state: WorkerIntegrity, task_id: str) -> None:
+    async def _chain_task(self, state: WorkerIntegrity, task_id: str, reason: str) -> None:
         try:
             await self._fresh_local_integrity()
             local, base = self.local, state.assumed
@@ -601,8 +633,7 @@ class IntegrityMaster:
             if comparison.is_empty:
                 return
             state.rounds += 1
-            self._log.debug("[{tag}] [Integrity sync] Files changed during the last push; "
-                            "pushing them at once.", tag=state.commands.tag)
+            self._log.debug(reason, tag=state.commands.tag)
             await self._push(state, comparison, base=base)
         finally:
             self._release(state, task_id)
