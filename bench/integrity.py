@@ -20,7 +20,11 @@ Run with ``.venv/bin/python bench/integrity.py``. It prints figures only; nothin
      present on the worker and verified byte-identical, 3 times (``--repeats``), each in a
      directory of its own (nothing is deleted between the runs: deleting 10 000 files makes
      the next run's file creations, the writer's included, several times slower on ext4 for
-     minutes); the ratio of that time to the write time, best and median;
+     minutes); the ratio of that time to the write time, best and median; after each run,
+     the work any implementation must do for those files, each step alone in a tight loop
+     (write, read + BLAKE2b, Fernet both ways, create in staging + rename), and the ratio
+     their sum over the cores gives against that write: a floor for the figure
+     (``required_work``);
    * meanwhile a local client sends ``echo-c`` to the master's local socket every 10 ms; the
      worst round-trip during each phase is reported.
 
@@ -385,12 +389,55 @@ def write_many(directory: str, contents: dict[str, bytes]) -> float:
     return time.thread_time() - started
 
 
+def required_work(directory: str, contents: dict[str, bytes]) -> dict[str, float]:
+    """The work any node pair must do for these files, each step alone, in tight loops
+    (seconds; runs in a pool thread, right after a bulk run, so in the same file-system
+    state): ``write`` the writer's own loop again; ``hash`` read and BLAKE2b each file
+    (the master's metadata); ``codec`` Fernet-encrypt and decrypt the bytes in 1 MiB
+    messages (the link); ``install`` create each file in a staging directory and rename
+    it into place (the worker). Left out, so that this is a floor: container records,
+    the network, stat calls, fsync/sync, the worker's check, and Python around each step."""
+    codec = FernetCodec(KEY.encode())
+    target = os.path.join(directory, "target")
+    staging = os.path.join(directory, "staging")
+    os.makedirs(target)
+    os.makedirs(staging)
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    source = os.path.join(directory, "source")
+    os.makedirs(source)
+    for name, content in contents.items():
+        with open(os.path.join(source, name), "wb") as f:
+            f.write(content)
+    times["write"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for name in contents:
+        with open(os.path.join(source, name), "rb") as f:
+            hashlib.blake2b(f.read()).digest()
+    times["hash"] = time.perf_counter() - started
+    blob = b"".join(contents.values())
+    started = time.perf_counter()
+    step = 1 << 20
+    for offset in range(0, len(blob), step):
+        codec.decrypt(codec.encrypt(blob[offset:offset + step]))
+    times["codec"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for name, content in contents.items():
+        staged = os.path.join(staging, name)
+        with open(staged, "wb") as f:
+            f.write(content)
+        os.rename(staged, os.path.join(target, name))
+    times["install"] = time.perf_counter() - started
+    return times
+
+
 async def many_files(repetition: int, many: int, runner: ThreadedRunner,
                      protocol: ClusterProtocol, master: Node, worker: Node, master_dir: str,
-                     worker_dir: str) -> float:
+                     worker_dir: str, floor_dir: str) -> tuple[float, float]:
     """One run of the bulk figure: ``many`` new 4 KiB files written in ``master_dir`` until
     the worker has them all, right, in ``worker_dir``; print the run's figures and return
-    the ratio of that time to the write time."""
+    the ratio of that time to the write time, and the ratio the required work alone
+    (:func:`required_work`, in ``floor_dir``) would reach with every core busy."""
     contents = await runner.run(draw_contents, many)
     master_pid, worker_pid = master.transport.pid, worker.transport.pid
     cpu_before = cpu_seconds(master_pid), cpu_seconds(worker_pid)
@@ -424,6 +471,16 @@ async def many_files(repetition: int, many: int, runner: ThreadedRunner,
     print(f"  run {repetition}: {many} new 4 KiB files -> present and verified on the worker: "
           f"{done - start:.2f} s (writing them on the master took {written:.2f} s): "
           f"{ratio:.2f}x")
+    # The required work alone, in the file system's state of this run (outside the homes),
+    # once the nodes are at rest again.
+    await sleep(1.0)
+    steps = await runner.run(required_work, floor_dir, contents)
+    cores = os.cpu_count() or 1
+    floor_ratio = sum(steps.values()) / cores / steps["write"]
+    print(f"    required work alone (floor): write {steps['write']:.2f} s, read+BLAKE2b "
+          f"{steps['hash']:.2f} s, Fernet both ways {steps['codec']:.2f} s, stage+rename "
+          f"{steps['install']:.2f} s: their sum / {cores} cores / write = {floor_ratio:.2f}x "
+          f"(no container, network, stat, sync or check)")
     # With every process busy, the machine's cores bound the ratio from below: the
     # writer's, the master's and the worker's CPU seconds cannot take less wall time
     # than their sum divided by the cores.
@@ -435,7 +492,7 @@ async def many_files(repetition: int, many: int, runner: ThreadedRunner,
           f"{system[0]:.2f} s, worker {system[1]:.2f} s; minor page faults: master "
           f"{faults[0]}, worker {faults[1]}; master's own ReactorLag worst window "
           f"{own_lag:.1f} ms")
-    return ratio
+    return ratio, floor_ratio
 
 
 async def end_to_end(base: str, changes: int, many: int, repeats: int = 3) -> None:
@@ -500,14 +557,17 @@ async def end_to_end(base: str, changes: int, many: int, repeats: int = 3) -> No
               f"min {min(latencies):.3f} s")
         mark = probe.mark()
         link_mark = link_probe.mark()
-        ratios = []
+        ratios, floors = [], []
         for repetition in range(1, repeats + 1):
             if repetition > 1:
                 await sleep(1.0)  # the cluster at rest again
-            ratios.append(await many_files(
+            ratio, floor_ratio = await many_files(
                 repetition, many, runner, protocol, master, worker,
                 os.path.join(master_home, "etc", "rules", f"many-{repetition}"),
-                os.path.join(worker_home, "etc", "rules", f"many-{repetition}")))
+                os.path.join(worker_home, "etc", "rules", f"many-{repetition}"),
+                os.path.join(base, f"floor-{repetition}"))
+            ratios.append(ratio)
+            floors.append(floor_ratio)
         many_rtt = probe.worst_since(mark)
         link_many_rtt = link_probe.worst_since(link_mark)
         print(f"  local-socket echo-c round-trip to the master (every 10 ms): idle worst "
@@ -525,6 +585,8 @@ async def end_to_end(base: str, changes: int, many: int, repeats: int = 3) -> No
         record("integrity", f"rules edit -> worker, max of {changes}", max(latencies),
                max(latencies), "s", "< 0.15 s", max(latencies) < 0.15)
         best, median = min(ratios), statistics.median(ratios)
+        print(f"  required work alone / write time (floor, see above): best {min(floors):.2f}x,"
+              f" median {statistics.median(floors):.2f}x")
         record("integrity", f"{many} new files verified on worker / write time", best, median,
                "x", "<= 1.5x", median <= 1.5)
         worst = max(rules_rtt, many_rtt, link_many_rtt) * 1000
