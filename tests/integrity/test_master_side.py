@@ -671,22 +671,29 @@ class WatcherTests(SynchronousTestCase):
         self.assertEqual(watcher.triggers, 1)
 
     def test_directory_events_and_overflow_scan_the_whole_tree(self) -> None:
-        """A new directory (its files unnamed) or lost events: the next run scans all."""
+        """A new directory: the next run walks it alone (a file changed elsewhere, its
+        event not seen, stays as it was); a directory moved in, or lost events: it scans
+        the whole tree (and finds that file)."""
         pair = IntegrityPair(self)
         home = pair.master_config.home
         write_files(home, MASTER_FILES)
         pair.recalculate()
         clock = Clock()
         watcher = IntegrityWatcher(pair.integrity, clock)
-        for n, mask in enumerate((inotify.IN_CREATE | inotify.IN_ISDIR, inotify.IN_Q_OVERFLOW)):
-            write_files(home, {f"etc/rules/sub{n}/a.xml": b"a", f"etc/rules/sub{n}/b.xml": b"b"})
+        masks = (inotify.IN_CREATE | inotify.IN_ISDIR, inotify.IN_MOVED_TO | inotify.IN_ISDIR,
+                 inotify.IN_Q_OVERFLOW)
+        for n, mask in enumerate(masks):
+            write_files(home, {f"etc/rules/sub{n}/a.xml": b"a", f"etc/rules/sub{n}/b.xml": b"b",
+                               f"etc/rules/sub{n}/deeper/c.xml": b"c",
+                               "etc/lists/unseen": f"{n}".encode()})
             watcher._event(None, FilePath(os.path.join(home, f"etc/rules/sub{n}").encode()),
                            mask)
             clock.advance(0.01)
             pair.settle()
             local = pair.integrity.local
             assert local is not None
-            self.assertIn(f"etc/rules/sub{n}/b.xml", local.files)
+            self.assertIn(f"etc/rules/sub{n}/deeper/c.xml", local.files)
+            self.assertEqual("etc/lists/unseen" in local.files, n > 0, mask)
 
     def test_notifier_reports_queue_overflow(self) -> None:
         """Twisted drops events of unknown watch descriptors; the overflow reaches us."""

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import random
+import shutil
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -236,11 +237,57 @@ class RescanPathsTests(SynchronousTestCase):
                          self.first.files["etc/lists/audit-keys"])
 
     def test_what_needs_the_full_scan_returns_none(self) -> None:
-        """A directory, a symlink, a symlinked directory on the way: None."""
-        os.makedirs(os.path.join(self.home, "etc/rules/dir"))
+        """A symlink, a symlinked directory on the way, a directory holding either or an
+        unsafe name: None."""
         os.symlink("/etc/passwd", os.path.join(self.home, "etc/rules/link.xml"))
         os.symlink(os.path.join(self.home, "etc/rules"),
                    os.path.join(self.home, "etc/shared/linked"))
-        for relative in ("etc/rules/dir", "etc/rules/link.xml", "etc/shared/linked/x.conf"):
+        for name in ("with-link", "with-linked-dir", "with-odd-name"):
+            os.makedirs(os.path.join(self.home, "etc/shared", name, "sub"))
+        os.symlink("/etc/passwd", os.path.join(self.home, "etc/shared/with-link/sub/a.conf"))
+        os.symlink("/etc", os.path.join(self.home, "etc/shared/with-linked-dir/etc"))
+        with open(os.path.join(self.home, "etc/shared/with-odd-name/sub/a\nb"), "wb") as f:
+            f.write(b"x")
+        for relative in ("etc/rules/link.xml", "etc/shared/linked/x.conf",
+                         "etc/shared/linked", "etc/shared/with-link",
+                         "etc/shared/with-odd-name"):
             self.assertIsNone(rescan_paths(self.home, self.items, self.first,
                                            [os.path.join(self.home, relative)]), relative)
+
+    def test_a_new_directory_is_walked_like_the_full_scan(self) -> None:
+        """A directory named by its creation event: every file under it (nested, of any
+        item, excluded and uncovered names among them) as the full scan finds them, in
+        30 random rounds that also replace directories the scan knew; files elsewhere
+        are not looked at."""
+        rng = random.Random(16)
+        result = self.first
+        names = ["a.conf", "b.xml", "c.swp", "merged.mg", "agent.conf", "deep/d.txt",
+                 "deep/er/e.txt", "f.tmp"]
+        tops = ["etc/shared/new", "etc/shared/group1", "etc/rules/extra", "etc/rules/n",
+                "etc/lists/sub", "var/multigroups", "var/multigroups/77aa", "etc/other"]
+        for _ in range(30):
+            top = rng.choice(tops)
+            absolute = os.path.join(self.home, top)
+            if os.path.isdir(absolute):
+                shutil.rmtree(absolute)
+            for name in rng.sample(names, rng.randrange(0, len(names))):
+                path = os.path.join(absolute, name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(os.urandom(rng.randrange(1, 64)))
+            os.makedirs(absolute, exist_ok=True)
+            write_tree(self.home, {"etc/lists/audit-keys": (os.urandom(8), 2e9)})  # unnamed
+            rescanned = rescan_paths(self.home, self.items, result, [absolute.encode()])
+            assert rescanned is not None, top
+            full = scan_items(self.home, self.items)
+            unnamed = "etc/lists/audit-keys"
+            self.assertEqual(rescanned.files[unnamed], result.files[unnamed])
+            full.files[unnamed] = result.files[unnamed]
+            full.cache[unnamed] = result.cache[unnamed]
+            self.assertEqual(rescanned.files, full.files, top)
+            self.assertEqual(rescanned.cache, full.cache, top)
+            changed = {p for p in {*result.files, *rescanned.files}
+                       if result.files.get(p) != rescanned.files.get(p)}
+            assert rescanned.touched is not None
+            self.assertLessEqual(changed, set(rescanned.touched))
+            result = rescanned

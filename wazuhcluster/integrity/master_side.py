@@ -1046,9 +1046,12 @@ def item_directories(home: str, items: ClusterItems) -> list[str]:
 SETTLED_EVENTS = (inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
                   | inotify.IN_DELETE | inotify.IN_ATTRIB)
 #: Events after which the watcher cannot name the changed files: the next recomputation
-#: scans the whole tree (a directory created, moved or deleted, a watch gone, lost events).
+#: scans the whole tree (a directory moved or deleted, a watch gone, lost events)...
 TREE_EVENTS = (inotify.IN_ISDIR | inotify.IN_MOVE_SELF | inotify.IN_DELETE_SELF
                | inotify.IN_Q_OVERFLOW | inotify.IN_IGNORED | inotify.IN_UNMOUNT)
+#: ... except a directory created: the recomputation walks that directory alone (Twisted
+#: watches it from then on; what was written in it before is found by the walk).
+NEW_DIRECTORY = inotify.IN_CREATE | inotify.IN_ISDIR
 #: The kernel's watch descriptor of an IN_Q_OVERFLOW event ((uint32) -1).
 OVERFLOW_WD = 0xFFFFFFFF
 
@@ -1164,7 +1167,7 @@ class IntegrityWatcher(Service):
         create, modify, close), so it only adds to a set and moves one timer.
         """
         self.events += 1
-        if path is None or mask & TREE_EVENTS:
+        if path is None or (mask & TREE_EVENTS and mask != NEW_DIRECTORY):
             self._paths = None
         elif self._paths is not None:
             self._paths.add(path)

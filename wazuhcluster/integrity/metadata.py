@@ -200,21 +200,32 @@ def scan_items(
     skipped: list[SkippedPath] = []
     hashed = 0
     for item in items.items:
-        for relative, absolute, st, known in _item_files(home, item, items, skipped, previous,
-                                                         files, new_cache):
-            if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
-                digest = known.digest
-            else:
-                try:
-                    digest = file_digest(absolute)
-                except OSError as e:
-                    skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
-                    continue
-                hashed += 1
-            entry = _entry(item, relative.rsplit("/", 1)[-1], absolute, st, digest)
-            new_cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
-            files[relative] = entry
+        hashed += _collect(home, item, items, skipped, previous, files, new_cache)
     return ScanResult(files=files, cache=new_cache, skipped=tuple(skipped), hashed=hashed)
+
+
+def _collect(home: str, item: ClusterItem, items: ClusterItems, skipped: list[SkippedPath],
+             previous: Mapping[str, CachedDigest], files: dict[str, FileEntry],
+             cache: dict[str, CachedDigest], start: str | None = None) -> int:
+    """Put the entry of every file the item covers (under ``start``, see
+    :func:`_item_files`) in ``files`` and ``cache``, hashing those whose size or mtime
+    differ from ``previous``; return how many were hashed."""
+    hashed = 0
+    for relative, absolute, st, known in _item_files(home, item, items, skipped, previous,
+                                                     files, cache, start):
+        if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
+            digest = known.digest
+        else:
+            try:
+                digest = file_digest(absolute)
+            except OSError as e:
+                skipped.append(SkippedPath(relative, f"unreadable: {e.strerror or e}"))
+                continue
+            hashed += 1
+        entry = _entry(item, relative.rsplit("/", 1)[-1], absolute, st, digest)
+        cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
+        files[relative] = entry
+    return hashed
 
 
 def _entry(item: ClusterItem, name: str, absolute: str, st: os.stat_result,
@@ -241,10 +252,15 @@ def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
     anything but a regular file, a directory on the way that is not a real directory, an
     unsafe or too long name, or a file that cannot be read. Each named file is hashed
     again even if its size and mtime did not change (the event says its content did).
+
+    A named path that is a directory (one just created) is walked as the full scan walks
+    it, the cache serving for files it knows; anything the full scan would skip in it
+    (a symbolic link, an unsafe name, an unreadable file) gives ``None`` as well.
     """
     files = dict(previous.files)
     cache = dict(previous.cache)
     touched: set[str] = set()
+    walked: list[str] = []
     real_dirs: dict[str, bool] = {}
     hashed = 0
     root = os.path.abspath(home)
@@ -258,7 +274,7 @@ def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
         touched.add(relative)
         absolute = os.path.join(home, relative)  # as scan_items spells it (merge_name)
         item = items.item_for(relative)
-        if item is None:
+        if item is None and not _is_directory(absolute):
             continue  # not a cluster file (excluded, or not covered by any item)
         directory, _, name = relative.rpartition("/")
         if not _real_directories(root, directory, real_dirs):
@@ -271,7 +287,15 @@ def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
             continue
         except OSError:
             return None
-        if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            walk = _rescan_directory(home, items, relative + "/", previous, files, cache,
+                                     touched)
+            if walk is None:
+                return None
+            hashed += walk
+            walked.append(relative + "/")
+            continue
+        if not stat.S_ISREG(st.st_mode) or item is None:
             return None
         prefix = directory + "/" if directory else ""
         problem = (path_problem(name) if not prefix or path_problem(directory) is None
@@ -290,9 +314,50 @@ def rescan_paths(home: str, items: ClusterItems, previous: ScanResult,
         entry = _entry(item, name, absolute, st, digest)
         cache[relative] = CachedDigest(st.st_size, st.st_mtime_ns, digest, entry)
         files[relative] = entry
-    skipped = tuple(s for s in previous.skipped if s.path not in touched)
+    skipped = tuple(s for s in previous.skipped if s.path not in touched
+                    and not any(s.path.startswith(prefix) for prefix in walked))
     return ScanResult(files=files, cache=cache, skipped=skipped, hashed=hashed,
                       touched=frozenset(touched))
+
+
+def _is_directory(path: str) -> bool:
+    """True if ``path`` is a directory (not a symbolic link to one)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _rescan_directory(home: str, items: ClusterItems, prefix: str, previous: ScanResult,
+                      files: dict[str, FileEntry], cache: dict[str, CachedDigest],
+                      touched: set[str]) -> int | None:
+    """Replace, in ``files`` and ``cache``, the entries under the directory ``prefix``
+    (relative, with a trailing "/") with what the full scan finds there now; add every
+    path that was or is there to ``touched``. Return how many files were hashed, or None
+    if the full scan skips anything there (it must judge, and report it)."""
+    for relative in [p for p in files if p.startswith(prefix)]:
+        del files[relative]
+        cache.pop(relative, None)
+        touched.add(relative)
+    skipped: list[SkippedPath] = []
+    found: dict[str, FileEntry] = {}
+    found_cache: dict[str, CachedDigest] = {}
+    hashed = 0
+    for item in items.items:
+        if item.key.startswith(prefix):
+            start = None  # the item's root is in there: the whole item
+        elif prefix.startswith(item.key) and item.recursive:
+            start = prefix
+        else:
+            continue
+        hashed += _collect(home, item, items, skipped, previous.cache, found, found_cache,
+                           start)
+    if skipped:
+        return None
+    files.update(found)
+    cache.update(found_cache)
+    touched.update(found)
+    return hashed
 
 
 def _real_directories(root: str, directory: str, known: dict[str, bool]) -> bool:
@@ -317,9 +382,11 @@ def _item_files(
     known: Mapping[str, CachedDigest] | None = None,
     files: dict[str, FileEntry] | None = None,
     cache: dict[str, CachedDigest] | None = None,
+    start: str | None = None,
 ) -> Iterator[tuple[str, str, os.stat_result, CachedDigest | None]]:
     """Yield ``(relative path, absolute path, lstat, known[relative])`` of every file the
-    item covers.
+    item covers (with ``start``, a directory under the item root spelled with a trailing
+    "/", only those under it).
 
     A path in ``known`` (the previous scan's cache: the same items included it before) is
     not checked again for exclusion, ownership and safe naming, which depend on the
@@ -333,26 +400,27 @@ def _item_files(
     key = item.key
     if known is None:
         known = {}
-    root = os.path.join(home, item.key) if item.key else home
-    if item.key:
+    begin = item.key if start is None else start
+    root = os.path.join(home, begin) if begin else home
+    if begin:
         # Every directory between the home and the item root must be a real directory.
         current = home
-        for component in item.key.rstrip("/").split("/"):
+        for component in begin.rstrip("/").split("/"):
             current = os.path.join(current, component)
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
                 return
             except OSError as e:
-                skipped.append(SkippedPath(item.key, f"unreadable: {e.strerror or e}"))
+                skipped.append(SkippedPath(begin, f"unreadable: {e.strerror or e}"))
                 return
             if stat.S_ISLNK(st.st_mode):
-                skipped.append(SkippedPath(item.key, "item directory is a symlink"))
+                skipped.append(SkippedPath(begin, "item directory is a symlink"))
                 return
             if not stat.S_ISDIR(st.st_mode):
-                skipped.append(SkippedPath(item.key, "item path is not a directory"))
+                skipped.append(SkippedPath(begin, "item path is not a directory"))
                 return
-    pending = [(root, item.key)]
+    pending = [(root, begin)]
     while pending:
         directory, prefix = pending.pop()
         try:
